@@ -1,0 +1,8 @@
+//! x86_64 hardware: everything that touches ports, MSRs, control registers and
+//! descriptor tables lives under this module.
+
+pub mod console;
+pub mod cpu;
+pub mod percpu;
+pub mod power;
+pub mod time;

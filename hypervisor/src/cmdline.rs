@@ -1,0 +1,263 @@
+//! The kernel command line: space-separated `key=value` words.
+//!
+//! Contract: parsing never fails and never panics. A word with an unknown key, or a known
+//! key with a bad value, becomes a [`Warning`] that the kernel logs; the option keeps its
+//! default. A leading word that starts with `/` (the image path some loaders pass) is
+//! skipped.
+
+use core::fmt;
+
+/// Most warnings kept; later ones are counted in [`Parsed::more_warnings`].
+pub const MAX_WARNINGS: usize = 16;
+
+/// Log verbosity, from `log=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// `log=off`
+    Off,
+    /// `log=error`
+    Error,
+    /// `log=warn`
+    Warn,
+    /// `log=info` (default)
+    Info,
+    /// `log=debug`
+    Debug,
+    /// `log=trace`
+    Trace,
+}
+
+impl LogLevel {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "off" => LogLevel::Off,
+            "error" => LogLevel::Error,
+            "warn" => LogLevel::Warn,
+            "info" => LogLevel::Info,
+            "debug" => LogLevel::Debug,
+            "trace" => LogLevel::Trace,
+            _ => return None,
+        })
+    }
+}
+
+/// Which self-tests to run, from `selftest=all` or `selftest=a,b,c`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selftest<'a> {
+    /// Every self-test in the table (not the deliberate fault).
+    All,
+    /// A comma-separated list of names, checked against the table when it runs.
+    Names(&'a str),
+}
+
+/// The options the kernel understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options<'a> {
+    /// `log=`: verbosity.
+    pub log: LogLevel,
+    /// `selftest=`: run self-tests and power off.
+    pub selftest: Option<Selftest<'a>>,
+    /// `maxcpus=N`: start at most N CPUs (N >= 1).
+    pub max_cpus: Option<u32>,
+    /// `timer=periodic|deadline`: force a local APIC timer mode.
+    pub timer: Option<TimerMode>,
+}
+
+/// Local APIC timer mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerMode {
+    /// Periodic countdown.
+    Periodic,
+    /// TSC-deadline.
+    Deadline,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options {
+            log: LogLevel::Info,
+            selftest: None,
+            max_cpus: None,
+            timer: None,
+        }
+    }
+}
+
+/// Something wrong with one word of the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Warning<'a> {
+    /// `key=...` where the key means nothing here.
+    UnknownKey(&'a str),
+    /// A word with no `=`, or with an empty key or value.
+    Malformed(&'a str),
+    /// A known key whose value is not one it takes.
+    BadValue {
+        /// The key.
+        key: &'a str,
+        /// The value given.
+        value: &'a str,
+    },
+}
+
+impl fmt::Display for Warning<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Warning::UnknownKey(k) => write!(f, "unknown key `{k}` ignored"),
+            Warning::Malformed(w) => write!(f, "malformed word `{w}` ignored (expected key=value)"),
+            Warning::BadValue { key, value } => {
+                write!(f, "bad value `{value}` for `{key}` ignored")
+            }
+        }
+    }
+}
+
+/// The result of parsing.
+#[derive(Debug, Clone, Default)]
+pub struct Parsed<'a> {
+    /// The options, defaults where a word was missing or bad.
+    pub options: Options<'a>,
+    /// What was wrong, in order.
+    pub warnings: heapless::Vec<Warning<'a>, MAX_WARNINGS>,
+    /// Warnings beyond [`MAX_WARNINGS`].
+    pub more_warnings: usize,
+}
+
+impl<'a> Parsed<'a> {
+    fn warn(&mut self, w: Warning<'a>) {
+        if self.warnings.push(w).is_err() {
+            self.more_warnings += 1;
+        }
+    }
+}
+
+/// Parses a command line.
+pub fn parse(line: &str) -> Parsed<'_> {
+    let mut p = Parsed::default();
+    for (i, word) in line.split_ascii_whitespace().enumerate() {
+        if i == 0 && word.starts_with('/') {
+            continue;
+        }
+        let Some((key, value)) = word.split_once('=') else {
+            p.warn(Warning::Malformed(word));
+            continue;
+        };
+        if key.is_empty() || value.is_empty() {
+            p.warn(Warning::Malformed(word));
+            continue;
+        }
+        let bad = Warning::BadValue { key, value };
+        match key {
+            "log" => match LogLevel::parse(value) {
+                Some(l) => p.options.log = l,
+                None => p.warn(bad),
+            },
+            "selftest" => {
+                let names_ok = value.split(',').all(|n| {
+                    !n.is_empty()
+                        && n.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                });
+                if value == "all" {
+                    p.options.selftest = Some(Selftest::All);
+                } else if names_ok {
+                    p.options.selftest = Some(Selftest::Names(value));
+                } else {
+                    p.warn(bad);
+                }
+            }
+            "maxcpus" => match value.parse::<u32>() {
+                Ok(n) if n >= 1 => p.options.max_cpus = Some(n),
+                _ => p.warn(bad),
+            },
+            "timer" => match value {
+                "periodic" => p.options.timer = Some(TimerMode::Periodic),
+                "deadline" => p.options.timer = Some(TimerMode::Deadline),
+                _ => p.warn(bad),
+            },
+            _ => p.warn(Warning::UnknownKey(key)),
+        }
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_line_gives_defaults() {
+        let p = parse("");
+        assert_eq!(p.options, Options::default());
+        assert!(p.warnings.is_empty());
+    }
+
+    #[test]
+    fn known_keys() {
+        let p = parse("/boot/hypervisor log=debug selftest=all maxcpus=2 timer=deadline");
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        assert_eq!(p.options.log, LogLevel::Debug);
+        assert_eq!(p.options.selftest, Some(Selftest::All));
+        assert_eq!(p.options.max_cpus, Some(2));
+        assert_eq!(p.options.timer, Some(TimerMode::Deadline));
+        assert_eq!(
+            parse("selftest=frames,heap").options.selftest,
+            Some(Selftest::Names("frames,heap"))
+        );
+    }
+
+    #[test]
+    fn malformed_words_warn_and_keep_defaults() {
+        let p = parse(
+            "log=loud =x y= bare colour=blue maxcpus=0 maxcpus=-1 selftest=a,,b timer=x /late",
+        );
+        assert_eq!(p.options, Options::default());
+        assert_eq!(
+            p.warnings.as_slice(),
+            &[
+                Warning::BadValue {
+                    key: "log",
+                    value: "loud"
+                },
+                Warning::Malformed("=x"),
+                Warning::Malformed("y="),
+                Warning::Malformed("bare"),
+                Warning::UnknownKey("colour"),
+                Warning::BadValue {
+                    key: "maxcpus",
+                    value: "0"
+                },
+                Warning::BadValue {
+                    key: "maxcpus",
+                    value: "-1"
+                },
+                Warning::BadValue {
+                    key: "selftest",
+                    value: "a,,b"
+                },
+                Warning::BadValue {
+                    key: "timer",
+                    value: "x"
+                },
+                Warning::Malformed("/late"),
+            ]
+        );
+        assert_eq!(p.warnings[4].to_string(), "unknown key `colour` ignored");
+    }
+
+    #[test]
+    fn a_flood_of_garbage_is_bounded() {
+        let line = "x ".repeat(1000);
+        let p = parse(&line);
+        assert_eq!(p.warnings.len(), MAX_WARNINGS);
+        assert_eq!(p.more_warnings, 1000 - MAX_WARNINGS);
+    }
+
+    #[test]
+    fn later_words_win() {
+        assert_eq!(parse("log=error log=trace").options.log, LogLevel::Trace);
+        assert_eq!(
+            parse("a=b=c").warnings.as_slice(),
+            &[Warning::UnknownKey("a")]
+        );
+    }
+}

@@ -1,0 +1,82 @@
+//! In-kernel self-tests: `selftest=all` or `selftest=name,name`.
+//!
+//! Each test prints `selftest: NAME ... ok` or `selftest: NAME ... FAILED: reason`; the run
+//! closes with `selftest: N passed, M failed` and powers off with a status that says which.
+//! `fault` is not part of `all`: it takes a page fault on purpose so the exception report
+//! can be checked.
+
+use crate::arch::power::{exit, ExitCode};
+use crate::cmdline::Selftest;
+use crate::kprintln;
+
+/// A self-test's verdict: `Err` carries the reason.
+pub type Verdict = Result<(), &'static str>;
+
+/// One self-test.
+pub struct Test {
+    /// Its name on the command line.
+    pub name: &'static str,
+    /// Whether `selftest=all` runs it.
+    pub in_all: bool,
+    /// The test.
+    pub run: fn() -> Verdict,
+}
+
+/// Every self-test, in the order `all` runs them.
+pub static TESTS: &[Test] = &[
+    Test {
+        name: "cmdline",
+        in_all: true,
+        run: crate::kmain::selftest_cmdline,
+    },
+    Test {
+        name: "time",
+        in_all: true,
+        run: crate::kmain::selftest_time,
+    },
+    Test {
+        name: "fault",
+        in_all: false,
+        run: crate::kmain::selftest_fault,
+    },
+];
+
+/// Runs the selected tests and powers off.
+pub fn run(sel: Selftest<'_>) -> ! {
+    let (mut passed, mut failed) = (0u32, 0u32);
+    let mut record = |name: &str, verdict: Verdict| match verdict {
+        Ok(()) => {
+            passed += 1;
+            kprintln!("selftest: {name} ... ok");
+        }
+        Err(why) => {
+            failed += 1;
+            kprintln!("selftest: {name} ... FAILED: {why}");
+        }
+    };
+    match sel {
+        Selftest::All => {
+            for t in TESTS.iter().filter(|t| t.in_all) {
+                kprintln!("selftest: {} ... running", t.name);
+                record(t.name, (t.run)());
+            }
+        }
+        Selftest::Names(names) => {
+            for name in names.split(',') {
+                match TESTS.iter().find(|t| t.name == name) {
+                    Some(t) => {
+                        kprintln!("selftest: {} ... running", t.name);
+                        record(t.name, (t.run)());
+                    }
+                    None => record(name, Err("no such self-test")),
+                }
+            }
+        }
+    }
+    kprintln!("selftest: {passed} passed, {failed} failed");
+    exit(if failed == 0 {
+        ExitCode::Success
+    } else {
+        ExitCode::Failure
+    })
+}
