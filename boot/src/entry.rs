@@ -198,7 +198,7 @@ extern "C" fn boot_rust_entry(tag: u32, info_paddr: u32) -> ! {
         pvh::MAGIC => pvh::parse(&Identity, u64::from(info_paddr)),
         // SAFETY: GRUB passed this magic, so `info_paddr` is its 8-byte-aligned MBI below
         // 4 GiB, identity-mapped here, and nothing writes to it.
-        mb2::MAGIC if info_paddr % 8 == 0 && info_paddr != 0 => unsafe {
+        mb2::MAGIC if info_paddr.is_multiple_of(8) && info_paddr != 0 => unsafe {
             mb2::parse(u64::from(info_paddr))
         },
         other => BootInfo::empty(Protocol::Unknown(other)),

@@ -87,9 +87,7 @@ impl BootInfo {
 
     /// Usable regions.
     pub fn usable(&self) -> impl Iterator<Item = &MemoryRegion> {
-        self.memory_map
-            .iter()
-            .filter(|r| r.kind == MemoryKind::Usable)
+        self.memory_map.iter().filter(|r| r.kind == MemoryKind::Usable)
     }
 
     pub(crate) fn set_cmdline(&mut self, s: &str) {
@@ -103,11 +101,7 @@ impl BootInfo {
     }
 
     pub(crate) fn note_boot_data(&mut self, start: u64, len: u64) {
-        if self
-            .boot_data
-            .push((start, start.saturating_add(len)))
-            .is_err()
-        {
+        if self.boot_data.push((start, start.saturating_add(len))).is_err() {
             self.warnings += 1;
         }
     }

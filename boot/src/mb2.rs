@@ -19,8 +19,7 @@ pub unsafe fn parse(mbi: u64) -> BootInfo {
     let mut info = BootInfo::empty(Protocol::Multiboot2);
     // SAFETY: the caller guarantees `mbi` points to a readable, unchanging MBI; `load`
     // itself checks the size field and the end tag.
-    let Ok(mb) = (unsafe { BootInformation::load(mbi as usize as *const BootInformationHeader) })
-    else {
+    let Ok(mb) = (unsafe { BootInformation::load(mbi as usize as *const BootInformationHeader) }) else {
         info.warnings += 1;
         return info;
     };
@@ -88,8 +87,7 @@ pub unsafe fn parse(mbi: u64) -> BootInfo {
 mod tests {
     use super::*;
     use multiboot2::{
-        BootLoaderNameTag, Builder, CommandLineTag, MemoryArea, MemoryAreaType, MemoryMapTag,
-        ModuleTag,
+        BootLoaderNameTag, Builder, CommandLineTag, MemoryArea, MemoryAreaType, MemoryMapTag, ModuleTag,
     };
 
     #[test]
@@ -113,10 +111,7 @@ mod tests {
         assert_eq!(info.cmdline.as_str(), "log=info selftest=all");
         assert_eq!(info.loader_name.as_str(), "GRUB 2.06");
         assert_eq!(info.modules.len(), 1);
-        assert_eq!(
-            (info.modules[0].start, info.modules[0].end),
-            (0x800000, 0x801000)
-        );
+        assert_eq!((info.modules[0].start, info.modules[0].end), (0x800000, 0x801000));
         assert_eq!(info.modules[0].cmdline.as_str(), "rootfs.tar");
         assert_eq!(info.memory_map.len(), 4);
         assert_eq!(info.memory_map[3].kind, MemoryKind::AcpiReclaimable);
@@ -132,11 +127,7 @@ mod tests {
         let mut buf = vec![0u64; len.div_ceil(8)];
         // SAFETY: both ranges are `len` bytes long and do not overlap.
         unsafe {
-            core::ptr::copy_nonoverlapping(
-                &*mbi as *const _ as *const u8,
-                buf.as_mut_ptr().cast::<u8>(),
-                len,
-            )
+            core::ptr::copy_nonoverlapping(&*mbi as *const _ as *const u8, buf.as_mut_ptr().cast::<u8>(), len)
         };
         let last = len / 8 - 1;
         buf[last] = 0xdead_beef;

@@ -70,11 +70,7 @@ pub fn normalize(raw: &[(u64, u64, MemoryKind)]) -> (MemoryMap, usize) {
         if len == 0 {
             continue;
         }
-        let region = MemoryRegion {
-            start: base,
-            end,
-            kind,
-        };
+        let region = MemoryRegion { start: base, end, kind };
         if entries.push(region).is_err() {
             dropped += 1;
             continue;
@@ -91,23 +87,12 @@ pub fn normalize(raw: &[(u64, u64, MemoryKind)]) -> (MemoryMap, usize) {
     let mut out = MemoryMap::new();
     for pair in bounds.windows(2) {
         let (lo, hi) = (pair[0], pair[1]);
-        let kind = entries
-            .iter()
-            .filter(|r| r.start <= lo && hi <= r.end)
-            .map(|r| r.kind)
-            .max();
+        let kind = entries.iter().filter(|r| r.start <= lo && hi <= r.end).map(|r| r.kind).max();
         let Some(kind) = kind else { continue };
         match out.last_mut() {
             Some(last) if last.end == lo && last.kind == kind => last.end = hi,
             _ => {
-                if out
-                    .push(MemoryRegion {
-                        start: lo,
-                        end: hi,
-                        kind,
-                    })
-                    .is_err()
-                {
+                if out.push(MemoryRegion { start: lo, end: hi, kind }).is_err() {
                     dropped += 1;
                 }
             }
@@ -126,10 +111,7 @@ pub fn normalize(raw: &[(u64, u64, MemoryKind)]) -> (MemoryMap, usize) {
 
 /// Bytes of usable memory in a map.
 pub fn usable_bytes(map: &[MemoryRegion]) -> u64 {
-    map.iter()
-        .filter(|r| r.kind == MemoryKind::Usable)
-        .map(|r| r.len_bytes())
-        .sum()
+    map.iter().filter(|r| r.kind == MemoryKind::Usable).map(|r| r.len_bytes()).sum()
 }
 
 #[cfg(test)]
@@ -150,31 +132,11 @@ mod tests {
         assert_eq!(
             map.as_slice(),
             &[
-                MemoryRegion {
-                    start: 0,
-                    end: 0x9f000,
-                    kind: Usable
-                },
-                MemoryRegion {
-                    start: 0x9fc00,
-                    end: 0xa0000,
-                    kind: Reserved
-                },
-                MemoryRegion {
-                    start: 0x100000,
-                    end: 0x200000,
-                    kind: Usable
-                },
-                MemoryRegion {
-                    start: 0x200000,
-                    end: 0x201000,
-                    kind: Reserved
-                },
-                MemoryRegion {
-                    start: 0x201000,
-                    end: 0x8000000,
-                    kind: Usable
-                },
+                MemoryRegion { start: 0, end: 0x9f000, kind: Usable },
+                MemoryRegion { start: 0x9fc00, end: 0xa0000, kind: Reserved },
+                MemoryRegion { start: 0x100000, end: 0x200000, kind: Usable },
+                MemoryRegion { start: 0x200000, end: 0x201000, kind: Reserved },
+                MemoryRegion { start: 0x201000, end: 0x8000000, kind: Usable },
             ]
         );
         assert_eq!(usable_bytes(&map), 0x9f000 + 0x100000 + 0x7dff000);
@@ -183,23 +145,13 @@ mod tests {
     #[test]
     fn unsorted_adjacent_entries_merge() {
         let (map, _) = normalize(&[(0x2000, 0x1000, Usable), (0x1000, 0x1000, Usable)]);
-        assert_eq!(
-            map.as_slice(),
-            &[MemoryRegion {
-                start: 0x1000,
-                end: 0x3000,
-                kind: Usable
-            }]
-        );
+        assert_eq!(map.as_slice(), &[MemoryRegion { start: 0x1000, end: 0x3000, kind: Usable }]);
     }
 
     #[test]
     fn bad_entries_are_dropped_not_fatal() {
-        let (map, dropped) = normalize(&[
-            (u64::MAX - 10, 100, Usable),
-            (0x1000, 0, Usable),
-            (0x1800, 0x1000, Usable),
-        ]);
+        let (map, dropped) =
+            normalize(&[(u64::MAX - 10, 100, Usable), (0x1000, 0, Usable), (0x1800, 0x1000, Usable)]);
         assert_eq!(dropped, 1);
         // 0x1800..0x2800 contains no whole page.
         assert!(map.is_empty());

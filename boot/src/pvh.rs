@@ -53,11 +53,9 @@ pub fn parse(mem: &impl PhysRead, paddr: u64) -> BootInfo {
     }
     for i in 0..u64::from(nr_modules).min(MAX_MODULES as u64) {
         let at = modlist.wrapping_add(i * 32);
-        let (Some(start), Some(size), Some(cmd)) = (
-            mem.read_u64(at),
-            mem.read_u64(at + 8),
-            mem.read_u64(at + 16),
-        ) else {
+        let (Some(start), Some(size), Some(cmd)) =
+            (mem.read_u64(at), mem.read_u64(at + 8), mem.read_u64(at + 16))
+        else {
             info.warnings += 1;
             continue;
         };
@@ -65,11 +63,7 @@ pub fn parse(mem: &impl PhysRead, paddr: u64) -> BootInfo {
             info.warnings += 1;
             continue;
         };
-        let mut module = BootModule {
-            start,
-            end,
-            cmdline: heapless::String::new(),
-        };
+        let mut module = BootModule { start, end, cmdline: heapless::String::new() };
         if cmd != 0 && !mem.read_cstr(cmd, &mut module.cmdline) {
             info.warnings += 1;
         }
@@ -88,11 +82,9 @@ pub fn parse(mem: &impl PhysRead, paddr: u64) -> BootInfo {
         let mut raw: heapless::Vec<(u64, u64, MemoryKind), MAX_REGIONS> = heapless::Vec::new();
         for i in 0..entries {
             let at = memmap.wrapping_add(i as u64 * 24);
-            let (Some(base), Some(len), Some(ty)) = (
-                mem.read_u64(at),
-                mem.read_u64(at + 8),
-                mem.read_u32(at + 16),
-            ) else {
+            let (Some(base), Some(len), Some(ty)) =
+                (mem.read_u64(at), mem.read_u64(at + 8), mem.read_u32(at + 16))
+            else {
                 info.warnings += 1;
                 continue;
             };
@@ -121,10 +113,7 @@ pub(crate) mod tests {
 
     impl Arena {
         pub fn new(base: u64, len: usize) -> Self {
-            Arena {
-                base,
-                bytes: vec![0; len],
-            }
+            Arena { base, bytes: vec![0; len] }
         }
         pub fn put(&mut self, paddr: u64, data: &[u8]) {
             let off = (paddr - self.base) as usize;
@@ -166,13 +155,8 @@ pub(crate) mod tests {
         a.put_u64(si + 40, 0x1200);
         a.put_u32(si + 48, 3);
         a.put(0x1100, b"log=debug selftest=all\0");
-        for (i, (base, len, ty)) in [
-            (0u64, 0x9fc00u64, 1u32),
-            (0x9fc00, 0x400, 2),
-            (0x100000, 0x1ff00000, 1),
-        ]
-        .iter()
-        .enumerate()
+        for (i, (base, len, ty)) in
+            [(0u64, 0x9fc00u64, 1u32), (0x9fc00, 0x400, 2), (0x100000, 0x1ff00000, 1)].iter().enumerate()
         {
             let at = 0x1200 + i as u64 * 24;
             a.put_u64(at, *base);
@@ -200,10 +184,7 @@ pub(crate) mod tests {
         assert_eq!(info.modules[0].start, 0x400000);
         assert_eq!(info.modules[0].end, 0x401234);
         assert_eq!(info.modules[0].cmdline.as_str(), "initrd");
-        assert_eq!(
-            info.boot_data.as_slice(),
-            &[(0x1000, 0x1000 + START_INFO_LEN)]
-        );
+        assert_eq!(info.boot_data.as_slice(), &[(0x1000, 0x1000 + START_INFO_LEN)]);
     }
 
     #[test]

@@ -74,12 +74,7 @@ pub enum TimerMode {
 
 impl Default for Options<'_> {
     fn default() -> Self {
-        Options {
-            log: LogLevel::Info,
-            selftest: None,
-            max_cpus: None,
-            timer: None,
-        }
+        Options { log: LogLevel::Info, selftest: None, max_cpus: None, timer: None }
     }
 }
 
@@ -153,9 +148,7 @@ pub fn parse(line: &str) -> Parsed<'_> {
             },
             "selftest" => {
                 let names_ok = value.split(',').all(|n| {
-                    !n.is_empty()
-                        && n.bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                    !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
                 });
                 if value == "all" {
                     p.options.selftest = Some(Selftest::All);
@@ -199,45 +192,25 @@ mod tests {
         assert_eq!(p.options.selftest, Some(Selftest::All));
         assert_eq!(p.options.max_cpus, Some(2));
         assert_eq!(p.options.timer, Some(TimerMode::Deadline));
-        assert_eq!(
-            parse("selftest=frames,heap").options.selftest,
-            Some(Selftest::Names("frames,heap"))
-        );
+        assert_eq!(parse("selftest=frames,heap").options.selftest, Some(Selftest::Names("frames,heap")));
     }
 
     #[test]
     fn malformed_words_warn_and_keep_defaults() {
-        let p = parse(
-            "log=loud =x y= bare colour=blue maxcpus=0 maxcpus=-1 selftest=a,,b timer=x /late",
-        );
+        let p = parse("log=loud =x y= bare colour=blue maxcpus=0 maxcpus=-1 selftest=a,,b timer=x /late");
         assert_eq!(p.options, Options::default());
         assert_eq!(
             p.warnings.as_slice(),
             &[
-                Warning::BadValue {
-                    key: "log",
-                    value: "loud"
-                },
+                Warning::BadValue { key: "log", value: "loud" },
                 Warning::Malformed("=x"),
                 Warning::Malformed("y="),
                 Warning::Malformed("bare"),
                 Warning::UnknownKey("colour"),
-                Warning::BadValue {
-                    key: "maxcpus",
-                    value: "0"
-                },
-                Warning::BadValue {
-                    key: "maxcpus",
-                    value: "-1"
-                },
-                Warning::BadValue {
-                    key: "selftest",
-                    value: "a,,b"
-                },
-                Warning::BadValue {
-                    key: "timer",
-                    value: "x"
-                },
+                Warning::BadValue { key: "maxcpus", value: "0" },
+                Warning::BadValue { key: "maxcpus", value: "-1" },
+                Warning::BadValue { key: "selftest", value: "a,,b" },
+                Warning::BadValue { key: "timer", value: "x" },
                 Warning::Malformed("/late"),
             ]
         );
@@ -255,9 +228,6 @@ mod tests {
     #[test]
     fn later_words_win() {
         assert_eq!(parse("log=error log=trace").options.log, LogLevel::Trace);
-        assert_eq!(
-            parse("a=b=c").warnings.as_slice(),
-            &[Warning::UnknownKey("a")]
-        );
+        assert_eq!(parse("a=b=c").warnings.as_slice(), &[Warning::UnknownKey("a")]);
     }
 }

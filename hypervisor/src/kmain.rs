@@ -1,9 +1,9 @@
 //! The kernel's main line: bring the machine up in order, print the ready line, then
 //! either run self-tests or idle.
 
-use crate::arch::{console, cpu, power, time};
+use crate::arch::{console, cpu, gdt, interrupts, power, smp, time};
 use crate::selftest::Verdict;
-use crate::{cmdline, kprintln, logger, selftest};
+use crate::{acpi, cmdline, kprintln, logger, mm, pci, selftest};
 use boot::BootInfo;
 use log::{error, info, warn};
 
@@ -24,36 +24,40 @@ pub fn kmain(boot: &'static BootInfo) -> ! {
         warn!("cmdline: {w}");
     }
     if parsed.more_warnings > 0 {
-        warn!(
-            "cmdline: {} more malformed words ignored",
-            parsed.more_warnings
-        );
+        warn!("cmdline: {} more malformed words ignored", parsed.more_warnings);
     }
     if boot.warnings > 0 {
-        warn!(
-            "boot: {} malformed or excess loader entries dropped",
-            boot.warnings
-        );
+        warn!("boot: {} malformed or excess loader entries dropped", boot.warnings);
     }
     if boot.memory_map.is_empty() {
-        error!(
-            "boot: the loader gave no memory map (protocol {:?}); cannot continue",
-            boot.protocol
-        );
+        error!("boot: the loader gave no memory map (protocol {:?}); cannot continue", boot.protocol);
         power::exit(power::ExitCode::Failure);
     }
     for r in &boot.memory_map {
         log::debug!("memory {:#012x}-{:#012x} {:?}", r.start, r.end, r.kind);
     }
 
-    let cpus = 1;
-    let memory_mib = boot.usable_bytes() / (1024 * 1024);
-    kprintln!(
-        "hypervisor ready: cpus={} memory={} MiB virt={}",
-        cpus,
-        memory_mib,
-        cpu::virt().name()
-    );
+    gdt::init_bsp();
+    interrupts::init();
+    let mem = match mm::init(boot) {
+        Ok(m) => m,
+        Err(e) => {
+            error!("memory: {e}");
+            power::exit(power::ExitCode::Failure);
+        }
+    };
+    let platform = match acpi::discover(boot.rsdp) {
+        Ok(p) => p,
+        Err(e) => {
+            warn!("acpi: {e}; running on the bootstrap CPU only");
+            acpi::Platform::default()
+        }
+    };
+    let cpus = smp::start_aps(&platform, parsed.options.max_cpus);
+    pci::enumerate();
+
+    let memory_mib = mem.usable_bytes / (1024 * 1024);
+    kprintln!("hypervisor ready: cpus={} memory={} MiB virt={}", cpus, memory_mib, cpu::virt().name());
 
     if let Some(sel) = parsed.options.selftest {
         selftest::run(sel);
@@ -98,7 +102,7 @@ pub fn selftest_time() -> Verdict {
 
 /// Takes a page fault on purpose: the exception report ends the run.
 pub fn selftest_fault() -> Verdict {
-    let bad = 0xdead_b000_usize as *const u64;
+    let bad = 0x0dea_dbee_f000_usize as *const u64;
     // SAFETY: deliberately unsound: this reads an address nothing maps, to exercise the
     // page-fault report. The handler never returns here.
     let v = unsafe { core::ptr::read_volatile(bad) };

@@ -6,13 +6,18 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod cmdline;
+pub mod mm;
 
+#[cfg(target_os = "none")]
+pub mod acpi;
 #[cfg(target_os = "none")]
 pub mod arch;
 #[cfg(target_os = "none")]
 pub mod kmain;
 #[cfg(target_os = "none")]
 pub mod logger;
+#[cfg(target_os = "none")]
+pub mod pci;
 #[cfg(target_os = "none")]
 pub mod selftest;
 

@@ -22,24 +22,26 @@ pub struct Test {
     pub run: fn() -> Verdict,
 }
 
-/// Every self-test, in the order `all` runs them.
-pub static TESTS: &[Test] = &[
-    Test {
-        name: "cmdline",
-        in_all: true,
-        run: crate::kmain::selftest_cmdline,
-    },
-    Test {
-        name: "time",
-        in_all: true,
-        run: crate::kmain::selftest_time,
-    },
-    Test {
-        name: "fault",
-        in_all: false,
-        run: crate::kmain::selftest_fault,
-    },
+/// Self-tests of the main line.
+static KMAIN: &[Test] = &[
+    Test { name: "cmdline", in_all: true, run: crate::kmain::selftest_cmdline },
+    Test { name: "time", in_all: true, run: crate::kmain::selftest_time },
+    Test { name: "fault", in_all: false, run: crate::kmain::selftest_fault },
 ];
+
+/// Every module's self-tests, in the order `all` runs them.
+static GROUPS: &[&[Test]] = &[
+    KMAIN,
+    crate::mm::SELFTESTS,
+    crate::arch::interrupts::SELFTESTS,
+    crate::arch::apic::SELFTESTS,
+    crate::arch::smp::SELFTESTS,
+    crate::pci::SELFTESTS,
+];
+
+fn all_tests() -> impl Iterator<Item = &'static Test> {
+    GROUPS.iter().flat_map(|g| g.iter())
+}
 
 /// Runs the selected tests and powers off.
 pub fn run(sel: Selftest<'_>) -> ! {
@@ -56,14 +58,14 @@ pub fn run(sel: Selftest<'_>) -> ! {
     };
     match sel {
         Selftest::All => {
-            for t in TESTS.iter().filter(|t| t.in_all) {
+            for t in all_tests().filter(|t| t.in_all) {
                 kprintln!("selftest: {} ... running", t.name);
                 record(t.name, (t.run)());
             }
         }
         Selftest::Names(names) => {
             for name in names.split(',') {
-                match TESTS.iter().find(|t| t.name == name) {
+                match all_tests().find(|t| t.name == name) {
                     Some(t) => {
                         kprintln!("selftest: {} ... running", t.name);
                         record(t.name, (t.run)());
@@ -74,9 +76,5 @@ pub fn run(sel: Selftest<'_>) -> ! {
         }
     }
     kprintln!("selftest: {passed} passed, {failed} failed");
-    exit(if failed == 0 {
-        ExitCode::Success
-    } else {
-        ExitCode::Failure
-    })
+    exit(if failed == 0 { ExitCode::Success } else { ExitCode::Failure })
 }

@@ -1,8 +1,12 @@
 //! x86_64 hardware: everything that touches ports, MSRs, control registers and
 //! descriptor tables lives under this module.
 
+pub mod apic;
 pub mod console;
 pub mod cpu;
+pub mod gdt;
+pub mod interrupts;
 pub mod percpu;
 pub mod power;
+pub mod smp;
 pub mod time;

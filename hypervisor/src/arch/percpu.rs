@@ -52,8 +52,7 @@ pub fn init_current(index: u32, apic_id: u32) {
     let Some(slot) = SLOTS.get(index as usize) else {
         return;
     };
-    slot.self_ptr
-        .store(slot as *const PerCpu as u64, Ordering::Relaxed);
+    slot.self_ptr.store(slot as *const PerCpu as u64, Ordering::Relaxed);
     slot.index.store(index, Ordering::Relaxed);
     slot.apic_id.store(apic_id, Ordering::Relaxed);
     GsBase::write(VirtAddr::from_ptr(slot as *const PerCpu));
@@ -62,10 +61,7 @@ pub fn init_current(index: u32, apic_id: u32) {
 /// This CPU's slot (slot 0 before [`init_current`]).
 pub fn current() -> &'static PerCpu {
     let base = GsBase::read().as_u64();
-    SLOTS
-        .iter()
-        .find(|s| core::ptr::from_ref::<PerCpu>(s) as u64 == base)
-        .unwrap_or(&SLOTS[0])
+    SLOTS.iter().find(|s| core::ptr::from_ref::<PerCpu>(s) as u64 == base).unwrap_or(&SLOTS[0])
 }
 
 /// This CPU's number (0 before [`init_current`]).
