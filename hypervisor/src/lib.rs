@@ -7,6 +7,7 @@
 
 pub mod cmdline;
 pub mod mm;
+pub mod pci;
 
 #[cfg(target_os = "none")]
 pub mod acpi;
@@ -16,8 +17,6 @@ pub mod arch;
 pub mod kmain;
 #[cfg(target_os = "none")]
 pub mod logger;
-#[cfg(target_os = "none")]
-pub mod pci;
 #[cfg(target_os = "none")]
 pub mod selftest;
 
