@@ -7,6 +7,7 @@
 
 pub mod cmdline;
 pub mod mm;
+pub mod x86;
 
 #[cfg(target_os = "none")]
 pub mod acpi;
