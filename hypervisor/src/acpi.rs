@@ -70,8 +70,9 @@ struct IdentityMap;
 
 impl AcpiHandler for IdentityMap {
     unsafe fn map_physical_region<T>(&self, phys: usize, size: usize) -> PhysicalMapping<Self, T> {
-        let inside =
-            phys != 0 && size <= MAX_TABLE_BYTES && phys.checked_add(size).is_some_and(|end| end <= IDENTITY_LIMIT);
+        let inside = phys != 0
+            && size <= MAX_TABLE_BYTES
+            && phys.checked_add(size).is_some_and(|end| end <= IDENTITY_LIMIT);
         let (virt, len) = if inside {
             (phys as *mut T, size)
         } else {
@@ -133,7 +134,10 @@ pub fn discover(rsdp: Option<u64>) -> Result<Platform, AcpiError> {
         info!("acpi: {} disabled processor entries ignored", m.disabled_cpus);
     }
     if m.dropped_cpus > 0 || m.dropped_ioapics > 0 {
-        warn!("acpi: {} processors and {} I/O APICs beyond the table limits ignored", m.dropped_cpus, m.dropped_ioapics);
+        warn!(
+            "acpi: {} processors and {} I/O APICs beyond the table limits ignored",
+            m.dropped_cpus, m.dropped_ioapics
+        );
     }
     let p = Platform {
         apic_ids: m.apic_ids,

@@ -225,7 +225,8 @@ pub fn init_bsp(timer: Option<TimerMode>) {
     let timer_hz = calibrate();
     if let Some(hz) = timer_hz {
         TIMER_HZ.store(hz, Ordering::Relaxed);
-        PERIODIC_COUNT.store(u64::from(regs::periodic_count(hz, TICK_HZ).unwrap_or(u32::MAX)), Ordering::Relaxed);
+        PERIODIC_COUNT
+            .store(u64::from(regs::periodic_count(hz, TICK_HZ).unwrap_or(u32::MAX)), Ordering::Relaxed);
     }
     let deadline = match timer {
         Some(TimerMode::Periodic) => false,
@@ -266,7 +267,8 @@ pub fn init_bsp(timer: Option<TimerMode>) {
 /// Enables an application processor's local APIC in the bootstrap CPU's mode and starts
 /// its timer. Interrupts stay as they are.
 pub fn init_ap() {
-    let mode = if MODE.load(Ordering::Relaxed) == MODE_X2APIC && has_x2apic() { MODE_X2APIC } else { MODE_XAPIC };
+    let mode =
+        if MODE.load(Ordering::Relaxed) == MODE_X2APIC && has_x2apic() { MODE_X2APIC } else { MODE_XAPIC };
     enable(mode);
     start_timer();
 }

@@ -255,11 +255,7 @@ fn report(f: &TrapFrame) {
     let out = console::write_fmt_emergency;
     let info = exception::info(f.vector);
     let (name, mnemonic) = info.map_or(("unknown exception", "?"), |i| (i.name, i.mnemonic));
-    out(format_args!(
-        "EXCEPTION: {name} ({mnemonic}, vector {}) on cpu{}\n",
-        f.vector,
-        percpu::cpu_index()
-    ));
+    out(format_args!("EXCEPTION: {name} ({mnemonic}, vector {}) on cpu{}\n", f.vector, percpu::cpu_index()));
     if f.vector == u64::from(vector::PAGE_FAULT) {
         out(format_args!("  error code {:#018x} [{}]\n", f.error_code, PageFaultCode(f.error_code)));
     } else if info.is_some_and(|i| i.has_error_code) {

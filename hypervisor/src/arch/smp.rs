@@ -243,7 +243,8 @@ fn install_trampoline() -> bool {
     unsafe { core::ptr::copy_nonoverlapping(start as *const u8, TRAMPOLINE_PHYS as *mut u8, len as usize) };
     // CR4 bits that are legal before long mode is active and that the kernel relies on:
     // PSE, PAE, PGE, OSFXSR, OSXMMEXCPT, FSGSBASE, SMEP, SMAP (no PCIDE: it needs IA-32e).
-    const CR4_KEEP: u64 = (1 << 4) | (1 << 5) | (1 << 7) | (1 << 9) | (1 << 10) | (1 << 16) | (1 << 20) | (1 << 21);
+    const CR4_KEEP: u64 =
+        (1 << 4) | (1 << 5) | (1 << 7) | (1 << 9) | (1 << 10) | (1 << 16) | (1 << 20) | (1 << 21);
     let cr4 = (x86_64::registers::control::Cr4::read_raw() & CR4_KEEP) | (1 << 5);
     // EFER: LME (bit 8) always, NXE (bit 11) and SCE (bit 0) as on the BSP.
     let efer = (x86_64::registers::model_specific::Efer::read_raw() & ((1 << 11) | 1)) | (1 << 8);
@@ -384,7 +385,9 @@ pub fn run_on(index: u32, f: fn()) -> Result<(), JobError> {
         f();
         return Ok(());
     }
-    slot.job.compare_exchange(0, f as usize, Ordering::AcqRel, Ordering::Acquire).map_err(|_| JobError::Busy)?;
+    slot.job
+        .compare_exchange(0, f as usize, Ordering::AcqRel, Ordering::Acquire)
+        .map_err(|_| JobError::Busy)?;
     apic::send_ipi(slot.apic_id(), Ipi::Fixed(interrupts::WAKE_VECTOR)).map_err(JobError::Ipi)?;
     if wait_for(JOB_TIMEOUT_NS, || slot.job.load(Ordering::Acquire) == 0) {
         Ok(())

@@ -96,14 +96,18 @@ pub enum MadtError {
 impl fmt::Display for MadtError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            MadtError::TooShort { len } => write!(f, "MADT is {len} bytes, shorter than its 44-byte fixed part"),
+            MadtError::TooShort { len } => {
+                write!(f, "MADT is {len} bytes, shorter than its 44-byte fixed part")
+            }
             MadtError::LengthMismatch { header_len, len } => {
                 write!(f, "MADT header says {header_len} bytes but {len} are mapped")
             }
             MadtError::EntryTooShort { offset, entry_type, length } => {
                 write!(f, "MADT entry type {entry_type} at offset {offset} has bad length {length}")
             }
-            MadtError::EntryOverrun { offset } => write!(f, "MADT entry at offset {offset} runs past the table"),
+            MadtError::EntryOverrun { offset } => {
+                write!(f, "MADT entry at offset {offset} runs past the table")
+            }
         }
     }
 }
@@ -253,7 +257,15 @@ mod tests {
     #[test]
     fn lists_usable_cpus_bsp_first_and_ioapics() {
         let io = [1u8, 12, 4, 0, 0, 0, 0xc0, 0xfe, 0, 0, 0, 0];
-        let t = table(&[&lapic(0, 1), &lapic(1, 1), &lapic(2, 0), &lapic(3, 2), &io, &x2apic(300, 1), &x2apic(1, 1)]);
+        let t = table(&[
+            &lapic(0, 1),
+            &lapic(1, 1),
+            &lapic(2, 0),
+            &lapic(3, 2),
+            &io,
+            &x2apic(300, 1),
+            &x2apic(1, 1),
+        ]);
         let m = parse(&t, 3).expect("valid table");
         assert_eq!(m.apic_ids.as_slice(), &[3, 0, 1, 300]);
         assert!(m.bsp_listed);
