@@ -1,7 +1,7 @@
 //! The kernel's main line: bring the machine up in order, print the ready line, then
 //! either run self-tests or idle.
 
-use crate::arch::{console, cpu, gdt, interrupts, power, smp, time};
+use crate::arch::{apic, console, cpu, gdt, interrupts, power, smp, time};
 use crate::selftest::Verdict;
 use crate::{acpi, cmdline, kprintln, logger, mm, pci, selftest};
 use boot::BootInfo;
@@ -39,6 +39,7 @@ pub fn kmain(boot: &'static BootInfo) -> ! {
 
     gdt::init_bsp();
     interrupts::init();
+    apic::init_bsp(parsed.options.timer);
     let mem = match mm::init(boot) {
         Ok(m) => m,
         Err(e) => {

@@ -8,6 +8,7 @@
 pub mod cmdline;
 pub mod mm;
 pub mod pci;
+pub mod x86;
 
 #[cfg(target_os = "none")]
 pub mod acpi;

@@ -33,6 +33,7 @@ static KMAIN: &[Test] = &[
 static GROUPS: &[&[Test]] = &[
     KMAIN,
     crate::mm::SELFTESTS,
+    crate::acpi::SELFTESTS,
     crate::arch::interrupts::SELFTESTS,
     crate::arch::apic::SELFTESTS,
     crate::arch::smp::SELFTESTS,

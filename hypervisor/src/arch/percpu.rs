@@ -4,7 +4,7 @@
 //! itself, so `gs:[0]` yields a plain pointer. CPUs are numbered 0 (the bootstrap CPU) to
 //! `online - 1` in the order they start.
 
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use x86_64::registers::model_specific::GsBase;
 use x86_64::VirtAddr;
 
@@ -22,6 +22,24 @@ pub struct PerCpu {
     apic_id: AtomicU32,
     /// Timer interrupts taken on this CPU.
     pub timer_ticks: AtomicU64,
+    /// Exceptions this CPU reported or survived (breakpoints included).
+    pub exceptions: AtomicU64,
+    /// Set once the CPU has its descriptor tables, APIC and timer and serves jobs.
+    pub online: AtomicBool,
+    /// Lowest byte of the CPU's main kernel stack (0 if unknown).
+    pub stack_bottom: AtomicU64,
+    /// One past the top of the main kernel stack.
+    pub stack_top: AtomicU64,
+    /// Lowest byte of the CPU's interrupt-stack-table area.
+    pub ist_bottom: AtomicU64,
+    /// One past the top of the interrupt-stack-table area.
+    pub ist_top: AtomicU64,
+    /// A posted job: a `fn()` as an address, 0 when the mailbox is empty.
+    pub job: AtomicUsize,
+    /// Jobs this CPU has finished.
+    pub jobs_done: AtomicU64,
+    /// Scratch value a job may leave for whoever posted it.
+    pub job_result: AtomicU64,
 }
 
 impl PerCpu {
@@ -31,6 +49,15 @@ impl PerCpu {
             index: AtomicU32::new(0),
             apic_id: AtomicU32::new(0),
             timer_ticks: AtomicU64::new(0),
+            exceptions: AtomicU64::new(0),
+            online: AtomicBool::new(false),
+            stack_bottom: AtomicU64::new(0),
+            stack_top: AtomicU64::new(0),
+            ist_bottom: AtomicU64::new(0),
+            ist_top: AtomicU64::new(0),
+            job: AtomicUsize::new(0),
+            jobs_done: AtomicU64::new(0),
+            job_result: AtomicU64::new(0),
         }
     }
 
@@ -42,6 +69,30 @@ impl PerCpu {
     /// Local APIC ID.
     pub fn apic_id(&self) -> u32 {
         self.apic_id.load(Ordering::Relaxed)
+    }
+
+    /// Whether the CPU is up and serving jobs.
+    pub fn is_online(&self) -> bool {
+        self.online.load(Ordering::Acquire)
+    }
+
+    /// Records the CPU's stacks, for the exception report's backtrace.
+    pub fn set_stacks(&self, main: (u64, u64), ist: (u64, u64)) {
+        self.stack_bottom.store(main.0, Ordering::Relaxed);
+        self.stack_top.store(main.1, Ordering::Relaxed);
+        self.ist_bottom.store(ist.0, Ordering::Relaxed);
+        self.ist_top.store(ist.1, Ordering::Relaxed);
+    }
+
+    fn holds(&self, addr: u64, len: u64) -> bool {
+        let Some(end) = addr.checked_add(len) else {
+            return false;
+        };
+        let inside = |lo: &AtomicU64, hi: &AtomicU64| {
+            let (lo, hi) = (lo.load(Ordering::Relaxed), hi.load(Ordering::Relaxed));
+            lo != 0 && addr >= lo && end <= hi
+        };
+        inside(&self.stack_bottom, &self.stack_top) || inside(&self.ist_bottom, &self.ist_top)
     }
 }
 
@@ -72,4 +123,9 @@ pub fn cpu_index() -> u32 {
 /// Slot `index`, if it exists.
 pub fn get(index: u32) -> Option<&'static PerCpu> {
     SLOTS.get(index as usize)
+}
+
+/// Whether `[addr, addr + len)` lies inside one known kernel stack of any CPU.
+pub fn on_kernel_stack(addr: u64, len: u64) -> bool {
+    SLOTS.iter().any(|s| s.holds(addr, len))
 }
