@@ -1,5 +1,8 @@
 //! Memory: the physical frame allocator, the kernel's page tables and the heap.
 
+pub mod frames;
+pub mod layout;
+pub mod paging;
 #[cfg(target_os = "none")]
 use crate::selftest::Test;
 
