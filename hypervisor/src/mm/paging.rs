@@ -175,6 +175,11 @@ impl<M: TableMemory> PageTables<M> {
         Ok(PageTables { root, mem })
     }
 
+    /// The hierarchy rooted at the PML4 at `root`, which `mem` must be able to reach.
+    pub fn from_root(root: u64, mem: M) -> Self {
+        PageTables { root, mem }
+    }
+
     /// Physical address of the PML4 (the CR3 value).
     pub fn root(&self) -> u64 {
         self.root
