@@ -127,6 +127,8 @@ impl Kernel {
 }
 
 static KERNEL: Mutex<Option<Kernel>> = Mutex::new(None);
+/// The identity-map plan, kept out of the 64 KiB boot stack.
+static PLAN: Mutex<layout::Plan> = Mutex::new(layout::Plan::new());
 static KERNEL_CR3: AtomicU64 = AtomicU64::new(0);
 static NX: AtomicBool = AtomicBool::new(false);
 
@@ -203,7 +205,8 @@ pub fn init_tables(boot: &BootInfo) -> Result<Built, MmError> {
     let mut fa = FrameAllocator::new(storage, span, &usable, &reserved).map_err(MmError::Frames)?;
 
     let (nx, huge_1g) = cpu_paging_features();
-    let plan = layout::plan(&boot.memory_map, &img, nx).map_err(MmError::Layout)?;
+    let mut plan = PLAN.lock();
+    layout::plan(&mut plan, &boot.memory_map, &img, nx).map_err(MmError::Layout)?;
     let largest = if huge_1g { PageSize::Size1G } else { PageSize::Size2M };
     let mut tables = PageTables::new(Identity { frames: &mut fa, limit: LOW_LIMIT }).map_err(MmError::Map)?;
     for (r, flags) in layout::mapped(&plan) {
@@ -238,6 +241,11 @@ pub fn kernel_cr3() -> u64 {
 /// Translates through the kernel's tables.
 pub fn translate(virt: u64) -> Result<Translation, MmError> {
     with(|k| k.tables().translate(virt).map_err(MmError::Map)).unwrap_or(Err(MmError::NotInitialized))
+}
+
+/// One past the highest RAM address the frame allocator manages.
+pub fn ram_top() -> Option<u64> {
+    with(|k| k.frames.covered().end)
 }
 
 /// Free frames (0 before `init`).

@@ -37,7 +37,7 @@ pub const STACKS_START: u64 = 0xffff_d000_0000_0000;
 pub const STACKS_MAX_BYTES: u64 = 64 << 30;
 
 /// Most segments a plan holds.
-pub const MAX_SEGMENTS: usize = 640;
+pub const MAX_SEGMENTS: usize = 400;
 
 /// Where the kernel image's parts are (from the linker script).
 #[derive(Debug, Clone, Copy)]
@@ -90,38 +90,34 @@ pub fn is_ram(kind: MemoryKind) -> bool {
     matches!(kind, MemoryKind::Usable | MemoryKind::AcpiReclaimable | MemoryKind::AcpiNvs)
 }
 
-/// Paints `[s, e)` with `flags` over the plan, replacing what was there.
+/// Paints `[s, e)` with `flags` over the plan, in place, replacing what was there.
 fn paint(plan: &mut Plan, s: u64, e: u64, flags: Option<Flags>) -> Result<(), LayoutError> {
     if s >= e {
         return Ok(());
     }
-    let mut out = Plan::new();
-    let mut placed = false;
-    let push = |out: &mut Plan, seg: Segment| -> Result<(), LayoutError> {
-        if seg.start >= seg.end {
-            return Ok(());
-        }
-        match out.last_mut() {
-            Some(last) if last.end == seg.start && last.flags == seg.flags => {
-                last.end = seg.end;
-                Ok(())
+    // The pieces of overlapped segments that stick out on either side survive.
+    let left = plan.iter().find(|g| g.start < s && g.end > s).map(|g| Segment { end: s, ..*g });
+    let right = plan.iter().find(|g| g.start < e && g.end > e).map(|g| Segment { start: e, ..*g });
+    plan.retain(|g| g.end <= s || g.start >= e);
+    let at = plan.iter().position(|g| g.start >= e).unwrap_or(plan.len());
+    for seg in [right, Some(Segment { start: s, end: e, flags }), left].into_iter().flatten() {
+        plan.insert(at, seg).map_err(|_| LayoutError::TooManySegments)?;
+    }
+    // Merge neighbours that touch and agree.
+    let mut kept: usize = 0;
+    for r in 0..plan.len() {
+        let Some(&seg) = plan.get(r) else { break };
+        match kept.checked_sub(1).and_then(|k| plan.get_mut(k)) {
+            Some(last) if last.end == seg.start && last.flags == seg.flags => last.end = seg.end,
+            _ => {
+                if let Some(slot) = plan.get_mut(kept) {
+                    *slot = seg;
+                }
+                kept += 1;
             }
-            _ => out.push(seg).map_err(|_| LayoutError::TooManySegments),
         }
-    };
-    for seg in plan.iter() {
-        // The part of `seg` before the new range, the new range once, the part after it.
-        push(&mut out, Segment { start: seg.start, end: seg.end.min(s), flags: seg.flags })?;
-        if !placed && seg.end > s {
-            push(&mut out, Segment { start: s, end: e, flags })?;
-            placed = true;
-        }
-        push(&mut out, Segment { start: seg.start.max(e), end: seg.end, flags: seg.flags })?;
     }
-    if !placed {
-        push(&mut out, Segment { start: s, end: e, flags })?;
-    }
-    *plan = out;
+    plan.truncate(kept);
     Ok(())
 }
 
@@ -133,9 +129,10 @@ fn up(a: u64) -> u64 {
     a.checked_add(PAGE - 1).map_or(u64::MAX / PAGE * PAGE, |x| x / PAGE * PAGE)
 }
 
-/// Builds the identity-map plan. `nx` says whether the CPU has no-execute; without it
-/// no segment carries `NO_EXECUTE` (the bit would be reserved).
-pub fn plan(map: &[MemoryRegion], kernel: &KernelImage, nx: bool) -> Result<Plan, LayoutError> {
+/// Builds the identity-map plan into `p` (a plan is large: callers on a small stack keep
+/// it in a static). `nx` says whether the CPU has no-execute; without it no segment
+/// carries `NO_EXECUTE` (the bit would be reserved).
+pub fn plan(p: &mut Plan, map: &[MemoryRegion], kernel: &KernelImage, nx: bool) -> Result<(), LayoutError> {
     let nx_bit = if nx { Flags::NO_EXECUTE } else { Flags::empty() };
     let rw = Flags::WRITABLE | nx_bit;
     let mmio = rw | Flags::NO_CACHE | Flags::WRITE_THROUGH;
@@ -143,21 +140,21 @@ pub fn plan(map: &[MemoryRegion], kernel: &KernelImage, nx: bool) -> Result<Plan
     let rx = Flags::empty();
     let rwx = Flags::WRITABLE;
 
-    let mut p = Plan::new();
-    paint(&mut p, 0, LOW_LIMIT, Some(mmio))?;
+    p.clear();
+    paint(p, 0, LOW_LIMIT, Some(mmio))?;
     // RAM is cacheable; a page RAM shares with something else stays uncached.
     for r in map.iter().filter(|r| is_ram(r.kind)) {
-        paint(&mut p, up(r.start), down(r.end), Some(rw))?;
+        paint(p, up(r.start), down(r.end), Some(rw))?;
     }
     let k = kernel;
-    paint(&mut p, down(k.image.0), up(k.image.1), Some(ro))?;
-    paint(&mut p, down(k.data.0), up(k.data.1), Some(rw))?;
-    paint(&mut p, down(k.rodata.0), up(k.rodata.1), Some(ro))?;
-    paint(&mut p, down(k.text.0), up(k.text.1), Some(rx))?;
-    paint(&mut p, TRAMPOLINE, TRAMPOLINE + PAGE, Some(rwx))?;
-    paint(&mut p, 0, PAGE, None)?;
-    paint(&mut p, down(k.stack_guard), down(k.stack_guard) + PAGE, None)?;
-    Ok(p)
+    paint(p, down(k.image.0), up(k.image.1), Some(ro))?;
+    paint(p, down(k.data.0), up(k.data.1), Some(rw))?;
+    paint(p, down(k.rodata.0), up(k.rodata.1), Some(ro))?;
+    paint(p, down(k.text.0), up(k.text.1), Some(rx))?;
+    paint(p, TRAMPOLINE, TRAMPOLINE + PAGE, Some(rwx))?;
+    paint(p, 0, PAGE, None)?;
+    paint(p, down(k.stack_guard), down(k.stack_guard) + PAGE, None)?;
+    Ok(())
 }
 
 /// The flags a plan gives `addr` (`None` when unmapped or outside every segment).
@@ -206,9 +203,34 @@ mod tests {
         }
     }
 
+    fn planned(map: &[MemoryRegion], nx: bool) -> Result<Plan, LayoutError> {
+        let mut p = Plan::new();
+        plan(&mut p, map, &kernel(), nx).map(|()| p)
+    }
+
+    #[test]
+    fn painting_splits_and_merges() {
+        let mut p = Plan::new();
+        let a = Some(Flags::WRITABLE);
+        let b = Some(Flags::NO_CACHE);
+        paint(&mut p, 0x1000, 0x9000, a).unwrap();
+        paint(&mut p, 0x3000, 0x4000, b).unwrap();
+        paint(&mut p, 0xa000, 0xb000, a).unwrap();
+        let seg = |start, end, flags| Segment { start, end, flags };
+        assert_eq!(
+            p.as_slice(),
+            &[seg(0x1000, 0x3000, a), seg(0x3000, 0x4000, b), seg(0x4000, 0x9000, a), seg(0xa000, 0xb000, a)]
+        );
+        // Covering the middle piece and the gap with `a` merges everything into one.
+        paint(&mut p, 0x2000, 0xa000, a).unwrap();
+        assert_eq!(p.as_slice(), &[seg(0x1000, 0xb000, a)]);
+        paint(&mut p, 0, 0x20000, None).unwrap();
+        assert_eq!(p.as_slice(), &[seg(0, 0x20000, None)]);
+    }
+
     #[test]
     fn permissions_follow_the_brief() {
-        let p = plan(&qemu_map(), &kernel(), true).unwrap();
+        let p = planned(&qemu_map(), true).unwrap();
         let rw = Flags::WRITABLE | Flags::NO_EXECUTE;
         let uc = rw | Flags::NO_CACHE | Flags::WRITE_THROUGH;
         assert_eq!(flags_at(&p, 0), None, "page 0");
@@ -245,7 +267,7 @@ mod tests {
 
     #[test]
     fn without_nx_no_segment_has_it() {
-        let p = plan(&qemu_map(), &kernel(), false).unwrap();
+        let p = planned(&qemu_map(), false).unwrap();
         assert!(mapped(&p).all(|(_, f)| !f.contains(Flags::NO_EXECUTE)));
         assert_eq!(flags_at(&p, 0x230000), Some(Flags::empty()));
         assert_eq!(flags_at(&p, 0x250000), None);
@@ -258,15 +280,15 @@ mod tests {
             region(0x1001, 0x1002, AcpiNvs),
             region(u64::MAX - 5, u64::MAX, Usable),
         ];
-        let p = plan(&weird, &kernel(), true).unwrap();
+        let p = planned(&weird, true).unwrap();
         assert_eq!(flags_at(&p, 0), None);
         assert_eq!(flags_at(&p, 0x1000), Some(Flags::WRITABLE | Flags::NO_EXECUTE));
-        assert!(plan(&[], &kernel(), true).is_ok());
+        assert!(planned(&[], true).is_ok());
         // Thousands of one-page RAM regions exceed the segment budget: an error.
         let many: Vec<_> = (0..1000u64)
             .map(|i| region(8 * GIB + i * 0x2000, 8 * GIB + i * 0x2000 + 0x1000, Usable))
             .collect();
-        assert_eq!(plan(&many, &kernel(), true), Err(LayoutError::TooManySegments));
+        assert_eq!(planned(&many, true), Err(LayoutError::TooManySegments));
         let _ = MIB;
     }
 }

@@ -15,6 +15,7 @@ pub static SELFTESTS: &[Test] = &[
     Test { name: "heap", in_all: true, run: heap_churn },
     Test { name: "paging", in_all: true, run: paging },
     Test { name: "stacks", in_all: true, run: stacks },
+    Test { name: "oom", in_all: false, run: oom },
 ];
 
 /// Allocates and frees a few thousand frames: all distinct, none reserved, count restored.
@@ -178,6 +179,12 @@ fn paging() -> Verdict {
     if !heap.contains(Flags::WRITABLE) || !heap.contains(nx) {
         return Err("the heap is not RW+NX");
     }
+    // The highest RAM the allocator manages is identity-mapped (above 4 GiB with more RAM).
+    let top = kernel::ram_top().ok_or("no RAM top")? - 4096;
+    let t = kernel::translate(top).map_err(|_| "the top of RAM is not mapped")?;
+    if t.phys != top || !t.flags.contains(Flags::WRITABLE | nx) || t.flags.contains(Flags::NO_CACHE) {
+        return Err("the top of RAM is not identity-mapped RW+NX cacheable");
+    }
     // The translation agrees with a real access through it.
     let probe = 0xa5a5_u64;
     let t = kernel::translate(&raw const probe as u64).map_err(|_| "the stack is not mapped")?;
@@ -221,4 +228,18 @@ fn stacks() -> Verdict {
         return Err("a zero-page stack was handed out");
     }
     Ok(())
+}
+
+/// Allocates until memory runs out: the run must end in the allocation-failure panic
+/// ("memory allocation of N bytes failed"), never return.
+fn oom() -> Verdict {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut v: Vec<u8> = Vec::with_capacity(1 << 20);
+        v.push(1);
+        hoard.push(v);
+        if hoard.len() > 1 << 24 {
+            return Err("16 TiB allocated without running out");
+        }
+    }
 }
