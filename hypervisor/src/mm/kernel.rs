@@ -5,6 +5,9 @@
 //! only 0..4 GiB is mapped, so every table frame allocated before the switch comes from
 //! below 4 GiB; after it all RAM is identity-mapped and any frame will do.
 //!
+//! Until the switch the boot stack has no guard (the boot tables map its guard page), so
+//! nothing here keeps large values on the stack; the layout plan lives in a static.
+//!
 //! Mappings are only ever added at run time (heap growth, stacks, MMIO above 4 GiB), never
 //! changed or removed once another CPU may have used them, so no TLB shootdown is needed:
 //! x86 does not cache not-present translations (SDM Vol. 3A 4.10.2.3).
@@ -233,7 +236,10 @@ pub fn init_tables(boot: &BootInfo) -> Result<Built, MmError> {
     Ok(Built { usable_bytes: boot.usable_bytes(), image_bytes: img.image.1 - img.image.0 })
 }
 
-/// The PML4's physical address (below 4 GiB), 0 before `init`.
+/// The PML4's physical address, for CR3: below 4 GiB so 32-bit start-up code can load
+/// it; 0 before `init`. A CPU loading it must first set CR4.PAE and, when CPUID reports
+/// NX, EFER.NXE (the tables use the NX bit, which is reserved otherwise). Kernel stacks
+/// from `alloc_stack` live in the higher half, reachable only once this CR3 is loaded.
 pub fn kernel_cr3() -> u64 {
     KERNEL_CR3.load(Ordering::Acquire)
 }

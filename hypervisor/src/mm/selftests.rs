@@ -185,6 +185,22 @@ fn paging() -> Verdict {
     if t.phys != top || !t.flags.contains(Flags::WRITABLE | nx) || t.flags.contains(Flags::NO_CACHE) {
         return Err("the top of RAM is not identity-mapped RW+NX cacheable");
     }
+    // MMIO above 4 GiB: mapped uncached on request, idempotent; page 0 refused.
+    let bar = 0x80_0000_0800_u64;
+    kernel::map_mmio(bar, 0x2000).map_err(|_| "map_mmio above 4 GiB failed")?;
+    kernel::map_mmio(bar, 0x2000).map_err(|_| "map_mmio twice failed")?;
+    for a in [bar, bar + 0x1fff] {
+        let t = kernel::translate(a).map_err(|_| "an MMIO page is not mapped")?;
+        if t.phys != a || !t.flags.contains(Flags::WRITABLE | Flags::NO_CACHE | Flags::WRITE_THROUGH | nx) {
+            return Err("an MMIO page is not identity-mapped RW, uncached, NX");
+        }
+    }
+    if !not_present(bar + 0x3000) || !not_present(bar - 0x1000) {
+        return Err("map_mmio mapped more than asked");
+    }
+    if kernel::map_mmio(0, 16) != Err(MmError::NullPage) || kernel::map_mmio(u64::MAX, 2).is_ok() {
+        return Err("map_mmio accepted page 0 or an overflowing range");
+    }
     // The translation agrees with a real access through it.
     let probe = 0xa5a5_u64;
     let t = kernel::translate(&raw const probe as u64).map_err(|_| "the stack is not mapped")?;
