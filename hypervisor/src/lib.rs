@@ -5,6 +5,8 @@
 //! hardware is under [`arch`] and builds only for `x86_64-unknown-none`.
 #![cfg_attr(not(test), no_std)]
 
+extern crate alloc;
+
 pub mod cmdline;
 pub mod mm;
 pub mod pci;
