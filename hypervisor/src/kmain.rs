@@ -110,3 +110,20 @@ pub fn selftest_fault() -> Verdict {
     kprintln!("read {v:#x} from an unmapped address");
     Err("the page fault did not happen")
 }
+
+/// Recurses until the stack runs into its guard page: the report must say so.
+pub fn selftest_overflow() -> Verdict {
+    #[inline(never)]
+    fn deeper(n: u64) -> u64 {
+        let mut frame = [n; 64];
+        core::hint::black_box(&mut frame);
+        // Far deeper than any kernel stack: the guard page is reached long before.
+        if n > 1 << 40 {
+            return n;
+        }
+        deeper(n + 1).wrapping_add(frame[(n % 64) as usize])
+    }
+    let v = deeper(0);
+    kprintln!("recursion returned {v}");
+    Err("the stack overflow did not fault")
+}

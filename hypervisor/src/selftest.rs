@@ -2,8 +2,9 @@
 //!
 //! Each test prints `selftest: NAME ... ok` or `selftest: NAME ... FAILED: reason`; the run
 //! closes with `selftest: N passed, M failed` and powers off with a status that says which.
-//! `fault` is not part of `all`: it takes a page fault on purpose so the exception report
-//! can be checked.
+//! `fault` and `overflow` are not part of `all`: they take a page fault on purpose (a wild
+//! read; a runaway recursion into the stack's guard page) so the exception report can be
+//! checked.
 
 use crate::arch::power::{exit, ExitCode};
 use crate::cmdline::Selftest;
@@ -27,6 +28,7 @@ static KMAIN: &[Test] = &[
     Test { name: "cmdline", in_all: true, run: crate::kmain::selftest_cmdline },
     Test { name: "time", in_all: true, run: crate::kmain::selftest_time },
     Test { name: "fault", in_all: false, run: crate::kmain::selftest_fault },
+    Test { name: "overflow", in_all: false, run: crate::kmain::selftest_overflow },
 ];
 
 /// Every module's self-tests, in the order `all` runs them.

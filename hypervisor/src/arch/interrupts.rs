@@ -267,7 +267,13 @@ fn report(f: &TrapFrame) {
         "  rip={:#018x} cs={:#x} rflags={:#018x} rsp={:#018x} ss={:#x}\n",
         f.rip, f.cs, f.rflags, f.rsp, f.ss
     ));
-    out(format_args!("  cr2={:#018x} cr3={:#018x}\n", read_cr2(), read_cr3()));
+    let cr2 = read_cr2();
+    out(format_args!("  cr2={:#018x} cr3={:#018x}\n", cr2, read_cr3()));
+    if f.vector == u64::from(vector::PAGE_FAULT) {
+        if let Some(cpu) = percpu::overflowed_stack(cr2) {
+            out(format_args!("  stack overflow: cr2 is in the guard page under cpu{cpu}'s stack\n"));
+        }
+    }
     let regs = [
         ("rax", f.rax),
         ("rbx", f.rbx),

@@ -125,6 +125,14 @@ pub fn get(index: u32) -> Option<&'static PerCpu> {
     SLOTS.get(index as usize)
 }
 
+/// The CPU whose main stack has `addr` in the guard page just under it: a stack overflow.
+pub fn overflowed_stack(addr: u64) -> Option<u32> {
+    SLOTS.iter().find_map(|s| {
+        let bottom = s.stack_bottom.load(Ordering::Relaxed);
+        (bottom >= 4096 && addr >= bottom - 4096 && addr < bottom).then(|| s.index())
+    })
+}
+
 /// Whether `[addr, addr + len)` lies inside one known kernel stack of any CPU.
 pub fn on_kernel_stack(addr: u64, len: u64) -> bool {
     SLOTS.iter().any(|s| s.holds(addr, len))
