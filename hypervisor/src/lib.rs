@@ -10,6 +10,7 @@ extern crate alloc;
 pub mod cmdline;
 pub mod mm;
 pub mod pci;
+pub mod vm;
 pub mod x86;
 
 #[cfg(target_os = "none")]

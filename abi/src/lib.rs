@@ -1,0 +1,250 @@
+//! The ABI between the hypervisor and the kernel of each of its VMs (crx-guest, test
+//! guests, anyone's static x86_64 ELF). Both sides build this one crate, so a change here
+//! is a change to both; [`ABI_VERSION`] moves with every incompatible change.
+//!
+//! # The guest's initial state
+//!
+//! The hypervisor loads the guest ELF (static `ET_EXEC`, `EM_X86_64`, every `PT_LOAD`
+//! segment inside guest memory at or above [`layout::KERNEL_MIN`]) at the segments'
+//! physical addresses and enters it directly in 64-bit mode; there is no firmware and no
+//! real mode:
+//!
+//! | state | value |
+//! |---|---|
+//! | CR0 | PE, MP, ET, NE, WP, PG |
+//! | CR4 | PAE, OSFXSR, OSXMMEXCPT (SSE usable) |
+//! | EFER | LME, LMA, NXE |
+//! | CR3 | [`layout::PML4`]: identity map of all guest memory with 2 MiB pages, RWX |
+//! | GDT | at [`layout::GDT`]: null, 64-bit code (selector 0x08), data (0x10), TSS (0x18) |
+//! | CS / DS, ES, SS, FS, GS | 0x08 / 0x10, bases 0 |
+//! | RIP | the ELF entry point |
+//! | RSP | [`BootParams::stack_top`] (top of guest memory, 16-byte aligned) |
+//! | RDI | [`layout::BOOT_PARAMS`], the guest-physical address of [`BootParams`] |
+//! | RFLAGS | 0x2 (interrupts off; no interrupts are delivered) |
+//! | other GPRs | 0 |
+//!
+//! # Hypercalls
+//!
+//! `rax` = number ([`nr`]), arguments in `rdi`, `rsi`, `rdx`, `r10`; the result comes back
+//! in `rax`: `>= 0` on success, a negative [`Error`] code otherwise. The instruction is
+//! `vmcall` on Intel VT-x and `vmmcall` on AMD-V; [`BootParams::hypercall_insn`] says which.
+//! Every pointer and length is checked against the VM's memory: a bad one returns
+//! [`Error::Fault`] and the VM carries on.
+#![cfg_attr(not(test), no_std)]
+
+/// Version of this ABI.
+pub const ABI_VERSION: u32 = 1;
+
+/// The signature CPUID leaf 0x4000_0000 returns in EBX, ECX, EDX: "CrxHvCrxHvCr".
+pub const CPUID_SIGNATURE: [u8; 12] = *b"CrxHvCrxHvCr";
+/// The hypervisor CPUID leaf.
+pub const CPUID_LEAF: u32 = 0x4000_0000;
+
+/// Hypercall numbers.
+pub mod nr {
+    /// `() -> ABI_VERSION`.
+    pub const VERSION: u64 = 0;
+    /// `(ptr, len) -> bytes written`: writes to the VM's console.
+    pub const CONSOLE_WRITE: u64 = 1;
+    /// `(code) -> !`: the VM ends with exit code `code as i32`.
+    pub const EXIT: u64 = 2;
+    /// `() -> ns`: monotonic nanoseconds since the VM started.
+    pub const TIME_MONOTONIC: u64 = 3;
+    /// `() -> ns`: wall-clock nanoseconds since the Unix epoch (UTC).
+    pub const TIME_WALL: u64 = 4;
+    /// `(monotonic ns) -> 0`: blocks the vCPU until the monotonic clock reaches the value.
+    pub const SLEEP_UNTIL: u64 = 5;
+    /// `() -> 0`: gives the physical CPU to another vCPU.
+    pub const YIELD: u64 = 6;
+    /// `(ptr, len) -> len`: fills the buffer with random bytes.
+    pub const RANDOM: u64 = 7;
+    /// `(ptr, len) -> bytes copied`: copies [`crate::BootParams`] into the buffer.
+    pub const BOOT_PARAMS: u64 = 8;
+}
+
+/// Longest console write taken in one hypercall; longer ones are cut (the count says).
+pub const CONSOLE_WRITE_MAX: u64 = 4096;
+/// Longest random fill taken in one hypercall.
+pub const RANDOM_MAX: u64 = 4096;
+
+/// Hypercall errors, returned as their negative value in `rax`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i64)]
+pub enum Error {
+    /// No such hypercall.
+    NoSys = -1,
+    /// A pointer or length lies outside the VM's memory.
+    Fault = -2,
+    /// An argument is out of range.
+    Invalid = -3,
+}
+
+impl Error {
+    /// The value placed in `rax`.
+    pub const fn to_raw(self) -> u64 {
+        self as i64 as u64
+    }
+
+    /// Decodes a hypercall result.
+    pub fn result(raw: u64) -> Result<u64, Error> {
+        match raw as i64 {
+            -1 => Err(Error::NoSys),
+            -2 => Err(Error::Fault),
+            -3 => Err(Error::Invalid),
+            _ => Ok(raw),
+        }
+    }
+}
+
+/// Which instruction makes a hypercall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum HypercallInsn {
+    /// Intel VT-x: `vmcall` (0F 01 C1).
+    Vmcall = 0,
+    /// AMD-V: `vmmcall` (0F 01 D9).
+    Vmmcall = 1,
+}
+
+/// `BootParams::magic`: "CRXBOOT1".
+pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"CRXBOOT1");
+
+/// The boot parameters, at [`layout::BOOT_PARAMS`] when the guest starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct BootParams {
+    /// [`BOOT_MAGIC`].
+    pub magic: u64,
+    /// [`ABI_VERSION`].
+    pub abi_version: u32,
+    /// [`HypercallInsn`] as a number.
+    pub hypercall_insn: u32,
+    /// This VM's index among those started together (0-based).
+    pub vm_index: u32,
+    /// How many VMs were started together.
+    pub vm_count: u32,
+    /// Guest memory in bytes (guest-physical 0 up to this).
+    pub mem_bytes: u64,
+    /// Initial stack pointer.
+    pub stack_top: u64,
+    /// The guest's first free guest-physical address above its image (page-aligned).
+    pub free_start: u64,
+    /// Command line for the guest, NUL-padded.
+    pub cmdline: [u8; 256],
+}
+
+impl BootParams {
+    /// The hypercall instruction, if the number is one this ABI knows.
+    pub fn insn(&self) -> Option<HypercallInsn> {
+        match self.hypercall_insn {
+            0 => Some(HypercallInsn::Vmcall),
+            1 => Some(HypercallInsn::Vmmcall),
+            _ => None,
+        }
+    }
+
+    /// The command line up to its first NUL, if it is UTF-8.
+    pub fn cmdline(&self) -> &str {
+        let end = self.cmdline.iter().position(|&b| b == 0).unwrap_or(self.cmdline.len());
+        core::str::from_utf8(&self.cmdline[..end]).unwrap_or("")
+    }
+
+    /// Views the parameters as bytes (for copying into guest memory).
+    pub fn as_bytes(&self) -> &[u8] {
+        // SAFETY: `BootParams` is `repr(C)` plain data with no padding (every field is a
+        // multiple of 8 bytes or paired to 8), so all its bytes are initialized.
+        unsafe { core::slice::from_raw_parts((self as *const Self).cast::<u8>(), core::mem::size_of::<Self>()) }
+    }
+}
+
+/// Guest-physical layout the hypervisor sets up before the first instruction.
+pub mod layout {
+    /// Never mapped: a guest null dereference faults inside the guest.
+    pub const NULL_PAGE: u64 = 0;
+    /// The guest's PML4; PDPT follows at +0x1000, page directories at +0x2000.. (one per GiB).
+    pub const PML4: u64 = 0x1000;
+    /// The guest's PDPT.
+    pub const PDPT: u64 = 0x2000;
+    /// The first page directory (up to 4, covering 4 GiB).
+    pub const PD: u64 = 0x3000;
+    /// The GDT (and a TSS right after it).
+    pub const GDT: u64 = 0x7000;
+    /// [`crate::BootParams`].
+    pub const BOOT_PARAMS: u64 = 0x8000;
+    /// Lowest address an ELF segment may load at.
+    pub const KERNEL_MIN: u64 = 0x10_0000;
+    /// Most guest memory the layout can describe (4 page directories).
+    pub const MEM_MAX: u64 = 4 << 30;
+    /// Least guest memory: room for the tables, the image floor and a stack.
+    pub const MEM_MIN: u64 = 2 << 20;
+}
+
+/// Making hypercalls from a guest.
+pub mod call {
+    use super::HypercallInsn;
+
+    /// Makes hypercall `nr` with up to four arguments.
+    ///
+    /// # Safety
+    /// Must run in a guest of this hypervisor (elsewhere the instruction faults), and any
+    /// pointer argument must be valid for what the hypercall does with it.
+    #[inline(always)]
+    pub unsafe fn hypercall(insn: HypercallInsn, nr: u64, a0: u64, a1: u64, a2: u64, a3: u64) -> u64 {
+        let ret: u64;
+        match insn {
+            // SAFETY: the caller guarantees we run as a guest; the hypervisor reads the
+            // argument registers and writes only rax.
+            HypercallInsn::Vmcall => unsafe {
+                core::arch::asm!("vmcall", inlateout("rax") nr => ret, in("rdi") a0, in("rsi") a1,
+                    in("rdx") a2, in("r10") a3, options(nostack))
+            },
+            // SAFETY: as above, with AMD's instruction.
+            HypercallInsn::Vmmcall => unsafe {
+                core::arch::asm!("vmmcall", inlateout("rax") nr => ret, in("rdi") a0, in("rsi") a1,
+                    in("rdx") a2, in("r10") a3, options(nostack))
+            },
+        }
+        ret
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boot_params_layout_is_stable() {
+        assert_eq!(core::mem::size_of::<BootParams>(), 48 + 256);
+        assert_eq!(core::mem::offset_of!(BootParams, mem_bytes), 24);
+        assert_eq!(core::mem::offset_of!(BootParams, cmdline), 48);
+    }
+
+    #[test]
+    fn errors_round_trip() {
+        for e in [Error::NoSys, Error::Fault, Error::Invalid] {
+            assert_eq!(Error::result(e.to_raw()), Err(e));
+        }
+        assert_eq!(Error::result(42), Ok(42));
+    }
+
+    #[test]
+    fn cmdline_stops_at_nul() {
+        let mut p = BootParams {
+            magic: BOOT_MAGIC,
+            abi_version: ABI_VERSION,
+            hypercall_insn: 1,
+            vm_index: 0,
+            vm_count: 1,
+            mem_bytes: 1 << 20,
+            stack_top: 1 << 20,
+            free_start: 0,
+            cmdline: [0; 256],
+        };
+        p.cmdline[..5].copy_from_slice(b"hello");
+        assert_eq!(p.cmdline(), "hello");
+        assert_eq!(p.insn(), Some(HypercallInsn::Vmmcall));
+        p.hypercall_insn = 9;
+        assert_eq!(p.insn(), None);
+        assert_eq!(p.as_bytes().len(), 304);
+    }
+}

@@ -1,0 +1,241 @@
+//! The one interface between the virtualization backends and everything above them.
+
+use core::fmt;
+
+/// A vCPU's general registers, RIP and RFLAGS. Backends load them before entry and store
+/// them after exit (the ones the hardware keeps in the VMCS/VMCB included).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct GuestRegs {
+    pub rax: u64,
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rbp: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+    pub rsp: u64,
+    pub rip: u64,
+    pub rflags: u64,
+}
+
+/// A segment register as the backends load it (64-bit guests need only a few).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Segment {
+    /// Selector.
+    pub selector: u16,
+    /// Base address.
+    pub base: u64,
+    /// Limit in bytes.
+    pub limit: u32,
+    /// Access rights in the VMX layout (type, S, DPL, P, AVL, L, D/B, G at bits 0-15 of
+    /// the descriptor's attribute word: type 0-3, S 4, DPL 5-6, P 7, AVL 12, L 13, D/B 14,
+    /// G 15); SVM backends pack it into their 12-bit form.
+    pub access: u16,
+}
+
+/// The complete initial state of a vCPU (see `crx_abi` for the values chosen).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InitialState {
+    pub regs: GuestRegs,
+    pub cr0: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    pub efer: u64,
+    pub cs: Segment,
+    pub ds: Segment,
+    pub es: Segment,
+    pub ss: Segment,
+    pub fs: Segment,
+    pub gs: Segment,
+    pub tr: Segment,
+    pub ldtr: Segment,
+    /// GDT base and limit.
+    pub gdtr: (u64, u16),
+    /// IDT base and limit.
+    pub idtr: (u64, u16),
+}
+
+/// The nested page-table format a backend walks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NestedFormat {
+    /// Intel EPT: R/W/X in bits 0-2, memory type in bits 3-5.
+    Ept,
+    /// AMD NPT: ordinary long-mode entries, walked as user accesses.
+    Npt,
+}
+
+/// How a guest touched memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// A data read.
+    Read,
+    /// A data write.
+    Write,
+    /// An instruction fetch.
+    Execute,
+}
+
+/// Why a vCPU left the guest, decoded by the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitKind {
+    /// CPUID: leaf in `rax`, sub-leaf in `rcx`.
+    Cpuid,
+    /// HLT.
+    Hlt,
+    /// VMCALL / VMMCALL: number and arguments in the registers.
+    Hypercall,
+    /// IN/OUT (string forms included, `string` set). The value is in `rax` for OUT.
+    Io {
+        /// Port.
+        port: u16,
+        /// Bytes: 1, 2 or 4.
+        size: u8,
+        /// OUT (true) or IN.
+        write: bool,
+        /// INS/OUTS or REP forms.
+        string: bool,
+    },
+    /// RDMSR (write = false) or WRMSR; index in `rcx`, value in `edx:eax`.
+    Msr {
+        /// WRMSR.
+        write: bool,
+    },
+    /// A guest-physical access the nested page tables do not allow.
+    NestedPageFault {
+        /// The guest-physical address.
+        gpa: u64,
+        /// What the guest tried.
+        access: Access,
+    },
+    /// The time slice ran out, or a host interrupt arrived: nothing for the guest.
+    Preempted,
+    /// The guest triple-faulted (shutdown).
+    TripleFault,
+    /// An instruction the guest may not execute (VMX/SVM instructions, INVD, XSETBV with a
+    /// bad value, ...), by mnemonic.
+    Forbidden(&'static str),
+    /// An exception the backend intercepts (only those it asks for).
+    Exception {
+        /// Vector.
+        vector: u8,
+        /// Error code, for vectors that push one.
+        error_code: Option<u32>,
+    },
+    /// VM entry failed: the backend's decoded reason.
+    EntryFailed(&'static str),
+    /// Anything else: the backend's raw exit code and qualification / EXITINFO1.
+    Unknown {
+        /// Raw exit reason / exit code.
+        code: u64,
+        /// Exit qualification / EXITINFO1.
+        info: u64,
+    },
+}
+
+/// An exit: what happened and the length of the instruction that caused it (0 when not
+/// an instruction), so that [`Action::Advance`] can skip it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    /// What happened.
+    pub kind: ExitKind,
+    /// Length of the exiting instruction in bytes.
+    pub instr_len: u8,
+    /// Guest nanoseconds spent in the guest during this entry.
+    pub guest_ns: u64,
+}
+
+/// Why a VM was stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The guest triple-faulted.
+    TripleFault,
+    /// An access outside guest memory.
+    OutsideMemory {
+        /// The guest-physical address.
+        gpa: u64,
+        /// What the guest tried.
+        access: Access,
+    },
+    /// An I/O port outside the allow list, under the stop policy.
+    ForbiddenIo {
+        /// Port.
+        port: u16,
+    },
+    /// A forbidden instruction.
+    Forbidden(&'static str),
+    /// An exception the hypervisor does not forward.
+    Exception {
+        /// Vector.
+        vector: u8,
+    },
+    /// VM entry failed.
+    EntryFailed(&'static str),
+    /// An exit nobody handles.
+    UnknownExit {
+        /// Raw code.
+        code: u64,
+        /// Qualification.
+        info: u64,
+    },
+    /// The hypervisor ran out of memory for this VM.
+    OutOfMemory,
+    /// Stopped from outside (deleted, timed out).
+    Killed,
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            StopReason::TripleFault => write!(f, "triple fault"),
+            StopReason::OutsideMemory { gpa, access } => {
+                write!(f, "{access:?} access outside guest memory at gpa {gpa:#x}")
+            }
+            StopReason::ForbiddenIo { port } => write!(f, "I/O port {port:#x} is not allowed"),
+            StopReason::Forbidden(what) => write!(f, "forbidden instruction {what}"),
+            StopReason::Exception { vector } => write!(f, "unhandled exception vector {vector}"),
+            StopReason::EntryFailed(why) => write!(f, "VM entry failed: {why}"),
+            StopReason::UnknownExit { code, info } => {
+                write!(f, "unexpected exit code {code:#x} (info {info:#x})")
+            }
+            StopReason::OutOfMemory => write!(f, "out of memory"),
+            StopReason::Killed => write!(f, "killed"),
+        }
+    }
+}
+
+/// What the backend does next with a vCPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Re-enter the guest as it is.
+    Resume,
+    /// Skip the exiting instruction (`instr_len`) and re-enter.
+    Advance,
+    /// Inject an exception (e.g. #GP(0) for a refused MSR) and re-enter; RIP unchanged.
+    Inject {
+        /// Vector.
+        vector: u8,
+        /// Error code, for vectors that push one.
+        error_code: Option<u32>,
+    },
+    /// Skip the instruction, then give the CPU away until the monotonic time (ns) or, with
+    /// `None`, until an event.
+    Block {
+        /// Wake-up time.
+        until_ns: Option<u64>,
+    },
+    /// Skip the instruction and give the CPU to another runnable vCPU.
+    Yield,
+    /// The VM ended with this exit code.
+    Exit(i32),
+    /// The VM is stopped for this reason.
+    Stop(StopReason),
+}
