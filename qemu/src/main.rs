@@ -48,8 +48,8 @@ enum Verb {
         #[arg(long, value_name = "SECONDS")]
         timeout: Option<u64>,
     },
-    /// Install what is missing, then run `cargo test --workspace` (host unit tests and the
-    /// emulator integration tests); extra arguments go to cargo test.
+    /// Install what is missing, then run `cargo test --workspace --no-fail-fast` (host unit
+    /// tests and the emulator integration tests); extra arguments go to cargo test.
     Test {
         /// Arguments for `cargo test`, e.g. `-- --nocapture`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -193,7 +193,7 @@ fn test(args: &[String]) -> Result<ExitCode, Error> {
     setup::ensure_kernel_target()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(repo_root()).args(["test", "--workspace"]).args(args);
+    cmd.current_dir(repo_root()).args(["test", "--workspace", "--no-fail-fast"]).args(args);
     eprintln!("test: {cmd:?}");
     let status = cmd.status().map_err(|e| Error::io("running cargo test", e))?;
     Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
