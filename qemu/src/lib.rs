@@ -1,0 +1,73 @@
+//! The runner: builds the kernel and its GRUB ISO, boots nodes under QEMU and Bochs, and
+//! reads their consoles. `cargo xtask` is its command line; the `tests` crate uses it as a
+//! library to boot nodes and judge what they print.
+
+pub mod bench;
+pub mod console;
+pub mod emulator;
+pub mod image;
+pub mod machine;
+pub mod setup;
+
+pub use console::{Ready, Summary, Verdict, Virt};
+pub use emulator::{Accel, Bochs, Qemu};
+pub use machine::{Kind, Line, Machine, Outcome};
+
+use std::process::ExitStatus;
+use std::time::Duration;
+
+/// What can go wrong while building or running a node.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An operating-system call failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A program ran and failed.
+    #[error("{what} failed with {status}")]
+    Failed {
+        /// The command.
+        what: String,
+        /// Its status.
+        status: ExitStatus,
+    },
+    /// Something the machine lacks; the message says what to install.
+    #[error("{0}")]
+    Missing(String),
+    /// A wait ran out of time.
+    #[error("timed out after {after:?} waiting for {what}\n{log}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// The limit.
+        after: Duration,
+        /// The output so far.
+        log: String,
+    },
+    /// The emulator exited before printing what was awaited.
+    #[error("the emulator exited ({status}) before {what}\n{log}")]
+    Exited {
+        /// What was awaited.
+        what: String,
+        /// Its status.
+        status: ExitStatus,
+        /// Everything it printed.
+        log: String,
+    },
+}
+
+impl Error {
+    /// An [`Error::Io`] saying what was being done.
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Error {
+        Error::Io { what: what.into(), source }
+    }
+}
+
+/// QEMU's exit status when the kernel reports success through isa-debug-exit.
+pub const EXIT_SUCCESS: i32 = 33;
+/// QEMU's exit status when the kernel reports failure (a failed self-test, a panic).
+pub const EXIT_FAILURE: i32 = 35;

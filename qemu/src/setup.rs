@@ -1,0 +1,216 @@
+//! Making sure the programs and files a verb needs are on the machine.
+//!
+//! Each need is a program on `PATH` or a file, with the Debian package that provides it.
+//! Only what is missing is installed, and only as root (`apt-get update` once, then
+//! `apt-get install -y`); otherwise the error says exactly what to install.
+
+use crate::Error;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// The kernel's target triple.
+pub const KERNEL_TARGET: &str = "x86_64-unknown-none";
+/// The toolchain the project pins (rust-toolchain.toml).
+pub const TOOLCHAIN: &str = "1.95.0";
+
+/// Where Debian's Bochs keeps its display plugins.
+pub const BOCHS_PLUGINS: &str = "/usr/lib/x86_64-linux-gnu/bochs/plugins";
+/// The Bochs BIOS image.
+pub const BOCHS_BIOS: &str = "/usr/share/bochs/BIOS-bochs-latest";
+/// The VGA BIOS image Bochs loads.
+pub const VGA_BIOS: &str = "/usr/share/vgabios/vgabios.bin";
+
+/// How to tell that a need is met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// A program on `PATH`.
+    Program(&'static str),
+    /// A file.
+    File(&'static str),
+}
+
+/// One thing a verb needs, and the Debian package that provides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Need {
+    /// How to tell it is there.
+    pub check: Check,
+    /// The package to install when it is not.
+    pub package: &'static str,
+}
+
+const fn program(name: &'static str, package: &'static str) -> Need {
+    Need { check: Check::Program(name), package }
+}
+
+const fn file(path: &'static str, package: &'static str) -> Need {
+    Need { check: Check::File(path), package }
+}
+
+/// What building the ISO needs.
+pub const ISO: &[Need] = &[
+    program("grub-mkrescue", "grub-common"),
+    file("/usr/lib/grub/i386-pc/multiboot2.mod", "grub-pc-bin"),
+    program("xorriso", "xorriso"),
+    program("mformat", "mtools"),
+];
+
+/// What booting under QEMU needs.
+pub const QEMU: &[Need] = &[program("qemu-system-x86_64", "qemu-system-x86")];
+
+/// What booting under Bochs needs (besides the ISO). Debian's `bochs` package pulls in a
+/// graphical display by default; the terminal display is its own package.
+pub const BOCHS: &[Need] = &[
+    program("bochs", "bochs"),
+    file(BOCHS_BIOS, "bochsbios"),
+    file(VGA_BIOS, "vgabios"),
+    file("/usr/lib/x86_64-linux-gnu/bochs/plugins/libbx_term_gui.so", "bochs-term"),
+    program("script", "bsdutils"),
+];
+
+impl Need {
+    /// Whether the need is met on this machine.
+    pub fn is_met(&self) -> bool {
+        match self.check {
+            Check::Program(name) => on_path(name),
+            Check::File(path) => Path::new(path).exists(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self.check {
+            Check::Program(name) => format!("program `{name}` (package {})", self.package),
+            Check::File(path) => format!("file {path} (package {})", self.package),
+        }
+    }
+}
+
+/// Whether `name` is an executable file in a directory of `PATH`.
+pub fn on_path(name: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(path) = std::env::var_os("PATH") else { return false };
+    std::env::split_paths(&path).any(|dir| {
+        std::fs::metadata(dir.join(name))
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    })
+}
+
+/// The packages that provide the unmet needs, each once, in order.
+pub fn missing_packages(needs: &[Need]) -> Vec<&'static str> {
+    let mut packages: Vec<&'static str> = Vec::new();
+    for need in needs.iter().filter(|n| !n.is_met()) {
+        if !packages.contains(&need.package) {
+            packages.push(need.package);
+        }
+    }
+    packages
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Installs what is missing of `needs`, or says what to install.
+pub fn ensure(needs: &[Need]) -> Result<(), Error> {
+    let missing = missing_packages(needs);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    for need in needs.iter().filter(|n| !n.is_met()) {
+        eprintln!("setup: missing {}", need.describe());
+    }
+    let list = missing.join(" ");
+    if !is_root() || !on_path("apt-get") {
+        return Err(Error::Missing(format!(
+            "missing packages: {list}. Install them with: sudo apt-get install {list}"
+        )));
+    }
+    eprintln!("setup: running apt-get update");
+    run_apt(Command::new("apt-get").arg("update"))?;
+    eprintln!("setup: installing {list}");
+    run_apt(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y"])
+            .args(&missing),
+    )?;
+    let still: Vec<String> = needs.iter().filter(|n| !n.is_met()).map(Need::describe).collect();
+    if still.is_empty() {
+        eprintln!("setup: installed {list}");
+        Ok(())
+    } else {
+        Err(Error::Missing(format!("still missing after installing {list}: {}", still.join(", "))))
+    }
+}
+
+/// Checks, without installing anything, that `needs` are met.
+pub fn ensure_present(needs: &[Need]) -> Result<(), Error> {
+    let missing = missing_packages(needs);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list = missing.join(" ");
+    Err(Error::Missing(format!(
+        "missing packages: {list}. `cargo xtask test` installs them, or: sudo apt-get install {list}"
+    )))
+}
+
+fn run_apt(cmd: &mut Command) -> Result<(), Error> {
+    let what = format!("{cmd:?}");
+    let status =
+        cmd.stdin(Stdio::null()).status().map_err(|e| Error::Io { what: what.clone(), source: e })?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error::Failed { what, status })
+    }
+}
+
+/// Adds the kernel target to the pinned toolchain when it lacks it. Without rustup, says so
+/// and trusts the toolchain to have it.
+pub fn ensure_kernel_target() -> Result<(), Error> {
+    if !on_path("rustup") {
+        eprintln!("setup: rustup not found; assuming the toolchain has the {KERNEL_TARGET} target");
+        return Ok(());
+    }
+    let list = Command::new("rustup")
+        .args(["target", "list", "--installed", "--toolchain", TOOLCHAIN])
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| Error::Io { what: "rustup target list".into(), source: e })?;
+    if String::from_utf8_lossy(&list.stdout).lines().any(|l| l.trim() == KERNEL_TARGET) {
+        return Ok(());
+    }
+    eprintln!("setup: adding the {KERNEL_TARGET} target to toolchain {TOOLCHAIN}");
+    let mut cmd = Command::new("rustup");
+    cmd.args(["target", "add", KERNEL_TARGET, "--toolchain", TOOLCHAIN]);
+    let status = cmd.status().map_err(|e| Error::Io { what: "rustup target add".into(), source: e })?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error::Failed { what: format!("{cmd:?}"), status })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_present_program_is_met_and_a_missing_one_is_not() {
+        assert!(program("sh", "dash").is_met());
+        assert!(!program("no-such-program-anywhere", "nothing").is_met());
+        assert!(!file("/no/such/file", "nothing").is_met());
+    }
+
+    #[test]
+    fn missing_packages_are_listed_once() {
+        let needs = [
+            program("no-such-program-a", "pkg-a"),
+            file("/no/such/file", "pkg-a"),
+            program("sh", "dash"),
+            program("no-such-program-b", "pkg-b"),
+        ];
+        assert_eq!(missing_packages(&needs), vec!["pkg-a", "pkg-b"]);
+    }
+}

@@ -1,0 +1,32 @@
+//! Bochs boots the GRUB ISO (Multiboot2) on two Skylake-X CPUs, which offer Intel VMX.
+//! Bochs ends a run when the kernel writes "Shutdown" to port 0x8900 and exits with its own
+//! status, so these tests judge the console alone.
+
+use qemu::console::summary_regex;
+use qemu::{Bochs, Machine, Summary, Virt};
+use tests::{emulator_slot, iso, ok, wait_ready, BOCHS_TIMEOUT};
+
+#[test]
+fn boots_two_cpus_with_vmx() {
+    let node = Bochs::new(iso("bochs-ready", ""));
+    assert_eq!((node.cpus, node.model.as_str()), (2, "corei7_skylake_x"));
+    let _slot = emulator_slot();
+    let mut machine = ok(Machine::bochs("test-ready", &node));
+    let ready = wait_ready(&mut machine, BOCHS_TIMEOUT);
+    let log = machine.log();
+    assert_eq!(ready.cpus, 2, "expected cpus=2\n{log}");
+    assert_eq!(ready.virt, Virt::Vmx, "expected virt=vmx\n{log}");
+}
+
+#[test]
+fn selftest_all_passes() {
+    let node = Bochs::new(iso("bochs-selftest", "selftest=all"));
+    let _slot = emulator_slot();
+    let mut machine = ok(Machine::bochs("test-selftest", &node));
+    let line = ok(machine.wait_for_regex(summary_regex(), BOCHS_TIMEOUT));
+    let out = machine.stop();
+    let summary = Summary::parse(&line.text);
+    out.check(summary.is_some_and(|s| s.failed == 0 && s.passed >= 1), "self-tests failed or none ran");
+    let failed: Vec<&str> = out.console().filter(|l| l.contains("FAILED")).collect();
+    out.check(failed.is_empty(), &format!("FAILED lines: {failed:?}"));
+}
