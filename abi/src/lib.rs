@@ -153,7 +153,9 @@ impl BootParams {
     pub fn as_bytes(&self) -> &[u8] {
         // SAFETY: `BootParams` is `repr(C)` plain data with no padding (every field is a
         // multiple of 8 bytes or paired to 8), so all its bytes are initialized.
-        unsafe { core::slice::from_raw_parts((self as *const Self).cast::<u8>(), core::mem::size_of::<Self>()) }
+        unsafe {
+            core::slice::from_raw_parts((self as *const Self).cast::<u8>(), core::mem::size_of::<Self>())
+        }
     }
 }
 

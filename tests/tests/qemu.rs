@@ -97,3 +97,31 @@ fn unknown_selftest_fails_by_name() {
         .any(|v| matches!(v, Verdict::Failed { ref name, .. } if name == "nosuchtest"));
     out.check(named, "no `selftest: nosuchtest ... FAILED` line");
 }
+
+#[test]
+fn stack_overflow_hits_the_guard_page() {
+    let out = run_to_exit("selftest-overflow", &node("selftest=overflow"));
+    out.check(out.code() == Some(EXIT_FAILURE), "expected exit status 35 (failure)");
+    let lines: Vec<&str> = out.console().collect();
+    out.check(
+        lines.iter().any(|l| l.contains("EXCEPTION: page fault (#PF, vector 14) on cpu0")),
+        "no page-fault report",
+    );
+    out.check(
+        lines.iter().any(|l| l.contains("stack overflow: cr2 is in the guard page under cpu0's stack")),
+        "the report does not name the guard page",
+    );
+}
+
+#[test]
+fn memory_above_4_gib_and_one_cpu() {
+    let node = Qemu { smp: 1, mem_mib: 5000, ..node("selftest=all") };
+    let out = run_to_exit("selftest-5g", &node);
+    out.check(out.code() == Some(EXIT_SUCCESS), "expected exit status 33 (success)");
+    let ready = out.console().find_map(qemu::console::Ready::parse);
+    out.check(ready.is_some(), "no ready line");
+    if let Some(r) = ready {
+        out.check(r.cpus == 1, "expected cpus=1");
+        out.check((4900..=5000).contains(&r.memory_mib), "memory not in 4900..=5000 MiB");
+    }
+}
