@@ -23,6 +23,8 @@ pub mod kmain;
 pub mod logger;
 #[cfg(target_os = "none")]
 pub mod selftest;
+#[cfg(target_os = "none")]
+pub mod virt;
 
 #[cfg(target_os = "none")]
 pub use kmain::kmain;
