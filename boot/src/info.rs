@@ -100,6 +100,14 @@ impl BootInfo {
         }
     }
 
+    /// Normalizes raw `(base, length, kind)` loader entries into the memory map,
+    /// counting dropped entries as warnings.
+    pub(crate) fn set_memory_map(&mut self, raw: &[(u64, u64, MemoryKind)]) {
+        let (map, dropped) = crate::memmap::normalize(raw);
+        self.memory_map = map;
+        self.warnings += dropped;
+    }
+
     pub(crate) fn note_boot_data(&mut self, start: u64, len: u64) {
         if self.boot_data.push((start, start.saturating_add(len))).is_err() {
             self.warnings += 1;

@@ -1,7 +1,7 @@
 //! Multiboot2 boot information (GRUB), read with the `multiboot2` crate.
 
-use crate::info::{BootInfo, BootModule, Protocol, CMDLINE_MAX};
-use crate::memmap::{normalize, MemoryKind, MAX_REGIONS};
+use crate::info::{BootInfo, BootModule, Protocol};
+use crate::memmap::{MemoryKind, MAX_REGIONS};
 use multiboot2::{BootInformation, BootInformationHeader};
 
 /// The value GRUB leaves in `eax`.
@@ -73,13 +73,10 @@ pub unsafe fn parse(mbi: u64) -> BootInfo {
                 info.warnings += 1;
             }
         }
-        let (map, dropped) = normalize(&raw);
-        info.memory_map = map;
-        info.warnings += dropped;
+        info.set_memory_map(&raw);
     } else {
         info.warnings += 1;
     }
-    let _ = CMDLINE_MAX;
     info
 }
 

@@ -15,7 +15,7 @@
 //! | 48 | `memmap_entries` |
 
 use crate::info::{BootInfo, BootModule, Protocol, CMDLINE_MAX, MAX_MODULES};
-use crate::memmap::{normalize, MemoryKind, MAX_REGIONS};
+use crate::memmap::{MemoryKind, MAX_REGIONS};
 use crate::PhysRead;
 
 /// `hvm_start_info.magic`.
@@ -92,9 +92,7 @@ pub fn parse(mem: &impl PhysRead, paddr: u64) -> BootInfo {
                 info.warnings += 1;
             }
         }
-        let (map, dropped) = normalize(&raw);
-        info.memory_map = map;
-        info.warnings += dropped;
+        info.set_memory_map(&raw);
     } else {
         info.warnings += 1;
     }
