@@ -902,7 +902,10 @@ mod tests {
     fn io_qualification() {
         // OUT to 0x99, one byte, from AL via immediate.
         let q = 0x99 << 16 | 1 << 6;
-        assert_eq!(decode_exit(&exit(30, q, 2)).0, ExitKind::Io { port: 0x99, size: 1, write: true, string: false });
+        assert_eq!(
+            decode_exit(&exit(30, q, 2)).0,
+            ExitKind::Io { port: 0x99, size: 1, write: true, string: false }
+        );
         // IN from DX, four bytes.
         let q = 0x3f8 << 16 | 1 << 3 | 3;
         assert_eq!(decode_io(q), ExitKind::Io { port: 0x3f8, size: 4, write: false, string: false });
@@ -919,12 +922,20 @@ mod tests {
             (ExitKind::NestedPageFault { gpa: 0x20_0000, access: Access::Read }, 0)
         );
         assert_eq!(decode_exit(&v(2)).0, ExitKind::NestedPageFault { gpa: 0x20_0000, access: Access::Write });
-        assert_eq!(decode_exit(&v(4 | 1)).0, ExitKind::NestedPageFault { gpa: 0x20_0000, access: Access::Execute });
+        assert_eq!(
+            decode_exit(&v(4 | 1)).0,
+            ExitKind::NestedPageFault { gpa: 0x20_0000, access: Access::Execute }
+        );
     }
 
     #[test]
     fn exceptions_decode() {
-        let e = RawExit { reason: 0, interruption_info: 0x8000_0b0e, interruption_error: 6, ..RawExit::default() };
+        let e = RawExit {
+            reason: 0,
+            interruption_info: 0x8000_0b0e,
+            interruption_error: 6,
+            ..RawExit::default()
+        };
         assert_eq!(decode_exit(&e).0, ExitKind::Exception { vector: 14, error_code: Some(6) });
         let e = RawExit { reason: 0, interruption_info: 0x8000_0306, ..RawExit::default() };
         assert_eq!(decode_exit(&e).0, ExitKind::Exception { vector: 6, error_code: None });

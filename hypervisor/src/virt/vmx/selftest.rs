@@ -148,7 +148,13 @@ fn initial_state() -> InitialState {
     let code = Segment { selector: 0x08, base: 0, limit: 0xffff_ffff, access: 0xa09b };
     let data = Segment { selector: 0x10, base: 0, limit: 0xffff_ffff, access: 0xc093 };
     InitialState {
-        regs: GuestRegs { rip: CODE, rsp: GUEST_BYTES, rflags: 2, rdi: layout::BOOT_PARAMS, ..GuestRegs::default() },
+        regs: GuestRegs {
+            rip: CODE,
+            rsp: GUEST_BYTES,
+            rflags: 2,
+            rdi: layout::BOOT_PARAMS,
+            ..GuestRegs::default()
+        },
         cr0: 0x8001_0033,
         cr3: layout::PML4,
         cr4: 0x620,
@@ -185,8 +191,12 @@ fn next_exit(v: &mut dyn Vcpu) -> crate::vm::Exit {
 fn expect(v: &mut dyn Vcpu, step: &'static str, want: ExitKind, len: u8) -> Verdict {
     let e = next_exit(v);
     if e.kind != want || e.instr_len != len {
-        log::error!("vmx: {step}: expected {want:?} (length {len}), got {:?} (length {}) at rip {:#x}",
-            e.kind, e.instr_len, v.regs().rip);
+        log::error!(
+            "vmx: {step}: expected {want:?} (length {len}), got {:?} (length {}) at rip {:#x}",
+            e.kind,
+            e.instr_len,
+            v.regs().rip
+        );
         return Err(step);
     }
     v.apply(&e, &Action::Advance);
@@ -268,7 +278,10 @@ fn on_this_cpu() -> Verdict {
                     let overhead = v.overhead_bytes();
                     let r = run_guest(v.as_mut());
                     drop(v);
-                    log::debug!("vmx: cpu{} guest done, {overhead} bytes of overhead per vCPU", percpu::cpu_index());
+                    log::debug!(
+                        "vmx: cpu{} guest done, {overhead} bytes of overhead per vCPU",
+                        percpu::cpu_index()
+                    );
                     r.and(if overhead < 2 * 4096 {
                         Err("overhead_bytes is less than a VMCS and an MSR bitmap")
                     } else {

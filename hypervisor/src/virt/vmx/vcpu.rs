@@ -16,8 +16,8 @@
 use super::insn::{self, vmread, vmwrite};
 use super::{alloc_zeroed, free, release_vpid, Caps};
 use crate::arch::{percpu, time};
-use crate::vm::{Action, Exit, ExitKind, GuestRegs, InitialState, Segment};
 use crate::virt::{Vcpu, VirtError};
+use crate::vm::{Action, Exit, ExitKind, GuestRegs, InitialState, Segment};
 use crate::x86::vmx::{
     self as hw, field, msr, owned_cr_bits, pin, proc1, proc2, RawExit, EXIT_REASON_ENTRY_FAILURE,
 };
@@ -280,7 +280,12 @@ impl VmxVcpu {
     fn write_host_state(&self) -> Result<(), VirtError> {
         // SAFETY: reading MSRs that exist on every x86_64 CPU (PAT, EFER, FS/GS base).
         let (pat, efer, fs_base, gs_base) = unsafe {
-            (insn::rdmsr(msr::PAT), insn::rdmsr(msr::EFER), insn::rdmsr(msr::FS_BASE), insn::rdmsr(msr::GS_BASE))
+            (
+                insn::rdmsr(msr::PAT),
+                insn::rdmsr(msr::EFER),
+                insn::rdmsr(msr::FS_BASE),
+                insn::rdmsr(msr::GS_BASE),
+            )
         };
         let [cs, ss, ds, es, fs, gs] = insn::selectors();
         // Host selectors need RPL = TI = 0 (SDM 27.2.3); data selectors may be 0.
@@ -394,7 +399,10 @@ impl VmxVcpu {
         w(field::GUEST_RSP, self.regs.rsp)?;
         w(field::GUEST_RFLAGS, hw::sanitize_rflags(self.regs.rflags))?;
         if let Some(shift) = self.caps.timer_shift {
-            w(field::PREEMPTION_TIMER_VALUE, u64::from(hw::preemption_ticks(slice_ns, time::tsc_hz(), shift)))?;
+            w(
+                field::PREEMPTION_TIMER_VALUE,
+                u64::from(hw::preemption_ticks(slice_ns, time::tsc_hz(), shift)),
+            )?;
         }
         if self.clear_shadow {
             let st = r(field::GUEST_INTERRUPTIBILITY);
