@@ -5,7 +5,7 @@
 
 use super::{caps, Backend, BACKEND};
 use crate::arch::cpu::{self, Virt};
-use crate::arch::{percpu, smp};
+use crate::arch::{percpu, smp, time};
 use crate::mm::paging::{Flags, PageSize, PageTables, TableMemory};
 use crate::selftest::{Test, Verdict};
 use crate::virt::Vcpu;
@@ -243,12 +243,47 @@ fn run_guest(v: &mut dyn Vcpu) -> Verdict {
         log::error!("vmx: expected a preemption in the loop, got {:?} at rip {:#x}", e.kind, v.regs().rip);
         return Err("the spinning guest was not preempted");
     }
+    // Host interrupts arrive while the guest spins: each timer tick ends a slice and the
+    // host IDT takes it after the exit.
+    if x86_64::instructions::interrupts::are_enabled() {
+        let ticks = || percpu::current().timer_ticks.load(core::sync::atomic::Ordering::Relaxed);
+        let (t0, start) = (ticks(), time::now_ns());
+        while time::now_ns() - start < 50_000_000 {
+            let e = v.run(SLICE_NS);
+            if e.kind != ExitKind::Preempted {
+                log::error!("vmx: expected only preemptions in the loop, got {:?}", e.kind);
+                return Err("the spinning guest exited for something else than preemption");
+            }
+        }
+        log::debug!("vmx: {} host timer ticks during 50 ms of spinning guest", ticks() - t0);
+        if ticks() == t0 {
+            return Err("no host timer interrupt was taken during 50 ms of guest time");
+        }
+    }
     // #GP with no IDT: #DF, then a triple fault.
     v.apply(&e, &Action::Inject { vector: 13, error_code: Some(0) });
     let e = next_exit(v);
     if e.kind != ExitKind::TripleFault {
         log::error!("vmx: expected a triple fault, got {:?}", e.kind);
         return Err("injecting #GP into a guest without an IDT did not triple-fault");
+    }
+    Ok(())
+}
+
+/// A guest whose CS is unusable fails VM entry's guest-state checks (SDM 27.3.1.2): the
+/// exit says so and nothing else happens.
+fn entry_failure(root: u64) -> Verdict {
+    let mut init = initial_state();
+    init.cs.access = 0;
+    let mut v = BACKEND.create_vcpu(root, &init).map_err(|_| "create_vcpu (bad state) failed")?;
+    let e = v.run(SLICE_NS);
+    if e.kind != ExitKind::EntryFailed("invalid guest state") {
+        log::error!("vmx: expected an entry failure, got {:?}", e.kind);
+        return Err("a guest with an unusable CS entered");
+    }
+    // Still a clear VMCS: the next attempt is a VMLAUNCH again and fails the same way.
+    if v.run(SLICE_NS).kind != e.kind {
+        return Err("a second entry with invalid state did not fail the same way");
     }
     Ok(())
 }
@@ -291,6 +326,10 @@ fn on_this_cpu() -> Verdict {
             }
         }
     };
+    let verdict = verdict.and_then(|()| match guest.as_ref() {
+        Ok(g) => entry_failure(g.ept.root()),
+        Err(e) => Err(*e),
+    });
     if let Ok(g) = guest {
         g.free();
     }

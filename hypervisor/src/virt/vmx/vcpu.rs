@@ -294,7 +294,9 @@ impl VmxVcpu {
         if tr == 0 || tr & 7 != 0 {
             return Err(VirtError::MissingFeature("a loaded host task register"));
         }
-        let tr_base = self.host_tss_base(tr);
+        let tr_base = self
+            .host_tss_base(tr)
+            .ok_or(VirtError::MissingFeature("a host TSS descriptor inside the GDT"))?;
         w(field::HOST_CR0, Cr0::read_raw())?;
         w(field::HOST_CR3, Cr3::read_raw().0.start_address().as_u64() | u64::from(Cr3::read_raw().1))?;
         w(field::HOST_CR4, Cr4::read_raw())?;
@@ -315,16 +317,16 @@ impl VmxVcpu {
         w(field::HOST_SYSENTER_EIP, 0)?;
         w(field::HOST_PAT, pat)?;
         w(field::HOST_EFER, efer)?;
-        // SAFETY: only the address of the exit stub is taken.
+        // Only the address of the exit stub is taken.
         w(field::HOST_RIP, (&raw const hv_vmx_exit) as u64)?;
         Ok(())
     }
 
     /// The base of this CPU's TSS, from its descriptor in the current GDT.
-    fn host_tss_base(&self, tr: u16) -> u64 {
+    fn host_tss_base(&self, tr: u16) -> Option<u64> {
         let off = u64::from(tr & !7);
         if off + 15 > u64::from(self.host_gdtr.limit) {
-            return 0;
+            return None;
         }
         let at = self.host_gdtr.base.as_u64() + off;
         // SAFETY: the descriptor lies inside the live GDT (checked against its limit),
@@ -332,7 +334,7 @@ impl VmxVcpu {
         let (lo, hi) = unsafe {
             (core::ptr::read_volatile(at as *const u64), core::ptr::read_volatile((at + 8) as *const u64))
         };
-        hw::system_descriptor_base(lo, hi)
+        Some(hw::system_descriptor_base(lo, hi))
     }
 
     fn write_guest_state(&mut self, init: &InitialState) -> Result<(), VirtError> {
@@ -516,8 +518,11 @@ impl Vcpu for VmxVcpu {
         if let Err(why) = unsafe { insn::vmptrld(self.vmcs) } {
             return failed(why);
         }
-        if let Err(VirtError::Instruction(why)) = self.prepare_entry(slice_ns) {
-            return failed(why);
+        if let Err(e) = self.prepare_entry(slice_ns) {
+            return failed(match e {
+                VirtError::Instruction(why) => why,
+                _ => "the VMCS could not be prepared for entry",
+            });
         }
         let was_enabled = interrupts::are_enabled();
         interrupts::disable();
