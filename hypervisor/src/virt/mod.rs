@@ -17,6 +17,8 @@ use crate::vm::{Action, Exit, GuestRegs, InitialState, NestedFormat};
 use alloc::boxed::Box;
 use core::fmt;
 
+pub mod vmx;
+
 /// Why virtualization could not be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VirtError {
@@ -83,5 +85,9 @@ pub trait Vcpu: Send {
 
 /// The backend for this machine's CPU, if it has one that works.
 pub fn detect() -> Result<&'static dyn Backend, VirtError> {
-    Err(VirtError::Unsupported)
+    match crate::arch::cpu::virt() {
+        crate::arch::cpu::Virt::Vmx => vmx::detect(),
+        // AMD-V: crate::arch::cpu::Virt::Svm => svm::detect(),
+        _ => Err(VirtError::Unsupported),
+    }
 }

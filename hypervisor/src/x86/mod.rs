@@ -13,3 +13,4 @@
 pub mod apic;
 pub mod exception;
 pub mod madt;
+pub mod vmx;
