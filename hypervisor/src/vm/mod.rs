@@ -4,5 +4,6 @@
 //! [`Action`] that comes back.
 
 pub mod exit;
+pub mod memory;
 
 pub use exit::{Access, Action, Exit, ExitKind, GuestRegs, InitialState, NestedFormat, Segment, StopReason};
