@@ -105,6 +105,13 @@ pub fn leaf_flags(format: NestedFormat) -> Flags {
     }
 }
 
+fn map_error(e: MapError) -> MemError {
+    match e {
+        MapError::OutOfFrames => MemError::OutOfFrames,
+        e => MemError::Map(e),
+    }
+}
+
 /// Nested table frames, taken from the source and remembered for the drop.
 struct Tables<'a, F: FrameSource> {
     src: &'a mut F,
@@ -163,7 +170,7 @@ impl<F: FrameSource> GuestMemory<F> {
         let page_count = (bytes / PAGE_BYTES) as usize;
         m.pages.try_reserve_exact(page_count).map_err(|_| MemError::OutOfFrames)?;
         m.tables.try_reserve(8).map_err(|_| MemError::OutOfFrames)?;
-        m.root = PageTables::new(Tables { src: &mut m.src, frames: &mut m.tables }).map_err(MemError::Map)?.root();
+        m.root = PageTables::new(Tables { src: &mut m.src, frames: &mut m.tables }).map_err(map_error)?.root();
         let flags = leaf_flags(format);
         for chunk in 0..bytes / LARGE_BYTES {
             let gpa = chunk * LARGE_BYTES;
@@ -172,12 +179,12 @@ impl<F: FrameSource> GuestMemory<F> {
                     m.pages.push(run + k * PAGE_BYTES);
                 }
                 m.large_pages += 1;
-                m.tables().map(gpa, run, PageSize::Size2M, flags).map_err(MemError::Map)?;
+                m.tables().map(gpa, run, PageSize::Size2M, flags).map_err(map_error)?;
             } else {
                 for k in 0..FRAMES_PER_LARGE as u64 {
                     let f = m.src.alloc_frame().ok_or(MemError::OutOfFrames)?;
                     m.pages.push(f);
-                    m.tables().map(gpa + k * PAGE_BYTES, f, PageSize::Size4K, flags).map_err(MemError::Map)?;
+                    m.tables().map(gpa + k * PAGE_BYTES, f, PageSize::Size4K, flags).map_err(map_error)?;
                 }
             }
         }
