@@ -166,11 +166,13 @@ impl<F: FrameSource> GuestMemory<F> {
         if !(MEM_MIN..=MEM_MAX).contains(&bytes) || !bytes.is_multiple_of(LARGE_BYTES) {
             return Err(MemError::BadSize { bytes });
         }
-        let mut m = GuestMemory { src, pages: Vec::new(), tables: Vec::new(), root: 0, large_pages: 0, bytes };
+        let mut m =
+            GuestMemory { src, pages: Vec::new(), tables: Vec::new(), root: 0, large_pages: 0, bytes };
         let page_count = (bytes / PAGE_BYTES) as usize;
         m.pages.try_reserve_exact(page_count).map_err(|_| MemError::OutOfFrames)?;
         m.tables.try_reserve(8).map_err(|_| MemError::OutOfFrames)?;
-        m.root = PageTables::new(Tables { src: &mut m.src, frames: &mut m.tables }).map_err(map_error)?.root();
+        m.root =
+            PageTables::new(Tables { src: &mut m.src, frames: &mut m.tables }).map_err(map_error)?.root();
         let flags = leaf_flags(format);
         for chunk in 0..bytes / LARGE_BYTES {
             let gpa = chunk * LARGE_BYTES;
@@ -391,7 +393,8 @@ pub mod arena {
                 return None;
             }
             let n = s.taken.len() / FRAMES_PER_LARGE;
-            let c = (0..n).find(|c| s.taken[c * FRAMES_PER_LARGE..(c + 1) * FRAMES_PER_LARGE].iter().all(|t| !*t))?;
+            let c = (0..n)
+                .find(|c| s.taken[c * FRAMES_PER_LARGE..(c + 1) * FRAMES_PER_LARGE].iter().all(|t| !*t))?;
             s.taken[c * FRAMES_PER_LARGE..(c + 1) * FRAMES_PER_LARGE].fill(true);
             s.budget -= FRAMES_PER_LARGE;
             Some(s.base + (c * FRAMES_PER_LARGE) as u64 * 4096)
@@ -538,7 +541,10 @@ mod tests {
                 s.large_ok = large;
                 s.budget = budget;
             }
-            assert_eq!(GuestMemory::new(a.clone(), 4 * MIB, NestedFormat::Npt).err(), Some(MemError::OutOfFrames));
+            assert_eq!(
+                GuestMemory::new(a.clone(), 4 * MIB, NestedFormat::Npt).err(),
+                Some(MemError::OutOfFrames)
+            );
             assert_eq!(a.0.borrow().taken_count(), 0, "large={large} budget={budget}");
         }
     }
@@ -547,7 +553,10 @@ mod tests {
     fn sizes_are_checked() {
         let a = Arena::new(8);
         for bytes in [0, MIB, 3 * MIB, 2 * MIB + 4096, 8 << 30, u64::MAX] {
-            assert_eq!(GuestMemory::new(a.clone(), bytes, NestedFormat::Npt).err(), Some(MemError::BadSize { bytes }));
+            assert_eq!(
+                GuestMemory::new(a.clone(), bytes, NestedFormat::Npt).err(),
+                Some(MemError::BadSize { bytes })
+            );
         }
         assert_eq!(a.0.borrow().taken_count(), 0);
     }

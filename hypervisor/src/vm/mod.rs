@@ -4,6 +4,7 @@
 //! [`Action`] that comes back.
 
 pub mod exit;
+pub mod loader;
 pub mod memory;
 
 pub use exit::{Access, Action, Exit, ExitKind, GuestRegs, InitialState, NestedFormat, Segment, StopReason};
