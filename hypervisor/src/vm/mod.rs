@@ -4,6 +4,7 @@
 //! [`Action`] that comes back.
 
 pub mod exit;
+pub mod handler;
 pub mod loader;
 pub mod memory;
 
