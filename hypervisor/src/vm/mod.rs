@@ -7,5 +7,6 @@ pub mod exit;
 pub mod handler;
 pub mod loader;
 pub mod memory;
+pub mod sched;
 
 pub use exit::{Access, Action, Exit, ExitKind, GuestRegs, InitialState, NestedFormat, Segment, StopReason};
