@@ -3,6 +3,7 @@
 //! and AMD-V backends (`crate::virt`) turn their raw exits into [`Exit`] and apply the
 //! [`Action`] that comes back.
 
+pub mod console;
 pub mod exit;
 pub mod handler;
 pub mod loader;
