@@ -303,7 +303,7 @@ mod tests {
         }
         fn host_cpuid(&self, leaf: u32, sub: u32) -> [u32; 4] {
             match (leaf, sub) {
-                (1, _) => [0x906ea, 0x0102_0800, 0xffff_ffff & !(1 << 31), 0xffff_ffff],
+                (1, _) => [0x906ea, 0x0102_0800, !(1 << 31), 0xffff_ffff],
                 (0xd, 0) => [0x2ff, 0x340, 0xa88, 0],
                 (0xd, 1) => [0xf, 0, 0x100, 0],
                 (0xd, 2) => [0x100, 0x240, 0, 0],

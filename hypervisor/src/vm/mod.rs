@@ -3,10 +3,13 @@
 //! and AMD-V backends (`crate::virt`) turn their raw exits into [`Exit`] and apply the
 //! [`Action`] that comes back.
 
+pub mod clock;
 pub mod console;
 pub mod exit;
 pub mod handler;
 pub mod loader;
+#[cfg(target_os = "none")]
+pub mod manager;
 pub mod memory;
 pub mod sched;
 
