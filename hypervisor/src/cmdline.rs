@@ -61,7 +61,21 @@ pub struct Options<'a> {
     pub max_cpus: Option<u32>,
     /// `timer=periodic|deadline`: force a local APIC timer mode.
     pub timer: Option<TimerMode>,
+    /// `vm.count=N`: VMs to start from the guest module (1 to [`VM_COUNT_MAX`]); `None`
+    /// means one when there is a module.
+    pub vm_count: Option<u32>,
+    /// `vm.mem=MiB`: memory of each VM, even, 2 to 4096 (default [`VM_MEM_DEFAULT_MIB`]).
+    pub vm_mem_mib: u32,
+    /// `vm.vcpus=N`: vCPUs of each VM (1 to [`VM_VCPUS_MAX`], default 1).
+    pub vm_vcpus: u32,
 }
+
+/// Most VMs `vm.count` takes.
+pub const VM_COUNT_MAX: u32 = 1024;
+/// Default `vm.mem` in MiB.
+pub const VM_MEM_DEFAULT_MIB: u32 = 16;
+/// Most vCPUs per VM `vm.vcpus` takes.
+pub const VM_VCPUS_MAX: u32 = 64;
 
 /// Local APIC timer mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +88,15 @@ pub enum TimerMode {
 
 impl Default for Options<'_> {
     fn default() -> Self {
-        Options { log: LogLevel::Info, selftest: None, max_cpus: None, timer: None }
+        Options {
+            log: LogLevel::Info,
+            selftest: None,
+            max_cpus: None,
+            timer: None,
+            vm_count: None,
+            vm_mem_mib: VM_MEM_DEFAULT_MIB,
+            vm_vcpus: 1,
+        }
     }
 }
 
@@ -167,6 +189,19 @@ pub fn parse(line: &str) -> Parsed<'_> {
                 "deadline" => p.options.timer = Some(TimerMode::Deadline),
                 _ => p.warn(bad),
             },
+            "vm.count" => match value.parse::<u32>() {
+                Ok(n) if (1..=VM_COUNT_MAX).contains(&n) => p.options.vm_count = Some(n),
+                _ => p.warn(bad),
+            },
+            // Guest memory is mapped with 2 MiB pages and the guest layout describes 4 GiB.
+            "vm.mem" => match value.parse::<u32>() {
+                Ok(n) if (2..=4096).contains(&n) && n % 2 == 0 => p.options.vm_mem_mib = n,
+                _ => p.warn(bad),
+            },
+            "vm.vcpus" => match value.parse::<u32>() {
+                Ok(n) if (1..=VM_VCPUS_MAX).contains(&n) => p.options.vm_vcpus = n,
+                _ => p.warn(bad),
+            },
             _ => p.warn(Warning::UnknownKey(key)),
         }
     }
@@ -223,6 +258,21 @@ mod tests {
         let p = parse(&line);
         assert_eq!(p.warnings.len(), MAX_WARNINGS);
         assert_eq!(p.more_warnings, 1000 - MAX_WARNINGS);
+    }
+
+    #[test]
+    fn vm_keys() {
+        let p = parse("vm.count=3 vm.mem=64 vm.vcpus=2");
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        assert_eq!((p.options.vm_count, p.options.vm_mem_mib, p.options.vm_vcpus), (Some(3), 64, 2));
+        let d = parse("");
+        assert_eq!((d.options.vm_count, d.options.vm_mem_mib, d.options.vm_vcpus), (None, 16, 1));
+        let p = parse("vm.count=0 vm.count=1025 vm.mem=3 vm.mem=0 vm.mem=4098 vm.mem=x vm.vcpus=0 vm.vcpus=65 vm.cpus=1");
+        assert_eq!((p.options.vm_count, p.options.vm_mem_mib, p.options.vm_vcpus), (None, 16, 1));
+        assert_eq!(p.warnings.len(), 9);
+        assert_eq!(p.warnings[2], Warning::BadValue { key: "vm.mem", value: "3" });
+        assert_eq!(p.warnings[8], Warning::UnknownKey("vm.cpus"));
+        assert_eq!(parse("vm.mem=4096 vm.count=1024").options.vm_mem_mib, 4096);
     }
 
     #[test]

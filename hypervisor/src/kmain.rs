@@ -63,6 +63,9 @@ pub fn kmain(boot: &'static BootInfo) -> ! {
     if let Some(sel) = parsed.options.selftest {
         selftest::run(sel);
     }
+    if crate::vm::manager::has_guest(boot) {
+        crate::vm::manager::run(boot, &parsed.options);
+    }
     loop {
         x86_64::instructions::hlt();
     }

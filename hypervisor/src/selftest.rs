@@ -41,6 +41,7 @@ static GROUPS: &[&[Test]] = &[
     crate::arch::smp::SELFTESTS,
     crate::pci::SELFTESTS,
     crate::virt::vmx::SELFTESTS,
+    crate::vm::manager::SELFTESTS,
 ];
 
 fn all_tests() -> impl Iterator<Item = &'static Test> {

@@ -4,6 +4,7 @@
 pub mod apic;
 pub mod console;
 pub mod cpu;
+pub mod fpu;
 pub mod gdt;
 pub mod interrupts;
 pub mod percpu;

@@ -396,6 +396,19 @@ pub fn run_on(index: u32, f: fn()) -> Result<(), JobError> {
     }
 }
 
+/// Posts `f` to CPU `index` (not this one) and returns without waiting: for jobs that
+/// run for a long time, such as a CPU's vCPU loop.
+pub fn post(index: u32, f: fn()) -> Result<(), JobError> {
+    let slot = percpu::get(index).filter(|s| s.is_online()).ok_or(JobError::Offline)?;
+    if index == percpu::cpu_index() {
+        return Err(JobError::Busy);
+    }
+    slot.job
+        .compare_exchange(0, f as usize, Ordering::AcqRel, Ordering::Acquire)
+        .map_err(|_| JobError::Busy)?;
+    apic::send_ipi(slot.apic_id(), Ipi::Fixed(interrupts::WAKE_VECTOR)).map_err(JobError::Ipi)
+}
+
 /// Self-tests of this module.
 pub static SELFTESTS: &[Test] = &[Test { name: "smp", in_all: true, run: selftest_jobs }];
 

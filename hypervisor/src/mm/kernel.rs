@@ -264,6 +264,12 @@ pub fn alloc_frame() -> Result<u64, MmError> {
     with(|k| k.frames.alloc().map_err(MmError::Frames)).unwrap_or(Err(MmError::NotInitialized))
 }
 
+/// Takes `count` contiguous frames starting at a multiple of `align_bytes`.
+pub fn alloc_run(count: usize, align_bytes: u64) -> Result<u64, MmError> {
+    with(|k| k.frames.alloc_run(count, align_bytes, u64::MAX).map_err(MmError::Frames))
+        .unwrap_or(Err(MmError::NotInitialized))
+}
+
 /// Returns one frame.
 pub fn free_frame(paddr: u64) -> Result<(), MmError> {
     with(|k| k.frames.free(paddr).map_err(MmError::Frames)).unwrap_or(Err(MmError::NotInitialized))

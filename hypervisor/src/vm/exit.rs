@@ -116,6 +116,10 @@ pub enum ExitKind {
         /// What the guest tried.
         access: Access,
     },
+    /// XSETBV: register index in `rcx`, value in `edx:eax`. Allowed only to set XCR0 to
+    /// the host's value (the policy decides); backends that refuse XSETBV themselves
+    /// report [`ExitKind::Forbidden`] instead.
+    Xsetbv,
     /// The time slice ran out, or a host interrupt arrived: nothing for the guest.
     Preempted,
     /// The guest triple-faulted (shutdown).
@@ -190,6 +194,8 @@ pub enum StopReason {
     OutOfMemory,
     /// Stopped from outside (deleted, timed out).
     Killed,
+    /// The backend could not create a vCPU, with its reason.
+    VcpuFailed(&'static str),
 }
 
 impl fmt::Display for StopReason {
@@ -208,6 +214,7 @@ impl fmt::Display for StopReason {
             }
             StopReason::OutOfMemory => write!(f, "out of memory"),
             StopReason::Killed => write!(f, "killed"),
+            StopReason::VcpuFailed(why) => write!(f, "cannot create a vCPU: {why}"),
         }
     }
 }

@@ -3,6 +3,14 @@
 //! and AMD-V backends (`crate::virt`) turn their raw exits into [`Exit`] and apply the
 //! [`Action`] that comes back.
 
+pub mod clock;
+pub mod console;
 pub mod exit;
+pub mod handler;
+pub mod loader;
+#[cfg(target_os = "none")]
+pub mod manager;
+pub mod memory;
+pub mod sched;
 
 pub use exit::{Access, Action, Exit, ExitKind, GuestRegs, InitialState, NestedFormat, Segment, StopReason};

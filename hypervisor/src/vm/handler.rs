@@ -1,0 +1,500 @@
+//! The exit policy, written once for both backends: what happens when a guest leaves.
+//!
+//! [`handle`] is a pure function of the exit, the vCPU's registers and a [`Services`]
+//! object (guest memory, clocks, randomness, console, host CPUID and XCR0), so every
+//! decision is tested on the host with synthetic exits. Policy (fixed):
+//!
+//! * Hypercalls (`crx_abi::nr`): number in `rax`, arguments in `rdi`, `rsi`, `rdx`,
+//!   `r10`, result in `rax` (negative [`crx_abi::Error`] on failure). Every pointer and
+//!   length is checked against guest memory: a bad one returns `Fault`, never stops the VM.
+//! * I/O ports: guests get none; any IN/OUT stops the VM (`ForbiddenIo`).
+//! * MSRs that exit: reads of IA32_TSC, IA32_APIC_BASE (0: no APIC), IA32_MISC_ENABLE (0)
+//!   and IA32_PAT (power-on default) are answered; everything else, and every WRMSR, gets
+//!   #GP(0), as a real CPU answers for an MSR it lacks.
+//! * CPUID: the host's, less VMX, SVM, MONITOR, x2APIC, TSC-deadline and the APIC, plus
+//!   the hypervisor bit and leaves 0x4000_0000/1; leaf 0xD reports exactly the host XCR0.
+//! * HLT blocks until the next timer tick; forbidden instructions get #UD; XSETBV may
+//!   only set XCR0 to the host's value (#UD otherwise).
+//! * Nested page faults (all guest memory is mapped, so only outside it), triple faults,
+//!   failed entries, intercepted exceptions and unknown exits stop the VM.
+#![deny(unsafe_code)]
+
+use super::exit::{Action, Exit, ExitKind, GuestRegs, StopReason};
+use super::memory::OutOfRange;
+use crx_abi::{
+    nr, BootParams, Error, ABI_VERSION, CONSOLE_WRITE_MAX, CPUID_LEAF, CPUID_SIGNATURE, RANDOM_MAX,
+};
+
+/// #UD.
+pub const UD: u8 = 6;
+/// #GP.
+pub const GP: u8 = 13;
+
+/// MSRs the policy answers.
+pub mod msr {
+    /// IA32_TIME_STAMP_COUNTER.
+    pub const TSC: u32 = 0x10;
+    /// IA32_APIC_BASE.
+    pub const APIC_BASE: u32 = 0x1b;
+    /// IA32_MISC_ENABLE.
+    pub const MISC_ENABLE: u32 = 0x1a0;
+    /// IA32_PAT.
+    pub const PAT: u32 = 0x277;
+    /// IA32_PAT's power-on value (SDM Vol. 3A 13.12.4).
+    pub const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
+}
+
+/// What the policy needs from the world, per VM.
+pub trait Services {
+    /// Copies guest memory at `gpa` into `buf`.
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), OutOfRange>;
+    /// Copies `data` into guest memory at `gpa`.
+    fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), OutOfRange>;
+    /// Monotonic nanoseconds since the VM started.
+    fn monotonic_ns(&self) -> u64;
+    /// Wall-clock nanoseconds since the Unix epoch.
+    fn wall_ns(&self) -> u64;
+    /// The host's time-stamp counter.
+    fn tsc(&self) -> u64;
+    /// Fills `buf` with random bytes.
+    fn random(&mut self, buf: &mut [u8]);
+    /// Takes bytes the guest wrote to its console.
+    fn console(&mut self, bytes: &[u8]);
+    /// The host's CPUID leaf `leaf`, sub-leaf `sub`: `[eax, ebx, ecx, edx]`.
+    fn host_cpuid(&self, leaf: u32, sub: u32) -> [u32; 4];
+    /// The host's XCR0 (0 without XSAVE).
+    fn host_xcr0(&self) -> u64;
+    /// This VM's boot parameters.
+    fn boot_params(&self) -> BootParams;
+}
+
+/// Decides what happens after `exit`, updating `regs` (results of hypercalls, CPUID,
+/// RDMSR) as the guest will see them.
+pub fn handle(exit: &Exit, regs: &mut GuestRegs, svc: &mut impl Services) -> Action {
+    match exit.kind {
+        ExitKind::Hypercall => hypercall(regs, svc),
+        ExitKind::Cpuid => {
+            let [a, b, c, d] = guest_cpuid(regs.rax as u32, regs.rcx as u32, svc);
+            regs.rax = u64::from(a);
+            regs.rbx = u64::from(b);
+            regs.rcx = u64::from(c);
+            regs.rdx = u64::from(d);
+            Action::Advance
+        }
+        ExitKind::Hlt => Action::Block { until_ns: None },
+        ExitKind::Io { port, .. } => Action::Stop(StopReason::ForbiddenIo { port }),
+        ExitKind::Msr { write: true } => gp0(),
+        ExitKind::Msr { write: false } => {
+            let value = match regs.rcx as u32 {
+                msr::TSC => svc.tsc(),
+                msr::APIC_BASE | msr::MISC_ENABLE => 0,
+                msr::PAT => msr::PAT_DEFAULT,
+                _ => return gp0(),
+            };
+            regs.rax = value & 0xffff_ffff;
+            regs.rdx = value >> 32;
+            Action::Advance
+        }
+        ExitKind::Xsetbv => {
+            let value = (regs.rdx << 32) | (regs.rax & 0xffff_ffff);
+            let xcr0 = svc.host_xcr0();
+            if regs.rcx as u32 == 0 && xcr0 != 0 && value == xcr0 {
+                Action::Advance
+            } else {
+                ud()
+            }
+        }
+        ExitKind::NestedPageFault { gpa, access } => Action::Stop(StopReason::OutsideMemory { gpa, access }),
+        ExitKind::Preempted => Action::Resume,
+        ExitKind::TripleFault => Action::Stop(StopReason::TripleFault),
+        ExitKind::Forbidden(_) => ud(),
+        ExitKind::Exception { vector, .. } => Action::Stop(StopReason::Exception { vector }),
+        ExitKind::EntryFailed(why) => Action::Stop(StopReason::EntryFailed(why)),
+        ExitKind::Unknown { code, info } => Action::Stop(StopReason::UnknownExit { code, info }),
+    }
+}
+
+fn gp0() -> Action {
+    Action::Inject { vector: GP, error_code: Some(0) }
+}
+
+fn ud() -> Action {
+    Action::Inject { vector: UD, error_code: None }
+}
+
+/// A buffer length the guest asked for, capped. The range itself is checked by the
+/// memory access that uses it (which touches nothing when any byte is outside).
+fn capped(len: u64, cap: u64) -> Result<usize, Error> {
+    usize::try_from(len.min(cap)).map_err(|_| Error::Invalid)
+}
+
+fn hypercall(regs: &mut GuestRegs, svc: &mut impl Services) -> Action {
+    let (a0, a1) = (regs.rdi, regs.rsi);
+    let mut action = Action::Advance;
+    let result: Result<u64, Error> = match regs.rax {
+        nr::VERSION => Ok(u64::from(ABI_VERSION)),
+        nr::CONSOLE_WRITE => capped(a1, CONSOLE_WRITE_MAX).and_then(|n| {
+            let mut buf = [0u8; CONSOLE_WRITE_MAX as usize];
+            let part = buf.get_mut(..n).ok_or(Error::Invalid)?;
+            svc.read(a0, part).map_err(|_| Error::Fault)?;
+            svc.console(part);
+            Ok(n as u64)
+        }),
+        nr::EXIT => return Action::Exit(a0 as i32),
+        nr::TIME_MONOTONIC => Ok(svc.monotonic_ns()),
+        nr::TIME_WALL => Ok(svc.wall_ns()),
+        nr::SLEEP_UNTIL => {
+            if a0 > svc.monotonic_ns() {
+                action = Action::Block { until_ns: Some(a0) };
+            }
+            Ok(0)
+        }
+        nr::YIELD => {
+            action = Action::Yield;
+            Ok(0)
+        }
+        nr::RANDOM => capped(a1, RANDOM_MAX).and_then(|n| {
+            let mut buf = [0u8; RANDOM_MAX as usize];
+            let part = buf.get_mut(..n).ok_or(Error::Invalid)?;
+            svc.random(part);
+            svc.write(a0, part).map_err(|_| Error::Fault)?;
+            Ok(n as u64)
+        }),
+        nr::BOOT_PARAMS => {
+            let params = svc.boot_params();
+            let bytes = params.as_bytes();
+            capped(a1, bytes.len() as u64).and_then(|n| {
+                svc.write(a0, bytes.get(..n).ok_or(Error::Invalid)?).map_err(|_| Error::Fault)?;
+                Ok(n as u64)
+            })
+        }
+        _ => Err(Error::NoSys),
+    };
+    regs.rax = match result {
+        Ok(v) => v,
+        Err(e) => {
+            // A refused hypercall does not block or yield.
+            action = Action::Advance;
+            e.to_raw()
+        }
+    };
+    action
+}
+
+/// CPUID as the guest sees it (see the module documentation).
+pub fn guest_cpuid(leaf: u32, sub: u32, svc: &impl Services) -> [u32; 4] {
+    let xcr0 = svc.host_xcr0();
+    match leaf {
+        CPUID_LEAF => {
+            let w = |i: usize| {
+                let b = CPUID_SIGNATURE;
+                u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
+            };
+            [CPUID_LEAF + 1, w(0), w(4), w(8)]
+        }
+        0x4000_0001 => [ABI_VERSION, 0, 0, 0],
+        0x4000_0002..=0x4000_00ff => [0; 4],
+        1 => {
+            let [a, b, mut c, mut d] = svc.host_cpuid(1, 0);
+            // ECX: MONITOR (3), VMX (5), x2APIC (21), TSC-deadline (24), OSXSAVE (27: the
+            // guest starts with CR4.OSXSAVE clear); XSAVE (26) and AVX (28) only with a
+            // host XCR0. Hypervisor present (31).
+            c &= !((1 << 3) | (1 << 5) | (1 << 21) | (1 << 24) | (1 << 27));
+            if xcr0 == 0 {
+                c &= !((1 << 26) | (1 << 28));
+            }
+            c |= 1 << 31;
+            // EDX: APIC (9).
+            d &= !(1 << 9);
+            [a, b, c, d]
+        }
+        5 => [0; 4],
+        0xd => {
+            if xcr0 == 0 {
+                return [0; 4];
+            }
+            let host = svc.host_cpuid(0xd, sub);
+            match sub {
+                // Supported components = the host XCR0; sizes for that set (which is
+                // the host's current XCR0, so EBX is right for both).
+                0 => [xcr0 as u32, host[1], host[1], (xcr0 >> 32) as u32],
+                // XSAVEOPT, XSAVEC, XGETBV with ECX=1; no XSAVES (IA32_XSS is not given).
+                1 => [host[0] & 0b111, 0, 0, 0],
+                s if s < 63 && xcr0 & (1 << s) != 0 => host,
+                _ => [0; 4],
+            }
+        }
+        0x8000_0001 => {
+            let [a, b, mut c, d] = svc.host_cpuid(0x8000_0001, 0);
+            c &= !(1 << 2); // SVM
+            [a, b, c, d]
+        }
+        // SVM features leaf: nothing to offer.
+        0x8000_000a => [0; 4],
+        _ => svc.host_cpuid(leaf, sub),
+    }
+}
+
+/// The XCR0 the host enables: every x87, SSE and AVX component the CPU reports in
+/// CPUID.(EAX=0Dh,ECX=0):EAX (SDM Vol. 1 13.3). AVX needs SSE, SSE needs x87.
+pub fn xcr0_for(supported_low: u32) -> u64 {
+    let mut x = 1u64; // x87 is always there
+    if supported_low & 0b10 != 0 {
+        x |= 0b10;
+        if supported_low & 0b100 != 0 {
+            x |= 0b100;
+        }
+    }
+    x
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vm::exit::Access;
+
+    const MEM: u64 = 1 << 20;
+
+    struct Fake {
+        mem: Vec<u8>,
+        console: Vec<u8>,
+        now: u64,
+        xcr0: u64,
+        random_calls: usize,
+    }
+
+    impl Fake {
+        fn new() -> Self {
+            Fake { mem: vec![0; MEM as usize], console: Vec::new(), now: 1000, xcr0: 0b111, random_calls: 0 }
+        }
+        fn range(&self, gpa: u64, len: usize) -> Result<core::ops::Range<usize>, OutOfRange> {
+            let bad = OutOfRange { gpa, len: len as u64 };
+            let end = gpa.checked_add(len as u64).filter(|&e| e <= MEM).ok_or(bad)?;
+            Ok(gpa as usize..end as usize)
+        }
+    }
+
+    impl Services for Fake {
+        fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), OutOfRange> {
+            let r = self.range(gpa, buf.len())?;
+            buf.copy_from_slice(&self.mem[r]);
+            Ok(())
+        }
+        fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), OutOfRange> {
+            let r = self.range(gpa, data.len())?;
+            self.mem[r].copy_from_slice(data);
+            Ok(())
+        }
+        fn monotonic_ns(&self) -> u64 {
+            self.now
+        }
+        fn wall_ns(&self) -> u64 {
+            1_700_000_000_000_000_000
+        }
+        fn tsc(&self) -> u64 {
+            0x1234_5678_9abc
+        }
+        fn random(&mut self, buf: &mut [u8]) {
+            self.random_calls += 1;
+            buf.fill(0x5a);
+        }
+        fn console(&mut self, bytes: &[u8]) {
+            self.console.extend_from_slice(bytes);
+        }
+        fn host_cpuid(&self, leaf: u32, sub: u32) -> [u32; 4] {
+            match (leaf, sub) {
+                (1, _) => [0x906ea, 0x0102_0800, !(1 << 31), 0xffff_ffff],
+                (0xd, 0) => [0x2ff, 0x340, 0xa88, 0],
+                (0xd, 1) => [0xf, 0, 0x100, 0],
+                (0xd, 2) => [0x100, 0x240, 0, 0],
+                (0xd, 3) => [0x40, 0x3c0, 0, 0],
+                (0x8000_0001, _) => [0, 0, 0xffff_ffff, 0],
+                _ => [leaf, sub, 7, 9],
+            }
+        }
+        fn host_xcr0(&self) -> u64 {
+            self.xcr0
+        }
+        fn boot_params(&self) -> BootParams {
+            BootParams {
+                magic: crx_abi::BOOT_MAGIC,
+                abi_version: ABI_VERSION,
+                hypercall_insn: 1,
+                vm_index: 4,
+                vm_count: 5,
+                mem_bytes: MEM,
+                stack_top: MEM,
+                free_start: 0x20_0000,
+                cmdline: [0; 256],
+            }
+        }
+    }
+
+    fn exit(kind: ExitKind) -> Exit {
+        Exit { kind, instr_len: 3, guest_ns: 10 }
+    }
+
+    fn call(svc: &mut Fake, n: u64, a0: u64, a1: u64) -> (Action, u64) {
+        let mut r = GuestRegs { rax: n, rdi: a0, rsi: a1, ..GuestRegs::default() };
+        let a = handle(&exit(ExitKind::Hypercall), &mut r, svc);
+        (a, r.rax)
+    }
+
+    const FAULT: u64 = Error::Fault.to_raw();
+
+    #[test]
+    fn simple_hypercalls() {
+        let mut s = Fake::new();
+        assert_eq!(call(&mut s, nr::VERSION, 0, 0), (Action::Advance, 1));
+        assert_eq!(call(&mut s, nr::TIME_MONOTONIC, 0, 0), (Action::Advance, 1000));
+        assert_eq!(call(&mut s, nr::TIME_WALL, 0, 0).1, 1_700_000_000_000_000_000);
+        assert_eq!(call(&mut s, nr::EXIT, 0xffff_ffff_0000_002a, 0).0, Action::Exit(42));
+        assert_eq!(call(&mut s, nr::EXIT, u64::MAX, 0).0, Action::Exit(-1));
+        assert_eq!(call(&mut s, nr::YIELD, 0, 0), (Action::Yield, 0));
+        assert_eq!(call(&mut s, nr::SLEEP_UNTIL, 5000, 0), (Action::Block { until_ns: Some(5000) }, 0));
+        assert_eq!(call(&mut s, nr::SLEEP_UNTIL, 999, 0), (Action::Advance, 0), "already past");
+        for n in [9, 100, u64::MAX, Error::Fault.to_raw()] {
+            assert_eq!(call(&mut s, n, 0, 0), (Action::Advance, Error::NoSys.to_raw()));
+        }
+    }
+
+    #[test]
+    fn console_write_checks_and_caps() {
+        let mut s = Fake::new();
+        s.mem[0x100..0x105].copy_from_slice(b"hello");
+        assert_eq!(call(&mut s, nr::CONSOLE_WRITE, 0x100, 5), (Action::Advance, 5));
+        assert_eq!(s.console, b"hello");
+        assert_eq!(call(&mut s, nr::CONSOLE_WRITE, 0x100, 0), (Action::Advance, 0));
+        assert_eq!(call(&mut s, nr::CONSOLE_WRITE, 0, 10_000).1, CONSOLE_WRITE_MAX);
+        assert_eq!(s.console.len(), 5 + 4096);
+        let before = s.console.len();
+        for (p, l) in
+            [(MEM, 1), (MEM - 1, 2), (u64::MAX, 1), (u64::MAX - 2, 10), (MEM - 100, 200), (1 << 63, 4)]
+        {
+            assert_eq!(call(&mut s, nr::CONSOLE_WRITE, p, l), (Action::Advance, FAULT), "({p:#x}, {l})");
+        }
+        // u64::MAX length is capped to 4096 and then fits.
+        assert_eq!(call(&mut s, nr::CONSOLE_WRITE, 0, u64::MAX).1, 4096);
+        assert_eq!(call(&mut s, nr::CONSOLE_WRITE, MEM - 1, 1).1, 1);
+        assert_eq!(s.console.len(), before + 4097);
+    }
+
+    #[test]
+    fn random_and_boot_params_write_only_inside_memory() {
+        let mut s = Fake::new();
+        assert_eq!(call(&mut s, nr::RANDOM, 0x200, 16), (Action::Advance, 16));
+        assert!(s.mem[0x200..0x210].iter().all(|&b| b == 0x5a));
+        assert_eq!(s.mem[0x210], 0);
+        assert_eq!(call(&mut s, nr::RANDOM, 0, u64::MAX).1, RANDOM_MAX);
+        assert_eq!(call(&mut s, nr::RANDOM, MEM - 8, 16).1, FAULT);
+        assert_eq!(call(&mut s, nr::RANDOM, u64::MAX - 3, 8).1, FAULT);
+        assert_eq!(s.mem[(MEM - 8) as usize], 0, "nothing written on a fault");
+        let full = core::mem::size_of::<BootParams>() as u64;
+        assert_eq!(call(&mut s, nr::BOOT_PARAMS, 0x1000, 1 << 20).1, full);
+        assert_eq!(&s.mem[0x1000..0x1000 + full as usize], s.boot_params().as_bytes());
+        assert_eq!(call(&mut s, nr::BOOT_PARAMS, 0x3000, 8).1, 8);
+        assert_eq!(&s.mem[0x3000..0x3008], b"CRXBOOT1");
+        assert_eq!(s.mem[0x3008], 0);
+        assert_eq!(call(&mut s, nr::BOOT_PARAMS, MEM - 10, 100).1, FAULT);
+        assert_eq!(call(&mut s, nr::BOOT_PARAMS, MEM - 10, 10).1, 10);
+    }
+
+    #[test]
+    fn cpuid_policy() {
+        let mut s = Fake::new();
+        let q = |leaf: u32, sub: u32, s: &mut Fake| {
+            let mut r =
+                GuestRegs { rax: leaf as u64 | 0xdead_0000_0000, rcx: sub as u64, ..GuestRegs::default() };
+            assert_eq!(handle(&exit(ExitKind::Cpuid), &mut r, s), Action::Advance);
+            [r.rax, r.rbx, r.rcx, r.rdx]
+        };
+        let l1 = q(1, 0, &mut s);
+        assert_eq!(l1[2] & (1 << 5), 0, "VMX hidden");
+        assert_ne!(l1[2] & (1 << 31), 0, "hypervisor bit");
+        assert_eq!(l1[2] & ((1 << 21) | (1 << 24) | (1 << 3)), 0);
+        assert_ne!(l1[2] & (1 << 26), 0, "XSAVE kept with a host XCR0");
+        assert_eq!(l1[3] & (1 << 9), 0, "no APIC");
+        assert_eq!(q(0x8000_0001, 0, &mut s)[2] & 4, 0, "SVM hidden");
+        let hv = q(CPUID_LEAF, 0, &mut s);
+        assert_eq!(hv[0], 0x4000_0001);
+        let mut sig = Vec::new();
+        for r in &hv[1..] {
+            sig.extend_from_slice(&(*r as u32).to_le_bytes());
+        }
+        assert_eq!(sig, b"CrxHvCrxHvCr");
+        assert_eq!(q(0x4000_0001, 0, &mut s)[0], u64::from(ABI_VERSION));
+        assert_eq!(q(0x4000_0010, 0, &mut s), [0; 4]);
+        assert_eq!(q(0xd, 0, &mut s), [0b111, 0x340, 0x340, 0], "exactly the host XCR0");
+        assert_eq!(q(0xd, 1, &mut s), [0b111, 0, 0, 0], "no XSAVES");
+        assert_eq!(q(0xd, 2, &mut s), [0x100, 0x240, 0, 0]);
+        assert_eq!(q(0xd, 3, &mut s), [0; 4], "a component outside XCR0");
+        assert_eq!(q(0xd, 99, &mut s), [0; 4]);
+        assert_eq!(q(0x20, 3, &mut s), [0x20, 3, 7, 9], "others pass through");
+        s.xcr0 = 0;
+        assert_eq!(q(1, 0, &mut s)[2] & ((1 << 26) | (1 << 28)), 0);
+        assert_eq!(q(0xd, 0, &mut s), [0; 4]);
+    }
+
+    #[test]
+    fn msr_policy() {
+        let mut s = Fake::new();
+        let rd = |index: u64, s: &mut Fake| {
+            let mut r = GuestRegs { rcx: index, rax: 7, rdx: 7, ..GuestRegs::default() };
+            let a = handle(&exit(ExitKind::Msr { write: false }), &mut r, s);
+            (a, (r.rdx << 32) | r.rax)
+        };
+        assert_eq!(rd(0x10, &mut s), (Action::Advance, 0x1234_5678_9abc));
+        assert_eq!(rd(0x1b, &mut s), (Action::Advance, 0));
+        assert_eq!(rd(0x1a0, &mut s), (Action::Advance, 0));
+        assert_eq!(rd(0x277, &mut s), (Action::Advance, msr::PAT_DEFAULT));
+        let gp = Action::Inject { vector: 13, error_code: Some(0) };
+        assert_eq!(rd(0xc000_0080, &mut s).0, gp);
+        assert_eq!(rd(0x1_0000_0010, &mut s).0, Action::Advance, "the upper half of rcx is ignored");
+        assert_eq!(rd(0xffff_ffff, &mut s).0, gp);
+        let mut r = GuestRegs { rcx: 0x277, ..GuestRegs::default() };
+        assert_eq!(handle(&exit(ExitKind::Msr { write: true }), &mut r, &mut s), gp);
+    }
+
+    #[test]
+    fn every_other_exit_kind() {
+        let mut s = Fake::new();
+        let go = |k: ExitKind, s: &mut Fake| handle(&exit(k), &mut GuestRegs::default(), s);
+        assert_eq!(go(ExitKind::Hlt, &mut s), Action::Block { until_ns: None });
+        assert_eq!(go(ExitKind::Preempted, &mut s), Action::Resume);
+        assert_eq!(
+            go(ExitKind::Io { port: 0x3f8, size: 1, write: true, string: false }, &mut s),
+            Action::Stop(StopReason::ForbiddenIo { port: 0x3f8 })
+        );
+        assert_eq!(
+            go(ExitKind::NestedPageFault { gpa: u64::MAX, access: Access::Execute }, &mut s),
+            Action::Stop(StopReason::OutsideMemory { gpa: u64::MAX, access: Access::Execute })
+        );
+        assert_eq!(go(ExitKind::TripleFault, &mut s), Action::Stop(StopReason::TripleFault));
+        assert_eq!(go(ExitKind::Forbidden("vmxon"), &mut s), Action::Inject { vector: 6, error_code: None });
+        assert_eq!(
+            go(ExitKind::Exception { vector: 14, error_code: Some(2) }, &mut s),
+            Action::Stop(StopReason::Exception { vector: 14 })
+        );
+        assert_eq!(go(ExitKind::EntryFailed("bad"), &mut s), Action::Stop(StopReason::EntryFailed("bad")));
+        assert_eq!(
+            go(ExitKind::Unknown { code: 0xfff, info: 1 }, &mut s),
+            Action::Stop(StopReason::UnknownExit { code: 0xfff, info: 1 })
+        );
+        let xs = |rcx: u64, v: u64, s: &mut Fake| {
+            let mut r = GuestRegs { rcx, rax: v & 0xffff_ffff, rdx: v >> 32, ..GuestRegs::default() };
+            handle(&exit(ExitKind::Xsetbv), &mut r, s)
+        };
+        assert_eq!(xs(0, 0b111, &mut s), Action::Advance);
+        assert_eq!(xs(0, 0b11, &mut s), Action::Inject { vector: 6, error_code: None });
+        assert_eq!(xs(1, 0b111, &mut s), Action::Inject { vector: 6, error_code: None });
+        assert_eq!(xs(0, 0b111 | (1 << 40), &mut s), Action::Inject { vector: 6, error_code: None });
+    }
+
+    #[test]
+    fn xcr0_takes_x87_sse_avx_only() {
+        assert_eq!(xcr0_for(0x2ff), 0b111);
+        assert_eq!(xcr0_for(0b011), 0b011);
+        assert_eq!(xcr0_for(0b101), 0b001, "AVX without SSE is not enabled");
+        assert_eq!(xcr0_for(0), 1);
+    }
+}

@@ -1,0 +1,563 @@
+//! Guest memory: `N` bytes of guest-physical RAM backed by host frames, and the nested
+//! page tables that map it, in the backend's [`NestedFormat`].
+//!
+//! Frames come from a [`FrameSource`]: in the kernel the frame allocator (reached through
+//! the identity map), in tests an arena. Each 2 MiB of guest memory is one aligned run of
+//! 512 frames when the source has one (mapped with one 2 MiB nested page), else 512 single
+//! frames (mapped with 4 KiB pages). Every data frame is zeroed before the guest sees it.
+//!
+//! Contract: no `(gpa, len)` makes [`GuestMemory::read`], [`GuestMemory::write`] or
+//! [`GuestMemory::fill`] panic or touch anything outside the guest's frames; an address
+//! range that is not entirely guest memory (overflow included) is an [`OutOfRange`].
+//! Dropping a [`GuestMemory`] returns every frame it took, data and tables, to its source.
+
+use super::exit::NestedFormat;
+use crate::mm::paging::{Flags, MapError, PageSize, PageTables, TableMemory};
+use alloc::vec::Vec;
+use core::fmt;
+
+/// Bytes in a frame and a small guest page.
+pub const PAGE_BYTES: u64 = 4096;
+/// Bytes in a large nested page.
+pub const LARGE_BYTES: u64 = 2 << 20;
+/// Frames in a large nested page.
+pub const FRAMES_PER_LARGE: usize = 512;
+
+/// Where host frames come from and how their bytes are reached.
+pub trait FrameSource {
+    /// Takes one frame (its contents are unspecified). `None` when none is left.
+    fn alloc_frame(&mut self) -> Option<u64>;
+    /// Takes [`FRAMES_PER_LARGE`] contiguous frames starting at a multiple of
+    /// [`LARGE_BYTES`]. `None` when there is no such run.
+    fn alloc_large(&mut self) -> Option<u64>;
+    /// Returns one frame (frames of a large run are returned one at a time).
+    fn free_frame(&mut self, hpa: u64);
+    /// Copies bytes from host-physical `hpa` into `buf`.
+    ///
+    /// # Safety
+    /// `hpa..hpa + buf.len()` lies inside one frame taken from this source and not yet
+    /// returned.
+    unsafe fn read(&self, hpa: u64, buf: &mut [u8]);
+    /// Copies `data` to host-physical `hpa`.
+    ///
+    /// # Safety
+    /// As for [`FrameSource::read`], with `data.len()`.
+    unsafe fn write(&mut self, hpa: u64, data: &[u8]);
+    /// Sets `len` bytes at host-physical `hpa` to `byte`.
+    ///
+    /// # Safety
+    /// As for [`FrameSource::read`], with `len`.
+    unsafe fn fill(&mut self, hpa: u64, len: usize, byte: u8);
+}
+
+/// A guest-physical range that is not all guest memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutOfRange {
+    /// Start of the range.
+    pub gpa: u64,
+    /// Its length in bytes.
+    pub len: u64,
+}
+
+impl fmt::Display for OutOfRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "guest range {:#x} + {:#x} is outside guest memory", self.gpa, self.len)
+    }
+}
+
+/// Why guest memory could not be made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemError {
+    /// The size is not a multiple of 2 MiB inside the layout's limits.
+    BadSize {
+        /// Bytes asked for.
+        bytes: u64,
+    },
+    /// The frame source (or the heap, for the frame list) ran out.
+    OutOfFrames,
+    /// The nested page-table builder refused.
+    Map(MapError),
+}
+
+impl fmt::Display for MemError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MemError::BadSize { bytes } => write!(
+                f,
+                "guest memory of {bytes:#x} bytes is not a multiple of 2 MiB between {} and {} MiB",
+                crx_abi::layout::MEM_MIN >> 20,
+                crx_abi::layout::MEM_MAX >> 20
+            ),
+            MemError::OutOfFrames => write!(f, "out of host memory for guest memory"),
+            MemError::Map(e) => write!(f, "nested page tables: {e}"),
+        }
+    }
+}
+
+/// The leaf flags of a nested mapping of RAM in `format`.
+pub fn leaf_flags(format: NestedFormat) -> Flags {
+    match format {
+        // NPT walks are user accesses (AMD APM Vol. 2 15.25.5): leaves need U as well.
+        NestedFormat::Npt => Flags::PRESENT | Flags::WRITABLE | Flags::USER,
+        // EPT (SDM Vol. 3C 29.3.2): R, W, X in bits 0-2 and memory type WB (6) in bits 3-5.
+        // The builder gives non-leaf entries P|W|U, which EPT reads as R|W|X.
+        NestedFormat::Ept => Flags::from_bits_retain(0x37),
+    }
+}
+
+fn map_error(e: MapError) -> MemError {
+    match e {
+        MapError::OutOfFrames => MemError::OutOfFrames,
+        e => MemError::Map(e),
+    }
+}
+
+/// Nested table frames, taken from the source and remembered for the drop.
+struct Tables<'a, F: FrameSource> {
+    src: &'a mut F,
+    frames: &'a mut Vec<u64>,
+}
+
+impl<F: FrameSource> TableMemory for Tables<'_, F> {
+    fn alloc_table(&mut self) -> Option<u64> {
+        self.frames.try_reserve(1).ok()?;
+        let f = self.src.alloc_frame()?;
+        self.frames.push(f);
+        // SAFETY: `f` was just taken from the source and is a whole frame.
+        unsafe { self.src.fill(f, PAGE_BYTES as usize, 0) };
+        Some(f)
+    }
+
+    fn read_entry(&self, table: u64, index: usize) -> u64 {
+        let mut b = [0u8; 8];
+        // SAFETY: `PageTables` passes only its root and addresses it read from present
+        // non-leaf entries, all of which hold table frames `alloc_table` took from this
+        // source (leaves are never followed); the index is masked to 512 entries of 8
+        // bytes, so the read stays inside the frame.
+        unsafe { self.src.read(table + (index as u64 % 512) * 8, &mut b) };
+        u64::from_le_bytes(b)
+    }
+
+    fn write_entry(&mut self, table: u64, index: usize, value: u64) {
+        // SAFETY: as in `read_entry`.
+        unsafe { self.src.write(table + (index as u64 % 512) * 8, &value.to_le_bytes()) };
+    }
+}
+
+/// A VM's memory: guest-physical `0..size_bytes()`.
+pub struct GuestMemory<F: FrameSource> {
+    src: F,
+    /// Host frame of each 4 KiB guest page, in guest-physical order.
+    pages: Vec<u64>,
+    /// Frames holding nested page tables (the root first).
+    tables: Vec<u64>,
+    root: u64,
+    large_pages: usize,
+    bytes: u64,
+}
+
+impl<F: FrameSource> GuestMemory<F> {
+    /// Takes `bytes` of guest memory (a multiple of 2 MiB between
+    /// [`crx_abi::layout::MEM_MIN`] and [`crx_abi::layout::MEM_MAX`]) from `src`, zeroed,
+    /// and maps it with nested tables in `format`. On failure every frame taken so far
+    /// goes back.
+    pub fn new(src: F, bytes: u64, format: NestedFormat) -> Result<Self, MemError> {
+        use crx_abi::layout::{MEM_MAX, MEM_MIN};
+        if !(MEM_MIN..=MEM_MAX).contains(&bytes) || !bytes.is_multiple_of(LARGE_BYTES) {
+            return Err(MemError::BadSize { bytes });
+        }
+        let mut m =
+            GuestMemory { src, pages: Vec::new(), tables: Vec::new(), root: 0, large_pages: 0, bytes };
+        let page_count = (bytes / PAGE_BYTES) as usize;
+        m.pages.try_reserve_exact(page_count).map_err(|_| MemError::OutOfFrames)?;
+        m.tables.try_reserve(8).map_err(|_| MemError::OutOfFrames)?;
+        m.root =
+            PageTables::new(Tables { src: &mut m.src, frames: &mut m.tables }).map_err(map_error)?.root();
+        let flags = leaf_flags(format);
+        for chunk in 0..bytes / LARGE_BYTES {
+            let gpa = chunk * LARGE_BYTES;
+            if let Some(run) = m.src.alloc_large() {
+                for k in 0..FRAMES_PER_LARGE as u64 {
+                    m.pages.push(run + k * PAGE_BYTES);
+                }
+                m.large_pages += 1;
+                m.tables().map(gpa, run, PageSize::Size2M, flags).map_err(map_error)?;
+            } else {
+                for k in 0..FRAMES_PER_LARGE as u64 {
+                    let f = m.src.alloc_frame().ok_or(MemError::OutOfFrames)?;
+                    m.pages.push(f);
+                    m.tables().map(gpa + k * PAGE_BYTES, f, PageSize::Size4K, flags).map_err(map_error)?;
+                }
+            }
+        }
+        for i in 0..m.pages.len() {
+            let f = m.pages[i];
+            // SAFETY: every entry of `pages` is a whole frame taken from `src` above.
+            unsafe { m.src.fill(f, PAGE_BYTES as usize, 0) };
+        }
+        Ok(m)
+    }
+
+    fn tables(&mut self) -> PageTables<Tables<'_, F>> {
+        PageTables::from_root(self.root, Tables { src: &mut self.src, frames: &mut self.tables })
+    }
+
+    /// Guest memory in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Host-physical address of the nested PML4 (for the backend).
+    pub fn nested_root(&self) -> u64 {
+        self.root
+    }
+
+    /// Host bytes spent on nested page tables.
+    pub fn table_bytes(&self) -> u64 {
+        self.tables.len() as u64 * PAGE_BYTES
+    }
+
+    /// How many 2 MiB chunks are backed by one aligned run (the rest use single frames).
+    pub fn large_pages(&self) -> usize {
+        self.large_pages
+    }
+
+    /// Frames held, data and tables.
+    pub fn frames_held(&self) -> usize {
+        self.pages.len() + self.tables.len()
+    }
+
+    /// Host-physical address of guest-physical `gpa`, if it is guest memory.
+    pub fn translate(&self, gpa: u64) -> Option<u64> {
+        let page = usize::try_from(gpa / PAGE_BYTES).ok()?;
+        self.pages.get(page).map(|f| f + gpa % PAGE_BYTES)
+    }
+
+    /// Checks that `gpa..gpa + len` is all guest memory.
+    pub fn check(&self, gpa: u64, len: u64) -> Result<(), OutOfRange> {
+        match gpa.checked_add(len) {
+            Some(end) if end <= self.bytes => Ok(()),
+            _ => Err(OutOfRange { gpa, len }),
+        }
+    }
+
+    /// Calls `f(hpa, offset, n)` for each piece of `gpa..gpa + len` that lies in one frame,
+    /// after checking the whole range.
+    fn pieces(&self, gpa: u64, len: u64, mut f: impl FnMut(u64, usize, usize)) -> Result<(), OutOfRange> {
+        self.check(gpa, len)?;
+        let mut done = 0u64;
+        while done < len {
+            let at = gpa + done;
+            let n = (PAGE_BYTES - at % PAGE_BYTES).min(len - done);
+            let hpa = self.translate(at).ok_or(OutOfRange { gpa, len })?;
+            f(hpa, done as usize, n as usize);
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Copies guest memory at `gpa` into `buf`.
+    pub fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), OutOfRange> {
+        let src = &self.src;
+        self.pieces(gpa, buf.len() as u64, |hpa, off, n| {
+            if let Some(dst) = buf.get_mut(off..off + n) {
+                // SAFETY: `hpa..hpa + n` lies in one guest frame (`pieces` never crosses a
+                // frame boundary), which `src` gave us and we still hold.
+                unsafe { src.read(hpa, dst) };
+            }
+        })
+    }
+
+    /// Copies `data` into guest memory at `gpa`.
+    pub fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), OutOfRange> {
+        let mut todo: Vec<(u64, usize, usize)> = Vec::new();
+        self.pieces(gpa, data.len() as u64, |hpa, off, n| todo.push((hpa, off, n)))?;
+        for (hpa, off, n) in todo {
+            if let Some(part) = data.get(off..off + n) {
+                // SAFETY: as in `read`.
+                unsafe { self.src.write(hpa, part) };
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets `len` bytes at `gpa` to `byte`.
+    pub fn fill(&mut self, gpa: u64, len: u64, byte: u8) -> Result<(), OutOfRange> {
+        self.check(gpa, len)?;
+        let mut done = 0u64;
+        while done < len {
+            let at = gpa + done;
+            let n = (PAGE_BYTES - at % PAGE_BYTES).min(len - done);
+            let hpa = self.translate(at).ok_or(OutOfRange { gpa, len })?;
+            // SAFETY: `hpa..hpa + n` lies in one guest frame we hold.
+            unsafe { self.src.fill(hpa, n as usize, byte) };
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Writes a little-endian `u64` at `gpa`.
+    pub fn write_u64(&mut self, gpa: u64, value: u64) -> Result<(), OutOfRange> {
+        self.write(gpa, &value.to_le_bytes())
+    }
+
+    /// Reads a little-endian `u64` at `gpa`.
+    pub fn read_u64(&self, gpa: u64) -> Result<u64, OutOfRange> {
+        let mut b = [0u8; 8];
+        self.read(gpa, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// The frame source (for its accounting).
+    pub fn source(&self) -> &F {
+        &self.src
+    }
+}
+
+impl<F: FrameSource> Drop for GuestMemory<F> {
+    fn drop(&mut self) {
+        for &f in self.pages.iter().chain(self.tables.iter()) {
+            self.src.free_frame(f);
+        }
+        self.pages.clear();
+        self.tables.clear();
+    }
+}
+
+#[cfg(test)]
+pub mod arena {
+    //! A frame source over a heap buffer, for host tests.
+    use super::*;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    /// The arena's state, shared so tests can look at it after the memory is dropped.
+    pub struct State {
+        /// Fake host-physical address of byte 0.
+        pub base: u64,
+        /// The bytes.
+        pub bytes: Vec<u8>,
+        /// Which frames are taken.
+        pub taken: Vec<bool>,
+        /// Whether large runs may be handed out.
+        pub large_ok: bool,
+        /// Frames still allowed to be taken (to simulate exhaustion).
+        pub budget: usize,
+    }
+
+    impl State {
+        /// Frames taken now.
+        pub fn taken_count(&self) -> usize {
+            self.taken.iter().filter(|t| **t).count()
+        }
+        fn index(&self, hpa: u64, len: usize) -> usize {
+            let off = (hpa - self.base) as usize;
+            assert!(self.taken[off / 4096], "access to a frame not taken: {hpa:#x}");
+            assert!(off % 4096 + len <= 4096, "access crosses a frame");
+            off
+        }
+    }
+
+    /// A cloneable handle on a [`State`].
+    #[derive(Clone)]
+    pub struct Arena(pub Rc<RefCell<State>>);
+
+    impl Arena {
+        /// An arena of `mib` MiB at fake address 4 GiB, 2 MiB aligned.
+        pub fn new(mib: usize) -> Self {
+            let frames = mib * 256;
+            Arena(Rc::new(RefCell::new(State {
+                base: 1 << 32,
+                bytes: vec![0xa5; frames * 4096],
+                taken: vec![false; frames],
+                large_ok: true,
+                budget: usize::MAX,
+            })))
+        }
+    }
+
+    impl FrameSource for Arena {
+        fn alloc_frame(&mut self) -> Option<u64> {
+            let mut s = self.0.borrow_mut();
+            if s.budget == 0 {
+                return None;
+            }
+            let i = s.taken.iter().position(|t| !*t)?;
+            s.taken[i] = true;
+            s.budget -= 1;
+            Some(s.base + i as u64 * 4096)
+        }
+        fn alloc_large(&mut self) -> Option<u64> {
+            let mut s = self.0.borrow_mut();
+            if !s.large_ok || s.budget < FRAMES_PER_LARGE {
+                return None;
+            }
+            let n = s.taken.len() / FRAMES_PER_LARGE;
+            let c = (0..n)
+                .find(|c| s.taken[c * FRAMES_PER_LARGE..(c + 1) * FRAMES_PER_LARGE].iter().all(|t| !*t))?;
+            s.taken[c * FRAMES_PER_LARGE..(c + 1) * FRAMES_PER_LARGE].fill(true);
+            s.budget -= FRAMES_PER_LARGE;
+            Some(s.base + (c * FRAMES_PER_LARGE) as u64 * 4096)
+        }
+        fn free_frame(&mut self, hpa: u64) {
+            let mut s = self.0.borrow_mut();
+            let i = ((hpa - s.base) / 4096) as usize;
+            assert!(s.taken[i], "double free of {hpa:#x}");
+            s.taken[i] = false;
+            if s.budget != usize::MAX {
+                s.budget += 1;
+            }
+        }
+        unsafe fn read(&self, hpa: u64, buf: &mut [u8]) {
+            let s = self.0.borrow();
+            let off = s.index(hpa, buf.len());
+            buf.copy_from_slice(&s.bytes[off..off + buf.len()]);
+        }
+        unsafe fn write(&mut self, hpa: u64, data: &[u8]) {
+            let mut s = self.0.borrow_mut();
+            let off = s.index(hpa, data.len());
+            s.bytes[off..off + data.len()].copy_from_slice(data);
+        }
+        unsafe fn fill(&mut self, hpa: u64, len: usize, byte: u8) {
+            let mut s = self.0.borrow_mut();
+            let off = s.index(hpa, len);
+            s.bytes[off..off + len].fill(byte);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::arena::Arena;
+    use super::*;
+    use crate::mm::paging::{PageSize, PageTables, TableMemory};
+
+    const MIB: u64 = 1 << 20;
+
+    /// Reads nested tables straight out of the arena.
+    struct View(Arena);
+    impl TableMemory for View {
+        fn alloc_table(&mut self) -> Option<u64> {
+            None
+        }
+        fn read_entry(&self, table: u64, index: usize) -> u64 {
+            let s = self.0 .0.borrow();
+            let off = (table - s.base) as usize + index * 8;
+            u64::from_le_bytes(s.bytes[off..off + 8].try_into().unwrap())
+        }
+        fn write_entry(&mut self, _: u64, _: usize, _: u64) {}
+    }
+
+    #[test]
+    fn maps_every_page_with_large_pages_and_zeroes_it() {
+        let a = Arena::new(32);
+        let m = GuestMemory::new(a.clone(), 8 * MIB, NestedFormat::Npt).unwrap();
+        assert_eq!(m.size_bytes(), 8 * MIB);
+        assert_eq!(m.large_pages(), 4);
+        let t = PageTables::from_root(m.nested_root(), View(a.clone()));
+        for gpa in [0, 0x1234, 2 * MIB + 5, 8 * MIB - 1] {
+            let tr = t.translate(gpa).unwrap();
+            assert_eq!(Some(tr.phys), m.translate(gpa), "at {gpa:#x}");
+            assert_eq!(tr.size, PageSize::Size2M);
+            assert_eq!(tr.flags, Flags::PRESENT | Flags::WRITABLE | Flags::USER);
+        }
+        assert!(t.translate(8 * MIB).is_err());
+        let mut buf = [0xffu8; 64];
+        m.read(8 * MIB - 64, &mut buf).unwrap();
+        assert_eq!(buf, [0; 64], "the arena starts at 0xa5: guest memory must be zeroed");
+        assert_eq!(a.0.borrow().taken_count(), m.frames_held());
+    }
+
+    #[test]
+    fn falls_back_to_small_frames_and_ept_flags() {
+        let a = Arena::new(16);
+        a.0.borrow_mut().large_ok = false;
+        let m = GuestMemory::new(a.clone(), 2 * MIB, NestedFormat::Ept).unwrap();
+        assert_eq!(m.large_pages(), 0);
+        let t = PageTables::from_root(m.nested_root(), View(a.clone()));
+        let tr = t.translate(0x3008).unwrap();
+        assert_eq!(tr.size, PageSize::Size4K);
+        assert_eq!(Some(tr.phys), m.translate(0x3008));
+        // The leaf's 0x37 reads back, in paging terms, as P|W|U plus bit 4 (PCD); bit 5
+        // (memory type's top bit, "accessed" to the builder) is not reported.
+        assert_eq!(tr.flags, Flags::PRESENT | Flags::WRITABLE | Flags::USER | Flags::NO_CACHE);
+        assert_eq!(leaf_flags(NestedFormat::Ept).bits(), 0x37);
+        assert_eq!(t.translate(2 * MIB - 1).unwrap().phys, m.translate(2 * MIB - 1).unwrap());
+    }
+
+    #[test]
+    fn reads_and_writes_cross_frames() {
+        let a = Arena::new(16);
+        a.0.borrow_mut().large_ok = false;
+        let mut m = GuestMemory::new(a, 2 * MIB, NestedFormat::Npt).unwrap();
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+        m.write(0x1ff0, &data).unwrap();
+        let mut back = vec![0u8; data.len()];
+        m.read(0x1ff0, &mut back).unwrap();
+        assert_eq!(back, data);
+        m.fill(0x2000, 3, 9).unwrap();
+        let mut b = [0u8; 5];
+        m.read(0x1fff, &mut b).unwrap();
+        assert_eq!(b, [data[15], 9, 9, 9, data[19]]);
+        m.write_u64(2 * MIB - 8, 0x1122_3344_5566_7788).unwrap();
+        assert_eq!(m.read_u64(2 * MIB - 8), Ok(0x1122_3344_5566_7788));
+    }
+
+    #[test]
+    fn wild_ranges_are_refused_without_panicking() {
+        let a = Arena::new(8);
+        let mut m = GuestMemory::new(a, 2 * MIB, NestedFormat::Npt).unwrap();
+        let end = 2 * MIB;
+        let mut one = [0u8; 1];
+        let mut two = [0u8; 2];
+        assert!(m.read(end - 1, &mut one).is_ok());
+        assert_eq!(m.read(end, &mut one), Err(OutOfRange { gpa: end, len: 1 }));
+        assert_eq!(m.read(end - 1, &mut two), Err(OutOfRange { gpa: end - 1, len: 2 }));
+        assert!(m.read(u64::MAX, &mut one).is_err());
+        assert!(m.write(u64::MAX - 1, &[0; 4]).is_err());
+        assert!(m.fill(0, u64::MAX, 0).is_err());
+        assert!(m.fill(1, u64::MAX, 0).is_err(), "wraps around");
+        assert!(m.fill(end, 0, 0).is_ok(), "an empty range at the end is fine");
+        assert!(m.fill(end + 1, 0, 0).is_err());
+        assert!(m.check(0, end).is_ok());
+        assert!(m.check(0, end + 1).is_err());
+        assert_eq!(m.translate(u64::MAX), None);
+        assert_eq!(m.read_u64(end - 4), Err(OutOfRange { gpa: end - 4, len: 8 }));
+    }
+
+    #[test]
+    fn drop_returns_every_frame_even_after_a_failure() {
+        let a = Arena::new(16);
+        {
+            let m = GuestMemory::new(a.clone(), 4 * MIB, NestedFormat::Ept).unwrap();
+            assert_eq!(m.table_bytes(), 3 * 4096, "PML4, PDPT, one PD of 2 MiB leaves");
+            assert_eq!(a.0.borrow().taken_count(), m.frames_held());
+        }
+        assert_eq!(a.0.borrow().taken_count(), 0);
+        // Exhaustion part-way, with and without large runs.
+        for (large, budget) in [(false, 700), (true, 600), (false, 2), (true, 0)] {
+            {
+                let mut s = a.0.borrow_mut();
+                s.large_ok = large;
+                s.budget = budget;
+            }
+            assert_eq!(
+                GuestMemory::new(a.clone(), 4 * MIB, NestedFormat::Npt).err(),
+                Some(MemError::OutOfFrames)
+            );
+            assert_eq!(a.0.borrow().taken_count(), 0, "large={large} budget={budget}");
+        }
+    }
+
+    #[test]
+    fn sizes_are_checked() {
+        let a = Arena::new(8);
+        for bytes in [0, MIB, 3 * MIB, 2 * MIB + 4096, 8 << 30, u64::MAX] {
+            assert_eq!(
+                GuestMemory::new(a.clone(), bytes, NestedFormat::Npt).err(),
+                Some(MemError::BadSize { bytes })
+            );
+        }
+        assert_eq!(a.0.borrow().taken_count(), 0);
+    }
+}
