@@ -101,7 +101,8 @@ Exit status:
   125    VM 0 was stopped by the hypervisor (the reason is printed)
   126    the node ended without VM 0 ending (the kernel could not run VMs, panicked, or the
          emulator failed); the whole console log is printed on stderr
-  127    the runner failed (build, set-up, bad options)";
+  127    the runner failed (build, set-up, bad options)
+  130    interrupted with Ctrl-C";
 
 #[derive(clap::Args)]
 struct VmRunArgs {
@@ -380,13 +381,17 @@ fn vm_run(args: &VmRunArgs) -> Result<u8, Error> {
         }
     };
     let timeout = args.timeout.map(Duration::from_secs);
-    let run = vm::run(&host, "vm-run", &spec, timeout, &|| INTERRUPTED.load(Ordering::SeqCst), &mut print)?;
+    let run = vm::run(&host, "vm-run", &spec, timeout, &|_| INTERRUPTED.load(Ordering::SeqCst), &mut print)?;
     if INTERRUPTED.load(Ordering::SeqCst) {
         eprintln!("vm run: interrupted");
         return Ok(130);
     }
-    if run.status == vm::RunStatus::NoResult {
+    let no_vm_line = run.report.console.is_empty() && run.report.all_ended.is_none();
+    if !verbose && (run.status == vm::RunStatus::NoResult || no_vm_line) {
         eprintln!("{}", run.log());
+        if no_vm_line {
+            eprintln!("vm run: the node printed no VM line: this kernel may not run VMs");
+        }
     }
     let status = run.status.exit_status();
     eprintln!("vm run: {} (exit status {status})", run.status.describe());
@@ -445,7 +450,7 @@ fn bench_vms(kernel: &std::path::Path, runs: usize) -> Result<(), Error> {
         let mut samples = Vec::new();
         for i in 0..runs {
             let run =
-                vm::run(&host, &format!("bench-vm-{i}"), &spec, Some(limit), &|| false, &mut |_, _| {})?;
+                vm::run(&host, &format!("bench-vm-{i}"), &spec, Some(limit), &|_| false, &mut |_, _| {})?;
             let s = bench::VmSample::from_report(&run.report);
             eprintln!("bench: {name} run {}: {} {s:?}", i + 1, run.status.describe());
             if s == bench::VmSample::default() {

@@ -591,14 +591,14 @@ impl VmRun {
 const GRACE: Duration = Duration::from_secs(10);
 
 /// Boots `host` with `spec`, follows the console until every VM has ended and the node is
-/// off, the closing line is `GRACE` old, `timeout` runs out or `stop` says so; calls
-/// `on_line` with every line as it arrives.
+/// off, the closing line is `GRACE` old, `timeout` runs out or `stop` (asked with the report
+/// so far) says so; calls `on_line` with every line as it arrives.
 pub fn run(
     host: &Host,
     name: &str,
     spec: &VmSpec,
     timeout: Option<Duration>,
-    stop: &dyn Fn() -> bool,
+    stop: &dyn Fn(&Report) -> bool,
     on_line: &mut dyn FnMut(&Line, Option<&Event>),
 ) -> Result<VmRun, Error> {
     let mut machine = host.boot(name, spec)?;
@@ -621,7 +621,7 @@ pub fn run(
             break status;
         }
         let over = timeout.is_some_and(|t| started.elapsed() >= t);
-        if over || stop() || closed_at.is_some_and(|at| at.elapsed() >= GRACE) {
+        if over || stop(&report) || closed_at.is_some_and(|at| at.elapsed() >= GRACE) {
             let timed_out = over;
             let outcome = machine.stop();
             for line in outcome.lines.get(seen..).unwrap_or_default() {
