@@ -32,6 +32,10 @@ pub struct Qemu {
     pub cpu: String,
     /// The accelerator.
     pub accel: Accel,
+    /// A boot module (`-initrd`), which PVH hands to the kernel as its first module.
+    pub initrd: Option<PathBuf>,
+    /// More arguments, placed before `-kernel` (e.g. `-icount shift=0`).
+    pub extra: Vec<String>,
 }
 
 /// The CPU model that gives the kernel AMD SVM with nested paging under TCG.
@@ -47,6 +51,8 @@ impl Qemu {
             mem_mib: 512,
             cpu: QEMU_CPU.into(),
             accel: Accel::Tcg,
+            initrd: None,
+            extra: Vec::new(),
         }
     }
 
@@ -71,11 +77,16 @@ impl Qemu {
             "isa-debug-exit,iobase=0xf4,iosize=0x04",
             "-nic",
             "none",
-            "-kernel",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if let Some(initrd) = &self.initrd {
+            args.push("-initrd".into());
+            args.push(initrd.display().to_string());
+        }
+        args.extend(self.extra.iter().cloned());
+        args.push("-kernel".into());
         args.push(self.kernel.display().to_string());
         args.push("-append".into());
         args.push(self.cmdline.clone());
@@ -218,6 +229,17 @@ mod tests {
         assert_eq!(args.last().map(String::as_str), Some("selftest=all log=debug"));
         let joined = args.join(" ");
         assert!(joined.contains("-smp 2 -m 256"), "{joined}");
+    }
+
+    #[test]
+    fn initrd_and_extra_arguments_come_before_the_kernel() {
+        let q = Qemu {
+            initrd: Some("/g".into()),
+            extra: vec!["-icount".into(), "shift=0".into()],
+            ..Qemu::new("/k")
+        };
+        let args = q.args().join(" ");
+        assert!(args.ends_with("-initrd /g -icount shift=0 -kernel /k -append "), "{args}");
     }
 
     #[test]

@@ -76,6 +76,52 @@ pub fn build_kernel() -> Result<PathBuf, Error> {
     }
 }
 
+/// The test guests (binaries of the `guests` crate) that [`build_guests`] builds.
+pub const GUESTS: &[&str] = &[
+    "hello",
+    "exit-code",
+    "time",
+    "spin",
+    "counter",
+    "fpu",
+    "oob-read",
+    "oob-write",
+    "privileged",
+    "triple-fault",
+    "wild-hypercalls",
+    "forever",
+    "bench",
+];
+
+/// Where `cargo build --release -p guests` leaves guest `name`.
+pub fn guest_path(name: &str) -> PathBuf {
+    target_dir().join(KERNEL_TARGET).join("release").join(name)
+}
+
+/// Builds the test guests (release, for `x86_64-unknown-none`) and returns the directory
+/// that holds them.
+pub fn build_guests() -> Result<PathBuf, Error> {
+    setup::ensure_kernel_target()?;
+    let _lock = BuildLock::acquire()?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(repo_root()).args(["build", "--release", "-p", "guests", "--target", KERNEL_TARGET]);
+    let status = cmd.status().map_err(|e| Error::io("running cargo build", e))?;
+    if !status.success() {
+        return Err(Error::Failed { what: format!("{cmd:?}"), status });
+    }
+    for name in GUESTS {
+        if !guest_path(name).is_file() {
+            let path = guest_path(name);
+            return Err(Error::Missing(format!(
+                "cargo build succeeded but left no guest at {}",
+                path.display()
+            )));
+        }
+    }
+    Ok(target_dir().join(KERNEL_TARGET).join("release"))
+}
+
 /// Quotes one command-line word for grub.cfg when it holds anything beyond plain characters.
 fn grub_word(word: &str) -> String {
     if !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "=,._:/+-".contains(c)) {
@@ -87,16 +133,36 @@ fn grub_word(word: &str) -> String {
 
 /// The grub.cfg that boots the kernel at once with `cmdline`.
 pub fn grub_cfg(cmdline: &str) -> String {
+    grub_cfg_with_modules(cmdline, &[])
+}
+
+/// The grub.cfg that boots the kernel at once with `cmdline` and loads the files under
+/// `/boot/` named by `modules`, in order, as Multiboot2 modules.
+pub fn grub_cfg_with_modules(cmdline: &str, modules: &[&str]) -> String {
     let mut line = String::from("multiboot2 /boot/hypervisor");
     for word in cmdline.split_whitespace() {
         line.push(' ');
         line.push_str(&grub_word(word));
+    }
+    for module in modules {
+        line.push_str(&format!("\n    module2 /boot/{}", grub_word(module)));
     }
     format!("set timeout=0\nset default=0\n\nmenuentry \"hypervisor\" {{\n    {line}\n    boot\n}}\n")
 }
 
 /// Builds a GRUB ISO at `out` holding `kernel` and a grub.cfg that passes `cmdline`.
 pub fn build_iso(kernel: &Path, cmdline: &str, out: &Path) -> Result<(), Error> {
+    build_iso_with_modules(kernel, cmdline, &[], out)
+}
+
+/// Builds a GRUB ISO like [`build_iso`] that also holds `modules` (each copied to
+/// `/boot/NAME` and loaded, in order, as a Multiboot2 module).
+pub fn build_iso_with_modules(
+    kernel: &Path,
+    cmdline: &str,
+    modules: &[(&str, &Path)],
+    out: &Path,
+) -> Result<(), Error> {
     setup::ensure(setup::ISO)?;
     let _lock = BuildLock::acquire()?;
     let name = out.file_stem().and_then(|s| s.to_str()).unwrap_or("hypervisor");
@@ -108,7 +174,13 @@ pub fn build_iso(kernel: &Path, cmdline: &str, out: &Path) -> Result<(), Error> 
     fs::create_dir_all(&grub).map_err(|e| Error::io(format!("creating {}", grub.display()), e))?;
     fs::copy(kernel, staging.join("boot").join("hypervisor"))
         .map_err(|e| Error::io(format!("copying {}", kernel.display()), e))?;
-    fs::write(grub.join("grub.cfg"), grub_cfg(cmdline)).map_err(|e| Error::io("writing grub.cfg", e))?;
+    for (name, path) in modules {
+        fs::copy(path, staging.join("boot").join(name))
+            .map_err(|e| Error::io(format!("copying {}", path.display()), e))?;
+    }
+    let names: Vec<&str> = modules.iter().map(|(name, _)| *name).collect();
+    fs::write(grub.join("grub.cfg"), grub_cfg_with_modules(cmdline, &names))
+        .map_err(|e| Error::io("writing grub.cfg", e))?;
     if let Some(parent) = out.parent() {
         fs::create_dir_all(parent).map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
     }
@@ -131,6 +203,17 @@ mod tests {
         let cfg = grub_cfg("selftest=all log=debug");
         assert!(cfg.starts_with("set timeout=0\nset default=0\n"));
         assert!(cfg.contains("    multiboot2 /boot/hypervisor selftest=all log=debug\n    boot\n}"));
+    }
+
+    #[test]
+    fn grub_cfg_loads_modules_in_order() {
+        let cfg = grub_cfg_with_modules("vm.count=2", &["guest", "more"]);
+        assert!(
+            cfg.contains(
+                "    multiboot2 /boot/hypervisor vm.count=2\n    module2 /boot/guest\n    module2 /boot/more\n    boot\n"
+            ),
+            "{cfg}"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod emulator;
 pub mod image;
 pub mod machine;
 pub mod setup;
+pub mod vm;
 
 pub use console::{Ready, Summary, Verdict, Virt};
 pub use emulator::{Accel, Bochs, Qemu};

@@ -170,6 +170,17 @@ impl Machine {
         format_log(&self.name, &self.lines())
     }
 
+    /// The lines printed from index `from` on (a cursor for following the output).
+    pub fn lines_from(&self, from: usize) -> Vec<Line> {
+        lock(&self.shared).lines.get(from..).map(<[Line]>::to_vec).unwrap_or_default()
+    }
+
+    /// The exit status, once the emulator has exited and its output has ended.
+    pub fn finished(&mut self) -> Option<ExitStatus> {
+        let status = self.poll_exit()?;
+        (lock(&self.shared).open_streams == 0).then_some(status)
+    }
+
     fn poll_exit(&mut self) -> Option<ExitStatus> {
         if self.status.is_none() {
             self.status = self.child.try_wait().ok().flatten();

@@ -55,3 +55,28 @@ pub fn wait_ready(machine: &mut Machine, timeout: Duration) -> Ready {
     Ready::parse(&line.text)
         .unwrap_or_else(|| panic!("unparsable ready line {:?}\n{}", line.text, machine.log()))
 }
+
+/// The test guests' directory, built on first use.
+pub fn guests_dir() -> &'static Path {
+    static GUESTS: OnceLock<PathBuf> = OnceLock::new();
+    GUESTS.get_or_init(|| ok(image::build_guests()))
+}
+
+/// Test guest `name` (see `guests/src/bin/`), with an empty command line.
+pub fn guest(name: &str) -> qemu::vm::GuestImage {
+    guests_dir();
+    qemu::vm::GuestImage::new(image::guest_path(name))
+}
+
+/// Runs `spec` on `host` (taking the emulator slot), until every VM has ended and the node
+/// is off, `timeout` runs out, or `stop` says so.
+pub fn run_vms(
+    name: &str,
+    host: &qemu::vm::Host,
+    spec: &qemu::vm::VmSpec,
+    timeout: Duration,
+    stop: &dyn Fn(&qemu::vm::Report) -> bool,
+) -> qemu::vm::VmRun {
+    let _slot = emulator_slot();
+    ok(qemu::vm::run(host, name, spec, Some(timeout), stop, &mut |_, _| {}))
+}
