@@ -159,6 +159,124 @@ impl BootParams {
     }
 }
 
+/// Several guests in one boot module: the bundle the runner packs and the hypervisor
+/// unpacks (entry i becomes VM i with its own command line).
+///
+/// Layout, all little-endian: a 16-byte header (`MAGIC`, entry count as u32, a zero u32),
+/// then one 32-byte entry per VM (image offset, image length, command-line offset,
+/// command-line length, each u64, offsets from the bundle's start).
+pub mod bundle {
+    /// The first 8 bytes of a bundle.
+    pub const MAGIC: [u8; 8] = *b"CRXVMS\x00\x01";
+    /// Header bytes.
+    pub const HEADER: usize = 16;
+    /// Bytes per entry.
+    pub const ENTRY: usize = 32;
+    /// Most entries a bundle may have.
+    pub const MAX_ENTRIES: usize = 1024;
+
+    /// Why a bundle was refused.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum BundleError {
+        /// The header is shorter than [`HEADER`] or the magic differs.
+        NotABundle,
+        /// No entries, or more than [`MAX_ENTRIES`].
+        BadCount(u32),
+        /// Entry `n` points outside the bundle.
+        EntryOutOfBounds(usize),
+    }
+
+    impl core::fmt::Display for BundleError {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            match self {
+                BundleError::NotABundle => write!(f, "not a guest bundle"),
+                BundleError::BadCount(n) => write!(f, "bundle has {n} entries (1 to {MAX_ENTRIES} allowed)"),
+                BundleError::EntryOutOfBounds(i) => write!(f, "bundle entry {i} points outside the bundle"),
+            }
+        }
+    }
+
+    /// A checked bundle: every entry lies inside the bytes.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Bundle<'a> {
+        bytes: &'a [u8],
+        count: usize,
+    }
+
+    /// Whether `bytes` starts like a bundle.
+    pub fn is_bundle(bytes: &[u8]) -> bool {
+        bytes.get(..8) == Some(&MAGIC[..])
+    }
+
+    impl<'a> Bundle<'a> {
+        /// Checks the header and every entry.
+        pub fn parse(bytes: &'a [u8]) -> Result<Bundle<'a>, BundleError> {
+            if bytes.len() < HEADER || !is_bundle(bytes) {
+                return Err(BundleError::NotABundle);
+            }
+            let raw = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+            let count = raw as usize;
+            if count == 0 || count > MAX_ENTRIES {
+                return Err(BundleError::BadCount(raw));
+            }
+            let b = Bundle { bytes, count };
+            for i in 0..count {
+                b.entry(i).ok_or(BundleError::EntryOutOfBounds(i))?;
+            }
+            Ok(b)
+        }
+
+        /// Number of entries.
+        pub fn len(&self) -> usize {
+            self.count
+        }
+
+        /// Whether there are no entries (never, once parsed).
+        pub fn is_empty(&self) -> bool {
+            self.count == 0
+        }
+
+        /// Entry `i`: the image and its command line.
+        pub fn entry(&self, i: usize) -> Option<(&'a [u8], &'a [u8])> {
+            if i >= self.count {
+                return None;
+            }
+            let at = HEADER.checked_add(i.checked_mul(ENTRY)?)?;
+            let word = |k: usize| -> Option<usize> {
+                let b = self.bytes.get(at + k * 8..at + k * 8 + 8)?;
+                usize::try_from(u64::from_le_bytes(b.try_into().ok()?)).ok()
+            };
+            let slice = |off: usize, len: usize| self.bytes.get(off..off.checked_add(len)?);
+            Some((slice(word(0)?, word(1)?)?, slice(word(2)?, word(3)?)?))
+        }
+    }
+
+    /// Decodes a command line passed through the kernel's command line, where a space is
+    /// `+` and `+`, `%` and other bytes are `%XX`. Writes into `out` and returns the length;
+    /// `None` for a bad escape or when `out` is too small.
+    pub fn decode_cmdline(s: &[u8], out: &mut [u8]) -> Option<usize> {
+        let mut n = 0;
+        let mut i = 0;
+        while i < s.len() {
+            let b = match s[i] {
+                b'+' => b' ',
+                b'%' => {
+                    let hex = |c: u8| (c as char).to_digit(16);
+                    let hi = hex(*s.get(i + 1)?)?;
+                    let lo = hex(*s.get(i + 2)?)?;
+                    i += 2;
+                    (hi * 16 + lo) as u8
+                }
+                b => b,
+            };
+            *out.get_mut(n)? = b;
+            n += 1;
+            i += 1;
+        }
+        Some(n)
+    }
+}
+
 /// Guest-physical layout the hypervisor sets up before the first instruction.
 pub mod layout {
     /// Never mapped: a guest null dereference faults inside the guest.
@@ -219,6 +337,50 @@ mod tests {
         assert_eq!(core::mem::size_of::<BootParams>(), 48 + 256);
         assert_eq!(core::mem::offset_of!(BootParams, mem_bytes), 24);
         assert_eq!(core::mem::offset_of!(BootParams, cmdline), 48);
+    }
+
+    #[test]
+    fn bundles_are_checked() {
+        use bundle::*;
+        let mut b = vec![0u8; HEADER + 2 * ENTRY];
+        b[..8].copy_from_slice(&MAGIC);
+        b[8] = 2;
+        let payload = b.len();
+        b.extend_from_slice(b"ELF1ELF2code=3");
+        let entries = [[payload, 4, payload + 8, 6], [payload + 4, 4, payload + 14, 0]];
+        for (i, e) in entries.iter().enumerate() {
+            for (k, v) in e.iter().enumerate() {
+                let at = HEADER + i * ENTRY + k * 8;
+                b[at..at + 8].copy_from_slice(&(*v as u64).to_le_bytes());
+            }
+        }
+        let p = Bundle::parse(&b).expect("valid bundle");
+        assert_eq!(p.len(), 2);
+        assert_eq!(p.entry(0), Some((&b"ELF1"[..], &b"code=3"[..])));
+        assert_eq!(p.entry(1), Some((&b"ELF2"[..], &b""[..])));
+        assert_eq!(p.entry(2), None);
+        let mut bad = b.clone();
+        bad[HEADER + ENTRY + 8] = 0xff; // image length of entry 1 runs off the end
+        assert_eq!(Bundle::parse(&bad).err(), Some(BundleError::EntryOutOfBounds(1)));
+        let mut bad = b.clone();
+        bad[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(Bundle::parse(&bad).err(), Some(BundleError::BadCount(u32::MAX)));
+        assert_eq!(Bundle::parse(&b[..10]).err(), Some(BundleError::NotABundle));
+        assert_eq!(Bundle::parse(b"\x7fELF").err(), Some(BundleError::NotABundle));
+        // Offsets near u64::MAX must not wrap.
+        let mut bad = b.clone();
+        bad[HEADER..HEADER + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(Bundle::parse(&bad).err(), Some(BundleError::EntryOutOfBounds(0)));
+    }
+
+    #[test]
+    fn cmdline_decoding() {
+        let mut out = [0u8; 32];
+        let n = bundle::decode_cmdline(b"code=3+step=rdmsr%2B%25", &mut out).expect("valid");
+        assert_eq!(&out[..n], b"code=3 step=rdmsr+%");
+        assert_eq!(bundle::decode_cmdline(b"%4", &mut out), None);
+        assert_eq!(bundle::decode_cmdline(b"%zz", &mut out), None);
+        assert_eq!(bundle::decode_cmdline(b"abcd", &mut [0u8; 3]), None);
     }
 
     #[test]

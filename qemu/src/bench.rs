@@ -177,11 +177,11 @@ mod tests {
     #[test]
     fn vm_samples_come_from_vm0s_lines() {
         let r = Report::from_lines([
-            "vm0: bench: first_ns=125000",
-            "vm0: bench: hypercalls=10000 ns=20000000",
+            "vm0> bench: first_ns=125000",
+            "vm0> bench: hypercalls=10000 ns=20000000",
             "vm0: exited with code 0",
             "vm0: accounting guest_ns=500000000 exits=10050 overhead_bytes=24576",
-            "vm1: bench: first_ns=1",
+            "vm1> bench: first_ns=1",
         ]);
         let s = VmSample::from_report(&r);
         assert_eq!(s.first_ns, Some(125_000));

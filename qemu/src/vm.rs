@@ -73,19 +73,9 @@ pub fn encode_cmdline(s: &str) -> String {
 /// Decodes [`encode_cmdline`] (what the kernel does with `vm.cmdline=`); `None` for a `%`
 /// not followed by two hex digits.
 pub fn decode_cmdline(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut bytes = s.bytes();
-    while let Some(b) = bytes.next() {
-        match b {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hi = char::from(bytes.next()?).to_digit(16)?;
-                let lo = char::from(bytes.next()?).to_digit(16)?;
-                out.push(u8::try_from(hi * 16 + lo).ok()?);
-            }
-            _ => out.push(b),
-        }
-    }
+    let mut out = vec![0u8; s.len()];
+    let n = crx_abi::bundle::decode_cmdline(s.as_bytes(), &mut out)?;
+    out.truncate(n);
     Some(out)
 }
 
@@ -116,22 +106,8 @@ pub fn pack_bundle(guests: &[(Vec<u8>, String)]) -> Vec<u8> {
 
 /// Unpacks a bundle (the kernel's side of [`pack_bundle`]); `None` when malformed.
 pub fn parse_bundle(bytes: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
-    if bytes.get(..8)? != BUNDLE_MAGIC {
-        return None;
-    }
-    let u32_at = |at: usize| Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
-    let u64_at = |at: usize| Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?));
-    let count = usize::try_from(u32_at(8)?).ok()?;
-    let slice = |off: u64, len: u64| {
-        let off = usize::try_from(off).ok()?;
-        bytes.get(off..off.checked_add(usize::try_from(len).ok()?)?)
-    };
-    (0..count)
-        .map(|i| {
-            let e = BUNDLE_HEADER.checked_add(i.checked_mul(BUNDLE_ENTRY)?)?;
-            Some((slice(u64_at(e)?, u64_at(e + 8)?)?, slice(u64_at(e + 16)?, u64_at(e + 24)?)?))
-        })
-        .collect()
+    let b = crx_abi::bundle::Bundle::parse(bytes).ok()?;
+    (0..b.len()).map(|i| b.entry(i)).collect()
 }
 
 /// One guest image and its command line.
@@ -323,7 +299,7 @@ impl Event {
     /// Parses a line of the contract (anchored at the line's start); other lines give `None`.
     pub fn parse(line: &str) -> Option<Event> {
         static VM: LazyLock<Regex> =
-            LazyLock::new(|| Regex::new(r"^vm(\d+): (.*)$").expect("the vm-line pattern is valid"));
+            LazyLock::new(|| Regex::new(r"^vm(\d+)([:>]) (.*)$").expect("the vm-line pattern is valid"));
         static EXITED: LazyLock<Regex> = LazyLock::new(|| {
             Regex::new(r"^exited with code (-?\d+)\s*$").expect("the exit pattern is valid")
         });
@@ -342,7 +318,12 @@ impl Event {
         }
         let c = VM.captures(line)?;
         let vm: u32 = c.get(1)?.as_str().parse().ok()?;
-        let text = c.get(2)?.as_str();
+        let text = c.get(3)?.as_str();
+        // `vm<i>> text` is the guest's own console; only `vm<i>: ...` lines come from the
+        // kernel, so a guest cannot forge an end line.
+        if c.get(2)?.as_str() == ">" {
+            return Some(Event::Console { vm, text: text.to_string() });
+        }
         if let Some(e) = EXITED.captures(text) {
             if let Ok(code) = e.get(1)?.as_str().parse() {
                 return Some(Event::End { vm, end: End::Exited(code) });
@@ -360,7 +341,7 @@ impl Event {
                 });
             }
         }
-        Some(Event::Console { vm, text: text.to_string() })
+        None
     }
 }
 
@@ -722,7 +703,7 @@ mod tests {
     #[test]
     fn parses_the_vm_lines() {
         assert_eq!(
-            Event::parse("vm3: hello from vm3 of 8"),
+            Event::parse("vm3> hello from vm3 of 8"),
             Some(Event::Console { vm: 3, text: "hello from vm3 of 8".into() })
         );
         assert_eq!(
@@ -741,10 +722,11 @@ mod tests {
             })
         );
         assert_eq!(Event::parse("vms: 3 exited, 1 stopped"), Some(Event::AllEnded { exited: 3, stopped: 1 }));
-        // A code out of range is console text, not an end.
+        // A code out of range is no end line; a guest printing an end line stays console text.
+        assert_eq!(Event::parse("vm0: exited with code 99999999999"), None);
         assert_eq!(
-            Event::parse("vm0: exited with code 99999999999"),
-            Some(Event::Console { vm: 0, text: "exited with code 99999999999".into() })
+            Event::parse("vm0> exited with code 0"),
+            Some(Event::Console { vm: 0, text: "exited with code 0".into() })
         );
         assert_eq!(Event::parse("[    0.1] INFO  cpu0 vm0: loaded"), None);
         assert_eq!(Event::parse("vmx: on"), None);
@@ -753,8 +735,8 @@ mod tests {
 
     const SAMPLE: &str = "\
 hypervisor ready: cpus=4 memory=511 MiB virt=svm
-vm1: hello from vm1 of 2
-vm0: spinning
+vm1> hello from vm1 of 2
+vm0> spinning
 vm1: exited with code 0
 vm1: accounting guest_ns=1000 exits=3 overhead_bytes=12288";
 

@@ -189,7 +189,7 @@ impl Services for Svc<'_> {
     }
     fn console(&mut self, bytes: &[u8]) {
         let i = self.vm.index;
-        self.vm.console.push(bytes, |line| kprintln!("vm{i}: {line}"));
+        self.vm.console.push(bytes, |line| kprintln!("vm{i}> {line}"));
     }
     fn host_cpuid(&self, leaf: u32, sub: u32) -> [u32; 4] {
         let r = crate::arch::cpu::cpuid(leaf, sub);
@@ -223,7 +223,7 @@ fn end_vm(w: &mut World, vm: VmId, end: End) {
         return;
     }
     let i = rec.index;
-    rec.console.flush(|line| kprintln!("vm{i}: {line}"));
+    rec.console.flush(|line| kprintln!("vm{i}> {line}"));
     rec.end = Some(end);
     match end {
         End::Exited(c) => {
