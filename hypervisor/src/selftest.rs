@@ -40,6 +40,7 @@ static GROUPS: &[&[Test]] = &[
     crate::arch::apic::SELFTESTS,
     crate::arch::smp::SELFTESTS,
     crate::pci::SELFTESTS,
+    crate::virt::svm::SELFTESTS,
 ];
 
 fn all_tests() -> impl Iterator<Item = &'static Test> {

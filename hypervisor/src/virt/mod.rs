@@ -13,6 +13,8 @@
 //! 4. FPU/SSE/AVX state is the caller's to save and restore around [`Vcpu::run`]; the
 //!    backend only switches what the hardware switches (and the MSRs it documents).
 
+pub mod svm;
+
 use crate::vm::{Action, Exit, GuestRegs, InitialState, NestedFormat};
 use alloc::boxed::Box;
 use core::fmt;
@@ -81,7 +83,17 @@ pub trait Vcpu: Send {
     fn overhead_bytes(&self) -> usize;
 }
 
-/// The backend for this machine's CPU, if it has one that works.
+/// The backend for this machine's CPU, if it has one that works: VT-x when CPUID reports
+/// VMX, AMD-V when it reports SVM (each backend then checks its required features).
+#[cfg(target_os = "none")]
 pub fn detect() -> Result<&'static dyn Backend, VirtError> {
-    Err(VirtError::Unsupported)
+    use crate::arch::cpu::{self, Virt};
+    match cpu::virt() {
+        Virt::Vmx => {
+            // VT-x: vmx::probe()
+            Err(VirtError::Unsupported)
+        }
+        Virt::Svm => svm::probe(),
+        Virt::None => Err(VirtError::Unsupported),
+    }
 }
