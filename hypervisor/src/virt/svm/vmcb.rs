@@ -769,7 +769,8 @@ mod tests {
     #[test]
     fn consistency_checks_name_the_problem() {
         assert_eq!(check(&good()), Ok(()));
-        let cases: [(fn(&mut CheckedState), &str); 12] = [
+        type Breaker = fn(&mut CheckedState);
+        let cases: [(Breaker, &str); 12] = [
             (|s| s.efer &= !efer::SVME, "SVME"),
             (|s| s.cr0 |= 1 << 29, "NW"),
             (|s| s.cr0 |= 1 << 40, "CR0 bits"),
