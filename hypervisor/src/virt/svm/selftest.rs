@@ -217,6 +217,7 @@ fn selftest() -> Verdict {
     };
     guest.free();
     verdict?;
+    log::debug!("svm selftest: program done");
     let verdict = exhaust_asids();
     if free_frames() != before {
         return Err("frames leaked: free count differs after dropping the vCPUs and guest memory");
@@ -233,6 +234,7 @@ fn run_program(mut v: Box<dyn Vcpu>) -> Verdict {
     let cpu0 = percpu::cpu_index();
     let expect = |v: &mut Box<dyn Vcpu>, kind: ExitKind, len: u8, why: &'static str| {
         let e = v.run(10_000_000);
+        log::debug!("svm selftest: {:?} len {} at rip {:#x}", e.kind, e.instr_len, v.regs().rip);
         if e.kind != kind || e.instr_len != len {
             log::error!("svm selftest: got {:?} len {} at rip {:#x}", e.kind, e.instr_len, v.regs().rip);
             return Err(why);
@@ -314,6 +316,7 @@ fn exhaust_asids() -> Verdict {
         }
     };
     let n = held.len();
+    log::debug!("svm selftest: {n} vCPUs created, then {outcome}");
     drop(held);
     if outcome != VirtError::NoTag || n == 0 {
         return Err("creating vCPUs did not end with NoTag");
