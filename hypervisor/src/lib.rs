@@ -10,6 +10,7 @@ extern crate alloc;
 pub mod cmdline;
 pub mod mm;
 pub mod pci;
+pub mod virt;
 pub mod vm;
 pub mod x86;
 
@@ -23,8 +24,6 @@ pub mod kmain;
 pub mod logger;
 #[cfg(target_os = "none")]
 pub mod selftest;
-#[cfg(target_os = "none")]
-pub mod virt;
 
 #[cfg(target_os = "none")]
 pub use kmain::kmain;

@@ -42,6 +42,7 @@ static GROUPS: &[&[Test]] = &[
     crate::pci::SELFTESTS,
     crate::virt::vmx::SELFTESTS,
     crate::vm::manager::SELFTESTS,
+    crate::virt::svm::SELFTESTS,
 ];
 
 fn all_tests() -> impl Iterator<Item = &'static Test> {

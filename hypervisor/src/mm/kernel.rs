@@ -275,6 +275,11 @@ pub fn free_frame(paddr: u64) -> Result<(), MmError> {
     with(|k| k.frames.free(paddr).map_err(MmError::Frames)).unwrap_or(Err(MmError::NotInitialized))
 }
 
+/// Returns `count` contiguous frames from `paddr` on.
+pub fn free_run(paddr: u64, count: usize) -> Result<(), MmError> {
+    with(|k| k.frames.free_run(paddr, count).map_err(MmError::Frames)).unwrap_or(Err(MmError::NotInitialized))
+}
+
 /// Allocates a stack in the stack region: one unmapped guard page, then `size_pages`
 /// zeroed read-write no-execute pages.
 pub fn alloc_stack(size_pages: usize) -> Result<Stack, MmError> {

@@ -13,11 +13,13 @@
 //! 4. FPU/SSE/AVX state is the caller's to save and restore around [`Vcpu::run`]; the
 //!    backend only switches what the hardware switches (and the MSRs it documents).
 
+pub mod svm;
+#[cfg(target_os = "none")]
+pub mod vmx;
+
 use crate::vm::{Action, Exit, GuestRegs, InitialState, NestedFormat};
 use alloc::boxed::Box;
 use core::fmt;
-
-pub mod vmx;
 
 /// Why virtualization could not be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,11 +85,14 @@ pub trait Vcpu: Send {
     fn overhead_bytes(&self) -> usize;
 }
 
-/// The backend for this machine's CPU, if it has one that works.
+/// The backend for this machine's CPU, if it has one that works: VT-x when CPUID reports
+/// VMX, AMD-V when it reports SVM (each backend then checks its required features).
+#[cfg(target_os = "none")]
 pub fn detect() -> Result<&'static dyn Backend, VirtError> {
-    match crate::arch::cpu::virt() {
-        crate::arch::cpu::Virt::Vmx => vmx::detect(),
-        // AMD-V: crate::arch::cpu::Virt::Svm => svm::detect(),
-        _ => Err(VirtError::Unsupported),
+    use crate::arch::cpu::{self, Virt};
+    match cpu::virt() {
+        Virt::Vmx => vmx::detect(),
+        Virt::Svm => svm::probe(),
+        Virt::None => Err(VirtError::Unsupported),
     }
 }
