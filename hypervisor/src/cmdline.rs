@@ -68,6 +68,9 @@ pub struct Options<'a> {
     pub vm_mem_mib: u32,
     /// `vm.vcpus=N`: vCPUs of each VM (1 to [`VM_VCPUS_MAX`], default 1).
     pub vm_vcpus: u32,
+    /// `vm.cmdline=ENC`: the guests' command line, encoded as one word (a space is `+`;
+    /// `+`, `%` and other bytes are `%XX`; see `crx_abi::bundle::decode_cmdline`).
+    pub vm_cmdline: Option<&'a str>,
 }
 
 /// Most VMs `vm.count` takes.
@@ -96,6 +99,7 @@ impl Default for Options<'_> {
             vm_count: None,
             vm_mem_mib: VM_MEM_DEFAULT_MIB,
             vm_vcpus: 1,
+            vm_cmdline: None,
         }
     }
 }
@@ -198,6 +202,13 @@ pub fn parse(line: &str) -> Parsed<'_> {
                 Ok(n) if (2..=4096).contains(&n) && n % 2 == 0 => p.options.vm_mem_mib = n,
                 _ => p.warn(bad),
             },
+            "vm.cmdline" => {
+                let mut buf = [0u8; 255];
+                match crx_abi::bundle::decode_cmdline(value.as_bytes(), &mut buf) {
+                    Some(_) => p.options.vm_cmdline = Some(value),
+                    None => p.warn(bad),
+                }
+            }
             "vm.vcpus" => match value.parse::<u32>() {
                 Ok(n) if (1..=VM_VCPUS_MAX).contains(&n) => p.options.vm_vcpus = n,
                 _ => p.warn(bad),
@@ -258,6 +269,16 @@ mod tests {
         let p = parse(&line);
         assert_eq!(p.warnings.len(), MAX_WARNINGS);
         assert_eq!(p.more_warnings, 1000 - MAX_WARNINGS);
+    }
+
+    #[test]
+    fn vm_cmdline_is_checked() {
+        assert_eq!(parse("vm.cmdline=code=3+x%2B").options.vm_cmdline, Some("code=3+x%2B"));
+        let p = parse("vm.cmdline=%zz");
+        assert_eq!(p.options.vm_cmdline, None);
+        assert_eq!(p.warnings.as_slice(), &[Warning::BadValue { key: "vm.cmdline", value: "%zz" }]);
+        let long = alloc::format!("vm.cmdline={}", "x".repeat(300));
+        assert_eq!(parse(&long).options.vm_cmdline, None);
     }
 
     #[test]

@@ -155,7 +155,7 @@ fn sse_state_stays_with_its_vm() {
 fn out_of_bounds_accesses_stop_the_vm() {
     let mem: u64 = 16 << 20;
     let near = format!("{:#x}", mem + (16 << 20));
-    let far = format!("{:#x}", 1u64 << 40);
+    let far = format!("{:#x}", 1u64 << 36);
     let spec = VmSpec::each(vec![
         guest("oob-read"),
         guest("oob-read").with_cmdline("at=far"),

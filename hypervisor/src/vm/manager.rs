@@ -253,6 +253,13 @@ fn finish_vcpu(w: &mut World, v: VcpuId, vm: VmId) {
     };
     let (mem_bytes, tables) = (mem.size_bytes(), mem.table_bytes());
     drop(mem);
+    kprintln!(
+        "vm{}: accounting guest_ns={} exits={} overhead_bytes={}",
+        rec.index,
+        guest_ns,
+        rec.exits,
+        tables + rec.backend_bytes
+    );
     info!(
         "vm{}: {} ms guest cpu, {} MiB guest memory, {} KiB host overhead ({} KiB nested tables), {} exits",
         rec.index,
@@ -435,6 +442,46 @@ fn guest_module(boot: &BootInfo) -> Option<&'static [u8]> {
     Some(unsafe { core::slice::from_raw_parts(m.start as *const u8, len) })
 }
 
+/// The guests to start: one image for all VMs (with `vm.cmdline`), or a bundle with an
+/// image and a command line per VM.
+struct Guests {
+    count: u32,
+    single: &'static [u8],
+    bundle: Option<crx_abi::bundle::Bundle<'static>>,
+    cmdline: heapless::String<255>,
+}
+
+impl Guests {
+    fn from_module(module: &'static [u8], opts: &Options<'_>) -> Result<Guests, alloc::string::String> {
+        let mut cmdline = heapless::String::new();
+        if let Some(enc) = opts.vm_cmdline {
+            let mut buf = [0u8; 255];
+            let n = crx_abi::bundle::decode_cmdline(enc.as_bytes(), &mut buf).unwrap_or(0);
+            for &b in &buf[..n] {
+                let _ = cmdline.push(if b.is_ascii() { char::from(b) } else { '?' });
+            }
+        }
+        if !crx_abi::bundle::is_bundle(module) {
+            let count = opts.vm_count.unwrap_or(1);
+            return Ok(Guests { count, single: module, bundle: None, cmdline });
+        }
+        let b = crx_abi::bundle::Bundle::parse(module).map_err(|e| alloc::format!("guest bundle: {e}"))?;
+        let count = u32::try_from(b.len()).unwrap_or(u32::MAX);
+        if let Some(asked) = opts.vm_count.filter(|&c| c != count) {
+            log::warn!("vm.count={asked} ignored: the guest bundle holds {count} guests");
+        }
+        Ok(Guests { count, single: module, bundle: Some(b), cmdline })
+    }
+
+    /// VM `i`'s image and command line.
+    fn get(&self, i: u32) -> (&'static [u8], &str) {
+        match self.bundle.and_then(|b| b.entry(i as usize)) {
+            Some((image, cmd)) => (image, core::str::from_utf8(cmd).unwrap_or("")),
+            None => (self.single, self.cmdline.as_str()),
+        }
+    }
+}
+
 /// Whether a guest module was given.
 pub fn has_guest(boot: &BootInfo) -> bool {
     guest_module(boot).is_some()
@@ -442,11 +489,20 @@ pub fn has_guest(boot: &BootInfo) -> bool {
 
 /// Runs the VMs the command line asks for from the guest module, then powers off.
 pub fn run(boot: &BootInfo, opts: &Options<'_>) -> ! {
-    let n = opts.vm_count.unwrap_or(1);
-    let Some(image) = guest_module(boot) else {
+    let Some(module) = guest_module(boot) else {
         error!("vm: no guest module");
         power::exit(power::ExitCode::Failure);
     };
+    let guests = match Guests::from_module(module, opts) {
+        Ok(g) => g,
+        Err(e) => {
+            error!("vm: {e}");
+            kprintln!("vm0: stopped: {e}");
+            kprintln!("vms: 0 exited, 1 stopped");
+            power::exit(power::ExitCode::Success);
+        }
+    };
+    let n = guests.count;
     let backend = match virt::detect() {
         Ok(b) => b,
         Err(e) => {
@@ -485,6 +541,8 @@ pub fn run(boot: &BootInfo, opts: &Options<'_>) -> ! {
     };
     let mem_bytes = u64::from(opts.vm_mem_mib) << 20;
     for i in 0..n {
+        let created_ns = time::now_ns();
+        let (image, cmdline) = guests.get(i);
         let made = GuestMemory::new(KernelFrames, mem_bytes, backend.nested_format())
             .map_err(|e| alloc::format!("{e}"))
             .and_then(|mut mem| {
@@ -493,7 +551,7 @@ pub fn run(boot: &BootInfo, opts: &Options<'_>) -> ! {
                     vm_count: n,
                     vcpus: opts.vm_vcpus,
                     insn: backend.hypercall_insn(),
-                    cmdline: "",
+                    cmdline,
                 };
                 loader::load(&mut mem, image, &spec).map(|l| (mem, l)).map_err(|e| alloc::format!("{e}"))
             });
@@ -506,7 +564,7 @@ pub fn run(boot: &BootInfo, opts: &Options<'_>) -> ! {
                     params: l.params,
                     init: l.init,
                     console: LineBuffer::default(),
-                    start_ns: time::now_ns(),
+                    start_ns: created_ns,
                     end: None,
                     exits: 0,
                     vcpus_created: 0,
