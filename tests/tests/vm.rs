@@ -270,3 +270,25 @@ fn check_counters_one(run: &VmRun, vm: u32, count: u32, lines: u32) {
     );
     check_exit(run, vm, 0);
 }
+
+#[test]
+fn bochs_hostile_vms_are_contained() {
+    let spec = VmSpec::each(vec![
+        guest("wild-hypercalls"),
+        guest("triple-fault"),
+        guest("spin"),
+        guest("hello"),
+        guest("oob-read").with_cmdline("at=far"),
+    ]);
+    // The spinning VM never ends: stop once the others have, and the node is still printing.
+    let stop = |r: &Report| [0, 1, 3, 4].iter().all(|&vm| r.end(vm).is_some());
+    let r = run_vms("vm-bochs-hostile", &bochs(), &spec, BOCHS_TIMEOUT, &stop);
+    r.check(!r.timed_out, "the other VMs did not finish beside the spinning one");
+    check_line(&r, 0, "all refused");
+    check_exit(&r, 0, 0);
+    check_stopped(&r, 1, &["triple fault"]);
+    check_line(&r, 2, "spinning");
+    check_hello(&r, 3, 5);
+    check_stopped(&r, 4, &["outside guest memory", "Read", &format!("{:#x}", 1u64 << 36)]);
+    r.check(!r.lines.iter().any(|l| l.text.contains("KERNEL PANIC")), "the kernel panicked");
+}
