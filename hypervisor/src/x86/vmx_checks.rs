@@ -328,7 +328,9 @@ pub fn check_controls(s: &EntryState, caps: &EntryCaps) -> Result<(), &'static s
         return Err("pin-based VM-execution controls: reserved bits set or required bits clear");
     }
     if !EntryCaps::fits(caps.proc1, c.proc1) {
-        return Err("primary processor-based VM-execution controls: reserved bits set or required bits clear");
+        return Err(
+            "primary processor-based VM-execution controls: reserved bits set or required bits clear",
+        );
     }
     if c.proc1 & proc1::SECONDARY_CONTROLS != 0 && !EntryCaps::fits(caps.proc2, c.proc2) {
         return Err("secondary processor-based VM-execution controls: unsupported bits set");
@@ -345,7 +347,8 @@ pub fn check_controls(s: &EntryState, caps: &EntryCaps) -> Result<(), &'static s
             }
         }
     }
-    if c.proc1 & proc1::USE_MSR_BITMAPS != 0 && (c.msr_bitmap & 0xfff != 0 || caps.beyond_phys(c.msr_bitmap)) {
+    if c.proc1 & proc1::USE_MSR_BITMAPS != 0 && (c.msr_bitmap & 0xfff != 0 || caps.beyond_phys(c.msr_bitmap))
+    {
         return Err("MSR bitmap address not 4 KiB aligned or beyond the physical-address width");
     }
     // 27.2.1.1: NMI exiting / virtual NMIs / NMI-window exiting.
@@ -383,7 +386,8 @@ pub fn check_controls(s: &EntryState, caps: &EntryCaps) -> Result<(), &'static s
         return Err("VM-exit controls: save VMX-preemption timer set without the timer active");
     }
     let msr_max = 512 * (((caps.misc >> 25) & 7) as u32 + 1);
-    if c.exit_msr_store_count > msr_max || c.exit_msr_load_count > msr_max || c.entry_msr_load_count > msr_max {
+    if c.exit_msr_store_count > msr_max || c.exit_msr_load_count > msr_max || c.entry_msr_load_count > msr_max
+    {
         return Err("MSR-store or MSR-load count above the recommended maximum (IA32_VMX_MISC 27:25)");
     }
     // 27.2.1.3: VM-entry controls.
@@ -631,7 +635,8 @@ fn check_guest_segments(s: &EntryState, caps: &EntryCaps) -> Result<(), &'static
         }
     }
     if v86 {
-        for (i, sg) in [(sreg::CS, cs), (sreg::SS, ss), (sreg::DS, ds), (sreg::ES, es), (sreg::FS, fs), (sreg::GS, gs)]
+        for (i, sg) in
+            [(sreg::CS, cs), (sreg::SS, ss), (sreg::DS, ds), (sreg::ES, es), (sreg::FS, fs), (sreg::GS, gs)]
         {
             if sg.base != u64::from(sg.selector) << 4 {
                 return Err(seg_msg!(i, "base is not selector * 16 in virtual-8086 mode"));
@@ -671,7 +676,9 @@ fn check_cs(cs: SegState, ss: SegState, ug: bool, ia32e: bool) -> Result<(), &'s
         9 | 11 if cs.dpl() != ss.dpl() => {
             return Err("guest CS access rights: non-conforming CS with DPL other than SS.DPL")
         }
-        13 | 15 if cs.dpl() > ss.dpl() => return Err("guest CS access rights: conforming CS with DPL above SS.DPL"),
+        13 | 15 if cs.dpl() > ss.dpl() => {
+            return Err("guest CS access rights: conforming CS with DPL above SS.DPL")
+        }
         _ => {}
     }
     if !cs.present() {
@@ -893,7 +900,9 @@ fn check_guest_non_register(s: &EntryState, caps: &EntryCaps) -> Result<(), &'st
         return Err("guest interruptibility state: blocking by STI with RFLAGS.IF clear");
     }
     if injecting && ty == 0 && blocking != 0 {
-        return Err("guest interruptibility state: blocking by STI or MOV SS while injecting an external interrupt");
+        return Err(
+            "guest interruptibility state: blocking by STI or MOV SS while injecting an external interrupt",
+        );
     }
     if injecting && ty == 2 && g.interruptibility & BLOCK_MOV_SS != 0 {
         return Err("guest interruptibility state: blocking by MOV SS while injecting an NMI");
@@ -969,8 +978,8 @@ pub enum FailureKind {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::x86::vmx::{adjust_controls, apply_fixed, eptp, guest_access_rights, guest_tr_access};
     use crate::vm::Segment;
+    use crate::x86::vmx::{adjust_controls, apply_fixed, eptp, guest_access_rights, guest_tr_access};
     use crx_abi::layout;
 
     /// Capabilities of a Skylake-class CPU (the values Bochs' corei7_skylake_x reports, in
@@ -1128,13 +1137,22 @@ mod tests {
     fn control_rules() {
         type Case = (fn(&mut EntryState), &'static str);
         let cases: &[Case] = &[
-            (|s| s.controls.pin &= !0x16, "pin-based VM-execution controls: reserved bits set or required bits clear"),
-            (|s| s.controls.pin |= 1 << 8, "pin-based VM-execution controls: reserved bits set or required bits clear"),
+            (
+                |s| s.controls.pin &= !0x16,
+                "pin-based VM-execution controls: reserved bits set or required bits clear",
+            ),
+            (
+                |s| s.controls.pin |= 1 << 8,
+                "pin-based VM-execution controls: reserved bits set or required bits clear",
+            ),
             (
                 |s| s.controls.proc1 |= 1,
                 "primary processor-based VM-execution controls: reserved bits set or required bits clear",
             ),
-            (|s| s.controls.proc2 |= 1 << 31, "secondary processor-based VM-execution controls: unsupported bits set"),
+            (
+                |s| s.controls.proc2 |= 1 << 31,
+                "secondary processor-based VM-execution controls: unsupported bits set",
+            ),
             (|s| s.controls.cr3_target_count = 5, "CR3-target count above what the CPU supports"),
             (
                 |s| {
@@ -1148,7 +1166,10 @@ mod tests {
                 |s| s.controls.msr_bitmap = 1 << 45,
                 "MSR bitmap address not 4 KiB aligned or beyond the physical-address width",
             ),
-            (|s| s.controls.pin |= PIN_VIRTUAL_NMIS, "pin-based controls: virtual NMIs set with NMI exiting clear"),
+            (
+                |s| s.controls.pin |= PIN_VIRTUAL_NMIS,
+                "pin-based controls: virtual NMIs set with NMI exiting clear",
+            ),
             (
                 |s| s.controls.proc1 |= PROC1_NMI_WINDOW,
                 "processor-based controls: NMI-window exiting set with virtual NMIs clear",
@@ -1248,7 +1269,10 @@ mod tests {
             (|s| s.host.sysenter_eip = 1 << 47, "host IA32_SYSENTER_ESP or IA32_SYSENTER_EIP not canonical"),
             (|s| s.host.pat = 2, "host IA32_PAT holds an invalid memory type"),
             (|s| s.host.efer |= 1 << 12, "host IA32_EFER has reserved bits set"),
-            (|s| s.host.efer &= !EFER_LMA, "host IA32_EFER.LMA/LME differ from the host address-space size control"),
+            (
+                |s| s.host.efer &= !EFER_LMA,
+                "host IA32_EFER.LMA/LME differ from the host address-space size control",
+            ),
             (|s| s.host.selectors[2] = 0x13, "host segment selector with RPL or TI set"),
             (|s| s.host.selectors[6] = 0x2c, "host segment selector with RPL or TI set"),
             (|s| s.host.selectors[1] = 0, "host CS selector is null"),
@@ -1342,18 +1366,21 @@ mod tests {
         type Case = (fn(&mut EntryState), &'static str);
         let cases: &[Case] = &[
             (|s| s.guest.seg[TR].selector = 0x1c, "guest TR selector: TI flag set"),
-            (
-                |s| s.guest.seg[LDTR] = seg(0x24, 0, 0xfff, 0x82),
-                "guest LDTR selector: TI flag set",
-            ),
+            (|s| s.guest.seg[LDTR] = seg(0x24, 0, 0xfff, 0x82), "guest LDTR selector: TI flag set"),
             (|s| s.guest.seg[SS].selector = 0x13, "guest SS selector: RPL differs from CS.RPL"),
             (|s| s.guest.seg[TR].base = 1 << 47, "guest TR base not canonical"),
             (|s| s.guest.seg[GS].base = 1 << 50, "guest GS base not canonical"),
             (|s| s.guest.seg[LDTR] = seg(0x20, 1 << 49, 0xfff, 0x82), "guest LDTR base not canonical"),
             (|s| s.guest.seg[CS].base = 1 << 32, "guest CS base bits 63:32 set"),
             (|s| s.guest.seg[DS].base = 1 << 33, "guest DS base bits 63:32 set"),
-            (|s| s.guest.seg[CS].access = AR_UNUSABLE, "guest CS access rights: unusable (CS must be usable)"),
-            (|s| s.guest.seg[CS].access = 0xa093, "guest CS access rights: type is not an accessed code segment"),
+            (
+                |s| s.guest.seg[CS].access = AR_UNUSABLE,
+                "guest CS access rights: unusable (CS must be usable)",
+            ),
+            (
+                |s| s.guest.seg[CS].access = 0xa093,
+                "guest CS access rights: type is not an accessed code segment",
+            ),
             (|s| s.guest.seg[CS].access = 0xa08b, "guest CS access rights: S (descriptor type) clear"),
             (
                 |s| s.guest.seg[CS].access = 0xa0bb,
@@ -1380,7 +1407,10 @@ mod tests {
                 },
                 "guest SS access rights: DPL differs from the selector's RPL",
             ),
-            (|s| s.guest.seg[SS].access = 0xc09b, "guest SS access rights: type is not a read/write accessed data segment"),
+            (
+                |s| s.guest.seg[SS].access = 0xc09b,
+                "guest SS access rights: type is not a read/write accessed data segment",
+            ),
             (|s| s.guest.seg[SS].access = 0xc083, "guest SS access rights: S (descriptor type) clear"),
             (|s| s.guest.seg[SS].access = 0xc013, "guest SS access rights: P (present) clear"),
             (|s| s.guest.seg[SS].access = 0xc893, "guest SS access rights: reserved bits 11:8 set"),
@@ -1405,9 +1435,18 @@ mod tests {
             (|s| s.guest.seg[TR].access = 0x1_008b, "guest TR access rights: unusable (TR must be usable)"),
             (|s| s.guest.seg[TR].access = 0x2_008b, "guest TR access rights: reserved bits 31:17 set"),
             (|s| s.guest.seg[LDTR] = seg(0x20, 0, 0xfff, 0x83), "guest LDTR access rights: type is not LDT"),
-            (|s| s.guest.seg[LDTR] = seg(0x20, 0, 0xfff, 0x92), "guest LDTR access rights: S (descriptor type) set"),
-            (|s| s.guest.seg[LDTR] = seg(0x20, 0, 0xfff, 0x02), "guest LDTR access rights: P (present) clear"),
-            (|s| s.guest.seg[LDTR] = seg(0x20, 0, 0xfff, 0x182), "guest LDTR access rights: reserved bits 11:8 set"),
+            (
+                |s| s.guest.seg[LDTR] = seg(0x20, 0, 0xfff, 0x92),
+                "guest LDTR access rights: S (descriptor type) set",
+            ),
+            (
+                |s| s.guest.seg[LDTR] = seg(0x20, 0, 0xfff, 0x02),
+                "guest LDTR access rights: P (present) clear",
+            ),
+            (
+                |s| s.guest.seg[LDTR] = seg(0x20, 0, 0xfff, 0x182),
+                "guest LDTR access rights: reserved bits 11:8 set",
+            ),
             (
                 |s| s.guest.seg[LDTR] = seg(0x20, 0, 0x1000, 0x8082),
                 "guest LDTR access rights: G does not match the limit",
@@ -1568,7 +1607,10 @@ mod tests {
         let mut s = good();
         s.controls.vpid = 0;
         assert_eq!(explain_failure(&s, &c, FailureKind::GuestState, "fallback"), "fallback");
-        assert_eq!(explain_failure(&s, &c, FailureKind::Controls, "fallback"), "enable VPID set with a VPID of 0");
+        assert_eq!(
+            explain_failure(&s, &c, FailureKind::Controls, "fallback"),
+            "enable VPID set with a VPID of 0"
+        );
         // Error 8 looks at the host first, then at everything.
         let mut s = good();
         s.host.selectors[1] = 0;

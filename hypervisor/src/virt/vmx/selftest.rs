@@ -270,9 +270,12 @@ fn run_guest(v: &mut dyn Vcpu) -> Verdict {
     Ok(())
 }
 
+/// A change that spoils the initial state, and the rule the failed entry must name.
+type BadState = (fn(&mut InitialState), &'static str);
+
 /// Guest states that fail VM entry's guest-state checks, with the rule the entry-check
 /// model names for each (SDM 27.3.1.1, 27.3.1.2).
-const BAD_STATES: [(fn(&mut InitialState), &str); 3] = [
+const BAD_STATES: [BadState; 3] = [
     (|s| s.cs.access = 0, "guest CS access rights: unusable (CS must be usable)"),
     (|s| s.cs.access = 0xe09b, "guest CS access rights: L and D/B both set"),
     (|s| s.efer = 0x900, "guest IA32_EFER.LMA differs from the IA-32e mode guest control"),
