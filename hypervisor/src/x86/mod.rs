@@ -14,3 +14,4 @@ pub mod apic;
 pub mod exception;
 pub mod madt;
 pub mod vmx;
+pub mod vmx_checks;

@@ -5,6 +5,10 @@
 //! that the CPU cannot set is reported by name. Decoding of everything the hardware
 //! reports lives in the host-tested [`crate::x86::vmx`].
 //!
+//! A failed VM entry (exit reason 33, or VM-instruction error 7 or 8) is explained by
+//! reading the checked fields back and running the host-tested model of the entry checks
+//! ([`crate::x86::vmx_checks`]); the exit reports the first rule it finds broken.
+//!
 //! What a vCPU costs and switches (see [`vcpu`]):
 //! * one VMCS and one MSR bitmap (4 KiB each); I/O is intercepted with "unconditional I/O
 //!   exiting", so no I/O bitmaps;

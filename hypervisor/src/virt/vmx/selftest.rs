@@ -270,20 +270,33 @@ fn run_guest(v: &mut dyn Vcpu) -> Verdict {
     Ok(())
 }
 
-/// A guest whose CS is unusable fails VM entry's guest-state checks (SDM 27.3.1.2): the
-/// exit says so and nothing else happens.
+/// A change that spoils the initial state, and the rule the failed entry must name.
+type BadState = (fn(&mut InitialState), &'static str);
+
+/// Guest states that fail VM entry's guest-state checks, with the rule the entry-check
+/// model names for each (SDM 27.3.1.1, 27.3.1.2).
+const BAD_STATES: [BadState; 3] = [
+    (|s| s.cs.access = 0, "guest CS access rights: unusable (CS must be usable)"),
+    (|s| s.cs.access = 0xe09b, "guest CS access rights: L and D/B both set"),
+    (|s| s.efer = 0x900, "guest IA32_EFER.LMA differs from the IA-32e mode guest control"),
+];
+
+/// Each bad guest state fails VM entry (exit reason 33) and the exit names the broken
+/// rule; nothing else happens.
 fn entry_failure(root: u64) -> Verdict {
-    let mut init = initial_state();
-    init.cs.access = 0;
-    let mut v = BACKEND.create_vcpu(root, &init).map_err(|_| "create_vcpu (bad state) failed")?;
-    let e = v.run(SLICE_NS);
-    if e.kind != ExitKind::EntryFailed("invalid guest state") {
-        log::error!("vmx: expected an entry failure, got {:?}", e.kind);
-        return Err("a guest with an unusable CS entered");
-    }
-    // Still a clear VMCS: the next attempt is a VMLAUNCH again and fails the same way.
-    if v.run(SLICE_NS).kind != e.kind {
-        return Err("a second entry with invalid state did not fail the same way");
+    for (spoil, want) in BAD_STATES {
+        let mut init = initial_state();
+        spoil(&mut init);
+        let mut v = BACKEND.create_vcpu(root, &init).map_err(|_| "create_vcpu (bad state) failed")?;
+        let e = v.run(SLICE_NS);
+        if e.kind != ExitKind::EntryFailed(want) {
+            log::error!("vmx: expected an entry failure \"{want}\", got {:?}", e.kind);
+            return Err("a guest with invalid state entered or the failed rule was not named");
+        }
+        // Still a clear VMCS: the next attempt is a VMLAUNCH again and fails the same way.
+        if v.run(SLICE_NS).kind != e.kind {
+            return Err("a second entry with invalid state did not fail the same way");
+        }
     }
     Ok(())
 }

@@ -21,6 +21,9 @@ use crate::vm::{Action, Exit, ExitKind, GuestRegs, InitialState, Segment};
 use crate::x86::vmx::{
     self as hw, field, msr, owned_cr_bits, pin, proc1, proc2, RawExit, EXIT_REASON_ENTRY_FAILURE,
 };
+use crate::x86::vmx_checks::{
+    explain_failure, Controls, EntryCaps, EntryState, FailureKind, GuestState, HostState, SegState,
+};
 use x86_64::instructions::interrupts;
 use x86_64::instructions::tables::{lgdt, lidt, sgdt, sidt};
 use x86_64::registers::control::{Cr0, Cr3, Cr4};
@@ -177,6 +180,122 @@ fn w(field: u32, value: u64) -> Result<(), VirtError> {
 
 fn r(field: u32) -> u64 {
     vmread(field).unwrap_or(0)
+}
+
+/// The capability values the entry checks compare against (SDM appendix A), read again
+/// from the MSRs, with the address widths from CPUID 80000008h.
+fn entry_caps() -> EntryCaps {
+    // SAFETY: the VMX capability MSRs exist on every CPU in VMX operation (SDM A.1); the
+    // TRUE MSRs are read only when IA32_VMX_BASIC bit 55 announces them, and the
+    // secondary-controls MSR only when the primary capability allows the secondary
+    // controls (A.3.2).
+    unsafe {
+        let t = hw::Basic::decode(insn::rdmsr(msr::VMX_BASIC)).true_controls;
+        let pick = |plain: u32, true_msr: u32| insn::rdmsr(if t { true_msr } else { plain });
+        let proc1 = pick(msr::VMX_PROCBASED, msr::VMX_TRUE_PROCBASED);
+        let has_proc2 = (proc1 >> 32) & u64::from(proc1::SECONDARY_CONTROLS) != 0;
+        let widths = if crate::arch::cpu::cpuid(0x8000_0000, 0).eax >= 0x8000_0008 {
+            crate::arch::cpu::cpuid(0x8000_0008, 0).eax
+        } else {
+            0
+        };
+        EntryCaps {
+            pin: pick(msr::VMX_PINBASED, msr::VMX_TRUE_PINBASED),
+            proc1,
+            proc2: if has_proc2 { insn::rdmsr(msr::VMX_PROCBASED2) } else { 0 },
+            exit: pick(msr::VMX_EXIT, msr::VMX_TRUE_EXIT),
+            entry: pick(msr::VMX_ENTRY, msr::VMX_TRUE_ENTRY),
+            misc: insn::rdmsr(msr::VMX_MISC),
+            cr0_fixed0: insn::rdmsr(msr::VMX_CR0_FIXED0),
+            cr0_fixed1: insn::rdmsr(msr::VMX_CR0_FIXED1),
+            cr4_fixed0: insn::rdmsr(msr::VMX_CR4_FIXED0),
+            cr4_fixed1: insn::rdmsr(msr::VMX_CR4_FIXED1),
+            phys_bits: (widths & 0xff) as u8,
+            linear_bits: ((widths >> 8) & 0xff) as u8,
+        }
+    }
+}
+
+/// The fields VM entry checks, read from the current VMCS (a field that cannot be read
+/// counts as 0).
+fn read_entry_state() -> EntryState {
+    let r32 = |f: u32| r(f) as u32;
+    let controls = Controls {
+        pin: r32(field::PIN_CONTROLS),
+        proc1: r32(field::PROC_CONTROLS),
+        proc2: r32(field::PROC_CONTROLS2),
+        exit: r32(field::EXIT_CONTROLS),
+        entry: r32(field::ENTRY_CONTROLS),
+        cr3_target_count: r32(field::CR3_TARGET_COUNT),
+        io_bitmap_a: r(field::IO_BITMAP_A),
+        io_bitmap_b: r(field::IO_BITMAP_B),
+        msr_bitmap: r(field::MSR_BITMAP),
+        eptp: r(field::EPT_POINTER),
+        vpid: r(field::VPID) as u16,
+        exit_msr_store_count: r32(field::EXIT_MSR_STORE_COUNT),
+        exit_msr_load_count: r32(field::EXIT_MSR_LOAD_COUNT),
+        entry_msr_load_count: r32(field::ENTRY_MSR_LOAD_COUNT),
+        entry_interruption_info: r32(field::ENTRY_INTERRUPTION_INFO),
+        entry_error_code: r32(field::ENTRY_EXCEPTION_ERROR_CODE),
+        entry_instr_len: r32(field::ENTRY_INSTRUCTION_LEN),
+    };
+    let sel = |f: u32| r(f) as u16;
+    let host = HostState {
+        cr0: r(field::HOST_CR0),
+        cr3: r(field::HOST_CR3),
+        cr4: r(field::HOST_CR4),
+        selectors: [
+            sel(field::HOST_ES_SELECTOR),
+            sel(field::HOST_CS_SELECTOR),
+            sel(field::HOST_SS_SELECTOR),
+            sel(field::HOST_DS_SELECTOR),
+            sel(field::HOST_FS_SELECTOR),
+            sel(field::HOST_GS_SELECTOR),
+            sel(field::HOST_TR_SELECTOR),
+        ],
+        fs_base: r(field::HOST_FS_BASE),
+        gs_base: r(field::HOST_GS_BASE),
+        tr_base: r(field::HOST_TR_BASE),
+        gdtr_base: r(field::HOST_GDTR_BASE),
+        idtr_base: r(field::HOST_IDTR_BASE),
+        sysenter_esp: r(field::HOST_SYSENTER_ESP),
+        sysenter_eip: r(field::HOST_SYSENTER_EIP),
+        rip: r(field::HOST_RIP),
+        efer: r(field::HOST_EFER),
+        pat: r(field::HOST_PAT),
+    };
+    let mut seg = [SegState::default(); 8];
+    for (i, s) in (0u32..).zip(seg.iter_mut()) {
+        *s = SegState {
+            selector: sel(field::GUEST_ES_SELECTOR + 2 * i),
+            base: r(field::GUEST_ES_BASE + 2 * i),
+            limit: r32(field::GUEST_ES_LIMIT + 2 * i),
+            access: r32(field::GUEST_ES_ACCESS + 2 * i),
+        };
+    }
+    let guest = GuestState {
+        cr0: r(field::GUEST_CR0),
+        cr3: r(field::GUEST_CR3),
+        cr4: r(field::GUEST_CR4),
+        dr7: r(field::GUEST_DR7),
+        debugctl: r(field::GUEST_DEBUGCTL),
+        sysenter_esp: r(field::GUEST_SYSENTER_ESP),
+        sysenter_eip: r(field::GUEST_SYSENTER_EIP),
+        pat: r(field::GUEST_PAT),
+        efer: r(field::GUEST_EFER),
+        seg,
+        gdtr_base: r(field::GUEST_GDTR_BASE),
+        gdtr_limit: r32(field::GUEST_GDTR_LIMIT),
+        idtr_base: r(field::GUEST_IDTR_BASE),
+        idtr_limit: r32(field::GUEST_IDTR_LIMIT),
+        rip: r(field::GUEST_RIP),
+        rflags: r(field::GUEST_RFLAGS),
+        activity: r32(field::GUEST_ACTIVITY_STATE),
+        interruptibility: r32(field::GUEST_INTERRUPTIBILITY),
+        pending_debug: r(field::GUEST_PENDING_DEBUG),
+        link_pointer: r(field::VMCS_LINK_POINTER),
+    };
+    EntryState { controls, host, guest }
 }
 
 impl VmxVcpu {
@@ -461,8 +580,16 @@ impl VmxVcpu {
             1 => return failed("VMfailInvalid: no current VMCS"),
             2 => {
                 let n = r(field::VM_INSTRUCTION_ERROR) as u32;
-                log::warn!("vmx: VM entry instruction failed: error {n}");
-                return failed(hw::instruction_error(n));
+                let decoded = hw::instruction_error(n);
+                log::warn!("vmx: VM entry instruction failed: error {n} ({decoded})");
+                let kind = match n {
+                    7 => FailureKind::Controls,
+                    8 => FailureKind::HostState,
+                    _ => return failed(decoded),
+                };
+                let why = explain_failure(&read_entry_state(), &entry_caps(), kind, decoded);
+                log::warn!("vmx: failed check: {why}");
+                return failed(why);
             }
             _ => return failed("HOST_RSP could not be written"),
         }
@@ -493,10 +620,20 @@ impl VmxVcpu {
             }
         } else {
             log::warn!(
-                "vmx: VM entry failed, exit reason {reason:#x}, qualification {:#x} ({})",
+                "vmx: VM entry failed, exit reason {reason:#x}, raw exit qualification {:#x} ({})",
                 raw.qualification,
                 hw::entry_failure_detail(raw.qualification)
             );
+            if basic == u32::from(hw::reason::ENTRY_INVALID_GUEST_STATE) {
+                let why = explain_failure(
+                    &read_entry_state(),
+                    &entry_caps(),
+                    FailureKind::GuestState,
+                    "invalid guest state (no rule identified)",
+                );
+                log::warn!("vmx: failed check: {why}");
+                return failed(why);
+            }
         }
         let (kind, instr_len) = hw::decode_exit(&raw);
         Exit { kind, instr_len, guest_ns }
