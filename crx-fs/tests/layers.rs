@@ -94,7 +94,8 @@ fn opaque_directory_hides_lower_contents() {
 fn hard_links_share_the_inode() {
     let mut fs = Fs::new();
     let l1 = TarBuilder::new().file(b"bin/busybox", 0o755, b"BB").finish();
-    let l2 = TarBuilder::new().hardlink(b"bin/ls", b"bin/busybox").hardlink(b"sbin/init", b"./bin/ls").finish();
+    let l2 =
+        TarBuilder::new().hardlink(b"bin/ls", b"bin/busybox").hardlink(b"sbin/init", b"./bin/ls").finish();
     fs.apply_layer(leak(l1), LayerKind::Tar).unwrap();
     let s = fs.apply_layer(leak(l2), LayerKind::Tar).unwrap();
     assert_eq!(s.hardlinks, 2);
