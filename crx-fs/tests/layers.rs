@@ -255,3 +255,22 @@ fn gzip_layer_counts_against_the_limit() {
     fs.apply_layer(leak(tar), LayerKind::Tar).unwrap();
     assert_eq!(fs.stat(fs.lookup(Ino::ROOT, b"big", true).unwrap()).unwrap().size, 200_000);
 }
+
+#[test]
+fn deep_trees_are_removed_without_recursion() {
+    let deep = "a/".repeat(2000);
+    let l1 = TarBuilder::new()
+        .pax(&[(b"path", format!("top/{deep}f").as_bytes())])
+        .file(b"x", 0o644, b"deep")
+        .file(b"other/g", 0o644, b"g")
+        .finish();
+    let l2 = TarBuilder::new().file(b".wh.top", 0o644, b"").file(b"other/.wh..wh..opq", 0o644, b"").finish();
+    let mut fs = Fs::new();
+    fs.apply_layer(leak(l1), LayerKind::Tar).unwrap();
+    let used = fs.used_bytes();
+    assert_eq!(read_all(&fs, format!("/top/{deep}f").as_bytes()), b"deep");
+    fs.apply_layer(leak(l2), LayerKind::Tar).unwrap();
+    assert_eq!(fs.lookup(Ino::ROOT, b"/top", true), Err(Errno::ENOENT));
+    assert!(names(&fs, b"/other").is_empty());
+    assert!(fs.used_bytes() < used - 2000 * crx_fs::INODE_COST_BYTES, "inodes were freed");
+}
