@@ -2,16 +2,19 @@
 //! module into each VM, then every CPU (the bootstrap CPU too) runs the vCPUs the
 //! scheduler placed on it until every VM has ended; then the totals and power-off.
 //!
-//! Console contract: VM i's console lines are `vm<i>: <text>`; its end is exactly one of
-//! `vm<i>: exited with code <c>` or `vm<i>: stopped: <reason>`; when all have ended,
-//! `vms: <n> exited, <m> stopped`, and the run powers off with success.
+//! Console contract: VM i's console lines are `vm<i>> <text>` (at most
+//! [`super::console::BURST_LINES`] at once, then [`super::console::LINES_PER_SEC`] a
+//! second; refused lines are counted in `vm<i>: <n> console lines dropped (rate limit)`);
+//! its end is exactly one of `vm<i>: exited with code <c>` or `vm<i>: stopped: <reason>`;
+//! when all have ended, `vms: <n> exited, <m> stopped`, and the run powers off with
+//! success.
 //!
 //! vCPU k of a VM starts like vCPU 0 with `rsi = k` and its stack 64 KiB lower per index.
 //! Each vCPU is created, run and dropped on its one CPU; the VM's memory is dropped by the
 //! CPU that tears down its last vCPU.
 
 use super::clock;
-use super::console::LineBuffer;
+use super::console::{Console, Output};
 use super::exit::{Action, InitialState, StopReason};
 use super::handler::{self, Services};
 use super::loader::{self, LoadSpec};
@@ -75,7 +78,7 @@ struct VmRec {
     mem: Option<GuestMemory<KernelFrames>>,
     params: BootParams,
     init: InitialState,
-    console: LineBuffer,
+    console: Console,
     start_ns: u64,
     end: Option<End>,
     exits: u64,
@@ -189,7 +192,7 @@ impl Services for Svc<'_> {
     }
     fn console(&mut self, bytes: &[u8]) {
         let i = self.vm.index;
-        self.vm.console.push(bytes, |line| kprintln!("vm{i}> {line}"));
+        self.vm.console.push(bytes, time::now_ns(), |out| print_console(i, out));
     }
     fn host_cpuid(&self, leaf: u32, sub: u32) -> [u32; 4] {
         let r = crate::arch::cpu::cpuid(leaf, sub);
@@ -200,6 +203,14 @@ impl Services for Svc<'_> {
     }
     fn boot_params(&self) -> BootParams {
         self.vm.params
+    }
+}
+
+/// Prints one line of VM `i`'s console (rate-limited by [`Console`]).
+fn print_console(i: u32, out: Output<'_>) {
+    match out {
+        Output::Line(line) => kprintln!("vm{i}> {line}"),
+        Output::Dropped(n) => kprintln!("vm{i}: {n} console lines dropped (rate limit)"),
     }
 }
 
@@ -223,7 +234,7 @@ fn end_vm(w: &mut World, vm: VmId, end: End) {
         return;
     }
     let i = rec.index;
-    rec.console.flush(|line| kprintln!("vm{i}> {line}"));
+    rec.console.finish(time::now_ns(), |out| print_console(i, out));
     rec.end = Some(end);
     match end {
         End::Exited(c) => {
@@ -563,7 +574,7 @@ pub fn run(boot: &BootInfo, opts: &Options<'_>) -> ! {
                     mem: Some(mem),
                     params: l.params,
                     init: l.init,
-                    console: LineBuffer::default(),
+                    console: Console::default(),
                     start_ns: created_ns,
                     end: None,
                     exits: 0,
@@ -579,7 +590,7 @@ pub fn run(boot: &BootInfo, opts: &Options<'_>) -> ! {
                     mem: None,
                     params: loader_empty_params(),
                     init: InitialState::default(),
-                    console: LineBuffer::default(),
+                    console: Console::default(),
                     start_ns: 0,
                     end: None,
                     exits: 0,
