@@ -18,7 +18,7 @@ use super::console::{Console, Output};
 use super::exit::{Action, InitialState, StopReason};
 use super::handler::{self, Services};
 use super::loader::{self, LoadSpec};
-use super::memory::{FrameSource, GuestMemory, OutOfRange, FRAMES_PER_LARGE, LARGE_BYTES};
+use super::memory::{self, FrameSource, GuestMemory, OutOfRange, FRAMES_PER_LARGE, LARGE_BYTES};
 use super::sched::{Pick, Scheduler, VcpuId, VmId, SLICE_NS};
 use crate::arch::{fpu, percpu, power, smp, time};
 use crate::cmdline::Options;
@@ -554,8 +554,21 @@ pub fn run(boot: &BootInfo, opts: &Options<'_>) -> ! {
     for i in 0..n {
         let created_ns = time::now_ns();
         let (image, cmdline) = guests.get(i);
-        let made = GuestMemory::new(KernelFrames, mem_bytes, backend.nested_format())
-            .map_err(|e| alloc::format!("{e}"))
+        let free = crate::mm::free_frames() as u64;
+        let made = if memory::leaves_host_reserve(free, mem_bytes) {
+            Ok(())
+        } else {
+            Err(alloc::format!(
+                "{} MiB of guest memory would leave the host less than {} MiB",
+                mem_bytes >> 20,
+                memory::HOST_RESERVE_BYTES >> 20
+            ))
+        };
+        let made = made
+            .and_then(|()| {
+                GuestMemory::new(KernelFrames, mem_bytes, backend.nested_format())
+                    .map_err(|e| alloc::format!("{e}"))
+            })
             .and_then(|mut mem| {
                 let spec = LoadSpec {
                     vm_index: i,

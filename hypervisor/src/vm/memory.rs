@@ -23,6 +23,26 @@ pub const LARGE_BYTES: u64 = 2 << 20;
 /// Frames in a large nested page.
 pub const FRAMES_PER_LARGE: usize = 512;
 
+/// Host memory left free whatever guests ask for: the kernel heap grows from the same
+/// frames (and cannot fail gracefully), vCPUs need their control pages, and the kernel
+/// keeps running beside the VMs.
+pub const HOST_RESERVE_BYTES: u64 = 16 << 20;
+
+/// Frames guest memory of `bytes` takes at most: its data and its nested tables (one
+/// PML4, one PDPT per 512 GiB, one PD per GiB and, without large runs, one PT per 2 MiB).
+pub fn frames_needed(bytes: u64) -> u64 {
+    let pages = bytes.div_ceil(PAGE_BYTES);
+    let tables = 1 + bytes.div_ceil(512 << 30) + bytes.div_ceil(1 << 30) + bytes.div_ceil(LARGE_BYTES);
+    pages.saturating_add(tables)
+}
+
+/// Whether guest memory of `bytes` may be taken when `free_frames` are free, leaving
+/// [`HOST_RESERVE_BYTES`] to the host.
+pub fn leaves_host_reserve(free_frames: u64, bytes: u64) -> bool {
+    let reserve = HOST_RESERVE_BYTES / PAGE_BYTES;
+    frames_needed(bytes).checked_add(reserve).is_some_and(|need| need <= free_frames)
+}
+
 /// Where host frames come from and how their bytes are reached.
 pub trait FrameSource {
     /// Takes one frame (its contents are unspecified). `None` when none is left.
@@ -547,6 +567,24 @@ mod tests {
             );
             assert_eq!(a.0.borrow().taken_count(), 0, "large={large} budget={budget}");
         }
+    }
+
+    #[test]
+    fn the_host_keeps_its_reserve() {
+        let reserve = HOST_RESERVE_BYTES / PAGE_BYTES;
+        assert_eq!(frames_needed(2 * MIB), 512 + 1 + 1 + 1 + 1);
+        assert_eq!(frames_needed(4096 * MIB), 1 << 20 | (1 + 1 + 4 + 2048));
+        let need = frames_needed(16 * MIB);
+        assert!(leaves_host_reserve(need + reserve, 16 * MIB));
+        assert!(!leaves_host_reserve(need + reserve - 1, 16 * MIB));
+        assert!(!leaves_host_reserve(0, 2 * MIB));
+        assert!(!leaves_host_reserve(1 << 40, u64::MAX), "no overflow");
+        assert!(leaves_host_reserve(u64::MAX, u64::MAX), "no overflow");
+        // The estimate covers what construction really takes, in the worst case.
+        let a = Arena::new(16);
+        a.0.borrow_mut().large_ok = false;
+        let m = GuestMemory::new(a, 8 * MIB, NestedFormat::Npt).unwrap();
+        assert!(m.frames_held() as u64 <= frames_needed(8 * MIB), "{} held", m.frames_held());
     }
 
     #[test]
