@@ -255,44 +255,31 @@ impl<F: FrameSource> GuestMemory<F> {
 
     /// Checks that `gpa..gpa + len` is all guest memory.
     pub fn check(&self, gpa: u64, len: u64) -> Result<(), OutOfRange> {
-        match gpa.checked_add(len) {
-            Some(end) if end <= self.bytes => Ok(()),
-            _ => Err(OutOfRange { gpa, len }),
-        }
+        pieces_of(&self.pages, self.bytes, gpa, len).map(|_| ())
     }
 
-    /// Calls `f(hpa, offset, n)` for each piece of `gpa..gpa + len` that lies in one frame,
-    /// after checking the whole range.
-    fn pieces(&self, gpa: u64, len: u64, mut f: impl FnMut(u64, usize, usize)) -> Result<(), OutOfRange> {
-        self.check(gpa, len)?;
-        let mut done = 0u64;
-        while done < len {
-            let at = gpa + done;
-            let n = (PAGE_BYTES - at % PAGE_BYTES).min(len - done);
-            let hpa = self.translate(at).ok_or(OutOfRange { gpa, len })?;
-            f(hpa, done as usize, n as usize);
-            done += n;
-        }
-        Ok(())
+    /// Splits `gpa..gpa + len` at frame boundaries after checking the whole range
+    /// (nothing is touched when any byte is outside): `(hpa, offset, n)` per piece.
+    fn pieces(&self, gpa: u64, len: u64) -> Result<Pieces<'_>, OutOfRange> {
+        pieces_of(&self.pages, self.bytes, gpa, len)
     }
 
     /// Copies guest memory at `gpa` into `buf`.
     pub fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), OutOfRange> {
-        let src = &self.src;
-        self.pieces(gpa, buf.len() as u64, |hpa, off, n| {
+        for (hpa, off, n) in self.pieces(gpa, buf.len() as u64)? {
             if let Some(dst) = buf.get_mut(off..off + n) {
-                // SAFETY: `hpa..hpa + n` lies in one guest frame (`pieces` never crosses a
+                // SAFETY: `hpa..hpa + n` lies in one guest frame (`Pieces` never crosses a
                 // frame boundary), which `src` gave us and we still hold.
-                unsafe { src.read(hpa, dst) };
+                unsafe { self.src.read(hpa, dst) };
             }
-        })
+        }
+        Ok(())
     }
 
     /// Copies `data` into guest memory at `gpa`.
     pub fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), OutOfRange> {
-        let mut todo: Vec<(u64, usize, usize)> = Vec::new();
-        self.pieces(gpa, data.len() as u64, |hpa, off, n| todo.push((hpa, off, n)))?;
-        for (hpa, off, n) in todo {
+        let pieces = pieces_of(&self.pages, self.bytes, gpa, data.len() as u64)?;
+        for (hpa, off, n) in pieces {
             if let Some(part) = data.get(off..off + n) {
                 // SAFETY: as in `read`.
                 unsafe { self.src.write(hpa, part) };
@@ -303,15 +290,9 @@ impl<F: FrameSource> GuestMemory<F> {
 
     /// Sets `len` bytes at `gpa` to `byte`.
     pub fn fill(&mut self, gpa: u64, len: u64, byte: u8) -> Result<(), OutOfRange> {
-        self.check(gpa, len)?;
-        let mut done = 0u64;
-        while done < len {
-            let at = gpa + done;
-            let n = (PAGE_BYTES - at % PAGE_BYTES).min(len - done);
-            let hpa = self.translate(at).ok_or(OutOfRange { gpa, len })?;
-            // SAFETY: `hpa..hpa + n` lies in one guest frame we hold.
-            unsafe { self.src.fill(hpa, n as usize, byte) };
-            done += n;
+        for (hpa, _, n) in pieces_of(&self.pages, self.bytes, gpa, len)? {
+            // SAFETY: as in `read`.
+            unsafe { self.src.fill(hpa, n, byte) };
         }
         Ok(())
     }
@@ -331,6 +312,39 @@ impl<F: FrameSource> GuestMemory<F> {
     /// The frame source (for its accounting).
     pub fn source(&self) -> &F {
         &self.src
+    }
+}
+
+/// The pieces of a checked guest range (see [`GuestMemory::pieces`]). Borrows only the
+/// page list, so the frame source stays free for writing.
+struct Pieces<'a> {
+    pages: &'a [u64],
+    gpa: u64,
+    len: u64,
+    done: u64,
+}
+
+fn pieces_of(pages: &[u64], bytes: u64, gpa: u64, len: u64) -> Result<Pieces<'_>, OutOfRange> {
+    match gpa.checked_add(len) {
+        Some(end) if end <= bytes => Ok(Pieces { pages, gpa, len, done: 0 }),
+        _ => Err(OutOfRange { gpa, len }),
+    }
+}
+
+impl Iterator for Pieces<'_> {
+    type Item = (u64, usize, usize);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done >= self.len {
+            return None;
+        }
+        let at = self.gpa + self.done;
+        let n = (PAGE_BYTES - at % PAGE_BYTES).min(self.len - self.done);
+        // In range: checked against the memory's size when the iterator was made.
+        let frame = usize::try_from(at / PAGE_BYTES).ok().and_then(|p| self.pages.get(p))?;
+        let piece = (frame + at % PAGE_BYTES, self.done as usize, n as usize);
+        self.done += n;
+        Some(piece)
     }
 }
 
