@@ -56,9 +56,10 @@ impl LineBuffer {
 }
 
 /// Lines a VM may print at once before the rate limit applies.
-pub const BURST_LINES: u32 = 200;
-/// Lines a VM may print per second, sustained.
-pub const LINES_PER_SEC: u32 = 50;
+pub const BURST_LINES: u32 = 100;
+/// Lines a VM may print per second, sustained: at most about 5 KB/s, under half of
+/// what a 115200-baud serial line carries.
+pub const LINES_PER_SEC: u32 = 20;
 
 /// A token bucket: `burst` events at once, refilled at `per_sec` a second. Time is
 /// passed in (monotonic ns); a clock that goes backwards refills nothing.

@@ -157,6 +157,8 @@ fn splitmix(state: &mut u64) -> u64 {
 /// The exit policy's view of one VM.
 struct Svc<'a> {
     vm: &'a mut VmRec,
+    /// Console lines to print once the world lock is released.
+    out: &'a mut alloc::string::String,
 }
 
 impl Services for Svc<'_> {
@@ -192,7 +194,14 @@ impl Services for Svc<'_> {
     }
     fn console(&mut self, bytes: &[u8]) {
         let i = self.vm.index;
-        self.vm.console.push(bytes, time::now_ns(), |out| print_console(i, out));
+        let pending = &mut *self.out;
+        self.vm.console.push(bytes, time::now_ns(), |out| {
+            use core::fmt::Write;
+            let _ = match out {
+                Output::Line(line) => writeln!(pending, "vm{i}> {line}"),
+                Output::Dropped(n) => writeln!(pending, "vm{i}: {n} console lines dropped (rate limit)"),
+            };
+        });
     }
     fn host_cpuid(&self, leaf: u32, sub: u32) -> [u32; 4] {
         let r = crate::arch::cpu::cpuid(leaf, sub);
@@ -205,6 +214,12 @@ impl Services for Svc<'_> {
         self.vm.params
     }
 }
+
+/// Held from inside the world lock until console lines taken under it are printed, and
+/// taken by [`end_vm`] before a VM's end line: so the serial line (slow, and waited on
+/// byte by byte) is never driven under the world lock on behalf of a guest, and a VM's
+/// lines still come before its end line.
+static PRINTING: Mutex<()> = Mutex::new(());
 
 /// Prints one line of VM `i`'s console (rate-limited by [`Console`]).
 fn print_console(i: u32, out: Output<'_>) {
@@ -234,6 +249,7 @@ fn end_vm(w: &mut World, vm: VmId, end: End) {
         return;
     }
     let i = rec.index;
+    let _printing = PRINTING.lock();
     rec.console.finish(time::now_ns(), |out| print_console(i, out));
     rec.end = Some(end);
     match end {
@@ -300,6 +316,7 @@ fn cpu_loop() {
     };
     let mut locals: BTreeMap<usize, Local> = BTreeMap::new();
     let mut fpu_owner: Option<usize> = None;
+    let mut pending = alloc::string::String::new();
     loop {
         let now = time::now_ns();
         let Some(pick) = with_world(|w| w.sched.pick(sched_cpu, now)) else {
@@ -376,18 +393,29 @@ fn cpu_loop() {
         let ended = loop {
             let exit = l.vcpu.run(slice);
             let now = time::now_ns();
-            let action = with_world(|w| {
+            pending.clear();
+            let handled = with_world(|w| {
                 w.sched.charge(v, exit.guest_ns, now);
                 let Some(rec) = w.vms.get_mut(vm.0) else {
-                    return Action::Stop(StopReason::Killed);
+                    return (Action::Stop(StopReason::Killed), None);
                 };
                 rec.exits += 1;
                 if rec.end.is_some() {
-                    return Action::Stop(StopReason::Killed);
+                    return (Action::Stop(StopReason::Killed), None);
                 }
-                handler::handle(&exit, l.vcpu.regs(), &mut Svc { vm: rec })
-            })
-            .unwrap_or(Action::Stop(StopReason::Killed));
+                let action = handler::handle(&exit, l.vcpu.regs(), &mut Svc { vm: rec, out: &mut pending });
+                (action, (!pending.is_empty()).then(|| PRINTING.lock()))
+            });
+            let action = match handled {
+                Some((action, printing)) => {
+                    for line in pending.lines() {
+                        kprintln!("{line}");
+                    }
+                    drop(printing);
+                    action
+                }
+                None => Action::Stop(StopReason::Killed),
+            };
             l.vcpu.apply(&exit, &action);
             let next = with_world(|w| match action {
                 Action::Resume | Action::Advance | Action::Inject { .. } => {
