@@ -229,4 +229,17 @@ pub(crate) mod tests {
         assert_eq!(field(0x1000, u64::MAX, 24, 0), None);
         assert_eq!(field(0x1000, 2, 24, 16), Some(0x1000 + 64));
     }
+
+    #[test]
+    fn modules_are_checked_against_usable_ram() {
+        let info = parse(&qemu_like(), 0x1000);
+        let m = &info.modules[0];
+        assert!(info.in_usable_ram(m.start, m.end));
+        assert!(info.in_usable_ram(0x100000, 0x20000000));
+        assert!(!info.in_usable_ram(0x9fc00, 0x9fd00), "reserved");
+        assert!(!info.in_usable_ram(0x9f000, 0x100001), "across a hole");
+        assert!(!info.in_usable_ram(0x1fff_f000, 0x2000_1000), "past the end of RAM");
+        assert!(!info.in_usable_ram(0x400000, 0x400000), "empty");
+        assert!(!info.in_usable_ram(u64::MAX - 1, u64::MAX));
+    }
 }

@@ -475,9 +475,14 @@ fn guest_module(boot: &BootInfo) -> Option<&'static [u8]> {
     if m.start == 0 || len == 0 {
         return None;
     }
-    // SAFETY: the loader placed the module at `start..end` in RAM; the frame allocator
-    // reserved that range (it is never handed out), all RAM is identity-mapped, and
-    // nothing writes to it, so it stays valid and unchanged for the rest of the run.
+    if !boot.in_usable_ram(m.start, m.end) {
+        error!("vm: the guest module at {:#x}..{:#x} is not in usable RAM; ignored", m.start, m.end);
+        return None;
+    }
+    // SAFETY: the module lies at `start..end` inside usable RAM (checked above), which
+    // the kernel identity-maps; the frame allocator reserved that range (it is never
+    // handed out) and nothing writes to it, so it stays valid and unchanged for the rest
+    // of the run.
     Some(unsafe { core::slice::from_raw_parts(m.start as *const u8, len) })
 }
 
