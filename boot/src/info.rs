@@ -90,6 +90,12 @@ impl BootInfo {
         self.memory_map.iter().filter(|r| r.kind == MemoryKind::Usable)
     }
 
+    /// Whether `start..end` (non-empty) lies inside one usable region: only RAM is
+    /// mapped by the kernel, so a loader's module anywhere else cannot be read.
+    pub fn in_usable_ram(&self, start: u64, end: u64) -> bool {
+        start < end && self.usable().any(|r| r.start <= start && end <= r.end)
+    }
+
     pub(crate) fn set_cmdline(&mut self, s: &str) {
         self.cmdline.clear();
         for c in s.chars() {

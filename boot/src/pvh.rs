@@ -52,10 +52,8 @@ pub fn parse(mem: &impl PhysRead, paddr: u64) -> BootInfo {
         info.warnings += nr_modules as usize - MAX_MODULES;
     }
     for i in 0..u64::from(nr_modules).min(MAX_MODULES as u64) {
-        let at = modlist.wrapping_add(i * 32);
-        let (Some(start), Some(size), Some(cmd)) =
-            (mem.read_u64(at), mem.read_u64(at + 8), mem.read_u64(at + 16))
-        else {
+        let word = |off| field(modlist, i, 32, off).and_then(|a| mem.read_u64(a));
+        let (Some(start), Some(size), Some(cmd)) = (word(0), word(8), word(16)) else {
             info.warnings += 1;
             continue;
         };
@@ -81,10 +79,12 @@ pub fn parse(mem: &impl PhysRead, paddr: u64) -> BootInfo {
         }
         let mut raw: heapless::Vec<(u64, u64, MemoryKind), MAX_REGIONS> = heapless::Vec::new();
         for i in 0..entries {
-            let at = memmap.wrapping_add(i as u64 * 24);
-            let (Some(base), Some(len), Some(ty)) =
-                (mem.read_u64(at), mem.read_u64(at + 8), mem.read_u32(at + 16))
-            else {
+            let at = |off| field(memmap, i as u64, 24, off);
+            let (Some(base), Some(len), Some(ty)) = (
+                at(0).and_then(|a| mem.read_u64(a)),
+                at(8).and_then(|a| mem.read_u64(a)),
+                at(16).and_then(|a| mem.read_u32(a)),
+            ) else {
                 info.warnings += 1;
                 continue;
             };
@@ -97,6 +97,13 @@ pub fn parse(mem: &impl PhysRead, paddr: u64) -> BootInfo {
         info.warnings += 1;
     }
     info
+}
+
+/// The address of byte `off` of entry `index` (of `stride` bytes) of a loader table at
+/// `base`; `None` when it does not fit in 64 bits (the table is then unreadable, not
+/// wrapped around to low memory).
+fn field(base: u64, index: u64, stride: u64, off: u64) -> Option<u64> {
+    base.checked_add(index.checked_mul(stride)?)?.checked_add(off)
 }
 
 #[cfg(test)]
@@ -130,8 +137,10 @@ pub(crate) mod tests {
             let Some(off) = paddr.checked_sub(self.base) else {
                 return false;
             };
-            let off = off as usize;
-            match self.bytes.get(off..off + buf.len()) {
+            let Some(end) = usize::try_from(off).ok().and_then(|o| o.checked_add(buf.len())) else {
+                return false;
+            };
+            match self.bytes.get(end - buf.len()..end) {
                 Some(src) => {
                     buf.copy_from_slice(src);
                     true
@@ -205,5 +214,32 @@ pub(crate) mod tests {
         assert!(info.cmdline.is_empty());
         assert!(info.modules.len() <= crate::info::MAX_MODULES);
         assert!(info.memory_map.len() <= MAX_REGIONS);
+    }
+
+    #[test]
+    fn tables_at_the_top_of_the_address_space_do_not_wrap() {
+        let mut a = qemu_like();
+        a.put_u64(0x1000 + 16, u64::MAX - 8); // module list: its second word overflows
+        a.put_u64(0x1000 + 40, u64::MAX - 20); // memory map: likewise
+        let info = parse(&a, 0x1000);
+        assert!(info.modules.is_empty());
+        assert!(info.memory_map.is_empty());
+        assert_eq!(info.warnings, 1 + 3, "one bad module, three bad map entries");
+        assert_eq!(field(u64::MAX - 8, 0, 32, 16), None);
+        assert_eq!(field(0x1000, u64::MAX, 24, 0), None);
+        assert_eq!(field(0x1000, 2, 24, 16), Some(0x1000 + 64));
+    }
+
+    #[test]
+    fn modules_are_checked_against_usable_ram() {
+        let info = parse(&qemu_like(), 0x1000);
+        let m = &info.modules[0];
+        assert!(info.in_usable_ram(m.start, m.end));
+        assert!(info.in_usable_ram(0x100000, 0x20000000));
+        assert!(!info.in_usable_ram(0x9fc00, 0x9fd00), "reserved");
+        assert!(!info.in_usable_ram(0x9f000, 0x100001), "across a hole");
+        assert!(!info.in_usable_ram(0x1fff_f000, 0x2000_1000), "past the end of RAM");
+        assert!(!info.in_usable_ram(0x400000, 0x400000), "empty");
+        assert!(!info.in_usable_ram(u64::MAX - 1, u64::MAX));
     }
 }

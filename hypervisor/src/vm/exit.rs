@@ -145,6 +145,20 @@ pub enum ExitKind {
     },
 }
 
+impl ExitKind {
+    /// Whether the exit is caused by one instruction that [`Action::Advance`],
+    /// [`Action::Block`] or [`Action::Yield`] skip (so its length must be 1 to 15).
+    pub fn is_instruction(&self) -> bool {
+        matches!(
+            self,
+            ExitKind::Cpuid | ExitKind::Hlt | ExitKind::Hypercall | ExitKind::Msr { .. } | ExitKind::Xsetbv
+        )
+    }
+}
+
+/// Longest x86 instruction in bytes (SDM Vol. 2A 2.3.11).
+pub const MAX_INSTR_LEN: u8 = 15;
+
 /// An exit: what happened and the length of the instruction that caused it (0 when not
 /// an instruction), so that [`Action::Advance`] can skip it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,6 +210,12 @@ pub enum StopReason {
     Killed,
     /// The backend could not create a vCPU, with its reason.
     VcpuFailed(&'static str),
+    /// An instruction exit came with a length no instruction has (0 or above 15), so
+    /// the instruction cannot be skipped; re-entering would repeat it forever.
+    BadInstructionLength {
+        /// The length the backend reported.
+        len: u8,
+    },
 }
 
 impl fmt::Display for StopReason {
@@ -215,6 +235,9 @@ impl fmt::Display for StopReason {
             StopReason::OutOfMemory => write!(f, "out of memory"),
             StopReason::Killed => write!(f, "killed"),
             StopReason::VcpuFailed(why) => write!(f, "cannot create a vCPU: {why}"),
+            StopReason::BadInstructionLength { len } => {
+                write!(f, "instruction exit with impossible length {len}")
+            }
         }
     }
 }

@@ -17,9 +17,13 @@
 //!   only set XCR0 to the host's value (#UD otherwise).
 //! * Nested page faults (all guest memory is mapped, so only outside it), triple faults,
 //!   failed entries, intercepted exceptions and unknown exits stop the VM.
+//! * An instruction exit (CPUID, HLT, hypercall, RDMSR/WRMSR, XSETBV) whose length is not
+//!   1 to 15 stops the VM before anything is done: skipping 0 bytes would run the same
+//!   instruction again forever (a console write printed again at every entry), and a
+//!   longer skip lands inside other code.
 #![deny(unsafe_code)]
 
-use super::exit::{Action, Exit, ExitKind, GuestRegs, StopReason};
+use super::exit::{Action, Exit, ExitKind, GuestRegs, StopReason, MAX_INSTR_LEN};
 use super::memory::OutOfRange;
 use crx_abi::{
     nr, BootParams, Error, ABI_VERSION, CONSOLE_WRITE_MAX, CPUID_LEAF, CPUID_SIGNATURE, RANDOM_MAX,
@@ -71,6 +75,9 @@ pub trait Services {
 /// Decides what happens after `exit`, updating `regs` (results of hypercalls, CPUID,
 /// RDMSR) as the guest will see them.
 pub fn handle(exit: &Exit, regs: &mut GuestRegs, svc: &mut impl Services) -> Action {
+    if exit.kind.is_instruction() && !(1..=MAX_INSTR_LEN).contains(&exit.instr_len) {
+        return Action::Stop(StopReason::BadInstructionLength { len: exit.instr_len });
+    }
     match exit.kind {
         ExitKind::Hypercall => hypercall(regs, svc),
         ExitKind::Cpuid => {
@@ -488,6 +495,32 @@ mod tests {
         assert_eq!(xs(0, 0b11, &mut s), Action::Inject { vector: 6, error_code: None });
         assert_eq!(xs(1, 0b111, &mut s), Action::Inject { vector: 6, error_code: None });
         assert_eq!(xs(0, 0b111 | (1 << 40), &mut s), Action::Inject { vector: 6, error_code: None });
+    }
+
+    #[test]
+    fn instruction_exits_without_a_length_stop_the_vm() {
+        let mut s = Fake::new();
+        s.mem[0..2].copy_from_slice(b"hi");
+        for len in [0u8, 16, 255] {
+            for kind in [ExitKind::Hypercall, ExitKind::Cpuid, ExitKind::Hlt, ExitKind::Msr { write: false }]
+            {
+                let mut r = GuestRegs { rax: nr::CONSOLE_WRITE, rdi: 0, rsi: 2, ..GuestRegs::default() };
+                let a = handle(&Exit { kind, instr_len: len, guest_ns: 0 }, &mut r, &mut s);
+                assert_eq!(a, Action::Stop(StopReason::BadInstructionLength { len }), "{kind:?} len {len}");
+                assert_eq!(r.rax, nr::CONSOLE_WRITE, "nothing done");
+            }
+        }
+        assert!(s.console.is_empty(), "a write that cannot be skipped is not printed");
+        // Exits that are not instructions carry no length.
+        let a = handle(
+            &Exit { kind: ExitKind::Preempted, instr_len: 0, guest_ns: 0 },
+            &mut GuestRegs::default(),
+            &mut s,
+        );
+        assert_eq!(a, Action::Resume);
+        let mut r = GuestRegs { rax: nr::VERSION, ..GuestRegs::default() };
+        let a = handle(&Exit { kind: ExitKind::Hypercall, instr_len: 15, guest_ns: 0 }, &mut r, &mut s);
+        assert_eq!(a, Action::Advance);
     }
 
     #[test]

@@ -359,8 +359,14 @@ pub fn load<F: FrameSource>(
     write_page_tables(mem)?;
     write_gdt(mem)?;
     let mut cmdline = [0u8; 256];
-    let n = spec.cmdline.len().min(255);
-    cmdline[..n].copy_from_slice(&spec.cmdline.as_bytes()[..n]);
+    // At most 255 bytes, cut at a character boundary so that the guest still reads UTF-8.
+    let mut n = spec.cmdline.len().min(255);
+    while !spec.cmdline.is_char_boundary(n) {
+        n -= 1;
+    }
+    if let (Some(dst), Some(src)) = (cmdline.get_mut(..n), spec.cmdline.as_bytes().get(..n)) {
+        dst.copy_from_slice(src);
+    }
     let params = BootParams {
         magic: BOOT_MAGIC,
         abi_version: ABI_VERSION,
@@ -608,6 +614,17 @@ mod tests {
         assert_eq!(s.gdtr, (layout::GDT, 39));
         let v3 = vcpu_state(&s, 3);
         assert_eq!((v3.regs.rsi, v3.regs.rsp), (3, 16 * MIB - 3 * STACK_BYTES_PER_VCPU));
+    }
+
+    #[test]
+    fn long_command_lines_are_cut_at_a_character_boundary() {
+        let good = code_at_1mib(&[0xf4]);
+        let long = alloc::format!("{}\u{e9}tail", "x".repeat(254));
+        let l = load(&mut mem(4), &good, &LoadSpec { cmdline: &long, ..spec() }).unwrap();
+        assert_eq!(l.params.cmdline(), "x".repeat(254), "the two-byte character is left out whole");
+        let ascii = "y".repeat(300);
+        let l = load(&mut mem(4), &good, &LoadSpec { cmdline: &ascii, ..spec() }).unwrap();
+        assert_eq!(l.params.cmdline(), &ascii[..255]);
     }
 
     #[test]

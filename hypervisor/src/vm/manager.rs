@@ -2,20 +2,23 @@
 //! module into each VM, then every CPU (the bootstrap CPU too) runs the vCPUs the
 //! scheduler placed on it until every VM has ended; then the totals and power-off.
 //!
-//! Console contract: VM i's console lines are `vm<i>: <text>`; its end is exactly one of
-//! `vm<i>: exited with code <c>` or `vm<i>: stopped: <reason>`; when all have ended,
-//! `vms: <n> exited, <m> stopped`, and the run powers off with success.
+//! Console contract: VM i's console lines are `vm<i>> <text>` (at most
+//! [`super::console::BURST_LINES`] at once, then [`super::console::LINES_PER_SEC`] a
+//! second; refused lines are counted in `vm<i>: <n> console lines dropped (rate limit)`);
+//! its end is exactly one of `vm<i>: exited with code <c>` or `vm<i>: stopped: <reason>`;
+//! when all have ended, `vms: <n> exited, <m> stopped`, and the run powers off with
+//! success.
 //!
 //! vCPU k of a VM starts like vCPU 0 with `rsi = k` and its stack 64 KiB lower per index.
 //! Each vCPU is created, run and dropped on its one CPU; the VM's memory is dropped by the
 //! CPU that tears down its last vCPU.
 
 use super::clock;
-use super::console::LineBuffer;
+use super::console::{Console, Output};
 use super::exit::{Action, InitialState, StopReason};
 use super::handler::{self, Services};
 use super::loader::{self, LoadSpec};
-use super::memory::{FrameSource, GuestMemory, OutOfRange, FRAMES_PER_LARGE, LARGE_BYTES};
+use super::memory::{self, FrameSource, GuestMemory, OutOfRange, FRAMES_PER_LARGE, LARGE_BYTES};
 use super::sched::{Pick, Scheduler, VcpuId, VmId, SLICE_NS};
 use crate::arch::{fpu, percpu, power, smp, time};
 use crate::cmdline::Options;
@@ -75,7 +78,7 @@ struct VmRec {
     mem: Option<GuestMemory<KernelFrames>>,
     params: BootParams,
     init: InitialState,
-    console: LineBuffer,
+    console: Console,
     start_ns: u64,
     end: Option<End>,
     exits: u64,
@@ -154,6 +157,8 @@ fn splitmix(state: &mut u64) -> u64 {
 /// The exit policy's view of one VM.
 struct Svc<'a> {
     vm: &'a mut VmRec,
+    /// Console lines to print once the world lock is released.
+    out: &'a mut alloc::string::String,
 }
 
 impl Services for Svc<'_> {
@@ -189,7 +194,14 @@ impl Services for Svc<'_> {
     }
     fn console(&mut self, bytes: &[u8]) {
         let i = self.vm.index;
-        self.vm.console.push(bytes, |line| kprintln!("vm{i}> {line}"));
+        let pending = &mut *self.out;
+        self.vm.console.push(bytes, time::now_ns(), |out| {
+            use core::fmt::Write;
+            let _ = match out {
+                Output::Line(line) => writeln!(pending, "vm{i}> {line}"),
+                Output::Dropped(n) => writeln!(pending, "vm{i}: {n} console lines dropped (rate limit)"),
+            };
+        });
     }
     fn host_cpuid(&self, leaf: u32, sub: u32) -> [u32; 4] {
         let r = crate::arch::cpu::cpuid(leaf, sub);
@@ -200,6 +212,20 @@ impl Services for Svc<'_> {
     }
     fn boot_params(&self) -> BootParams {
         self.vm.params
+    }
+}
+
+/// Held from inside the world lock until console lines taken under it are printed, and
+/// taken by [`end_vm`] before a VM's end line: so the serial line (slow, and waited on
+/// byte by byte) is never driven under the world lock on behalf of a guest, and a VM's
+/// lines still come before its end line.
+static PRINTING: Mutex<()> = Mutex::new(());
+
+/// Prints one line of VM `i`'s console (rate-limited by [`Console`]).
+fn print_console(i: u32, out: Output<'_>) {
+    match out {
+        Output::Line(line) => kprintln!("vm{i}> {line}"),
+        Output::Dropped(n) => kprintln!("vm{i}: {n} console lines dropped (rate limit)"),
     }
 }
 
@@ -223,7 +249,8 @@ fn end_vm(w: &mut World, vm: VmId, end: End) {
         return;
     }
     let i = rec.index;
-    rec.console.flush(|line| kprintln!("vm{i}> {line}"));
+    let _printing = PRINTING.lock();
+    rec.console.finish(time::now_ns(), |out| print_console(i, out));
     rec.end = Some(end);
     match end {
         End::Exited(c) => {
@@ -289,6 +316,7 @@ fn cpu_loop() {
     };
     let mut locals: BTreeMap<usize, Local> = BTreeMap::new();
     let mut fpu_owner: Option<usize> = None;
+    let mut pending = alloc::string::String::new();
     loop {
         let now = time::now_ns();
         let Some(pick) = with_world(|w| w.sched.pick(sched_cpu, now)) else {
@@ -365,18 +393,29 @@ fn cpu_loop() {
         let ended = loop {
             let exit = l.vcpu.run(slice);
             let now = time::now_ns();
-            let action = with_world(|w| {
+            pending.clear();
+            let handled = with_world(|w| {
                 w.sched.charge(v, exit.guest_ns, now);
                 let Some(rec) = w.vms.get_mut(vm.0) else {
-                    return Action::Stop(StopReason::Killed);
+                    return (Action::Stop(StopReason::Killed), None);
                 };
                 rec.exits += 1;
                 if rec.end.is_some() {
-                    return Action::Stop(StopReason::Killed);
+                    return (Action::Stop(StopReason::Killed), None);
                 }
-                handler::handle(&exit, l.vcpu.regs(), &mut Svc { vm: rec })
-            })
-            .unwrap_or(Action::Stop(StopReason::Killed));
+                let action = handler::handle(&exit, l.vcpu.regs(), &mut Svc { vm: rec, out: &mut pending });
+                (action, (!pending.is_empty()).then(|| PRINTING.lock()))
+            });
+            let action = match handled {
+                Some((action, printing)) => {
+                    for line in pending.lines() {
+                        kprintln!("{line}");
+                    }
+                    drop(printing);
+                    action
+                }
+                None => Action::Stop(StopReason::Killed),
+            };
             l.vcpu.apply(&exit, &action);
             let next = with_world(|w| match action {
                 Action::Resume | Action::Advance | Action::Inject { .. } => {
@@ -436,9 +475,14 @@ fn guest_module(boot: &BootInfo) -> Option<&'static [u8]> {
     if m.start == 0 || len == 0 {
         return None;
     }
-    // SAFETY: the loader placed the module at `start..end` in RAM; the frame allocator
-    // reserved that range (it is never handed out), all RAM is identity-mapped, and
-    // nothing writes to it, so it stays valid and unchanged for the rest of the run.
+    if !boot.in_usable_ram(m.start, m.end) {
+        error!("vm: the guest module at {:#x}..{:#x} is not in usable RAM; ignored", m.start, m.end);
+        return None;
+    }
+    // SAFETY: the module lies at `start..end` inside usable RAM (checked above), which
+    // the kernel identity-maps; the frame allocator reserved that range (it is never
+    // handed out) and nothing writes to it, so it stays valid and unchanged for the rest
+    // of the run.
     Some(unsafe { core::slice::from_raw_parts(m.start as *const u8, len) })
 }
 
@@ -543,8 +587,21 @@ pub fn run(boot: &BootInfo, opts: &Options<'_>) -> ! {
     for i in 0..n {
         let created_ns = time::now_ns();
         let (image, cmdline) = guests.get(i);
-        let made = GuestMemory::new(KernelFrames, mem_bytes, backend.nested_format())
-            .map_err(|e| alloc::format!("{e}"))
+        let free = crate::mm::free_frames() as u64;
+        let made = if memory::leaves_host_reserve(free, mem_bytes) {
+            Ok(())
+        } else {
+            Err(alloc::format!(
+                "{} MiB of guest memory would leave the host less than {} MiB",
+                mem_bytes >> 20,
+                memory::HOST_RESERVE_BYTES >> 20
+            ))
+        };
+        let made = made
+            .and_then(|()| {
+                GuestMemory::new(KernelFrames, mem_bytes, backend.nested_format())
+                    .map_err(|e| alloc::format!("{e}"))
+            })
             .and_then(|mut mem| {
                 let spec = LoadSpec {
                     vm_index: i,
@@ -563,7 +620,7 @@ pub fn run(boot: &BootInfo, opts: &Options<'_>) -> ! {
                     mem: Some(mem),
                     params: l.params,
                     init: l.init,
-                    console: LineBuffer::default(),
+                    console: Console::default(),
                     start_ns: created_ns,
                     end: None,
                     exits: 0,
@@ -579,7 +636,7 @@ pub fn run(boot: &BootInfo, opts: &Options<'_>) -> ! {
                     mem: None,
                     params: loader_empty_params(),
                     init: InitialState::default(),
-                    console: LineBuffer::default(),
+                    console: Console::default(),
                     start_ns: 0,
                     end: None,
                     exits: 0,

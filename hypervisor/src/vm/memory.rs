@@ -23,6 +23,26 @@ pub const LARGE_BYTES: u64 = 2 << 20;
 /// Frames in a large nested page.
 pub const FRAMES_PER_LARGE: usize = 512;
 
+/// Host memory left free whatever guests ask for: the kernel heap grows from the same
+/// frames (and cannot fail gracefully), vCPUs need their control pages, and the kernel
+/// keeps running beside the VMs.
+pub const HOST_RESERVE_BYTES: u64 = 16 << 20;
+
+/// Frames guest memory of `bytes` takes at most: its data and its nested tables (one
+/// PML4, one PDPT per 512 GiB, one PD per GiB and, without large runs, one PT per 2 MiB).
+pub fn frames_needed(bytes: u64) -> u64 {
+    let pages = bytes.div_ceil(PAGE_BYTES);
+    let tables = 1 + bytes.div_ceil(512 << 30) + bytes.div_ceil(1 << 30) + bytes.div_ceil(LARGE_BYTES);
+    pages.saturating_add(tables)
+}
+
+/// Whether guest memory of `bytes` may be taken when `free_frames` are free, leaving
+/// [`HOST_RESERVE_BYTES`] to the host.
+pub fn leaves_host_reserve(free_frames: u64, bytes: u64) -> bool {
+    let reserve = HOST_RESERVE_BYTES / PAGE_BYTES;
+    frames_needed(bytes).checked_add(reserve).is_some_and(|need| need <= free_frames)
+}
+
 /// Where host frames come from and how their bytes are reached.
 pub trait FrameSource {
     /// Takes one frame (its contents are unspecified). `None` when none is left.
@@ -235,44 +255,31 @@ impl<F: FrameSource> GuestMemory<F> {
 
     /// Checks that `gpa..gpa + len` is all guest memory.
     pub fn check(&self, gpa: u64, len: u64) -> Result<(), OutOfRange> {
-        match gpa.checked_add(len) {
-            Some(end) if end <= self.bytes => Ok(()),
-            _ => Err(OutOfRange { gpa, len }),
-        }
+        pieces_of(&self.pages, self.bytes, gpa, len).map(|_| ())
     }
 
-    /// Calls `f(hpa, offset, n)` for each piece of `gpa..gpa + len` that lies in one frame,
-    /// after checking the whole range.
-    fn pieces(&self, gpa: u64, len: u64, mut f: impl FnMut(u64, usize, usize)) -> Result<(), OutOfRange> {
-        self.check(gpa, len)?;
-        let mut done = 0u64;
-        while done < len {
-            let at = gpa + done;
-            let n = (PAGE_BYTES - at % PAGE_BYTES).min(len - done);
-            let hpa = self.translate(at).ok_or(OutOfRange { gpa, len })?;
-            f(hpa, done as usize, n as usize);
-            done += n;
-        }
-        Ok(())
+    /// Splits `gpa..gpa + len` at frame boundaries after checking the whole range
+    /// (nothing is touched when any byte is outside): `(hpa, offset, n)` per piece.
+    fn pieces(&self, gpa: u64, len: u64) -> Result<Pieces<'_>, OutOfRange> {
+        pieces_of(&self.pages, self.bytes, gpa, len)
     }
 
     /// Copies guest memory at `gpa` into `buf`.
     pub fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), OutOfRange> {
-        let src = &self.src;
-        self.pieces(gpa, buf.len() as u64, |hpa, off, n| {
+        for (hpa, off, n) in self.pieces(gpa, buf.len() as u64)? {
             if let Some(dst) = buf.get_mut(off..off + n) {
-                // SAFETY: `hpa..hpa + n` lies in one guest frame (`pieces` never crosses a
+                // SAFETY: `hpa..hpa + n` lies in one guest frame (`Pieces` never crosses a
                 // frame boundary), which `src` gave us and we still hold.
-                unsafe { src.read(hpa, dst) };
+                unsafe { self.src.read(hpa, dst) };
             }
-        })
+        }
+        Ok(())
     }
 
     /// Copies `data` into guest memory at `gpa`.
     pub fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), OutOfRange> {
-        let mut todo: Vec<(u64, usize, usize)> = Vec::new();
-        self.pieces(gpa, data.len() as u64, |hpa, off, n| todo.push((hpa, off, n)))?;
-        for (hpa, off, n) in todo {
+        let pieces = pieces_of(&self.pages, self.bytes, gpa, data.len() as u64)?;
+        for (hpa, off, n) in pieces {
             if let Some(part) = data.get(off..off + n) {
                 // SAFETY: as in `read`.
                 unsafe { self.src.write(hpa, part) };
@@ -283,15 +290,9 @@ impl<F: FrameSource> GuestMemory<F> {
 
     /// Sets `len` bytes at `gpa` to `byte`.
     pub fn fill(&mut self, gpa: u64, len: u64, byte: u8) -> Result<(), OutOfRange> {
-        self.check(gpa, len)?;
-        let mut done = 0u64;
-        while done < len {
-            let at = gpa + done;
-            let n = (PAGE_BYTES - at % PAGE_BYTES).min(len - done);
-            let hpa = self.translate(at).ok_or(OutOfRange { gpa, len })?;
-            // SAFETY: `hpa..hpa + n` lies in one guest frame we hold.
-            unsafe { self.src.fill(hpa, n as usize, byte) };
-            done += n;
+        for (hpa, _, n) in pieces_of(&self.pages, self.bytes, gpa, len)? {
+            // SAFETY: as in `read`.
+            unsafe { self.src.fill(hpa, n, byte) };
         }
         Ok(())
     }
@@ -311,6 +312,39 @@ impl<F: FrameSource> GuestMemory<F> {
     /// The frame source (for its accounting).
     pub fn source(&self) -> &F {
         &self.src
+    }
+}
+
+/// The pieces of a checked guest range (see [`GuestMemory::pieces`]). Borrows only the
+/// page list, so the frame source stays free for writing.
+struct Pieces<'a> {
+    pages: &'a [u64],
+    gpa: u64,
+    len: u64,
+    done: u64,
+}
+
+fn pieces_of(pages: &[u64], bytes: u64, gpa: u64, len: u64) -> Result<Pieces<'_>, OutOfRange> {
+    match gpa.checked_add(len) {
+        Some(end) if end <= bytes => Ok(Pieces { pages, gpa, len, done: 0 }),
+        _ => Err(OutOfRange { gpa, len }),
+    }
+}
+
+impl Iterator for Pieces<'_> {
+    type Item = (u64, usize, usize);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done >= self.len {
+            return None;
+        }
+        let at = self.gpa + self.done;
+        let n = (PAGE_BYTES - at % PAGE_BYTES).min(self.len - self.done);
+        // In range: checked against the memory's size when the iterator was made.
+        let frame = usize::try_from(at / PAGE_BYTES).ok().and_then(|p| self.pages.get(p))?;
+        let piece = (frame + at % PAGE_BYTES, self.done as usize, n as usize);
+        self.done += n;
+        Some(piece)
     }
 }
 
@@ -547,6 +581,24 @@ mod tests {
             );
             assert_eq!(a.0.borrow().taken_count(), 0, "large={large} budget={budget}");
         }
+    }
+
+    #[test]
+    fn the_host_keeps_its_reserve() {
+        let reserve = HOST_RESERVE_BYTES / PAGE_BYTES;
+        assert_eq!(frames_needed(2 * MIB), 512 + 1 + 1 + 1 + 1);
+        assert_eq!(frames_needed(4096 * MIB), 1 << 20 | (1 + 1 + 4 + 2048));
+        let need = frames_needed(16 * MIB);
+        assert!(leaves_host_reserve(need + reserve, 16 * MIB));
+        assert!(!leaves_host_reserve(need + reserve - 1, 16 * MIB));
+        assert!(!leaves_host_reserve(0, 2 * MIB));
+        assert!(!leaves_host_reserve(1 << 40, u64::MAX), "no overflow");
+        assert!(leaves_host_reserve(u64::MAX, u64::MAX), "no overflow");
+        // The estimate covers what construction really takes, in the worst case.
+        let a = Arena::new(16);
+        a.0.borrow_mut().large_ok = false;
+        let m = GuestMemory::new(a, 8 * MIB, NestedFormat::Npt).unwrap();
+        assert!(m.frames_held() as u64 <= frames_needed(8 * MIB), "{} held", m.frames_held());
     }
 
     #[test]

@@ -296,8 +296,9 @@ pub mod efer {
         | (1 << 21);
 }
 
-/// The guest PAT at entry: the power-on default (WB, WT, UC-, UC repeated).
-pub const DEFAULT_PAT: u64 = 0x0007_0406_0007_0406;
+/// The guest PAT at entry: the power-on default (WB, WT, UC-, UC repeated), the value
+/// the exit policy also answers to RDMSR IA32_PAT.
+pub const DEFAULT_PAT: u64 = crate::vm::handler::msr::PAT_DEFAULT;
 
 /// Packs a VMX-layout access-rights word (type 0-3, S 4, DPL 5-6, P 7, AVL 12, L 13,
 /// D/B 14, G 15) into the VMCB's 12-bit attribute (the same fields at bits 0-7 and 8-11,
