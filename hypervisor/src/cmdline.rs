@@ -68,6 +68,9 @@ pub struct Options<'a> {
     pub vm_mem_mib: u32,
     /// `vm.vcpus=N`: vCPUs of each VM (1 to [`VM_VCPUS_MAX`], default 1).
     pub vm_vcpus: u32,
+    /// `vm.cpu=MILLICORES`: CPU limit of each VM (1 to 64000 thousandths of a CPU per
+    /// 100 ms period; no limit by default).
+    pub vm_cpu_millicores: Option<u32>,
     /// `vm.cmdline=ENC`: the guests' command line, encoded as one word (a space is `+`;
     /// `+`, `%` and other bytes are `%XX`; see `crx_abi::bundle::decode_cmdline`).
     pub vm_cmdline: Option<&'a str>,
@@ -100,6 +103,7 @@ impl Default for Options<'_> {
             vm_mem_mib: VM_MEM_DEFAULT_MIB,
             vm_vcpus: 1,
             vm_cmdline: None,
+            vm_cpu_millicores: None,
         }
     }
 }
@@ -202,6 +206,10 @@ pub fn parse(line: &str) -> Parsed<'_> {
                 Ok(n) if (2..=4096).contains(&n) && n % 2 == 0 => p.options.vm_mem_mib = n,
                 _ => p.warn(bad),
             },
+            "vm.cpu" => match value.parse::<u32>() {
+                Ok(n) if (1..=64_000).contains(&n) => p.options.vm_cpu_millicores = Some(n),
+                _ => p.warn(bad),
+            },
             "vm.cmdline" => {
                 let mut buf = [0u8; 255];
                 match crx_abi::bundle::decode_cmdline(value.as_bytes(), &mut buf) {
@@ -269,6 +277,16 @@ mod tests {
         let p = parse(&line);
         assert_eq!(p.warnings.len(), MAX_WARNINGS);
         assert_eq!(p.more_warnings, 1000 - MAX_WARNINGS);
+    }
+
+    #[test]
+    fn vm_cpu_limit() {
+        assert_eq!(parse("vm.cpu=250").options.vm_cpu_millicores, Some(250));
+        for bad in ["vm.cpu=0", "vm.cpu=64001", "vm.cpu=-1", "vm.cpu=1.5"] {
+            let p = parse(bad);
+            assert_eq!(p.options.vm_cpu_millicores, None, "{bad}");
+            assert_eq!(p.warnings.len(), 1, "{bad}");
+        }
     }
 
     #[test]

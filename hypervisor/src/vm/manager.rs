@@ -612,7 +612,7 @@ pub fn run(boot: &BootInfo, opts: &Options<'_>) -> ! {
                 };
                 loader::load(&mut mem, image, &spec).map(|l| (mem, l)).map_err(|e| alloc::format!("{e}"))
             });
-        let vm = w.sched.add_vm(None);
+        let vm = w.sched.add_vm(opts.vm_cpu_millicores);
         let (rec, err) = match made {
             Ok((mem, l)) => (
                 VmRec {
