@@ -10,8 +10,8 @@ use alloc::vec::Vec;
 pub const PAGE: u64 = 4096;
 /// Where a position-independent executable (`ET_DYN`) is loaded.
 pub const PIE_BASE: u64 = 0x5555_5555_0000;
-/// Lowest user address a segment may use.
-pub const USER_MIN: u64 = 0x20_0000;
+/// Lowest user address a segment may use (below it lies the kernel image).
+pub const USER_MIN: u64 = 0x40_0000;
 /// One past the highest user address.
 pub const USER_END: u64 = 0x7fff_ffff_f000;
 

@@ -93,7 +93,7 @@ pub fn build(
 ) -> Result<StartStack, StackError> {
     // Strings area, built downward from the top: execfn, platform, random, envp, argv.
     let mut strings: Vec<u8> = Vec::new();
-    let mut push_str = |s: &[u8], strings: &mut Vec<u8>| -> u64 {
+    let push_str = |s: &[u8], strings: &mut Vec<u8>| -> u64 {
         // Offset from the top, counted downward: string lives at top - off.
         let mut v = Vec::with_capacity(s.len() + 1);
         v.extend_from_slice(s);
