@@ -247,6 +247,7 @@ pub fn start(kt: KernelTables, pool: FramePool, params: &BootParams, heap_bytes:
         hwcap: arch::hwcap(),
         pod_log: false,
         yield_requested: false,
+        trace: params.cmdline().split(' ').any(|w| w == "crx.trace"),
     };
     let (spec, pod_log) = match fetch_spec(&k, params) {
         Ok(s) => s,

@@ -132,6 +132,8 @@ pub struct Kernel {
     pub pod_log: bool,
     /// Set by `sched_yield`: run someone else next.
     pub yield_requested: bool,
+    /// Log every syscall (`crx.trace` on the command line).
+    pub trace: bool,
 }
 
 /// The kernel state's home: borrowed by each kernel entry and released before returning to

@@ -74,6 +74,7 @@ const TABLE: &[(u64, Handler)] = &[
     (35, sys_nanosleep),
     (37, sys_zero), // alarm
     (39, sys_getpid),
+    (40, sys_sendfile),
     (56, sys_clone),
     (57, sys_fork),
     (58, sys_fork), // vfork, as fork
@@ -162,6 +163,7 @@ const TABLE: &[(u64, Handler)] = &[
     (316, sys_renameat2),
     (318, sys_getrandom),
     (332, sys_statx),
+    (334, sys_enosys), // rseq: glibc copes without it
     (439, sys_faccessat2),
 ];
 
@@ -184,6 +186,16 @@ pub fn run_syscall(k: &mut Kernel, pid: Pid) {
             Err(Fail::E(Errno::ENOSYS))
         }
     };
+    if k.trace {
+        let shown: i64 = match &r {
+            Ok(v) => *v as i64,
+            Err(Fail::E(e)) => e.neg(),
+            Err(Fail::Raw(e)) => *e,
+            Err(Fail::Block) => i64::MIN,
+            Err(Fail::Gone) => i64::MAX,
+        };
+        klog!("[{pid}] {}({:#x}, {:#x}, {:#x}) = {shown}", sysno::name(nr), args[0], args[1], args[2]);
+    }
     let Some(p) = k.procs.get_mut(&pid) else { return };
     if matches!(p.state, State::Zombie(_)) {
         return;
@@ -296,6 +308,11 @@ fn now_timespec(k: &Kernel) -> Timespec {
 
 fn sys_zero(_: &mut Kernel, _: [u64; 6]) -> Sys {
     Ok(0)
+}
+
+/// Known and deliberately unsupported: `ENOSYS` without a log line.
+fn sys_enosys(_: &mut Kernel, _: [u64; 6]) -> Sys {
+    Err(Errno::ENOSYS.into())
 }
 
 fn sys_getpid(k: &mut Kernel, _: [u64; 6]) -> Sys {
@@ -805,7 +822,7 @@ fn sys_exit(k: &mut Kernel, a: [u64; 6]) -> Sys {
 }
 
 fn sys_wait4(k: &mut Kernel, a: [u64; 6]) -> Sys {
-    let (want, status, options) = (a[0] as i64, a[1], a[2]);
+    let (want, status, options) = (a[0] as i32 as i64, a[1], a[2]);
     let me = k.current;
     let children: Vec<(Pid, State)> = k
         .procs
@@ -940,6 +957,26 @@ pub enum ExecError {
 /// Replaces `pid`'s program with the file at `path` (from `cwd`).
 pub fn exec(k: &mut Kernel, pid: Pid, path: &[u8], argv: &[Vec<u8>], envp: &[Vec<u8>]) -> Result<(), ExecError> {
     let cwd = k.procs.get(&pid).map(|p| p.cwd).unwrap_or(Ino::ROOT);
+    // `/proc/self/exe` is the running program (busybox re-executes itself through it).
+    let self_exe;
+    let path = if path == PROC_SELF_EXE {
+        self_exe = k.procs.get(&pid).map(|p| p.exe.clone().into_bytes()).unwrap_or_default();
+        &self_exe[..]
+    } else {
+        path
+    };
+    let abs;
+    let path = if path.first() == Some(&b'/') {
+        path
+    } else {
+        let mut p = k.fs.path_of(cwd).map_err(ExecError::Errno)?;
+        if p.last() != Some(&b'/') {
+            p.push(b'/');
+        }
+        p.extend_from_slice(path);
+        abs = p;
+        &abs[..]
+    };
     let ino = k.fs.lookup(cwd, path, true).map_err(ExecError::Errno)?;
     k.fs.check_exec(ino).map_err(ExecError::Errno)?;
     // Take the filesystem out so its file bytes can be read while the kernel is mutated.
@@ -1182,6 +1219,27 @@ fn sys_writev(k: &mut Kernel, a: [u64; 6]) -> Sys {
         data.extend_from_slice(&uread(k, b, (l as usize).min(1 << 20))?);
     }
     write_desc(k, a[0], &data, None)
+}
+
+fn sys_sendfile(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let count = (a[3] as usize).min(1 << 20);
+    let at = if a[2] != 0 { Some(uu64(k, a[2])?) } else { None };
+    let data = read_desc(k, a[1], count, at)?;
+    if data.is_empty() {
+        return Ok(0);
+    }
+    let n = write_desc(k, a[0], &data, None)?;
+    if let Some(off) = at {
+        uwrite(k, a[2], &(off + n).to_le_bytes())?;
+    } else if (n as usize) < data.len() {
+        // Give back what was read but not written.
+        let d = k.cur().fds.desc(a[1])?;
+        let mut b = d.borrow_mut();
+        if let Object::File(f) = &mut b.obj {
+            f.offset -= (data.len() - n as usize) as u64;
+        }
+    }
+    Ok(n)
 }
 
 fn sys_readv(k: &mut Kernel, a: [u64; 6]) -> Sys {
@@ -1511,8 +1569,17 @@ fn sys_link(k: &mut Kernel, a: [u64; 6]) -> Sys {
     sys_linkat(k, [AT_FDCWD, a[0], AT_FDCWD, a[1], 0, 0])
 }
 
+/// The path that names the running program.
+const PROC_SELF_EXE: &[u8] = b"/proc/self/exe";
+
 fn sys_readlinkat(k: &mut Kernel, a: [u64; 6]) -> Sys {
     let path = ucstr(k, a[1])?;
+    if path == PROC_SELF_EXE {
+        let exe = k.cur().exe.clone().into_bytes();
+        let n = exe.len().min(a[3] as usize);
+        uwrite(k, a[2], &exe[..n])?;
+        return ok(n);
+    }
     let dir = dir_of(k, a[0])?;
     let ino = k.fs.lookup(dir, &path, false)?;
     let target = k.fs.readlink(ino)?.to_vec();
