@@ -37,7 +37,7 @@ impl FramePool {
     }
 
     fn index(&self, pa: u64) -> Option<usize> {
-        if pa < self.base || pa % FRAME != 0 {
+        if pa < self.base || !pa.is_multiple_of(FRAME) {
             return None;
         }
         let i = usize::try_from((pa - self.base) / FRAME).ok()?;

@@ -111,7 +111,8 @@ impl core::fmt::Display for SpecError {
 impl PodSpec {
     /// Parses and checks a pod spec.
     pub fn parse(json: &[u8]) -> Result<PodSpec, SpecError> {
-        let spec: PodSpec = serde_json::from_slice(json).map_err(|e| SpecError::Json(alloc::format!("{e}")))?;
+        let spec: PodSpec =
+            serde_json::from_slice(json).map_err(|e| SpecError::Json(alloc::format!("{e}")))?;
         if spec.containers.is_empty() {
             return Err(SpecError::NoContainers);
         }

@@ -73,8 +73,14 @@ pub enum DefaultAction {
 /// no job control).
 pub fn default_action(n: u32) -> DefaultAction {
     match n {
-        sig::SIGCHLD | sig::SIGURG | sig::SIGWINCH | sig::SIGCONT | sig::SIGSTOP | sig::SIGTSTP
-        | sig::SIGTTIN | sig::SIGTTOU => DefaultAction::Ignore,
+        sig::SIGCHLD
+        | sig::SIGURG
+        | sig::SIGWINCH
+        | sig::SIGCONT
+        | sig::SIGSTOP
+        | sig::SIGTSTP
+        | sig::SIGTTIN
+        | sig::SIGTTOU => DefaultAction::Ignore,
         _ => DefaultAction::Terminate,
     }
 }

@@ -187,7 +187,14 @@ mod tests {
     #[test]
     fn layout_matches_the_sysv_abi() {
         let top = 0x7fff_0000_0000;
-        let aux = AuxInfo { phdr: 0x400040, phent: 56, phnum: 10, entry: 0x401000, hwcap: 0x178bfbff, random: [7; 16] };
+        let aux = AuxInfo {
+            phdr: 0x400040,
+            phent: 56,
+            phnum: 10,
+            entry: 0x401000,
+            hwcap: 0x178bfbff,
+            random: [7; 16],
+        };
         let s = build(top, &[b"busybox", b"echo", b"hi"], &[b"PATH=/bin"], b"/bin/busybox", &aux, 1 << 20)
             .expect("fits");
         assert_eq!(s.rsp % 16, 0);

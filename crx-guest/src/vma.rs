@@ -49,7 +49,8 @@ impl Regions {
     /// Removes `[start, end)` from every region (splitting), returning the removed pieces.
     pub fn remove(&mut self, start: u64, end: u64) -> Vec<Region> {
         let mut removed = Vec::new();
-        let hits: Vec<Region> = self.map.values().filter(|r| r.start < end && start < r.end).copied().collect();
+        let hits: Vec<Region> =
+            self.map.values().filter(|r| r.start < end && start < r.end).copied().collect();
         for r in hits {
             self.map.remove(&r.start);
             if r.start < start {

@@ -52,11 +52,18 @@ impl TrapFrame {
     /// A frame that starts user code at `rip` with stack `rsp` (all other registers 0,
     /// interrupts flag set as Linux does; no interrupts arrive anyway).
     pub fn user(rip: u64, rsp: u64) -> TrapFrame {
-        TrapFrame { rip, rsp, cs: u64::from(USER_CS), ss: u64::from(USER_DS), rflags: 0x202, ..Default::default() }
+        TrapFrame {
+            rip,
+            rsp,
+            cs: u64::from(USER_CS),
+            ss: u64::from(USER_DS),
+            rflags: 0x202,
+            ..Default::default()
+        }
     }
 
     /// Whether the frame was pushed while running user code.
-    pub fn from_user(&self) -> bool {
+    pub fn is_user(&self) -> bool {
         self.cs & 3 == 3
     }
 }
@@ -85,8 +92,28 @@ static mut CRX_USER_RSP: u64 = 0;
 
 /// The frame [`enter_user`] returns through.
 static EXIT_FRAME: BootCell<TrapFrame> = BootCell(UnsafeCell::new(TrapFrame {
-    r15: 0, r14: 0, r13: 0, r12: 0, r11: 0, r10: 0, r9: 0, r8: 0, rbp: 0, rdi: 0, rsi: 0, rdx: 0, rcx: 0,
-    rbx: 0, rax: 0, vector: 0, error: 0, rip: 0, cs: 0, rflags: 0, rsp: 0, ss: 0,
+    r15: 0,
+    r14: 0,
+    r13: 0,
+    r12: 0,
+    r11: 0,
+    r10: 0,
+    r9: 0,
+    r8: 0,
+    rbp: 0,
+    rdi: 0,
+    rsi: 0,
+    rdx: 0,
+    rcx: 0,
+    rbx: 0,
+    rax: 0,
+    vector: 0,
+    error: 0,
+    rip: 0,
+    cs: 0,
+    rflags: 0,
+    rsp: 0,
+    ss: 0,
 }));
 
 #[repr(C, packed)]

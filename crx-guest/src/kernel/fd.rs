@@ -123,7 +123,11 @@ impl FdTable {
 
     /// Removes `fd`.
     pub fn take(&mut self, fd: u64) -> Result<FdEntry, Errno> {
-        usize::try_from(fd).ok().and_then(|i| self.slots.get_mut(i)).and_then(Option::take).ok_or(Errno::EBADF)
+        usize::try_from(fd)
+            .ok()
+            .and_then(|i| self.slots.get_mut(i))
+            .and_then(Option::take)
+            .ok_or(Errno::EBADF)
     }
 
     /// Removes every close-on-exec descriptor.

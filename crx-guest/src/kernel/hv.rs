@@ -62,7 +62,13 @@ impl Hv {
 
     /// Container output; `Err(NoSys)` when the hypervisor has no pod log.
     pub fn log_write(&self, container: u32, stream: u32, bytes: &[u8]) -> Result<u64, Error> {
-        self.raw(podabi::nr::LOG_WRITE, u64::from(container), u64::from(stream), gpa_of(bytes.as_ptr()), bytes.len() as u64)
+        self.raw(
+            podabi::nr::LOG_WRITE,
+            u64::from(container),
+            u64::from(stream),
+            gpa_of(bytes.as_ptr()),
+            bytes.len() as u64,
+        )
     }
 
     /// Reports a container's end.
@@ -78,7 +84,13 @@ impl Hv {
     /// Layer `index`'s placement.
     pub fn layer_info(&self, index: u32) -> Result<LayerInfo, Error> {
         let mut info = LayerInfo::default();
-        self.raw(podabi::nr::LAYER_INFO, u64::from(index), gpa_of((&mut info as *mut LayerInfo).cast()), 0, 0)?;
+        self.raw(
+            podabi::nr::LAYER_INFO,
+            u64::from(index),
+            gpa_of((&mut info as *mut LayerInfo).cast()),
+            0,
+            0,
+        )?;
         Ok(info)
     }
 }

@@ -58,7 +58,7 @@ pub fn set_pool_range(start: u64, end: u64) {
 
 /// Reads a u64 of a pool frame (0 outside the pool).
 pub fn read_u64(pa: u64) -> u64 {
-    if !in_pool(pa, 8) || pa % 8 != 0 {
+    if !in_pool(pa, 8) || !pa.is_multiple_of(8) {
         return 0;
     }
     // SAFETY: pool frames are mapped (identity at boot, direct map later) and never
@@ -68,7 +68,7 @@ pub fn read_u64(pa: u64) -> u64 {
 
 /// Writes a u64 of a pool frame (ignored outside the pool).
 pub fn write_u64(pa: u64, v: u64) {
-    if !in_pool(pa, 8) || pa % 8 != 0 {
+    if !in_pool(pa, 8) || !pa.is_multiple_of(8) {
         return;
     }
     // SAFETY: as in `read_u64`.
@@ -166,7 +166,11 @@ pub struct KernelTables {
 /// Builds the kernel tables (direct map of `mem_bytes` with 2 MiB pages, the image at its
 /// link address) in frames taken from `early` (a bump range inside the accessors' range) and
 /// switches to them. Runs on the boot identity map, before the heap exists.
-pub fn init_kernel_tables(early: &mut (u64, u64), mem_bytes: u64, image: (u64, u64)) -> Result<KernelTables, Oom> {
+pub fn init_kernel_tables(
+    early: &mut (u64, u64),
+    mem_bytes: u64,
+    image: (u64, u64),
+) -> Result<KernelTables, Oom> {
     let mut take = || -> Result<u64, Oom> {
         if early.0 + FRAME > early.1 {
             return Err(Oom);
@@ -276,7 +280,7 @@ impl AddrSpace {
 
     /// The frame and flags mapped at `va`.
     pub fn translate(&self, va: u64) -> Option<(u64, u64)> {
-        if va < IMAGE_LIMIT || va >= crx_guest::elf::USER_END {
+        if !(IMAGE_LIMIT..crx_guest::elf::USER_END).contains(&va) {
             return None;
         }
         let pte = walk(self.pml4, va, None, 0).ok().flatten()?;

@@ -23,7 +23,6 @@ use crx_abi::{BootParams, HypercallInsn};
 use linked_list_allocator::Heap;
 use spin::Mutex;
 
-
 /// VM exit code after a kernel fault or panic: distinctive, not a plausible program code.
 pub const KERNEL_FAULT_EXIT: i32 = 0xcf;
 
@@ -35,7 +34,11 @@ pub fn hv() -> hv::Hv {
         return h;
     }
     let leaf0 = core::arch::x86_64::__cpuid(0);
-    hv::Hv::new(if leaf0.ebx == u32::from_le_bytes(*b"Auth") { HypercallInsn::Vmmcall } else { HypercallInsn::Vmcall })
+    hv::Hv::new(if leaf0.ebx == u32::from_le_bytes(*b"Auth") {
+        HypercallInsn::Vmmcall
+    } else {
+        HypercallInsn::Vmcall
+    })
 }
 
 /// Prints a kernel line on the VM console.
@@ -108,7 +111,8 @@ extern "sysv64" fn kmain(boot_params_gpa: u64) -> ! {
         hv().exit(KERNEL_FAULT_EXIT);
     }
     let total = stack_area - free;
-    let heap_bytes = (heap_mib(params.cmdline()).map(|m| m << 20).unwrap_or(total * 3 / 8)).clamp(2 << 20, total / 2);
+    let heap_bytes =
+        (heap_mib(params.cmdline()).map(|m| m << 20).unwrap_or(total * 3 / 8)).clamp(2 << 20, total / 2);
     let heap_bytes = heap_bytes & !0xfff;
     let heap_start = free;
     let tables_start = heap_start + heap_bytes;

@@ -29,7 +29,7 @@ fn decode_word(w: &str) -> String {
     let mut out = Vec::new();
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() + 0 && i + 2 <= b.len() - 1 {
+        if b[i] == b'%' && i + 2 < b.len() {
             let h = core::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|s| u8::from_str_radix(s, 16).ok());
             if let Some(v) = h {
                 out.push(v);
@@ -54,7 +54,9 @@ fn spec_from_cmdline(cmdline: &str) -> PodSpec {
         containers: alloc::vec![ContainerSpec {
             name: String::from("main"),
             command: argv,
-            env: alloc::vec![String::from("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")],
+            env: alloc::vec![String::from(
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+            )],
             working_dir: String::from("/"),
         }],
         process_limit: 64,
@@ -95,8 +97,13 @@ fn apply_layers(k: &mut Kernel) -> Result<(), String> {
                 if EMBEDDED_LAYER.is_empty() {
                     return Ok(());
                 }
-                let kind = if EMBEDDED_LAYER.starts_with(&[0x1f, 0x8b]) { LayerKind::TarGzip } else { LayerKind::Tar };
-                let stats = k.fs.apply_layer(EMBEDDED_LAYER, kind).map_err(|e| alloc::format!("layer 0: {e}"))?;
+                let kind = if EMBEDDED_LAYER.starts_with(&[0x1f, 0x8b]) {
+                    LayerKind::TarGzip
+                } else {
+                    LayerKind::Tar
+                };
+                let stats =
+                    k.fs.apply_layer(EMBEDDED_LAYER, kind).map_err(|e| alloc::format!("layer 0: {e}"))?;
                 klog!("built-in layer: {} entries", stats.entries);
                 return Ok(());
             }
@@ -105,10 +112,12 @@ fn apply_layers(k: &mut Kernel) -> Result<(), String> {
         if !info.in_window() {
             return Err(alloc::format!("layer {i}: outside the layer window"));
         }
-        let kind = LayerKind::from_abi(info.kind).ok_or_else(|| alloc::format!("layer {i}: unknown kind {}", info.kind))?;
+        let kind = LayerKind::from_abi(info.kind)
+            .ok_or_else(|| alloc::format!("layer {i}: unknown kind {}", info.kind))?;
         mm::map_layers(&k.kt, &mut k.pool, info.gpa, info.gpa + info.len)
             .map_err(|_| alloc::format!("layer {i}: no memory to map it"))?;
-        let bytes = mm::layer_bytes(info.gpa, info.len).ok_or_else(|| alloc::format!("layer {i}: not mapped"))?;
+        let bytes =
+            mm::layer_bytes(info.gpa, info.len).ok_or_else(|| alloc::format!("layer {i}: not mapped"))?;
         k.fs.apply_layer(bytes, kind).map_err(|e| alloc::format!("layer {i}: {e}"))?;
     }
     Ok(())
@@ -193,7 +202,9 @@ fn start_container(k: &mut Kernel, i: u32, spec: &ContainerSpec) {
     let envp: Vec<Vec<u8>> = spec.env.iter().map(|s| s.as_bytes().to_vec()).collect();
     match sys::exec(k, pid, path.as_bytes(), &argv, &envp) {
         Ok(()) => {}
-        Err(ExecError::Errno(Errno::EACCES)) => fail(k, i, &alloc::format!("exec: {name}: permission denied"), Exit::Code(126)),
+        Err(ExecError::Errno(Errno::EACCES)) => {
+            fail(k, i, &alloc::format!("exec: {name}: permission denied"), Exit::Code(126))
+        }
         Err(ExecError::Errno(e)) => fail(k, i, &alloc::format!("exec: {name}: {e}"), Exit::Code(126)),
         Err(ExecError::Format(e)) => fail(k, i, &alloc::format!("exec: {name}: {e}"), Exit::Code(126)),
         Err(ExecError::Oom) => {
@@ -207,7 +218,8 @@ fn fail(k: &mut Kernel, i: u32, msg: &str, how: Exit) {
     let mut line = String::from(msg);
     line.push('\n');
     k.log_output(i, 2, line.as_bytes());
-    if !k.pod_log {
+    if k.pod_log {
+        // Also on the VM console (without the pod log the line above is already there).
         klog!("{msg}");
     }
     match k.containers.get(i as usize).and_then(|c| c.root) {
@@ -259,11 +271,8 @@ pub fn start(kt: KernelTables, pool: FramePool, params: &BootParams, heap_bytes:
     k.pod_log = pod_log;
     k.pod_name = spec.name.clone();
     k.process_limit = (spec.process_limit as usize).max(1);
-    k.containers = spec
-        .containers
-        .iter()
-        .map(|c| Container { name: c.name.clone(), root: None, exit: None })
-        .collect();
+    k.containers =
+        spec.containers.iter().map(|c| Container { name: c.name.clone(), root: None, exit: None }).collect();
     sys::tick_fs_time(&mut k);
     let layers = apply_layers(&mut k);
     ensure_dir(&mut k.fs, b"/tmp", 0o1777);

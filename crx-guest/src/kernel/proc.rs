@@ -416,7 +416,8 @@ impl Kernel {
             hwcap: self.hwcap,
             random,
         };
-        let st = stack::build(STACK_TOP, argv, envp, execfn, &aux, 256 * 1024).map_err(|_| Ok(Errno::ENOMEM))?;
+        let st =
+            stack::build(STACK_TOP, argv, envp, execfn, &aux, 256 * 1024).map_err(|_| Ok(Errno::ENOMEM))?;
         let mut m = UserMem { aspace, regions, pool: &mut self.pool };
         m.write(st.rsp, &st.bytes).map_err(|e| match e {
             MemFault::Oom => Err(Oom),
@@ -479,7 +480,8 @@ impl Kernel {
         }
         let _ = self.hv.container_exit(container, code);
         // The rest of the container goes with its first process.
-        let others: Vec<Pid> = self.procs.values().filter(|p| p.container == container).map(|p| p.pid).collect();
+        let others: Vec<Pid> =
+            self.procs.values().filter(|p| p.container == container).map(|p| p.pid).collect();
         for pid in others {
             self.terminate(pid, Exit::Signal(sig::SIGKILL));
             self.procs.remove(&pid);
@@ -491,7 +493,9 @@ impl Kernel {
         let (exe, c) = self.procs.get(&pid).map(|p| (p.exe.clone(), p.container)).unwrap_or_default();
         let msg = alloc::format!("crx: pid {pid} ({exe}) OOM-killed: guest memory exhausted\n");
         self.log_output(c, 2, msg.as_bytes());
-        klog!("pid {pid} ({exe}) OOM-killed");
+        if self.pod_log {
+            klog!("pid {pid} ({exe}) OOM-killed");
+        }
         self.terminate(pid, Exit::Signal(sig::SIGKILL));
     }
 
@@ -502,7 +506,10 @@ impl Kernel {
             return;
         }
         let handler = p.sigactions.get(signal as usize).map(|a| a[0]).unwrap_or(0);
-        if signal != sig::SIGKILL && (handler == 1 || crx_guest::posix::default_action(signal) == crx_guest::posix::DefaultAction::Ignore) {
+        if signal != sig::SIGKILL
+            && (handler == 1
+                || crx_guest::posix::default_action(signal) == crx_guest::posix::DefaultAction::Ignore)
+        {
             return;
         }
         self.terminate(pid, Exit::Signal(signal));
@@ -599,7 +606,7 @@ impl Kernel {
 /// Exception entry from the stubs.
 #[no_mangle]
 extern "C" fn crx_trap(tf: &mut TrapFrame) -> ! {
-    if !tf.from_user() {
+    if !tf.is_user() {
         super::kernel_fault(exception_name(tf.vector), tf);
     }
     let frame = {
@@ -654,7 +661,11 @@ fn report_fault(k: &Kernel, pid: Pid, signal: u32, tf: &TrapFrame, addr: Option<
             exception_name(tf.vector),
             tf.rip
         ),
-        None => klog!("pid {pid} ({exe}) killed by signal {signal}: {} at rip {:#x}", exception_name(tf.vector), tf.rip),
+        None => klog!(
+            "pid {pid} ({exe}) killed by signal {signal}: {} at rip {:#x}",
+            exception_name(tf.vector),
+            tf.rip
+        ),
     }
 }
 

@@ -68,7 +68,7 @@ const TABLE: &[(u64, Handler)] = &[
     (22, sys_pipe),
     (24, sys_sched_yield),
     (25, sys_mremap),
-    (28, sys_zero),  // madvise
+    (28, sys_zero), // madvise
     (32, sys_dup),
     (33, sys_dup2),
     (35, sys_nanosleep),
@@ -393,9 +393,9 @@ fn sys_getrandom(k: &mut Kernel, a: [u64; 6]) -> Sys {
 
 fn rlimit(k: &Kernel, res: u64) -> (u64, u64) {
     match res {
-        3 => (8 << 20, u64::MAX),                           // STACK
+        3 => (8 << 20, u64::MAX),                              // STACK
         6 => (k.process_limit as u64, k.process_limit as u64), // NPROC
-        7 => (fd::MAX_FDS as u64, fd::MAX_FDS as u64),     // NOFILE
+        7 => (fd::MAX_FDS as u64, fd::MAX_FDS as u64),         // NOFILE
         _ => (u64::MAX, u64::MAX),
     }
 }
@@ -475,9 +475,9 @@ fn read_timespec(k: &mut Kernel, va: u64) -> Result<u64, Fail> {
 
 fn clock_ns(k: &Kernel, clk: u64) -> Result<u64, Errno> {
     match clk {
-        0 | 5 | 8 | 11 => Ok(k.hv.wall_ns()),      // REALTIME, _COARSE, _ALARM, TAI
+        0 | 5 | 8 | 11 => Ok(k.hv.wall_ns()), // REALTIME, _COARSE, _ALARM, TAI
         1 | 4 | 6 | 7 | 9 => Ok(k.hv.monotonic_ns()), // MONOTONIC, _RAW, _COARSE, BOOTTIME
-        2 | 3 => Ok(k.hv.monotonic_ns()),          // process / thread CPU time (approximate)
+        2 | 3 => Ok(k.hv.monotonic_ns()),     // process / thread CPU time (approximate)
         _ => Err(Errno::EINVAL),
     }
 }
@@ -678,7 +678,7 @@ fn sys_mmap(k: &mut Kernel, a: [u64; 6]) -> Sys {
 }
 
 fn sys_munmap(k: &mut Kernel, a: [u64; 6]) -> Sys {
-    if a[0] % PAGE != 0 || a[1] == 0 {
+    if !a[0].is_multiple_of(PAGE) || a[1] == 0 {
         return Err(Errno::EINVAL.into());
     }
     let end = page_up(a[0].saturating_add(a[1])).ok_or(Errno::EINVAL)?;
@@ -692,7 +692,7 @@ fn sys_mremap(_: &mut Kernel, _: [u64; 6]) -> Sys {
 }
 
 fn sys_mprotect(k: &mut Kernel, a: [u64; 6]) -> Sys {
-    if a[0] % PAGE != 0 {
+    if !a[0].is_multiple_of(PAGE) {
         return Err(Errno::EINVAL.into());
     }
     let end = page_up(a[0].saturating_add(a[1])).ok_or(Errno::ENOMEM)?;
@@ -955,7 +955,13 @@ pub enum ExecError {
 }
 
 /// Replaces `pid`'s program with the file at `path` (from `cwd`).
-pub fn exec(k: &mut Kernel, pid: Pid, path: &[u8], argv: &[Vec<u8>], envp: &[Vec<u8>]) -> Result<(), ExecError> {
+pub fn exec(
+    k: &mut Kernel,
+    pid: Pid,
+    path: &[u8],
+    argv: &[Vec<u8>],
+    envp: &[Vec<u8>],
+) -> Result<(), ExecError> {
     let cwd = k.procs.get(&pid).map(|p| p.cwd).unwrap_or(Ino::ROOT);
     // `/proc/self/exe` is the running program (busybox re-executes itself through it).
     let self_exe;
@@ -1036,7 +1042,10 @@ fn sys_execve(k: &mut Kernel, a: [u64; 6]) -> Sys {
         Err(ExecError::Errno(e)) => Err(e.into()),
         Err(ExecError::Format(e)) => {
             if e == ElfError::Dynamic {
-                klog!("execve {}: dynamically linked (no dynamic loader): ENOEXEC", String::from_utf8_lossy(&path));
+                klog!(
+                    "execve {}: dynamically linked (no dynamic loader): ENOEXEC",
+                    String::from_utf8_lossy(&path)
+                );
             }
             Err(Errno::ENOEXEC.into())
         }
@@ -1432,7 +1441,8 @@ fn sys_pipe2(k: &mut Kernel, a: [u64; 6]) -> Sys {
     let flags = a[1] as u32;
     let cloexec = flags & o::CLOEXEC != 0;
     let pipe = alloc::rc::Rc::new(core::cell::RefCell::new(Pipe::new()));
-    let r = desc(Object::Pipe(PipeEnd { pipe: pipe.clone(), write: false }), o::RDONLY | (flags & o::NONBLOCK));
+    let r =
+        desc(Object::Pipe(PipeEnd { pipe: pipe.clone(), write: false }), o::RDONLY | (flags & o::NONBLOCK));
     let w = desc(Object::Pipe(PipeEnd { pipe, write: true }), o::WRONLY | (flags & o::NONBLOCK));
     let rfd = k.cur().fds.install(FdEntry { desc: r, cloexec }, 0)?;
     let wfd = match k.cur().fds.install(FdEntry { desc: w, cloexec }, 0) {
