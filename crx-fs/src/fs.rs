@@ -685,49 +685,82 @@ impl Fs {
         self.dir(cur).ok()?.get(last)
     }
 
-    /// Removes from `dir` everything that came from layers below `layer`; returns whether
-    /// anything is left.
-    fn prune_lower(&mut self, dir: Ino, layer: u32) -> bool {
-        let children: Vec<(Vec<u8>, Ino)> = match self.dir(dir) {
-            Ok(d) => d.names.iter().map(|(n, &(_, i))| (n.clone(), i)).collect(),
-            Err(_) => return false,
-        };
-        let mut kept = false;
-        for (name, child) in children {
-            let (is_dir, child_layer) = match self.inode(child) {
-                Ok(i) => (i.kind() == FileType::Dir, i.layer),
+    /// Removes from `dir` everything that came from layers below `layer`, keeping
+    /// directories that still hold something of `layer`. Iterative: layer trees can be deep.
+    fn prune_lower(&mut self, dir: Ino, layer: u32) {
+        // Pre-order list of the directories below `dir`; processed in reverse, every
+        // directory is handled after all of its subdirectories.
+        let mut dirs = alloc::vec![dir];
+        let mut i = 0;
+        while let Some(&d) = dirs.get(i) {
+            if let Ok(entries) = self.dir(d) {
+                let subdirs: Vec<Ino> = entries
+                    .names
+                    .values()
+                    .map(|&(_, c)| c)
+                    .filter(|&c| self.inode(c).is_ok_and(|n| n.kind() == FileType::Dir))
+                    .collect();
+                dirs.extend(subdirs);
+            }
+            i += 1;
+        }
+        let mut kept: BTreeMap<Ino, bool> = BTreeMap::new();
+        for &d in dirs.iter().rev() {
+            let children: Vec<(Vec<u8>, Ino)> = match self.dir(d) {
+                Ok(entries) => entries.names.iter().map(|(n, &(_, c))| (n.clone(), c)).collect(),
                 Err(_) => continue,
             };
-            let keep_inside = is_dir && self.prune_lower(child, layer);
-            if keep_inside || child_layer >= layer {
-                kept = true;
-            } else {
-                self.remove_tree(dir, &name);
+            let mut any = false;
+            for (name, child) in children {
+                let child_layer = self.inode(child).map(|n| n.layer).unwrap_or(0);
+                if kept.get(&child).copied().unwrap_or(false) || child_layer >= layer {
+                    any = true;
+                } else {
+                    self.remove_tree(d, &name);
+                }
             }
+            kept.insert(d, any);
         }
-        kept
     }
 
-    /// Unlinks `dir/name`, recursively for directories.
+    /// Unlinks `dir/name`, with everything below it for a directory. Iterative.
     fn remove_tree(&mut self, dir: Ino, name: &[u8]) {
         let Some(child) = self.dir_mut(dir).ok().and_then(|d| d.remove(name)) else { return };
         let is_dir = self.inode(child).is_ok_and(|i| i.kind() == FileType::Dir);
-        if is_dir {
-            let names: Vec<Vec<u8>> =
-                self.dir(child).map(|d| d.names.keys().cloned().collect()).unwrap_or_default();
-            for n in names {
-                self.remove_tree(child, &n);
-            }
-            if let Ok(p) = self.inode_mut(dir) {
-                p.nlink = p.nlink.saturating_sub(1);
-            }
+        if !is_dir {
             if let Ok(c) = self.inode_mut(child) {
+                c.nlink = c.nlink.saturating_sub(1);
+            }
+            self.maybe_free(child);
+            return;
+        }
+        if let Ok(p) = self.inode_mut(dir) {
+            p.nlink = p.nlink.saturating_sub(1);
+        }
+        let mut pending = alloc::vec![child];
+        while let Some(d) = pending.pop() {
+            let entries: Vec<Ino> = match self.dir_mut(d) {
+                Ok(entries) => {
+                    entries.order.clear();
+                    core::mem::take(&mut entries.names).into_values().map(|(_, c)| c).collect()
+                }
+                Err(_) => Vec::new(),
+            };
+            for e in entries {
+                if self.inode(e).is_ok_and(|i| i.kind() == FileType::Dir) {
+                    pending.push(e);
+                } else {
+                    if let Ok(c) = self.inode_mut(e) {
+                        c.nlink = c.nlink.saturating_sub(1);
+                    }
+                    self.maybe_free(e);
+                }
+            }
+            if let Ok(c) = self.inode_mut(d) {
                 c.nlink = 0;
             }
-        } else if let Ok(c) = self.inode_mut(child) {
-            c.nlink = c.nlink.saturating_sub(1);
+            self.maybe_free(d);
         }
-        self.maybe_free(child);
     }
 
     // ----- path resolution -----------------------------------------------------------------
