@@ -30,10 +30,23 @@
 //! `vmcall` on Intel VT-x and `vmmcall` on AMD-V; [`BootParams::hypercall_insn`] says which.
 //! Every pointer and length is checked against the VM's memory: a bad one returns
 //! [`Error::Fault`] and the VM carries on.
+//!
+//! # Pods
+//!
+//! A pod VM runs crx-guest with a pod spec ([`pod::PodSpec`], JSON, read with
+//! [`nr::POD_SPEC`]) and the image's layers, mapped read-only into guest-physical space
+//! above guest RAM (from [`layout::LAYERS_BASE`], found with [`nr::LAYER_INFO`]). The
+//! guest writes each container's output with [`nr::LOG_WRITE`], reports each container's
+//! end with [`nr::CONTAINER_EXIT`] and ends the VM with [`nr::EXIT`] once every container
+//! has exited. The boot module of a pod is a [`pod::bundle`].
 #![cfg_attr(not(test), no_std)]
 
-/// Version of this ABI.
-pub const ABI_VERSION: u32 = 1;
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
+/// Version of this ABI: 2 added the pod hypercalls ([`nr::LOG_WRITE`] to
+/// [`nr::LAYER_INFO`]) and the layer window.
+pub const ABI_VERSION: u32 = 2;
 
 /// The signature CPUID leaf 0x4000_0000 returns in EBX, ECX, EDX: "CrxHvCrxHvCr".
 pub const CPUID_SIGNATURE: [u8; 12] = *b"CrxHvCrxHvCr";
@@ -60,6 +73,86 @@ pub mod nr {
     pub const RANDOM: u64 = 7;
     /// `(ptr, len) -> bytes copied`: copies [`crate::BootParams`] into the buffer.
     pub const BOOT_PARAMS: u64 = 8;
+    /// `(container_index, stream, ptr, len) -> bytes taken`: appends output of a pod's
+    /// container to its log (stream 1 = stdout, 2 = stderr; see [`crate::STREAM_STDOUT`]).
+    /// At most [`crate::LOG_WRITE_MAX`] bytes are taken per call. [`crate::Error::Invalid`]
+    /// for a container index outside the pod spec or another stream, and in a VM that is
+    /// not a pod.
+    pub const LOG_WRITE: u64 = 9;
+    /// `(container_index, exit_code) -> 0`: records the end of a container with its exit
+    /// code (`exit_code as i32`; 128 + N when killed by signal N). The VM keeps running.
+    /// A second report for the same container is [`crate::Error::Invalid`].
+    pub const CONTAINER_EXIT: u64 = 10;
+    /// `(ptr, len) -> total length`: copies the first `min(len, total)` bytes of the pod
+    /// spec JSON ([`crate::pod::PodSpec`]) into the buffer and returns the total length
+    /// (call with `len` 0 to learn it). [`crate::Error::Invalid`] in a VM that is not a pod.
+    pub const POD_SPEC: u64 = 11;
+    /// `(index, ptr) -> 0`: writes layer `index`'s [`crate::LayerInfo`] to `ptr`;
+    /// [`crate::Error::Invalid`] past the last layer (so a guest counts layers by asking
+    /// until it gets that).
+    pub const LAYER_INFO: u64 = 12;
+}
+
+/// [`nr::LOG_WRITE`] stream: the container's standard output.
+pub const STREAM_STDOUT: u64 = 1;
+/// [`nr::LOG_WRITE`] stream: the container's standard error.
+pub const STREAM_STDERR: u64 = 2;
+/// Longest log write taken in one hypercall; longer ones are cut (the count says).
+pub const LOG_WRITE_MAX: u64 = 4096;
+
+/// Where one image layer lies in guest-physical space ([`nr::LAYER_INFO`]).
+///
+/// The bytes `gpa .. gpa + len` are mapped read-only (from [`layout::LAYERS_BASE`] on,
+/// each layer starting on a 4 KiB boundary) and backed by the hypervisor's one copy of the
+/// layer, shared by every VM that uses it. A guest write there stops the VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct LayerInfo {
+    /// Guest-physical address of the layer's first byte (4 KiB aligned).
+    pub gpa: u64,
+    /// Length of the layer in bytes.
+    pub len: u64,
+    /// [`LayerKind`] as a number.
+    pub kind: u32,
+    /// Zero.
+    pub _pad: u32,
+}
+
+impl LayerInfo {
+    /// The layer's kind, if the number is one this ABI knows.
+    pub fn layer_kind(&self) -> Option<LayerKind> {
+        LayerKind::from_raw(self.kind)
+    }
+
+    /// Views the record as bytes (for copying into guest memory).
+    pub fn as_bytes(&self) -> &[u8] {
+        // SAFETY: `LayerInfo` is `repr(C)` plain data: two u64 then two u32, no padding,
+        // so all 24 bytes are initialized.
+        unsafe {
+            core::slice::from_raw_parts((self as *const Self).cast::<u8>(), core::mem::size_of::<Self>())
+        }
+    }
+}
+
+/// How a layer is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum LayerKind {
+    /// An uncompressed tar archive (`application/vnd.oci.image.layer.v1.tar`).
+    Tar = 0,
+    /// A gzip-compressed tar archive (`application/vnd.oci.image.layer.v1.tar+gzip`).
+    TarGzip = 1,
+}
+
+impl LayerKind {
+    /// The kind for its number.
+    pub const fn from_raw(raw: u32) -> Option<LayerKind> {
+        match raw {
+            0 => Some(LayerKind::Tar),
+            1 => Some(LayerKind::TarGzip),
+            _ => None,
+        }
+    }
 }
 
 /// Longest console write taken in one hypercall; longer ones are cut (the count says).
@@ -297,7 +390,18 @@ pub mod layout {
     pub const MEM_MAX: u64 = 4 << 30;
     /// Least guest memory: room for the tables, the image floor and a stack.
     pub const MEM_MIN: u64 = 2 << 20;
+    /// Start of the layer window of a pod VM (256 GiB, above any guest RAM): the image's
+    /// layers, read-only, one after another, each 4 KiB aligned ([`crate::LayerInfo`]).
+    /// Not in the initial page tables: the guest maps what it reads.
+    pub const LAYERS_BASE: u64 = 0x40_0000_0000;
+    /// Size of the layer window.
+    pub const LAYERS_SIZE: u64 = 256 << 30;
+
+    // The window lies above the most guest RAM the layout can describe.
+    const _: () = assert!(LAYERS_BASE >= MEM_MAX);
 }
+
+pub mod pod;
 
 /// Making hypercalls from a guest.
 pub mod call {
@@ -381,6 +485,16 @@ mod tests {
         assert_eq!(bundle::decode_cmdline(b"%4", &mut out), None);
         assert_eq!(bundle::decode_cmdline(b"%zz", &mut out), None);
         assert_eq!(bundle::decode_cmdline(b"abcd", &mut [0u8; 3]), None);
+    }
+
+    #[test]
+    fn layer_info_layout_is_stable() {
+        assert_eq!(core::mem::size_of::<LayerInfo>(), 24);
+        assert_eq!(core::mem::offset_of!(LayerInfo, kind), 16);
+        let l = LayerInfo { gpa: layout::LAYERS_BASE, len: 5, kind: 1, _pad: 0 };
+        assert_eq!(&l.as_bytes()[..8], &layout::LAYERS_BASE.to_le_bytes());
+        assert_eq!(l.layer_kind(), Some(LayerKind::TarGzip));
+        assert_eq!(LayerKind::from_raw(2), None);
     }
 
     #[test]

@@ -64,8 +64,9 @@ pub struct Options<'a> {
     /// `vm.count=N`: VMs to start from the guest module (1 to [`VM_COUNT_MAX`]); `None`
     /// means one when there is a module.
     pub vm_count: Option<u32>,
-    /// `vm.mem=MiB`: memory of each VM, even, 2 to 4096 (default [`VM_MEM_DEFAULT_MIB`]).
-    pub vm_mem_mib: u32,
+    /// `vm.mem=MiB`: memory of each VM, even, 2 to 4096. `None` means the default:
+    /// [`VM_MEM_DEFAULT_MIB`] for plain VMs, [`POD_MEM_DEFAULT_MIB`] for a pod VM.
+    pub vm_mem_mib: Option<u32>,
     /// `vm.vcpus=N`: vCPUs of each VM (1 to [`VM_VCPUS_MAX`], default 1).
     pub vm_vcpus: u32,
     /// `vm.cmdline=ENC`: the guests' command line, encoded as one word (a space is `+`;
@@ -77,6 +78,9 @@ pub struct Options<'a> {
 pub const VM_COUNT_MAX: u32 = 1024;
 /// Default `vm.mem` in MiB.
 pub const VM_MEM_DEFAULT_MIB: u32 = 16;
+/// Default `vm.mem` in MiB of a pod VM (room for the guest kernel, the unpacked layers'
+/// metadata, copied-on-write files and the processes).
+pub const POD_MEM_DEFAULT_MIB: u32 = 64;
 /// Most vCPUs per VM `vm.vcpus` takes.
 pub const VM_VCPUS_MAX: u32 = 64;
 
@@ -97,7 +101,7 @@ impl Default for Options<'_> {
             max_cpus: None,
             timer: None,
             vm_count: None,
-            vm_mem_mib: VM_MEM_DEFAULT_MIB,
+            vm_mem_mib: None,
             vm_vcpus: 1,
             vm_cmdline: None,
         }
@@ -199,7 +203,7 @@ pub fn parse(line: &str) -> Parsed<'_> {
             },
             // Guest memory is mapped with 2 MiB pages and the guest layout describes 4 GiB.
             "vm.mem" => match value.parse::<u32>() {
-                Ok(n) if (2..=4096).contains(&n) && n % 2 == 0 => p.options.vm_mem_mib = n,
+                Ok(n) if (2..=4096).contains(&n) && n % 2 == 0 => p.options.vm_mem_mib = Some(n),
                 _ => p.warn(bad),
             },
             "vm.cmdline" => {
@@ -285,15 +289,15 @@ mod tests {
     fn vm_keys() {
         let p = parse("vm.count=3 vm.mem=64 vm.vcpus=2");
         assert!(p.warnings.is_empty(), "{:?}", p.warnings);
-        assert_eq!((p.options.vm_count, p.options.vm_mem_mib, p.options.vm_vcpus), (Some(3), 64, 2));
+        assert_eq!((p.options.vm_count, p.options.vm_mem_mib, p.options.vm_vcpus), (Some(3), Some(64), 2));
         let d = parse("");
-        assert_eq!((d.options.vm_count, d.options.vm_mem_mib, d.options.vm_vcpus), (None, 16, 1));
+        assert_eq!((d.options.vm_count, d.options.vm_mem_mib, d.options.vm_vcpus), (None, None, 1));
         let p = parse("vm.count=0 vm.count=1025 vm.mem=3 vm.mem=0 vm.mem=4098 vm.mem=x vm.vcpus=0 vm.vcpus=65 vm.cpus=1");
-        assert_eq!((p.options.vm_count, p.options.vm_mem_mib, p.options.vm_vcpus), (None, 16, 1));
+        assert_eq!((p.options.vm_count, p.options.vm_mem_mib, p.options.vm_vcpus), (None, None, 1));
         assert_eq!(p.warnings.len(), 9);
         assert_eq!(p.warnings[2], Warning::BadValue { key: "vm.mem", value: "3" });
         assert_eq!(p.warnings[8], Warning::UnknownKey("vm.cpus"));
-        assert_eq!(parse("vm.mem=4096 vm.count=1024").options.vm_mem_mib, 4096);
+        assert_eq!(parse("vm.mem=4096 vm.count=1024").options.vm_mem_mib, Some(4096));
     }
 
     #[test]

@@ -7,6 +7,8 @@ pub mod console;
 pub mod emulator;
 pub mod image;
 pub mod machine;
+pub mod oci;
+pub mod pod;
 pub mod setup;
 pub mod vm;
 

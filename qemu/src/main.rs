@@ -76,6 +76,87 @@ enum Verb {
         #[command(subcommand)]
         verb: VmVerb,
     },
+    /// Run container images as pod VMs (crx-guest).
+    Pod {
+        #[command(subcommand)]
+        verb: PodVerb,
+    },
+    /// Build container images for tests.
+    Image {
+        #[command(subcommand)]
+        verb: ImageVerb,
+    },
+}
+
+#[derive(Subcommand)]
+enum PodVerb {
+    /// Run one container from an image in a pod VM; print its output on stdout and exit with
+    /// its exit code.
+    #[command(after_help = POD_RUN_HELP)]
+    Run(PodRunArgs),
+}
+
+#[derive(Subcommand)]
+enum ImageVerb {
+    /// Build an OCI image layout from the host's static busybox (/bin/busybox, installed
+    /// with busybox-static when missing): bin/busybox with applet links, etc/passwd,
+    /// etc/hello.txt, tmp/ (1777); Env PATH=/bin:/usr/bin, WorkingDir /.
+    Busybox {
+        /// The directory to write the layout to.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+const POD_RUN_HELP: &str = "\
+Images:
+  --image takes an OCI image layout directory (with oci-layout and index.json; every blob's
+  sha256 is checked) or a plain root-filesystem directory (tarred into one layer with its
+  modes and symlinks).
+
+Command:
+  Words after `--` are the container's whole argv (the image's Entrypoint and Cmd are then
+  not used); without them the argv is Entrypoint + Cmd. argv[0] without a `/` is looked up
+  in the image's PATH by the guest.
+
+Output:
+  The container's output lines (`pod/main> text` on the console) are printed as `text` on
+  stdout; its end line and the runner's messages go to stderr. --verbose prints the whole
+  console on stderr.
+
+Exit status:
+  0-255  the container's exit code (its low 8 bits)
+  124    --timeout ran out
+  125    the pod VM was stopped before the container reported an exit code
+  126    the node ended without a result (the kernel could not run the pod)
+  127    the runner failed (build, image, set-up, bad options)";
+
+#[derive(clap::Args)]
+struct PodRunArgs {
+    /// An OCI image layout directory or a root-filesystem directory.
+    #[arg(long, value_name = "DIR")]
+    image: PathBuf,
+    /// Run under Bochs (Intel VMX, the bundle as GRUB's module2) instead of QEMU (AMD SVM).
+    #[arg(long)]
+    bochs: bool,
+    /// Memory of the pod VM, MiB [default: the kernel's pod default, 64].
+    #[arg(long)]
+    mem: Option<u32>,
+    /// Stop after this many seconds (status 124).
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<u64>,
+    /// Host memory, MiB.
+    #[arg(long, default_value_t = 512)]
+    host_mem: u32,
+    /// More words for the hypervisor's command line, e.g. "log=debug".
+    #[arg(long, default_value = "")]
+    cmdline: String,
+    /// Print every console line on stderr.
+    #[arg(short, long)]
+    verbose: bool,
+    /// The container's argv.
+    #[arg(last = true, value_name = "CMD ARGS")]
+    argv: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -151,6 +232,16 @@ fn main() -> ExitCode {
         Verb::Test { args } => test(&args),
         Verb::Bench { qemu_runs, bochs_runs, vm_runs } => bench(qemu_runs, bochs_runs, vm_runs),
         Verb::Vm { verb: VmVerb::BuildGuests } => build_guests(),
+        Verb::Image { verb: ImageVerb::Busybox { out } } => image_busybox(&out),
+        Verb::Pod { verb: PodVerb::Run(args) } => {
+            return match pod_run(&args) {
+                Ok(status) => ExitCode::from(status),
+                Err(e) => {
+                    eprintln!("xtask: error: {e}");
+                    ExitCode::from(vm::STATUS_RUNNER)
+                }
+            };
+        }
         Verb::Vm { verb: VmVerb::Run(args) } => {
             return match vm_run(&args) {
                 Ok(status) => ExitCode::from(status),
@@ -395,6 +486,64 @@ fn vm_run(args: &VmRunArgs) -> Result<u8, Error> {
     }
     let status = run.status.exit_status();
     eprintln!("vm run: {} (exit status {status})", run.status.describe());
+    Ok(status)
+}
+
+fn image_busybox(out: &std::path::Path) -> Result<ExitCode, Error> {
+    setup::ensure(setup::BUSYBOX)?;
+    let digest = qemu::oci::build_busybox_image(std::path::Path::new(setup::BUSYBOX_PATH), out)
+        .map_err(|e| Error::Missing(e.to_string()))?;
+    println!("image: {} (manifest {digest})", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn pod_run(args: &PodRunArgs) -> Result<u8, Error> {
+    let image = qemu::oci::Image::open(&args.image).map_err(|e| Error::Missing(format!("image: {e}")))?;
+    let run = qemu::pod::PodRun::new(&image, &args.argv);
+    if run.argv.is_empty() {
+        return Err(Error::Missing("the image has no Entrypoint or Cmd: give the command after `--`".into()));
+    }
+    let guest = qemu::pod::build_guest_kernel()?;
+    let module = qemu::pod::write_bundle(&guest, &image, &run, "pod-run")?;
+    let kernel = image::build_kernel()?;
+    let mut host = if args.bochs {
+        setup::ensure(&needs(&[setup::ISO, setup::BOCHS]))?;
+        Host::bochs(kernel)
+    } else {
+        setup::ensure(setup::QEMU)?;
+        Host::qemu(kernel)
+    };
+    host.mem_mib = args.host_mem;
+    let cmdline = qemu::pod::kernel_cmdline(args.mem, &args.cmdline);
+    eprintln!(
+        "pod run: {:?} in {} under {}",
+        run.argv,
+        args.image.display(),
+        if args.bochs { "Bochs" } else { "QEMU" }
+    );
+    let verbose = args.verbose;
+    let mut print = |line: &qemu::Line, _: Option<&Event>, pe: Option<&qemu::pod::PodEvent>| {
+        use qemu::pod::PodEvent;
+        match pe {
+            Some(PodEvent::Output { text, .. }) => println!("{text}"),
+            Some(_) => eprintln!("{}", line.text),
+            None if verbose => eprintln!("{}", line.text),
+            None => {}
+        }
+    };
+    let timeout = args.timeout.map(Duration::from_secs);
+    let out = qemu::pod::run(&host, "pod-run", module, cmdline, &run.container, timeout, &mut print)?;
+    if !verbose && out.status == qemu::pod::PodStatus::NoResult {
+        eprintln!("{}", out.run.log());
+    }
+    if let qemu::pod::PodStatus::Stopped(_) = out.status {
+        // The VM's own lines say more (the hypervisor's reason, the guest's last words).
+        for l in out.run.lines.iter().filter(|l| l.text.starts_with("vm0")) {
+            eprintln!("{}", l.text);
+        }
+    }
+    let status = out.status.exit_status();
+    eprintln!("pod run: {} (exit status {status})", out.status.describe());
     Ok(status)
 }
 

@@ -54,6 +54,12 @@ pub const ISO: &[Need] = &[
     program("mformat", "mtools"),
 ];
 
+/// Where Debian's busybox-static puts its binary.
+pub const BUSYBOX_PATH: &str = "/bin/busybox";
+
+/// What building the busybox test image needs.
+pub const BUSYBOX: &[Need] = &[file(BUSYBOX_PATH, "busybox-static")];
+
 /// What booting under QEMU needs.
 pub const QEMU: &[Need] = &[program("qemu-system-x86_64", "qemu-system-x86")];
 

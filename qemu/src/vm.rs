@@ -496,7 +496,13 @@ impl Host {
     pub fn boot(&self, name: &str, spec: &VmSpec) -> Result<Machine, Error> {
         let dir = target_dir().join("vm");
         let module = spec.module(&dir, name)?;
-        let cmdline = spec.kernel_cmdline();
+        self.boot_module(name, module, spec.kernel_cmdline())
+    }
+
+    /// Boots the node with `module` as its one boot module and kernel command line
+    /// `cmdline`; run files are named after `name` under `target/vm/`.
+    pub fn boot_module(&self, name: &str, module: PathBuf, cmdline: String) -> Result<Machine, Error> {
+        let dir = target_dir().join("vm");
         match self.kind {
             Kind::Qemu => {
                 let node = Qemu {
@@ -582,7 +588,17 @@ pub fn run(
     stop: &dyn Fn(&Report) -> bool,
     on_line: &mut dyn FnMut(&Line, Option<&Event>),
 ) -> Result<VmRun, Error> {
-    let mut machine = host.boot(name, spec)?;
+    follow(host.boot(name, spec)?, name, timeout, stop, on_line)
+}
+
+/// Follows a booted node as [`run`] does.
+pub fn follow(
+    mut machine: Machine,
+    name: &str,
+    timeout: Option<Duration>,
+    stop: &dyn Fn(&Report) -> bool,
+    on_line: &mut dyn FnMut(&Line, Option<&Event>),
+) -> Result<VmRun, Error> {
     let mut report = Report::default();
     let mut seen = 0;
     let mut closed_at: Option<Instant> = None;

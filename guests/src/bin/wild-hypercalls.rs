@@ -19,6 +19,8 @@ enum Expect {
     FaultOrZero,
     /// `NoSys`.
     NoSys,
+    /// `Invalid`.
+    Invalid,
 }
 
 fn accepted(expect: Expect, raw: u64) -> bool {
@@ -26,6 +28,7 @@ fn accepted(expect: Expect, raw: u64) -> bool {
         Expect::Fault => Error::result(raw) == Err(Error::Fault),
         Expect::FaultOrZero => raw == 0 || Error::result(raw) == Err(Error::Fault),
         Expect::NoSys => Error::result(raw) == Err(Error::NoSys),
+        Expect::Invalid => Error::result(raw) == Err(Error::Invalid),
     }
 }
 
@@ -65,7 +68,11 @@ fn run(guest: &Guest) -> i32 {
             check(hypercall, ptr, len, expect);
         }
     }
-    for unknown in [9, 10, 0x100, 0xffff_ffff, 1 << 32, 1 << 63, u64::MAX - 1, u64::MAX] {
+    // The pod hypercalls mean nothing outside a pod VM.
+    for pod_only in [nr::LOG_WRITE, nr::CONTAINER_EXIT, nr::POD_SPEC, nr::LAYER_INFO] {
+        check(pod_only, u64::MAX, u64::MAX, Expect::Invalid);
+    }
+    for unknown in [13, 14, 0x100, 0xffff_ffff, 1 << 32, 1 << 63, u64::MAX - 1, u64::MAX] {
         check(unknown, u64::MAX, u64::MAX, Expect::NoSys);
     }
     // A known call with garbage in its unused arguments still works.

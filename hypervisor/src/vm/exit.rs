@@ -169,6 +169,11 @@ pub enum StopReason {
         /// What the guest tried.
         access: Access,
     },
+    /// A write to the read-only layer window of a pod VM.
+    LayerWrite {
+        /// The guest-physical address.
+        gpa: u64,
+    },
     /// An I/O port outside the allow list, under the stop policy.
     ForbiddenIo {
         /// Port.
@@ -204,6 +209,9 @@ impl fmt::Display for StopReason {
             StopReason::TripleFault => write!(f, "triple fault"),
             StopReason::OutsideMemory { gpa, access } => {
                 write!(f, "{access:?} access outside guest memory at gpa {gpa:#x}")
+            }
+            StopReason::LayerWrite { gpa } => {
+                write!(f, "write to the read-only image layers at gpa {gpa:#x}")
             }
             StopReason::ForbiddenIo { port } => write!(f, "I/O port {port:#x} is not allowed"),
             StopReason::Forbidden(what) => write!(f, "forbidden instruction {what}"),

@@ -15,14 +15,20 @@
 //!   the hypervisor bit and leaves 0x4000_0000/1; leaf 0xD reports exactly the host XCR0.
 //! * HLT blocks until the next timer tick; forbidden instructions get #UD; XSETBV may
 //!   only set XCR0 to the host's value (#UD otherwise).
-//! * Nested page faults (all guest memory is mapped, so only outside it), triple faults,
-//!   failed entries, intercepted exceptions and unknown exits stop the VM.
+//! * Pod hypercalls (`LOG_WRITE`, `CONTAINER_EXIT`, `POD_SPEC`, `LAYER_INFO`) answer
+//!   `Invalid` in a VM that is not a pod, and for a container index, stream or layer index
+//!   that does not exist; bad pointers are `Fault` as everywhere.
+//! * Nested page faults (all guest memory is mapped, so only outside it, or a write to the
+//!   read-only layer window of a pod), triple faults, failed entries, intercepted
+//!   exceptions and unknown exits stop the VM.
 #![deny(unsafe_code)]
 
+use super::exit::Access;
 use super::exit::{Action, Exit, ExitKind, GuestRegs, StopReason};
 use super::memory::OutOfRange;
 use crx_abi::{
-    nr, BootParams, Error, ABI_VERSION, CONSOLE_WRITE_MAX, CPUID_LEAF, CPUID_SIGNATURE, RANDOM_MAX,
+    layout, nr, BootParams, Error, LayerInfo, ABI_VERSION, CONSOLE_WRITE_MAX, CPUID_LEAF, CPUID_SIGNATURE,
+    LOG_WRITE_MAX, RANDOM_MAX,
 };
 
 /// #UD.
@@ -66,6 +72,25 @@ pub trait Services {
     fn host_xcr0(&self) -> u64;
     /// This VM's boot parameters.
     fn boot_params(&self) -> BootParams;
+    /// Whether `container` and `stream` name a container's stdout or stderr of this pod
+    /// (false in a VM that is not a pod).
+    fn pod_log_ok(&self, _container: u64, _stream: u64) -> bool {
+        false
+    }
+    /// Takes output of a container (called only after [`Services::pod_log_ok`]).
+    fn pod_log(&mut self, _container: u64, _stream: u64, _bytes: &[u8]) {}
+    /// Records a container's end; false for an unknown container or a second report.
+    fn container_exit(&mut self, _container: u64, _code: i32) -> bool {
+        false
+    }
+    /// The pod spec JSON, in a pod VM.
+    fn pod_spec(&self) -> Option<&'static [u8]> {
+        None
+    }
+    /// Layer `index`'s record, in a pod VM with such a layer.
+    fn layer_info(&self, _index: u64) -> Option<LayerInfo> {
+        None
+    }
 }
 
 /// Decides what happens after `exit`, updating `regs` (results of hypercalls, CPUID,
@@ -104,6 +129,11 @@ pub fn handle(exit: &Exit, regs: &mut GuestRegs, svc: &mut impl Services) -> Act
                 ud()
             }
         }
+        ExitKind::NestedPageFault { gpa, access: Access::Write }
+            if (layout::LAYERS_BASE..layout::LAYERS_BASE + layout::LAYERS_SIZE).contains(&gpa) =>
+        {
+            Action::Stop(StopReason::LayerWrite { gpa })
+        }
         ExitKind::NestedPageFault { gpa, access } => Action::Stop(StopReason::OutsideMemory { gpa, access }),
         ExitKind::Preempted => Action::Resume,
         ExitKind::TripleFault => Action::Stop(StopReason::TripleFault),
@@ -129,7 +159,7 @@ fn capped(len: u64, cap: u64) -> Result<usize, Error> {
 }
 
 fn hypercall(regs: &mut GuestRegs, svc: &mut impl Services) -> Action {
-    let (a0, a1) = (regs.rdi, regs.rsi);
+    let (a0, a1, a2, a3) = (regs.rdi, regs.rsi, regs.rdx, regs.r10);
     let mut action = Action::Advance;
     let result: Result<u64, Error> = match regs.rax {
         nr::VERSION => Ok(u64::from(ABI_VERSION)),
@@ -168,6 +198,37 @@ fn hypercall(regs: &mut GuestRegs, svc: &mut impl Services) -> Action {
                 Ok(n as u64)
             })
         }
+        nr::LOG_WRITE => {
+            if svc.pod_log_ok(a0, a1) {
+                capped(a3, LOG_WRITE_MAX).and_then(|n| {
+                    let mut buf = [0u8; LOG_WRITE_MAX as usize];
+                    let part = buf.get_mut(..n).ok_or(Error::Invalid)?;
+                    svc.read(a2, part).map_err(|_| Error::Fault)?;
+                    svc.pod_log(a0, a1, part);
+                    Ok(n as u64)
+                })
+            } else {
+                Err(Error::Invalid)
+            }
+        }
+        nr::CONTAINER_EXIT => {
+            if svc.container_exit(a0, a1 as i32) {
+                Ok(0)
+            } else {
+                Err(Error::Invalid)
+            }
+        }
+        nr::POD_SPEC => match svc.pod_spec() {
+            Some(spec) => capped(a1, spec.len() as u64).and_then(|n| {
+                svc.write(a0, spec.get(..n).ok_or(Error::Invalid)?).map_err(|_| Error::Fault)?;
+                Ok(spec.len() as u64)
+            }),
+            None => Err(Error::Invalid),
+        },
+        nr::LAYER_INFO => match svc.layer_info(a0) {
+            Some(info) => svc.write(a1, info.as_bytes()).map(|_| 0).map_err(|_| Error::Fault),
+            None => Err(Error::Invalid),
+        },
         _ => Err(Error::NoSys),
     };
     regs.rax = match result {
@@ -251,7 +312,7 @@ pub fn xcr0_for(supported_low: u32) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vm::exit::Access;
+    use crate::vm::pod::PodState;
 
     const MEM: u64 = 1 << 20;
 
@@ -261,11 +322,31 @@ mod tests {
         now: u64,
         xcr0: u64,
         random_calls: usize,
+        pod: Option<PodState>,
+        lines: Vec<String>,
     }
 
     impl Fake {
         fn new() -> Self {
-            Fake { mem: vec![0; MEM as usize], console: Vec::new(), now: 1000, xcr0: 0b111, random_calls: 0 }
+            Fake {
+                mem: vec![0; MEM as usize],
+                console: Vec::new(),
+                now: 1000,
+                xcr0: 0b111,
+                random_calls: 0,
+                pod: None,
+                lines: Vec::new(),
+            }
+        }
+        fn pod() -> Self {
+            let json: &'static [u8] =
+                br#"{"name":"web","containers":[{"name":"app","command":["/bin/sh"]},{"name":"log","command":["x"]}]}"#;
+            let spec = crx_abi::pod::PodSpec::from_json(json).unwrap();
+            let layers = vec![
+                LayerInfo { gpa: layout::LAYERS_BASE, len: 5000, kind: 1, _pad: 0 },
+                LayerInfo { gpa: layout::LAYERS_BASE + 0x2000, len: 10, kind: 0, _pad: 0 },
+            ];
+            Fake { pod: Some(PodState::new(&spec, json, layers)), ..Fake::new() }
         }
         fn range(&self, gpa: u64, len: usize) -> Result<core::ops::Range<usize>, OutOfRange> {
             let bad = OutOfRange { gpa, len: len as u64 };
@@ -315,6 +396,25 @@ mod tests {
         fn host_xcr0(&self) -> u64 {
             self.xcr0
         }
+        fn pod_log_ok(&self, container: u64, stream: u64) -> bool {
+            self.pod.as_ref().is_some_and(|p| p.check_log(container, stream).is_ok())
+        }
+        fn pod_log(&mut self, container: u64, stream: u64, bytes: &[u8]) {
+            if let Some(p) = self.pod.as_mut() {
+                let lines = &mut self.lines;
+                let _ = p.log(container, stream, bytes, |l| lines.push(l.to_string()));
+            }
+        }
+        fn container_exit(&mut self, container: u64, code: i32) -> bool {
+            let lines = &mut self.lines;
+            self.pod.as_mut().is_some_and(|p| p.exit(container, code, |l| lines.push(l.to_string())).is_ok())
+        }
+        fn pod_spec(&self) -> Option<&'static [u8]> {
+            self.pod.as_ref().map(|p| p.spec_json)
+        }
+        fn layer_info(&self, index: u64) -> Option<LayerInfo> {
+            self.pod.as_ref().and_then(|p| p.layer(index))
+        }
         fn boot_params(&self) -> BootParams {
             BootParams {
                 magic: crx_abi::BOOT_MAGIC,
@@ -341,11 +441,122 @@ mod tests {
     }
 
     const FAULT: u64 = Error::Fault.to_raw();
+    const INVALID: u64 = Error::Invalid.to_raw();
+
+    fn call4(svc: &mut Fake, n: u64, a: [u64; 4]) -> (Action, u64) {
+        let mut r = GuestRegs { rax: n, rdi: a[0], rsi: a[1], rdx: a[2], r10: a[3], ..GuestRegs::default() };
+        let act = handle(&exit(ExitKind::Hypercall), &mut r, svc);
+        (act, r.rax)
+    }
+
+    #[test]
+    fn pod_hypercalls_outside_a_pod_are_invalid() {
+        let mut s = Fake::new();
+        s.mem[0x100..0x103].copy_from_slice(b"hi\n");
+        assert_eq!(call4(&mut s, nr::LOG_WRITE, [0, 1, 0x100, 3]), (Action::Advance, INVALID));
+        assert_eq!(call4(&mut s, nr::CONTAINER_EXIT, [0, 0, 0, 0]), (Action::Advance, INVALID));
+        assert_eq!(call4(&mut s, nr::POD_SPEC, [0x100, 16, 0, 0]), (Action::Advance, INVALID));
+        assert_eq!(call4(&mut s, nr::LAYER_INFO, [0, 0x100, 0, 0]), (Action::Advance, INVALID));
+        assert_eq!(&s.mem[0x100..0x103], b"hi\n", "nothing written");
+        assert!(s.lines.is_empty());
+    }
+
+    #[test]
+    fn log_write_and_container_exit() {
+        let mut s = Fake::pod();
+        s.mem[0x100..0x10b].copy_from_slice(b"hello\nworld");
+        assert_eq!(call4(&mut s, nr::LOG_WRITE, [0, 1, 0x100, 11]), (Action::Advance, 11));
+        assert_eq!(call4(&mut s, nr::LOG_WRITE, [1, 2, 0x100, 6]), (Action::Advance, 6));
+        assert_eq!(s.lines, ["web/app> hello", "web/log> hello"]);
+        // Wild pointers, lengths, containers and streams.
+        for (c, st, p, l, want) in [
+            (0, 1, MEM - 2, 4, FAULT),
+            (0, 1, u64::MAX, 2, FAULT),
+            (0, 1, u64::MAX - 1, u64::MAX, FAULT),
+            (2, 1, 0x100, 1, INVALID),
+            (u64::MAX, 1, 0x100, 1, INVALID),
+            (0, 0, 0x100, 1, INVALID),
+            (0, 3, u64::MAX, 1, INVALID),
+        ] {
+            assert_eq!(
+                call4(&mut s, nr::LOG_WRITE, [c, st, p, l]),
+                (Action::Advance, want),
+                "({c}, {st}, {p:#x}, {l})"
+            );
+        }
+        // Capped at LOG_WRITE_MAX.
+        assert_eq!(call4(&mut s, nr::LOG_WRITE, [1, 1, 0x1000, u64::MAX]).1, LOG_WRITE_MAX);
+        assert_eq!(call4(&mut s, nr::LOG_WRITE, [1, 1, 0, 0]).1, 0);
+        let lines_before = s.lines.len();
+        assert_eq!(call4(&mut s, nr::CONTAINER_EXIT, [0, 0xffff_ffff_0000_0003, 0, 0]), (Action::Advance, 0));
+        assert_eq!(call4(&mut s, nr::CONTAINER_EXIT, [0, 4, 0, 0]), (Action::Advance, INVALID), "twice");
+        assert_eq!(call4(&mut s, nr::CONTAINER_EXIT, [7, 0, 0, 0]), (Action::Advance, INVALID));
+        assert_eq!(s.lines[lines_before..], ["web/app> world", "web/app: exited with code 3"]);
+        let app = &s.pod.as_ref().unwrap().containers[0];
+        let (a, b) = app.log.contents();
+        assert_eq!([a, b].concat(), b"hello\nworld");
+    }
+
+    #[test]
+    fn pod_spec_copies_what_fits() {
+        let mut s = Fake::pod();
+        let spec = s.pod.as_ref().unwrap().spec_json;
+        let total = spec.len() as u64;
+        assert_eq!(call4(&mut s, nr::POD_SPEC, [0, 0, 0, 0]), (Action::Advance, total), "length only");
+        assert_eq!(call4(&mut s, nr::POD_SPEC, [0x200, 10, 0, 0]).1, total);
+        assert_eq!(&s.mem[0x200..0x20a], &spec[..10]);
+        assert_eq!(s.mem[0x20a], 0);
+        assert_eq!(call4(&mut s, nr::POD_SPEC, [0x400, u64::MAX, 0, 0]).1, total);
+        assert_eq!(&s.mem[0x400..0x400 + spec.len()], spec);
+        assert_eq!(call4(&mut s, nr::POD_SPEC, [MEM - 4, 100, 0, 0]).1, FAULT);
+        assert_eq!(call4(&mut s, nr::POD_SPEC, [u64::MAX - 3, 100, 0, 0]).1, FAULT);
+        assert_eq!(call4(&mut s, nr::POD_SPEC, [MEM - 4, 4, 0, 0]).1, total, "a short copy that fits");
+    }
+
+    #[test]
+    fn layer_info_by_index() {
+        let mut s = Fake::pod();
+        assert_eq!(call4(&mut s, nr::LAYER_INFO, [1, 0x300, 0, 0]), (Action::Advance, 0));
+        let want = LayerInfo { gpa: layout::LAYERS_BASE + 0x2000, len: 10, kind: 0, _pad: 0 };
+        assert_eq!(&s.mem[0x300..0x318], want.as_bytes());
+        assert_eq!(call4(&mut s, nr::LAYER_INFO, [2, 0x300, 0, 0]).1, INVALID, "past the last layer");
+        assert_eq!(call4(&mut s, nr::LAYER_INFO, [u64::MAX, 0x300, 0, 0]).1, INVALID);
+        assert_eq!(call4(&mut s, nr::LAYER_INFO, [0, MEM - 8, 0, 0]).1, FAULT);
+        assert_eq!(call4(&mut s, nr::LAYER_INFO, [0, u64::MAX - 7, 0, 0]).1, FAULT);
+        assert_eq!(s.mem[(MEM - 8) as usize], 0, "nothing written on a fault");
+    }
+
+    #[test]
+    fn writes_to_the_layer_window_stop_the_vm() {
+        let mut s = Fake::pod();
+        let npf = |gpa, access, s: &mut Fake| {
+            handle(&exit(ExitKind::NestedPageFault { gpa, access }), &mut GuestRegs::default(), s)
+        };
+        let base = layout::LAYERS_BASE;
+        assert_eq!(
+            npf(base + 8, Access::Write, &mut s),
+            Action::Stop(StopReason::LayerWrite { gpa: base + 8 })
+        );
+        assert_eq!(
+            npf(base + 8, Access::Read, &mut s),
+            Action::Stop(StopReason::OutsideMemory { gpa: base + 8, access: Access::Read }),
+            "a read fault in the window is past the layers"
+        );
+        let end = base + layout::LAYERS_SIZE;
+        assert_eq!(
+            npf(end, Access::Write, &mut s),
+            Action::Stop(StopReason::OutsideMemory { gpa: end, access: Access::Write })
+        );
+        assert_eq!(
+            npf(base - 1, Access::Write, &mut s),
+            Action::Stop(StopReason::OutsideMemory { gpa: base - 1, access: Access::Write })
+        );
+    }
 
     #[test]
     fn simple_hypercalls() {
         let mut s = Fake::new();
-        assert_eq!(call(&mut s, nr::VERSION, 0, 0), (Action::Advance, 1));
+        assert_eq!(call(&mut s, nr::VERSION, 0, 0), (Action::Advance, u64::from(ABI_VERSION)));
         assert_eq!(call(&mut s, nr::TIME_MONOTONIC, 0, 0), (Action::Advance, 1000));
         assert_eq!(call(&mut s, nr::TIME_WALL, 0, 0).1, 1_700_000_000_000_000_000);
         assert_eq!(call(&mut s, nr::EXIT, 0xffff_ffff_0000_002a, 0).0, Action::Exit(42));
@@ -353,7 +564,7 @@ mod tests {
         assert_eq!(call(&mut s, nr::YIELD, 0, 0), (Action::Yield, 0));
         assert_eq!(call(&mut s, nr::SLEEP_UNTIL, 5000, 0), (Action::Block { until_ns: Some(5000) }, 0));
         assert_eq!(call(&mut s, nr::SLEEP_UNTIL, 999, 0), (Action::Advance, 0), "already past");
-        for n in [9, 100, u64::MAX, Error::Fault.to_raw()] {
+        for n in [13, 100, u64::MAX, Error::Fault.to_raw()] {
             assert_eq!(call(&mut s, n, 0, 0), (Action::Advance, Error::NoSys.to_raw()));
         }
     }

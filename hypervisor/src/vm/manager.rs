@@ -6,6 +6,14 @@
 //! `vm<i>: exited with code <c>` or `vm<i>: stopped: <reason>`; when all have ended,
 //! `vms: <n> exited, <m> stopped`, and the run powers off with success.
 //!
+//! Pod mode: when the module is a pod bundle (`crx_abi::pod::bundle`), one VM runs the
+//! bundle's crx-guest image with `vm.mem` MiB (default
+//! [`crate::cmdline::POD_MEM_DEFAULT_MIB`]); the image's layers are mapped read-only at
+//! `crx_abi::layout::LAYERS_BASE..` straight onto the boot module's frames (never copied,
+//! never freed: they belong to the module), and the pod hypercalls reach a
+//! [`PodState`] whose console lines are described in [`super::pod`]. Containers that
+//! have not exited when the VM ends are reported before the `vm<i>:` end line.
+//!
 //! vCPU k of a VM starts like vCPU 0 with `rsi = k` and its stack 64 KiB lower per index.
 //! Each vCPU is created, run and dropped on its one CPU; the VM's memory is dropped by the
 //! CPU that tears down its last vCPU.
@@ -15,7 +23,8 @@ use super::console::LineBuffer;
 use super::exit::{Action, InitialState, StopReason};
 use super::handler::{self, Services};
 use super::loader::{self, LoadSpec};
-use super::memory::{FrameSource, GuestMemory, OutOfRange, FRAMES_PER_LARGE, LARGE_BYTES};
+use super::memory::{FrameSource, GuestMemory, OutOfRange, FRAMES_PER_LARGE, LARGE_BYTES, PAGE_BYTES};
+use super::pod::{PodState, VmEnd};
 use super::sched::{Pick, Scheduler, VcpuId, VmId, SLICE_NS};
 use crate::arch::{fpu, percpu, power, smp, time};
 use crate::cmdline::Options;
@@ -27,7 +36,9 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use boot::BootInfo;
 use core::sync::atomic::{AtomicU64, Ordering};
-use crx_abi::BootParams;
+use crx_abi::pod::bundle::PodBundle;
+use crx_abi::pod::PodSpec;
+use crx_abi::{BootParams, LayerInfo};
 use log::{error, info, warn};
 use spin::Mutex;
 use x86_64::instructions::interrupts::without_interrupts;
@@ -82,6 +93,8 @@ struct VmRec {
     vcpus_created: u32,
     backend_bytes: u64,
     rng: u64,
+    /// The pod this VM runs, in pod mode.
+    pod: Option<PodState>,
 }
 
 struct World {
@@ -201,6 +214,23 @@ impl Services for Svc<'_> {
     fn boot_params(&self) -> BootParams {
         self.vm.params
     }
+    fn pod_log_ok(&self, container: u64, stream: u64) -> bool {
+        self.vm.pod.as_ref().is_some_and(|p| p.check_log(container, stream).is_ok())
+    }
+    fn pod_log(&mut self, container: u64, stream: u64, bytes: &[u8]) {
+        if let Some(p) = self.vm.pod.as_mut() {
+            let _ = p.log(container, stream, bytes, |line| kprintln!("{line}"));
+        }
+    }
+    fn container_exit(&mut self, container: u64, code: i32) -> bool {
+        self.vm.pod.as_mut().is_some_and(|p| p.exit(container, code, |line| kprintln!("{line}")).is_ok())
+    }
+    fn pod_spec(&self) -> Option<&'static [u8]> {
+        self.vm.pod.as_ref().map(|p| p.spec_json)
+    }
+    fn layer_info(&self, index: u64) -> Option<LayerInfo> {
+        self.vm.pod.as_ref().and_then(|p| p.layer(index))
+    }
 }
 
 /// A static name for a backend error (the stop reason keeps no formatted text).
@@ -224,6 +254,13 @@ fn end_vm(w: &mut World, vm: VmId, end: End) {
     }
     let i = rec.index;
     rec.console.flush(|line| kprintln!("vm{i}> {line}"));
+    if let Some(p) = rec.pod.as_mut() {
+        let how = match end {
+            End::Exited(c) => VmEnd::Exited(c),
+            End::Stopped(r) => VmEnd::Stopped(r),
+        };
+        p.vm_ended(how, |line| kprintln!("{line}"));
+    }
     rec.end = Some(end);
     match end {
         End::Exited(c) => {
@@ -442,13 +479,85 @@ fn guest_module(boot: &BootInfo) -> Option<&'static [u8]> {
     Some(unsafe { core::slice::from_raw_parts(m.start as *const u8, len) })
 }
 
-/// The guests to start: one image for all VMs (with `vm.cmdline`), or a bundle with an
-/// image and a command line per VM.
+/// The guests to start: one image for all VMs (with `vm.cmdline`), a bundle with an
+/// image and a command line per VM, or a pod bundle (one VM).
 struct Guests {
     count: u32,
     single: &'static [u8],
     bundle: Option<crx_abi::bundle::Bundle<'static>>,
+    pod: Option<PodParts>,
     cmdline: heapless::String<255>,
+}
+
+/// A checked pod bundle and its spec.
+struct PodParts {
+    bundle: PodBundle<'static>,
+    spec: PodSpec,
+}
+
+/// Why a pod could not be set up.
+#[derive(Debug)]
+enum PodSetupError {
+    /// The bundle is malformed.
+    Bundle(crx_abi::pod::bundle::PodBundleError),
+    /// The spec is malformed.
+    Spec(crx_abi::pod::SpecError),
+    /// The boot loader placed a layer off a page boundary, so it cannot be mapped.
+    LayerNotPageAligned(usize),
+    /// A layer's last page runs past the end of the boot module.
+    LayerPastModule(usize),
+    /// The layer window could not be mapped.
+    Map(usize, super::memory::MemError),
+}
+
+impl core::fmt::Display for PodSetupError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            PodSetupError::Bundle(e) => write!(f, "{e}"),
+            PodSetupError::Spec(e) => write!(f, "{e}"),
+            PodSetupError::LayerNotPageAligned(i) => {
+                write!(f, "layer {i} is not page-aligned in host memory (the boot module is not)")
+            }
+            PodSetupError::LayerPastModule(i) => {
+                write!(f, "layer {i}'s last page runs past the boot module (pad the bundle to 4 KiB)")
+            }
+            PodSetupError::Map(i, e) => write!(f, "mapping layer {i}: {e}"),
+        }
+    }
+}
+
+impl PodParts {
+    fn parse(module: &'static [u8]) -> Result<PodParts, PodSetupError> {
+        let bundle = PodBundle::parse(module).map_err(PodSetupError::Bundle)?;
+        let spec = PodSpec::from_json(bundle.spec()).map_err(PodSetupError::Spec)?;
+        Ok(PodParts { bundle, spec })
+    }
+
+    /// Maps every layer read-only into `mem` straight from the boot module's frames, and
+    /// returns the records the guest reads.
+    fn map_layers(&self, mem: &mut GuestMemory<KernelFrames>) -> Result<Vec<LayerInfo>, PodSetupError> {
+        let module = self.bundle.bytes();
+        let base = module.as_ptr() as u64;
+        let mut infos = Vec::new();
+        for (i, layer) in self.bundle.layers().enumerate() {
+            let hpa = base + layer.offset as u64;
+            if !hpa.is_multiple_of(PAGE_BYTES) {
+                return Err(PodSetupError::LayerNotPageAligned(i));
+            }
+            // The whole last page must be the module's, so the guest sees nothing else.
+            let end = (layer.offset as u64).checked_add(layer.bytes.len() as u64);
+            if end
+                .and_then(|e| e.checked_next_multiple_of(PAGE_BYTES))
+                .is_none_or(|e| e > module.len() as u64)
+            {
+                return Err(PodSetupError::LayerPastModule(i));
+            }
+            mem.map_shared_readonly(layer.gpa, hpa, layer.bytes.len() as u64)
+                .map_err(|e| PodSetupError::Map(i, e))?;
+            infos.push(layer.info());
+        }
+        Ok(infos)
+    }
 }
 
 impl Guests {
@@ -461,16 +570,24 @@ impl Guests {
                 let _ = cmdline.push(if b.is_ascii() { char::from(b) } else { '?' });
             }
         }
+        if crx_abi::pod::bundle::is_pod_bundle(module) {
+            let parts = PodParts::parse(module).map_err(|e| alloc::format!("pod bundle: {e}"))?;
+            if let Some(asked) = opts.vm_count.filter(|&c| c != 1) {
+                log::warn!("vm.count={asked} ignored: a pod bundle runs one VM");
+            }
+            let single = parts.bundle.guest();
+            return Ok(Guests { count: 1, single, bundle: None, pod: Some(parts), cmdline });
+        }
         if !crx_abi::bundle::is_bundle(module) {
             let count = opts.vm_count.unwrap_or(1);
-            return Ok(Guests { count, single: module, bundle: None, cmdline });
+            return Ok(Guests { count, single: module, bundle: None, pod: None, cmdline });
         }
         let b = crx_abi::bundle::Bundle::parse(module).map_err(|e| alloc::format!("guest bundle: {e}"))?;
         let count = u32::try_from(b.len()).unwrap_or(u32::MAX);
         if let Some(asked) = opts.vm_count.filter(|&c| c != count) {
             log::warn!("vm.count={asked} ignored: the guest bundle holds {count} guests");
         }
-        Ok(Guests { count, single: module, bundle: Some(b), cmdline })
+        Ok(Guests { count, single: module, bundle: Some(b), pod: None, cmdline })
     }
 
     /// VM `i`'s image and command line.
@@ -539,7 +656,12 @@ pub fn run(boot: &BootInfo, opts: &Options<'_>) -> ! {
         finalized: 0,
         total: n,
     };
-    let mem_bytes = u64::from(opts.vm_mem_mib) << 20;
+    let default_mib = if guests.pod.is_some() {
+        crate::cmdline::POD_MEM_DEFAULT_MIB
+    } else {
+        crate::cmdline::VM_MEM_DEFAULT_MIB
+    };
+    let mem_bytes = u64::from(opts.vm_mem_mib.unwrap_or(default_mib)) << 20;
     for i in 0..n {
         let created_ns = time::now_ns();
         let (image, cmdline) = guests.get(i);
@@ -554,10 +676,25 @@ pub fn run(boot: &BootInfo, opts: &Options<'_>) -> ! {
                     cmdline,
                 };
                 loader::load(&mut mem, image, &spec).map(|l| (mem, l)).map_err(|e| alloc::format!("{e}"))
+            })
+            .and_then(|(mut mem, l)| match &guests.pod {
+                None => Ok((mem, l, None)),
+                Some(parts) => {
+                    let layers = parts.map_layers(&mut mem).map_err(|e| alloc::format!("pod: {e}"))?;
+                    info!(
+                        "vm{i}: pod {}, {} container(s), {} layer(s), {} KiB shared read-only",
+                        parts.spec.name,
+                        parts.spec.containers.len(),
+                        layers.len(),
+                        mem.shared_bytes() >> 10
+                    );
+                    let pod = PodState::new(&parts.spec, parts.bundle.spec(), layers);
+                    Ok((mem, l, Some(pod)))
+                }
             });
         let vm = w.sched.add_vm(None);
         let (rec, err) = match made {
-            Ok((mem, l)) => (
+            Ok((mem, l, pod)) => (
                 VmRec {
                     index: i,
                     mem: Some(mem),
@@ -570,6 +707,7 @@ pub fn run(boot: &BootInfo, opts: &Options<'_>) -> ! {
                     vcpus_created: 0,
                     backend_bytes: 0,
                     rng: time::rdtsc() ^ (u64::from(i) << 32),
+                    pod,
                 },
                 None,
             ),
@@ -586,6 +724,7 @@ pub fn run(boot: &BootInfo, opts: &Options<'_>) -> ! {
                     vcpus_created: 0,
                     backend_bytes: 0,
                     rng: 0,
+                    pod: None,
                 },
                 Some(e),
             ),
@@ -607,6 +746,11 @@ pub fn run(boot: &BootInfo, opts: &Options<'_>) -> ! {
                 }
             }
             Some(e) => {
+                if let Some(parts) = &guests.pod {
+                    for c in &parts.spec.containers {
+                        kprintln!("{}/{}: stopped: {e}", parts.spec.name, c.name);
+                    }
+                }
                 kprintln!("vm{i}: stopped: {e}");
                 w.stopped += 1;
                 w.finalized += 1;

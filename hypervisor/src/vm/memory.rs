@@ -10,6 +10,11 @@
 //! [`GuestMemory::fill`] panic or touch anything outside the guest's frames; an address
 //! range that is not entirely guest memory (overflow included) is an [`OutOfRange`].
 //! Dropping a [`GuestMemory`] returns every frame it took, data and tables, to its source.
+//!
+//! Shared read-only mappings ([`GuestMemory::map_shared_readonly`]) put host frames the
+//! memory does not own (a pod's image layers, inside the boot module) into the nested
+//! tables above guest RAM, without write permission. They are never read, written,
+//! zeroed or returned through the source: only the tables that map them are the VM's.
 
 use super::exit::NestedFormat;
 use crate::mm::paging::{Flags, MapError, PageSize, PageTables, TableMemory};
@@ -77,6 +82,15 @@ pub enum MemError {
     OutOfFrames,
     /// The nested page-table builder refused.
     Map(MapError),
+    /// A shared mapping that is not page-aligned, overflows, or overlaps guest RAM.
+    BadShared {
+        /// Guest-physical start asked for.
+        gpa: u64,
+        /// Host-physical start asked for.
+        hpa: u64,
+        /// Length asked for.
+        len: u64,
+    },
 }
 
 impl fmt::Display for MemError {
@@ -90,6 +104,9 @@ impl fmt::Display for MemError {
             ),
             MemError::OutOfFrames => write!(f, "out of host memory for guest memory"),
             MemError::Map(e) => write!(f, "nested page tables: {e}"),
+            MemError::BadShared { gpa, hpa, len } => {
+                write!(f, "cannot share {len:#x} bytes of host {hpa:#x} at guest {gpa:#x}")
+            }
         }
     }
 }
@@ -102,6 +119,17 @@ pub fn leaf_flags(format: NestedFormat) -> Flags {
         // EPT (SDM Vol. 3C 29.3.2): R, W, X in bits 0-2 and memory type WB (6) in bits 3-5.
         // The builder gives non-leaf entries P|W|U, which EPT reads as R|W|X.
         NestedFormat::Ept => Flags::from_bits_retain(0x37),
+    }
+}
+
+/// The leaf flags of a read-only nested mapping in `format`: no write permission (a
+/// guest write is a nested page fault), and no execute permission on EPT.
+pub fn readonly_leaf_flags(format: NestedFormat) -> Flags {
+    match format {
+        // NPT: P and U without W (AMD APM Vol. 2 15.25.5).
+        NestedFormat::Npt => Flags::PRESENT | Flags::USER,
+        // EPT: R only (bit 0) and memory type WB (6) in bits 3-5 (SDM Vol. 3C 29.3.2).
+        NestedFormat::Ept => Flags::from_bits_retain(0x31),
     }
 }
 
@@ -154,6 +182,9 @@ pub struct GuestMemory<F: FrameSource> {
     root: u64,
     large_pages: usize,
     bytes: u64,
+    format: NestedFormat,
+    /// Shared read-only ranges: (guest-physical, host-physical, bytes), page-aligned.
+    shared: Vec<(u64, u64, u64)>,
 }
 
 impl<F: FrameSource> GuestMemory<F> {
@@ -166,8 +197,16 @@ impl<F: FrameSource> GuestMemory<F> {
         if !(MEM_MIN..=MEM_MAX).contains(&bytes) || !bytes.is_multiple_of(LARGE_BYTES) {
             return Err(MemError::BadSize { bytes });
         }
-        let mut m =
-            GuestMemory { src, pages: Vec::new(), tables: Vec::new(), root: 0, large_pages: 0, bytes };
+        let mut m = GuestMemory {
+            src,
+            pages: Vec::new(),
+            tables: Vec::new(),
+            root: 0,
+            large_pages: 0,
+            bytes,
+            format,
+            shared: Vec::new(),
+        };
         let page_count = (bytes / PAGE_BYTES) as usize;
         m.pages.try_reserve_exact(page_count).map_err(|_| MemError::OutOfFrames)?;
         m.tables.try_reserve(8).map_err(|_| MemError::OutOfFrames)?;
@@ -311,6 +350,55 @@ impl<F: FrameSource> GuestMemory<F> {
     /// The frame source (for its accounting).
     pub fn source(&self) -> &F {
         &self.src
+    }
+
+    /// Maps host-physical `hpa..hpa + len` (rounded up to whole pages) read-only at
+    /// guest-physical `gpa`, above guest RAM, with 4 KiB nested pages. The frames stay
+    /// their owner's: this memory never touches their bytes and never frees them, and the
+    /// caller keeps them alive and unchanged for as long as the VM runs.
+    ///
+    /// `gpa` and `hpa` must be page-aligned and the range must lie above guest RAM and
+    /// not overlap an earlier shared range. On failure nothing of the range stays mapped
+    /// except what the nested tables of the VM hold until the drop.
+    pub fn map_shared_readonly(&mut self, gpa: u64, hpa: u64, len: u64) -> Result<(), MemError> {
+        let bad = MemError::BadShared { gpa, hpa, len };
+        let bytes = len.checked_next_multiple_of(PAGE_BYTES).ok_or(bad)?;
+        if !gpa.is_multiple_of(PAGE_BYTES) || !hpa.is_multiple_of(PAGE_BYTES) || gpa < self.bytes {
+            return Err(bad);
+        }
+        gpa.checked_add(bytes).ok_or(bad)?;
+        hpa.checked_add(bytes).ok_or(bad)?;
+        if self.shared.iter().any(|&(g, _, n)| gpa < g + n && g < gpa + bytes) {
+            return Err(bad);
+        }
+        self.shared.try_reserve(1).map_err(|_| MemError::OutOfFrames)?;
+        let flags = readonly_leaf_flags(self.format);
+        let mut done = 0;
+        while done < bytes {
+            let r = self.tables().map(gpa + done, hpa + done, PageSize::Size4K, flags);
+            if let Err(e) = r {
+                // Take back what this call mapped, so a retry elsewhere is clean.
+                let mut undo = 0;
+                while undo < done {
+                    let _ = self.tables().unmap(gpa + undo, PageSize::Size4K);
+                    undo += PAGE_BYTES;
+                }
+                return Err(map_error(e));
+            }
+            done += PAGE_BYTES;
+        }
+        self.shared.push((gpa, hpa, bytes));
+        Ok(())
+    }
+
+    /// Bytes of shared read-only mappings.
+    pub fn shared_bytes(&self) -> u64 {
+        self.shared.iter().map(|&(_, _, n)| n).sum()
+    }
+
+    /// Host-physical address behind guest-physical `gpa` in a shared range.
+    pub fn translate_shared(&self, gpa: u64) -> Option<u64> {
+        self.shared.iter().find(|&&(g, _, n)| gpa >= g && gpa - g < n).map(|&(g, h, _)| h + (gpa - g))
     }
 }
 
@@ -546,6 +634,65 @@ mod tests {
                 Some(MemError::OutOfFrames)
             );
             assert_eq!(a.0.borrow().taken_count(), 0, "large={large} budget={budget}");
+        }
+    }
+
+    #[test]
+    fn shared_readonly_mappings_are_mapped_and_never_freed() {
+        use crx_abi::layout::LAYERS_BASE;
+        for format in [NestedFormat::Npt, NestedFormat::Ept] {
+            let a = Arena::new(16);
+            a.0.borrow_mut().large_ok = false;
+            // Three frames owned by someone else (a boot module), with known bytes.
+            let mut owner = a.clone();
+            let f0 = owner.alloc_frame().unwrap();
+            let f1 = owner.alloc_frame().unwrap();
+            let f2 = owner.alloc_frame().unwrap();
+            assert_eq!((f1 - f0, f2 - f1), (4096, 4096), "the arena hands out frames in order");
+            // SAFETY: test frames just taken from the arena.
+            unsafe { owner.fill(f1, 4096, 0x77) };
+            let frames_before = a.0.borrow().taken_count();
+            {
+                let mut m = GuestMemory::new(a.clone(), 2 * MIB, format).unwrap();
+                m.map_shared_readonly(LAYERS_BASE, f0, 4096 + 10).unwrap();
+                m.map_shared_readonly(LAYERS_BASE + 2 * 4096, f2, 4096).unwrap();
+                assert_eq!(m.shared_bytes(), 3 * 4096);
+                let t = PageTables::from_root(m.nested_root(), View(a.clone()));
+                let tr = t.translate(LAYERS_BASE + 4096 + 5).unwrap();
+                assert_eq!(tr.phys, f1 + 5);
+                assert_eq!(tr.size, PageSize::Size4K);
+                assert!(!tr.flags.contains(Flags::WRITABLE), "{format:?}: read-only");
+                assert!(tr.flags.contains(Flags::PRESENT), "{format:?}: readable");
+                assert_eq!(t.translate(LAYERS_BASE + 2 * 4096).unwrap().phys, f2);
+                assert!(t.translate(LAYERS_BASE + 3 * 4096).is_err());
+                assert_eq!(m.translate_shared(LAYERS_BASE + 4097), Some(f1 + 1));
+                assert_eq!(m.translate_shared(LAYERS_BASE + 3 * 4096), None);
+                // Guest RAM reads never reach the shared range.
+                let mut b = [0u8; 1];
+                assert!(m.read(LAYERS_BASE + 4096, &mut b).is_err());
+                // Refusals: misaligned, inside RAM, overlapping, wrapping.
+                let bad = |m: &mut GuestMemory<Arena>, g: u64, h: u64, l: u64| {
+                    assert_eq!(
+                        m.map_shared_readonly(g, h, l),
+                        Err(MemError::BadShared { gpa: g, hpa: h, len: l })
+                    )
+                };
+                bad(&mut m, LAYERS_BASE + 8 * 4096 + 1, f0, 4096);
+                bad(&mut m, LAYERS_BASE + 8 * 4096, f0 + 8, 4096);
+                bad(&mut m, 0x10_0000, f0, 4096);
+                bad(&mut m, LAYERS_BASE + 4096, f0, 4096);
+                bad(&mut m, LAYERS_BASE - 4096, f0, 3 * 4096);
+                bad(&mut m, !4095, f0, 8192);
+                bad(&mut m, LAYERS_BASE + 8 * 4096, f0, u64::MAX);
+                assert_eq!(m.shared_bytes(), 3 * 4096, "refusals map nothing");
+            }
+            // The VM's own frames are back; the shared frames are still the owner's and
+            // hold what they held.
+            let s = a.0.borrow();
+            assert_eq!(s.taken_count(), frames_before);
+            assert!(s.taken[((f1 - s.base) / 4096) as usize]);
+            let off = (f1 - s.base) as usize;
+            assert!(s.bytes[off..off + 4096].iter().all(|&b| b == 0x77));
         }
     }
 

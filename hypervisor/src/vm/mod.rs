@@ -11,6 +11,7 @@ pub mod loader;
 #[cfg(target_os = "none")]
 pub mod manager;
 pub mod memory;
+pub mod pod;
 pub mod sched;
 
 pub use exit::{Access, Action, Exit, ExitKind, GuestRegs, InitialState, NestedFormat, Segment, StopReason};

@@ -1,0 +1,425 @@
+//! A pod VM's containers as the hypervisor sees them: one bounded log per container,
+//! console lines, and who has exited.
+//!
+//! Console contract (pure: the caller prints each [`PodLine`]):
+//! * output of container `c` of pod `p` (stdout and stderr, each split into lines on its
+//!   own, non-printable bytes shown as `?`, lines cut at 256 bytes): `p/c> text`;
+//! * its end, from `CONTAINER_EXIT`: `p/c: exited with code N`;
+//! * when the VM ends, every container that has not reported its end:
+//!   `p/c: exited with code 137` if the VM ran out of memory (the OOM killer's code),
+//!   else `p/c: stopped: <reason>` (the VM's stop reason, or that the VM exited first).
+//!
+//! Names come from a checked [`PodSpec`] (`crx_abi::pod::valid_name`), so they hold no
+//! `/`, `>`, `:` or spaces and a container cannot forge another's lines.
+#![deny(unsafe_code)]
+
+use super::console::LineBuffer;
+use super::exit::StopReason;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+use crx_abi::pod::PodSpec;
+use crx_abi::{LayerInfo, STREAM_STDERR, STREAM_STDOUT};
+
+/// Bytes of log kept per container; older bytes are dropped.
+pub const LOG_BYTES: usize = 64 << 10;
+/// Exit code reported for containers of a VM that ran out of memory.
+pub const OOM_EXIT_CODE: i32 = 137;
+
+/// A bounded byte log: keeps the last [`LogRing::capacity`] bytes written.
+#[derive(Debug, Clone)]
+pub struct LogRing {
+    buf: Vec<u8>,
+    cap: usize,
+    /// Index of the oldest byte once the ring is full.
+    head: usize,
+    dropped: u64,
+}
+
+impl LogRing {
+    /// An empty ring of `cap` bytes (the storage grows as bytes come, up to `cap`).
+    pub fn new(cap: usize) -> LogRing {
+        LogRing { buf: Vec::new(), cap, head: 0, dropped: 0 }
+    }
+
+    /// The most bytes kept.
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// Appends `bytes`, dropping the oldest bytes beyond the capacity. Returns false when
+    /// the heap could not grow the ring (the bytes are then dropped too).
+    pub fn push(&mut self, bytes: &[u8]) -> bool {
+        let mut ok = true;
+        for &b in bytes {
+            if self.buf.len() < self.cap {
+                if self.buf.try_reserve(1).is_err() {
+                    self.dropped += 1;
+                    ok = false;
+                    continue;
+                }
+                self.buf.push(b);
+            } else if let Some(slot) = self.buf.get_mut(self.head) {
+                *slot = b;
+                self.head = (self.head + 1) % self.cap;
+                self.dropped += 1;
+            } else {
+                // A zero-capacity ring keeps nothing.
+                self.dropped += 1;
+            }
+        }
+        ok
+    }
+
+    /// The kept bytes, oldest first, as two slices.
+    pub fn contents(&self) -> (&[u8], &[u8]) {
+        let (a, b) = self.buf.split_at(self.head.min(self.buf.len()));
+        (b, a)
+    }
+
+    /// Bytes kept.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether nothing is kept.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Bytes dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+}
+
+/// One container of a running pod.
+#[derive(Debug, Clone)]
+pub struct Container {
+    /// Its name.
+    pub name: String,
+    /// Its output, both streams as they came.
+    pub log: LogRing,
+    out: LineBuffer,
+    err: LineBuffer,
+    /// Its exit code, once reported.
+    pub exit: Option<i32>,
+}
+
+/// A console line of a pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodLine<'a> {
+    /// A line of a container's output.
+    Output {
+        /// Pod name.
+        pod: &'a str,
+        /// Container name.
+        container: &'a str,
+        /// The text (printable ASCII).
+        text: &'a str,
+    },
+    /// A container's end.
+    Exited {
+        /// Pod name.
+        pod: &'a str,
+        /// Container name.
+        container: &'a str,
+        /// Exit code.
+        code: i32,
+    },
+    /// A container that ended with its VM.
+    Stopped {
+        /// Pod name.
+        pod: &'a str,
+        /// Container name.
+        container: &'a str,
+        /// Why.
+        reason: VmEnd,
+    },
+}
+
+/// How a pod VM ended, for the containers that had not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmEnd {
+    /// The VM exited with this code before the container reported its end.
+    Exited(i32),
+    /// The VM was stopped.
+    Stopped(StopReason),
+}
+
+impl fmt::Display for VmEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VmEnd::Exited(c) => write!(f, "the pod VM exited (code {c}) before the container ended"),
+            VmEnd::Stopped(r) => write!(f, "{r}"),
+        }
+    }
+}
+
+impl fmt::Display for PodLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PodLine::Output { pod, container, text } => write!(f, "{pod}/{container}> {text}"),
+            PodLine::Exited { pod, container, code } => {
+                write!(f, "{pod}/{container}: exited with code {code}")
+            }
+            PodLine::Stopped { pod, container, reason } => write!(f, "{pod}/{container}: stopped: {reason}"),
+        }
+    }
+}
+
+/// Why a pod hypercall was refused (the guest gets `Error::Invalid`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodError {
+    /// No container has this index.
+    NoContainer(u64),
+    /// Not stdout (1) or stderr (2).
+    BadStream(u64),
+    /// The container has reported its end already.
+    AlreadyExited(u64),
+}
+
+/// A pod running in one VM.
+#[derive(Debug, Clone)]
+pub struct PodState {
+    /// The pod's name.
+    pub name: String,
+    /// Its containers, in the spec's order.
+    pub containers: Vec<Container>,
+    /// The spec as the guest reads it.
+    pub spec_json: &'static [u8],
+    /// The layers as the guest finds them.
+    pub layers: Vec<LayerInfo>,
+}
+
+impl PodState {
+    /// The state of a pod that has not started, from its checked spec.
+    pub fn new(spec: &PodSpec, spec_json: &'static [u8], layers: Vec<LayerInfo>) -> PodState {
+        let containers = spec
+            .containers
+            .iter()
+            .map(|c| Container {
+                name: c.name.clone(),
+                log: LogRing::new(LOG_BYTES),
+                out: LineBuffer::default(),
+                err: LineBuffer::default(),
+                exit: None,
+            })
+            .collect();
+        PodState { name: spec.name.clone(), containers, spec_json, layers }
+    }
+
+    /// Checks a `LOG_WRITE`'s container and stream before its bytes are read.
+    pub fn check_log(&self, container: u64, stream: u64) -> Result<(), PodError> {
+        if stream != STREAM_STDOUT && stream != STREAM_STDERR {
+            return Err(PodError::BadStream(stream));
+        }
+        self.get(container).map(|_| ())
+    }
+
+    fn get(&self, container: u64) -> Result<&Container, PodError> {
+        usize::try_from(container)
+            .ok()
+            .and_then(|i| self.containers.get(i))
+            .ok_or(PodError::NoContainer(container))
+    }
+
+    /// Output of a container: kept in its log and printed line by line.
+    pub fn log(
+        &mut self,
+        container: u64,
+        stream: u64,
+        bytes: &[u8],
+        mut emit: impl FnMut(PodLine<'_>),
+    ) -> Result<(), PodError> {
+        self.check_log(container, stream)?;
+        let pod = self.name.as_str();
+        let c = usize::try_from(container)
+            .ok()
+            .and_then(|i| self.containers.get_mut(i))
+            .ok_or(PodError::NoContainer(container))?;
+        c.log.push(bytes);
+        let name = c.name.as_str();
+        let line = if stream == STREAM_STDERR { &mut c.err } else { &mut c.out };
+        line.push(bytes, |text| emit(PodLine::Output { pod, container: name, text }));
+        Ok(())
+    }
+
+    /// A container's end (once).
+    pub fn exit(
+        &mut self,
+        container: u64,
+        code: i32,
+        mut emit: impl FnMut(PodLine<'_>),
+    ) -> Result<(), PodError> {
+        let pod = self.name.as_str();
+        let c = usize::try_from(container)
+            .ok()
+            .and_then(|i| self.containers.get_mut(i))
+            .ok_or(PodError::NoContainer(container))?;
+        if c.exit.is_some() {
+            return Err(PodError::AlreadyExited(container));
+        }
+        Self::flush(pod, c, &mut emit);
+        c.exit = Some(code);
+        emit(PodLine::Exited { pod, container: &c.name, code });
+        Ok(())
+    }
+
+    fn flush(pod: &str, c: &mut Container, emit: &mut impl FnMut(PodLine<'_>)) {
+        let name = c.name.as_str();
+        c.out.flush(|text| emit(PodLine::Output { pod, container: name, text }));
+        c.err.flush(|text| emit(PodLine::Output { pod, container: name, text }));
+    }
+
+    /// The VM ended: flushes every container's partial lines and reports those that had
+    /// not ended (see the module documentation). Returns the first container's exit code
+    /// as it stands now, if it has one.
+    pub fn vm_ended(&mut self, end: VmEnd, mut emit: impl FnMut(PodLine<'_>)) -> Option<i32> {
+        let pod = self.name.as_str();
+        for c in self.containers.iter_mut() {
+            Self::flush(pod, c, &mut emit);
+            if c.exit.is_some() {
+                continue;
+            }
+            if end == VmEnd::Stopped(StopReason::OutOfMemory) {
+                c.exit = Some(OOM_EXIT_CODE);
+                emit(PodLine::Exited { pod, container: &c.name, code: OOM_EXIT_CODE });
+            } else {
+                emit(PodLine::Stopped { pod, container: &c.name, reason: end });
+            }
+        }
+        self.containers.first().and_then(|c| c.exit)
+    }
+
+    /// Layer `index`'s record, if there is such a layer.
+    pub fn layer(&self, index: u64) -> Option<LayerInfo> {
+        usize::try_from(index).ok().and_then(|i| self.layers.get(i)).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::ToString;
+
+    fn pod() -> PodState {
+        let spec = PodSpec::from_json(
+            br#"{"name":"demo","containers":[{"name":"main","command":["x"]},{"name":"side","command":["y"]}]}"#,
+        )
+        .unwrap();
+        PodState::new(&spec, b"{}", Vec::new())
+    }
+
+    fn run(f: impl FnOnce(&mut dyn FnMut(PodLine<'_>))) -> Vec<String> {
+        let mut out = Vec::new();
+        f(&mut |l| out.push(l.to_string()));
+        out
+    }
+
+    #[test]
+    fn ring_keeps_the_newest_bytes() {
+        let mut r = LogRing::new(8);
+        assert!(r.is_empty());
+        r.push(b"abc");
+        assert_eq!(r.contents(), (&b"abc"[..], &b""[..]));
+        r.push(b"defghij");
+        let (a, b) = r.contents();
+        assert_eq!([a, b].concat(), b"cdefghij");
+        assert_eq!(r.dropped(), 2);
+        r.push(&[b'z'; 20]);
+        let (a, b) = r.contents();
+        assert_eq!([a, b].concat(), b"zzzzzzzz");
+        assert_eq!(r.len(), 8);
+        assert_eq!(r.dropped(), 22);
+        let mut z = LogRing::new(0);
+        z.push(b"x");
+        assert_eq!((z.len(), z.dropped()), (0, 1));
+        let mut big = LogRing::new(LOG_BYTES);
+        for i in 0..100u32 {
+            big.push(&[i as u8; 1000]);
+        }
+        assert_eq!(big.len(), LOG_BYTES);
+        assert_eq!(big.dropped(), 100_000 - LOG_BYTES as u64);
+        let (a, b) = big.contents();
+        assert_eq!(*[a, b].concat().last().unwrap(), 99);
+        assert_eq!([a, b].concat()[0], ((100_000 - LOG_BYTES) / 1000) as u8);
+    }
+
+    #[test]
+    fn lines_are_prefixed_per_container_and_stream() {
+        let mut p = pod();
+        let out = run(|e| {
+            p.log(0, 1, b"hel", &mut *e).unwrap();
+            p.log(0, 2, b"oops\n", &mut *e).unwrap();
+            p.log(0, 1, b"lo\n\x1b[31mred\n", &mut *e).unwrap();
+            p.log(1, 1, b"partial", &mut *e).unwrap();
+            p.exit(1, 3, &mut *e).unwrap();
+        });
+        assert_eq!(
+            out,
+            [
+                "demo/main> oops",
+                "demo/main> hello",
+                "demo/main> ?[31mred",
+                "demo/side> partial",
+                "demo/side: exited with code 3"
+            ]
+        );
+        let (a, b) = p.containers[0].log.contents();
+        assert_eq!([a, b].concat(), b"heloops\nlo\n\x1b[31mred\n");
+    }
+
+    #[test]
+    fn bad_indices_and_streams_are_refused() {
+        let mut p = pod();
+        let out = run(|e| {
+            assert_eq!(p.log(2, 1, b"x", &mut *e), Err(PodError::NoContainer(2)));
+            assert_eq!(p.log(u64::MAX, 1, b"x", &mut *e), Err(PodError::NoContainer(u64::MAX)));
+            assert_eq!(p.log(0, 0, b"x", &mut *e), Err(PodError::BadStream(0)));
+            assert_eq!(p.log(0, 3, b"x", &mut *e), Err(PodError::BadStream(3)));
+            assert_eq!(p.exit(5, 0, &mut *e), Err(PodError::NoContainer(5)));
+            assert_eq!(p.exit(0, 0, &mut *e), Ok(()));
+            assert_eq!(p.exit(0, 1, &mut *e), Err(PodError::AlreadyExited(0)));
+        });
+        assert_eq!(out, ["demo/main: exited with code 0"]);
+        assert!(p.containers[0].log.is_empty());
+    }
+
+    #[test]
+    fn vm_end_reports_the_containers_still_running() {
+        let mut p = pod();
+        let out = run(|e| {
+            p.log(1, 1, b"half", &mut *e).unwrap();
+            p.exit(0, 0, &mut *e).unwrap();
+            assert_eq!(p.vm_ended(VmEnd::Stopped(StopReason::TripleFault), &mut *e), Some(0));
+        });
+        assert_eq!(
+            out,
+            ["demo/main: exited with code 0", "demo/side> half", "demo/side: stopped: triple fault"]
+        );
+        let mut p = pod();
+        let out = run(|e| {
+            assert_eq!(p.vm_ended(VmEnd::Stopped(StopReason::OutOfMemory), &mut *e), Some(137));
+        });
+        assert_eq!(out, ["demo/main: exited with code 137", "demo/side: exited with code 137"]);
+        let mut p = pod();
+        let out = run(|e| {
+            assert_eq!(p.vm_ended(VmEnd::Exited(4), &mut *e), None);
+        });
+        assert_eq!(out[0], "demo/main: stopped: the pod VM exited (code 4) before the container ended");
+    }
+
+    #[test]
+    fn layers_by_index() {
+        let l = LayerInfo { gpa: crx_abi::layout::LAYERS_BASE, len: 10, kind: 0, _pad: 0 };
+        let p = PodState::new(&pod_spec(), b"{}", alloc::vec![l]);
+        assert_eq!(p.layer(0), Some(l));
+        assert_eq!(p.layer(1), None);
+        assert_eq!(p.layer(u64::MAX), None);
+    }
+
+    fn pod_spec() -> PodSpec {
+        PodSpec::from_json(br#"{"name":"p","containers":[{"name":"c","command":["x"]}]}"#).unwrap()
+    }
+}
