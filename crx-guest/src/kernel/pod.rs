@@ -13,7 +13,7 @@ use alloc::vec::Vec;
 use crx_abi::{BootParams, Error};
 use crx_fs::{Errno, Fs, Ino, LayerKind};
 use crx_guest::frames::FramePool;
-use crx_guest::podabi::{ContainerSpec, PodSpec};
+use crx_guest::podabi::{self, ContainerSpec, PodSpec};
 use crx_guest::posix::{self, sig, Exit};
 
 use super::arch::{self, FpuArea};
@@ -59,7 +59,7 @@ fn spec_from_cmdline(cmdline: &str) -> PodSpec {
             )],
             working_dir: String::from("/"),
         }],
-        process_limit: 64,
+        process_limit: podabi::DEFAULT_PROCESS_LIMIT,
     }
 }
 
@@ -67,16 +67,17 @@ fn spec_from_cmdline(cmdline: &str) -> PodSpec {
 fn fetch_spec(k: &Kernel, params: &BootParams) -> Result<(PodSpec, bool), String> {
     let mut probe = [0u8; 1];
     match k.hv.pod_spec(&mut probe[..0]) {
-        Err(Error::NoSys) => Ok((spec_from_cmdline(params.cmdline()), false)),
+        // Not a pod VM (ABI v1, or v2 outside a pod): run the command line's argv.
+        Err(Error::NoSys | Error::Invalid) => Ok((spec_from_cmdline(params.cmdline()), false)),
         Err(e) => Err(alloc::format!("POD_SPEC failed: {e:?}")),
         Ok(total) => {
             let len = usize::try_from(total).map_err(|_| String::from("pod spec too long"))?;
-            if len > (1 << 20) {
+            if len > crx_abi::pod::MAX_SPEC_BYTES {
                 return Err(alloc::format!("pod spec of {len} bytes is too long"));
             }
             let mut buf = alloc::vec![0u8; len];
             k.hv.pod_spec(&mut buf).map_err(|e| alloc::format!("POD_SPEC failed: {e:?}"))?;
-            let spec = PodSpec::parse(&buf).map_err(|e| alloc::format!("{e}"))?;
+            let spec = PodSpec::from_json(&buf).map_err(|e| alloc::format!("{e}"))?;
             Ok((spec, true))
         }
     }
@@ -89,27 +90,22 @@ static EMBEDDED_LAYER: &[u8] = &[];
 
 /// Applies every layer in order; the error names the layer.
 fn apply_layers(k: &mut Kernel) -> Result<(), String> {
+    if !k.pod_log {
+        if EMBEDDED_LAYER.is_empty() {
+            return Ok(());
+        }
+        let kind = if EMBEDDED_LAYER.starts_with(&[0x1f, 0x8b]) { LayerKind::TarGzip } else { LayerKind::Tar };
+        let stats = k.fs.apply_layer(EMBEDDED_LAYER, kind).map_err(|e| alloc::format!("layer 0: {e}"))?;
+        klog!("built-in layer: {} entries", stats.entries);
+        return Ok(());
+    }
     for i in 0u32.. {
         let info = match k.hv.layer_info(i) {
             Ok(info) => info,
             Err(Error::Invalid) => return Ok(()),
-            Err(Error::NoSys) => {
-                if EMBEDDED_LAYER.is_empty() {
-                    return Ok(());
-                }
-                let kind = if EMBEDDED_LAYER.starts_with(&[0x1f, 0x8b]) {
-                    LayerKind::TarGzip
-                } else {
-                    LayerKind::Tar
-                };
-                let stats =
-                    k.fs.apply_layer(EMBEDDED_LAYER, kind).map_err(|e| alloc::format!("layer 0: {e}"))?;
-                klog!("built-in layer: {} entries", stats.entries);
-                return Ok(());
-            }
             Err(e) => return Err(alloc::format!("layer {i}: LAYER_INFO failed: {e:?}")),
         };
-        if !info.in_window() {
+        if !podabi::in_window(&info) {
             return Err(alloc::format!("layer {i}: outside the layer window"));
         }
         let kind = LayerKind::from_abi(info.kind)
