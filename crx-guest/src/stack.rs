@@ -227,6 +227,32 @@ mod tests {
     }
 
     #[test]
+    fn stack_for_the_hosts_busybox() {
+        let Ok(bytes) = std::fs::read("/bin/busybox") else { return };
+        let plan = crate::elf::plan(&bytes).expect("busybox is a static executable");
+        let aux = AuxInfo {
+            phdr: plan.phdr,
+            phent: plan.phent,
+            phnum: plan.phnum,
+            entry: plan.entry,
+            hwcap: 0,
+            random: [1; 16],
+        };
+        let top = 0x7fff_ffff_0000;
+        let s = build(top, &[b"sh", b"-c", b"echo hi"], &[b"PATH=/bin"], b"/bin/sh", &aux, 1 << 20).expect("fits");
+        // AT_PHDR must point into a loaded segment, at the ELF's program headers.
+        let seg = plan
+            .segments
+            .iter()
+            .find(|g| g.vaddr <= plan.phdr && plan.phdr < g.vaddr + g.filesz)
+            .expect("the headers are loaded");
+        let off = (seg.offset + (plan.phdr - seg.vaddr)) as usize;
+        assert_eq!(&bytes[off..off + 4], &1u32.to_le_bytes(), "first program header is PT_LOAD");
+        assert_eq!(word(&s, top, s.rsp), 3);
+        assert_eq!(cstr(&s, top, word(&s, top, s.rsp + 24)), b"echo hi");
+    }
+
+    #[test]
     fn too_big_is_refused() {
         let aux = AuxInfo { phdr: 0, phent: 56, phnum: 1, entry: 0, hwcap: 0, random: [0; 16] };
         let big = alloc::vec![b'x'; 5000];
