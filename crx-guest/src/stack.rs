@@ -239,7 +239,8 @@ mod tests {
             random: [1; 16],
         };
         let top = 0x7fff_ffff_0000;
-        let s = build(top, &[b"sh", b"-c", b"echo hi"], &[b"PATH=/bin"], b"/bin/sh", &aux, 1 << 20).expect("fits");
+        let s = build(top, &[b"sh", b"-c", b"echo hi"], &[b"PATH=/bin"], b"/bin/sh", &aux, 1 << 20)
+            .expect("fits");
         // AT_PHDR must point into a loaded segment, at the ELF's program headers.
         let seg = plan
             .segments

@@ -374,8 +374,8 @@ pub fn init() {
     // Clear TF, IF, DF, AC on entry.
     wrmsr(MSR_SFMASK, 0x4_7700);
     wrmsr(MSR_EFER, rdmsr(MSR_EFER) | 1); // SCE
-    // SSE for user code: CR4.OSFXSR (bit 9) and CR4.OSXMMEXCPT (bit 10), Intel SDM Vol. 3A 13.1.3.
-    // SAFETY: enabling FXSAVE/SSE support changes no memory mapping or privilege state.
+                                          // SSE for user code: CR4.OSFXSR (bit 9) and CR4.OSXMMEXCPT (bit 10), Intel SDM Vol. 3A 13.1.3.
+                                          // SAFETY: enabling FXSAVE/SSE support changes no memory mapping or privilege state.
     unsafe {
         asm!(
             "mov {t}, cr4",

@@ -94,7 +94,8 @@ fn apply_layers(k: &mut Kernel) -> Result<(), String> {
         if EMBEDDED_LAYER.is_empty() {
             return Ok(());
         }
-        let kind = if EMBEDDED_LAYER.starts_with(&[0x1f, 0x8b]) { LayerKind::TarGzip } else { LayerKind::Tar };
+        let kind =
+            if EMBEDDED_LAYER.starts_with(&[0x1f, 0x8b]) { LayerKind::TarGzip } else { LayerKind::Tar };
         let stats = k.fs.apply_layer(EMBEDDED_LAYER, kind).map_err(|e| alloc::format!("layer 0: {e}"))?;
         klog!("built-in layer: {} entries", stats.entries);
         return Ok(());

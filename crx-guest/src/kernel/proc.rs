@@ -233,13 +233,6 @@ impl UserMem<'_> {
         Ok(())
     }
 
-    /// Reads `len` bytes into a new buffer.
-    pub fn read_vec(&mut self, va: u64, len: usize) -> Result<Vec<u8>, MemFault> {
-        let mut v = alloc::vec![0u8; len];
-        self.read(va, &mut v)?;
-        Ok(v)
-    }
-
     /// Reads a u64.
     pub fn read_u64(&mut self, va: u64) -> Result<u64, MemFault> {
         let mut b = [0u8; 8];

@@ -231,10 +231,21 @@ fn fault(k: &mut Kernel, e: MemFault) -> Fail {
     }
 }
 
+/// A zeroed kernel buffer, or `ENOMEM` when the kernel heap cannot hold it (a process
+/// asking for large transfers must not bring the kernel down).
+fn try_buf(len: usize) -> Result<Vec<u8>, Fail> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| Fail::E(Errno::ENOMEM))?;
+    v.resize(len, 0);
+    Ok(v)
+}
+
 fn uread(k: &mut Kernel, va: u64, len: usize) -> Result<Vec<u8>, Fail> {
+    let mut v = try_buf(len)?;
     let pid = k.current;
-    let r = k.mem(pid).ok_or(Fail::Gone)?.read_vec(va, len);
-    r.map_err(|e| fault(k, e))
+    let r = k.mem(pid).ok_or(Fail::Gone)?.read(va, &mut v);
+    r.map_err(|e| fault(k, e))?;
+    Ok(v)
 }
 
 fn uwrite(k: &mut Kernel, va: u64, data: &[u8]) -> Result<(), Fail> {
@@ -385,7 +396,7 @@ fn sys_uname(k: &mut Kernel, a: [u64; 6]) -> Sys {
 
 fn sys_getrandom(k: &mut Kernel, a: [u64; 6]) -> Sys {
     let len = (a[1] as usize).min(65536);
-    let mut b = alloc::vec![0u8; len];
+    let mut b = try_buf(len)?;
     k.hv.random(&mut b);
     uwrite(k, a[0], &b)?;
     ok(len)
@@ -1115,7 +1126,7 @@ fn read_desc(k: &mut Kernel, fdn: u64, len: usize, at: Option<u64>) -> Result<Ve
     if b.flags & o::ACCMODE == o::WRONLY {
         return Err(Errno::EBADF.into());
     }
-    let mut buf = alloc::vec![0u8; len.min(1 << 20)];
+    let mut buf = try_buf(len.min(1 << 20))?;
     let n = match &mut b.obj {
         Object::Null => 0,
         Object::Zero => buf.len(),
@@ -1223,9 +1234,14 @@ fn iovecs(k: &mut Kernel, va: u64, n: u64) -> Result<Vec<(u64, u64)>, Fail> {
 
 fn sys_writev(k: &mut Kernel, a: [u64; 6]) -> Sys {
     let iov = iovecs(k, a[1], a[2])?;
+    // At most 1 MiB per call (a short write, as Linux allows).
     let mut data = Vec::new();
     for (b, l) in iov {
-        data.extend_from_slice(&uread(k, b, (l as usize).min(1 << 20))?);
+        let room = (1usize << 20) - data.len();
+        if room == 0 {
+            break;
+        }
+        data.extend_from_slice(&uread(k, b, (l as usize).min(room))?);
     }
     write_desc(k, a[0], &data, None)
 }
@@ -1361,7 +1377,7 @@ fn sys_statx(k: &mut Kernel, a: [u64; 6]) -> Sys {
 
 fn sys_getdents64(k: &mut Kernel, a: [u64; 6]) -> Sys {
     let d = k.cur().fds.desc(a[0])?;
-    let mut buf = alloc::vec![0u8; (a[2] as usize).min(65536)];
+    let mut buf = try_buf((a[2] as usize).min(65536))?;
     let n = {
         let mut b = d.borrow_mut();
         match &mut b.obj {
