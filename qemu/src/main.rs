@@ -580,8 +580,83 @@ fn bench(qemu_runs: usize, bochs_runs: usize, vm_runs: usize) -> Result<ExitCode
     );
     if vm_runs > 0 {
         bench_vms(&kernel, vm_runs)?;
+        bench_pod(&kernel);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Pod figures: crx-guest's image size, and `busybox true` in a pod VM under QEMU
+/// `-icount shift=0` (one emulated instruction per nanosecond): guest instructions from
+/// the VM's creation to the container's exit (the VM's accounting). Printed, not judged;
+/// rows that cannot be measured say why.
+fn bench_pod(kernel: &std::path::Path) {
+    println!();
+    println!("Pod figures (printed, not judged; the size target is under 512 KiB):");
+    let guest = match qemu::pod::build_guest_kernel() {
+        Ok(g) => g,
+        Err(e) => {
+            println!("  crx-guest image size           not measured: {e}");
+            return;
+        }
+    };
+    let size = std::fs::metadata(&guest).map(|m| m.len()).unwrap_or(0);
+    let stripped = stripped_size(&guest);
+    println!(
+        "  crx-guest image size           {} KiB ({} KiB stripped)",
+        size >> 10,
+        stripped.unwrap_or(0) >> 10
+    );
+    let dir = image::target_dir().join("bench-pod").join("busybox");
+    let built = setup::ensure(setup::BUSYBOX).map_err(|e| e.to_string()).and_then(|_| {
+        qemu::oci::build_busybox_image(std::path::Path::new(setup::BUSYBOX_PATH), &dir)
+            .and_then(|_| qemu::oci::Image::open(&dir))
+            .map_err(|e| e.to_string())
+    });
+    let img = match built {
+        Ok(i) => i,
+        Err(e) => {
+            println!("  pod `busybox true`             not measured: {e}");
+            return;
+        }
+    };
+    let run = qemu::pod::PodRun::new(&img, &["true".into()]);
+    let mut host = Host::qemu(kernel);
+    host.qemu_extra = vec!["-icount".into(), "shift=0".into()];
+    let result = qemu::pod::write_bundle(&guest, &img, &run, "bench-pod").and_then(|m| {
+        qemu::pod::run(
+            &host,
+            "bench-pod",
+            m,
+            String::new(),
+            "main",
+            Some(Duration::from_secs(180)),
+            &mut |_, _, _| {},
+        )
+    });
+    match result {
+        Ok(o) => {
+            let figures = o.run.report.figures(0);
+            match (o.status, figures) {
+                (qemu::pod::PodStatus::Exited(0), Some(f)) => println!(
+                    "  pod `busybox true`, qemu svm   {} guest instructions from VM creation to exit, {} exits",
+                    f.guest_ns, f.exits
+                ),
+                (status, _) => println!("  pod `busybox true`             not measured: {}", status.describe()),
+            }
+        }
+        Err(e) => println!("  pod `busybox true`             not measured: {e}"),
+    }
+}
+
+/// The size of `path` with its debug information stripped, if `strip` is on the machine.
+fn stripped_size(path: &std::path::Path) -> Option<u64> {
+    let out = image::target_dir().join("bench-pod").join("crx-guest.stripped");
+    std::fs::create_dir_all(out.parent()?).ok()?;
+    let ok = Command::new("strip").arg("-o").arg(&out).arg(path).status().ok()?.success();
+    if !ok {
+        return None;
+    }
+    std::fs::metadata(&out).ok().map(|m| m.len())
 }
 
 /// Runs the `bench` guest on each backend and prints the VM figures table.

@@ -292,6 +292,9 @@ impl PodStatus {
     }
 }
 
+/// What [`run`] calls with every console line: the line, its VM event, its pod event.
+pub type OnPodLine<'a> = dyn FnMut(&Line, Option<&Event>, Option<&PodEvent>) + 'a;
+
 /// A finished pod run.
 #[derive(Debug, Clone)]
 pub struct PodOutcome {
@@ -312,7 +315,7 @@ pub fn run(
     cmdline: String,
     container: &str,
     timeout: Option<Duration>,
-    on_line: &mut dyn FnMut(&Line, Option<&Event>, Option<&PodEvent>),
+    on_line: &mut OnPodLine<'_>,
 ) -> Result<PodOutcome, Error> {
     let machine = host.boot_module(name, module, cmdline)?;
     let mut pod = PodReport::default();
