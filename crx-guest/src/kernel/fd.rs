@@ -1,4 +1,5 @@
 //! File descriptors: per-process tables of shared open-file descriptions.
+#![deny(unsafe_code)]
 
 use alloc::rc::Rc;
 use alloc::vec::Vec;

@@ -5,6 +5,7 @@
 //! pod hypercalls (ABI v1) is also served, for testing the kernel on its own: the spec is
 //! then one container whose argv is the command line after `--` (words separated by spaces,
 //! `%XX` escapes), and the layer is the one built into a test image (`CRX_GUEST_EMBED_LAYER`).
+#![deny(unsafe_code)]
 
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;

@@ -5,6 +5,7 @@
 //! copies of [`UserMem`] (a bad pointer gives `EFAULT`). An unknown number returns `ENOSYS`
 //! and is logged once with its name. A handler that must wait returns [`Fail::Block`]; the
 //! scheduler calls it again later with the same registers.
+#![deny(unsafe_code)]
 
 use alloc::string::String;
 use alloc::vec::Vec;
