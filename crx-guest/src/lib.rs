@@ -1,6 +1,23 @@
 //! crx-guest: the guest kernel that runs inside every pod VM.
 //!
-//! Not built yet. It will boot in a pod VM in 64-bit mode, build the container's root
-//! filesystem from its image layers and run the container's static Linux binaries on a
-//! Linux syscall subset, talking to the hypervisor through a versioned hypercall ABI.
+//! It boots in a pod VM in 64-bit mode, builds the containers' root filesystem from the
+//! image layers and runs the containers' static Linux x86_64 binaries in user mode on a
+//! subset of the Linux syscall ABI, talking to the hypervisor through hypercalls.
+//!
+//! This library holds the kernel's pure logic, which builds and is tested on the host:
+//! ELF load plans ([`elf`]), the start-up stack ([`stack`]), the frame pool ([`frames`]),
+//! address-space regions ([`vma`]), process ABI details ([`posix`]), syscall names
+//! ([`sysno`]) and the pod ABI ([`podabi`]). The kernel proper (`src/main.rs` and
+//! `src/kernel/`) builds only for `x86_64-unknown-none`.
 #![cfg_attr(not(test), no_std)]
+#![deny(unsafe_code)]
+
+extern crate alloc;
+
+pub mod elf;
+pub mod frames;
+pub mod podabi;
+pub mod posix;
+pub mod stack;
+pub mod sysno;
+pub mod vma;

@@ -1,0 +1,530 @@
+//! Everything that touches the CPU directly: the GDT with user segments and a TSS, the IDT
+//! and its entry stubs, the SYSCALL/SYSRET MSRs, entering user mode, CR3 and FS base, and
+//! the per-process FPU/SSE state. The rest of the kernel uses the safe functions here.
+//!
+//! One vCPU, no interrupts: every entry into the kernel (a syscall or an exception) starts
+//! at the top of the one kernel stack, and the kernel leaves only by [`enter_user`], so no
+//! kernel context survives a return to user mode.
+
+use core::arch::{asm, global_asm};
+use core::cell::UnsafeCell;
+
+/// Kernel code selector.
+pub const KERNEL_CS: u16 = 0x08;
+/// User data selector (RPL 3).
+pub const USER_DS: u16 = 0x18 | 3;
+/// User code selector (RPL 3).
+pub const USER_CS: u16 = 0x20 | 3;
+const TSS_SEL: u16 = 0x28;
+
+/// The user registers at a kernel entry, in the order the entry stubs push them.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C)]
+#[allow(missing_docs)]
+pub struct TrapFrame {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    /// Exception vector, or 0x100 for a syscall.
+    pub vector: u64,
+    /// The exception's error code (0 when it has none).
+    pub error: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+impl TrapFrame {
+    /// A frame that starts user code at `rip` with stack `rsp` (all other registers 0,
+    /// interrupts flag set as Linux does; no interrupts arrive anyway).
+    pub fn user(rip: u64, rsp: u64) -> TrapFrame {
+        TrapFrame {
+            rip,
+            rsp,
+            cs: u64::from(USER_CS),
+            ss: u64::from(USER_DS),
+            rflags: 0x202,
+            ..Default::default()
+        }
+    }
+
+    /// Whether the frame was pushed while running user code.
+    pub fn is_user(&self) -> bool {
+        self.cs & 3 == 3
+    }
+}
+
+/// A cell for state written once at boot on the only CPU, or only by the entry code.
+struct BootCell<T>(UnsafeCell<T>);
+// SAFETY: the kernel runs on one vCPU with interrupts off, so there is never concurrent access.
+unsafe impl<T> Sync for BootCell<T> {}
+
+/// Bytes of the kernel stack.
+pub const KSTACK_SIZE: usize = 128 * 1024;
+const IST_SIZE: usize = 16 * 1024;
+
+#[repr(C, align(16))]
+struct Stack<const N: usize>([u8; N]);
+
+#[no_mangle]
+static CRX_KSTACK: BootCell<Stack<KSTACK_SIZE>> = BootCell(UnsafeCell::new(Stack([0; KSTACK_SIZE])));
+static IST_STACK: BootCell<Stack<IST_SIZE>> = BootCell(UnsafeCell::new(Stack([0; IST_SIZE])));
+
+/// The kernel stack top, read by the syscall entry; and the user RSP scratch slot.
+#[no_mangle]
+static mut CRX_KSTACK_TOP: u64 = 0;
+#[no_mangle]
+static mut CRX_USER_RSP: u64 = 0;
+
+/// The frame [`enter_user`] returns through.
+static EXIT_FRAME: BootCell<TrapFrame> = BootCell(UnsafeCell::new(TrapFrame {
+    r15: 0,
+    r14: 0,
+    r13: 0,
+    r12: 0,
+    r11: 0,
+    r10: 0,
+    r9: 0,
+    r8: 0,
+    rbp: 0,
+    rdi: 0,
+    rsi: 0,
+    rdx: 0,
+    rcx: 0,
+    rbx: 0,
+    rax: 0,
+    vector: 0,
+    error: 0,
+    rip: 0,
+    cs: 0,
+    rflags: 0,
+    rsp: 0,
+    ss: 0,
+}));
+
+#[repr(C, packed)]
+struct Tss {
+    _r0: u32,
+    rsp: [u64; 3],
+    _r1: u64,
+    ist: [u64; 7],
+    _r2: u64,
+    _r3: u16,
+    iomap: u16,
+}
+
+static TSS: BootCell<Tss> =
+    BootCell(UnsafeCell::new(Tss { _r0: 0, rsp: [0; 3], _r1: 0, ist: [0; 7], _r2: 0, _r3: 0, iomap: 104 }));
+static GDT: BootCell<[u64; 7]> = BootCell(UnsafeCell::new([0; 7]));
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct IdtEntry {
+    off_lo: u16,
+    sel: u16,
+    ist: u8,
+    attr: u8,
+    off_mid: u16,
+    off_hi: u32,
+    _z: u32,
+}
+static IDT: BootCell<[IdtEntry; 32]> = BootCell(UnsafeCell::new(
+    [IdtEntry { off_lo: 0, sel: 0, ist: 0, attr: 0, off_mid: 0, off_hi: 0, _z: 0 }; 32],
+));
+
+#[repr(C, packed)]
+struct DescPtr {
+    limit: u16,
+    base: u64,
+}
+
+extern "C" {
+    static crx_trap_stubs: [u64; 32];
+    fn crx_syscall_entry();
+}
+
+// Entry stubs: each pushes a zero error code when the CPU did not, then the vector, and
+// jumps to the common part, which saves the GPRs and calls `crx_trap` with the frame.
+// Vectors with an error code: 8, 10-14, 17, 21, 29, 30 (Intel SDM Vol. 3A, 6.3.1).
+global_asm!(
+    r#"
+.macro STUB n, err
+    .p2align 4
+crx_trap_\n:
+    .if \err == 0
+    push 0
+    .endif
+    push \n
+    jmp crx_trap_common
+.endm
+.section .text.crx_traps, "ax"
+STUB 0,0
+STUB 1,0
+STUB 2,0
+STUB 3,0
+STUB 4,0
+STUB 5,0
+STUB 6,0
+STUB 7,0
+STUB 8,1
+STUB 9,0
+STUB 10,1
+STUB 11,1
+STUB 12,1
+STUB 13,1
+STUB 14,1
+STUB 15,0
+STUB 16,0
+STUB 17,1
+STUB 18,0
+STUB 19,0
+STUB 20,0
+STUB 21,1
+STUB 22,0
+STUB 23,0
+STUB 24,0
+STUB 25,0
+STUB 26,0
+STUB 27,0
+STUB 28,0
+STUB 29,1
+STUB 30,1
+STUB 31,0
+.macro PUSHREGS
+    push rax
+    push rbx
+    push rcx
+    push rdx
+    push rsi
+    push rdi
+    push rbp
+    push r8
+    push r9
+    push r10
+    push r11
+    push r12
+    push r13
+    push r14
+    push r15
+.endm
+crx_trap_common:
+    PUSHREGS
+    mov rdi, rsp
+    and rsp, -16
+    call crx_trap
+    ud2
+
+// SYSCALL: RCX = user RIP, R11 = user RFLAGS, RSP still the user's (AMD APM Vol. 2, 6.1.1).
+.global crx_syscall_entry
+crx_syscall_entry:
+    mov [rip + CRX_USER_RSP], rsp
+    mov rsp, [rip + CRX_KSTACK_TOP]
+    push 0x1b
+    push [rip + CRX_USER_RSP]
+    push r11
+    push 0x23
+    push rcx
+    push 0
+    push 0x100
+    PUSHREGS
+    mov rdi, rsp
+    call crx_syscall
+    ud2
+
+.global crx_enter_user
+crx_enter_user:
+    mov rsp, rdi
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop r11
+    pop r10
+    pop r9
+    pop r8
+    pop rbp
+    pop rdi
+    pop rsi
+    pop rdx
+    pop rcx
+    pop rbx
+    pop rax
+    add rsp, 16
+    iretq
+
+.section .rodata.crx_traps, "a"
+.p2align 3
+.global crx_trap_stubs
+crx_trap_stubs:
+    .quad crx_trap_0, crx_trap_1, crx_trap_2, crx_trap_3, crx_trap_4, crx_trap_5, crx_trap_6, crx_trap_7
+    .quad crx_trap_8, crx_trap_9, crx_trap_10, crx_trap_11, crx_trap_12, crx_trap_13, crx_trap_14, crx_trap_15
+    .quad crx_trap_16, crx_trap_17, crx_trap_18, crx_trap_19, crx_trap_20, crx_trap_21, crx_trap_22, crx_trap_23
+    .quad crx_trap_24, crx_trap_25, crx_trap_26, crx_trap_27, crx_trap_28, crx_trap_29, crx_trap_30, crx_trap_31
+.previous
+"#
+);
+
+extern "C" {
+    fn crx_enter_user(frame: *const TrapFrame) -> !;
+}
+
+const MSR_EFER: u32 = 0xC000_0080;
+const MSR_STAR: u32 = 0xC000_0081;
+const MSR_LSTAR: u32 = 0xC000_0082;
+const MSR_SFMASK: u32 = 0xC000_0084;
+const MSR_FS_BASE: u32 = 0xC000_0100;
+
+fn wrmsr(msr: u32, v: u64) {
+    // SAFETY: only called with the MSRs above, which the hypervisor passes through and
+    // whose values set here keep the kernel's own state intact.
+    unsafe { asm!("wrmsr", in("ecx") msr, in("eax") v as u32, in("edx") (v >> 32) as u32, options(nostack)) };
+}
+
+fn rdmsr(msr: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: reading EFER has no side effects.
+    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nostack, nomem)) };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// The top of the kernel stack.
+pub fn kernel_stack_top() -> u64 {
+    CRX_KSTACK.0.get() as u64 + KSTACK_SIZE as u64
+}
+
+/// Loads the GDT (kernel and user segments, TSS with RSP0 and IST1), the IDT, and the
+/// SYSCALL MSRs. Call once at boot, on the kernel stack.
+pub fn init() {
+    let tss_addr = TSS.0.get() as u64;
+    // SAFETY: boot runs once on the only CPU before anything else uses these statics.
+    unsafe {
+        let tss = &mut *TSS.0.get();
+        tss.rsp[0] = kernel_stack_top();
+        tss.ist[0] = IST_STACK.0.get() as u64 + IST_SIZE as u64;
+        CRX_KSTACK_TOP = kernel_stack_top();
+        let gdt = &mut *GDT.0.get();
+        gdt[1] = 0x00af_9a00_0000_ffff; // kernel code: L, P, DPL 0
+        gdt[2] = 0x00cf_9200_0000_ffff; // kernel data
+        gdt[3] = 0x00cf_f200_0000_ffff; // user data, DPL 3
+        gdt[4] = 0x00af_fa00_0000_ffff; // user code, L, DPL 3
+        let limit = (core::mem::size_of::<Tss>() - 1) as u64;
+        gdt[5] = (limit & 0xffff)
+            | ((tss_addr & 0xff_ffff) << 16)
+            | (0x89 << 40)
+            | (((tss_addr >> 24) & 0xff) << 56);
+        gdt[6] = tss_addr >> 32;
+        let idt = &mut *IDT.0.get();
+        for (i, e) in idt.iter_mut().enumerate() {
+            let h = crx_trap_stubs[i];
+            *e = IdtEntry {
+                off_lo: h as u16,
+                sel: KERNEL_CS,
+                ist: if i == 8 { 1 } else { 0 },
+                attr: 0x8e,
+                off_mid: (h >> 16) as u16,
+                off_hi: (h >> 32) as u32,
+                _z: 0,
+            };
+        }
+    }
+    let gdtr = DescPtr { limit: (7 * 8 - 1) as u16, base: GDT.0.get() as u64 };
+    let idtr = DescPtr { limit: (32 * 16 - 1) as u16, base: IDT.0.get() as u64 };
+    // SAFETY: the GDT keeps the kernel selectors the CPU runs with (0x08 code, 0x10 data), so
+    // reloading them is seamless; the far return reloads CS; the TSS descriptor is valid.
+    unsafe {
+        asm!(
+            "lgdt [{g}]",
+            "push 0x08",
+            "lea {t}, [rip + 2f]",
+            "push {t}",
+            "retfq",
+            "2:",
+            "mov ax, 0x10",
+            "mov ds, ax",
+            "mov es, ax",
+            "mov ss, ax",
+            "xor eax, eax",
+            "mov fs, ax",
+            "mov gs, ax",
+            "mov ax, 0x28",
+            "ltr ax",
+            "lidt [{i}]",
+            g = in(reg) &gdtr, i = in(reg) &idtr, t = out(reg) _, out("rax") _,
+        );
+    }
+    let _ = TSS_SEL;
+    // SYSCALL enters at CS 0x08/SS 0x10; SYSRET returns to CS 0x20|3 and SS 0x18|3
+    // (STAR[63:48] + 16 and + 8, AMD APM Vol. 2, 6.1.1).
+    wrmsr(MSR_STAR, (u64::from(KERNEL_CS) << 32) | (0x10u64 << 48));
+    wrmsr(MSR_LSTAR, crx_syscall_entry as *const () as u64);
+    // Clear TF, IF, DF, AC on entry.
+    wrmsr(MSR_SFMASK, 0x4_7700);
+    wrmsr(MSR_EFER, rdmsr(MSR_EFER) | 1); // SCE
+                                          // SSE for user code: CR4.OSFXSR (bit 9) and CR4.OSXMMEXCPT (bit 10), Intel SDM Vol. 3A 13.1.3.
+                                          // SAFETY: enabling FXSAVE/SSE support changes no memory mapping or privilege state.
+    unsafe {
+        asm!(
+            "mov {t}, cr4",
+            "or {t}, 0x600",
+            "mov cr4, {t}",
+            t = out(reg) _,
+            options(nostack),
+        )
+    };
+}
+
+/// Returns to user mode with `frame`'s registers. The kernel stack is abandoned.
+pub fn enter_user(frame: &TrapFrame) -> ! {
+    let mut f = *frame;
+    // Never return to kernel privilege or with IOPL/odd flags from a saved frame.
+    f.cs = u64::from(USER_CS);
+    f.ss = u64::from(USER_DS);
+    f.rflags = (f.rflags & 0xcd5) | 0x202;
+    // SAFETY: EXIT_FRAME is only written here, right before the stub reads it; the stub
+    // restores the registers and IRETQs to ring 3 with user selectors.
+    unsafe {
+        *EXIT_FRAME.0.get() = f;
+        crx_enter_user(EXIT_FRAME.0.get())
+    }
+}
+
+/// Switches to address space `pml4` (a frame holding a valid PML4 that maps the kernel).
+pub fn load_cr3(pml4: u64) {
+    // SAFETY: every PML4 the kernel builds maps the kernel image, stack and direct map the
+    // same way, so execution continues; callers pass only such tables.
+    unsafe { asm!("mov cr3, {}", in(reg) pml4, options(nostack)) };
+}
+
+/// Flushes the TLB entry for `va`.
+pub fn invlpg(va: u64) {
+    // SAFETY: invalidating a TLB entry only causes a fresh walk.
+    unsafe { asm!("invlpg [{}]", in(reg) va, options(nostack)) };
+}
+
+/// The faulting address of the last page fault.
+pub fn cr2() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR2 has no side effects.
+    unsafe { asm!("mov {}, cr2", out(reg) v, options(nostack, nomem)) };
+    v
+}
+
+/// Sets the user FS base (TLS).
+pub fn set_fs_base(v: u64) {
+    wrmsr(MSR_FS_BASE, v);
+}
+
+/// The boot-time CPU's `CPUID.1:EDX` (for `AT_HWCAP`).
+pub fn hwcap() -> u64 {
+    u64::from(core::arch::x86_64::__cpuid(1).edx)
+}
+
+/// Halts forever (after the VM was asked to end).
+pub fn halt() -> ! {
+    loop {
+        // SAFETY: halting has no memory effects.
+        unsafe { asm!("hlt", options(nomem, nostack)) };
+    }
+}
+
+/// How FPU/SSE state is saved: FXSAVE (512 bytes) or XSAVE with the XCR0 the host set.
+#[derive(Debug, Clone, Copy)]
+pub struct FpuFormat {
+    /// Bytes of one save area.
+    pub size: usize,
+    /// XCR0 when XSAVE is used.
+    pub xsave_mask: Option<u64>,
+}
+
+/// Picks the save format: XSAVE when CR4.OSXSAVE is on (CPUID.1:ECX bit 27), else FXSAVE.
+pub fn fpu_format() -> FpuFormat {
+    let leaf1 = core::arch::x86_64::__cpuid(1);
+    if leaf1.ecx & (1 << 27) != 0 {
+        let (lo, hi): (u32, u32);
+        // SAFETY: XGETBV with ECX = 0 is allowed when OSXSAVE is set, which CPUID just said.
+        unsafe { asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") hi, options(nostack, nomem)) };
+        let xcr0 = (u64::from(hi) << 32) | u64::from(lo);
+        // CPUID.(EAX=0DH, ECX=0):EBX = bytes for the features enabled in XCR0.
+        let size = core::arch::x86_64::__cpuid_count(0xd, 0).ebx as usize;
+        FpuFormat { size: size.max(576), xsave_mask: Some(xcr0) }
+    } else {
+        FpuFormat { size: 512, xsave_mask: None }
+    }
+}
+
+/// A 64-byte-aligned FPU save area.
+pub struct FpuArea {
+    buf: alloc::vec::Vec<u8>,
+}
+
+impl FpuArea {
+    /// A zeroed area for `fmt` (call [`FpuArea::save`] or copy a template before loading).
+    pub fn new(fmt: &FpuFormat) -> FpuArea {
+        FpuArea { buf: alloc::vec![0u8; fmt.size + 64] }
+    }
+
+    fn ptr(&mut self) -> *mut u8 {
+        let p = self.buf.as_mut_ptr();
+        let off = p.align_offset(64);
+        p.wrapping_add(off)
+    }
+
+    /// Copies another area's contents.
+    pub fn copy_from(&mut self, other: &mut FpuArea) {
+        let n = self.buf.len().min(other.buf.len()) - 64;
+        let src = other.ptr();
+        let dst = self.ptr();
+        // SAFETY: both pointers are 64-aligned inside buffers of at least n + 64 bytes and
+        // belong to distinct areas.
+        unsafe { core::ptr::copy_nonoverlapping(src, dst, n) };
+    }
+
+    /// Saves the CPU's FPU/SSE state here.
+    pub fn save(&mut self, fmt: &FpuFormat) {
+        let p = self.ptr();
+        match fmt.xsave_mask {
+            // SAFETY: p is 64-aligned with fmt.size bytes behind it, as XSAVE requires.
+            Some(m) => unsafe {
+                asm!("xsave64 [{}]", in(reg) p, in("eax") m as u32, in("edx") (m >> 32) as u32, options(nostack))
+            },
+            // SAFETY: p is 16-aligned with 512 bytes behind it, as FXSAVE requires.
+            None => unsafe { asm!("fxsave64 [{}]", in(reg) p, options(nostack)) },
+        }
+    }
+
+    /// Loads this area into the CPU.
+    pub fn load(&mut self, fmt: &FpuFormat) {
+        let p = self.ptr();
+        match fmt.xsave_mask {
+            // SAFETY: the area was filled by `save` (or copied from one), so its header is valid.
+            Some(m) => unsafe {
+                asm!("xrstor64 [{}]", in(reg) p, in("eax") m as u32, in("edx") (m >> 32) as u32, options(nostack))
+            },
+            // SAFETY: as above for FXRSTOR; reserved MXCSR bits are zero in a saved image.
+            None => unsafe { asm!("fxrstor64 [{}]", in(reg) p, options(nostack)) },
+        }
+    }
+}
+
+/// Puts the FPU in its initial state (FNINIT, MXCSR = 0x1f80) so it can be saved as the
+/// template for new processes.
+pub fn fpu_reset() {
+    let mxcsr: u32 = 0x1f80;
+    // SAFETY: resetting x87 and loading the default MXCSR affects only FPU state, which no
+    // kernel code uses (the kernel is built soft-float).
+    unsafe { asm!("fninit", "ldmxcsr [{}]", in(reg) &mxcsr, options(nostack)) };
+}

@@ -1,0 +1,162 @@
+//! File descriptors: per-process tables of shared open-file descriptions.
+#![deny(unsafe_code)]
+
+use alloc::rc::Rc;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+
+use crx_fs::{Errno, Fs, OpenFile, Pipe};
+
+/// One end of a pipe; dropping the last reference closes the end.
+pub struct PipeEnd {
+    /// The pipe.
+    pub pipe: Rc<RefCell<Pipe>>,
+    /// True for the write end.
+    pub write: bool,
+}
+
+impl Drop for PipeEnd {
+    fn drop(&mut self) {
+        let mut p = self.pipe.borrow_mut();
+        if self.write {
+            p.close_writer();
+        } else {
+            p.close_reader();
+        }
+    }
+}
+
+/// What a description refers to.
+pub enum Object {
+    /// The container's stdout (1) or stderr (2) stream.
+    Log {
+        /// Stream number.
+        stream: u32,
+    },
+    /// `/dev/null` (also stdin).
+    Null,
+    /// `/dev/zero`.
+    Zero,
+    /// A file or directory of the container filesystem.
+    File(OpenFile),
+    /// A pipe end.
+    Pipe(PipeEnd),
+}
+
+/// An open-file description: the object and its status flags (`F_GETFL`).
+pub struct Description {
+    /// The object.
+    pub obj: Object,
+    /// `O_*` status flags (access mode, `O_APPEND`, `O_NONBLOCK`).
+    pub flags: u32,
+}
+
+/// A shared description.
+pub type Desc = Rc<RefCell<Description>>;
+
+/// A descriptor slot.
+#[derive(Clone)]
+pub struct FdEntry {
+    /// The description.
+    pub desc: Desc,
+    /// `FD_CLOEXEC`.
+    pub cloexec: bool,
+}
+
+/// Most descriptors per process.
+pub const MAX_FDS: usize = 256;
+
+/// A process's descriptor table.
+#[derive(Clone, Default)]
+pub struct FdTable {
+    slots: Vec<Option<FdEntry>>,
+}
+
+/// Creates a description.
+pub fn desc(obj: Object, flags: u32) -> Desc {
+    Rc::new(RefCell::new(Description { obj, flags }))
+}
+
+impl FdTable {
+    /// The entry of `fd`.
+    pub fn get(&self, fd: u64) -> Result<&FdEntry, Errno> {
+        usize::try_from(fd).ok().and_then(|i| self.slots.get(i)).and_then(Option::as_ref).ok_or(Errno::EBADF)
+    }
+
+    /// The description of `fd`.
+    pub fn desc(&self, fd: u64) -> Result<Desc, Errno> {
+        Ok(self.get(fd)?.desc.clone())
+    }
+
+    /// Sets `FD_CLOEXEC` of `fd`.
+    pub fn set_cloexec(&mut self, fd: u64, on: bool) -> Result<(), Errno> {
+        let e = usize::try_from(fd).ok().and_then(|i| self.slots.get_mut(i)).and_then(Option::as_mut);
+        e.ok_or(Errno::EBADF)?.cloexec = on;
+        Ok(())
+    }
+
+    /// Installs `entry` at the lowest free slot >= `min`.
+    pub fn install(&mut self, entry: FdEntry, min: usize) -> Result<u64, Errno> {
+        let mut i = min;
+        loop {
+            if i >= MAX_FDS {
+                return Err(Errno::EMFILE);
+            }
+            if i >= self.slots.len() {
+                self.slots.resize(i + 1, None);
+            }
+            if self.slots[i].is_none() {
+                self.slots[i] = Some(entry);
+                return Ok(i as u64);
+            }
+            i += 1;
+        }
+    }
+
+    /// Puts `entry` at `fd`, returning what was there (to be closed by the caller).
+    pub fn replace(&mut self, fd: u64, entry: FdEntry) -> Result<Option<FdEntry>, Errno> {
+        let i = usize::try_from(fd).ok().filter(|&i| i < MAX_FDS).ok_or(Errno::EBADF)?;
+        if i >= self.slots.len() {
+            self.slots.resize(i + 1, None);
+        }
+        Ok(self.slots[i].replace(entry))
+    }
+
+    /// Removes `fd`.
+    pub fn take(&mut self, fd: u64) -> Result<FdEntry, Errno> {
+        usize::try_from(fd)
+            .ok()
+            .and_then(|i| self.slots.get_mut(i))
+            .and_then(Option::take)
+            .ok_or(Errno::EBADF)
+    }
+
+    /// Removes every close-on-exec descriptor.
+    pub fn take_cloexec(&mut self) -> Vec<FdEntry> {
+        let mut out = Vec::new();
+        for s in self.slots.iter_mut() {
+            if s.as_ref().is_some_and(|e| e.cloexec) {
+                if let Some(e) = s.take() {
+                    out.push(e);
+                }
+            }
+        }
+        out
+    }
+
+    /// Removes every descriptor.
+    pub fn take_all(&mut self) -> Vec<FdEntry> {
+        self.slots.drain(..).flatten().collect()
+    }
+}
+
+/// Drops a descriptor; when it held the last reference to a file description, the
+/// filesystem's open reference is released too.
+pub fn close_entry(fs: &mut Fs, e: FdEntry) {
+    let FdEntry { desc, .. } = e;
+    if let Ok(cell) = Rc::try_unwrap(desc) {
+        if let Object::File(f) = cell.into_inner().obj {
+            f.close(fs);
+        }
+    }
+}

@@ -1,0 +1,430 @@
+//! Physical memory and page tables.
+//!
+//! After boot the kernel reaches every guest-physical byte at `PHYS_OFFSET + pa` (the
+//! direct map, PML4 entry 256, shared by every address space). Its image stays mapped at its
+//! link address 1 MiB through page tables shared by every address space, as supervisor
+//! pages, so user mappings start at 4 MiB ([`IMAGE_LIMIT`]). The layer window is mapped read-only in the
+//! direct map when the pod starts.
+//!
+//! The raw accessors below are the only code that dereferences physical memory; they accept
+//! only frames of the frame pool (page tables and user pages, never the kernel image or the
+//! heap) or, for reads, the layer window.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crx_guest::frames::{FramePool, FRAME};
+
+/// Where the direct map of guest-physical memory starts.
+pub const PHYS_OFFSET: u64 = 0xffff_8000_0000_0000;
+
+/// The kernel image must end below this address; user mappings start here.
+pub const IMAGE_LIMIT: u64 = crx_guest::elf::USER_MIN;
+
+/// Present.
+pub const P: u64 = 1;
+/// Writable.
+pub const W: u64 = 2;
+/// User-accessible.
+pub const U: u64 = 4;
+const PS: u64 = 0x80;
+/// No-execute.
+pub const NX: u64 = 1 << 63;
+const ADDR: u64 = 0x000f_ffff_ffff_f000;
+
+/// The range [start, end) of pool frames the accessors accept; the direct-map base.
+static POOL_START: AtomicU64 = AtomicU64::new(0);
+static POOL_END: AtomicU64 = AtomicU64::new(0);
+static PHYS_BASE: AtomicU64 = AtomicU64::new(0);
+static LAYERS_END: AtomicU64 = AtomicU64::new(0);
+
+/// Frames ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Oom;
+
+fn in_pool(pa: u64, len: u64) -> bool {
+    pa >= POOL_START.load(Ordering::Relaxed)
+        && pa.checked_add(len).is_some_and(|e| e <= POOL_END.load(Ordering::Relaxed))
+}
+
+fn ptr(pa: u64) -> *mut u8 {
+    (PHYS_BASE.load(Ordering::Relaxed).wrapping_add(pa)) as *mut u8
+}
+
+/// Declares the pool range for the accessors (boot, before any use).
+pub fn set_pool_range(start: u64, end: u64) {
+    POOL_START.store(start, Ordering::Relaxed);
+    POOL_END.store(end, Ordering::Relaxed);
+}
+
+/// Reads a u64 of a pool frame (0 outside the pool).
+pub fn read_u64(pa: u64) -> u64 {
+    if !in_pool(pa, 8) || !pa.is_multiple_of(8) {
+        return 0;
+    }
+    // SAFETY: pool frames are mapped (identity at boot, direct map later) and never
+    // referenced by Rust objects; the address is 8-aligned.
+    unsafe { core::ptr::read_volatile(ptr(pa) as *const u64) }
+}
+
+/// Writes a u64 of a pool frame (ignored outside the pool).
+pub fn write_u64(pa: u64, v: u64) {
+    if !in_pool(pa, 8) || !pa.is_multiple_of(8) {
+        return;
+    }
+    // SAFETY: as in `read_u64`.
+    unsafe { core::ptr::write_volatile(ptr(pa) as *mut u64, v) }
+}
+
+/// Copies bytes out of pool memory.
+pub fn read(pa: u64, out: &mut [u8]) {
+    if !in_pool(pa, out.len() as u64) {
+        out.fill(0);
+        return;
+    }
+    // SAFETY: the range lies in the pool (checked), which no Rust object aliases.
+    unsafe { core::ptr::copy_nonoverlapping(ptr(pa), out.as_mut_ptr(), out.len()) }
+}
+
+/// Copies bytes into pool memory.
+pub fn write(pa: u64, data: &[u8]) {
+    if !in_pool(pa, data.len() as u64) {
+        return;
+    }
+    // SAFETY: as in `read`.
+    unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), ptr(pa), data.len()) }
+}
+
+/// Fills a pool frame with zeros.
+pub fn zero_frame(pa: u64) {
+    if !in_pool(pa, FRAME) {
+        return;
+    }
+    // SAFETY: as in `read`.
+    unsafe { core::ptr::write_bytes(ptr(pa), 0, FRAME as usize) }
+}
+
+/// Copies one pool frame to another.
+pub fn copy_frame(dst: u64, src: u64) {
+    if !in_pool(dst, FRAME) || !in_pool(src, FRAME) || dst == src {
+        return;
+    }
+    // SAFETY: two distinct pool frames (checked).
+    unsafe { core::ptr::copy_nonoverlapping(ptr(src), ptr(dst), FRAME as usize) }
+}
+
+/// The layer window's bytes `[gpa, gpa + len)` as a slice, once mapped by [`map_layers`].
+pub fn layer_bytes(gpa: u64, len: u64) -> Option<&'static [u8]> {
+    let end = gpa.checked_add(len)?;
+    if gpa < crx_guest::podabi::LAYERS_BASE || end > LAYERS_END.load(Ordering::Relaxed) {
+        return None;
+    }
+    let len = usize::try_from(len).ok()?;
+    // SAFETY: [gpa, end) lies inside the layer window, which `map_layers` mapped read-only
+    // in the direct map for the rest of the VM's life; the hypervisor never changes it.
+    Some(unsafe { core::slice::from_raw_parts(ptr(gpa), len) })
+}
+
+/// Allocates a zeroed frame.
+pub fn alloc_zeroed(pool: &mut FramePool) -> Result<u64, Oom> {
+    let pa = pool.alloc().map_err(|_| Oom)?;
+    zero_frame(pa);
+    Ok(pa)
+}
+
+fn idx(va: u64, level: u32) -> u64 {
+    (va >> (12 + 9 * level)) & 0x1ff
+}
+
+/// Physical address of the PTE for `va` (level 0), creating tables when `pool` is given.
+fn walk(root: u64, va: u64, mut pool: Option<&mut FramePool>, table_flags: u64) -> Result<Option<u64>, Oom> {
+    let mut table = root;
+    for level in (1..4).rev() {
+        let slot = table + idx(va, level) * 8;
+        let e = read_u64(slot);
+        if e & P == 0 {
+            let Some(p) = pool.as_deref_mut() else { return Ok(None) };
+            let t = alloc_zeroed(p)?;
+            write_u64(slot, t | table_flags);
+            table = t;
+        } else if e & PS != 0 {
+            return Ok(None);
+        } else {
+            table = e & ADDR;
+        }
+    }
+    Ok(Some(table + idx(va, 0) * 8))
+}
+
+/// The kernel's own tables, built at boot.
+pub struct KernelTables {
+    /// The kernel PML4 (used when no process runs, and copied into every process's).
+    pub pml4: u64,
+    /// The page tables mapping the image at 1 MiB (shared, supervisor-only).
+    pub image_pt: [u64; 2],
+}
+
+/// Builds the kernel tables (direct map of `mem_bytes` with 2 MiB pages, the image at its
+/// link address) in frames taken from `early` (a bump range inside the accessors' range) and
+/// switches to them. Runs on the boot identity map, before the heap exists.
+pub fn init_kernel_tables(
+    early: &mut (u64, u64),
+    mem_bytes: u64,
+    image: (u64, u64),
+) -> Result<KernelTables, Oom> {
+    let mut take = || -> Result<u64, Oom> {
+        if early.0 + FRAME > early.1 {
+            return Err(Oom);
+        }
+        let pa = early.0;
+        early.0 += FRAME;
+        zero_frame(pa);
+        Ok(pa)
+    };
+    let pml4 = take()?;
+    let pdpt_hi = take()?;
+    write_u64(pml4 + 256 * 8, pdpt_hi | P | W);
+    let gib = mem_bytes.div_ceil(1 << 30);
+    for g in 0..gib {
+        let pd = take()?;
+        write_u64(pdpt_hi + g * 8, pd | P | W);
+        for i in 0..512u64 {
+            let pa = (g << 30) | (i << 21);
+            if pa < mem_bytes {
+                write_u64(pd + i * 8, pa | P | W | PS | NX);
+            }
+        }
+    }
+    // The image: 4 KiB pages of [start, end) below IMAGE_LIMIT, in shared tables.
+    let pdpt_lo = take()?;
+    let pd_lo = take()?;
+    let image_pt = [take()?, take()?];
+    write_u64(pml4, pdpt_lo | P | W);
+    write_u64(pdpt_lo, pd_lo | P | W);
+    write_u64(pd_lo, image_pt[0] | P | W);
+    write_u64(pd_lo + 8, image_pt[1] | P | W);
+    let mut pa = image.0 & !(FRAME - 1);
+    while pa < image.1.min(IMAGE_LIMIT) {
+        write_u64(image_pt[(pa >> 21) as usize & 1] + ((pa >> 12) & 511) * 8, pa | P | W);
+        pa += FRAME;
+    }
+    crate::kernel::arch::load_cr3(pml4);
+    PHYS_BASE.store(PHYS_OFFSET, Ordering::Relaxed);
+    Ok(KernelTables { pml4, image_pt })
+}
+
+/// The guest-physical address of a kernel pointer (direct map or image), for hypercalls.
+pub fn gpa_of(ptr: *const u8) -> u64 {
+    let va = ptr as u64;
+    if va >= PHYS_OFFSET {
+        va - PHYS_OFFSET
+    } else {
+        va
+    }
+}
+
+/// The kernel address of guest-physical `pa` in the direct map.
+pub fn direct(pa: u64) -> u64 {
+    PHYS_OFFSET + pa
+}
+
+/// Maps the layer window `[base, end)` read-only into the direct map (4 KiB pages).
+pub fn map_layers(k: &KernelTables, pool: &mut FramePool, base: u64, end: u64) -> Result<(), Oom> {
+    let mut gpa = base & !(FRAME - 1);
+    while gpa < end {
+        let va = PHYS_OFFSET + gpa;
+        if let Some(pte) = walk(k.pml4, va, Some(pool), P | W)? {
+            write_u64(pte, gpa | P | NX);
+        }
+        gpa += FRAME;
+    }
+    if end > LAYERS_END.load(Ordering::Relaxed) {
+        LAYERS_END.store(end, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// A user address space: a PML4 sharing the kernel's half and image table.
+pub struct AddrSpace {
+    /// The PML4's physical address.
+    pub pml4: u64,
+}
+
+impl AddrSpace {
+    /// An empty address space.
+    pub fn new(k: &KernelTables, pool: &mut FramePool) -> Result<AddrSpace, Oom> {
+        let pml4 = alloc_zeroed(pool)?;
+        for i in 256..512 {
+            write_u64(pml4 + i * 8, read_u64(k.pml4 + i * 8));
+        }
+        let a = AddrSpace { pml4 };
+        let pdpt = match alloc_zeroed(pool) {
+            Ok(x) => x,
+            Err(e) => {
+                a.destroy(pool);
+                return Err(e);
+            }
+        };
+        write_u64(pml4, pdpt | P | W | U);
+        let pd = match alloc_zeroed(pool) {
+            Ok(x) => x,
+            Err(e) => {
+                a.destroy(pool);
+                return Err(e);
+            }
+        };
+        write_u64(pdpt, pd | P | W | U);
+        write_u64(pd, k.image_pt[0] | P | W);
+        write_u64(pd + 8, k.image_pt[1] | P | W);
+        Ok(a)
+    }
+
+    /// The frame and flags mapped at `va`.
+    pub fn translate(&self, va: u64) -> Option<(u64, u64)> {
+        if !(IMAGE_LIMIT..crx_guest::elf::USER_END).contains(&va) {
+            return None;
+        }
+        let pte = walk(self.pml4, va, None, 0).ok().flatten()?;
+        let e = read_u64(pte);
+        (e & P != 0).then_some((e & ADDR, e & !ADDR))
+    }
+
+    /// Maps `va` to frame `pa` (whose reference the mapping takes over) with `flags`.
+    /// A previous mapping there is released.
+    pub fn map(&mut self, pool: &mut FramePool, va: u64, pa: u64, flags: u64) -> Result<(), Oom> {
+        let pte = walk(self.pml4, va, Some(pool), P | W | U)?.ok_or(Oom)?;
+        let old = read_u64(pte);
+        write_u64(pte, pa | flags | P | U);
+        if old & P != 0 {
+            pool.release(old & ADDR);
+            crate::kernel::arch::invlpg(va);
+        }
+        Ok(())
+    }
+
+    /// Changes the flags of the page at `va`, if mapped.
+    pub fn set_flags(&mut self, va: u64, flags: u64) {
+        if let Ok(Some(pte)) = walk(self.pml4, va, None, 0) {
+            let e = read_u64(pte);
+            if e & P != 0 {
+                write_u64(pte, (e & ADDR) | flags | P | U);
+                crate::kernel::arch::invlpg(va);
+            }
+        }
+    }
+
+    /// Unmaps the page at `va`, releasing its frame.
+    pub fn unmap(&mut self, pool: &mut FramePool, va: u64) {
+        if let Ok(Some(pte)) = walk(self.pml4, va, None, 0) {
+            let e = read_u64(pte);
+            if e & P != 0 {
+                write_u64(pte, 0);
+                pool.release(e & ADDR);
+                crate::kernel::arch::invlpg(va);
+            }
+        }
+    }
+
+    /// Every user leaf: calls `f(va, pte_pa, entry)`.
+    fn for_each_leaf(&self, f: &mut dyn FnMut(u64, u64, u64)) {
+        for i4 in 0..256u64 {
+            let e4 = read_u64(self.pml4 + i4 * 8);
+            if e4 & P == 0 {
+                continue;
+            }
+            for i3 in 0..512u64 {
+                let e3 = read_u64((e4 & ADDR) + i3 * 8);
+                if e3 & P == 0 || e3 & PS != 0 {
+                    continue;
+                }
+                for i2 in 0..512u64 {
+                    if i4 == 0 && i3 == 0 && i2 < 2 {
+                        continue; // the shared image tables
+                    }
+                    let e2 = read_u64((e3 & ADDR) + i2 * 8);
+                    if e2 & P == 0 || e2 & PS != 0 {
+                        continue;
+                    }
+                    for i1 in 0..512u64 {
+                        let slot = (e2 & ADDR) + i1 * 8;
+                        let e1 = read_u64(slot);
+                        if e1 & P != 0 {
+                            f((i4 << 39) | (i3 << 30) | (i2 << 21) | (i1 << 12), slot, e1);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A copy for a fork child: writable pages are copied, read-only pages shared.
+    pub fn fork(&self, k: &KernelTables, pool: &mut FramePool) -> Result<AddrSpace, Oom> {
+        let mut child = AddrSpace::new(k, pool)?;
+        let mut failed = false;
+        let mut leaves = alloc::vec::Vec::new();
+        self.for_each_leaf(&mut |va, _, e| leaves.push((va, e)));
+        for (va, e) in leaves {
+            let pa = e & ADDR;
+            let flags = e & !ADDR;
+            let target = if e & W != 0 {
+                match pool.alloc() {
+                    Ok(n) => {
+                        copy_frame(n, pa);
+                        n
+                    }
+                    Err(_) => {
+                        failed = true;
+                        break;
+                    }
+                }
+            } else {
+                if !pool.share(pa) {
+                    continue;
+                }
+                pa
+            };
+            if child.map(pool, va, target, flags).is_err() {
+                pool.release(target);
+                failed = true;
+                break;
+            }
+        }
+        if failed {
+            child.destroy(pool);
+            return Err(Oom);
+        }
+        Ok(child)
+    }
+
+    /// Releases every user page and table, and the PML4.
+    pub fn destroy(self, pool: &mut FramePool) {
+        let mut frames = alloc::vec::Vec::new();
+        self.for_each_leaf(&mut |_, _, e| frames.push(e & ADDR));
+        for f in frames {
+            pool.release(f);
+        }
+        for i4 in 0..256u64 {
+            let e4 = read_u64(self.pml4 + i4 * 8);
+            if e4 & P == 0 {
+                continue;
+            }
+            for i3 in 0..512u64 {
+                let e3 = read_u64((e4 & ADDR) + i3 * 8);
+                if e3 & P == 0 || e3 & PS != 0 {
+                    continue;
+                }
+                for i2 in 0..512u64 {
+                    if i4 == 0 && i3 == 0 && i2 < 2 {
+                        continue;
+                    }
+                    let e2 = read_u64((e3 & ADDR) + i2 * 8);
+                    if e2 & P != 0 && e2 & PS == 0 {
+                        pool.release(e2 & ADDR);
+                    }
+                }
+                pool.release(e3 & ADDR);
+            }
+            pool.release(e4 & ADDR);
+        }
+        pool.release(self.pml4);
+    }
+}

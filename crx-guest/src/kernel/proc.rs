@@ -1,0 +1,700 @@
+//! Processes, their memory, and the scheduler.
+//!
+//! Every process has its own address space, descriptor table and saved user registers.
+//! There are no interrupts: a process runs until it makes a syscall that blocks, yields,
+//! exits or faults. A blocked syscall is retried each time the scheduler passes by (its
+//! arguments are still in the saved registers); when every process is blocked and some
+//! wait for time, the vCPU sleeps until the earliest deadline (`SLEEP_UNTIL`).
+
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crx_fs::{Errno, Fs, Ino};
+use crx_guest::elf::{self, LoadPlan, PAGE};
+use crx_guest::frames::FramePool;
+use crx_guest::posix::{sig, Exit};
+use crx_guest::stack::{self, AuxInfo};
+use crx_guest::vma::{Regions, PROT_EXEC, PROT_WRITE};
+
+use super::arch::{self, FpuArea, FpuFormat, TrapFrame};
+use super::fd::FdTable;
+use super::hv::Hv;
+use super::klog;
+use super::mm::{self, AddrSpace, KernelTables, Oom, NX, P, W};
+
+/// Process id.
+pub type Pid = u32;
+
+/// The top of every process's stack.
+pub const STACK_TOP: u64 = 0x7fff_ffff_0000;
+/// Reserved stack size.
+pub const STACK_SIZE: u64 = 8 << 20;
+/// Highest address `mmap` chooses.
+pub const MMAP_TOP: u64 = STACK_TOP - STACK_SIZE - (1 << 30);
+
+/// Where a process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Ready to run.
+    Runnable,
+    /// Its syscall is retried until it completes.
+    Blocked,
+    /// Ended; waiting to be reaped.
+    Zombie(Exit),
+}
+
+/// One process.
+pub struct Process {
+    /// Its id.
+    pub pid: Pid,
+    /// Its parent's id.
+    pub ppid: Pid,
+    /// The container it belongs to.
+    pub container: u32,
+    /// Where it is.
+    pub state: State,
+    /// Saved user registers.
+    pub frame: TrapFrame,
+    /// Saved FPU/SSE state.
+    pub fpu: FpuArea,
+    /// FS base (TLS).
+    pub fs_base: u64,
+    /// Address space (None once ended).
+    pub aspace: Option<AddrSpace>,
+    /// User regions.
+    pub regions: Regions,
+    /// Start of the heap.
+    pub brk_start: u64,
+    /// Current end of the heap.
+    pub brk: u64,
+    /// Descriptors.
+    pub fds: FdTable,
+    /// Working directory.
+    pub cwd: Ino,
+    /// File-creation mask.
+    pub umask: u32,
+    /// Signal dispositions as set by `rt_sigaction` (handler addresses; 0 = default, 1 = ignore).
+    pub sigactions: [[u64; 4]; 65],
+    /// Blocked-signal mask.
+    pub sigmask: u64,
+    /// A sleep's absolute deadline (monotonic ns) while blocked in it.
+    pub sleep_deadline: Option<u64>,
+    /// The executable's path (for `/proc/self/exe`-like answers and logs).
+    pub exe: String,
+    /// `set_tid_address` value.
+    pub clear_child_tid: u64,
+}
+
+/// A container's progress.
+pub struct Container {
+    /// Its name.
+    pub name: String,
+    /// Its first process.
+    pub root: Option<Pid>,
+    /// Its exit code once ended.
+    pub exit: Option<i32>,
+}
+
+/// The whole kernel state.
+pub struct Kernel {
+    /// Hypercalls.
+    pub hv: Hv,
+    /// Frame pool (memory budget).
+    pub pool: FramePool,
+    /// Kernel page tables.
+    pub kt: KernelTables,
+    /// FPU save format.
+    pub fpu_fmt: FpuFormat,
+    /// Initial FPU state.
+    pub fpu_template: FpuArea,
+    /// Whose state the FPU holds.
+    pub fpu_owner: Option<Pid>,
+    /// Every process.
+    pub procs: BTreeMap<Pid, Process>,
+    /// The running process.
+    pub current: Pid,
+    /// The next pid.
+    pub next_pid: Pid,
+    /// The filesystem.
+    pub fs: Fs,
+    /// The containers.
+    pub containers: Vec<Container>,
+    /// The pod's name.
+    pub pod_name: String,
+    /// Most processes at once.
+    pub process_limit: usize,
+    /// Unknown syscalls already logged.
+    pub unknown_logged: BTreeSet<u64>,
+    /// `AT_HWCAP`.
+    pub hwcap: u64,
+    /// Whether the hypervisor takes container logs (`LOG_WRITE`).
+    pub pod_log: bool,
+    /// Set by `sched_yield`: run someone else next.
+    pub yield_requested: bool,
+    /// Log every syscall (`crx.trace` on the command line).
+    pub trace: bool,
+}
+
+/// The kernel state's home: borrowed by each kernel entry and released before returning to
+/// user mode.
+pub struct KernelCell(core::cell::RefCell<Option<Kernel>>);
+
+// SAFETY: the kernel runs on one vCPU with interrupts off and never re-enters itself (a
+// kernel fault reports and ends the VM without touching this cell), so the RefCell is only
+// ever used from one context at a time.
+unsafe impl Sync for KernelCell {}
+
+impl KernelCell {
+    /// Borrows the kernel state.
+    pub fn lock(&self) -> core::cell::RefMut<'_, Option<Kernel>> {
+        self.0.borrow_mut()
+    }
+}
+
+/// The kernel, taken by each entry and released before returning to user mode.
+pub static KERNEL: KernelCell = KernelCell(core::cell::RefCell::new(None));
+
+/// Why a user access failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemFault {
+    /// Not mapped or not allowed: `EFAULT` in a syscall, SIGSEGV on a fault.
+    Bad,
+    /// No frame left.
+    Oom,
+}
+
+/// A process's memory seen from the kernel: checked copies through its page tables.
+pub struct UserMem<'a> {
+    /// Address space.
+    pub aspace: &'a mut AddrSpace,
+    /// Regions.
+    pub regions: &'a Regions,
+    /// Frames.
+    pub pool: &'a mut FramePool,
+}
+
+/// Page-table flags for `PROT_*` bits.
+pub fn pte_flags(prot: u32) -> u64 {
+    let mut f = P;
+    if prot & PROT_WRITE != 0 {
+        f |= W;
+    }
+    if prot & PROT_EXEC == 0 {
+        f |= NX;
+    }
+    f
+}
+
+impl UserMem<'_> {
+    /// Makes the page at `va` present (demand paging); checks write permission.
+    pub fn fault_in(&mut self, va: u64, write: bool) -> Result<u64, MemFault> {
+        let page = va & !(PAGE - 1);
+        let region = self.regions.find(va).ok_or(MemFault::Bad)?;
+        if region.prot == 0 || (write && region.prot & PROT_WRITE == 0) {
+            return Err(MemFault::Bad);
+        }
+        if let Some((pa, flags)) = self.aspace.translate(page) {
+            if write && flags & W == 0 {
+                return Err(MemFault::Bad);
+            }
+            return Ok(pa);
+        }
+        let pa = mm::alloc_zeroed(self.pool).map_err(|_| MemFault::Oom)?;
+        self.aspace.map(self.pool, page, pa, pte_flags(region.prot)).map_err(|_| MemFault::Oom)?;
+        Ok(pa)
+    }
+
+    /// Copies `out.len()` bytes from user address `va`.
+    pub fn read(&mut self, va: u64, out: &mut [u8]) -> Result<(), MemFault> {
+        let mut done = 0usize;
+        while done < out.len() {
+            let a = va.checked_add(done as u64).ok_or(MemFault::Bad)?;
+            let pa = self.fault_in(a, false)?;
+            let off = (a % PAGE) as usize;
+            let n = (PAGE as usize - off).min(out.len() - done);
+            mm::read(pa + off as u64, &mut out[done..done + n]);
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Copies `data` to user address `va`.
+    pub fn write(&mut self, va: u64, data: &[u8]) -> Result<(), MemFault> {
+        let mut done = 0usize;
+        while done < data.len() {
+            let a = va.checked_add(done as u64).ok_or(MemFault::Bad)?;
+            let pa = self.fault_in(a, true)?;
+            let off = (a % PAGE) as usize;
+            let n = (PAGE as usize - off).min(data.len() - done);
+            mm::write(pa + off as u64, &data[done..done + n]);
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Reads a u64.
+    pub fn read_u64(&mut self, va: u64) -> Result<u64, MemFault> {
+        let mut b = [0u8; 8];
+        self.read(va, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// Reads a NUL-terminated string of at most `max` bytes.
+    pub fn read_cstr(&mut self, va: u64, max: usize) -> Result<Vec<u8>, MemFault> {
+        let mut out = Vec::new();
+        let mut a = va;
+        loop {
+            let pa = self.fault_in(a, false)?;
+            let off = a % PAGE;
+            let mut chunk = alloc::vec![0u8; (PAGE - off) as usize];
+            mm::read(pa + off, &mut chunk);
+            if let Some(z) = chunk.iter().position(|&b| b == 0) {
+                out.extend_from_slice(&chunk[..z]);
+                return if out.len() > max { Err(MemFault::Bad) } else { Ok(out) };
+            }
+            out.extend_from_slice(&chunk);
+            if out.len() > max {
+                return Err(MemFault::Bad);
+            }
+            a = a.checked_add(PAGE - off).ok_or(MemFault::Bad)?;
+        }
+    }
+}
+
+impl Kernel {
+    /// The user memory of `pid`.
+    pub fn mem(&mut self, pid: Pid) -> Option<UserMem<'_>> {
+        let p = self.procs.get_mut(&pid)?;
+        Some(UserMem { aspace: p.aspace.as_mut()?, regions: &p.regions, pool: &mut self.pool })
+    }
+
+    /// The running process.
+    pub fn cur(&mut self) -> &mut Process {
+        // The scheduler only ever sets `current` to a live process.
+        self.procs.get_mut(&self.current).expect("current process exists")
+    }
+
+    /// Writes a container's output.
+    pub fn log_output(&self, container: u32, stream: u32, data: &[u8]) {
+        if self.pod_log {
+            for c in data.chunks(4096) {
+                let _ = self.hv.log_write(container, stream, c);
+            }
+        } else {
+            self.hv.console(data);
+        }
+    }
+
+    /// A fresh process structure.
+    pub fn blank_process(&mut self, pid: Pid, ppid: Pid, container: u32, aspace: AddrSpace) -> Process {
+        let mut fpu = FpuArea::new(&self.fpu_fmt);
+        fpu.copy_from(&mut self.fpu_template);
+        Process {
+            pid,
+            ppid,
+            container,
+            state: State::Runnable,
+            frame: TrapFrame::default(),
+            fpu,
+            fs_base: 0,
+            aspace: Some(aspace),
+            regions: Regions::new(),
+            brk_start: 0,
+            brk: 0,
+            fds: FdTable::default(),
+            cwd: Ino::ROOT,
+            umask: 0o022,
+            sigactions: [[0; 4]; 65],
+            sigmask: 0,
+            sleep_deadline: None,
+            exe: String::new(),
+            clear_child_tid: 0,
+        }
+    }
+
+    /// Live (non-zombie) process count plus zombies: what the process limit counts.
+    pub fn process_count(&self) -> usize {
+        self.procs.len()
+    }
+
+    /// Builds a new address space holding the program in `bytes` and its start-up stack.
+    /// Returns the space, its regions, the entry registers and the heap start.
+    pub fn load_program(
+        &mut self,
+        bytes: &[u8],
+        plan: &LoadPlan,
+        argv: &[&[u8]],
+        envp: &[&[u8]],
+        execfn: &[u8],
+    ) -> Result<(AddrSpace, Regions, TrapFrame), Result<Errno, Oom>> {
+        let mut aspace = AddrSpace::new(&self.kt, &mut self.pool).map_err(Err)?;
+        let mut regions = Regions::new();
+        let r = self.fill_program(&mut aspace, &mut regions, bytes, plan, argv, envp, execfn);
+        match r {
+            Ok(frame) => Ok((aspace, regions, frame)),
+            Err(e) => {
+                aspace.destroy(&mut self.pool);
+                Err(e)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn fill_program(
+        &mut self,
+        aspace: &mut AddrSpace,
+        regions: &mut Regions,
+        bytes: &[u8],
+        plan: &LoadPlan,
+        argv: &[&[u8]],
+        envp: &[&[u8]],
+        execfn: &[u8],
+    ) -> Result<TrapFrame, Result<Errno, Oom>> {
+        for s in &plan.segments {
+            let start = s.vaddr & !(PAGE - 1);
+            let end = (s.vaddr + s.memsz).div_ceil(PAGE) * PAGE;
+            let mut prot = 0;
+            if s.flags & elf::PF_R != 0 {
+                prot |= 1;
+            }
+            if s.flags & elf::PF_W != 0 {
+                prot |= PROT_WRITE;
+            }
+            if s.flags & elf::PF_X != 0 {
+                prot |= PROT_EXEC;
+            }
+            // Pages shared with a previous segment keep the union of both protections.
+            let mut page = start;
+            while page < end {
+                let (pa, old_flags) = match aspace.translate(page) {
+                    Some((pa, f)) => (pa, Some(f)),
+                    None => (mm::alloc_zeroed(&mut self.pool).map_err(Err)?, None),
+                };
+                // File bytes of this segment that fall in this page.
+                let seg_file_end = s.vaddr + s.filesz;
+                let lo = page.max(s.vaddr);
+                let hi = (page + PAGE).min(seg_file_end);
+                if lo < hi {
+                    let off = (s.offset + (lo - s.vaddr)) as usize;
+                    let n = (hi - lo) as usize;
+                    let src = bytes.get(off..off + n).ok_or(Ok(Errno::ENOEXEC))?;
+                    mm::write(pa + (lo - page), src);
+                }
+                let mut flags = pte_flags(prot);
+                if let Some(f) = old_flags {
+                    if f & W != 0 {
+                        flags |= W;
+                    }
+                    if f & NX == 0 {
+                        flags &= !NX;
+                    }
+                    aspace.set_flags(page, flags);
+                } else {
+                    aspace.map(&mut self.pool, page, pa, flags).map_err(Err)?;
+                }
+                page += PAGE;
+            }
+            let prev = regions.find(start).map(|r| r.prot).unwrap_or(0);
+            regions.insert(start, end, prot | prev);
+        }
+        regions.insert(STACK_TOP - STACK_SIZE, STACK_TOP, 1 | PROT_WRITE);
+        let mut random = [0u8; 16];
+        self.hv.random(&mut random);
+        let aux = AuxInfo {
+            phdr: plan.phdr,
+            phent: plan.phent,
+            phnum: plan.phnum,
+            entry: plan.entry,
+            hwcap: self.hwcap,
+            random,
+        };
+        let st =
+            stack::build(STACK_TOP, argv, envp, execfn, &aux, 256 * 1024).map_err(|_| Ok(Errno::ENOMEM))?;
+        let mut m = UserMem { aspace, regions, pool: &mut self.pool };
+        m.write(st.rsp, &st.bytes).map_err(|e| match e {
+            MemFault::Oom => Err(Oom),
+            MemFault::Bad => Ok(Errno::EFAULT),
+        })?;
+        Ok(TrapFrame::user(plan.entry, st.rsp))
+    }
+
+    /// Ends process `pid` with `how`: frees its memory and descriptors, reparents its
+    /// children, and ends its container when it was the container's first process.
+    pub fn terminate(&mut self, pid: Pid, how: Exit) {
+        let Some(p) = self.procs.get_mut(&pid) else { return };
+        if matches!(p.state, State::Zombie(_)) {
+            return;
+        }
+        p.state = State::Zombie(how);
+        p.sleep_deadline = None;
+        let container = p.container;
+        let ppid = p.ppid;
+        let aspace = p.aspace.take();
+        let fds = p.fds.take_all();
+        if let Some(a) = aspace {
+            a.destroy(&mut self.pool);
+        }
+        for e in fds {
+            super::fd::close_entry(&mut self.fs, e);
+        }
+        if self.fpu_owner == Some(pid) {
+            self.fpu_owner = None;
+        }
+        let root = self.containers.get(container as usize).and_then(|c| c.root);
+        if root == Some(pid) {
+            self.end_container(container, how);
+            return;
+        }
+        // Children go to the container's first process.
+        let new_parent = root.unwrap_or(0);
+        for c in self.procs.values_mut() {
+            if c.ppid == pid {
+                c.ppid = new_parent;
+            }
+        }
+        // A zombie without a living parent is reaped at once.
+        if !self.procs.get(&ppid).is_some_and(|pp| !matches!(pp.state, State::Zombie(_))) {
+            self.procs.remove(&pid);
+        }
+    }
+
+    fn end_container(&mut self, container: u32, how: Exit) {
+        let code = how.container_code();
+        if let Some(c) = self.containers.get_mut(container as usize) {
+            if c.exit.is_some() {
+                return;
+            }
+            c.exit = Some(code);
+            c.root = None;
+            if !self.pod_log {
+                klog!("container {} exited with code {}", c.name, code);
+            }
+        }
+        let _ = self.hv.container_exit(container, code);
+        // The rest of the container goes with its first process.
+        let others: Vec<Pid> =
+            self.procs.values().filter(|p| p.container == container).map(|p| p.pid).collect();
+        for pid in others {
+            self.terminate(pid, Exit::Signal(sig::SIGKILL));
+            self.procs.remove(&pid);
+        }
+    }
+
+    /// Ends the running process after an allocation failure.
+    pub fn oom_kill(&mut self, pid: Pid) {
+        let (exe, c) = self.procs.get(&pid).map(|p| (p.exe.clone(), p.container)).unwrap_or_default();
+        let msg = alloc::format!("crx: pid {pid} ({exe}) OOM-killed: guest memory exhausted\n");
+        self.log_output(c, 2, msg.as_bytes());
+        if self.pod_log {
+            klog!("pid {pid} ({exe}) OOM-killed");
+        }
+        self.terminate(pid, Exit::Signal(sig::SIGKILL));
+    }
+
+    /// Sends `signal` to `pid` with its default action (handlers are recorded, never run).
+    pub fn signal(&mut self, pid: Pid, signal: u32) {
+        let Some(p) = self.procs.get(&pid) else { return };
+        if matches!(p.state, State::Zombie(_)) || signal == 0 {
+            return;
+        }
+        let handler = p.sigactions.get(signal as usize).map(|a| a[0]).unwrap_or(0);
+        if signal != sig::SIGKILL
+            && (handler == 1
+                || crx_guest::posix::default_action(signal) == crx_guest::posix::DefaultAction::Ignore)
+        {
+            return;
+        }
+        self.terminate(pid, Exit::Signal(signal));
+    }
+
+    /// Whether every container has ended.
+    pub fn all_ended(&self) -> bool {
+        self.containers.iter().all(|c| c.exit.is_some())
+    }
+
+    /// Picks the next process to run, retrying blocked syscalls; ends the VM when every
+    /// container has ended.
+    pub fn pick_next(&mut self) -> Pid {
+        loop {
+            if self.all_ended() {
+                let code = self.containers.first().and_then(|c| c.exit).unwrap_or(0);
+                self.hv.exit(code);
+            }
+            let pids: Vec<Pid> = self
+                .procs
+                .range(self.current + 1..)
+                .chain(self.procs.range(..=self.current))
+                .map(|(&p, _)| p)
+                .collect();
+            for pid in pids {
+                match self.procs.get(&pid).map(|p| p.state) {
+                    Some(State::Runnable) => {
+                        self.current = pid;
+                        return pid;
+                    }
+                    Some(State::Blocked) => {
+                        self.current = pid;
+                        super::sys::run_syscall(self, pid);
+                        if self.procs.get(&pid).is_some_and(|p| p.state == State::Runnable) {
+                            return pid;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let deadline = self
+                .procs
+                .values()
+                .filter(|p| p.state == State::Blocked)
+                .filter_map(|p| p.sleep_deadline)
+                .min();
+            match deadline {
+                Some(d) => self.hv.sleep_until(d),
+                None => {
+                    let live: Vec<Pid> = self
+                        .procs
+                        .values()
+                        .filter(|p| !matches!(p.state, State::Zombie(_)))
+                        .map(|p| p.pid)
+                        .collect();
+                    if live.is_empty() {
+                        // Containers whose processes all vanished without a first process.
+                        for i in 0..self.containers.len() {
+                            if self.containers[i].exit.is_none() {
+                                self.end_container(i as u32, Exit::Code(1));
+                            }
+                        }
+                        continue;
+                    }
+                    klog!("deadlock: every process is blocked for good; killing them");
+                    for pid in live {
+                        self.terminate(pid, Exit::Signal(sig::SIGKILL));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Switches the CPU to `pid` (address space, TLS, FPU) and returns its registers.
+    pub fn switch_to(&mut self, pid: Pid) -> TrapFrame {
+        if self.fpu_owner != Some(pid) {
+            if let Some(owner) = self.fpu_owner.and_then(|o| self.procs.get_mut(&o)) {
+                owner.fpu.save(&self.fpu_fmt);
+            }
+            if let Some(p) = self.procs.get_mut(&pid) {
+                p.fpu.load(&self.fpu_fmt);
+            }
+            self.fpu_owner = Some(pid);
+        }
+        let p = self.procs.get(&pid).expect("picked process exists");
+        if let Some(a) = &p.aspace {
+            arch::load_cr3(a.pml4);
+        }
+        arch::set_fs_base(p.fs_base);
+        p.frame
+    }
+}
+
+/// Exception entry from the stubs.
+#[no_mangle]
+extern "C" fn crx_trap(tf: &mut TrapFrame) -> ! {
+    if !tf.is_user() {
+        super::kernel_fault(exception_name(tf.vector), tf);
+    }
+    let frame = {
+        let mut g = KERNEL.lock();
+        let Some(k) = g.as_mut() else { super::kernel_fault("trap before the kernel was ready", tf) };
+        let pid = k.current;
+        if let Some(p) = k.procs.get_mut(&pid) {
+            p.frame = *tf;
+        }
+        let signal = match tf.vector {
+            0 | 16 | 19 => sig::SIGFPE,
+            6 => sig::SIGILL,
+            3 | 1 => sig::SIGTRAP,
+            17 => sig::SIGBUS,
+            _ => sig::SIGSEGV,
+        };
+        let mut addr = None;
+        let mut outcome = Err(MemFault::Bad);
+        if tf.vector == 14 {
+            // A page fault on a reserved but untouched page is filled in (demand paging).
+            let a = arch::cr2();
+            addr = Some(a);
+            if tf.error & 1 == 0 {
+                if let Some(mut m) = k.mem(pid) {
+                    outcome = m.fault_in(a, tf.error & 2 != 0).map(|_| ());
+                }
+            }
+        }
+        match outcome {
+            Ok(()) => k.switch_to(pid),
+            Err(MemFault::Oom) => {
+                k.oom_kill(pid);
+                let next = k.pick_next();
+                k.switch_to(next)
+            }
+            Err(MemFault::Bad) => {
+                report_fault(k, pid, signal, tf, addr);
+                k.terminate(pid, Exit::Signal(signal));
+                let next = k.pick_next();
+                k.switch_to(next)
+            }
+        }
+    };
+    arch::enter_user(&frame)
+}
+
+fn report_fault(k: &Kernel, pid: Pid, signal: u32, tf: &TrapFrame, addr: Option<u64>) {
+    let exe = k.procs.get(&pid).map(|p| p.exe.as_str()).unwrap_or("?");
+    match addr {
+        Some(a) => klog!(
+            "pid {pid} ({exe}) killed by signal {signal}: {} at rip {:#x}, address {a:#x}",
+            exception_name(tf.vector),
+            tf.rip
+        ),
+        None => klog!(
+            "pid {pid} ({exe}) killed by signal {signal}: {} at rip {:#x}",
+            exception_name(tf.vector),
+            tf.rip
+        ),
+    }
+}
+
+fn exception_name(v: u64) -> &'static str {
+    match v {
+        0 => "divide error",
+        1 => "debug",
+        3 => "breakpoint",
+        6 => "invalid opcode",
+        7 => "device not available",
+        8 => "double fault",
+        13 => "general protection",
+        12 => "stack fault",
+        14 => "page fault",
+        16 => "x87 error",
+        17 => "alignment check",
+        19 => "SIMD error",
+        _ => "exception",
+    }
+}
+
+/// Syscall entry from the stub.
+#[no_mangle]
+extern "C" fn crx_syscall(tf: &mut TrapFrame) -> ! {
+    let frame = {
+        let mut g = KERNEL.lock();
+        let Some(k) = g.as_mut() else { super::kernel_fault("syscall before the kernel was ready", tf) };
+        let pid = k.current;
+        if let Some(p) = k.procs.get_mut(&pid) {
+            p.frame = *tf;
+        }
+        k.yield_requested = false;
+        super::sys::run_syscall(k, pid);
+        let runnable = k.procs.get(&pid).is_some_and(|p| p.state == State::Runnable);
+        let next = if runnable && !k.yield_requested { pid } else { k.pick_next() };
+        k.switch_to(next)
+    };
+    arch::enter_user(&frame)
+}
