@@ -112,7 +112,8 @@ const POD_RUN_HELP: &str = "\
 Images:
   --image takes an OCI image layout directory (with oci-layout and index.json; every blob's
   sha256 is checked) or a plain root-filesystem directory (tarred into one layer with its
-  modes and symlinks).
+  modes and symlinks). `--image busybox` (a name, not a path) builds the demo image from the
+  host's static busybox into target/images/busybox first, as `image busybox` does.
 
 Command:
   Words after `--` are the container's whole argv (the image's Entrypoint and Cmd are then
@@ -497,8 +498,23 @@ fn image_busybox(out: &std::path::Path) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The image directory `--image` names: `busybox` (no such directory here) is the demo image,
+/// built on first use.
+fn resolve_image(arg: &std::path::Path) -> Result<PathBuf, Error> {
+    if arg != std::path::Path::new("busybox") || arg.exists() {
+        return Ok(arg.to_path_buf());
+    }
+    let dir = target_dir().join("images").join("busybox");
+    if !dir.join("index.json").exists() {
+        eprintln!("pod run: building the busybox demo image in {}", dir.display());
+        image_busybox(&dir)?;
+    }
+    Ok(dir)
+}
+
 fn pod_run(args: &PodRunArgs) -> Result<u8, Error> {
-    let image = qemu::oci::Image::open(&args.image).map_err(|e| Error::Missing(format!("image: {e}")))?;
+    let dir = resolve_image(&args.image)?;
+    let image = qemu::oci::Image::open(&dir).map_err(|e| Error::Missing(format!("image: {e}")))?;
     let run = qemu::pod::PodRun::new(&image, &args.argv);
     if run.argv.is_empty() {
         return Err(Error::Missing("the image has no Entrypoint or Cmd: give the command after `--`".into()));
