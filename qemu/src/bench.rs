@@ -273,9 +273,7 @@ fn newc_record(
 }
 
 fn pad4(out: &mut Vec<u8>) {
-    while out.len() % 4 != 0 {
-        out.push(0);
-    }
+    out.resize(out.len().next_multiple_of(4), 0);
 }
 
 /// The initramfs of the Linux baseline: one static binary at `bin/busybox`, with `dev/console`
@@ -420,8 +418,11 @@ mod tests {
         u32::from_str_radix(hex, 16).unwrap_or(u32::MAX)
     }
 
-    /// Walks an archive as the kernel does: (name, mode, data, rdev) per entry, up to the trailer.
-    fn walk(mut a: &[u8]) -> Vec<(String, u32, Vec<u8>, (u32, u32))> {
+    /// (name, mode, data, rdev) of one archive entry.
+    type Walked = (String, u32, Vec<u8>, (u32, u32));
+
+    /// Walks an archive as the kernel does, up to the trailer.
+    fn walk(mut a: &[u8]) -> Vec<Walked> {
         let mut out = Vec::new();
         let total = a.len();
         loop {
