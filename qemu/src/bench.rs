@@ -170,6 +170,192 @@ pub fn vm_table(rows: &[(&str, &[VmSample], bool)]) -> String {
     out
 }
 
+/// One entry of a newc ("070701") cpio archive, the format the Linux kernel unpacks as its
+/// initramfs (Documentation/driver-api/early-userspace/buffer-format.rst).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CpioEntry<'a> {
+    /// A directory.
+    Dir {
+        /// Its path, without a leading `/`.
+        name: &'a str,
+        /// Permission bits.
+        mode: u32,
+    },
+    /// A regular file.
+    File {
+        /// Its path, without a leading `/`.
+        name: &'a str,
+        /// Permission bits.
+        mode: u32,
+        /// Its contents.
+        data: &'a [u8],
+    },
+    /// A character device node.
+    CharDev {
+        /// Its path, without a leading `/`.
+        name: &'a str,
+        /// Permission bits.
+        mode: u32,
+        /// The device's major number.
+        major: u32,
+        /// The device's minor number.
+        minor: u32,
+    },
+}
+
+/// Why an archive cannot be written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CpioError {
+    /// A newc header holds sizes in 32 bits.
+    #[error("{name}: {len_bytes} bytes do not fit a newc header's 32-bit size")]
+    TooLarge {
+        /// The entry.
+        name: String,
+        /// Its size.
+        len_bytes: usize,
+    },
+    /// Names are NUL-terminated in the archive.
+    #[error("the name {0:?} is empty or holds a NUL byte")]
+    BadName(String),
+}
+
+const S_IFDIR: u32 = 0o040_000;
+const S_IFREG: u32 = 0o100_000;
+const S_IFCHR: u32 = 0o020_000;
+
+/// Writes `entries` as a newc cpio archive with its `TRAILER!!!` entry. Inode numbers count
+/// from 1; owners are root, times zero.
+pub fn newc_archive(entries: &[CpioEntry]) -> Result<Vec<u8>, CpioError> {
+    let mut out = Vec::new();
+    let mut ino: u32 = 0;
+    for e in entries {
+        let (name, mode, data, rdev, nlink): (&str, u32, &[u8], (u32, u32), u32) = match *e {
+            CpioEntry::Dir { name, mode } => (name, S_IFDIR | (mode & 0o7777), &[], (0, 0), 2),
+            CpioEntry::File { name, mode, data } => (name, S_IFREG | (mode & 0o7777), data, (0, 0), 1),
+            CpioEntry::CharDev { name, mode, major, minor } => {
+                (name, S_IFCHR | (mode & 0o7777), &[], (major, minor), 1)
+            }
+        };
+        ino = ino.saturating_add(1);
+        newc_record(&mut out, name, [ino, mode, nlink], data, rdev)?;
+    }
+    newc_record(&mut out, "TRAILER!!!", [0, 0, 1], &[], (0, 0))?;
+    Ok(out)
+}
+
+/// One header, name and data, each padded to four bytes. `[ino, mode, nlink]`.
+fn newc_record(
+    out: &mut Vec<u8>,
+    name: &str,
+    [ino, mode, nlink]: [u32; 3],
+    data: &[u8],
+    (rdev_major, rdev_minor): (u32, u32),
+) -> Result<(), CpioError> {
+    if name.is_empty() || name.contains('\0') {
+        return Err(CpioError::BadName(name.to_string()));
+    }
+    let too_large = |len_bytes: usize| CpioError::TooLarge { name: name.to_string(), len_bytes };
+    let file_size = u32::try_from(data.len()).map_err(|_| too_large(data.len()))?;
+    let name_size = u32::try_from(name.len() + 1).map_err(|_| too_large(name.len() + 1))?;
+    // magic, then ino mode uid gid nlink mtime filesize devmajor devminor rdevmajor
+    // rdevminor namesize check, each eight hex digits.
+    let fields = [ino, mode, 0, 0, nlink, 0, file_size, 0, 0, rdev_major, rdev_minor, name_size, 0];
+    out.extend_from_slice(b"070701");
+    for f in fields {
+        out.extend_from_slice(format!("{f:08x}").as_bytes());
+    }
+    out.extend_from_slice(name.as_bytes());
+    out.push(0);
+    pad4(out);
+    out.extend_from_slice(data);
+    pad4(out);
+    Ok(())
+}
+
+fn pad4(out: &mut Vec<u8>) {
+    out.resize(out.len().next_multiple_of(4), 0);
+}
+
+/// The initramfs of the Linux baseline: one static binary at `bin/busybox`, with `dev/console`
+/// so that init gets a console.
+pub fn busybox_initramfs(busybox: &[u8]) -> Result<Vec<u8>, CpioError> {
+    newc_archive(&[
+        CpioEntry::Dir { name: "bin", mode: 0o755 },
+        CpioEntry::Dir { name: "dev", mode: 0o755 },
+        CpioEntry::CharDev { name: "dev/console", mode: 0o600, major: 5, minor: 1 },
+        CpioEntry::File { name: "bin/busybox", mode: 0o755, data: busybox },
+    ])
+}
+
+/// The kernel command line of the Linux baseline: busybox runs as init (argv[0] is
+/// `/bin/busybox`, so it does not pick its `init` applet) with the arguments after `--`,
+/// which make it power the machine off at once.
+pub const LINUX_CMDLINE: &str = "console=ttyS0 rdinit=/bin/busybox panic=-1 -- poweroff -f";
+
+/// A console line's printk timestamp (`[    1.234567] text`) in nanoseconds, and the text
+/// after it. `None` for lines without one.
+pub fn printk_time(line: &str) -> Option<(u64, &str)> {
+    static STAMP: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"\[\s*(\d{1,10})\.(\d{1,9})\] ?(.*)$").expect("the printk pattern is valid")
+    });
+    let c = STAMP.captures(line)?;
+    let secs: u64 = c.get(1)?.as_str().parse().ok()?;
+    let frac = c.get(2)?.as_str();
+    let digits = u32::try_from(frac.len()).ok()?;
+    let frac_ns = frac.parse::<u64>().ok()?.checked_mul(10u64.pow(9 - digits))?;
+    let ns = secs.checked_mul(1_000_000_000)?.checked_add(frac_ns)?;
+    Some((ns, c.get(3)?.as_str()))
+}
+
+/// What a Linux boot's console says about it. Under `-icount shift=0` the kernel's clock is
+/// virtual time, one nanosecond per emulated instruction; printk's clock starts when the
+/// kernel sets up its TSC clock, so firmware, the decompressor and the earliest setup are
+/// not in these figures.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinuxBoot {
+    /// From `Linux version X ...`.
+    pub version: Option<String>,
+    /// The program the kernel ran as init (`Run X as init process`).
+    pub init: Option<String>,
+    /// printk's clock at that line.
+    pub to_init_ns: Option<u64>,
+    /// printk's clock at `reboot: Power down`.
+    pub to_power_off_ns: Option<u64>,
+}
+
+impl LinuxBoot {
+    /// Reads the console lines of one boot.
+    pub fn from_console<'a>(lines: impl IntoIterator<Item = &'a str>) -> LinuxBoot {
+        static VERSION: LazyLock<Regex> =
+            LazyLock::new(|| Regex::new(r"^Linux version (\S+)").expect("the version pattern is valid"));
+        static INIT: LazyLock<Regex> =
+            LazyLock::new(|| Regex::new(r"^Run (\S+) as init process").expect("the init pattern is valid"));
+        let mut boot = LinuxBoot::default();
+        for line in lines {
+            let Some((ns, text)) = printk_time(line) else { continue };
+            if let Some(c) = VERSION.captures(text) {
+                boot.version = c.get(1).map(|m| m.as_str().to_string());
+            } else if let Some(c) = INIT.captures(text) {
+                boot.init = c.get(1).map(|m| m.as_str().to_string());
+                boot.to_init_ns = Some(ns);
+            } else if text.starts_with("reboot: Power down") {
+                boot.to_power_off_ns = Some(ns);
+            }
+        }
+        boot
+    }
+}
+
+/// `numerator / denominator` with three decimals, or `-` when either is missing or the
+/// denominator is zero.
+pub fn ratio(numerator: Option<u64>, denominator: Option<u64>) -> String {
+    match (numerator, denominator) {
+        // Figures are instruction counts far below 2^53: the conversions are exact.
+        (Some(n), Some(d)) if d != 0 => format!("{:.3}", n as f64 / d as f64),
+        _ => "-".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,5 +410,101 @@ mod tests {
         assert!(row.contains("1.000 /   1.100"), "{t}");
         assert!(row.contains("0.850"), "{t}");
         assert!(row.ends_with("4.40"), "{t}");
+    }
+
+    fn field(record: &[u8], i: usize) -> u32 {
+        let start = 6 + 8 * i;
+        let hex = std::str::from_utf8(&record[start..start + 8]).unwrap_or_default();
+        u32::from_str_radix(hex, 16).unwrap_or(u32::MAX)
+    }
+
+    /// (name, mode, data, rdev) of one archive entry.
+    type Walked = (String, u32, Vec<u8>, (u32, u32));
+
+    /// Walks an archive as the kernel does, up to the trailer.
+    fn walk(mut a: &[u8]) -> Vec<Walked> {
+        let mut out = Vec::new();
+        let total = a.len();
+        loop {
+            assert_eq!((total - a.len()) % 4, 0, "records start on four-byte boundaries");
+            assert_eq!(&a[..6], b"070701");
+            let size = field(a, 6) as usize;
+            let name_size = field(a, 11) as usize;
+            let name = std::str::from_utf8(&a[110..110 + name_size - 1]).unwrap_or_default().to_string();
+            assert_eq!(a[110 + name_size - 1], 0, "names end in NUL");
+            let data_at = (110 + name_size).next_multiple_of(4);
+            let data = a[data_at..data_at + size].to_vec();
+            if name == "TRAILER!!!" {
+                assert_eq!(a.len(), data_at, "nothing after the trailer");
+                return out;
+            }
+            out.push((name, field(a, 1), data, (field(a, 9), field(a, 10))));
+            a = &a[(data_at + size).next_multiple_of(4)..];
+        }
+    }
+
+    #[test]
+    fn the_initramfs_holds_busybox_and_a_console() {
+        let binary = b"\x7fELF-not-really-busybox";
+        let a = busybox_initramfs(binary).unwrap_or_default();
+        assert_eq!(a.len() % 4, 0);
+        let entries = walk(&a);
+        let names: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(names, ["bin", "dev", "dev/console", "bin/busybox"]);
+        assert_eq!(entries[0].1, 0o040_755);
+        assert_eq!(entries[2].1, 0o020_600);
+        assert_eq!(entries[2].3, (5, 1));
+        assert_eq!(entries[3].1, 0o100_755);
+        assert_eq!(entries[3].2, binary);
+        // Inodes differ, so the kernel does not take files for hard links of each other.
+        assert_ne!(field(&a, 0), 0);
+    }
+
+    #[test]
+    fn every_name_and_data_length_pads_to_four() {
+        for len in 0..9 {
+            let name = "x".repeat(len + 1);
+            let data = vec![0xaa; len];
+            let a = newc_archive(&[CpioEntry::File { name: &name, mode: 0o644, data: &data }]);
+            let entries = walk(&a.unwrap_or_default());
+            assert_eq!(entries, [(name.clone(), 0o100_644, data, (0, 0))]);
+        }
+        assert_eq!(
+            newc_archive(&[CpioEntry::Dir { name: "", mode: 0o755 }]),
+            Err(CpioError::BadName(String::new()))
+        );
+        assert!(newc_archive(&[CpioEntry::Dir { name: "a\0b", mode: 0o755 }]).is_err());
+    }
+
+    #[test]
+    fn printk_timestamps_become_nanoseconds() {
+        assert_eq!(
+            printk_time("[    1.234567] Run /init as init process"),
+            Some((1_234_567_000, "Run /init as init process"))
+        );
+        assert_eq!(printk_time("[    0.000000] Linux version 6.1"), Some((0, "Linux version 6.1")));
+        assert_eq!(printk_time("\r[12345.5] x"), Some((12_345_500_000_000, "x")));
+        assert_eq!(printk_time("no stamp here"), None);
+        assert_eq!(printk_time("[ 1.] x"), None);
+    }
+
+    #[test]
+    fn a_linux_console_gives_version_init_and_power_off() {
+        let console = [
+            "SeaBIOS (version 1.16.2-debian-1.16.2-1)",
+            "[    0.000000] Linux version 6.1.0-40-amd64 (debian-kernel@lists.debian.org) (gcc)",
+            "[    0.412345] Freeing unused kernel image (initmem) memory: 2920K",
+            "[    0.523456] Run /bin/busybox as init process",
+            "[    0.601000] reboot: Power down",
+        ];
+        let b = LinuxBoot::from_console(console);
+        assert_eq!(b.version.as_deref(), Some("6.1.0-40-amd64"));
+        assert_eq!(b.init.as_deref(), Some("/bin/busybox"));
+        assert_eq!(b.to_init_ns, Some(523_456_000));
+        assert_eq!(b.to_power_off_ns, Some(601_000_000));
+        assert_eq!(LinuxBoot::from_console(["Run /init as init process"]), LinuxBoot::default());
+        assert_eq!(ratio(b.to_init_ns, Some(261_728_000)), "2.000");
+        assert_eq!(ratio(Some(1), Some(0)), "-");
+        assert_eq!(ratio(None, Some(1)), "-");
     }
 }

@@ -67,9 +67,12 @@ enum Verb {
         /// Boots under Bochs.
         #[arg(long, default_value_t = 3)]
         bochs_runs: usize,
-        /// Runs of the `bench` guest per backend (0 skips the VM figures).
+        /// Runs of the `bench` guest per backend (0 skips the VM, pod and Linux figures).
         #[arg(long, default_value_t = 1)]
         vm_runs: usize,
+        /// Measure only these parts (comma-separated); all of them by default.
+        #[arg(long, value_enum, value_delimiter = ',')]
+        only: Vec<BenchPart>,
     },
     /// Run guest kernels as VMs of the hypervisor.
     Vm {
@@ -86,6 +89,19 @@ enum Verb {
         #[command(subcommand)]
         verb: ImageVerb,
     },
+}
+
+/// The parts of `cargo xtask bench`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BenchPart {
+    /// Boot times under QEMU and Bochs.
+    Boot,
+    /// The `bench` guest's figures on each backend.
+    Vm,
+    /// crx-guest's size and `busybox true` in a pod VM.
+    Pod,
+    /// Debian's Linux kernel to its init, the baseline for the pod figure.
+    Linux,
 }
 
 #[derive(Subcommand)]
@@ -231,7 +247,7 @@ fn main() -> ExitCode {
             run(bochs, smp, mem, &cmdline, accel, timeout.map(Duration::from_secs))
         }
         Verb::Test { args } => test(&args),
-        Verb::Bench { qemu_runs, bochs_runs, vm_runs } => bench(qemu_runs, bochs_runs, vm_runs),
+        Verb::Bench { qemu_runs, bochs_runs, vm_runs, only } => bench(qemu_runs, bochs_runs, vm_runs, &only),
         Verb::Vm { verb: VmVerb::BuildGuests } => build_guests(),
         Verb::Image { verb: ImageVerb::Busybox { out } } => image_busybox(&out),
         Verb::Pod { verb: PodVerb::Run(args) } => {
@@ -563,15 +579,33 @@ fn pod_run(args: &PodRunArgs) -> Result<u8, Error> {
     Ok(status)
 }
 
-fn bench(qemu_runs: usize, bochs_runs: usize, vm_runs: usize) -> Result<ExitCode, Error> {
+fn bench(qemu_runs: usize, bochs_runs: usize, vm_runs: usize, only: &[BenchPart]) -> Result<ExitCode, Error> {
+    let part = |p: BenchPart| only.is_empty() || only.contains(&p);
     setup::ensure(&needs(&[setup::ISO, setup::QEMU, setup::BOCHS]))?;
     let kernel = image::build_kernel()?;
+    if part(BenchPart::Boot) {
+        bench_boot(&kernel, qemu_runs, bochs_runs)?;
+    }
+    if vm_runs > 0 {
+        if part(BenchPart::Vm) {
+            bench_vms(&kernel, vm_runs)?;
+        }
+        let pod_instructions = if part(BenchPart::Pod) { bench_pod(&kernel) } else { None };
+        if part(BenchPart::Linux) {
+            bench_linux(pod_instructions);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Boot times under QEMU and Bochs.
+fn bench_boot(kernel: &std::path::Path, qemu_runs: usize, bochs_runs: usize) -> Result<(), Error> {
     let iso = target_dir().join("bench.iso");
-    image::build_iso(&kernel, "", &iso)?;
+    image::build_iso(kernel, "", &iso)?;
 
     let mut qemu_samples: Vec<Sample> = Vec::new();
     for i in 0..qemu_runs {
-        let machine = Machine::qemu(&format!("bench-qemu-{i}"), &Qemu::new(&kernel))?;
+        let machine = Machine::qemu(&format!("bench-qemu-{i}"), &Qemu::new(kernel))?;
         let s = bench::measure(machine, Duration::from_secs(120))?;
         eprintln!("bench: qemu run {}: first line {:?}, ready {:?}", i + 1, s.first_line, s.ready);
         qemu_samples.push(s);
@@ -594,25 +628,21 @@ fn bench(qemu_runs: usize, bochs_runs: usize, vm_runs: usize) -> Result<ExitCode
             ("bochs skylake-x, iso, 2 cpus", &bochs_samples),
         ])
     );
-    if vm_runs > 0 {
-        bench_vms(&kernel, vm_runs)?;
-        bench_pod(&kernel);
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// Pod figures: crx-guest's image size, and `busybox true` in a pod VM under QEMU
 /// `-icount shift=0` (one emulated instruction per nanosecond): guest instructions from
 /// the VM's creation to the container's exit (the VM's accounting). Printed, not judged;
-/// rows that cannot be measured say why.
-fn bench_pod(kernel: &std::path::Path) {
+/// rows that cannot be measured say why. Returns the instruction count.
+fn bench_pod(kernel: &std::path::Path) -> Option<u64> {
     println!();
     println!("Pod figures (printed, not judged; the size target is under 512 KiB):");
     let guest = match qemu::pod::build_guest_kernel() {
         Ok(g) => g,
         Err(e) => {
             println!("  crx-guest image size           not measured: {e}");
-            return;
+            return None;
         }
     };
     let size = std::fs::metadata(&guest).map(|m| m.len()).unwrap_or(0);
@@ -632,7 +662,7 @@ fn bench_pod(kernel: &std::path::Path) {
         Ok(i) => i,
         Err(e) => {
             println!("  pod `busybox true`             not measured: {e}");
-            return;
+            return None;
         }
     };
     let run = qemu::pod::PodRun::new(&img, &["true".into()]);
@@ -653,15 +683,78 @@ fn bench_pod(kernel: &std::path::Path) {
         Ok(o) => {
             let figures = o.run.report.figures(0);
             match (o.status, figures) {
-                (qemu::pod::PodStatus::Exited(0), Some(f)) => println!(
-                    "  pod `busybox true`, qemu svm   {} guest instructions from VM creation to exit, {} exits",
-                    f.guest_ns, f.exits
-                ),
-                (status, _) => println!("  pod `busybox true`             not measured: {}", status.describe()),
+                (qemu::pod::PodStatus::Exited(0), Some(f)) => {
+                    println!(
+                        "  pod `busybox true`, qemu svm   {} guest instructions from VM creation to exit, {} exits",
+                        f.guest_ns, f.exits
+                    );
+                    Some(f.guest_ns)
+                }
+                (status, _) => {
+                    println!("  pod `busybox true`             not measured: {}", status.describe());
+                    None
+                }
             }
         }
-        Err(e) => println!("  pod `busybox true`             not measured: {e}"),
+        Err(e) => {
+            println!("  pod `busybox true`             not measured: {e}");
+            None
+        }
     }
+}
+
+/// The Linux baseline: Debian's kernel (installed when /boot has none) boots under the same
+/// QEMU with `-icount shift=0`, one CPU, and an initramfs holding only the static busybox,
+/// which the kernel runs as init and which powers the machine off. printk's timestamps give
+/// the instructions to init and to power-off (from the kernel's clock setup on). Printed
+/// next to the pod figure from the same run, not judged.
+fn bench_linux(pod_instructions: Option<u64>) {
+    println!();
+    println!("Linux baseline (printed, not judged): Debian's kernel under qemu tcg -icount shift=0,");
+    println!("one CPU, initramfs = the static busybox as init running `poweroff -f`; printk's clock,");
+    println!("which starts at the kernel's clock setup (firmware and decompression not counted):");
+    match measure_linux() {
+        Ok(boot) => {
+            let version = boot.version.as_deref().unwrap_or("?");
+            let num = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+            println!("  linux {version} to init: {} instructions", num(boot.to_init_ns));
+            println!("  linux {version} to power-off: {} instructions", num(boot.to_power_off_ns));
+            println!(
+                "  crx-guest pod start-to-exit / linux to-init: {}{}",
+                bench::ratio(pod_instructions, boot.to_init_ns),
+                if pod_instructions.is_none() { " (no pod figure in this run)" } else { "" }
+            );
+        }
+        Err(why) => println!("  linux baseline: not measured: {why}"),
+    }
+}
+
+fn measure_linux() -> Result<bench::LinuxBoot, String> {
+    setup::ensure(setup::BUSYBOX).map_err(|e| e.to_string())?;
+    let vmlinuz = setup::ensure_linux_kernel().map_err(|e| e.to_string())?;
+    let busybox = std::fs::read(setup::BUSYBOX_PATH).map_err(|e| format!("{}: {e}", setup::BUSYBOX_PATH))?;
+    let archive = bench::busybox_initramfs(&busybox).map_err(|e| e.to_string())?;
+    let dir = target_dir().join("bench-linux");
+    let initrd = dir.join("initramfs.cpio");
+    std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&initrd, archive))
+        .map_err(|e| format!("{}: {e}", initrd.display()))?;
+    let mut node = Qemu::new(&vmlinuz);
+    node.cpu = "qemu64".into();
+    node.smp = 1;
+    node.mem_mib = 256;
+    node.initrd = Some(initrd);
+    node.extra = vec!["-icount".into(), "shift=0".into()];
+    node.cmdline = bench::LINUX_CMDLINE.into();
+    eprintln!("bench: booting {} under qemu -icount shift=0", vmlinuz.display());
+    let machine = Machine::qemu("bench-linux", &node).map_err(|e| e.to_string())?;
+    let out = machine.wait_exit(Duration::from_secs(300)).map_err(|e| e.to_string())?;
+    let boot = bench::LinuxBoot::from_console(out.console());
+    if boot.to_init_ns.is_none() {
+        let log = qemu::machine::format_log("bench-linux", &out.lines);
+        return Err(format!("no `Run ... as init process` line ({})\n{log}", out.status));
+    }
+    Ok(boot)
 }
 
 /// The size of `path` with its debug information stripped, if `strip` is on the machine.

@@ -198,6 +198,86 @@ pub fn ensure_kernel_target() -> Result<(), Error> {
     }
 }
 
+/// Debian's package for its current kernel, the Linux baseline of `cargo xtask bench`.
+pub const LINUX_PACKAGE: &str = "linux-image-amd64";
+
+/// The newest `vmlinuz-*` in `dir`, by version order.
+pub fn newest_kernel(dir: &Path) -> Option<std::path::PathBuf> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with("vmlinuz-"))
+        .collect();
+    names.sort_by(|a, b| version_cmp(a, b));
+    names.pop().map(|n| dir.join(n))
+}
+
+/// Compares names so that runs of digits compare as numbers (`6.1.0-9` < `6.1.0-40`).
+pub fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    fn chunks(s: &str) -> Vec<(bool, &str)> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        let bytes = s.as_bytes();
+        for i in 1..=bytes.len() {
+            let split = i == bytes.len()
+                || bytes.get(i).map(u8::is_ascii_digit) != bytes.get(i - 1).map(u8::is_ascii_digit);
+            if split {
+                let digits = bytes.get(start).is_some_and(u8::is_ascii_digit);
+                out.push((digits, s.get(start..i).unwrap_or_default()));
+                start = i;
+            }
+        }
+        out
+    }
+    let (ca, cb) = (chunks(a), chunks(b));
+    for (x, y) in ca.iter().zip(&cb) {
+        let ord = match (x, y) {
+            ((true, p), (true, q)) => {
+                let (p, q) = (p.trim_start_matches('0'), q.trim_start_matches('0'));
+                p.len().cmp(&q.len()).then_with(|| p.cmp(q))
+            }
+            ((_, p), (_, q)) => p.cmp(q),
+        };
+        if ord.is_ne() {
+            return ord;
+        }
+    }
+    ca.len().cmp(&cb.len())
+}
+
+/// The newest Linux kernel in /boot; when there is none, installs [`LINUX_PACKAGE`] without
+/// recommends (running `apt-get update` and trying again if the first attempt fails).
+pub fn ensure_linux_kernel() -> Result<std::path::PathBuf, Error> {
+    let boot = Path::new("/boot");
+    if let Some(k) = newest_kernel(boot) {
+        return Ok(k);
+    }
+    if !is_root() || !on_path("apt-get") {
+        return Err(Error::Missing(format!(
+            "no /boot/vmlinuz-*. Install one with: sudo apt-get install --no-install-recommends {LINUX_PACKAGE}"
+        )));
+    }
+    let install = || {
+        run_apt(Command::new("apt-get").env("DEBIAN_FRONTEND", "noninteractive").args([
+            "install",
+            "-y",
+            "--no-install-recommends",
+            LINUX_PACKAGE,
+        ]))
+    };
+    eprintln!(
+        "setup: no /boot/vmlinuz-*: running apt-get install -y --no-install-recommends {LINUX_PACKAGE}"
+    );
+    if install().is_err() {
+        eprintln!("setup: running apt-get update, then installing {LINUX_PACKAGE} again");
+        run_apt(Command::new("apt-get").arg("update"))?;
+        install()?;
+    }
+    newest_kernel(boot)
+        .ok_or_else(|| Error::Missing(format!("still no /boot/vmlinuz-* after installing {LINUX_PACKAGE}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,5 +298,27 @@ mod tests {
             program("no-such-program-b", "pkg-b"),
         ];
         assert_eq!(missing_packages(&needs), vec!["pkg-a", "pkg-b"]);
+    }
+
+    #[test]
+    fn kernel_versions_compare_as_numbers() {
+        use std::cmp::Ordering::*;
+        assert_eq!(version_cmp("vmlinuz-6.1.0-9-amd64", "vmlinuz-6.1.0-40-amd64"), Less);
+        assert_eq!(version_cmp("vmlinuz-6.10.0-1-amd64", "vmlinuz-6.9.0-1-amd64"), Greater);
+        assert_eq!(version_cmp("vmlinuz-6.1.0-40-amd64", "vmlinuz-6.1.0-40-amd64"), Equal);
+        assert_eq!(version_cmp("vmlinuz-6.1", "vmlinuz-6.1.0"), Less);
+    }
+
+    #[test]
+    fn the_newest_kernel_in_a_directory_is_found() {
+        let dir = std::env::temp_dir().join(format!("newest-kernel-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(std::fs::create_dir_all(&dir).is_ok());
+        assert_eq!(newest_kernel(&dir), None);
+        for name in ["vmlinuz-6.1.0-9-amd64", "vmlinuz-6.1.0-40-amd64", "initrd.img-6.1.0-99-amd64"] {
+            assert!(std::fs::write(dir.join(name), b"").is_ok());
+        }
+        assert_eq!(newest_kernel(&dir), Some(dir.join("vmlinuz-6.1.0-40-amd64")));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
