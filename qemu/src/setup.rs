@@ -60,6 +60,12 @@ pub const BUSYBOX_PATH: &str = "/bin/busybox";
 /// What building the busybox test image needs.
 pub const BUSYBOX: &[Need] = &[file(BUSYBOX_PATH, "busybox-static")];
 
+/// Where Debian's libc6-dev puts the static C library that `gcc -static` links.
+pub const LIBC_STATIC_PATH: &str = "/usr/lib/x86_64-linux-gnu/libc.a";
+
+/// What compiling the pod tests' static C programs (`gcc -static`) needs.
+pub const STATIC_C: &[Need] = &[program("gcc", "gcc"), file(LIBC_STATIC_PATH, "libc6-dev")];
+
 /// What booting under QEMU needs.
 pub const QEMU: &[Need] = &[program("qemu-system-x86_64", "qemu-system-x86")];
 

@@ -80,3 +80,89 @@ pub fn run_vms(
     let _slot = emulator_slot();
     ok(qemu::vm::run(host, name, spec, Some(timeout), stop, &mut |_, _| {}))
 }
+
+/// How a host program run by [`run_program`] ended.
+#[derive(Debug)]
+pub struct ProgramRun {
+    /// What ran, for messages.
+    pub what: String,
+    /// Its exit status (`None` when it was killed at the timeout).
+    pub status: Option<std::process::ExitStatus>,
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error.
+    pub stderr: String,
+}
+
+impl ProgramRun {
+    /// Its exit code (`None` when it timed out or was killed by a signal).
+    pub fn code(&self) -> Option<i32> {
+        self.status.and_then(|s| s.code())
+    }
+
+    /// Panics with `msg`, the status and both outputs unless `ok`.
+    #[track_caller]
+    pub fn check(&self, ok: bool, msg: &str) {
+        if !ok {
+            let status = match self.status {
+                Some(s) => format!("{s}"),
+                None => "killed at the timeout".into(),
+            };
+            panic!(
+                "{msg}\n{} ({status})\n--- stdout ---\n{}--- stderr ---\n{}",
+                self.what, self.stdout, self.stderr
+            );
+        }
+    }
+}
+
+/// Runs `cmd` with its output collected in files under `target/test-programs/NAME.*`,
+/// killing it when `timeout` runs out.
+pub fn run_program(name: &str, cmd: &mut std::process::Command, timeout: Duration) -> ProgramRun {
+    use std::fs::File;
+    use std::process::Stdio;
+    let dir = image::target_dir().join("test-programs");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    let out_path = dir.join(format!("{name}.stdout"));
+    let err_path = dir.join(format!("{name}.stderr"));
+    let file = |p: &Path| File::create(p).unwrap_or_else(|e| panic!("creating {}: {e}", p.display()));
+    let what = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(file(&out_path))
+        .stderr(file(&err_path))
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {what}: {e}"));
+    let deadline = std::time::Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Ok(None) | Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let read = |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
+    ProgramRun { what, status, stdout: read(&out_path), stderr: read(&err_path) }
+}
+
+/// Compiles the C file `source` with `gcc -static -O1` into `out`, installing gcc and the
+/// static C library (libc6-dev) first when they are missing and the tests run as root.
+/// Panics with what to install when it cannot link.
+pub fn gcc_static(source: &Path, out: &Path) {
+    if let Err(e) = qemu::setup::ensure(qemu::setup::STATIC_C) {
+        panic!("compiling {} needs gcc and libc6-dev: {e}", source.display());
+    }
+    let mut cmd = std::process::Command::new("gcc");
+    cmd.args(["-static", "-O1", "-o"]).arg(out).arg(source);
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let run = run_program(&format!("gcc-{name}"), &mut cmd, Duration::from_secs(120));
+    run.check(
+        run.code() == Some(0),
+        "`gcc -static` could not build the test program: install the static C library with \
+         `sudo apt-get install libc6-dev` (and gcc)",
+    );
+}

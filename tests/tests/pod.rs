@@ -11,7 +11,7 @@ use qemu::pod::{self, ContainerEnd, PodOutcome, PodRun, PodStatus};
 use qemu::vm::{End, Host};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use tests::{emulator_slot, guest, kernel, ok, BOCHS_TIMEOUT, QEMU_TIMEOUT};
+use tests::{emulator_slot, gcc_static, guest, kernel, ok, run_program, BOCHS_TIMEOUT, QEMU_TIMEOUT};
 
 fn qemu() -> Host {
     Host::qemu(kernel())
@@ -196,13 +196,7 @@ fn wc_of_a_file() {
 fn sha256sum_matches_the_host() {
     let o = busybox_run("pod-sha", &["sha256sum", "/etc/hello.txt"]);
     check_exit(&o, 0);
-    let dir = qemu::image::target_dir().join("test-pod");
-    std::fs::create_dir_all(&dir).expect("dir");
-    let f = dir.join("hello.txt");
-    std::fs::write(&f, oci::HELLO_TXT).expect("write");
-    let host = std::process::Command::new("sha256sum").arg(&f).output().expect("sha256sum on the host");
-    let host_hash = String::from_utf8_lossy(&host.stdout).split_whitespace().next().unwrap_or("").to_string();
-    check(&o, host_hash.len() == 64, "the host's sha256sum works");
+    let host_hash = host_sha256_of_hello();
     check(
         &o,
         out(&o).first().is_some_and(|l| l.starts_with(&host_hash)),
@@ -279,13 +273,319 @@ fn a_corrupt_layer_fails_clearly() {
     check(&o, o.run.end(0).is_some(), "the pod VM ends");
 }
 
-// ---- Bochs (Intel VMX) ----
+// ---- Failures with a reason, QEMU ----
+
+/// Copies busybox into `dir/bin` with its applet links and `etc/hello.txt`: a plain
+/// root-filesystem directory (no OCI layout).
+fn busybox_rootfs(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    ok(qemu::setup::ensure(qemu::setup::BUSYBOX));
+    let _ = std::fs::remove_dir_all(dir);
+    for d in ["bin", "etc", "tmp"] {
+        std::fs::create_dir_all(dir.join(d)).expect("dir");
+    }
+    std::fs::set_permissions(dir.join("tmp"), std::fs::Permissions::from_mode(0o1777)).expect("chmod tmp");
+    std::fs::copy(qemu::setup::BUSYBOX_PATH, dir.join("bin/busybox")).expect("copy busybox");
+    for applet in oci::BUSYBOX_APPLETS {
+        std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet)).expect("applet link");
+    }
+    std::fs::write(dir.join("etc/hello.txt"), oci::HELLO_TXT).expect("hello.txt");
+}
+
+/// An ELF header and one program header of a static aarch64 executable (e_machine 183):
+/// well-formed apart from being for another architecture.
+fn aarch64_elf() -> Vec<u8> {
+    let mut e = Vec::new();
+    e.extend_from_slice(b"\x7fELF");
+    e.extend_from_slice(&[2, 1, 1, 0]); // 64-bit, little-endian, ELF version 1, System V ABI
+    e.extend_from_slice(&[0; 8]);
+    e.extend_from_slice(&2u16.to_le_bytes()); // e_type: ET_EXEC
+    e.extend_from_slice(&183u16.to_le_bytes()); // e_machine: EM_AARCH64
+    e.extend_from_slice(&1u32.to_le_bytes()); // e_version
+    e.extend_from_slice(&0x40_0078u64.to_le_bytes()); // e_entry
+    e.extend_from_slice(&64u64.to_le_bytes()); // e_phoff
+    e.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
+    e.extend_from_slice(&0u32.to_le_bytes()); // e_flags
+    e.extend_from_slice(&64u16.to_le_bytes()); // e_ehsize
+    e.extend_from_slice(&56u16.to_le_bytes()); // e_phentsize
+    e.extend_from_slice(&1u16.to_le_bytes()); // e_phnum
+    e.extend_from_slice(&[0; 6]); // e_shentsize, e_shnum, e_shstrndx
+    e.extend_from_slice(&1u32.to_le_bytes()); // p_type: PT_LOAD
+    e.extend_from_slice(&5u32.to_le_bytes()); // p_flags: R X
+    e.extend_from_slice(&0u64.to_le_bytes()); // p_offset
+    e.extend_from_slice(&0x40_0000u64.to_le_bytes()); // p_vaddr
+    e.extend_from_slice(&0x40_0000u64.to_le_bytes()); // p_paddr
+    e.extend_from_slice(&0x80u64.to_le_bytes()); // p_filesz
+    e.extend_from_slice(&0x80u64.to_le_bytes()); // p_memsz
+    e.extend_from_slice(&0x1000u64.to_le_bytes()); // p_align
+                                                   // aarch64 `mov x0, #0; mov x8, #93 (exit); svc #0`, never run here.
+    e.extend_from_slice(&[0x00, 0x00, 0x80, 0xd2, 0xa8, 0x0b, 0x80, 0xd2, 0x01, 0x00, 0x00, 0xd4]);
+    e.resize(0x80, 0);
+    e
+}
+
+/// The rootfs of the failure tests, built once: busybox, `bin/misbehave` (tests/c/misbehave.c
+/// built with `gcc -static`), `bin/arm64` (an aarch64 executable), `bin/dynamic` (the host's
+/// dynamically linked /usr/bin/true) and `bin/noexec` (busybox without x bits).
+fn failures_image() -> &'static Image {
+    static IMAGE: OnceLock<Image> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = qemu::image::target_dir().join("test-pod").join("rootfs-failures");
+        busybox_rootfs(&dir);
+        let bin = dir.join("bin");
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("c").join("misbehave.c");
+        gcc_static(&source, &bin.join("misbehave"));
+        let mode = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod")
+        };
+        std::fs::write(bin.join("arm64"), aarch64_elf()).expect("arm64");
+        mode(&bin.join("arm64"), 0o755);
+        let host_true = std::fs::read("/usr/bin/true").expect("the host's /usr/bin/true");
+        assert!(
+            host_true.windows(b"ld-linux".len()).any(|w| w == b"ld-linux"),
+            "the host's /usr/bin/true should be dynamically linked (it names no ld-linux loader)"
+        );
+        std::fs::write(bin.join("dynamic"), host_true).expect("dynamic");
+        mode(&bin.join("dynamic"), 0o755);
+        std::fs::copy(qemu::setup::BUSYBOX_PATH, bin.join("noexec")).expect("noexec");
+        mode(&bin.join("noexec"), 0o644);
+        Image::open(&dir).unwrap_or_else(|e| panic!("{e}"))
+    })
+}
+
+fn failure_run(name: &str, argv: &[&str]) -> PodOutcome {
+    run_in(&qemu(), name, failures_image(), argv)
+}
+
+/// Checks that some line of the container's output contains `text`.
+#[track_caller]
+fn check_output_has(o: &PodOutcome, text: &str) {
+    check(o, out(o).iter().any(|l| l.contains(text)), &format!("the container's output should say {text:?}"));
+}
+
+/// Checks that some line of the pod VM's console (the guest kernel's own lines) contains `text`.
+#[track_caller]
+fn check_console_has(o: &PodOutcome, text: &str) {
+    check(
+        o,
+        o.run.lines_of(0).iter().any(|l| l.contains(text)),
+        &format!("the VM console should say {text:?}"),
+    );
+}
 
 #[test]
-fn bochs_echo_and_exit_codes() {
-    let o = run_in(&bochs(), "pod-bochs-echo", busybox(), &["sh", "-c", "echo hello; exit 3"]);
+fn a_process_that_faults_is_139() {
+    let o = failure_run("pod-segv", &["/bin/misbehave", "segv"]);
+    check_exit(&o, 139);
+    check(&o, out(&o) == ["misbehave: about to fault"], "the program runs up to the fault and no further");
+    check_console_has(&o, "(/bin/misbehave) killed by signal 11: page fault");
+    check_console_has(&o, "address 0x10");
+}
+
+#[test]
+fn a_program_that_exhausts_memory_is_oom_killed_137() {
+    let o = failure_run("pod-oom-c", &["/bin/misbehave", "oom"]);
+    check_exit(&o, 137);
+    check_output_has(&o, "misbehave: 8 MiB");
+    check_output_has(&o, "(/bin/misbehave) OOM-killed: guest memory exhausted");
+    check(
+        &o,
+        !out(&o).iter().any(|l| l.contains("malloc failed")),
+        "the kernel kills it before malloc fails",
+    );
+    check_console_has(&o, "(/bin/misbehave) OOM-killed");
+}
+
+#[test]
+fn a_shell_doubling_a_string_is_oom_killed_137() {
+    let o = failure_run("pod-oom-sh", &["sh", "-c", "s=x; while :; do s=$s$s; done"]);
+    check_exit(&o, 137);
+    check_output_has(&o, "(/bin/sh) OOM-killed: guest memory exhausted");
+}
+
+#[test]
+fn a_fork_bomb_is_bounded_by_the_process_limit() {
+    // Every `bomb` forks two more in a pipeline and waits for them, until forks fail.
+    let o =
+        failure_run("pod-fork-bomb", &["sh", "-c", "bomb() { bomb | bomb; }; bomb; echo survived; exit 7"]);
+    check_exit(&o, 7);
+    check_output_has(&o, "can't fork: Resource temporarily unavailable");
+    check(&o, out(&o).last().map(String::as_str) == Some("survived"), "the first shell carries on");
+    check_console_has(&o, "process limit 64");
+    check(&o, o.run.end(0) == Some(&End::Exited(7)), "the VM exits with the container's code");
+    check(&o, o.run.report.all_ended == Some((1, 0)), "the hypervisor reports the VM ended (vms: 1 exited)");
+}
+
+#[test]
+fn wrong_architecture_is_126() {
+    let o = failure_run("pod-arm64", &["/bin/arm64"]);
+    check_exit(&o, 126);
+    check(
+        &o,
+        out(&o) == ["exec: /bin/arm64: wrong architecture (not x86_64)"],
+        "the reason names the architecture",
+    );
+}
+
+#[test]
+fn a_dynamically_linked_program_is_126() {
+    let o = failure_run("pod-dynamic", &["/bin/dynamic"]);
+    check_exit(&o, 126);
+    check_output_has(&o, "exec: /bin/dynamic: dynamically linked");
+}
+
+#[test]
+fn a_file_without_x_bits_is_126() {
+    let o = failure_run("pod-noexec", &["noexec", "--help"]);
+    check_exit(&o, 126);
+    check(&o, out(&o) == ["exec: noexec: permission denied"], "the reason says permission denied");
+}
+
+#[test]
+fn a_shell_exec_of_a_file_without_x_bits_is_126() {
+    let o = failure_run("pod-noexec-sh", &["sh", "-c", "/bin/noexec; echo status=$?"]);
+    check_exit(&o, 0);
+    check(
+        &o,
+        out(&o) == ["sh: /bin/noexec: Permission denied", "status=126"],
+        "the shell reports permission denied and 126",
+    );
+}
+
+// ---- A root-filesystem directory as the image, through `cargo xtask pod run` ----
+
+#[test]
+fn pod_run_takes_a_rootfs_directory() {
+    let dir = qemu::image::target_dir().join("test-pod").join("rootfs-busybox");
+    busybox_rootfs(&dir);
+    // The runner's whole path: the image directory tarred into one layer, the default PATH,
+    // the container's output on stdout, its exit code as the runner's status.
+    let script = "echo from a rootfs; cat /etc/hello.txt; ls /bin | wc -l; pwd; echo $PATH; exit 5";
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.current_dir(qemu::image::repo_root())
+        .args(["run", "--quiet", "--package", "qemu", "--bin", "xtask", "--", "pod", "run", "--verbose"])
+        .args(["--timeout", &QEMU_TIMEOUT.as_secs().to_string(), "--image"])
+        .arg(&dir)
+        .args(["--", "sh", "-c", script]);
+    let run = {
+        let _slot = emulator_slot();
+        // Building the runner may come first.
+        run_program("pod-run-rootfs", &mut cmd, QEMU_TIMEOUT + std::time::Duration::from_secs(600))
+    };
+    run.check(run.code() == Some(5), "the runner should exit with the container's code 5");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    let want_ls = (oci::BUSYBOX_APPLETS.len() + 1).to_string();
+    let want = [
+        "from a rootfs",
+        oci::HELLO_TXT.trim_end(),
+        want_ls.as_str(),
+        "/",
+        oci::DEFAULT_PATH.trim_start_matches("PATH="),
+    ];
+    run.check(lines == want, &format!("stdout should be {want:?}"));
+    run.check(run.stderr.contains("pod/main: exited with code 5"), "stderr has the container's end line");
+}
+
+// ---- Bochs (Intel VMX) ----
+
+/// The busybox list in one shell: each part after an `echo '--- NAME'` marker line.
+const BUSYBOX_SCRIPT: &str = "echo hello
+echo '--- cat'; cat /etc/hello.txt
+echo '--- ls'; ls -l /
+echo '--- wc'; wc /etc/hello.txt
+echo '--- sha'; sha256sum /etc/hello.txt
+echo '--- loop'; for i in 1 2 3; do echo $i; done
+echo '--- pipe'; echo hello | wc -c
+echo '--- sleep'; sleep 1; echo slept=$?
+echo '--- false'; false; echo false=$?
+echo '--- missing'; no-such-command; echo missing=$?
+echo '--- end'; exit 3";
+
+/// Splits output lines at `--- NAME` markers: the lines before the first marker are under "".
+fn sections(lines: &[String]) -> Vec<(String, Vec<String>)> {
+    let mut v = vec![(String::new(), Vec::new())];
+    for l in lines {
+        match l.strip_prefix("--- ") {
+            Some(name) => v.push((name.to_string(), Vec::new())),
+            None => {
+                if let Some((_, body)) = v.last_mut() {
+                    body.push(l.clone());
+                }
+            }
+        }
+    }
+    v
+}
+
+/// The host's sha256 of [`oci::HELLO_TXT`].
+fn host_sha256_of_hello() -> String {
+    let dir = qemu::image::target_dir().join("test-pod");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let f = dir.join("hello.txt");
+    std::fs::write(&f, oci::HELLO_TXT).expect("write");
+    let host = std::process::Command::new("sha256sum").arg(&f).output().expect("sha256sum on the host");
+    let hash = String::from_utf8_lossy(&host.stdout).split_whitespace().next().unwrap_or("").to_string();
+    assert_eq!(hash.len(), 64, "the host's sha256sum works: {host:?}");
+    hash
+}
+
+/// Whether `l` is a line of `ls -l` (mode, links, owner, group, size, date, name) and its name.
+fn ls_long_name(l: &str) -> Option<&str> {
+    static RE: OnceLock<regex::Regex> = OnceLock::new();
+    let re = RE.get_or_init(|| {
+        regex::Regex::new(r"^[-dlcbps][-rwxsStT]{9}\s+\d+\s+\S+\s+\S+\s+\d+\s+\S+\s+\d+\s+\S+\s(\S+)")
+            .expect("the ls -l pattern is valid")
+    });
+    re.captures(l).and_then(|c| c.get(1)).map(|m| m.as_str())
+}
+
+#[test]
+fn bochs_busybox_list_in_one_vm() {
+    let o = run_in(&bochs(), "pod-bochs-list", busybox(), &["sh", "-c", BUSYBOX_SCRIPT]);
     check_exit(&o, 3);
-    check(&o, out(&o) == ["hello"], "output should be `hello`");
+    let parts = sections(out(&o));
+    let names: Vec<&str> = parts.iter().map(|(n, _)| n.as_str()).collect();
+    check(
+        &o,
+        names == ["", "cat", "ls", "wc", "sha", "loop", "pipe", "sleep", "false", "missing", "end"],
+        &format!("every part of the script should run, in order (got {names:?})"),
+    );
+    let part = |name: &str| -> &[String] {
+        parts.iter().find(|(n, _)| n == name).map(|(_, l)| l.as_slice()).unwrap_or_default()
+    };
+    check(&o, part("") == ["hello"], "echo prints hello");
+    check(&o, part("cat") == [oci::HELLO_TXT.trim_end()], "cat prints etc/hello.txt");
+
+    let ls = part("ls");
+    check(&o, ls.first().is_some_and(|l| l.starts_with("total ")), "ls -l starts with a total line");
+    let listed: Vec<&str> = ls.iter().skip(1).filter_map(|l| ls_long_name(l)).collect();
+    check(&o, listed.len() + 1 == ls.len(), "every other ls -l line is a long-format entry");
+    for name in ["bin", "etc", "root", "tmp", "usr"] {
+        check(&o, listed.contains(&name), &format!("ls -l / lists {name}"));
+    }
+    check(&o, ls.iter().any(|l| l.starts_with("drwxrwxrwt") && l.ends_with(" tmp")), "tmp is 1777");
+
+    let t = oci::HELLO_TXT;
+    let want_wc =
+        format!("{} {} {} /etc/hello.txt", t.lines().count(), t.split_whitespace().count(), t.len());
+    let wc: Vec<String> =
+        part("wc").iter().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect();
+    check(&o, wc == [want_wc.clone()], &format!("wc says {want_wc}"));
+
+    let want_sha = format!("{}  /etc/hello.txt", host_sha256_of_hello());
+    check(&o, part("sha") == [want_sha.clone()], &format!("sha256sum says {want_sha} like the host"));
+    check(&o, part("loop") == ["1", "2", "3"], "the loop prints 1 2 3");
+    check(&o, part("pipe").iter().map(|l| l.trim()).collect::<Vec<_>>() == ["6"], "echo hello | wc -c is 6");
+    check(&o, part("sleep") == ["slept=0"], "sleep 1 succeeds");
+    check(&o, part("false") == ["false=1"], "false exits 1");
+    check(
+        &o,
+        part("missing") == ["sh: no-such-command: not found", "missing=127"],
+        "a missing command is not found, 127",
+    );
+    check(&o, part("end").is_empty(), "nothing after the last marker");
 }
 
 #[test]
