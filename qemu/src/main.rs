@@ -382,7 +382,7 @@ fn verdict(kind: Kind, status: Option<ExitStatus>) -> ExitCode {
 }
 
 fn test(args: &[String]) -> Result<ExitCode, Error> {
-    setup::ensure(&needs(&[setup::ISO, setup::QEMU, setup::BOCHS]))?;
+    setup::ensure(&needs(&[setup::ISO, setup::QEMU, setup::BOCHS, setup::BUSYBOX, setup::STATIC_C]))?;
     setup::ensure_kernel_target()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
