@@ -367,22 +367,22 @@ impl PodWorker {
         }
         let all_stopped = self.ctrs.iter().all(|c| matches!(c.state, CState::Terminated(_)) || c.id.is_none() && c.last.is_some());
         let all_ok = self.ctrs.iter().all(|c| matches!(&c.state, CState::Terminated(t) if t.code == 0));
+        let running = self.ctrs.iter().any(|c| matches!(c.state, CState::Running { .. }));
         if let Some((p, r, m)) = &self.forced {
-            if all_stopped || self.ctrs.is_empty() {
+            if !running {
                 return (p, r.clone(), m.clone());
             }
             return ("Running", None, None);
         }
+        if self.killing && !running {
+            return (if all_ok { "Succeeded" } else { "Failed" }, None, None);
+        }
         let never_ran = self.ctrs.iter().any(|c| c.id.is_none() && c.last.is_none() && !matches!(c.state, CState::Terminated(_)));
-        let running = self.ctrs.iter().any(|c| matches!(c.state, CState::Running { .. }));
-        if never_ran && !self.killing {
+        if never_ran {
             return ("Pending", None, None);
         }
         if running || !all_stopped {
             return ("Running", None, None);
-        }
-        if self.killing {
-            return (if all_ok { "Succeeded" } else { "Failed" }, None, None);
         }
         match self.policy() {
             "Never" => (if all_ok { "Succeeded" } else { "Failed" }, None, None),
