@@ -25,8 +25,8 @@ use crate::runtime::Runtime;
 use crate::time::Time;
 use crate::types::{
     DaemonEndpoint, DeleteOptions, Event, EventSource, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints,
-    NodeSpec, NodeStatus, NodeSystemInfo, ObjectMeta, ObjectReference, Pod, PodList, Preconditions, ResourceList,
-    Status, WatchEvent,
+    NodeSpec, NodeStatus, NodeSystemInfo, ObjectMeta, ObjectReference, Pod, PodList, Preconditions,
+    ResourceList, Status, WatchEvent,
 };
 
 /// Node status is computed this often.
@@ -69,8 +69,12 @@ pub enum Op {
     ListPods,
     /// Streamed: lines go to [`Agent::on_watch_line`], the end to [`Agent::on_watch_end`].
     WatchPods,
-    PatchPodStatus { uid: String },
-    DeletePod { uid: String },
+    PatchPodStatus {
+        uid: String,
+    },
+    DeletePod {
+        uid: String,
+    },
     PostEvent,
 }
 
@@ -232,7 +236,10 @@ impl Agent {
 
     /// The workers' pods, for inspection: (namespace, name, uid).
     pub fn pods(&self) -> Vec<(String, String, String)> {
-        self.slots.values().map(|s| (s.worker.namespace.clone(), s.worker.name.clone(), s.worker.uid.clone())).collect()
+        self.slots
+            .values()
+            .map(|s| (s.worker.namespace.clone(), s.worker.name.clone(), s.worker.uid.clone()))
+            .collect()
     }
 
     /// The node's labels and annotations as the kubelet sets them.
@@ -276,7 +283,11 @@ impl Agent {
         let (ready, reason, message) = if missing.is_empty() {
             ("True", "KubeletReady", String::from("kubelet is posting ready status"))
         } else {
-            ("False", "KubeletNotReady", format!("missing node capacity for resources: {}", missing.join(", ")))
+            (
+                "False",
+                "KubeletNotReady",
+                format!("missing node capacity for resources: {}", missing.join(", ")),
+            )
         };
         let hb = now.rfc3339();
         let tt = self.started.rfc3339();
@@ -292,16 +303,28 @@ impl Agent {
             capacity: self.cfg.capacity.clone(),
             allocatable: self.cfg.allocatable.clone(),
             conditions: vec![
-                cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+                cond(
+                    "MemoryPressure",
+                    "False",
+                    "KubeletHasSufficientMemory",
+                    "kubelet has sufficient memory available",
+                ),
                 cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-                cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+                cond(
+                    "PIDPressure",
+                    "False",
+                    "KubeletHasSufficientPID",
+                    "kubelet has sufficient PID available",
+                ),
                 cond("Ready", ready, reason, &message),
             ],
             addresses: vec![
                 NodeAddress { type_: "InternalIP".into(), address: self.cfg.internal_ip.clone() },
                 NodeAddress { type_: "Hostname".into(), address: self.cfg.name.clone() },
             ],
-            daemon_endpoints: NodeDaemonEndpoints { kubelet_endpoint: DaemonEndpoint { port: self.cfg.kubelet_port } },
+            daemon_endpoints: NodeDaemonEndpoints {
+                kubelet_endpoint: DaemonEndpoint { port: self.cfg.kubelet_port },
+            },
             node_info: self.cfg.node_info.clone(),
         }
     }
@@ -339,7 +362,15 @@ impl Agent {
         self.push_event(obj, "default".into(), "Normal", reason, message, now);
     }
 
-    fn push_event(&mut self, obj: ObjectReference, ns: String, type_: &str, reason: &str, message: String, now: Time) {
+    fn push_event(
+        &mut self,
+        obj: ObjectReference,
+        ns: String,
+        type_: &str,
+        reason: &str,
+        message: String,
+        now: Time,
+    ) {
         self.event_seq += 1;
         let nanos = now.micros().saturating_mul(1000).saturating_add(self.event_seq % 1000);
         let name = format!("{}.{:x}", obj.name.as_deref().unwrap_or("object"), nanos);
@@ -352,7 +383,10 @@ impl Agent {
             reason: Some(reason.into()),
             message: Some(message),
             type_: Some(type_.into()),
-            source: Some(EventSource { component: Some("kubelet".into()), host: Some(self.cfg.name.clone()) }),
+            source: Some(EventSource {
+                component: Some("kubelet".into()),
+                host: Some(self.cfg.name.clone()),
+            }),
             first_timestamp: Some(ts.clone()),
             last_timestamp: Some(ts),
             count: Some(1),
@@ -367,9 +401,10 @@ impl Agent {
     }
 
     fn lease_body(&self, now: Time) -> Value {
-        let owner = self.node_uid.as_ref().map(|uid| {
-            json!([{"apiVersion": "v1", "kind": "Node", "name": self.cfg.name, "uid": uid}])
-        });
+        let owner = self
+            .node_uid
+            .as_ref()
+            .map(|uid| json!([{"apiVersion": "v1", "kind": "Node", "name": self.cfg.name, "uid": uid}]));
         let mut lease = self.lease.clone().unwrap_or_else(|| {
             json!({
                 "apiVersion": "coordination.k8s.io/v1",
@@ -458,10 +493,18 @@ impl Agent {
             self.lease_busy = true;
             let path = format!("/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases");
             out.push(match self.lease_step {
-                LeaseStep::Get => Outgoing { op: Op::GetLease, request: Request::new(Method::Get, format!("{path}/{name}")) },
+                LeaseStep::Get => Outgoing {
+                    op: Op::GetLease,
+                    request: Request::new(Method::Get, format!("{path}/{name}")),
+                },
                 LeaseStep::Create => Outgoing {
                     op: Op::CreateLease,
-                    request: Request::with_body(Method::Post, path, CONTENT_JSON, to_json(&self.lease_body(now))),
+                    request: Request::with_body(
+                        Method::Post,
+                        path,
+                        CONTENT_JSON,
+                        to_json(&self.lease_body(now)),
+                    ),
                 },
                 LeaseStep::Renew => Outgoing {
                     op: Op::RenewLease,
@@ -482,7 +525,10 @@ impl Agent {
                 let rv = encode_query(&self.list_rv);
                 out.push(Outgoing {
                     op: Op::ListPods,
-                    request: Request::new(Method::Get, format!("{}&limit=500&resourceVersion={rv}", self.pods_path())),
+                    request: Request::new(
+                        Method::Get,
+                        format!("{}&limit=500&resourceVersion={rv}", self.pods_path()),
+                    ),
                 });
             }
             Source::Watch(at) if now >= at => {
@@ -557,7 +603,12 @@ impl Agent {
             let ns = e.metadata.namespace.clone().unwrap_or_else(|| "default".into());
             out.push(Outgoing {
                 op: Op::PostEvent,
-                request: Request::with_body(Method::Post, format!("/api/v1/namespaces/{ns}/events"), CONTENT_JSON, to_json(&e)),
+                request: Request::with_body(
+                    Method::Post,
+                    format!("/api/v1/namespaces/{ns}/events"),
+                    CONTENT_JSON,
+                    to_json(&e),
+                ),
             });
         }
         out
@@ -572,7 +623,12 @@ impl Agent {
         };
         Outgoing {
             op: Op::DeletePod { uid: uid.into() },
-            request: Request::with_body(Method::Delete, Self::pod_path(ns, name), CONTENT_JSON, to_json(&opts)),
+            request: Request::with_body(
+                Method::Delete,
+                Self::pod_path(ns, name),
+                CONTENT_JSON,
+                to_json(&opts),
+            ),
         }
     }
 
@@ -599,7 +655,12 @@ impl Agent {
                         if op == Op::RegisterNode {
                             self.node_event("Starting", String::from("Starting kubelet."), now);
                         }
-                        for r in ["NodeHasSufficientMemory", "NodeHasNoDiskPressure", "NodeHasSufficientPID", "NodeReady"] {
+                        for r in [
+                            "NodeHasSufficientMemory",
+                            "NodeHasNoDiskPressure",
+                            "NodeHasSufficientPID",
+                            "NodeReady",
+                        ] {
                             self.node_event(r, format!("Node {name} status is now: {r}"), now);
                         }
                         return;
@@ -630,7 +691,8 @@ impl Agent {
             }
             Op::GetLease | Op::CreateLease | Op::RenewLease => {
                 self.lease_busy = false;
-                let lease: Option<Value> = if ok { parse::<Value>(body).filter(Value::is_object) } else { None };
+                let lease: Option<Value> =
+                    if ok { parse::<Value>(body).filter(Value::is_object) } else { None };
                 match (op, code, lease) {
                     (Op::GetLease, _, Some(l)) => {
                         self.lease = Some(l);
@@ -660,7 +722,8 @@ impl Agent {
                         };
                     }
                     _ => {
-                        self.lease_step = if self.lease.is_some() { LeaseStep::Renew } else { LeaseStep::Get };
+                        self.lease_step =
+                            if self.lease.is_some() { LeaseStep::Renew } else { LeaseStep::Get };
                         self.lease_at = self.lease_backoff.fail(now);
                     }
                 }
@@ -671,11 +734,13 @@ impl Agent {
                     Some(list) => {
                         self.watch_backoff.reset();
                         self.last_rv = list.metadata.resource_version.clone().unwrap_or_default();
-                        let seen: Vec<String> = list.items.iter().filter_map(|p| p.metadata.uid.clone()).collect();
+                        let seen: Vec<String> =
+                            list.items.iter().filter_map(|p| p.metadata.uid.clone()).collect();
                         for p in list.items {
                             self.upsert(p, now);
                         }
-                        let gone: Vec<String> = self.slots.keys().filter(|k| !seen.contains(k)).cloned().collect();
+                        let gone: Vec<String> =
+                            self.slots.keys().filter(|k| !seen.contains(k)).cloned().collect();
                         for uid in gone {
                             self.remove(&uid, now, rt);
                         }
@@ -797,7 +862,9 @@ impl Agent {
     /// Feeds one line of the pod watch stream.
     pub fn on_watch_line(&mut self, line: &[u8], now: Time, rt: &mut dyn Runtime) {
         let Some(ev) = parse::<WatchEvent>(line) else { return };
-        if let Some(rv) = ev.object.get("metadata").and_then(|m| m.get("resourceVersion")).and_then(Value::as_str) {
+        if let Some(rv) =
+            ev.object.get("metadata").and_then(|m| m.get("resourceVersion")).and_then(Value::as_str)
+        {
             if ev.type_ != "ERROR" {
                 self.last_rv = rv.to_string();
             }
@@ -809,7 +876,9 @@ impl Agent {
                 }
             }
             "DELETED" => {
-                if let Some(uid) = ev.object.get("metadata").and_then(|m| m.get("uid")).and_then(Value::as_str) {
+                if let Some(uid) =
+                    ev.object.get("metadata").and_then(|m| m.get("uid")).and_then(Value::as_str)
+                {
                     let uid = uid.to_string();
                     self.remove(&uid, now, rt);
                     self.orphans.remove(&uid);

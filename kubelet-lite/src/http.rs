@@ -218,9 +218,8 @@ fn parse_head(raw: &[u8]) -> Result<(ResponseHead, Framing), HttpError> {
         headers.push((n.trim().to_ascii_lowercase(), String::from(v.trim())));
     }
     let head = ResponseHead { status, headers };
-    let chunked = head
-        .header("transfer-encoding")
-        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    let chunked =
+        head.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
     let framing = if chunked {
         Framing::Chunked
     } else if let Some(len) = head.header("content-length") {
@@ -349,7 +348,8 @@ impl ResponseParser {
                         let take = left.min(self.buf.len());
                         let bytes: Vec<u8> = self.buf.drain(..take).collect();
                         self.push_body(&bytes)?;
-                        self.chunk = if take == left { ChunkState::DataEnd } else { ChunkState::Data(left - take) };
+                        self.chunk =
+                            if take == left { ChunkState::DataEnd } else { ChunkState::Data(left - take) };
                     }
                     ChunkState::DataEnd => {
                         if self.buf.len() < 2 {
@@ -595,11 +595,19 @@ mod tests {
             (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", HttpError::BadContentLength),
             (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", HttpError::BadChunk),
             (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabXY", HttpError::BadChunk),
-            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n", HttpError::BadChunk),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n",
+                HttpError::BadChunk,
+            ),
             (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab", HttpError::Truncated),
         ];
         for (bytes, want) in cases {
-            assert_eq!(parse_all(bytes, 4).err().as_ref(), Some(want), "{:?}", String::from_utf8_lossy(bytes));
+            assert_eq!(
+                parse_all(bytes, 4).err().as_ref(),
+                Some(want),
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
         }
     }
 
@@ -611,7 +619,10 @@ mod tests {
         long_head.extend(vec![b'a'; 100]);
         assert_eq!(p.feed(&long_head), Err(HttpError::HeadTooLarge));
         let mut p = ResponseParser::new(limits);
-        assert_eq!(p.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n"), Err(HttpError::BodyTooLarge));
+        assert_eq!(
+            p.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n"),
+            Err(HttpError::BodyTooLarge)
+        );
         let mut p = ResponseParser::new(limits);
         p.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
         assert_eq!(p.feed(b"20\r\n0123456789abcdef0123"), Err(HttpError::BodyTooLarge));
@@ -679,7 +690,10 @@ mod tests {
         let watch = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
             8\r\n{\"type\":\r\n12\r\n\"ADDED\",\"n\":1}\n{\"t\r\n8\r\nype\":2}\n\r\n0\r\n\r\n";
         let fake = Fake {
-            replies: VecDeque::from(vec![b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}".to_vec(), watch.to_vec()]),
+            replies: VecDeque::from(vec![
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}".to_vec(),
+                watch.to_vec(),
+            ]),
             current: Vec::new(),
             read_size: 3,
             written: Vec::new(),

@@ -62,7 +62,10 @@ fn unescape(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         let c = b.get(i).copied().unwrap_or(0);
-        let hex = b.get(i + 1..i + 3).and_then(|h| core::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| core::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
         match (c, hex) {
             (b'%', Some(v)) => {
                 out.push(v);
@@ -148,7 +151,12 @@ fn render_line(out: &mut Vec<u8>, l: &LogLine, timestamps: bool) {
 
 /// Renders a request: the first call passes `cursor = None` (applies tailLines and
 /// sinceSeconds); follow-up calls pass the returned cursor and get only new lines.
-pub fn render_from(req: &LogRequest, rt: &dyn Runtime, now: Time, cursor: Option<Cursor>) -> Result<LogChunk, LogError> {
+pub fn render_from(
+    req: &LogRequest,
+    rt: &dyn Runtime,
+    now: Time,
+    cursor: Option<Cursor>,
+) -> Result<LogChunk, LogError> {
     let view = rt.logs(&req.namespace, &req.pod, &req.container, req.previous).ok_or_else(|| {
         LogError::NoContainer(if req.previous {
             format!("previous terminated container \"{}\" in pod \"{}\" not found", req.container, req.pod)
@@ -197,7 +205,12 @@ mod tests {
     fn setup(script: &str) -> (SimRuntime, Time) {
         let mut rt = SimRuntime::new();
         let t0 = Time::from_secs(1_733_911_200);
-        let c = ContainerRef { namespace: "default".into(), pod: "p".into(), pod_uid: "u".into(), container: "app".into() };
+        let c = ContainerRef {
+            namespace: "default".into(),
+            pod: "p".into(),
+            pod_uid: "u".into(),
+            container: "app".into(),
+        };
         let spec = Container {
             name: "app".into(),
             image: Some("busybox".into()),
@@ -210,7 +223,10 @@ mod tests {
 
     #[test]
     fn parses_requests() {
-        let r = LogRequest::parse("/containerLogs/default/p/app?follow=true&tailLines=2&timestamps=1&limitBytes=10&previous=false").unwrap();
+        let r = LogRequest::parse(
+            "/containerLogs/default/p/app?follow=true&tailLines=2&timestamps=1&limitBytes=10&previous=false",
+        )
+        .unwrap();
         assert_eq!((r.namespace.as_str(), r.pod.as_str(), r.container.as_str()), ("default", "p", "app"));
         assert!(r.follow && r.timestamps && !r.previous);
         assert_eq!((r.tail_lines, r.limit_bytes), (Some(2), Some(10)));

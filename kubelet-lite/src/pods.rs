@@ -153,7 +153,13 @@ pub struct PodWorker {
 
 impl PodWorker {
     /// A worker for `pod`, admitted (`rejected == None`) or rejected with (reason, message).
-    pub fn new(pod: Pod, host_ip: String, pod_ip: String, rejected: Option<(String, String)>, now: Time) -> Self {
+    pub fn new(
+        pod: Pod,
+        host_ip: String,
+        pod_ip: String,
+        rejected: Option<(String, String)>,
+        now: Time,
+    ) -> Self {
         let ctrs = pod
             .spec
             .containers
@@ -215,13 +221,19 @@ impl PodWorker {
     /// True once no container runs and none will be started again.
     pub fn is_finished(&self) -> bool {
         let phase = self.phase().0;
-        (phase == "Succeeded" || phase == "Failed") && self.ctrs.iter().all(|c| !matches!(c.state, CState::Running { .. }))
+        (phase == "Succeeded" || phase == "Failed")
+            && self.ctrs.iter().all(|c| !matches!(c.state, CState::Running { .. }))
     }
 
     fn kill_all(&mut self, rt: &mut dyn Runtime, now: Time, events: &mut Vec<PodEvent>) {
         for c in &mut self.ctrs {
             if let (Some(id), CState::Running { .. }) = (&c.id, &c.state) {
-                events.push(ev("Normal", "Killing", format!("Stopping container {}", c.spec.name), Some(&c.spec.name)));
+                events.push(ev(
+                    "Normal",
+                    "Killing",
+                    format!("Stopping container {}", c.spec.name),
+                    Some(&c.spec.name),
+                ));
                 rt.stop_container(id, now);
             }
         }
@@ -242,7 +254,9 @@ impl PodWorker {
             self.killing = true;
             self.kill_all(rt, now, events);
         }
-        if let (Some(ads), Some(start), None) = (self.pod.spec.active_deadline_seconds, self.start_time, &self.forced) {
+        if let (Some(ads), Some(start), None) =
+            (self.pod.spec.active_deadline_seconds, self.start_time, &self.forced)
+        {
             if now >= start.plus_secs(u64::try_from(ads).unwrap_or(0)) {
                 let msg = String::from("Pod was active on the node longer than the specified deadline");
                 events.push(ev("Normal", "DeadlineExceeded", msg.clone(), None));
@@ -259,7 +273,9 @@ impl PodWorker {
             let c = &mut self.ctrs[i];
             if let Some(id) = c.id.clone() {
                 match rt.poll(&id, now) {
-                    Some(RuntimeState::Running { started_at }) => c.state = CState::Running { started: started_at },
+                    Some(RuntimeState::Running { started_at }) => {
+                        c.state = CState::Running { started: started_at }
+                    }
                     Some(RuntimeState::Exited { code, started_at, finished_at }) => {
                         let term = Term { code, started: started_at, finished: finished_at, id: id.clone() };
                         let restart = !stop_all
@@ -294,11 +310,17 @@ impl PodWorker {
                 continue;
             }
             if now < c.next_start {
-                if c.last.is_some() && !matches!(&c.state, CState::Waiting { reason, .. } if reason == "CrashLoopBackOff") {
-                    let secs = c.next_start.millis_since(c.last.as_ref().map(|t| t.finished).unwrap_or(now)) / 1000;
+                if c.last.is_some()
+                    && !matches!(&c.state, CState::Waiting { reason, .. } if reason == "CrashLoopBackOff")
+                {
+                    let secs =
+                        c.next_start.millis_since(c.last.as_ref().map(|t| t.finished).unwrap_or(now)) / 1000;
                     c.state = CState::Waiting {
                         reason: "CrashLoopBackOff".into(),
-                        message: Some(format!("back-off {secs}s restarting failed container={} pod={desc}", c.spec.name)),
+                        message: Some(format!(
+                            "back-off {secs}s restarting failed container={} pod={desc}",
+                            c.spec.name
+                        )),
                     };
                     events.push(ev(
                         "Warning",
@@ -365,7 +387,10 @@ impl PodWorker {
         if let Some((r, m)) = &self.rejected {
             return ("Failed", Some(r.clone()), Some(m.clone()));
         }
-        let all_stopped = self.ctrs.iter().all(|c| matches!(c.state, CState::Terminated(_)) || c.id.is_none() && c.last.is_some());
+        let all_stopped = self
+            .ctrs
+            .iter()
+            .all(|c| matches!(c.state, CState::Terminated(_)) || c.id.is_none() && c.last.is_some());
         let all_ok = self.ctrs.iter().all(|c| matches!(&c.state, CState::Terminated(t) if t.code == 0));
         let running = self.ctrs.iter().any(|c| matches!(c.state, CState::Running { .. }));
         if let Some((p, r, m)) = &self.forced {
@@ -377,7 +402,10 @@ impl PodWorker {
         if self.killing && !running {
             return (if all_ok { "Succeeded" } else { "Failed" }, None, None);
         }
-        let never_ran = self.ctrs.iter().any(|c| c.id.is_none() && c.last.is_none() && !matches!(c.state, CState::Terminated(_)));
+        let never_ran = self
+            .ctrs
+            .iter()
+            .any(|c| c.id.is_none() && c.last.is_none() && !matches!(c.state, CState::Terminated(_)));
         if never_ran {
             return ("Pending", None, None);
         }
@@ -394,7 +422,8 @@ impl PodWorker {
     fn update_conditions(&mut self, now: Time) {
         let phase = self.phase().0;
         let terminal = phase == "Succeeded" || phase == "Failed";
-        let all_running = !self.ctrs.is_empty() && self.ctrs.iter().all(|c| matches!(c.state, CState::Running { .. }));
+        let all_running =
+            !self.ctrs.is_empty() && self.ctrs.iter().all(|c| matches!(c.state, CState::Running { .. }));
         let ready = all_running && !terminal && !self.killing;
         for (name, val) in [
             ("PodReadyToStartContainers", !terminal || !self.killing),
@@ -420,36 +449,53 @@ impl PodWorker {
             .and_then(|s| s.qos_class.clone())
             .unwrap_or_else(|| qos_class(&self.pod).into());
         if self.rejected.is_some() {
-            return PodStatus { phase: Some(phase.into()), reason, message, qos_class: Some(qos), ..Default::default() };
+            return PodStatus {
+                phase: Some(phase.into()),
+                reason,
+                message,
+                qos_class: Some(qos),
+                ..Default::default()
+            };
         }
-        let conditions = [("PodReadyToStartContainers"), "Initialized", "Ready", "ContainersReady", "PodScheduled"]
-            .iter()
-            .filter_map(|n| {
-                self.conds.get(n).map(|(v, t)| PodCondition {
-                    type_: (*n).into(),
-                    status: if *v { "True" } else { "False" }.into(),
-                    last_transition_time: Some(t.rfc3339()),
-                    reason: (!*v && (*n == "Ready" || *n == "ContainersReady")).then(|| {
-                        if phase == "Succeeded" || phase == "Failed" { "PodCompleted" } else { "ContainersNotReady" }.into()
-                    }),
-                    message: None,
+        let conditions =
+            [("PodReadyToStartContainers"), "Initialized", "Ready", "ContainersReady", "PodScheduled"]
+                .iter()
+                .filter_map(|n| {
+                    self.conds.get(n).map(|(v, t)| PodCondition {
+                        type_: (*n).into(),
+                        status: if *v { "True" } else { "False" }.into(),
+                        last_transition_time: Some(t.rfc3339()),
+                        reason: (!*v && (*n == "Ready" || *n == "ContainersReady")).then(|| {
+                            if phase == "Succeeded" || phase == "Failed" {
+                                "PodCompleted"
+                            } else {
+                                "ContainersNotReady"
+                            }
+                            .into()
+                        }),
+                        message: None,
+                    })
                 })
-            })
-            .collect();
+                .collect();
         let container_statuses = self
             .ctrs
             .iter()
             .map(|c| {
                 let state = match &c.state {
                     CState::Waiting { reason, message } => ContainerState {
-                        waiting: Some(ContainerStateWaiting { reason: Some(reason.clone()), message: message.clone() }),
+                        waiting: Some(ContainerStateWaiting {
+                            reason: Some(reason.clone()),
+                            message: message.clone(),
+                        }),
                         ..Default::default()
                     },
                     CState::Running { started } => ContainerState {
                         running: Some(ContainerStateRunning { started_at: Some(started.rfc3339()) }),
                         ..Default::default()
                     },
-                    CState::Terminated(t) => ContainerState { terminated: Some(t.to_api()), ..Default::default() },
+                    CState::Terminated(t) => {
+                        ContainerState { terminated: Some(t.to_api()), ..Default::default() }
+                    }
                 };
                 let last_state = match (&c.last, &c.state) {
                     (Some(t), CState::Terminated(cur)) if cur == t => ContainerState::default(),
@@ -664,10 +710,12 @@ mod tests {
         let mut req = BTreeMap::new();
         req.insert("cpu".to_string(), "500m".to_string());
         req.insert("memory".to_string(), "64Mi".to_string());
-        p.spec.containers[0].resources = Some(ResourceRequirements { requests: Some(req.clone()), limits: None });
+        p.spec.containers[0].resources =
+            Some(ResourceRequirements { requests: Some(req.clone()), limits: None });
         assert_eq!(qos_class(&p), "Burstable");
         assert_eq!(pod_requests(&p), PodRequests { cpu_millis: 500, memory_bytes: 64 << 20 });
-        p.spec.containers[0].resources = Some(ResourceRequirements { requests: Some(req.clone()), limits: Some(req) });
+        p.spec.containers[0].resources =
+            Some(ResourceRequirements { requests: Some(req.clone()), limits: Some(req) });
         assert_eq!(qos_class(&p), "Guaranteed");
     }
 }

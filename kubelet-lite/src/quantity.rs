@@ -77,10 +77,7 @@ fn parse_scaled(s: &str, scale: u128) -> Result<u64, QuantityError> {
         }
         _ => return Err(QuantityError::UnknownSuffix),
     };
-    let numer = digits
-        .checked_mul(mul)
-        .and_then(|v| v.checked_mul(scale))
-        .ok_or(QuantityError::Overflow)?;
+    let numer = digits.checked_mul(mul).and_then(|v| v.checked_mul(scale)).ok_or(QuantityError::Overflow)?;
     let den = denom.checked_mul(div).ok_or(QuantityError::Overflow)?;
     let v = numer.div_ceil(den);
     u64::try_from(v).map_err(|_| QuantityError::Overflow)

@@ -62,7 +62,12 @@ impl fmt::Display for RuntimeError {
 /// logs (the current and the previous instance of each container).
 pub trait Runtime {
     /// Starts a container and returns its runtime id.
-    fn start_container(&mut self, c: &ContainerRef, spec: &Container, now: Time) -> Result<String, RuntimeError>;
+    fn start_container(
+        &mut self,
+        c: &ContainerRef,
+        spec: &Container,
+        now: Time,
+    ) -> Result<String, RuntimeError>;
     /// Stops a running container (it then reports `Exited`).
     fn stop_container(&mut self, id: &str, now: Time);
     /// The container's state at `now`; `None` if the id is unknown.

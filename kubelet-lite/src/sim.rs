@@ -82,13 +82,8 @@ fn statement(argv: &[String]) -> Option<Step> {
 
 /// The simulated program for a container's command line.
 pub fn program(spec: &Container) -> Vec<Step> {
-    let argv: Vec<String> = spec
-        .command
-        .iter()
-        .flatten()
-        .chain(spec.args.iter().flatten())
-        .cloned()
-        .collect();
+    let argv: Vec<String> =
+        spec.command.iter().flatten().chain(spec.args.iter().flatten()).cloned().collect();
     let base = argv.first().map(|a| a.rsplit('/').next().unwrap_or(a)).unwrap_or("");
     if matches!(base, "sh" | "bash" | "ash") && argv.get(1).map(String::as_str) == Some("-c") {
         let script = argv.get(2).map(String::as_str).unwrap_or("");
@@ -104,9 +99,7 @@ pub fn program(spec: &Container) -> Vec<Step> {
     if argv.is_empty() {
         return Vec::new();
     }
-    let mut v = Vec::new();
-    v.push(Step::Echo(argv.join(" ")));
-    v
+    alloc::vec![Step::Echo(argv.join(" "))]
 }
 
 #[derive(Debug)]
@@ -172,7 +165,12 @@ impl SimRuntime {
 }
 
 impl Runtime for SimRuntime {
-    fn start_container(&mut self, c: &ContainerRef, spec: &Container, now: Time) -> Result<String, RuntimeError> {
+    fn start_container(
+        &mut self,
+        c: &ContainerRef,
+        spec: &Container,
+        now: Time,
+    ) -> Result<String, RuntimeError> {
         let image = spec.image.clone().unwrap_or_default();
         if image.is_empty() || self.failing_images.contains(&image) {
             return Err(RuntimeError::ImagePull(format!("image {image:?} not found")));
@@ -228,7 +226,8 @@ impl Runtime for SimRuntime {
     }
 
     fn logs(&self, namespace: &str, pod: &str, container: &str, previous: bool) -> Option<LogView> {
-        let (cur, prev) = self.by_name.get(&(namespace.to_string(), pod.to_string(), container.to_string()))?;
+        let (cur, prev) =
+            self.by_name.get(&(namespace.to_string(), pod.to_string(), container.to_string()))?;
         let id = if previous { prev.as_ref()? } else { cur };
         let c = self.containers.get(id)?;
         Some(LogView { lines: c.lines.clone(), running: c.exit.is_none() })
@@ -249,7 +248,12 @@ mod tests {
         }
     }
     fn cref() -> ContainerRef {
-        ContainerRef { namespace: "default".into(), pod: "p".into(), pod_uid: "u1".into(), container: "app".into() }
+        ContainerRef {
+            namespace: "default".into(),
+            pod: "p".into(),
+            pod_uid: "u1".into(),
+            container: "app".into(),
+        }
     }
 
     #[test]
@@ -257,24 +261,34 @@ mod tests {
         let p = program(&spec(&["sh", "-c", "echo 'hello world'; sleep 2.5; exit 3"]));
         assert_eq!(p, vec![Step::Echo("hello world".into()), Step::Sleep(2_500_000), Step::Exit(3)]);
         assert_eq!(program(&spec(&["sleep", "infinity"])), vec![Step::Sleep(u64::MAX)]);
-        assert_eq!(program(&spec(&["/app/server", "--port", "80"])), vec![Step::Echo("/app/server --port 80".into())]);
+        assert_eq!(
+            program(&spec(&["/app/server", "--port", "80"])),
+            vec![Step::Echo("/app/server --port 80".into())]
+        );
     }
 
     #[test]
     fn runs_in_simulated_time() {
         let mut rt = SimRuntime::new();
         let t0 = Time::from_secs(1000);
-        let id = rt.start_container(&cref(), &spec(&["sh", "-c", "echo a; sleep 5; echo b; exit 2"]), t0).unwrap();
+        let id =
+            rt.start_container(&cref(), &spec(&["sh", "-c", "echo a; sleep 5; echo b; exit 2"]), t0).unwrap();
         assert_eq!(rt.poll(&id, t0.plus_secs(4)), Some(RuntimeState::Running { started_at: t0 }));
         assert_eq!(rt.logs("default", "p", "app", false).unwrap().lines.len(), 1);
         let done = rt.poll(&id, t0.plus_secs(6));
-        assert_eq!(done, Some(RuntimeState::Exited { code: 2, started_at: t0, finished_at: t0.plus_secs(5) }));
+        assert_eq!(
+            done,
+            Some(RuntimeState::Exited { code: 2, started_at: t0, finished_at: t0.plus_secs(5) })
+        );
         let log = rt.logs("default", "p", "app", false).unwrap();
         assert_eq!(log.lines[1], LogLine { time: t0.plus_secs(5), text: "b".into() });
         assert!(!log.running);
         // Restart: the old instance becomes "previous".
         let id2 = rt.start_container(&cref(), &spec(&["sh", "-c", "false"]), t0.plus_secs(7)).unwrap();
-        assert_eq!(rt.poll(&id2, t0.plus_secs(7)).map(|s| matches!(s, RuntimeState::Exited { code: 1, .. })), Some(true));
+        assert_eq!(
+            rt.poll(&id2, t0.plus_secs(7)).map(|s| matches!(s, RuntimeState::Exited { code: 1, .. })),
+            Some(true)
+        );
         assert_eq!(rt.logs("default", "p", "app", true).unwrap().lines.len(), 2);
         rt.remove_pod("u1");
         assert!(rt.logs("default", "p", "app", false).is_none());

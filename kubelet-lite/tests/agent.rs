@@ -64,9 +64,15 @@ impl FakeApi {
     }
 
     fn handle(&mut self, req: &Request) -> (u16, Value) {
-        let body: Value = if req.body.is_empty() { Value::Null } else { serde_json::from_slice(&req.body).expect("client sent JSON") };
+        let body: Value = if req.body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&req.body).expect("client sent JSON")
+        };
         self.log.push((req.method, req.path.clone(), body.clone()));
-        if let Some(pos) = self.inject.iter().position(|(p, m, _, _)| req.path.contains(p.as_str()) && *m == req.method) {
+        if let Some(pos) =
+            self.inject.iter().position(|(p, m, _, _)| req.path.contains(p.as_str()) && *m == req.method)
+        {
             let (_, _, code, b) = self.inject.remove(pos).unwrap();
             return (code, b);
         }
@@ -101,20 +107,27 @@ impl FakeApi {
                     None => (404, status_body(404, "NotFound")),
                 }
             }
-            (Method::Get, ["apis", "coordination.k8s.io", "v1", "namespaces", "kube-node-lease", "leases", name]) => {
-                match self.leases.get(*name) {
-                    Some(l) => (200, l.clone()),
-                    None => (404, status_body(404, "NotFound")),
-                }
-            }
-            (Method::Post, ["apis", "coordination.k8s.io", "v1", "namespaces", "kube-node-lease", "leases"]) => {
+            (
+                Method::Get,
+                ["apis", "coordination.k8s.io", "v1", "namespaces", "kube-node-lease", "leases", name],
+            ) => match self.leases.get(*name) {
+                Some(l) => (200, l.clone()),
+                None => (404, status_body(404, "NotFound")),
+            },
+            (
+                Method::Post,
+                ["apis", "coordination.k8s.io", "v1", "namespaces", "kube-node-lease", "leases"],
+            ) => {
                 self.check("io.k8s.api.coordination.v1.Lease", &body);
                 let mut l = body.clone();
                 l["metadata"]["resourceVersion"] = json!(self.bump());
                 self.leases.insert(body["metadata"]["name"].as_str().unwrap().into(), l.clone());
                 (201, l)
             }
-            (Method::Put, ["apis", "coordination.k8s.io", "v1", "namespaces", "kube-node-lease", "leases", name]) => {
+            (
+                Method::Put,
+                ["apis", "coordination.k8s.io", "v1", "namespaces", "kube-node-lease", "leases", name],
+            ) => {
                 self.check("io.k8s.api.coordination.v1.Lease", &body);
                 let cur = self.leases.get(*name).cloned();
                 match cur {
@@ -131,7 +144,10 @@ impl FakeApi {
             (Method::Get, ["api", "v1", "pods"]) => {
                 assert!(req.path.contains("fieldSelector=spec.nodeName%3Dn1"), "{}", req.path);
                 let items: Vec<Value> = self.pods.values().cloned().collect();
-                (200, json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": self.rv.to_string()}, "items": items}))
+                (
+                    200,
+                    json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": self.rv.to_string()}, "items": items}),
+                )
             }
             (Method::Patch, ["api", "v1", "namespaces", _, "pods", name, "status"]) => {
                 assert_eq!(req.content_type, Some("application/strategic-merge-patch+json"));
@@ -219,7 +235,10 @@ impl Harness {
             let idle = out.is_empty() && self.api.watch_lines.is_empty();
             for o in out {
                 if o.op == Op::WatchPods {
-                    assert!(o.request.path.contains("watch=true") && o.request.path.contains("allowWatchBookmarks=true"));
+                    assert!(
+                        o.request.path.contains("watch=true")
+                            && o.request.path.contains("allowWatchBookmarks=true")
+                    );
                     self.api.log.push((o.request.method, o.request.path.clone(), Value::Null));
                     self.api.watch_open = true;
                     continue;
@@ -252,7 +271,12 @@ impl Harness {
     }
 
     fn requests(&self, m: Method, path_part: &str) -> Vec<(String, Value)> {
-        self.api.log.iter().filter(|(mm, p, _)| *mm == m && p.contains(path_part)).map(|(_, p, b)| (p.clone(), b.clone())).collect()
+        self.api
+            .log
+            .iter()
+            .filter(|(mm, p, _)| *mm == m && p.contains(path_part))
+            .map(|(_, p, b)| (p.clone(), b.clone()))
+            .collect()
     }
 
     fn add_pod(&mut self, name: &str, policy: &str, script: &str) -> Value {
@@ -326,7 +350,12 @@ fn existing_node_is_reused_and_lease_conflict_retried() {
 fn registration_backs_off_exponentially() {
     let mut h = Harness::new();
     for _ in 0..6 {
-        h.api.inject.push_back(("/api/v1/nodes".into(), Method::Post, 500, status_body(500, "InternalError")));
+        h.api.inject.push_back((
+            "/api/v1/nodes".into(),
+            Method::Post,
+            500,
+            status_body(500, "InternalError"),
+        ));
     }
     let mut times = Vec::new();
     for _ in 0..200 {
@@ -352,10 +381,20 @@ fn runs_pods_reports_status_and_deletes_gracefully() {
     let lists = h.requests(Method::Get, "/api/v1/pods?");
     assert!(lists[0].0.contains("limit=500&resourceVersion=0"), "{}", lists[0].0);
     assert_eq!(h.api.pods["job"]["status"]["phase"], "Running");
-    assert_eq!(h.api.pods["web"]["status"]["containerStatuses"][0]["state"]["running"].is_object(), true);
-    let reasons: Vec<String> = h.api.events.iter().filter(|e| e["involvedObject"]["name"] == "job").map(|e| e["reason"].as_str().unwrap().to_string()).collect();
+    assert!(h.api.pods["web"]["status"]["containerStatuses"][0]["state"]["running"].is_object());
+    let reasons: Vec<String> = h
+        .api
+        .events
+        .iter()
+        .filter(|e| e["involvedObject"]["name"] == "job")
+        .map(|e| e["reason"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(reasons, ["Pulling", "Pulled", "Created", "Started"]);
-    assert_eq!(h.api.events.iter().find(|e| e["involvedObject"]["name"] == "job").unwrap()["involvedObject"]["fieldPath"], "spec.containers{app}");
+    assert_eq!(
+        h.api.events.iter().find(|e| e["involvedObject"]["name"] == "job").unwrap()["involvedObject"]
+            ["fieldPath"],
+        "spec.containers{app}"
+    );
     h.advance(4);
     let job = &h.api.pods["job"]["status"];
     assert_eq!(job["phase"], "Succeeded");
@@ -374,7 +413,10 @@ fn runs_pods_reports_status_and_deletes_gracefully() {
     assert!(h.api.events.iter().any(|e| e["reason"] == "Killing" && e["involvedObject"]["name"] == "web"));
     let dels = h.requests(Method::Delete, "/pods/web");
     assert_eq!(dels.len(), 1);
-    assert_eq!(dels[0].1, json!({"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0, "preconditions": {"uid": "uid-web"}}));
+    assert_eq!(
+        dels[0].1,
+        json!({"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0, "preconditions": {"uid": "uid-web"}})
+    );
     assert!(!h.api.pods.contains_key("web"));
     // The terminal status was patched before the delete.
     let last_patch = h.requests(Method::Patch, "/pods/web/status").pop().unwrap().1;
@@ -402,8 +444,12 @@ fn relists_after_410_and_handles_added_deleted() {
     h.agent.on_watch_end(h.now, Ok(200));
     h.api.pods.remove("late");
     h.step();
-    let lists: Vec<String> =
-        h.requests(Method::Get, "/api/v1/pods?").into_iter().map(|(p, _)| p).filter(|p| !p.contains("watch=true")).collect();
+    let lists: Vec<String> = h
+        .requests(Method::Get, "/api/v1/pods?")
+        .into_iter()
+        .map(|(p, _)| p)
+        .filter(|p| !p.contains("watch=true"))
+        .collect();
     assert_eq!(lists.len(), 2);
     assert!(lists[0].contains("&resourceVersion=0"), "{}", lists[0]);
     assert!(lists[1].ends_with("&resourceVersion="), "{}", lists[1]);
@@ -431,11 +477,17 @@ fn admission_rejects_pods_that_do_not_fit() {
     let big = &h.api.pods["big"]["status"];
     assert_eq!(big["phase"], "Failed");
     assert_eq!(big["reason"], "OutOfcpu");
-    assert_eq!(big["message"], "Pod was rejected: Node didn't have enough resource: cpu, requested: 3000, used: 0, capacity: 2000");
+    assert_eq!(
+        big["message"],
+        "Pod was rejected: Node didn't have enough resource: cpu, requested: 3000, used: 0, capacity: 2000"
+    );
     let fat = &h.api.pods["fat"]["status"];
     assert_eq!(fat["reason"], "OutOfmemory");
     assert!(h.api.events.iter().any(|e| e["reason"] == "OutOfcpu" && e["type"] == "Warning"));
-    assert!(kubelet_lite::runtime::Runtime::logs(&h.rt, "default", "big", "app", false).is_none(), "nothing started");
+    assert!(
+        kubelet_lite::runtime::Runtime::logs(&h.rt, "default", "big", "app", false).is_none(),
+        "nothing started"
+    );
 }
 
 #[test]
@@ -447,7 +499,10 @@ fn schema_walker_catches_bad_objects() {
     let good = json!({"type": "Ready", "status": "True", "lastHeartbeatTime": "2024-12-11T10:00:00Z"});
     assert!(s.validate("io.k8s.api.core.v1.NodeCondition", &good).is_empty());
     let missing = json!({"type": "Ready"});
-    assert_eq!(s.validate("io.k8s.api.core.v1.NodeCondition", &missing), ["io.k8s.api.core.v1.NodeCondition: missing required status"]);
+    assert_eq!(
+        s.validate("io.k8s.api.core.v1.NodeCondition", &missing),
+        ["io.k8s.api.core.v1.NodeCondition: missing required status"]
+    );
     let unknown = json!({"type": "Ready", "status": "True", "bogus": 1});
     assert_eq!(s.validate("io.k8s.api.core.v1.NodeCondition", &unknown).len(), 1);
     let bad_type = json!({"kubeletEndpoint": {"Port": "10250"}});

@@ -98,7 +98,9 @@ impl Schemas {
                 match (props.and_then(|m| m.get(k)), extra) {
                     (Some(ps), _) => self.walk(ps, val, &p, errs),
                     (None, Some(e)) if e.is_object() => self.walk(e, val, &p, errs),
-                    (None, _) if props.is_some() || extra.is_some() => errs.push(format!("{p}: unknown field")),
+                    (None, _) if props.is_some() || extra.is_some() => {
+                        errs.push(format!("{p}: unknown field"))
+                    }
                     _ => {}
                 }
             }
@@ -116,11 +118,14 @@ impl Schemas {
 pub fn strip_directives(v: &Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(
-            m.iter().filter(|(k, _)| !k.starts_with('$')).map(|(k, v)| (k.clone(), strip_directives(v))).collect(),
+            m.iter()
+                .filter(|(k, _)| !k.starts_with('$'))
+                .map(|(k, v)| (k.clone(), strip_directives(v)))
+                .collect(),
         ),
-        Value::Array(a) => Value::Array(
-            a.iter().filter(|x| x.get("$patch").is_none()).map(strip_directives).collect(),
-        ),
+        Value::Array(a) => {
+            Value::Array(a.iter().filter(|x| x.get("$patch").is_none()).map(strip_directives).collect())
+        }
         other => other.clone(),
     }
 }
