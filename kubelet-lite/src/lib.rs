@@ -1,6 +1,26 @@
 //! kubelet-lite: the node agent that runs inside the hypervisor.
 //!
-//! Not built yet. It will register the node with a Kubernetes control plane, keep its
-//! lease, run the pods bound to it and report their status and logs, with time and I/O
-//! passed in so that all of it runs under `cargo test`.
+//! It registers a node with a Kubernetes control plane, keeps the node's lease and status,
+//! lists and watches the pods bound to it, runs them against a [`runtime::Runtime`] and
+//! reports their status, events and logs. The wire contract it follows is the real
+//! kubelet's (JSON over HTTP/1.1, strategic merge patches, core/v1 events).
+//!
+//! Everything here is `no_std` + `alloc` and does no I/O of its own: time is passed in
+//! ([`time::Time`]), the agent is a state machine that hands out requests and takes their
+//! replies ([`agent::Agent`]), and the HTTP client runs over a [`http::Transport`] trait.
+//! Bytes from the network are allegations: every parser here returns a typed error on
+//! malformed or oversized input and never panics.
 #![cfg_attr(not(test), no_std)]
+#![deny(unsafe_code)]
+
+extern crate alloc;
+
+pub mod agent;
+pub mod http;
+pub mod logs;
+pub mod pods;
+pub mod quantity;
+pub mod runtime;
+pub mod sim;
+pub mod time;
+pub mod types;

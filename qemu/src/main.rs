@@ -58,6 +58,13 @@ enum Verb {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run kubelet-lite on the host with a simulated runtime against an API server:
+    /// `sim-node --kubeconfig FILE --name NAME` (arguments go to the sim-node program).
+    SimNode {
+        /// `--kubeconfig FILE --name NAME`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Measure boot-to-ready time under QEMU (PVH, 4 CPUs) and Bochs (ISO, 2 CPUs), then VM
     /// figures (the `bench` guest) on each backend.
     Bench {
@@ -247,6 +254,7 @@ fn main() -> ExitCode {
             run(bochs, smp, mem, &cmdline, accel, timeout.map(Duration::from_secs))
         }
         Verb::Test { args } => test(&args),
+        Verb::SimNode { args } => sim_node(&args),
         Verb::Bench { qemu_runs, bochs_runs, vm_runs, only } => bench(qemu_runs, bochs_runs, vm_runs, &only),
         Verb::Vm { verb: VmVerb::BuildGuests } => build_guests(),
         Verb::Image { verb: ImageVerb::Busybox { out } } => image_busybox(&out),
@@ -389,6 +397,14 @@ fn test(args: &[String]) -> Result<ExitCode, Error> {
     cmd.current_dir(repo_root()).args(["test", "--workspace", "--no-fail-fast"]).args(args);
     eprintln!("test: {cmd:?}");
     let status = cmd.status().map_err(|e| Error::io("running cargo test", e))?;
+    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn sim_node(args: &[String]) -> Result<ExitCode, Error> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(repo_root()).args(["run", "--quiet", "--release", "-p", "sim-node", "--"]).args(args);
+    let status = cmd.status().map_err(|e| Error::io("running sim-node", e))?;
     Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 

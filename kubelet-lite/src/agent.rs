@@ -1,0 +1,914 @@
+//! The node agent as a state machine. The host calls [`Agent::tick`] with the current time;
+//! it returns the requests to send now. The host sends each one and hands the reply to
+//! [`Agent::on_response`]; the watch request ([`Op::WatchPods`]) is streamed, its lines fed
+//! to [`Agent::on_watch_line`] and its end reported with [`Agent::on_watch_end`].
+//!
+//! What it does (kubernetes.md §1): registers the Node (POST; 409 → GET and reuse), patches
+//! the node status every 10 s when it changed (or every 5 min), keeps the node Lease
+//! renewed every 10 s (create on 404, GET and retry on 409), lists and watches the pods
+//! bound to the node (relist on 410), runs them through [`PodWorker`]s, patches their
+//! status, records core/v1 events, and deletes terminated pods with a uid precondition.
+//! Every failure backs off exponentially. Replies are parsed as allegations: malformed
+//! JSON is an error for that request, never a panic.
+
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
+use serde_json::{json, Value};
+
+use crate::http::{encode_query, Method, Request, CONTENT_JSON, CONTENT_SMP};
+use crate::pods::{pod_requests, PodEvent, PodWorker};
+use crate::quantity;
+use crate::runtime::Runtime;
+use crate::time::Time;
+use crate::types::{
+    DaemonEndpoint, DeleteOptions, Event, EventSource, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints,
+    NodeSpec, NodeStatus, NodeSystemInfo, ObjectMeta, ObjectReference, Pod, PodList, Preconditions,
+    ResourceList, Status, WatchEvent,
+};
+
+/// Node status is computed this often.
+pub const STATUS_UPDATE_SECS: u64 = 10;
+/// Node status is reported at least this often even when unchanged.
+pub const STATUS_REPORT_SECS: u64 = 300;
+/// The lease is renewed this often (40 s × 0.25).
+pub const LEASE_RENEW_SECS: u64 = 10;
+/// `spec.leaseDurationSeconds` of the node lease.
+pub const LEASE_DURATION_SECS: i32 = 40;
+/// Lease update conflicts retried before backing off.
+pub const LEASE_MAX_CONFLICTS: u32 = 5;
+/// The namespace of node leases.
+pub const LEASE_NAMESPACE: &str = "kube-node-lease";
+
+/// What this node reports about itself.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeConfig {
+    pub name: String,
+    /// The InternalIP address (also the pods' hostIP).
+    pub internal_ip: String,
+    /// The port of the containerLogs endpoint (`daemonEndpoints.kubeletEndpoint.Port`).
+    pub kubelet_port: i32,
+    pub capacity: ResourceList,
+    pub allocatable: ResourceList,
+    pub node_info: NodeSystemInfo,
+    /// The first three octets of pod IPs (`10.88.0` gives 10.88.0.2, 10.88.0.3, ...).
+    pub pod_net: String,
+}
+
+/// Which request a reply belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    RegisterNode,
+    GetNode,
+    PatchNodeStatus,
+    GetLease,
+    CreateLease,
+    RenewLease,
+    ListPods,
+    /// Streamed: lines go to [`Agent::on_watch_line`], the end to [`Agent::on_watch_end`].
+    WatchPods,
+    PatchPodStatus {
+        uid: String,
+    },
+    DeletePod {
+        uid: String,
+    },
+    PostEvent,
+}
+
+/// A request to send, tagged with what it is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    pub op: Op,
+    pub request: Request,
+}
+
+/// Exponential back-off: `initial` doubling up to `max` (milliseconds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    initial_ms: u64,
+    max_ms: u64,
+    next_ms: u64,
+}
+
+impl Backoff {
+    /// A back-off starting at `initial_ms`, capped at `max_ms`.
+    pub const fn new(initial_ms: u64, max_ms: u64) -> Self {
+        Backoff { initial_ms, max_ms, next_ms: initial_ms }
+    }
+    /// When to try again after a failure at `now`; doubles the next delay.
+    pub fn fail(&mut self, now: Time) -> Time {
+        let d = self.next_ms;
+        self.next_ms = d.saturating_mul(2).min(self.max_ms);
+        now.plus_millis(d)
+    }
+    /// Back to the initial delay after a success.
+    pub fn reset(&mut self) {
+        self.next_ms = self.initial_ms;
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reg {
+    Post,
+    Get,
+    Done,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LeaseStep {
+    Get,
+    Create,
+    Renew,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    /// List next (at the time given).
+    List(Time),
+    /// Watch next (at the time given).
+    Watch(Time),
+    Busy,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Delete {
+    No,
+    InFlight,
+}
+
+#[derive(Debug)]
+struct Slot {
+    worker: PodWorker,
+    /// The status last acknowledged by the server, as JSON.
+    acked: Option<String>,
+    /// The status in flight, as JSON.
+    sending: Option<String>,
+    delete: Delete,
+}
+
+/// The node agent.
+#[derive(Debug)]
+pub struct Agent {
+    cfg: NodeConfig,
+    started: Time,
+    reg: Reg,
+    reg_busy: bool,
+    reg_at: Time,
+    reg_backoff: Backoff,
+    node_uid: Option<String>,
+    status_busy: bool,
+    status_at: Time,
+    status_sent: Option<(String, Time)>,
+    status_sending: Option<String>,
+    lease: Option<Value>,
+    lease_step: LeaseStep,
+    lease_busy: bool,
+    lease_at: Time,
+    lease_backoff: Backoff,
+    lease_conflicts: u32,
+    source: Source,
+    list_rv: String,
+    last_rv: String,
+    watch_backoff: Backoff,
+    watch_expired: bool,
+    slots: BTreeMap<String, Slot>,
+    /// Pods already terminal in the API that only need the final delete: uid → (ns, name).
+    orphans: BTreeMap<String, (String, String, bool)>,
+    events: Vec<Event>,
+    event_seq: u64,
+    next_ip: u32,
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Option<T> {
+    serde_json::from_slice(body).ok()
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+impl Agent {
+    /// An agent for the node described by `cfg`, starting at `now`.
+    pub fn new(cfg: NodeConfig, now: Time) -> Self {
+        Agent {
+            cfg,
+            started: now,
+            reg: Reg::Post,
+            reg_busy: false,
+            reg_at: now,
+            reg_backoff: Backoff::new(100, 7000),
+            node_uid: None,
+            status_busy: false,
+            status_at: now,
+            status_sent: None,
+            status_sending: None,
+            lease: None,
+            lease_step: LeaseStep::Get,
+            lease_busy: false,
+            lease_at: now,
+            lease_backoff: Backoff::new(200, 7000),
+            lease_conflicts: 0,
+            source: Source::List(now),
+            list_rv: "0".into(),
+            last_rv: String::new(),
+            watch_backoff: Backoff::new(1000, 30_000),
+            watch_expired: false,
+            slots: BTreeMap::new(),
+            orphans: BTreeMap::new(),
+            events: Vec::new(),
+            event_seq: 0,
+            next_ip: 2,
+        }
+    }
+
+    /// True once the Node exists on the server.
+    pub fn registered(&self) -> bool {
+        self.reg == Reg::Done
+    }
+
+    /// The Node's uid, once known.
+    pub fn node_uid(&self) -> Option<&str> {
+        self.node_uid.as_deref()
+    }
+
+    /// The workers' pods, for inspection: (namespace, name, uid).
+    pub fn pods(&self) -> Vec<(String, String, String)> {
+        self.slots
+            .values()
+            .map(|s| (s.worker.namespace.clone(), s.worker.name.clone(), s.worker.uid.clone()))
+            .collect()
+    }
+
+    /// The node's labels and annotations as the kubelet sets them.
+    fn node_object(&self, now: Time) -> Node {
+        let name = &self.cfg.name;
+        let arch = &self.cfg.node_info.architecture;
+        let os = &self.cfg.node_info.operating_system;
+        let labels = [
+            ("kubernetes.io/hostname", name.as_str()),
+            ("kubernetes.io/os", os.as_str()),
+            ("kubernetes.io/arch", arch.as_str()),
+            ("beta.kubernetes.io/os", os.as_str()),
+            ("beta.kubernetes.io/arch", arch.as_str()),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let mut annotations = BTreeMap::new();
+        annotations.insert("volumes.kubernetes.io/controller-managed-attach-detach".into(), "true".into());
+        Node {
+            api_version: Some("v1".into()),
+            kind: Some("Node".into()),
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some(labels),
+                annotations: Some(annotations),
+                ..Default::default()
+            },
+            spec: Some(NodeSpec::default()),
+            status: Some(self.node_status(now)),
+        }
+    }
+
+    /// The full NodeStatus (kubernetes.md §5). Ready is False with KubeletNotReady when a
+    /// required capacity is missing.
+    pub fn node_status(&self, now: Time) -> NodeStatus {
+        let missing: Vec<&str> = ["cpu", "memory", "pods", "ephemeral-storage"]
+            .into_iter()
+            .filter(|r| !self.cfg.capacity.contains_key(*r))
+            .collect();
+        let (ready, reason, message) = if missing.is_empty() {
+            ("True", "KubeletReady", String::from("kubelet is posting ready status"))
+        } else {
+            (
+                "False",
+                "KubeletNotReady",
+                format!("missing node capacity for resources: {}", missing.join(", ")),
+            )
+        };
+        let hb = now.rfc3339();
+        let tt = self.started.rfc3339();
+        let cond = |t: &str, s: &str, r: &str, m: &str| NodeCondition {
+            type_: t.into(),
+            status: s.into(),
+            last_heartbeat_time: Some(hb.clone()),
+            last_transition_time: Some(tt.clone()),
+            reason: Some(r.into()),
+            message: Some(m.into()),
+        };
+        NodeStatus {
+            capacity: self.cfg.capacity.clone(),
+            allocatable: self.cfg.allocatable.clone(),
+            conditions: vec![
+                cond(
+                    "MemoryPressure",
+                    "False",
+                    "KubeletHasSufficientMemory",
+                    "kubelet has sufficient memory available",
+                ),
+                cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+                cond(
+                    "PIDPressure",
+                    "False",
+                    "KubeletHasSufficientPID",
+                    "kubelet has sufficient PID available",
+                ),
+                cond("Ready", ready, reason, &message),
+            ],
+            addresses: vec![
+                NodeAddress { type_: "InternalIP".into(), address: self.cfg.internal_ip.clone() },
+                NodeAddress { type_: "Hostname".into(), address: self.cfg.name.clone() },
+            ],
+            daemon_endpoints: NodeDaemonEndpoints {
+                kubelet_endpoint: DaemonEndpoint { port: self.cfg.kubelet_port },
+            },
+            node_info: self.cfg.node_info.clone(),
+        }
+    }
+
+    /// The status with heartbeat times blanked: equal keys mean "unchanged".
+    fn status_key(status: &NodeStatus) -> String {
+        let mut s = status.clone();
+        for c in &mut s.conditions {
+            c.last_heartbeat_time = None;
+        }
+        String::from_utf8(to_json(&s)).unwrap_or_default()
+    }
+
+    /// The strategic merge patch for `PATCH nodes/NAME/status` (kubernetes.md §1.2).
+    pub fn node_status_patch(status: &NodeStatus) -> Value {
+        let mut st = serde_json::to_value(status).unwrap_or(Value::Null);
+        let order: Vec<Value> = status.conditions.iter().map(|c| json!({"type": c.type_})).collect();
+        if let Some(obj) = st.as_object_mut() {
+            obj.insert("$setElementOrder/conditions".into(), Value::Array(order));
+            if let Some(Value::Array(a)) = obj.get_mut("addresses") {
+                a.push(json!({"$patch": "replace"}));
+            }
+        }
+        json!({ "status": st })
+    }
+
+    fn node_event(&mut self, reason: &str, message: String, now: Time) {
+        let name = self.cfg.name.clone();
+        let obj = ObjectReference {
+            kind: Some("Node".into()),
+            name: Some(name.clone()),
+            uid: Some(name),
+            ..Default::default()
+        };
+        self.push_event(obj, "default".into(), "Normal", reason, message, now);
+    }
+
+    fn push_event(
+        &mut self,
+        obj: ObjectReference,
+        ns: String,
+        type_: &str,
+        reason: &str,
+        message: String,
+        now: Time,
+    ) {
+        self.event_seq += 1;
+        let nanos = now.micros().saturating_mul(1000).saturating_add(self.event_seq % 1000);
+        let name = format!("{}.{:x}", obj.name.as_deref().unwrap_or("object"), nanos);
+        let ts = now.rfc3339();
+        self.events.push(Event {
+            api_version: Some("v1".into()),
+            kind: Some("Event".into()),
+            metadata: ObjectMeta { name: Some(name), namespace: Some(ns), ..Default::default() },
+            involved_object: obj,
+            reason: Some(reason.into()),
+            message: Some(message),
+            type_: Some(type_.into()),
+            source: Some(EventSource {
+                component: Some("kubelet".into()),
+                host: Some(self.cfg.name.clone()),
+            }),
+            first_timestamp: Some(ts.clone()),
+            last_timestamp: Some(ts),
+            count: Some(1),
+            reporting_component: Some("kubelet".into()),
+            reporting_instance: Some(self.cfg.name.clone()),
+        });
+    }
+
+    /// Takes the events recorded so far without sending them (for hosts that batch).
+    pub fn pending_events(&self) -> &[Event] {
+        &self.events
+    }
+
+    fn lease_body(&self, now: Time) -> Value {
+        let owner = self
+            .node_uid
+            .as_ref()
+            .map(|uid| json!([{"apiVersion": "v1", "kind": "Node", "name": self.cfg.name, "uid": uid}]));
+        let mut lease = self.lease.clone().unwrap_or_else(|| {
+            json!({
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": self.cfg.name, "namespace": LEASE_NAMESPACE},
+                "spec": {"holderIdentity": self.cfg.name, "leaseDurationSeconds": LEASE_DURATION_SECS}
+            })
+        });
+        if let Some(obj) = lease.as_object_mut() {
+            obj.insert("apiVersion".into(), json!("coordination.k8s.io/v1"));
+            obj.insert("kind".into(), json!("Lease"));
+            if let Some(Value::Object(spec)) = obj.get_mut("spec") {
+                spec.insert("renewTime".into(), json!(now.rfc3339_micro()));
+                spec.insert("holderIdentity".into(), json!(self.cfg.name));
+                spec.insert("leaseDurationSeconds".into(), json!(LEASE_DURATION_SECS));
+            }
+            if let (Some(Value::Object(meta)), Some(owner)) = (obj.get_mut("metadata"), owner) {
+                if meta.get("ownerReferences").is_none_or(|o| o.as_array().is_none_or(|a| a.is_empty())) {
+                    meta.insert("ownerReferences".into(), owner);
+                }
+            }
+        }
+        lease
+    }
+
+    fn pods_path(&self) -> String {
+        format!("/api/v1/pods?fieldSelector={}", encode_query(&format!("spec.nodeName={}", self.cfg.name)))
+    }
+
+    fn pod_path(ns: &str, name: &str) -> String {
+        format!("/api/v1/namespaces/{ns}/pods/{name}")
+    }
+
+    /// Advances every timer and pod worker to `now` and returns the requests to send.
+    pub fn tick(&mut self, now: Time, rt: &mut dyn Runtime) -> Vec<Outgoing> {
+        let mut out = Vec::new();
+        let name = self.cfg.name.clone();
+        if self.reg != Reg::Done {
+            if !self.reg_busy && now >= self.reg_at {
+                self.reg_busy = true;
+                out.push(match self.reg {
+                    Reg::Get => Outgoing {
+                        op: Op::GetNode,
+                        request: Request::new(Method::Get, format!("/api/v1/nodes/{name}")),
+                    },
+                    _ => Outgoing {
+                        op: Op::RegisterNode,
+                        request: Request::with_body(
+                            Method::Post,
+                            "/api/v1/nodes".into(),
+                            CONTENT_JSON,
+                            to_json(&self.node_object(now)),
+                        ),
+                    },
+                });
+            }
+            return out;
+        }
+
+        // Node status.
+        if !self.status_busy && now >= self.status_at {
+            self.status_at = now.plus_secs(STATUS_UPDATE_SECS);
+            let status = self.node_status(now);
+            let key = Self::status_key(&status);
+            let due = match &self.status_sent {
+                Some((k, at)) => *k != key || now.millis_since(*at) >= STATUS_REPORT_SECS * 1000,
+                None => true,
+            };
+            if due {
+                self.status_busy = true;
+                self.status_sending = Some(key);
+                out.push(Outgoing {
+                    op: Op::PatchNodeStatus,
+                    request: Request::with_body(
+                        Method::Patch,
+                        format!("/api/v1/nodes/{name}/status"),
+                        CONTENT_SMP,
+                        to_json(&Self::node_status_patch(&status)),
+                    ),
+                });
+            }
+        }
+
+        // Lease.
+        if !self.lease_busy && now >= self.lease_at {
+            self.lease_busy = true;
+            let path = format!("/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases");
+            out.push(match self.lease_step {
+                LeaseStep::Get => Outgoing {
+                    op: Op::GetLease,
+                    request: Request::new(Method::Get, format!("{path}/{name}")),
+                },
+                LeaseStep::Create => Outgoing {
+                    op: Op::CreateLease,
+                    request: Request::with_body(
+                        Method::Post,
+                        path,
+                        CONTENT_JSON,
+                        to_json(&self.lease_body(now)),
+                    ),
+                },
+                LeaseStep::Renew => Outgoing {
+                    op: Op::RenewLease,
+                    request: Request::with_body(
+                        Method::Put,
+                        format!("{path}/{name}"),
+                        CONTENT_JSON,
+                        to_json(&self.lease_body(now)),
+                    ),
+                },
+            });
+        }
+
+        // Pod source.
+        match self.source {
+            Source::List(at) if now >= at => {
+                self.source = Source::Busy;
+                let rv = encode_query(&self.list_rv);
+                out.push(Outgoing {
+                    op: Op::ListPods,
+                    request: Request::new(
+                        Method::Get,
+                        format!("{}&limit=500&resourceVersion={rv}", self.pods_path()),
+                    ),
+                });
+            }
+            Source::Watch(at) if now >= at => {
+                self.source = Source::Busy;
+                let timeout = 300 + now.secs() % 300;
+                out.push(Outgoing {
+                    op: Op::WatchPods,
+                    request: Request::new(
+                        Method::Get,
+                        format!(
+                            "{}&allowWatchBookmarks=true&resourceVersion={}&timeoutSeconds={timeout}&watch=true",
+                            self.pods_path(),
+                            encode_query(&self.last_rv)
+                        ),
+                    ),
+                });
+            }
+            _ => {}
+        }
+
+        // Pods.
+        let mut pod_events: Vec<(ObjectReference, String, PodEvent)> = Vec::new();
+        for slot in self.slots.values_mut() {
+            let w = &mut slot.worker;
+            let mut evs = Vec::new();
+            w.sync(rt, now, &mut evs);
+            let obj = ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                namespace: Some(w.namespace.clone()),
+                name: Some(w.name.clone()),
+                uid: Some(w.uid.clone()),
+                resource_version: w.pod.metadata.resource_version.clone(),
+                field_path: None,
+            };
+            for e in evs {
+                pod_events.push((obj.clone(), w.namespace.clone(), e));
+            }
+            if slot.sending.is_some() || slot.delete == Delete::InFlight {
+                continue;
+            }
+            let status = w.status();
+            let key = String::from_utf8(to_json(&status)).unwrap_or_default();
+            if slot.acked.as_ref() != Some(&key) {
+                let body = json!({"metadata": {"uid": w.uid}, "status": status});
+                out.push(Outgoing {
+                    op: Op::PatchPodStatus { uid: w.uid.clone() },
+                    request: Request::with_body(
+                        Method::Patch,
+                        format!("{}/status", Self::pod_path(&w.namespace, &w.name)),
+                        CONTENT_SMP,
+                        to_json(&body),
+                    ),
+                });
+                slot.sending = Some(key);
+            } else if w.deleting() && w.is_finished() {
+                slot.delete = Delete::InFlight;
+                out.push(Self::final_delete(&w.namespace, &w.name, &w.uid));
+            }
+        }
+        for (uid, (ns, name, busy)) in &mut self.orphans {
+            if !*busy {
+                *busy = true;
+                out.push(Self::final_delete(ns, name, uid));
+            }
+        }
+        for (mut obj, ns, e) in pod_events {
+            obj.field_path = e.field_path;
+            self.push_event(obj, ns, e.type_, &e.reason, e.message, now);
+        }
+        for e in core::mem::take(&mut self.events) {
+            let ns = e.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+            out.push(Outgoing {
+                op: Op::PostEvent,
+                request: Request::with_body(
+                    Method::Post,
+                    format!("/api/v1/namespaces/{ns}/events"),
+                    CONTENT_JSON,
+                    to_json(&e),
+                ),
+            });
+        }
+        out
+    }
+
+    fn final_delete(ns: &str, name: &str, uid: &str) -> Outgoing {
+        let opts = DeleteOptions {
+            api_version: "v1".into(),
+            kind: "DeleteOptions".into(),
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions { uid: Some(uid.into()) }),
+        };
+        Outgoing {
+            op: Op::DeletePod { uid: uid.into() },
+            request: Request::with_body(
+                Method::Delete,
+                Self::pod_path(ns, name),
+                CONTENT_JSON,
+                to_json(&opts),
+            ),
+        }
+    }
+
+    /// Handles the reply to a request from [`Agent::tick`]: `Ok((status, body))`, or `Err(())`
+    /// when the request could not be completed (transport or framing error).
+    pub fn on_response(&mut self, op: Op, reply: Result<(u16, &[u8]), ()>, now: Time, rt: &mut dyn Runtime) {
+        let (code, body) = match reply {
+            Ok((c, b)) => (c, b),
+            Err(()) => (0, &[][..]),
+        };
+        let ok = (200..300).contains(&code);
+        match op {
+            Op::RegisterNode | Op::GetNode => {
+                self.reg_busy = false;
+                if ok {
+                    let node: Option<Node> = parse(body);
+                    if let Some(uid) = node.and_then(|n| n.metadata.uid) {
+                        self.node_uid = Some(uid);
+                        self.reg = Reg::Done;
+                        self.reg_backoff.reset();
+                        self.status_at = now;
+                        self.lease_at = now;
+                        let name = self.cfg.name.clone();
+                        if op == Op::RegisterNode {
+                            self.node_event("Starting", String::from("Starting kubelet."), now);
+                        }
+                        for r in [
+                            "NodeHasSufficientMemory",
+                            "NodeHasNoDiskPressure",
+                            "NodeHasSufficientPID",
+                            "NodeReady",
+                        ] {
+                            self.node_event(r, format!("Node {name} status is now: {r}"), now);
+                        }
+                        return;
+                    }
+                }
+                if op == Op::RegisterNode && code == 409 {
+                    self.reg = Reg::Get;
+                    self.reg_at = now;
+                } else {
+                    self.reg = Reg::Post;
+                    self.reg_at = self.reg_backoff.fail(now);
+                }
+            }
+            Op::PatchNodeStatus => {
+                self.status_busy = false;
+                let key = self.status_sending.take();
+                if ok {
+                    self.status_sent = key.map(|k| (k, now));
+                } else {
+                    self.status_at = now.plus_secs(1);
+                    if code == 404 {
+                        // The Node was deleted behind our back: register again.
+                        self.reg = Reg::Post;
+                        self.reg_at = now;
+                        self.status_sent = None;
+                    }
+                }
+            }
+            Op::GetLease | Op::CreateLease | Op::RenewLease => {
+                self.lease_busy = false;
+                let lease: Option<Value> =
+                    if ok { parse::<Value>(body).filter(Value::is_object) } else { None };
+                match (op, code, lease) {
+                    (Op::GetLease, _, Some(l)) => {
+                        self.lease = Some(l);
+                        self.lease_step = LeaseStep::Renew;
+                        self.lease_at = now;
+                    }
+                    (Op::GetLease, 404, _) => {
+                        self.lease = None;
+                        self.lease_step = LeaseStep::Create;
+                        self.lease_at = now;
+                    }
+                    (Op::CreateLease | Op::RenewLease, _, Some(l)) => {
+                        self.lease = Some(l);
+                        self.lease_step = LeaseStep::Renew;
+                        self.lease_conflicts = 0;
+                        self.lease_backoff.reset();
+                        self.lease_at = now.plus_secs(LEASE_RENEW_SECS);
+                    }
+                    (Op::RenewLease | Op::CreateLease, 409 | 404, _) => {
+                        self.lease_step = LeaseStep::Get;
+                        self.lease_conflicts += 1;
+                        self.lease_at = if self.lease_conflicts > LEASE_MAX_CONFLICTS {
+                            self.lease_conflicts = 0;
+                            self.lease_backoff.fail(now)
+                        } else {
+                            now
+                        };
+                    }
+                    _ => {
+                        self.lease_step =
+                            if self.lease.is_some() { LeaseStep::Renew } else { LeaseStep::Get };
+                        self.lease_at = self.lease_backoff.fail(now);
+                    }
+                }
+            }
+            Op::ListPods => {
+                let list: Option<PodList> = if ok { parse(body) } else { None };
+                match list {
+                    Some(list) => {
+                        self.watch_backoff.reset();
+                        self.last_rv = list.metadata.resource_version.clone().unwrap_or_default();
+                        let seen: Vec<String> =
+                            list.items.iter().filter_map(|p| p.metadata.uid.clone()).collect();
+                        for p in list.items {
+                            self.upsert(p, now);
+                        }
+                        let gone: Vec<String> =
+                            self.slots.keys().filter(|k| !seen.contains(k)).cloned().collect();
+                        for uid in gone {
+                            self.remove(&uid, now, rt);
+                        }
+                        self.source = Source::Watch(now);
+                    }
+                    None => {
+                        if code == 410 {
+                            self.list_rv = String::new();
+                        }
+                        self.source = Source::List(self.watch_backoff.fail(now));
+                    }
+                }
+            }
+            Op::WatchPods => self.on_watch_end(now, reply.map(|(c, _)| c)),
+            Op::PatchPodStatus { uid } => {
+                if let Some(slot) = self.slots.get_mut(&uid) {
+                    let sent = slot.sending.take();
+                    if ok {
+                        slot.acked = sent;
+                    } else if code == 404 {
+                        self.remove(&uid, now, rt);
+                    }
+                }
+            }
+            Op::DeletePod { uid } => {
+                if let Some((_, _, busy)) = self.orphans.get_mut(&uid) {
+                    if ok || code == 404 || code == 409 {
+                        self.orphans.remove(&uid);
+                    } else {
+                        *busy = false;
+                    }
+                } else if ok || code == 404 || code == 409 {
+                    self.remove(&uid, now, rt);
+                } else if let Some(slot) = self.slots.get_mut(&uid) {
+                    slot.delete = Delete::No;
+                }
+            }
+            Op::PostEvent => {}
+        }
+    }
+
+    fn upsert(&mut self, pod: Pod, now: Time) {
+        let Some(uid) = pod.metadata.uid.clone() else { return };
+        if pod.spec.node_name.as_deref() != Some(self.cfg.name.as_str()) {
+            return;
+        }
+        if let Some(slot) = self.slots.get_mut(&uid) {
+            slot.worker.pod = pod;
+            return;
+        }
+        let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+        if phase == "Succeeded" || phase == "Failed" {
+            // Already finished (e.g. before a restart of the agent): nothing to run.
+            if pod.metadata.deletion_timestamp.is_some() {
+                let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+                let name = pod.metadata.name.clone().unwrap_or_default();
+                self.orphans.entry(uid).or_insert((ns, name, false));
+            }
+            return;
+        }
+        let rejected = self.admit(&pod);
+        let ip = format!("{}.{}", self.cfg.pod_net, self.next_ip % 254 + 1);
+        self.next_ip = self.next_ip.wrapping_add(1);
+        let worker = PodWorker::new(pod, self.cfg.internal_ip.clone(), ip, rejected.clone(), now);
+        if let Some((reason, message)) = rejected {
+            let obj = ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                namespace: Some(worker.namespace.clone()),
+                name: Some(worker.name.clone()),
+                uid: Some(worker.uid.clone()),
+                ..Default::default()
+            };
+            let m = message.strip_prefix("Pod was rejected: ").unwrap_or(&message).to_string();
+            self.push_event(obj, worker.namespace.clone(), "Warning", &reason, m, now);
+        }
+        self.slots.insert(uid, Slot { worker, acked: None, sending: None, delete: Delete::No });
+    }
+
+    /// Admission by resources, as the kubelet's predicate admit handler does it: the sum
+    /// of the requests of running pods plus this one must fit in allocatable.
+    fn admit(&self, pod: &Pod) -> Option<(String, String)> {
+        let active: Vec<&PodWorker> =
+            self.slots.values().map(|s| &s.worker).filter(|w| !w.is_rejected() && !w.is_finished()).collect();
+        let alloc = |r: &str, f: fn(&str) -> Result<u64, quantity::QuantityError>| {
+            self.cfg.allocatable.get(r).and_then(|q| f(q).ok())
+        };
+        let want = pod_requests(pod);
+        let used = active.iter().fold(crate::pods::PodRequests::default(), |mut acc, w| {
+            let r = pod_requests(&w.pod);
+            acc.cpu_millis = acc.cpu_millis.saturating_add(r.cpu_millis);
+            acc.memory_bytes = acc.memory_bytes.saturating_add(r.memory_bytes);
+            acc
+        });
+        let checks = [
+            ("pods", 1, active.len() as u64, alloc("pods", quantity::bytes)),
+            ("cpu", want.cpu_millis, used.cpu_millis, alloc("cpu", quantity::cpu_millis)),
+            ("memory", want.memory_bytes, used.memory_bytes, alloc("memory", quantity::bytes)),
+        ];
+        for (res, req, used, cap) in checks {
+            let Some(cap) = cap else { continue };
+            if req > 0 && req.saturating_add(used) > cap {
+                return Some((
+                    format!("OutOf{res}"),
+                    format!("Pod was rejected: Node didn't have enough resource: {res}, requested: {req}, used: {used}, capacity: {cap}"),
+                ));
+            }
+        }
+        None
+    }
+
+    fn remove(&mut self, uid: &str, now: Time, rt: &mut dyn Runtime) {
+        if let Some(mut slot) = self.slots.remove(uid) {
+            let mut evs = Vec::new();
+            slot.worker.stop(rt, now, &mut evs);
+        }
+    }
+
+    /// Feeds one line of the pod watch stream.
+    pub fn on_watch_line(&mut self, line: &[u8], now: Time, rt: &mut dyn Runtime) {
+        let Some(ev) = parse::<WatchEvent>(line) else { return };
+        if let Some(rv) =
+            ev.object.get("metadata").and_then(|m| m.get("resourceVersion")).and_then(Value::as_str)
+        {
+            if ev.type_ != "ERROR" {
+                self.last_rv = rv.to_string();
+            }
+        }
+        match ev.type_.as_str() {
+            "ADDED" | "MODIFIED" => {
+                if let Ok(pod) = serde_json::from_value::<Pod>(ev.object) {
+                    self.upsert(pod, now);
+                }
+            }
+            "DELETED" => {
+                if let Some(uid) =
+                    ev.object.get("metadata").and_then(|m| m.get("uid")).and_then(Value::as_str)
+                {
+                    let uid = uid.to_string();
+                    self.remove(&uid, now, rt);
+                    self.orphans.remove(&uid);
+                }
+            }
+            "ERROR" => {
+                let st: Option<Status> = serde_json::from_value(ev.object).ok();
+                if st.and_then(|s| s.code) == Some(410) {
+                    self.watch_expired = true;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The watch stream ended: `Ok(status)` when the server answered (200 = ended
+    /// cleanly or after an ERROR event), `Err(())` on a transport failure.
+    pub fn on_watch_end(&mut self, now: Time, status: Result<u16, ()>) {
+        if self.source != Source::Busy {
+            return;
+        }
+        let expired = core::mem::take(&mut self.watch_expired) || status == Ok(410);
+        self.source = if expired {
+            self.list_rv = String::new();
+            Source::List(now)
+        } else if status == Ok(200) {
+            self.watch_backoff.reset();
+            Source::Watch(now)
+        } else {
+            Source::Watch(self.watch_backoff.fail(now))
+        };
+    }
+}

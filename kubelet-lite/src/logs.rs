@@ -1,0 +1,269 @@
+//! The kubelet's `/containerLogs/{namespace}/{pod}/{container}` endpoint over the runtime's
+//! log buffers, with `follow`, `tailLines`, `timestamps`, `limitBytes`, `previous` and
+//! `sinceSeconds`. Pure: the host serves the bytes and, for `follow`, calls
+//! [`render_from`] again with the returned cursor until the container stops.
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::runtime::{LogLine, Runtime};
+use crate::time::Time;
+
+/// A parsed containerLogs request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogRequest {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    pub follow: bool,
+    pub previous: bool,
+    pub timestamps: bool,
+    pub tail_lines: Option<u64>,
+    pub limit_bytes: Option<u64>,
+    pub since_seconds: Option<u64>,
+}
+
+/// Why a containerLogs request failed; each maps to an HTTP status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogError {
+    /// The path is not `/containerLogs/{ns}/{pod}/{container}`.
+    NotFound,
+    /// A query parameter has a bad value.
+    BadParam(String),
+    /// No such container (or no previous instance).
+    NoContainer(String),
+}
+
+impl LogError {
+    /// The HTTP status for this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            LogError::NotFound | LogError::NoContainer(_) => 404,
+            LogError::BadParam(_) => 400,
+        }
+    }
+}
+
+impl fmt::Display for LogError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LogError::NotFound => f.write_str("not found"),
+            LogError::BadParam(p) => write!(f, "invalid query parameter {p}"),
+            LogError::NoContainer(m) => f.write_str(m),
+        }
+    }
+}
+
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b.get(i).copied().unwrap_or(0);
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| core::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (c, hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl LogRequest {
+    /// Parses a request target such as `/containerLogs/default/p/app?tailLines=5&follow=true`.
+    pub fn parse(target: &str) -> Result<LogRequest, LogError> {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let parts: Vec<&str> = path.split('/').collect();
+        let ["", "containerLogs", ns, pod, container] = parts.as_slice() else {
+            return Err(LogError::NotFound);
+        };
+        if ns.is_empty() || pod.is_empty() || container.is_empty() {
+            return Err(LogError::NotFound);
+        }
+        let mut r = LogRequest {
+            namespace: unescape(ns),
+            pod: unescape(pod),
+            container: unescape(container),
+            ..Default::default()
+        };
+        for kv in query.split('&').filter(|s| !s.is_empty()) {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, "true"));
+            let v = unescape(v);
+            let flag = || match v.as_str() {
+                "" | "true" | "1" => Ok(true),
+                "false" | "0" => Ok(false),
+                _ => Err(LogError::BadParam(k.to_string())),
+            };
+            let num = || v.parse::<u64>().map_err(|_| LogError::BadParam(k.to_string()));
+            match k {
+                "follow" => r.follow = flag()?,
+                "previous" => r.previous = flag()?,
+                "timestamps" => r.timestamps = flag()?,
+                "tailLines" => r.tail_lines = Some(num()?),
+                "limitBytes" => r.limit_bytes = Some(num()?).filter(|n| *n > 0),
+                "sinceSeconds" => r.since_seconds = Some(num()?),
+                _ => {}
+            }
+        }
+        Ok(r)
+    }
+}
+
+/// Where a follow stream stands: lines and bytes already sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cursor {
+    pub line: usize,
+    pub bytes_sent: u64,
+}
+
+/// A rendered piece of log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogChunk {
+    pub bytes: Vec<u8>,
+    pub cursor: Cursor,
+    /// True when nothing more will come (container stopped, not following, or limit reached).
+    pub done: bool,
+}
+
+fn render_line(out: &mut Vec<u8>, l: &LogLine, timestamps: bool) {
+    if timestamps {
+        out.extend_from_slice(l.time.rfc3339_nano().as_bytes());
+        out.push(b' ');
+    }
+    out.extend_from_slice(l.text.as_bytes());
+    out.push(b'\n');
+}
+
+/// Renders a request: the first call passes `cursor = None` (applies tailLines and
+/// sinceSeconds); follow-up calls pass the returned cursor and get only new lines.
+pub fn render_from(
+    req: &LogRequest,
+    rt: &dyn Runtime,
+    now: Time,
+    cursor: Option<Cursor>,
+) -> Result<LogChunk, LogError> {
+    let view = rt.logs(&req.namespace, &req.pod, &req.container, req.previous).ok_or_else(|| {
+        LogError::NoContainer(if req.previous {
+            format!("previous terminated container \"{}\" in pod \"{}\" not found", req.container, req.pod)
+        } else {
+            format!("container \"{}\" in pod \"{}\" is not available", req.container, req.pod)
+        })
+    })?;
+    let first = cursor.is_none();
+    let mut cur = cursor.unwrap_or_default();
+    let mut start = cur.line.min(view.lines.len());
+    if first {
+        if let Some(n) = req.tail_lines {
+            start = view.lines.len().saturating_sub(usize::try_from(n).unwrap_or(usize::MAX));
+        }
+        if let Some(s) = req.since_seconds {
+            let from = Time(now.micros().saturating_sub(s.saturating_mul(1_000_000)));
+            while view.lines.get(start).is_some_and(|l| l.time < from) {
+                start += 1;
+            }
+        }
+    }
+    let mut bytes = Vec::new();
+    for l in view.lines.get(start..).unwrap_or(&[]) {
+        render_line(&mut bytes, l, req.timestamps);
+    }
+    cur.line = view.lines.len();
+    let mut limited = false;
+    if let Some(limit) = req.limit_bytes {
+        let left = limit.saturating_sub(cur.bytes_sent);
+        if bytes.len() as u64 >= left {
+            bytes.truncate(usize::try_from(left).unwrap_or(usize::MAX));
+            limited = true;
+        }
+    }
+    cur.bytes_sent = cur.bytes_sent.saturating_add(bytes.len() as u64);
+    Ok(LogChunk { bytes, cursor: cur, done: limited || !req.follow || !view.running })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::ContainerRef;
+    use crate::sim::SimRuntime;
+    use crate::types::Container;
+
+    fn setup(script: &str) -> (SimRuntime, Time) {
+        let mut rt = SimRuntime::new();
+        let t0 = Time::from_secs(1_733_911_200);
+        let c = ContainerRef {
+            namespace: "default".into(),
+            pod: "p".into(),
+            pod_uid: "u".into(),
+            container: "app".into(),
+        };
+        let spec = Container {
+            name: "app".into(),
+            image: Some("busybox".into()),
+            command: Some(["sh", "-c", script].iter().map(|s| s.to_string()).collect()),
+            ..Default::default()
+        };
+        crate::runtime::Runtime::start_container(&mut rt, &c, &spec, t0).unwrap();
+        (rt, t0)
+    }
+
+    #[test]
+    fn parses_requests() {
+        let r = LogRequest::parse(
+            "/containerLogs/default/p/app?follow=true&tailLines=2&timestamps=1&limitBytes=10&previous=false",
+        )
+        .unwrap();
+        assert_eq!((r.namespace.as_str(), r.pod.as_str(), r.container.as_str()), ("default", "p", "app"));
+        assert!(r.follow && r.timestamps && !r.previous);
+        assert_eq!((r.tail_lines, r.limit_bytes), (Some(2), Some(10)));
+        assert_eq!(LogRequest::parse("/containerLogs/default/p"), Err(LogError::NotFound));
+        assert_eq!(LogRequest::parse("/other/a/b/c"), Err(LogError::NotFound));
+        assert!(matches!(LogRequest::parse("/containerLogs/a/b/c?tailLines=x"), Err(LogError::BadParam(_))));
+    }
+
+    #[test]
+    fn renders_tail_timestamps_and_limits() {
+        let (mut rt, t0) = setup("echo one; echo two; sleep 1; echo three; exit 0");
+        rt.advance_all(t0.plus_secs(5));
+        let req = |q: &str| LogRequest::parse(&format!("/containerLogs/default/p/app?{q}")).unwrap();
+        let all = render_from(&req(""), &rt, t0, None).unwrap();
+        assert_eq!(all.bytes, b"one\ntwo\nthree\n");
+        assert!(all.done);
+        assert_eq!(render_from(&req("tailLines=1"), &rt, t0, None).unwrap().bytes, b"three\n");
+        assert_eq!(render_from(&req("limitBytes=5"), &rt, t0, None).unwrap().bytes, b"one\nt");
+        let ts = render_from(&req("timestamps=true&tailLines=1"), &rt, t0, None).unwrap();
+        assert_eq!(ts.bytes, b"2024-12-11T10:00:01.000000000Z three\n");
+        let since = render_from(&req("sinceSeconds=1"), &rt, t0.plus_secs(2), None).unwrap();
+        assert_eq!(since.bytes, b"three\n");
+        assert!(matches!(render_from(&req("previous=true"), &rt, t0, None), Err(LogError::NoContainer(_))));
+    }
+
+    #[test]
+    fn follow_streams_new_lines_until_exit() {
+        let (mut rt, t0) = setup("echo a; sleep 2; echo b; sleep 2; exit 0");
+        let req = LogRequest::parse("/containerLogs/default/p/app?follow=true").unwrap();
+        rt.advance_all(t0.plus_secs(1));
+        let c1 = render_from(&req, &rt, t0, None).unwrap();
+        assert_eq!((c1.bytes.as_slice(), c1.done), (&b"a\n"[..], false));
+        rt.advance_all(t0.plus_secs(3));
+        let c2 = render_from(&req, &rt, t0, Some(c1.cursor)).unwrap();
+        assert_eq!((c2.bytes.as_slice(), c2.done), (&b"b\n"[..], false));
+        rt.advance_all(t0.plus_secs(5));
+        let c3 = render_from(&req, &rt, t0, Some(c2.cursor)).unwrap();
+        assert_eq!((c3.bytes.as_slice(), c3.done), (&b""[..], true));
+    }
+}

@@ -1,0 +1,721 @@
+//! Pod workers: run one pod's containers against a [`Runtime`] and compute its status the
+//! way the kubelet does (container states, restart policy with CrashLoopBackOff,
+//! activeDeadlineSeconds, graceful termination, kubelet-owned conditions).
+
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use crate::quantity;
+use crate::runtime::{ContainerRef, Runtime, RuntimeError, RuntimeState};
+use crate::time::Time;
+use crate::types::{
+    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    ContainerStatus, Pod, PodCondition, PodIp, PodStatus,
+};
+
+/// First CrashLoopBackOff delay, in seconds; it doubles per restart.
+pub const BACKOFF_INITIAL_SECS: u64 = 10;
+/// Largest CrashLoopBackOff delay, in seconds.
+pub const BACKOFF_MAX_SECS: u64 = 300;
+
+/// An event a pod worker wants recorded against its pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodEvent {
+    /// `Normal` or `Warning`.
+    pub type_: &'static str,
+    pub reason: String,
+    pub message: String,
+    /// e.g. `spec.containers{app}`.
+    pub field_path: Option<String>,
+}
+
+fn ev(type_: &'static str, reason: &str, message: String, container: Option<&str>) -> PodEvent {
+    PodEvent {
+        type_,
+        reason: reason.to_string(),
+        message,
+        field_path: container.map(|c| format!("spec.containers{{{c}}}")),
+    }
+}
+
+/// Resource requests of a pod (requests default to limits, as the API server defaults them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PodRequests {
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+}
+
+/// Sums the container requests of a pod. Malformed quantities count as zero (the API
+/// server validates them; this must not fail on what it lets through).
+pub fn pod_requests(pod: &Pod) -> PodRequests {
+    let mut r = PodRequests::default();
+    for c in &pod.spec.containers {
+        let res = c.resources.as_ref();
+        let get = |name: &str| {
+            res.and_then(|x| x.requests.as_ref().and_then(|m| m.get(name)))
+                .or_else(|| res.and_then(|x| x.limits.as_ref().and_then(|m| m.get(name))))
+        };
+        if let Some(q) = get("cpu") {
+            r.cpu_millis = r.cpu_millis.saturating_add(quantity::cpu_millis(q).unwrap_or(0));
+        }
+        if let Some(q) = get("memory") {
+            r.memory_bytes = r.memory_bytes.saturating_add(quantity::bytes(q).unwrap_or(0));
+        }
+    }
+    r
+}
+
+/// The pod's QoS class by the Kubernetes rules.
+pub fn qos_class(pod: &Pod) -> &'static str {
+    let mut any = false;
+    let mut guaranteed = !pod.spec.containers.is_empty();
+    for c in &pod.spec.containers {
+        let res = c.resources.clone().unwrap_or_default();
+        let limits = res.limits.unwrap_or_default();
+        let requests = res.requests.unwrap_or_default();
+        any |= !limits.is_empty() || !requests.is_empty();
+        for r in ["cpu", "memory"] {
+            match (limits.get(r), requests.get(r)) {
+                (Some(l), Some(q)) if l == q => {}
+                (Some(_), None) => {}
+                _ => guaranteed = false,
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Term {
+    code: i32,
+    started: Time,
+    finished: Time,
+    id: String,
+}
+
+impl Term {
+    fn to_api(&self) -> ContainerStateTerminated {
+        ContainerStateTerminated {
+            exit_code: self.code,
+            reason: Some(if self.code == 0 { "Completed" } else { "Error" }.into()),
+            message: None,
+            started_at: Some(self.started.rfc3339()),
+            finished_at: Some(self.finished.rfc3339()),
+            container_id: Some(format!("lite://{}", self.id)),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum CState {
+    Waiting { reason: String, message: Option<String> },
+    Running { started: Time },
+    Terminated(Term),
+}
+
+#[derive(Clone, Debug)]
+struct Ctr {
+    spec: Container,
+    id: Option<String>,
+    restarts: i32,
+    state: CState,
+    last: Option<Term>,
+    next_start: Time,
+    pulled: bool,
+    start_failures: u32,
+}
+
+/// Runs one pod.
+#[derive(Debug)]
+pub struct PodWorker {
+    /// The latest Pod object from the API server.
+    pub pod: Pod,
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    rejected: Option<(String, String)>,
+    start_time: Option<Time>,
+    ctrs: Vec<Ctr>,
+    forced: Option<(&'static str, Option<String>, Option<String>)>,
+    killing: bool,
+    conds: BTreeMap<&'static str, (bool, Time)>,
+    host_ip: String,
+    pod_ip: String,
+}
+
+impl PodWorker {
+    /// A worker for `pod`, admitted (`rejected == None`) or rejected with (reason, message).
+    pub fn new(
+        pod: Pod,
+        host_ip: String,
+        pod_ip: String,
+        rejected: Option<(String, String)>,
+        now: Time,
+    ) -> Self {
+        let ctrs = pod
+            .spec
+            .containers
+            .iter()
+            .map(|c| Ctr {
+                spec: c.clone(),
+                id: None,
+                restarts: 0,
+                state: CState::Waiting { reason: "ContainerCreating".into(), message: None },
+                last: None,
+                next_start: now,
+                pulled: false,
+                start_failures: 0,
+            })
+            .collect();
+        PodWorker {
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
+            namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            pod,
+            start_time: (rejected.is_none()).then_some(now),
+            rejected,
+            ctrs,
+            forced: None,
+            killing: false,
+            conds: BTreeMap::new(),
+            host_ip,
+            pod_ip,
+        }
+    }
+
+    /// True if the pod was rejected at admission.
+    pub fn is_rejected(&self) -> bool {
+        self.rejected.is_some()
+    }
+
+    fn policy(&self) -> &str {
+        self.pod.spec.restart_policy.as_deref().unwrap_or("Always")
+    }
+
+    fn cref(&self, c: &str) -> ContainerRef {
+        ContainerRef {
+            namespace: self.namespace.clone(),
+            pod: self.name.clone(),
+            pod_uid: self.uid.clone(),
+            container: c.to_string(),
+        }
+    }
+
+    fn pod_desc(&self) -> String {
+        format!("{}_{}({})", self.name, self.namespace, self.uid)
+    }
+
+    /// True while the pod is being deleted.
+    pub fn deleting(&self) -> bool {
+        self.pod.metadata.deletion_timestamp.is_some()
+    }
+
+    /// True once no container runs and none will be started again.
+    pub fn is_finished(&self) -> bool {
+        let phase = self.phase().0;
+        (phase == "Succeeded" || phase == "Failed")
+            && self.ctrs.iter().all(|c| !matches!(c.state, CState::Running { .. }))
+    }
+
+    fn kill_all(&mut self, rt: &mut dyn Runtime, now: Time, events: &mut Vec<PodEvent>) {
+        for c in &mut self.ctrs {
+            if let (Some(id), CState::Running { .. }) = (&c.id, &c.state) {
+                events.push(ev(
+                    "Normal",
+                    "Killing",
+                    format!("Stopping container {}", c.spec.name),
+                    Some(&c.spec.name),
+                ));
+                rt.stop_container(id, now);
+            }
+        }
+    }
+
+    /// Stops every container (the pod disappeared from the API server).
+    pub fn stop(&mut self, rt: &mut dyn Runtime, now: Time, events: &mut Vec<PodEvent>) {
+        self.kill_all(rt, now, events);
+        rt.remove_pod(&self.uid);
+    }
+
+    /// Advances the pod at `now`: starts, restarts, kills containers, appends events.
+    pub fn sync(&mut self, rt: &mut dyn Runtime, now: Time, events: &mut Vec<PodEvent>) {
+        if self.rejected.is_some() {
+            return;
+        }
+        if self.deleting() && !self.killing {
+            self.killing = true;
+            self.kill_all(rt, now, events);
+        }
+        if let (Some(ads), Some(start), None) =
+            (self.pod.spec.active_deadline_seconds, self.start_time, &self.forced)
+        {
+            if now >= start.plus_secs(u64::try_from(ads).unwrap_or(0)) {
+                let msg = String::from("Pod was active on the node longer than the specified deadline");
+                events.push(ev("Normal", "DeadlineExceeded", msg.clone(), None));
+                self.forced = Some(("Failed", Some("DeadlineExceeded".into()), Some(msg)));
+                self.killing = true;
+                self.kill_all(rt, now, events);
+            }
+        }
+        let policy = self.policy().to_string();
+        let stop_all = self.killing;
+        let desc = self.pod_desc();
+        for i in 0..self.ctrs.len() {
+            let cref = self.cref(&self.ctrs[i].spec.name);
+            let c = &mut self.ctrs[i];
+            if let Some(id) = c.id.clone() {
+                match rt.poll(&id, now) {
+                    Some(RuntimeState::Running { started_at }) => {
+                        c.state = CState::Running { started: started_at }
+                    }
+                    Some(RuntimeState::Exited { code, started_at, finished_at }) => {
+                        let term = Term { code, started: started_at, finished: finished_at, id: id.clone() };
+                        let restart = !stop_all
+                            && match policy.as_str() {
+                                "Never" => false,
+                                "OnFailure" => code != 0,
+                                _ => true,
+                            };
+                        c.id = None;
+                        if restart {
+                            let delay = if c.restarts == 0 {
+                                0
+                            } else {
+                                let shift = u32::try_from(c.restarts - 1).unwrap_or(31).min(31);
+                                BACKOFF_INITIAL_SECS.saturating_mul(1u64 << shift).min(BACKOFF_MAX_SECS)
+                            };
+                            c.next_start = finished_at.plus_secs(delay);
+                            c.state = CState::Terminated(term.clone());
+                            c.last = Some(term);
+                        } else {
+                            c.state = CState::Terminated(term);
+                            c.next_start = Time(u64::MAX);
+                        }
+                    }
+                    None => {
+                        c.id = None;
+                        c.state = CState::Waiting { reason: "ContainerCreating".into(), message: None };
+                    }
+                }
+            }
+            if c.id.is_some() || stop_all || c.next_start == Time(u64::MAX) {
+                continue;
+            }
+            if now < c.next_start {
+                if c.last.is_some()
+                    && !matches!(&c.state, CState::Waiting { reason, .. } if reason == "CrashLoopBackOff")
+                {
+                    let secs =
+                        c.next_start.millis_since(c.last.as_ref().map(|t| t.finished).unwrap_or(now)) / 1000;
+                    c.state = CState::Waiting {
+                        reason: "CrashLoopBackOff".into(),
+                        message: Some(format!(
+                            "back-off {secs}s restarting failed container={} pod={desc}",
+                            c.spec.name
+                        )),
+                    };
+                    events.push(ev(
+                        "Warning",
+                        "BackOff",
+                        format!("Back-off restarting failed container {} in pod {desc}", c.spec.name),
+                        Some(&c.spec.name),
+                    ));
+                }
+                continue;
+            }
+            let image = c.spec.image.clone().unwrap_or_default();
+            let name = c.spec.name.clone();
+            if !c.pulled {
+                events.push(ev("Normal", "Pulling", format!("Pulling image \"{image}\""), Some(&name)));
+            }
+            match rt.start_container(&cref, &c.spec, now) {
+                Ok(id) => {
+                    if !c.pulled {
+                        events.push(ev(
+                            "Normal",
+                            "Pulled",
+                            format!("Successfully pulled image \"{image}\" in 0s (0s including waiting)"),
+                            Some(&name),
+                        ));
+                        c.pulled = true;
+                    } else {
+                        events.push(ev(
+                            "Normal",
+                            "Pulled",
+                            format!("Container image \"{image}\" already present on machine"),
+                            Some(&name),
+                        ));
+                    }
+                    events.push(ev("Normal", "Created", format!("Created container: {name}"), Some(&name)));
+                    events.push(ev("Normal", "Started", format!("Started container {name}"), Some(&name)));
+                    if c.last.is_some() {
+                        c.restarts = c.restarts.saturating_add(1);
+                    }
+                    c.start_failures = 0;
+                    c.id = Some(id);
+                    c.state = CState::Running { started: now };
+                }
+                Err(e) => {
+                    let reason = match e {
+                        RuntimeError::ImagePull(_) => "ErrImagePull",
+                        RuntimeError::Start(_) => "RunContainerError",
+                    };
+                    events.push(ev("Warning", "Failed", format!("{e}"), Some(&name)));
+                    events.push(ev("Warning", "Failed", format!("Error: {reason}"), Some(&name)));
+                    c.start_failures = c.start_failures.saturating_add(1);
+                    let delay = BACKOFF_INITIAL_SECS
+                        .saturating_mul(1u64 << c.start_failures.saturating_sub(1).min(31))
+                        .min(BACKOFF_MAX_SECS);
+                    c.next_start = now.plus_secs(delay);
+                    c.state = CState::Waiting { reason: reason.into(), message: Some(format!("{e}")) };
+                }
+            }
+        }
+        self.update_conditions(now);
+    }
+
+    /// (phase, reason, message) by the kubelet's rules.
+    fn phase(&self) -> (&'static str, Option<String>, Option<String>) {
+        if let Some((r, m)) = &self.rejected {
+            return ("Failed", Some(r.clone()), Some(m.clone()));
+        }
+        let all_stopped = self
+            .ctrs
+            .iter()
+            .all(|c| matches!(c.state, CState::Terminated(_)) || c.id.is_none() && c.last.is_some());
+        let all_ok = self.ctrs.iter().all(|c| matches!(&c.state, CState::Terminated(t) if t.code == 0));
+        let running = self.ctrs.iter().any(|c| matches!(c.state, CState::Running { .. }));
+        if let Some((p, r, m)) = &self.forced {
+            if !running {
+                return (p, r.clone(), m.clone());
+            }
+            return ("Running", None, None);
+        }
+        if self.killing && !running {
+            return (if all_ok { "Succeeded" } else { "Failed" }, None, None);
+        }
+        let never_ran = self
+            .ctrs
+            .iter()
+            .any(|c| c.id.is_none() && c.last.is_none() && !matches!(c.state, CState::Terminated(_)));
+        if never_ran {
+            return ("Pending", None, None);
+        }
+        if running || !all_stopped {
+            return ("Running", None, None);
+        }
+        match self.policy() {
+            "Never" => (if all_ok { "Succeeded" } else { "Failed" }, None, None),
+            "OnFailure" if all_ok => ("Succeeded", None, None),
+            _ => ("Running", None, None),
+        }
+    }
+
+    fn update_conditions(&mut self, now: Time) {
+        let phase = self.phase().0;
+        let terminal = phase == "Succeeded" || phase == "Failed";
+        let all_running =
+            !self.ctrs.is_empty() && self.ctrs.iter().all(|c| matches!(c.state, CState::Running { .. }));
+        let ready = all_running && !terminal && !self.killing;
+        for (name, val) in [
+            ("PodReadyToStartContainers", !terminal || !self.killing),
+            ("Initialized", true),
+            ("Ready", ready),
+            ("ContainersReady", ready),
+            ("PodScheduled", true),
+        ] {
+            let entry = self.conds.entry(name).or_insert((val, now));
+            if entry.0 != val {
+                *entry = (val, now);
+            }
+        }
+    }
+
+    /// The pod's status as the kubelet reports it.
+    pub fn status(&self) -> PodStatus {
+        let (phase, reason, message) = self.phase();
+        let qos = self
+            .pod
+            .status
+            .as_ref()
+            .and_then(|s| s.qos_class.clone())
+            .unwrap_or_else(|| qos_class(&self.pod).into());
+        if self.rejected.is_some() {
+            return PodStatus {
+                phase: Some(phase.into()),
+                reason,
+                message,
+                qos_class: Some(qos),
+                ..Default::default()
+            };
+        }
+        let conditions =
+            [("PodReadyToStartContainers"), "Initialized", "Ready", "ContainersReady", "PodScheduled"]
+                .iter()
+                .filter_map(|n| {
+                    self.conds.get(n).map(|(v, t)| PodCondition {
+                        type_: (*n).into(),
+                        status: if *v { "True" } else { "False" }.into(),
+                        last_transition_time: Some(t.rfc3339()),
+                        reason: (!*v && (*n == "Ready" || *n == "ContainersReady")).then(|| {
+                            if phase == "Succeeded" || phase == "Failed" {
+                                "PodCompleted"
+                            } else {
+                                "ContainersNotReady"
+                            }
+                            .into()
+                        }),
+                        message: None,
+                    })
+                })
+                .collect();
+        let container_statuses = self
+            .ctrs
+            .iter()
+            .map(|c| {
+                let state = match &c.state {
+                    CState::Waiting { reason, message } => ContainerState {
+                        waiting: Some(ContainerStateWaiting {
+                            reason: Some(reason.clone()),
+                            message: message.clone(),
+                        }),
+                        ..Default::default()
+                    },
+                    CState::Running { started } => ContainerState {
+                        running: Some(ContainerStateRunning { started_at: Some(started.rfc3339()) }),
+                        ..Default::default()
+                    },
+                    CState::Terminated(t) => {
+                        ContainerState { terminated: Some(t.to_api()), ..Default::default() }
+                    }
+                };
+                let last_state = match (&c.last, &c.state) {
+                    (Some(t), CState::Terminated(cur)) if cur == t => ContainerState::default(),
+                    (Some(t), _) => ContainerState { terminated: Some(t.to_api()), ..Default::default() },
+                    (None, _) => ContainerState::default(),
+                };
+                let running = matches!(c.state, CState::Running { .. });
+                let image = c.spec.image.clone().unwrap_or_default();
+                ContainerStatus {
+                    name: c.spec.name.clone(),
+                    image_id: format!("lite://{image}"),
+                    image,
+                    container_id: c
+                        .id
+                        .as_ref()
+                        .or(match &c.state {
+                            CState::Terminated(t) => Some(&t.id),
+                            _ => None,
+                        })
+                        .map(|id| format!("lite://{id}")),
+                    ready: running && !self.killing,
+                    started: Some(running),
+                    restart_count: c.restarts,
+                    state,
+                    last_state,
+                }
+            })
+            .collect();
+        PodStatus {
+            phase: Some(phase.into()),
+            reason,
+            message,
+            conditions,
+            host_ip: Some(self.host_ip.clone()),
+            host_ips: alloc::vec![PodIp { ip: self.host_ip.clone() }],
+            pod_ip: Some(self.pod_ip.clone()),
+            pod_ips: alloc::vec![PodIp { ip: self.pod_ip.clone() }],
+            start_time: self.start_time.map(Time::rfc3339),
+            qos_class: Some(qos),
+            container_statuses,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::SimRuntime;
+    use crate::types::{ObjectMeta, PodSpec, ResourceRequirements};
+
+    fn pod(policy: &str, script: &str) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some("p".into()),
+                namespace: Some("default".into()),
+                uid: Some("uid-1".into()),
+                ..Default::default()
+            },
+            spec: PodSpec {
+                containers: alloc::vec![Container {
+                    name: "app".into(),
+                    image: Some("busybox:1.36".into()),
+                    command: Some(alloc::vec!["sh".into(), "-c".into(), script.into()]),
+                    ..Default::default()
+                }],
+                restart_policy: Some(policy.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn worker(p: Pod, now: Time) -> PodWorker {
+        PodWorker::new(p, "10.0.0.2".into(), "10.88.0.5".into(), None, now)
+    }
+
+    fn cstate(w: &PodWorker) -> ContainerState {
+        w.status().container_statuses[0].state.clone()
+    }
+
+    #[test]
+    fn never_policy_completes_and_fails() {
+        let t0 = Time::from_secs(1_000_000);
+        let mut rt = SimRuntime::new();
+        let mut ev: Vec<PodEvent> = Vec::new();
+        let mut w = worker(pod("Never", "echo hi; sleep 3; exit 0"), t0);
+        w.sync(&mut rt, t0, &mut ev);
+        let reasons: Vec<_> = ev.iter().map(|e| e.reason.as_str()).collect();
+        assert_eq!(reasons, ["Pulling", "Pulled", "Created", "Started"]);
+        let s = w.status();
+        assert_eq!(s.phase.as_deref(), Some("Running"));
+        assert!(s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        w.sync(&mut rt, t0.plus_secs(4), &mut ev);
+        let s = w.status();
+        assert_eq!(s.phase.as_deref(), Some("Succeeded"));
+        let term = s.container_statuses[0].state.terminated.clone().unwrap();
+        assert_eq!((term.exit_code, term.reason.as_deref()), (0, Some("Completed")));
+        assert!(s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "False"));
+        assert!(w.is_finished());
+
+        let mut w = worker(pod("Never", "exit 3"), t0);
+        w.sync(&mut rt, t0, &mut ev);
+        w.sync(&mut rt, t0.plus_secs(1), &mut ev);
+        let s = w.status();
+        assert_eq!(s.phase.as_deref(), Some("Failed"));
+        let term = s.container_statuses[0].state.terminated.clone().unwrap();
+        assert_eq!((term.exit_code, term.reason.as_deref()), (3, Some("Error")));
+    }
+
+    #[test]
+    fn always_policy_crash_loops_with_doubling_backoff() {
+        let t0 = Time::from_secs(1_000_000);
+        let mut rt = SimRuntime::new();
+        let mut ev: Vec<PodEvent> = Vec::new();
+        let mut w = worker(pod("Always", "exit 1"), t0);
+        // Start, exit, immediate first restart.
+        let mut starts = Vec::new();
+        for s in 0..1200u64 {
+            let now = t0.plus_secs(s);
+            let before = ev.iter().filter(|e| e.reason == "Started").count();
+            w.sync(&mut rt, now, &mut ev);
+            if ev.iter().filter(|e| e.reason == "Started").count() > before {
+                starts.push(s);
+            }
+        }
+        // Restart gaps: 0 (first), then 10, 20, 40, 80, 160, 300, 300...
+        let gaps: Vec<u64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+        assert_eq!(&gaps[..8], &[1, 10, 20, 40, 80, 160, 300, 300]);
+        let s = w.status();
+        assert_eq!(s.phase.as_deref(), Some("Running"));
+        assert!(ev.iter().any(|e| e.reason == "BackOff" && e.type_ == "Warning"));
+        // Between restarts the container waits in CrashLoopBackOff with the last termination kept.
+        let mut w = worker(pod("Always", "exit 1"), t0);
+        w.sync(&mut rt, t0, &mut ev);
+        w.sync(&mut rt, t0.plus_secs(1), &mut ev); // exits, restarts at once
+        w.sync(&mut rt, t0.plus_secs(2), &mut ev); // exits again, back-off 10 s
+        let st = &w.status().container_statuses[0];
+        assert_eq!(st.state.waiting.as_ref().and_then(|x| x.reason.as_deref()), Some("CrashLoopBackOff"));
+        assert_eq!(st.restart_count, 1);
+        assert_eq!(st.last_state.terminated.as_ref().map(|t| t.exit_code), Some(1));
+    }
+
+    #[test]
+    fn on_failure_restarts_only_failures() {
+        let t0 = Time::from_secs(1_000_000);
+        let mut rt = SimRuntime::new();
+        let mut ev: Vec<PodEvent> = Vec::new();
+        let mut w = worker(pod("OnFailure", "sleep 1; exit 0"), t0);
+        w.sync(&mut rt, t0, &mut ev);
+        w.sync(&mut rt, t0.plus_secs(2), &mut ev);
+        assert_eq!(w.status().phase.as_deref(), Some("Succeeded"));
+        let mut w = worker(pod("OnFailure", "exit 2"), t0);
+        w.sync(&mut rt, t0, &mut ev);
+        w.sync(&mut rt, t0.plus_secs(1), &mut ev);
+        assert_eq!(w.status().phase.as_deref(), Some("Running"));
+        assert!(cstate(&w).running.is_some(), "restarted");
+    }
+
+    #[test]
+    fn active_deadline_fails_the_pod() {
+        let t0 = Time::from_secs(1_000_000);
+        let mut rt = SimRuntime::new();
+        let mut ev: Vec<PodEvent> = Vec::new();
+        let mut p = pod("Always", "sleep infinity");
+        p.spec.active_deadline_seconds = Some(5);
+        let mut w = worker(p, t0);
+        w.sync(&mut rt, t0, &mut ev);
+        w.sync(&mut rt, t0.plus_secs(4), &mut ev);
+        assert_eq!(w.status().phase.as_deref(), Some("Running"));
+        w.sync(&mut rt, t0.plus_secs(5), &mut ev);
+        w.sync(&mut rt, t0.plus_secs(6), &mut ev);
+        let s = w.status();
+        assert_eq!((s.phase.as_deref(), s.reason.as_deref()), (Some("Failed"), Some("DeadlineExceeded")));
+        assert!(ev.iter().any(|e| e.reason == "Killing"));
+        assert!(w.is_finished());
+    }
+
+    #[test]
+    fn deletion_kills_and_terminates() {
+        let t0 = Time::from_secs(1_000_000);
+        let mut rt = SimRuntime::new();
+        let mut ev: Vec<PodEvent> = Vec::new();
+        let mut w = worker(pod("Always", "sleep infinity"), t0);
+        w.sync(&mut rt, t0, &mut ev);
+        w.pod.metadata.deletion_timestamp = Some(t0.plus_secs(30).rfc3339());
+        w.sync(&mut rt, t0.plus_secs(1), &mut ev);
+        w.sync(&mut rt, t0.plus_secs(2), &mut ev);
+        let s = w.status();
+        assert_eq!(s.phase.as_deref(), Some("Failed"));
+        assert_eq!(s.container_statuses[0].state.terminated.as_ref().map(|t| t.exit_code), Some(137));
+        assert!(ev.iter().any(|e| e.reason == "Killing" && e.message == "Stopping container app"));
+        assert!(w.is_finished());
+    }
+
+    #[test]
+    fn image_pull_failure_waits_with_reason() {
+        let t0 = Time::from_secs(1_000_000);
+        let mut rt = SimRuntime::new();
+        rt.failing_images.push("busybox:1.36".into());
+        let mut ev: Vec<PodEvent> = Vec::new();
+        let mut w = worker(pod("Always", "true"), t0);
+        w.sync(&mut rt, t0, &mut ev);
+        assert_eq!(cstate(&w).waiting.and_then(|x| x.reason), Some("ErrImagePull".into()));
+        assert_eq!(w.status().phase.as_deref(), Some("Pending"));
+        assert!(ev.iter().any(|e| e.reason == "Failed" && e.type_ == "Warning"));
+    }
+
+    #[test]
+    fn requests_and_qos() {
+        let mut p = pod("Always", "true");
+        assert_eq!(qos_class(&p), "BestEffort");
+        let mut req = BTreeMap::new();
+        req.insert("cpu".to_string(), "500m".to_string());
+        req.insert("memory".to_string(), "64Mi".to_string());
+        p.spec.containers[0].resources =
+            Some(ResourceRequirements { requests: Some(req.clone()), limits: None });
+        assert_eq!(qos_class(&p), "Burstable");
+        assert_eq!(pod_requests(&p), PodRequests { cpu_millis: 500, memory_bytes: 64 << 20 });
+        p.spec.containers[0].resources =
+            Some(ResourceRequirements { requests: Some(req.clone()), limits: Some(req) });
+        assert_eq!(qos_class(&p), "Guaranteed");
+    }
+}

@@ -1,0 +1,79 @@
+//! The container runtime interface the pod workers drive.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::time::Time;
+use crate::types::Container;
+
+/// Identifies one container of one pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerRef {
+    pub namespace: String,
+    pub pod: String,
+    pub pod_uid: String,
+    pub container: String,
+}
+
+/// What the runtime reports about a started container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuntimeState {
+    /// Still running.
+    Running { started_at: Time },
+    /// Exited with `code`.
+    Exited { code: i32, started_at: Time, finished_at: Time },
+}
+
+/// One line of container output (without its newline).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLine {
+    pub time: Time,
+    pub text: String,
+}
+
+/// A container's log as kept by the runtime.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogView {
+    pub lines: Vec<LogLine>,
+    /// True while the container may still write more.
+    pub running: bool,
+}
+
+/// Why a container could not be started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuntimeError {
+    /// The image could not be pulled (reported as `ErrImagePull`).
+    ImagePull(String),
+    /// The container could not be created or started (reported as `RunContainerError`).
+    Start(String),
+}
+
+impl fmt::Display for RuntimeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RuntimeError::ImagePull(m) => write!(f, "failed to pull image: {m}"),
+            RuntimeError::Start(m) => write!(f, "failed to start container: {m}"),
+        }
+    }
+}
+
+/// A container runtime: starts and stops containers, reports their state and keeps their
+/// logs (the current and the previous instance of each container).
+pub trait Runtime {
+    /// Starts a container and returns its runtime id.
+    fn start_container(
+        &mut self,
+        c: &ContainerRef,
+        spec: &Container,
+        now: Time,
+    ) -> Result<String, RuntimeError>;
+    /// Stops a running container (it then reports `Exited`).
+    fn stop_container(&mut self, id: &str, now: Time);
+    /// The container's state at `now`; `None` if the id is unknown.
+    fn poll(&mut self, id: &str, now: Time) -> Option<RuntimeState>;
+    /// Forgets every container of the pod and its logs.
+    fn remove_pod(&mut self, pod_uid: &str);
+    /// The log of the current (or, with `previous`, the last exited) instance of a container.
+    fn logs(&self, namespace: &str, pod: &str, container: &str, previous: bool) -> Option<LogView>;
+}

@@ -1,0 +1,283 @@
+//! sim-node: kubelet-lite on the host against a real API server, with the simulated
+//! runtime (`kubelet_lite::sim`). It serves `/containerLogs/...` over HTTP on 127.0.0.1 at
+//! the port it reports in the Node's `daemonEndpoints`.
+
+pub mod kubeconfig;
+pub mod transport;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kubelet_lite::agent::{Agent, NodeConfig, Op};
+use kubelet_lite::http::{Client, Limits, LineDecoder, Request};
+use kubelet_lite::logs::{render_from, LogRequest};
+use kubelet_lite::sim::SimRuntime;
+use kubelet_lite::time::Time;
+use kubelet_lite::types::NodeSystemInfo;
+
+use kubeconfig::Kubeconfig;
+use transport::{Endpoint, NetTransport};
+
+/// The agent and the runtime, shared by the main loop, the watch and the log server.
+struct Shared {
+    agent: Agent,
+    rt: SimRuntime,
+}
+
+type State = Arc<Mutex<Shared>>;
+
+fn lock(s: &State) -> std::sync::MutexGuard<'_, Shared> {
+    s.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The current wall-clock time.
+pub fn now() -> Time {
+    Time(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0))
+}
+
+fn read_trim(path: &str) -> Option<String> {
+    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+/// What this host reports as the node's capacity and system info.
+pub fn host_node_config(name: &str, kubelet_port: u16) -> NodeConfig {
+    let cpus = thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mem_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .unwrap_or(4 << 20);
+    let res = |mem: u64, disk: &str| {
+        [
+            ("cpu", cpus.to_string()),
+            ("memory", format!("{mem}Ki")),
+            ("pods", "110".to_string()),
+            ("ephemeral-storage", disk.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    };
+    let machine_id = read_trim("/etc/machine-id").unwrap_or_else(|| format!("{:032x}", now().micros()));
+    let os_image = std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string()))
+        })
+        .unwrap_or_else(|| "Linux".into());
+    NodeConfig {
+        name: name.to_string(),
+        internal_ip: "127.0.0.1".into(),
+        kubelet_port: i32::from(kubelet_port),
+        capacity: res(mem_kib, "20Gi"),
+        // kube-reserved/system-reserved 100Mi memory, eviction threshold 2Gi disk.
+        allocatable: res(mem_kib.saturating_sub(100 * 1024), "18Gi"),
+        node_info: NodeSystemInfo {
+            system_uuid: machine_id.clone(),
+            machine_id,
+            boot_id: read_trim("/proc/sys/kernel/random/boot_id").unwrap_or_default(),
+            kernel_version: read_trim("/proc/sys/kernel/osrelease").unwrap_or_default(),
+            os_image,
+            container_runtime_version: "lite://0.1.0".into(),
+            kubelet_version: "v1.32.0".into(),
+            kube_proxy_version: "v1.32.0".into(),
+            operating_system: "linux".into(),
+            architecture: "amd64".into(),
+        },
+        pod_net: "10.88.0".into(),
+    }
+}
+
+fn serve_logs(mut s: TcpStream, state: State) -> std::io::Result<()> {
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(s.try_clone()?);
+    let mut line = String::new();
+    reader.by_ref().take(8192).read_line(&mut line)?;
+    let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
+    // Drain the headers (bounded).
+    let mut total = 0;
+    loop {
+        let mut h = String::new();
+        let n = reader.by_ref().take(8192).read_line(&mut h)?;
+        total += n;
+        if n == 0 || h == "\r\n" || h == "\n" || total > 65536 {
+            break;
+        }
+    }
+    let reply = |s: &mut TcpStream, code: u16, text: &str| {
+        write!(s, "HTTP/1.1 {code} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+            if code == 200 { "OK" } else { "Error" }, text.len())
+    };
+    let req = match LogRequest::parse(&target) {
+        Ok(r) => r,
+        Err(e) => return reply(&mut s, e.status(), &e.to_string()),
+    };
+    let first = {
+        let mut g = lock(&state);
+        g.rt.advance_all(now());
+        render_from(&req, &g.rt, now(), None)
+    };
+    let mut chunk = match first {
+        Ok(c) => c,
+        Err(e) => return reply(&mut s, e.status(), &e.to_string()),
+    };
+    if !req.follow {
+        s.write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", chunk.bytes.len()).as_bytes())?;
+        return s.write_all(&chunk.bytes);
+    }
+    s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")?;
+    loop {
+        if !chunk.bytes.is_empty() {
+            s.write_all(format!("{:x}\r\n", chunk.bytes.len()).as_bytes())?;
+            s.write_all(&chunk.bytes)?;
+            s.write_all(b"\r\n")?;
+            s.flush()?;
+        }
+        if chunk.done {
+            break;
+        }
+        thread::sleep(Duration::from_millis(200));
+        let next = {
+            let mut g = lock(&state);
+            g.rt.advance_all(now());
+            render_from(&req, &g.rt, now(), Some(chunk.cursor))
+        };
+        match next {
+            Ok(c) => chunk = c,
+            Err(_) => break,
+        }
+    }
+    s.write_all(b"0\r\n\r\n")
+}
+
+fn run_watch(ep: Endpoint, token: Option<String>, req: Request, state: State) {
+    let mut client =
+        Client::new(NetTransport::new(ep.clone(), None), ep.authority(), token, Limits::default());
+    let limits = Limits::default();
+    let result: Result<u16, ()> = match client.open_stream(&req) {
+        Err(e) => {
+            eprintln!("sim-node: watch failed: {e}");
+            Err(())
+        }
+        Ok(mut stream) => {
+            let status = stream.status;
+            let mut dec = LineDecoder::new(limits.max_line_bytes);
+            let mut ok = true;
+            loop {
+                match stream.next_bytes() {
+                    Ok(Some(bytes)) if status == 200 => match dec.push(&bytes) {
+                        Ok(lines) => {
+                            let mut g = lock(&state);
+                            let Shared { agent, rt } = &mut *g;
+                            for l in lines {
+                                agent.on_watch_line(&l, now(), rt);
+                            }
+                        }
+                        Err(e) => {
+                            eprintln!("sim-node: watch stream: {e}");
+                            ok = false;
+                            break;
+                        }
+                    },
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(e) => {
+                        eprintln!("sim-node: watch stream: {e}");
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            if ok {
+                Ok(status)
+            } else {
+                Err(())
+            }
+        }
+    };
+    lock(&state).agent.on_watch_end(now(), result);
+}
+
+/// Runs the node until the process is killed.
+pub fn run(kubeconfig: &Path, name: &str) -> Result<(), String> {
+    let kc = Kubeconfig::load(kubeconfig).map_err(|e| e.to_string())?;
+    let tls = match (&kc.ca_pem, kc.server.starts_with("https://")) {
+        (Some(ca), true) => Some(transport::tls_config(ca)?),
+        (None, true) => return Err("https server but the kubeconfig has no certificate authority".into()),
+        _ => None,
+    };
+    let ep = Endpoint::parse(&kc.server, tls)?;
+    let listener =
+        TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot listen for containerLogs: {e}"))?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    let state: State = Arc::new(Mutex::new(Shared {
+        agent: Agent::new(host_node_config(name, port), now()),
+        rt: SimRuntime::new(),
+    }));
+    {
+        let state = state.clone();
+        thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let state = state.clone();
+                thread::spawn(move || {
+                    let _ = serve_logs(conn, state);
+                });
+            }
+        });
+    }
+    println!("sim-node {name}: API server {}, containerLogs on 127.0.0.1:{port}", kc.server);
+    let mut client = Client::new(
+        NetTransport::new(ep.clone(), Some(Duration::from_secs(30))),
+        ep.authority(),
+        kc.token.clone(),
+        Limits::default(),
+    );
+    let mut was_registered = false;
+    loop {
+        let out = {
+            let mut g = lock(&state);
+            let Shared { agent, rt } = &mut *g;
+            agent.tick(now(), rt)
+        };
+        for o in out {
+            if o.op == Op::WatchPods {
+                let (ep, token, state) = (ep.clone(), kc.token.clone(), state.clone());
+                thread::spawn(move || run_watch(ep, token, o.request, state));
+                continue;
+            }
+            let reply = client.send(&o.request);
+            if let Err(e) = &reply {
+                eprintln!("sim-node: {} {}: {e}", o.request.method.as_str(), o.request.path);
+            } else if let Ok(r) = &reply {
+                if r.status >= 400 && o.op != Op::GetLease {
+                    eprintln!(
+                        "sim-node: {} {}: HTTP {}",
+                        o.request.method.as_str(),
+                        o.request.path,
+                        r.status
+                    );
+                }
+            }
+            let mut g = lock(&state);
+            let Shared { agent, rt } = &mut *g;
+            agent.on_response(
+                o.op,
+                reply.as_ref().map(|r| (r.status, r.body.as_slice())).map_err(|_| ()),
+                now(),
+                rt,
+            );
+            if !was_registered && agent.registered() {
+                was_registered = true;
+                println!("sim-node {name}: registered (uid {})", agent.node_uid().unwrap_or("?"));
+            }
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
