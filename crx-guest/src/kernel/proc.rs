@@ -6,6 +6,7 @@
 //! arguments are still in the saved registers); when every process is blocked and some
 //! wait for time, the vCPU sleeps until the earliest deadline (`SLEEP_UNTIL`).
 
+use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -76,13 +77,13 @@ pub struct Process {
     /// File-creation mask.
     pub umask: u32,
     /// Signal dispositions as set by `rt_sigaction`, by signal number.
-    pub sigactions: [Action; 65],
+    pub sigactions: Box<[Action; 65]>,
     /// Blocked-signal mask.
     pub sigmask: u64,
     /// Pending signals (bit N-1 for signal N).
     pub pending: u64,
     /// The `siginfo_t` of each pending signal.
-    pub siginfo: [SigInfo; 65],
+    pub siginfo: Box<[SigInfo; 65]>,
     /// The mask to restore after `rt_sigsuspend` (set while it waits).
     pub saved_mask: Option<u64>,
     /// The fault behind a pending fault signal (for the handler's `sigcontext`).
@@ -94,6 +95,10 @@ pub struct Process {
     /// `set_tid_address` value.
     pub clear_child_tid: u64,
 }
+
+// Processes live by value in the `BTreeMap`, whose node splits move up to 11 of them through
+// the kernel stack (128 KiB, no guard page): large per-process tables stay boxed.
+const _: () = assert!(core::mem::size_of::<Process>() <= 2048);
 
 /// A container's progress.
 pub struct Container {
@@ -314,10 +319,10 @@ impl Kernel {
             fds: FdTable::default(),
             cwd: Ino::ROOT,
             umask: 0o022,
-            sigactions: [Action::default(); 65],
+            sigactions: Box::new([Action::default(); 65]),
             sigmask: 0,
             pending: 0,
-            siginfo: [SigInfo::default(); 65],
+            siginfo: Box::new([SigInfo::default(); 65]),
             saved_mask: None,
             fault_ctx: FaultContext::default(),
             sleep_deadline: None,

@@ -812,7 +812,7 @@ fn do_clone(k: &mut Kernel, flags: u64, newsp: u64, ptid: u64, ctid: u64, tls: u
         child.fds = parent.fds.clone();
         child.cwd = parent.cwd;
         child.umask = parent.umask;
-        child.sigactions = parent.sigactions;
+        child.sigactions = parent.sigactions.clone();
         child.sigmask = parent.sigmask;
         child.fault_ctx = FaultContext::default();
         child.exe = parent.exe.clone();
