@@ -18,6 +18,7 @@ pub mod elf;
 pub mod frames;
 pub mod podabi;
 pub mod posix;
+pub mod signal;
 pub mod stack;
 pub mod sysno;
 pub mod vma;

@@ -225,6 +225,27 @@ fn sleep_one_second() {
 }
 
 #[test]
+fn shell_wait_for_a_background_job() {
+    let o = busybox_run("pod-wait", &["sh", "-c", "sleep 1 & wait; echo done"]);
+    check_exit(&o, 0);
+    check(&o, out(&o) == ["done"], "wait returns once the job ends (SIGCHLD handler, rt_sigsuspend)");
+}
+
+#[test]
+fn shell_trap_runs_the_handler() {
+    let o = busybox_run("pod-trap", &["sh", "-c", "trap \"echo caught\" USR1; kill -USR1 $$; echo after"]);
+    check_exit(&o, 0);
+    check(&o, out(&o) == ["caught", "after"], "the trap runs before the next command");
+}
+
+#[test]
+fn shell_wait_for_two_jobs() {
+    let o = busybox_run("pod-wait2", &["sh", "-c", "sleep 0.2 & sleep 0.1 & wait; echo both"]);
+    check_exit(&o, 0);
+    check(&o, out(&o) == ["both"], "wait returns once both jobs end");
+}
+
+#[test]
 fn false_exits_one() {
     let o = busybox_run("pod-false", &["false"]);
     check_exit(&o, 1);

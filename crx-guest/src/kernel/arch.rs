@@ -493,6 +493,38 @@ impl FpuArea {
         unsafe { core::ptr::copy_nonoverlapping(src, dst, n) };
     }
 
+    fn legacy_offset(&self) -> usize {
+        self.buf.as_ptr().align_offset(64)
+    }
+
+    /// The legacy (FXSAVE-format) 512 bytes of the saved state: x87, MXCSR and XMM0-15.
+    pub fn legacy(&self) -> [u8; 512] {
+        let off = self.legacy_offset();
+        let mut out = [0u8; 512];
+        if let Some(src) = self.buf.get(off..off + 512) {
+            out.copy_from_slice(src);
+        }
+        out
+    }
+
+    /// Replaces the legacy 512 bytes (the caller has made MXCSR valid). With XSAVE, the
+    /// header's XSTATE_BV then marks x87 and SSE state as present (limited to `fmt`'s XCR0)
+    /// so that XRSTOR loads these bytes instead of the initial state (Intel SDM Vol. 1, 13.8).
+    pub fn set_legacy(&mut self, img: &[u8; 512], fmt: &FpuFormat) {
+        let off = self.legacy_offset();
+        if let Some(dst) = self.buf.get_mut(off..off + 512) {
+            dst.copy_from_slice(img);
+        }
+        if let Some(xcr0) = fmt.xsave_mask {
+            if let Some(hdr) = self.buf.get_mut(off + 512..off + 520) {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(hdr);
+                let bv = u64::from_le_bytes(b) | (xcr0 & 3);
+                hdr.copy_from_slice(&bv.to_le_bytes());
+            }
+        }
+    }
+
     /// Saves the CPU's FPU/SSE state here.
     pub fn save(&mut self, fmt: &FpuFormat) {
         let p = self.ptr();

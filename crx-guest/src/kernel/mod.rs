@@ -13,6 +13,7 @@ mod hv;
 pub mod mm;
 mod pod;
 mod proc;
+mod signals;
 mod sys;
 
 use alloc::string::String;

@@ -6,6 +6,7 @@
 //! arguments are still in the saved registers); when every process is blocked and some
 //! wait for time, the vCPU sleeps until the earliest deadline (`SLEEP_UNTIL`).
 
+use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -14,6 +15,7 @@ use crx_fs::{Errno, Fs, Ino};
 use crx_guest::elf::{self, LoadPlan, PAGE};
 use crx_guest::frames::FramePool;
 use crx_guest::posix::{sig, Exit};
+use crx_guest::signal::{Action, FaultContext, SigInfo, CLD_EXITED, CLD_KILLED, SEGV_ACCERR, SEGV_MAPERR};
 use crx_guest::stack::{self, AuxInfo};
 use crx_guest::vma::{Regions, PROT_EXEC, PROT_WRITE};
 
@@ -74,10 +76,18 @@ pub struct Process {
     pub cwd: Ino,
     /// File-creation mask.
     pub umask: u32,
-    /// Signal dispositions as set by `rt_sigaction` (handler addresses; 0 = default, 1 = ignore).
-    pub sigactions: [[u64; 4]; 65],
+    /// Signal dispositions as set by `rt_sigaction`, by signal number.
+    pub sigactions: Box<[Action; 65]>,
     /// Blocked-signal mask.
     pub sigmask: u64,
+    /// Pending signals (bit N-1 for signal N).
+    pub pending: u64,
+    /// The `siginfo_t` of each pending signal.
+    pub siginfo: Box<[SigInfo; 65]>,
+    /// The mask to restore after `rt_sigsuspend` (set while it waits).
+    pub saved_mask: Option<u64>,
+    /// The fault behind a pending fault signal (for the handler's `sigcontext`).
+    pub fault_ctx: FaultContext,
     /// A sleep's absolute deadline (monotonic ns) while blocked in it.
     pub sleep_deadline: Option<u64>,
     /// The executable's path (for `/proc/self/exe`-like answers and logs).
@@ -85,6 +95,10 @@ pub struct Process {
     /// `set_tid_address` value.
     pub clear_child_tid: u64,
 }
+
+// Processes live by value in the `BTreeMap`, whose node splits move up to 11 of them through
+// the kernel stack (128 KiB, no guard page): large per-process tables stay boxed.
+const _: () = assert!(core::mem::size_of::<Process>() <= 2048);
 
 /// A container's progress.
 pub struct Container {
@@ -305,8 +319,12 @@ impl Kernel {
             fds: FdTable::default(),
             cwd: Ino::ROOT,
             umask: 0o022,
-            sigactions: [[0; 4]; 65],
+            sigactions: Box::new([Action::default(); 65]),
             sigmask: 0,
+            pending: 0,
+            siginfo: Box::new([SigInfo::default(); 65]),
+            saved_mask: None,
+            fault_ctx: FaultContext::default(),
             sleep_deadline: None,
             exe: String::new(),
             clear_child_tid: 0,
@@ -441,6 +459,12 @@ impl Kernel {
         if self.fpu_owner == Some(pid) {
             self.fpu_owner = None;
         }
+        // The parent hears of it (SIGCHLD is ignored unless it has a handler).
+        let (code, status) = match how {
+            Exit::Code(c) => (CLD_EXITED, i32::from(c)),
+            Exit::Signal(n) => (CLD_KILLED, n as i32),
+        };
+        self.send_signal(ppid, SigInfo { signo: sig::SIGCHLD, code, pid, status, addr: None });
         let root = self.containers.get(container as usize).and_then(|c| c.root);
         if root == Some(pid) {
             self.end_container(container, how);
@@ -492,22 +516,6 @@ impl Kernel {
         self.terminate(pid, Exit::Signal(sig::SIGKILL));
     }
 
-    /// Sends `signal` to `pid` with its default action (handlers are recorded, never run).
-    pub fn signal(&mut self, pid: Pid, signal: u32) {
-        let Some(p) = self.procs.get(&pid) else { return };
-        if matches!(p.state, State::Zombie(_)) || signal == 0 {
-            return;
-        }
-        let handler = p.sigactions.get(signal as usize).map(|a| a[0]).unwrap_or(0);
-        if signal != sig::SIGKILL
-            && (handler == 1
-                || crx_guest::posix::default_action(signal) == crx_guest::posix::DefaultAction::Ignore)
-        {
-            return;
-        }
-        self.terminate(pid, Exit::Signal(signal));
-    }
-
     /// Whether every container has ended.
     pub fn all_ended(&self) -> bool {
         self.containers.iter().all(|c| c.exit.is_some())
@@ -537,6 +545,10 @@ impl Kernel {
                         self.current = pid;
                         super::sys::run_syscall(self, pid);
                         if self.procs.get(&pid).is_some_and(|p| p.state == State::Runnable) {
+                            return pid;
+                        }
+                        // Still waiting: a deliverable signal interrupts the wait.
+                        if self.interrupt_blocked(pid) {
                             return pid;
                         }
                     }
@@ -573,6 +585,19 @@ impl Kernel {
                     }
                 }
             }
+        }
+    }
+
+    /// Returns to user mode in `pid`, or in whoever runs next if it ends: delivers its
+    /// pending signals first, then switches to it.
+    pub fn resume(&mut self, mut pid: Pid) -> TrapFrame {
+        loop {
+            self.current = pid;
+            self.deliver_signals(pid);
+            if self.procs.get(&pid).is_some_and(|p| p.state == State::Runnable) {
+                return self.switch_to(pid);
+            }
+            pid = self.pick_next();
         }
     }
 
@@ -633,13 +658,27 @@ extern "C" fn crx_trap(tf: &mut TrapFrame) -> ! {
             Err(MemFault::Oom) => {
                 k.oom_kill(pid);
                 let next = k.pick_next();
-                k.switch_to(next)
+                k.resume(next)
             }
             Err(MemFault::Bad) => {
-                report_fault(k, pid, signal, tf, addr);
-                k.terminate(pid, Exit::Signal(signal));
-                let next = k.pick_next();
-                k.switch_to(next)
+                let (code, si_addr) = match (signal, addr) {
+                    (_, Some(a)) if tf.error & 1 != 0 => (SEGV_ACCERR, a),
+                    (_, Some(a)) => (SEGV_MAPERR, a),
+                    // General protection and the like: SI_KERNEL, no address.
+                    (sig::SIGSEGV, None) => (0x80, 0),
+                    // FPE_INTDIV, ILL_ILLOPN, TRAP_BRKPT, BUS_ADRALN: at the instruction.
+                    (_, None) => (if signal == sig::SIGILL { 2 } else { 1 }, tf.rip),
+                };
+                let info = SigInfo { signo: signal, code, pid: 0, status: 0, addr: Some(si_addr) };
+                let fault = FaultContext { err: tf.error, trapno: tf.vector, cr2: addr.unwrap_or(0) };
+                if k.fault_signal(pid, info, fault) {
+                    k.resume(pid)
+                } else {
+                    report_fault(k, pid, signal, tf, addr);
+                    k.terminate(pid, Exit::Signal(signal));
+                    let next = k.pick_next();
+                    k.resume(next)
+                }
             }
         }
     };
@@ -694,7 +733,7 @@ extern "C" fn crx_syscall(tf: &mut TrapFrame) -> ! {
         super::sys::run_syscall(k, pid);
         let runnable = k.procs.get(&pid).is_some_and(|p| p.state == State::Runnable);
         let next = if runnable && !k.yield_requested { pid } else { k.pick_next() };
-        k.switch_to(next)
+        k.resume(next)
     };
     arch::enter_user(&frame)
 }

@@ -14,6 +14,7 @@ use crx_fs::linux::{o, S_IFCHR, S_IFIFO};
 use crx_fs::{Errno, FileType, Ino, Pipe, Stat, Timespec};
 use crx_guest::elf::{self, ElfError, PAGE, USER_END};
 use crx_guest::posix::{sig, Exit};
+use crx_guest::signal::{self, bit, Action, Disposition, FaultContext, SI_TKILL, SI_USER};
 use crx_guest::sysno;
 use crx_guest::vma::{page_up, PROT_WRITE};
 
@@ -60,6 +61,7 @@ const TABLE: &[(u64, Handler)] = &[
     (12, sys_brk),
     (13, sys_rt_sigaction),
     (14, sys_rt_sigprocmask),
+    (15, sys_rt_sigreturn),
     (16, sys_ioctl),
     (17, sys_pread64),
     (18, sys_pwrite64),
@@ -72,6 +74,7 @@ const TABLE: &[(u64, Handler)] = &[
     (28, sys_zero), // madvise
     (32, sys_dup),
     (33, sys_dup2),
+    (34, sys_pause),
     (35, sys_nanosleep),
     (37, sys_zero), // alarm
     (39, sys_getpid),
@@ -129,8 +132,10 @@ const TABLE: &[(u64, Handler)] = &[
     (120, sys_getresid),
     (121, sys_getpgrp), // getpgid
     (124, sys_getpgrp), // getsid
-    (131, sys_zero),    // sigaltstack
-    (157, sys_zero),    // prctl
+    (127, sys_rt_sigpending),
+    (130, sys_rt_sigsuspend),
+    (131, sys_zero), // sigaltstack
+    (157, sys_zero), // prctl
     (158, sys_arch_prctl),
     (186, sys_getpid), // gettid
     (200, sys_tkill),
@@ -807,8 +812,9 @@ fn do_clone(k: &mut Kernel, flags: u64, newsp: u64, ptid: u64, ctid: u64, tls: u
         child.fds = parent.fds.clone();
         child.cwd = parent.cwd;
         child.umask = parent.umask;
-        child.sigactions = parent.sigactions;
+        child.sigactions = parent.sigactions.clone();
         child.sigmask = parent.sigmask;
+        child.fault_ctx = FaultContext::default();
         child.exe = parent.exe.clone();
         if flags & CLONE_CHILD_CLEARTID != 0 {
             child.clear_child_tid = ctid;
@@ -862,7 +868,7 @@ fn sys_wait4(k: &mut Kernel, a: [u64; 6]) -> Sys {
     Err(Fail::Block)
 }
 
-fn send(k: &mut Kernel, target: i64, signal: u64) -> Sys {
+fn send(k: &mut Kernel, target: i64, signal: u64, code: i32) -> Sys {
     if signal > u64::from(sig::MAX) {
         return Err(Errno::EINVAL.into());
     }
@@ -888,7 +894,7 @@ fn send(k: &mut Kernel, target: i64, signal: u64) -> Sys {
         v
     };
     for t in targets {
-        k.signal(t, signal as u32);
+        k.signal_code(t, signal as u32, code, me);
     }
     if k.procs.get(&me).is_none_or(|p| matches!(p.state, State::Zombie(_))) {
         return Err(Fail::Gone);
@@ -897,63 +903,103 @@ fn send(k: &mut Kernel, target: i64, signal: u64) -> Sys {
 }
 
 fn sys_kill(k: &mut Kernel, a: [u64; 6]) -> Sys {
-    send(k, a[0] as i32 as i64, a[1])
+    send(k, a[0] as i32 as i64, a[1], SI_USER)
 }
 
 fn sys_tkill(k: &mut Kernel, a: [u64; 6]) -> Sys {
     if (a[0] as i32) <= 0 {
         return Err(Errno::EINVAL.into());
     }
-    send(k, a[0] as i32 as i64, a[1])
+    send(k, a[0] as i32 as i64, a[1], SI_TKILL)
 }
 
 fn sys_tgkill(k: &mut Kernel, a: [u64; 6]) -> Sys {
     if (a[1] as i32) <= 0 {
         return Err(Errno::EINVAL.into());
     }
-    send(k, a[1] as i32 as i64, a[2])
+    send(k, a[1] as i32 as i64, a[2], SI_TKILL)
 }
 
 fn sys_rt_sigaction(k: &mut Kernel, a: [u64; 6]) -> Sys {
     let n = a[0] as usize;
-    if n == 0 || n > sig::MAX as usize || n == sig::SIGKILL as usize || n == sig::SIGSTOP as usize {
+    if n == 0 || n > sig::MAX as usize || a[3] != 8 {
         return Err(Errno::EINVAL.into());
     }
-    let old = k.cur().sigactions[n];
+    let unchangeable = n == sig::SIGKILL as usize || n == sig::SIGSTOP as usize;
+    let old = k.cur().sigactions.get(n).copied().unwrap_or_default();
     if a[1] != 0 {
-        let b = uread(k, a[1], 32)?;
-        let mut new = [0u64; 4];
-        for (i, w) in new.iter_mut().enumerate() {
-            *w = u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+        if unchangeable {
+            return Err(Errno::EINVAL.into());
         }
-        k.cur().sigactions[n] = new;
+        let b = uread(k, a[1], Action::SIZE)?;
+        let mut raw = [0u8; Action::SIZE];
+        raw.copy_from_slice(&b);
+        let new = Action::from_bytes(&raw);
+        let p = k.cur();
+        if let Some(slot) = p.sigactions.get_mut(n) {
+            *slot = new;
+        }
+        // Setting a disposition that ignores the signal discards it if pending.
+        if new.disposition(n as u32) == Disposition::Ignore {
+            p.pending &= !bit(n as u32);
+        }
     }
     if a[2] != 0 {
-        let mut b = [0u8; 32];
-        for (i, w) in old.iter().enumerate() {
-            b[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
-        }
-        uwrite(k, a[2], &b)?;
+        uwrite(k, a[2], &old.to_bytes())?;
     }
     Ok(0)
 }
 
 fn sys_rt_sigprocmask(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    if a[3] != 8 {
+        return Err(Errno::EINVAL.into());
+    }
     let old = k.cur().sigmask;
     if a[1] != 0 {
         let set = uu64(k, a[1])?;
-        let p = k.cur();
-        p.sigmask = match a[0] {
-            0 => old | set,
-            1 => old & !set,
-            2 => set,
-            _ => return Err(Errno::EINVAL.into()),
-        };
+        k.cur().sigmask = signal::apply_mask(old, a[0], set).map_err(|_| Fail::E(Errno::EINVAL))?;
     }
     if a[2] != 0 {
         uwrite(k, a[2], &old.to_le_bytes())?;
     }
     Ok(0)
+}
+
+fn sys_rt_sigpending(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    if a[1] != 8 {
+        return Err(Errno::EINVAL.into());
+    }
+    let p = k.cur();
+    let set = p.pending & p.sigmask;
+    uwrite(k, a[0], &set.to_le_bytes())?;
+    Ok(0)
+}
+
+/// Waits with a temporary mask until a signal is delivered; the scheduler ends the wait
+/// with `EINTR` and the handler frame restores the old mask on return.
+fn sys_rt_sigsuspend(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    if k.cur().saved_mask.is_some() {
+        return Err(Fail::Block);
+    }
+    if a[1] != 8 {
+        return Err(Errno::EINVAL.into());
+    }
+    let set = uu64(k, a[0])?;
+    let p = k.cur();
+    p.saved_mask = Some(p.sigmask);
+    p.sigmask = set & !signal::UNBLOCKABLE;
+    Err(Fail::Block)
+}
+
+/// Waits until a signal is delivered (`EINTR`).
+fn sys_pause(_: &mut Kernel, _: [u64; 6]) -> Sys {
+    Err(Fail::Block)
+}
+
+fn sys_rt_sigreturn(k: &mut Kernel, _: [u64; 6]) -> Sys {
+    let pid = k.current;
+    k.sigreturn(pid);
+    Err(Fail::Gone)
 }
 
 /// The outcome of resolving a program for `execve` or a container start.
@@ -1023,11 +1069,13 @@ pub fn exec(
     p.fs_base = 0;
     p.sleep_deadline = None;
     p.exe = String::from_utf8_lossy(path).into_owned();
+    // Handlers do not survive the old program; ignored signals stay ignored.
     for s in p.sigactions.iter_mut() {
-        if s[0] > 1 {
-            *s = [0; 4];
+        if s.handler > 1 {
+            *s = Action::default();
         }
     }
+    p.saved_mask = None;
     let closing = p.fds.take_cloexec();
     p.fpu.copy_from(&mut k.fpu_template);
     if k.fpu_owner == Some(pid) {
