@@ -1,0 +1,3 @@
+//! The HTTP(S) server.
+
+pub mod http;
