@@ -4,9 +4,27 @@
 //! document) are functions over `serde_json::Value` with no I/O, tested on the host. The server
 //! side (TLS, tokens, the store, the REST handlers, watch, the scheduler) builds on them.
 
+pub mod api;
 pub mod auth;
+pub mod defaults;
 pub mod kubeconfig;
+#[path = "stubs/patch.rs"]
+pub mod patch;
 pub mod selector;
 pub mod server;
 pub mod store;
+#[path = "stubs/table.rs"]
+pub mod table;
 pub mod tls;
+
+pub use server::{Config, Server, StartError};
+
+/// Starts the control plane and serves until the process ends. Prints
+/// `control plane ready: <url>` once it accepts connections.
+pub fn run(cfg: &Config) -> Result<(), StartError> {
+    let server = Server::start(cfg)?;
+    println!("control plane ready: {}", server.url);
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    server.serve().map_err(StartError::Io)
+}

@@ -246,7 +246,13 @@ impl Store {
         (items, inner.rv)
     }
 
-    fn commit(&self, inner: &mut Inner, kind: EventType, key: Key, mut obj: Value) -> Result<Value, StoreError> {
+    fn commit(
+        &self,
+        inner: &mut Inner,
+        kind: EventType,
+        key: Key,
+        mut obj: Value,
+    ) -> Result<Value, StoreError> {
         let rv = inner.rv + 1;
         set_rv(&mut obj, rv);
         if let Some(log) = inner.log.as_mut() {
@@ -327,7 +333,11 @@ impl Store {
 
     /// Changes after `since` that `filter` accepts. Fails with `Expired` when changes after
     /// `since` are no longer kept.
-    pub fn changes_since(&self, since: u64, filter: &dyn Fn(&Change) -> bool) -> Result<(Vec<Change>, u64), StoreError> {
+    pub fn changes_since(
+        &self,
+        since: u64,
+        filter: &dyn Fn(&Change) -> bool,
+    ) -> Result<(Vec<Change>, u64), StoreError> {
         let inner = self.lock();
         if since < inner.history_base {
             return Err(StoreError::Expired { oldest: inner.history_base });
@@ -367,11 +377,20 @@ mod tests {
         let s = Store::in_memory();
         let a = s.create(Key::new("pods", "default", "a"), obj("a")).unwrap();
         assert_eq!(object_rv(&a), Some(1));
-        assert!(matches!(s.create(Key::new("pods", "default", "a"), obj("a")), Err(StoreError::AlreadyExists)));
+        assert!(matches!(
+            s.create(Key::new("pods", "default", "a"), obj("a")),
+            Err(StoreError::AlreadyExists)
+        ));
         let b = s.update(Key::new("pods", "default", "a"), obj("a"), Some(1)).unwrap();
         assert_eq!(object_rv(&b), Some(2));
-        assert!(matches!(s.update(Key::new("pods", "default", "a"), obj("a"), Some(1)), Err(StoreError::Conflict)));
-        assert!(matches!(s.update(Key::new("pods", "default", "x"), obj("x"), None), Err(StoreError::NotFound)));
+        assert!(matches!(
+            s.update(Key::new("pods", "default", "a"), obj("a"), Some(1)),
+            Err(StoreError::Conflict)
+        ));
+        assert!(matches!(
+            s.update(Key::new("pods", "default", "x"), obj("x"), None),
+            Err(StoreError::NotFound)
+        ));
     }
 
     #[test]

@@ -65,7 +65,8 @@ fn generate(hosts: &[String]) -> Result<Pki, TlsError> {
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.distinguished_name.push(DnType::CommonName, "control-plane-ca");
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca.key_usages =
+        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     let ca_cert = ca.self_signed(&ca_key)?;
     let issuer = Issuer::new(ca, ca_key);
 
@@ -118,7 +119,8 @@ pub fn server_config(pki: &Pki) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pki.cert_pem.as_bytes())
         .collect::<Result<_, _>>()
         .map_err(|_| TlsError::Pem("apiserver.crt".into()))?;
-    let key = PrivateKeyDer::from_pem_slice(pki.key_pem.as_bytes()).map_err(|_| TlsError::Pem("apiserver.key".into()))?;
+    let key = PrivateKeyDer::from_pem_slice(pki.key_pem.as_bytes())
+        .map_err(|_| TlsError::Pem("apiserver.key".into()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

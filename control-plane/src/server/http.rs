@@ -96,7 +96,9 @@ pub fn percent_decode(s: &str, plus: bool) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(b) => {
                         out.push(b);
@@ -238,7 +240,7 @@ pub fn reason(status: u16) -> &'static str {
 }
 
 /// Writes a response with a Content-Length.
-pub fn write_response(w: &mut impl Write, resp: &Response, keep_alive: bool) -> io::Result<()> {
+pub fn write_response(w: &mut (impl Write + ?Sized), resp: &Response, keep_alive: bool) -> io::Result<()> {
     let head = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-cache, private\r\n{}\r\n",
         resp.status,
@@ -253,7 +255,7 @@ pub fn write_response(w: &mut impl Write, resp: &Response, keep_alive: bool) -> 
 }
 
 /// Starts a chunked response.
-pub fn write_chunked_head(w: &mut impl Write, status: u16, content_type: &str) -> io::Result<()> {
+pub fn write_chunked_head(w: &mut (impl Write + ?Sized), status: u16, content_type: &str) -> io::Result<()> {
     let head = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\nCache-Control: no-cache, private\r\n\r\n",
         reason(status)
@@ -263,7 +265,7 @@ pub fn write_chunked_head(w: &mut impl Write, status: u16, content_type: &str) -
 }
 
 /// Writes and flushes one chunk (nothing for an empty slice).
-pub fn write_chunk(w: &mut impl Write, data: &[u8]) -> io::Result<()> {
+pub fn write_chunk(w: &mut (impl Write + ?Sized), data: &[u8]) -> io::Result<()> {
     if data.is_empty() {
         return Ok(());
     }
@@ -274,7 +276,7 @@ pub fn write_chunk(w: &mut impl Write, data: &[u8]) -> io::Result<()> {
 }
 
 /// Ends a chunked response.
-pub fn write_last_chunk(w: &mut impl Write) -> io::Result<()> {
+pub fn write_last_chunk(w: &mut (impl Write + ?Sized)) -> io::Result<()> {
     w.write_all(b"0\r\n\r\n")?;
     w.flush()
 }
@@ -302,7 +304,10 @@ mod tests {
         assert_eq!(read_request(&mut BufReader::new(&raw[..])).unwrap().body, b"abcde");
         let big = format!("PUT / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", MAX_BODY_BYTES + 1);
         assert!(matches!(read_request(&mut BufReader::new(big.as_bytes())), Err(HttpError::TooLarge)));
-        assert!(matches!(read_request(&mut BufReader::new(&b"GARBAGE\r\n\r\n"[..])), Err(HttpError::Malformed(_))));
+        assert!(matches!(
+            read_request(&mut BufReader::new(&b"GARBAGE\r\n\r\n"[..])),
+            Err(HttpError::Malformed(_))
+        ));
         assert!(matches!(read_request(&mut BufReader::new(&b""[..])), Err(HttpError::Closed)));
         let bad_len = b"PUT / HTTP/1.1\r\nContent-Length: x\r\n\r\n";
         assert!(matches!(read_request(&mut BufReader::new(&bad_len[..])), Err(HttpError::Malformed(_))));
