@@ -8,7 +8,6 @@ pub mod api;
 pub mod auth;
 pub mod defaults;
 pub mod kubeconfig;
-#[path = "stubs/patch.rs"]
 pub mod patch;
 pub mod selector;
 pub mod server;
