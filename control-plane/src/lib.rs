@@ -8,6 +8,8 @@ pub mod api;
 pub mod auth;
 pub mod defaults;
 pub mod kubeconfig;
+#[path = "stubs/openapi.rs"]
+pub mod openapi;
 pub mod patch;
 pub mod selector;
 pub mod server;

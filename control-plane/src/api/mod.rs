@@ -69,6 +69,10 @@ pub fn route(path: &str) -> Route {
     let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     let (group, version, rest): (&str, &str, &[&str]) = match segs.as_slice() {
         ["version"] => return Route::Document(resources::version()),
+        ["openapi", "v3"] => return Route::Document(crate::openapi::index()),
+        ["openapi", "v3", rest @ ..] => {
+            return crate::openapi::document(&rest.join("/")).map_or(Route::Unknown, Route::Document)
+        }
         ["api"] => return Route::Document(resources::api_versions()),
         ["apis"] => return Route::Document(resources::api_group_list()),
         ["api", v] => return resources::resource_list("", v).map_or(Route::Unknown, Route::Document),
