@@ -49,7 +49,7 @@ pub fn validate_and_default(kind: &str, obj: &mut Value) -> Result<(), String> {
         return Err("spec.containers: Required value".into());
     };
     for (i, c) in containers.iter_mut().enumerate() {
-        if !c.get("name").and_then(Value::as_str).is_some_and(|n| !n.is_empty()) {
+        if c.get("name").and_then(Value::as_str).is_none_or(|n| n.is_empty()) {
             return Err(format!("spec.containers[{i}].name: Required value"));
         }
         let Some(image) =

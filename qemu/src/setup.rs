@@ -64,8 +64,11 @@ pub const BUSYBOX: &[Need] = &[file(BUSYBOX_PATH, "busybox-static")];
 pub const PYTHON_KUBERNETES: &str = "/usr/lib/python3/dist-packages/kubernetes/__init__.py";
 
 /// What the control-plane tests need: kubectl and the official Python client.
-pub const CONTROL_PLANE: &[Need] =
-    &[program("kubectl", "kubectl"), program("python3", "python3"), file(PYTHON_KUBERNETES, "python3-kubernetes")];
+pub const CONTROL_PLANE: &[Need] = &[
+    program("kubectl", "kubectl"),
+    file("/usr/bin/python3", "python3"),
+    file(PYTHON_KUBERNETES, "python3-kubernetes"),
+];
 
 /// What booting under QEMU needs.
 pub const QEMU: &[Need] = &[program("qemu-system-x86_64", "qemu-system-x86")];

@@ -52,8 +52,12 @@ pub enum HttpError {
     Io(io::Error),
     /// The request line or a header is malformed.
     Malformed(&'static str),
-    /// The body is larger than `MAX_BODY_BYTES`.
-    TooLarge,
+    /// The body is larger than `MAX_BODY_BYTES`; `unread` bytes of it are still on the wire
+    /// (`None` for a chunked body).
+    TooLarge {
+        /// Bytes of the body not read yet.
+        unread: Option<u64>,
+    },
 }
 
 impl fmt::Display for HttpError {
@@ -62,7 +66,7 @@ impl fmt::Display for HttpError {
             HttpError::Closed => write!(f, "connection closed"),
             HttpError::Io(e) => write!(f, "{e}"),
             HttpError::Malformed(what) => write!(f, "malformed request: {what}"),
-            HttpError::TooLarge => write!(f, "request entity too large: limit is {MAX_BODY_BYTES}"),
+            HttpError::TooLarge { .. } => write!(f, "request entity too large: limit is {MAX_BODY_BYTES}"),
         }
     }
 }
@@ -179,7 +183,7 @@ pub fn read_request(r: &mut impl BufRead) -> Result<Request, HttpError> {
                 break;
             }
             if req.body.len() + size > MAX_BODY_BYTES {
-                return Err(HttpError::TooLarge);
+                return Err(HttpError::TooLarge { unread: None });
             }
             let start = req.body.len();
             req.body.resize(start + size, 0);
@@ -189,7 +193,7 @@ pub fn read_request(r: &mut impl BufRead) -> Result<Request, HttpError> {
     } else if let Some(len) = req.header("content-length") {
         let len: usize = len.parse().map_err(|_| HttpError::Malformed("content-length"))?;
         if len > MAX_BODY_BYTES {
-            return Err(HttpError::TooLarge);
+            return Err(HttpError::TooLarge { unread: Some(len as u64) });
         }
         req.body.resize(len, 0);
         r.read_exact(&mut req.body)?;
@@ -303,7 +307,10 @@ mod tests {
         let raw = b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
         assert_eq!(read_request(&mut BufReader::new(&raw[..])).unwrap().body, b"abcde");
         let big = format!("PUT / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", MAX_BODY_BYTES + 1);
-        assert!(matches!(read_request(&mut BufReader::new(big.as_bytes())), Err(HttpError::TooLarge)));
+        assert!(matches!(
+            read_request(&mut BufReader::new(big.as_bytes())),
+            Err(HttpError::TooLarge { unread: Some(_) })
+        ));
         assert!(matches!(
             read_request(&mut BufReader::new(&b"GARBAGE\r\n\r\n"[..])),
             Err(HttpError::Malformed(_))

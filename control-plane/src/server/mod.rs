@@ -143,6 +143,9 @@ fn peer_open(s: &TcpStream) -> bool {
     !matches!(r, Ok(0))
 }
 
+/// The most of an oversized body read before answering 413.
+const DRAIN_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Paths anyone may read (as kube-apiserver's `system:public-info-viewer`).
 fn public(path: &str) -> bool {
     matches!(path, "/version" | "/healthz" | "/readyz" | "/livez")
@@ -153,7 +156,12 @@ fn serve_conn<S: Read + Write>(stream: S, tokens: &Tokens, api: &Api, alive: &dy
     loop {
         let req = match read_request(&mut r) {
             Ok(req) => req,
-            Err(HttpError::TooLarge) => {
+            Err(HttpError::TooLarge { unread }) => {
+                // Read what the client is still sending (bounded), so it sees the answer
+                // instead of a reset connection.
+                if let Some(n) = unread {
+                    let _ = io::copy(&mut (&mut r).take(n.min(DRAIN_LIMIT_BYTES)), &mut io::sink());
+                }
                 let _ = write_response(r.get_mut(), &ApiError::too_large().response(), false);
                 return;
             }

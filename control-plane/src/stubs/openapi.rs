@@ -20,7 +20,11 @@ pub fn index() -> Value {
 pub fn document(gv: &str) -> Option<Value> {
     let mut paths = serde_json::Map::new();
     for r in RESOURCES {
-        let prefix = if r.group.is_empty() { format!("api/{}", r.version) } else { format!("apis/{}/{}", r.group, r.version) };
+        let prefix = if r.group.is_empty() {
+            format!("api/{}", r.version)
+        } else {
+            format!("apis/{}/{}", r.group, r.version)
+        };
         if prefix != gv {
             continue;
         }
