@@ -3,5 +3,6 @@
 //! The pure modules (selectors, patches, validation and defaulting, table conversion, the OpenAPI
 //! document) are functions over `serde_json::Value` with no I/O, tested on the host.
 
+pub mod openapi;
 pub mod patch;
 pub mod selector;
