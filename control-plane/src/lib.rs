@@ -5,4 +5,6 @@
 
 pub mod openapi;
 pub mod patch;
+pub mod rfc3339;
 pub mod selector;
+pub mod validate;
