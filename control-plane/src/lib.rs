@@ -7,4 +7,5 @@ pub mod openapi;
 pub mod patch;
 pub mod rfc3339;
 pub mod selector;
+pub mod table;
 pub mod validate;

@@ -1271,4 +1271,22 @@ mod tests {
         walk(&schemas, "io.k8s.api.core.v1.Pod", &p, "", &mut checked);
         assert!(checked > 40, "only {checked} fields checked");
     }
+
+    /// Our Status bodies use only fields of the official Status, StatusDetails and StatusCause schemas.
+    #[test]
+    fn status_bodies_match_official_schema() {
+        let Some(doc) = crate::openapi::official("api__v1_openapi.json") else { return };
+        let schemas = &doc["components"]["schemas"];
+        let err = validate_create("Pod", &json!({"metadata": {"name": "A"}})).unwrap_err();
+        for (schema, value) in [
+            ("io.k8s.apimachinery.pkg.apis.meta.v1.Status", &err),
+            ("io.k8s.apimachinery.pkg.apis.meta.v1.StatusDetails", &err["details"]),
+            ("io.k8s.apimachinery.pkg.apis.meta.v1.StatusCause", &err["details"]["causes"][0]),
+        ] {
+            let props = schemas[schema]["properties"].as_object().unwrap();
+            for k in value.as_object().unwrap().keys() {
+                assert!(props.contains_key(k), "{schema}: {k}");
+            }
+        }
+    }
 }
