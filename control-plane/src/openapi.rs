@@ -458,7 +458,7 @@ const INT_OR_STRING: &str = "io.k8s.apimachinery.pkg.util.intstr.IntOrString";
 
 fn spec_schema(spec: &Spec<'_>, refs: &mut Vec<String>) -> Value {
     match spec {
-        Spec::Scalar("string") => json!({"type": "string", "default": ""}),
+        Spec::Scalar("string") => json!({"type": "string"}),
         Spec::Scalar("int32") => json!({"type": "integer", "format": "int32"}),
         Spec::Scalar("int64") => json!({"type": "integer", "format": "int64"}),
         Spec::Scalar("bool") => json!({"type": "boolean"}),
