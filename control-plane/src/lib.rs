@@ -6,17 +6,16 @@
 
 pub mod api;
 pub mod auth;
-pub mod defaults;
 pub mod kubeconfig;
-#[path = "stubs/openapi.rs"]
 pub mod openapi;
 pub mod patch;
+pub mod rfc3339;
 pub mod selector;
 pub mod server;
 pub mod store;
-#[path = "stubs/table.rs"]
 pub mod table;
 pub mod tls;
+pub mod validate;
 
 pub use server::{Config, Server, StartError};
 

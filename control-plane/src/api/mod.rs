@@ -10,6 +10,7 @@ pub mod watch;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::server::http::{Request, Response};
 use crate::store::{object_rv, Key, Store, StoreError};
+use crate::validate::{self, check_fields, FieldValidation};
 use resources::Resource;
 use serde_json::{json, Value};
 use status::ApiError;
@@ -69,9 +70,9 @@ pub fn route(path: &str) -> Route {
     let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     let (group, version, rest): (&str, &str, &[&str]) = match segs.as_slice() {
         ["version"] => return Route::Document(resources::version()),
-        ["openapi", "v3"] => return Route::Document(crate::openapi::index()),
+        ["openapi", "v3"] => return Route::Document(crate::openapi::openapi_v3_index()),
         ["openapi", "v3", rest @ ..] => {
-            return crate::openapi::document(&rest.join("/")).map_or(Route::Unknown, Route::Document)
+            return crate::openapi::openapi_v3(&rest.join("/")).map_or(Route::Unknown, Route::Document)
         }
         ["api"] => return Route::Document(resources::api_versions()),
         ["apis"] => return Route::Document(resources::api_group_list()),
@@ -198,9 +199,11 @@ pub fn wants_table(req: &Request) -> bool {
     req.header("accept").is_some_and(|a| a.contains("as=Table"))
 }
 
-/// A Table of `items`, or `None` when no Table conversion is available.
-pub fn table(kind: &str, items: &[Value]) -> Option<Value> {
-    let t = crate::table::to_table(kind, items, SystemTime::now());
+/// A Table of `items` (rows carry what `includeObject` asks for), or `None` when the kind has
+/// no Table conversion.
+pub fn table(kind: &str, items: &[Value], include: Option<&str>) -> Option<Value> {
+    let include = crate::table::IncludeObject::from_query(include);
+    let t = crate::table::to_table_with(kind, items, SystemTime::now(), include);
     (t.get("kind").and_then(Value::as_str) == Some("Table")).then_some(t)
 }
 
@@ -282,7 +285,8 @@ impl Api {
 
     fn render_one(&self, req: &Request, t: &Target, obj: Value) -> Response {
         if wants_table(req) {
-            if let Some(tab) = table(t.resource.kind, std::slice::from_ref(&obj)) {
+            if let Some(tab) = table(t.resource.kind, std::slice::from_ref(&obj), req.param("includeObject"))
+            {
                 return Response::json(200, &tab);
             }
         }
@@ -294,7 +298,7 @@ impl Api {
         let (items, rv) = self.store.list(&t.resource.store_name(), t.namespace.as_deref());
         let items: Vec<Value> = items.into_iter().filter(|o| sel.matches(o)).collect();
         if wants_table(req) {
-            if let Some(mut tab) = table(t.resource.kind, &items) {
+            if let Some(mut tab) = table(t.resource.kind, &items, req.param("includeObject")) {
                 tab["metadata"] = json!({"resourceVersion": rv.to_string()});
                 return Ok(Reply::Full(Response::json(200, &tab)));
             }
@@ -352,37 +356,16 @@ impl Api {
             }
             obj["metadata"]["namespace"] = json!(ns);
         }
-        let name = match (meta_str(&obj, "name"), meta_str(&obj, "generateName")) {
-            (Some(n), _) if !n.is_empty() => n.to_string(),
-            (_, Some(g)) if !g.is_empty() => {
-                let suffix: String = uuid::Uuid::new_v4().simple().to_string().chars().take(5).collect();
-                format!("{g}{suffix}")
-            }
-            _ => {
-                return Err(ApiError::invalid(
-                    r.kind,
-                    "",
-                    "metadata.name: Required value: name or generateName is required",
-                ))
-            }
-        };
-        if let Err(why) = validate_name(&name, r.kind == "Event" || r.kind == "Namespace") {
-            return Err(ApiError::invalid(
-                r.kind,
-                &name,
-                &format!("metadata.name: Invalid value: \"{name}\": {why}"),
-            ));
-        }
-        crate::defaults::validate_and_default(r.kind, &mut obj)
-            .map_err(|m| ApiError::invalid(r.kind, &name, &m))?;
+        let mode =
+            FieldValidation::from_query(req.param("fieldValidation")).map_err(ApiError::from_status)?;
+        check_fields(r.kind, &mut obj, mode).map_err(ApiError::from_status)?;
+        let uid = uuid::Uuid::new_v4().to_string();
+        validate::prepare_for_create(r.kind, &mut obj, &uid, SystemTime::now());
+        validate::validate_create(r.kind, &obj).map_err(ApiError::from_status)?;
+        let name = meta_str(&obj, "name").unwrap_or_default().to_string();
         let meta = &mut obj["metadata"];
-        meta["name"] = json!(name);
-        meta["uid"] = json!(uuid::Uuid::new_v4().to_string());
-        meta["creationTimestamp"] = json!(now_rfc3339());
         if let Some(m) = meta.as_object_mut() {
             m.remove("resourceVersion");
-            m.remove("deletionTimestamp");
-            m.remove("deletionGracePeriodSeconds");
         }
         if r.kind == "Pod" || r.kind == "Namespace" {
             meta["generation"] = json!(1);
@@ -482,8 +465,12 @@ impl Api {
                 new["kind"] = json!(r.kind);
                 new["apiVersion"] = json!(r.api_version());
                 let mut merged = Self::merge_for_write(t, sub, old, new);
-                crate::defaults::validate_and_default(r.kind, &mut merged)
-                    .map_err(|m| ApiError::invalid(r.kind, name, &m))?;
+                validate::apply_defaults(r.kind, &mut merged);
+                if r.kind == "Pod" && sub.is_none() {
+                    merged["status"]["qosClass"] = json!(validate::qos_class(&merged));
+                }
+                validate::validate_update(r.kind, old, &merged, sub == Some("status"))
+                    .map_err(ApiError::from_status)?;
                 if dry_run {
                     out_dry = Some(merged);
                     return Ok(None);
@@ -503,8 +490,11 @@ impl Api {
     }
 
     fn update(&self, req: &Request, t: &Target, name: &str, sub: Option<&str>) -> Result<Reply, ApiError> {
-        let body = parse_body(req)?;
+        let mut body = parse_body(req)?;
         self.check_type(t, &body)?;
+        let mode =
+            FieldValidation::from_query(req.param("fieldValidation")).map_err(ApiError::from_status)?;
+        check_fields(t.resource.kind, &mut body, mode).map_err(ApiError::from_status)?;
         if meta_str(&body, "name").is_some_and(|n| n != name) {
             return Err(ApiError::bad_request("the name of the object does not match the name on the URL"));
         }
@@ -681,21 +671,6 @@ impl Api {
     }
 }
 
-/// Checks a DNS-1123 subdomain (or, for events and namespaces, a label-or-subdomain) name.
-pub fn validate_name(name: &str, _lenient: bool) -> Result<(), &'static str> {
-    if name.len() > 253 {
-        return Err("must be no more than 253 characters");
-    }
-    let ok_chars =
-        name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
-    let ends_ok = name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-        && name.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
-    if !ok_chars || !ends_ok {
-        return Err("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character");
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -797,13 +772,5 @@ mod tests {
         let (code, _) = full(api.handle(&req("DELETE", "/api/v1/namespaces/default/pods/p", &right)));
         assert_eq!(code, 200);
         assert_eq!(full(api.handle(&req("GET", "/api/v1/namespaces/default/pods/p", ""))).0, 404);
-    }
-
-    #[test]
-    fn names_are_validated() {
-        assert!(validate_name("a-b.c", false).is_ok());
-        assert!(validate_name("A", false).is_err());
-        assert!(validate_name("-a", false).is_err());
-        assert!(validate_name("", false).is_err());
     }
 }

@@ -14,11 +14,23 @@ pub struct ApiError {
     pub message: String,
     /// `details.name` and `details.kind` (and `details.group`).
     pub details: Option<(String, String, String)>,
+    /// A complete Status body made elsewhere (validation), served as it is.
+    pub raw: Option<Value>,
 }
 
 impl ApiError {
     fn new(code: u16, reason: &'static str, message: String) -> Self {
-        ApiError { code, reason, message, details: None }
+        ApiError { code, reason, message, details: None, raw: None }
+    }
+
+    /// Wraps a complete Status body (its `code` is the HTTP status).
+    pub fn from_status(status: Value) -> Self {
+        let code =
+            status.get("code").and_then(Value::as_u64).and_then(|c| u16::try_from(c).ok()).unwrap_or(500);
+        let message = status.get("message").and_then(Value::as_str).unwrap_or("").to_string();
+        let mut e = Self::new(code, "", message);
+        e.raw = Some(status);
+        e
     }
 
     fn with(mut self, name: &str, resource: &str, group: &str) -> Self {
@@ -109,6 +121,9 @@ impl ApiError {
 
     /// The Status body.
     pub fn to_value(&self) -> Value {
+        if let Some(raw) = &self.raw {
+            return raw.clone();
+        }
         let mut v = json!({
             "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
             "message": self.message, "reason": self.reason, "code": self.code,

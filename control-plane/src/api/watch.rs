@@ -23,6 +23,7 @@ pub struct WatchSpec {
     timeout: Duration,
     bookmarks: bool,
     table: bool,
+    include: Option<String>,
 }
 
 impl WatchSpec {
@@ -48,6 +49,7 @@ impl WatchSpec {
             timeout,
             bookmarks: matches!(req.param("allowWatchBookmarks"), Some("1" | "true")),
             table: wants_table(req),
+            include: req.param("includeObject").map(str::to_string),
             target,
         })
     }
@@ -59,7 +61,8 @@ impl WatchSpec {
 
     fn event(&self, kind: &str, obj: &Value) -> Vec<u8> {
         let object = if self.table && kind != "BOOKMARK" && kind != "ERROR" {
-            table(self.target.resource.kind, std::slice::from_ref(obj)).unwrap_or_else(|| obj.clone())
+            table(self.target.resource.kind, std::slice::from_ref(obj), self.include.as_deref())
+                .unwrap_or_else(|| obj.clone())
         } else {
             obj.clone()
         };
