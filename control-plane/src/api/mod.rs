@@ -518,6 +518,8 @@ impl Api {
             .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
         self.exists(t, name)?;
         let rkind = t.resource.kind;
+        let mode =
+            FieldValidation::from_query(req.param("fieldValidation")).map_err(ApiError::from_status)?;
         self.write(
             t,
             name,
@@ -533,6 +535,7 @@ impl Api {
                             .map_err(|e| ApiError::bad_request(e.to_string()))?
                     }
                 };
+                check_fields(rkind, &mut patched, mode).map_err(ApiError::from_status)?;
                 // A patch without a resourceVersion is unconditional.
                 if patch.pointer("/metadata/resourceVersion").is_none() {
                     if let Some(m) = patched.get_mut("metadata").and_then(Value::as_object_mut) {
