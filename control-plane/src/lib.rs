@@ -10,6 +10,7 @@ pub mod kubeconfig;
 pub mod openapi;
 pub mod patch;
 pub mod rfc3339;
+pub mod scheduler;
 pub mod selector;
 pub mod server;
 pub mod store;
@@ -23,6 +24,7 @@ pub use server::{Config, Server, StartError};
 /// `control plane ready: <url>` once it accepts connections.
 pub fn run(cfg: &Config) -> Result<(), StartError> {
     let server = Server::start(cfg)?;
+    scheduler::spawn(server.api());
     println!("control plane ready: {}", server.url);
     use std::io::Write;
     let _ = std::io::stdout().flush();

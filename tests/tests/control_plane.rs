@@ -368,7 +368,8 @@ st, body = req("PATCH", "/api/v1/namespaces/default/pods/w", json.dumps([{"op": 
 print("jsonpatch", st, json.loads(body)["metadata"]["labels"])
 st, body = req("DELETE", "/api/v1/namespaces/default/pods/w")
 st, body = req("GET", "/api/v1/namespaces/default/pods?watch=1&timeoutSeconds=1&resourceVersion=" + rv)
-print("watch", st, [json.loads(l)["type"] for l in body.decode().splitlines()])
+types = [json.loads(l)["type"] for l in body.decode().splitlines()]
+print("watch", st, "MODIFIED" in types, types[-1])
 "#;
     let o = python(&cp, program);
     assert!(o.ok, "python failed:\n{}\n{}", o.stdout, o.stderr);
@@ -379,8 +380,120 @@ print("watch", st, [json.loads(l)["type"] for l in body.decode().splitlines()])
         "created 201",
         "apply 415",
         "jsonpatch 200 {'x': 'y'}",
-        "watch 200 ['MODIFIED', 'DELETED']",
+        "watch 200 True DELETED",
     ] {
         assert!(o.stdout.contains(want), "{want:?} missing from:\n{}", o.stdout);
     }
+}
+
+/// The current time as `metav1.Time`.
+fn now_rfc3339() -> String {
+    let mut cmd = Command::new("date");
+    cmd.args(["-u", "+%Y-%m-%dT%H:%M:%SZ"]);
+    run(cmd).stdout.trim().to_string()
+}
+
+fn node_yaml(name: &str, now: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Node
+metadata:
+  name: {name}
+status:
+  capacity: {{cpu: \"2\", memory: 4Gi, pods: \"110\", ephemeral-storage: 20Gi}}
+  allocatable: {{cpu: \"2\", memory: 4Gi, pods: \"110\", ephemeral-storage: 20Gi}}
+  conditions:
+  - {{type: Ready, status: \"True\", reason: KubeletReady, message: kubelet is posting ready status, lastHeartbeatTime: \"{now}\", lastTransitionTime: \"{now}\"}}
+  addresses:
+  - {{type: InternalIP, address: 127.0.0.1}}
+  daemonEndpoints: {{kubeletEndpoint: {{Port: 10250}}}}
+  nodeInfo: {{machineID: m, systemUUID: s, bootID: b, kernelVersion: 6.1.0, osImage: test OS, containerRuntimeVersion: lite://0.1.0, kubeletVersion: v1.32.0, kubeProxyVersion: v1.32.0, operatingSystem: linux, architecture: amd64}}
+"
+    )
+}
+
+#[test]
+fn pods_are_scheduled_and_deleted_gracefully() {
+    let _slot = slot();
+    let dir = TempDir::new("sched");
+    let cp = ControlPlane::start(&dir.0);
+    // No node: the pod stays Pending with PodScheduled=False and a FailedScheduling event.
+    let pod = write_pod(&dir.0, POD_YAML);
+    let pod = pod.to_str().expect("UTF-8 path").to_string();
+    kubectl_ok(&cp, &["apply", "-f", &pod]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ev = kubectl_ok(&cp, &["get", "events", "-o", "json"]);
+        if ev.contains("FailedScheduling") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no FailedScheduling event: {ev}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let cond = kubectl_ok(&cp, &["get", "pod", "web", "-o", "jsonpath={.status.conditions[0].status}"]);
+    assert_eq!(cond, "False");
+
+    let node = dir.0.join("node.yaml");
+    std::fs::write(&node, node_yaml("n1", &now_rfc3339())).expect("writing node.yaml");
+    kubectl_ok(&cp, &["create", "-f", node.to_str().expect("UTF-8 path")]);
+    let nodes = kubectl_ok(&cp, &["get", "nodes"]);
+    assert!(
+        nodes.lines().any(|l| l.starts_with("n1 ") && l.contains(" Ready ") && l.contains("v1.32.0")),
+        "{nodes}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = kubectl_ok(&cp, &["get", "pod", "web", "-o", "jsonpath={.spec.nodeName}"]);
+        if n == "n1" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the pod was not bound");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let wide = kubectl_ok(&cp, &["get", "pods", "-o", "wide"]);
+    assert!(wide.lines().any(|l| l.starts_with("web ") && l.contains(" n1 ")), "{wide}");
+
+    // A bound pod is only marked for deletion; `kubectl delete` waits for the node's final
+    // delete, which carries the pod's uid as a precondition.
+    let uid = kubectl_ok(&cp, &["get", "pod", "web", "-o", "jsonpath={.metadata.uid}"]);
+    let cfg = cp.kubeconfig();
+    let cache = cp.dir.join("kube-cache");
+    let home = cp.dir.clone();
+    let waiter = std::thread::spawn(move || {
+        let mut cmd = Command::new("kubectl");
+        cmd.arg("--kubeconfig").arg(cfg).arg("--cache-dir").arg(cache).env("HOME", home);
+        cmd.args(["delete", "pod", "web", "--timeout=30s"]);
+        run(cmd)
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = kubectl_ok(&cp, &["get", "pods"]);
+        if status.contains("Terminating") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the pod never showed Terminating: {status}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!waiter.is_finished(), "kubectl delete returned before the pod was gone");
+    let program = format!(
+        r#"
+import sys
+from kubernetes import client, config
+config.load_kube_config(config_file=sys.argv[1])
+v1 = client.CoreV1Api()
+try:
+    v1.delete_namespaced_pod("web", "default", body=client.V1DeleteOptions(grace_period_seconds=0, preconditions=client.V1Preconditions(uid="wrong")))
+except client.exceptions.ApiException as e:
+    print("wrong uid", e.status)
+v1.delete_namespaced_pod("web", "default", body=client.V1DeleteOptions(grace_period_seconds=0, preconditions=client.V1Preconditions(uid="{uid}")))
+print("deleted")
+print("nodes", [n.metadata.name for n in v1.list_node().items])
+"#
+    );
+    let o = python(&cp, &program);
+    assert!(o.ok, "python failed:\n{}\n{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("wrong uid 409") && o.stdout.contains("deleted"), "{}", o.stdout);
+    assert!(o.stdout.contains("nodes ['n1']"), "{}", o.stdout);
+    let out = waiter.join().expect("the kubectl thread");
+    assert!(out.ok && out.stdout.contains("pod \"web\" deleted"), "{}\n{}", out.stdout, out.stderr);
 }

@@ -13,9 +13,9 @@ pub struct ApiError {
     /// The message.
     pub message: String,
     /// `details.name` and `details.kind` (and `details.group`).
-    pub details: Option<(String, String, String)>,
+    pub details: Option<Box<(String, String, String)>>,
     /// A complete Status body made elsewhere (validation), served as it is.
-    pub raw: Option<Value>,
+    pub raw: Option<Box<Value>>,
 }
 
 impl ApiError {
@@ -29,12 +29,12 @@ impl ApiError {
             status.get("code").and_then(Value::as_u64).and_then(|c| u16::try_from(c).ok()).unwrap_or(500);
         let message = status.get("message").and_then(Value::as_str).unwrap_or("").to_string();
         let mut e = Self::new(code, "", message);
-        e.raw = Some(status);
+        e.raw = Some(Box::new(status));
         e
     }
 
     fn with(mut self, name: &str, resource: &str, group: &str) -> Self {
-        self.details = Some((name.to_string(), resource.to_string(), group.to_string()));
+        self.details = Some(Box::new((name.to_string(), resource.to_string(), group.to_string())));
         self
     }
 
@@ -122,13 +122,14 @@ impl ApiError {
     /// The Status body.
     pub fn to_value(&self) -> Value {
         if let Some(raw) = &self.raw {
-            return raw.clone();
+            return (**raw).clone();
         }
         let mut v = json!({
             "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
             "message": self.message, "reason": self.reason, "code": self.code,
         });
-        if let Some((name, kind, group)) = &self.details {
+        if let Some(d) = &self.details {
+            let (name, kind, group) = &**d;
             v["details"] = json!({"name": name, "kind": kind});
             if !group.is_empty() {
                 v["details"]["group"] = json!(group);
