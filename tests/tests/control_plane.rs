@@ -393,7 +393,7 @@ fn now_rfc3339() -> String {
     run(cmd).stdout.trim().to_string()
 }
 
-fn node_yaml(name: &str, now: &str) -> String {
+fn node_yaml(name: &str, now: &str, kubelet_port: u16) -> String {
     format!(
         "apiVersion: v1
 kind: Node
@@ -406,7 +406,7 @@ status:
   - {{type: Ready, status: \"True\", reason: KubeletReady, message: kubelet is posting ready status, lastHeartbeatTime: \"{now}\", lastTransitionTime: \"{now}\"}}
   addresses:
   - {{type: InternalIP, address: 127.0.0.1}}
-  daemonEndpoints: {{kubeletEndpoint: {{Port: 10250}}}}
+  daemonEndpoints: {{kubeletEndpoint: {{Port: {kubelet_port}}}}}
   nodeInfo: {{machineID: m, systemUUID: s, bootID: b, kernelVersion: 6.1.0, osImage: test OS, containerRuntimeVersion: lite://0.1.0, kubeletVersion: v1.32.0, kubeProxyVersion: v1.32.0, operatingSystem: linux, architecture: amd64}}
 "
     )
@@ -433,8 +433,21 @@ fn pods_are_scheduled_and_deleted_gracefully() {
     let cond = kubectl_ok(&cp, &["get", "pod", "web", "-o", "jsonpath={.status.conditions[0].status}"]);
     assert_eq!(cond, "False");
 
+    // A stand-in kubelet serving one containerLogs request.
+    let kubelet = std::net::TcpListener::bind("127.0.0.1:0").expect("binding the kubelet");
+    let kubelet_port = kubelet.local_addr().expect("kubelet address").port();
+    let kubelet_thread = std::thread::spawn(move || {
+        use std::io::Write;
+        let (mut c, _) = kubelet.accept().expect("a log request");
+        let mut line = String::new();
+        let _ = BufReader::new(c.try_clone().expect("clone")).read_line(&mut line);
+        let _ = c.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 15\r\n\r\nhello from app\n",
+        );
+        line
+    });
     let node = dir.0.join("node.yaml");
-    std::fs::write(&node, node_yaml("n1", &now_rfc3339())).expect("writing node.yaml");
+    std::fs::write(&node, node_yaml("n1", &now_rfc3339(), kubelet_port)).expect("writing node.yaml");
     kubectl_ok(&cp, &["create", "-f", node.to_str().expect("UTF-8 path")]);
     let nodes = kubectl_ok(&cp, &["get", "nodes"]);
     assert!(
@@ -452,6 +465,10 @@ fn pods_are_scheduled_and_deleted_gracefully() {
     }
     let wide = kubectl_ok(&cp, &["get", "pods", "-o", "wide"]);
     assert!(wide.lines().any(|l| l.starts_with("web ") && l.contains(" n1 ")), "{wide}");
+    let logs = kubectl_ok(&cp, &["logs", "web", "--tail=3"]);
+    assert_eq!(logs, "hello from app\n");
+    let asked = kubelet_thread.join().expect("the kubelet thread");
+    assert!(asked.starts_with("GET /containerLogs/default/web/app?tailLines=3 "), "{asked}");
 
     // A bound pod is only marked for deletion; `kubectl delete` waits for the node's final
     // delete, which carries the pod's uid as a precondition.

@@ -1,5 +1,7 @@
 //! `pods/log`: proxied to the node's kubelet endpoint,
-//! `http://<address>:<daemonEndpoints.kubeletEndpoint.Port>/containerLogs/<ns>/<pod>/<container>`.
+//! `http://<address>:<daemonEndpoints.kubeletEndpoint.Port>/containerLogs/<ns>/<pod>/<container>`
+//! (plain HTTP, as kubelet-lite's host program serves it), trying the node's addresses in
+//! kube-apiserver's preference order until one connects.
 
 use crate::api::status::ApiError;
 use crate::server::http::{write_chunk, write_chunked_head, write_last_chunk, Request};
@@ -15,8 +17,8 @@ const FORWARDED: &[&str] =
 /// Where a log request goes.
 #[derive(Debug, Clone)]
 pub struct LogSpec {
-    /// `host:port` of the kubelet.
-    pub addr: String,
+    /// `host:port` candidates of the kubelet, in preference order.
+    pub addrs: Vec<String>,
     /// The path and query on the kubelet.
     pub path: String,
 }
@@ -25,20 +27,23 @@ impl LogSpec {
     /// Picks the node's address (Hostname, InternalDNS, InternalIP, ExternalDNS, ExternalIP).
     pub fn new(req: &Request, node: &Value, ns: &str, pod: &str, container: &str) -> Result<Self, ApiError> {
         let addrs = node.pointer("/status/addresses").and_then(Value::as_array).cloned().unwrap_or_default();
-        let pick =
-            ["Hostname", "InternalDNS", "InternalIP", "ExternalDNS", "ExternalIP"].iter().find_map(|ty| {
-                addrs
-                    .iter()
-                    .find(|a| a.get("type").and_then(Value::as_str) == Some(ty))
-                    .and_then(|a| a.get("address")?.as_str())
-            });
         let port = node
             .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
             .and_then(Value::as_u64)
             .unwrap_or(10250);
-        let Some(host) = pick else {
+        let hosts: Vec<String> = ["Hostname", "InternalDNS", "InternalIP", "ExternalDNS", "ExternalIP"]
+            .iter()
+            .flat_map(|ty| {
+                addrs
+                    .iter()
+                    .filter(move |a| a.get("type").and_then(Value::as_str) == Some(ty))
+                    .filter_map(|a| a.get("address")?.as_str())
+            })
+            .map(|h| if h.contains(':') { format!("[{h}]:{port}") } else { format!("{h}:{port}") })
+            .collect();
+        if hosts.is_empty() {
             return Err(ApiError::unavailable("the node has no address to reach its kubelet".into()));
-        };
+        }
         let mut query: Vec<String> = Vec::new();
         for p in FORWARDED {
             if let Some(v) = req.param(p) {
@@ -49,18 +54,23 @@ impl LogSpec {
         if !query.is_empty() {
             path = format!("{path}?{}", query.join("&"));
         }
-        let addr = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
-        Ok(LogSpec { addr, path })
+        Ok(LogSpec { addrs: hosts, path })
     }
 
     /// Fetches from the kubelet and streams its body to `w` as a chunked `text/plain` response.
     pub fn proxy(&self, w: &mut dyn Write) -> std::io::Result<Result<(), ApiError>> {
-        let upstream = self.addr.to_socket_addrs().ok().and_then(|mut a| a.next());
-        let conn = upstream.and_then(|a| TcpStream::connect_timeout(&a, Duration::from_secs(5)).ok());
-        let Some(mut conn) = conn else {
-            return Ok(Err(ApiError::unavailable(format!("the kubelet at {} cannot be reached", self.addr))));
+        // The first address that resolves and accepts a connection wins.
+        let conn = self.addrs.iter().find_map(|addr| {
+            let sa = addr.to_socket_addrs().ok()?.next()?;
+            TcpStream::connect_timeout(&sa, Duration::from_secs(3)).ok().map(|c| (c, addr))
+        });
+        let Some((mut conn, addr)) = conn else {
+            return Ok(Err(ApiError::unavailable(format!(
+                "the kubelet cannot be reached at {}",
+                self.addrs.join(", ")
+            ))));
         };
-        write!(conn, "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.path, self.addr)?;
+        write!(conn, "GET {} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n", self.path)?;
         let mut r = BufReader::new(conn);
         let mut status = String::new();
         r.read_line(&mut status)?;
@@ -111,5 +121,42 @@ impl LogSpec {
         }
         write_last_chunk(w)?;
         Ok(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::net::TcpListener;
+
+    #[test]
+    fn log_requests_go_to_the_kubelet_with_the_forwarded_query() {
+        let kubelet = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = kubelet.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut c, _) = kubelet.accept().unwrap();
+            let mut head = String::new();
+            BufReader::new(c.try_clone().unwrap()).read_line(&mut head).unwrap();
+            c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nhello\n").unwrap();
+            head
+        });
+        let node = json!({"status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                                     "daemonEndpoints": {"kubeletEndpoint": {"Port": port}}}});
+        let req = Request {
+            query: crate::server::http::parse_query("tailLines=5&container=x&bogus=1"),
+            ..Request::default()
+        };
+        let spec = LogSpec::new(&req, &node, "default", "p", "app").unwrap();
+        assert_eq!(spec.path, "/containerLogs/default/p/app?tailLines=5");
+        let mut out = Vec::new();
+        assert!(spec.proxy(&mut out).unwrap().is_ok());
+        assert_eq!(server.join().unwrap(), "GET /containerLogs/default/p/app?tailLines=5 HTTP/1.1\r\n");
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 200 OK\r\n") && text.contains("6\r\nhello\n\r\n0\r\n\r\n"),
+            "{text}"
+        );
+        assert!(LogSpec::new(&req, &json!({}), "default", "p", "app").is_err());
     }
 }
