@@ -293,6 +293,44 @@ fn objects_survive_a_restart() {
     let pod = write_pod(&dir.0, POD_YAML);
     let again = kubectl_ok(&cp, &["apply", "-f", pod.to_str().expect("UTF-8 path")]);
     assert!(again.contains("unchanged"), "{again}");
+    // A watch from before the restart is told its resourceVersion has expired.
+    let program = r#"
+import http.client, json, ssl, sys, yaml
+cfg = yaml.safe_load(open(sys.argv[1]))
+token = cfg["users"][0]["user"]["token"]
+host, port = sys.argv[2].rsplit("//", 1)[1].split(":")
+c = http.client.HTTPSConnection(host, int(port), context=ssl.create_default_context(cafile=sys.argv[3]), timeout=20)
+c.request("GET", "/api/v1/namespaces/default/pods?watch=1&timeoutSeconds=2&resourceVersion=1", headers={"Authorization": "Bearer " + token})
+r = c.getresponse()
+for line in r.read().decode().splitlines():
+    ev = json.loads(line)
+    print(ev["type"], ev["object"].get("code"), ev["object"].get("reason"))
+"#;
+    let o = python(&cp, program);
+    assert!(o.ok && o.stdout.contains("ERROR 410 Expired"), "{}\n{}", o.stdout, o.stderr);
+}
+
+#[test]
+fn kubectl_get_watch_shows_changes() {
+    let _slot = slot();
+    let dir = TempDir::new("watch");
+    let cp = ControlPlane::start(&dir.0);
+    let pod = write_pod(&dir.0, POD_YAML);
+    kubectl_ok(&cp, &["apply", "-f", pod.to_str().expect("UTF-8 path")]);
+    let cfg = cp.kubeconfig();
+    let cache = cp.dir.join("kube-cache");
+    let home = cp.dir.clone();
+    let watcher = std::thread::spawn(move || {
+        let mut cmd = Command::new("kubectl");
+        cmd.arg("--kubeconfig").arg(cfg).arg("--cache-dir").arg(cache).env("HOME", home);
+        cmd.args(["get", "pods", "-w", "--request-timeout=5s"]);
+        run(cmd)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    kubectl_ok(&cp, &["label", "pod", "web", "watched=yes"]);
+    let out = watcher.join().expect("the watch thread");
+    let rows = out.stdout.lines().filter(|l| l.starts_with("web ")).count();
+    assert!(out.stdout.starts_with("NAME ") && rows >= 2, "{}\n{}", out.stdout, out.stderr);
 }
 
 /// Runs a Python program with the control plane's kubeconfig path as argv[1].
