@@ -584,6 +584,9 @@ impl Api {
             Ok(())
         };
         let old = self.get_obj(t, name)?;
+        if r.kind == "Namespace" && ["default", "kube-system", "kube-public"].contains(&name) {
+            return Err(ApiError::forbidden("namespaces", name, "this namespace may not be deleted"));
+        }
         if r.kind == "Pod" {
             let spec_grace =
                 old.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30);
@@ -755,6 +758,20 @@ mod tests {
         assert_eq!(code, 200);
         let (code, gone) = full(api.handle(&req("GET", "/api/v1/namespaces/default/pods/p", "")));
         assert_eq!((code, gone["reason"].as_str()), (404, Some("NotFound")));
+    }
+
+    #[test]
+    fn system_namespaces_stay_and_others_take_their_objects_along() {
+        let api = Api::new(Store::in_memory()).unwrap();
+        let (code, f) = full(api.handle(&req("DELETE", "/api/v1/namespaces/default", "")));
+        assert_eq!((code, f["reason"].as_str()), (403, Some("Forbidden")));
+        let (code, _) =
+            full(api.handle(&req("POST", "/api/v1/namespaces", r#"{"metadata":{"name":"tmp"}}"#)));
+        assert_eq!(code, 201);
+        let pod = r#"{"metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"i"}]}}"#;
+        assert_eq!(full(api.handle(&req("POST", "/api/v1/namespaces/tmp/pods", pod))).0, 201);
+        assert_eq!(full(api.handle(&req("DELETE", "/api/v1/namespaces/tmp", ""))).0, 200);
+        assert_eq!(full(api.handle(&req("GET", "/api/v1/namespaces/tmp/pods/p", ""))).0, 404);
     }
 
     #[test]

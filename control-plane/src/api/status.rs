@@ -75,6 +75,12 @@ impl ApiError {
         Self::new(401, "Unauthorized", "Unauthorized".into())
     }
 
+    /// 403 Forbidden.
+    pub fn forbidden(resource: &str, name: &str, why: &str) -> Self {
+        Self::new(403, "Forbidden", format!("{resource} \"{name}\" is forbidden: {why}"))
+            .with(name, resource, "")
+    }
+
     /// 405 MethodNotAllowed.
     pub fn method_not_allowed(method: &str) -> Self {
         Self::new(
