@@ -91,6 +91,20 @@ enum Verb {
         #[command(subcommand)]
         verb: PodVerb,
     },
+    /// Serve the Kubernetes-compatible development control plane in the foreground: writes
+    /// DIR/admin.kubeconfig and DIR/node.kubeconfig, prints `control plane ready: URL`, and
+    /// keeps every object in DIR across restarts.
+    ControlPlane {
+        /// The state directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The address to listen on.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:6443")]
+        listen: std::net::SocketAddr,
+        /// Serve plain HTTP instead of HTTPS.
+        #[arg(long)]
+        insecure_http: bool,
+    },
     /// Build container images for tests.
     Image {
         #[command(subcommand)]
@@ -258,6 +272,15 @@ fn main() -> ExitCode {
         Verb::Bench { qemu_runs, bochs_runs, vm_runs, only } => bench(qemu_runs, bochs_runs, vm_runs, &only),
         Verb::Vm { verb: VmVerb::BuildGuests } => build_guests(),
         Verb::Image { verb: ImageVerb::Busybox { out } } => image_busybox(&out),
+        Verb::ControlPlane { dir, listen, insecure_http } => {
+            return match control_plane::run(&control_plane::Config { dir, listen, insecure_http }) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("xtask: error: control plane: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Verb::Pod { verb: PodVerb::Run(args) } => {
             return match pod_run(&args) {
                 Ok(status) => ExitCode::from(status),
@@ -390,7 +413,14 @@ fn verdict(kind: Kind, status: Option<ExitStatus>) -> ExitCode {
 }
 
 fn test(args: &[String]) -> Result<ExitCode, Error> {
-    setup::ensure(&needs(&[setup::ISO, setup::QEMU, setup::BOCHS, setup::BUSYBOX, setup::STATIC_C]))?;
+    setup::ensure(&needs(&[
+        setup::ISO,
+        setup::QEMU,
+        setup::BOCHS,
+        setup::BUSYBOX,
+        setup::STATIC_C,
+        setup::CONTROL_PLANE,
+    ]))?;
     setup::ensure_kernel_target()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);

@@ -66,6 +66,16 @@ pub const LIBC_STATIC_PATH: &str = "/usr/lib/x86_64-linux-gnu/libc.a";
 /// What compiling the pod tests' static C programs (`gcc -static`) needs.
 pub const STATIC_C: &[Need] = &[program("gcc", "gcc"), file(LIBC_STATIC_PATH, "libc6-dev")];
 
+/// Where Debian's python3-kubernetes puts the official Python client.
+pub const PYTHON_KUBERNETES: &str = "/usr/lib/python3/dist-packages/kubernetes/__init__.py";
+
+/// What the control-plane tests need: kubectl and the official Python client.
+pub const CONTROL_PLANE: &[Need] = &[
+    program("kubectl", "kubectl"),
+    file("/usr/bin/python3", "python3"),
+    file(PYTHON_KUBERNETES, "python3-kubernetes"),
+];
+
 /// What booting under QEMU needs.
 pub const QEMU: &[Need] = &[program("qemu-system-x86_64", "qemu-system-x86")];
 

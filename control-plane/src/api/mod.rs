@@ -1,0 +1,796 @@
+//! The REST API: routing, the verbs on every resource, watch, and graceful pod deletion.
+//!
+//! Request bodies, paths and query parameters come from the network: every malformation is
+//! answered with a Status error.
+
+pub mod resources;
+pub mod status;
+pub mod watch;
+
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::server::http::{Request, Response};
+use crate::store::{object_rv, Key, Store, StoreError};
+use crate::validate::{self, check_fields, FieldValidation};
+use resources::Resource;
+use serde_json::{json, Value};
+use status::ApiError;
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+/// The namespaces that always exist.
+pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// What a handler produced.
+pub enum Reply {
+    /// A complete response.
+    Full(Response),
+    /// A watch to stream.
+    Watch(watch::WatchSpec),
+    /// A log to proxy from a node.
+    Log(crate::server::logs::LogSpec),
+}
+
+impl From<ApiError> for Reply {
+    fn from(e: ApiError) -> Self {
+        Reply::Full(e.response())
+    }
+}
+
+/// The time as `metav1.Time`.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+/// A path resolved to a resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The resource.
+    pub resource: &'static Resource,
+    /// The namespace (`None` for cluster-scoped objects or all namespaces).
+    pub namespace: Option<String>,
+    /// The object's name (`None` for the collection).
+    pub name: Option<String>,
+    /// The subresource.
+    pub sub: Option<String>,
+}
+
+/// What a path names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// A discovery or informational document.
+    Document(Value),
+    /// A resource, collection or subresource.
+    Resource(Target),
+    /// Nothing.
+    Unknown,
+}
+
+/// Resolves a path.
+pub fn route(path: &str) -> Route {
+    let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let (group, version, rest): (&str, &str, &[&str]) = match segs.as_slice() {
+        ["version"] => return Route::Document(resources::version()),
+        ["openapi", "v3"] => return Route::Document(crate::openapi::openapi_v3_index()),
+        ["openapi", "v3", rest @ ..] => {
+            return crate::openapi::openapi_v3(&rest.join("/")).map_or(Route::Unknown, Route::Document)
+        }
+        ["api"] => return Route::Document(resources::api_versions()),
+        ["apis"] => return Route::Document(resources::api_group_list()),
+        ["api", v] => return resources::resource_list("", v).map_or(Route::Unknown, Route::Document),
+        ["apis", g] => return resources::api_group(g).map_or(Route::Unknown, Route::Document),
+        ["apis", g, v] => return resources::resource_list(g, v).map_or(Route::Unknown, Route::Document),
+        ["api", v, rest @ ..] => ("", v, rest),
+        ["apis", g, v, rest @ ..] => (g, v, rest),
+        _ => return Route::Unknown,
+    };
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, r, more @ ..]
+            if Resource::find(group, version, r).is_some_and(|r| r.namespaced) =>
+        {
+            (Some(ns.to_string()), [&[*r][..], more].concat())
+        }
+        other => (None, other.to_vec()),
+    };
+    let Some(resource) = rest.first().and_then(|r| Resource::find(group, version, r)) else {
+        return Route::Unknown;
+    };
+    if rest.len() > 3 || (!resource.namespaced && namespace.is_some()) {
+        return Route::Unknown;
+    }
+    let name = rest.get(1).map(|s| s.to_string());
+    let sub = rest.get(2).map(|s| s.to_string());
+    if let Some(s) = &sub {
+        if !resource.subresources.contains(&s.as_str()) {
+            return Route::Unknown;
+        }
+    }
+    Route::Resource(Target { resource, namespace, name, sub })
+}
+
+/// The shared state handlers work on.
+pub struct Api {
+    /// The objects.
+    pub store: Store,
+}
+
+fn store_err(e: StoreError, t: &Target, name: &str) -> ApiError {
+    let r = t.resource;
+    match e {
+        StoreError::NotFound => ApiError::not_found(r.plural, r.group, name),
+        StoreError::AlreadyExists => ApiError::already_exists(r.plural, r.group, name),
+        StoreError::Conflict => ApiError::conflict(
+            r.plural,
+            r.group,
+            name,
+            "the object has been modified; please apply your changes to the latest version and try again",
+        ),
+        StoreError::Expired { .. } => ApiError::expired(e.to_string()),
+        StoreError::Io(e) => ApiError::internal(e.to_string()),
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::internal(e.to_string())
+    }
+}
+
+/// Parses a request body as JSON, or YAML when the content type says so.
+pub fn parse_body(req: &Request) -> Result<Value, ApiError> {
+    let ct = req.header("content-type").unwrap_or("application/json");
+    if req.body.is_empty() {
+        return Err(ApiError::bad_request("the request body is empty"));
+    }
+    if ct.contains("yaml") {
+        let v: Value = serde_yaml::from_slice(&req.body)
+            .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))?;
+        Ok(v)
+    } else {
+        serde_json::from_slice(&req.body)
+            .map_err(|e| ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}")))
+    }
+}
+
+/// A field of an object for field selectors (`metadata.name`, `spec.nodeName`, ...); absent
+/// fields read as the empty string.
+pub fn field(obj: &Value, path: &str) -> Option<String> {
+    let mut cur = obj;
+    for part in path.split('.') {
+        cur = cur.get(part)?;
+    }
+    match cur {
+        Value::String(s) => Some(s.clone()),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+fn labels(obj: &Value) -> BTreeMap<String, String> {
+    obj.pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+        .unwrap_or_default()
+}
+
+/// The selectors of a LIST or WATCH.
+pub struct Selectors {
+    label: LabelSelector,
+    field: FieldSelector,
+}
+
+impl Selectors {
+    /// From `labelSelector` and `fieldSelector`.
+    pub fn from_request(req: &Request) -> Result<Self, ApiError> {
+        let label = LabelSelector::parse(req.param("labelSelector").unwrap_or(""))
+            .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
+        let field = FieldSelector::parse(req.param("fieldSelector").unwrap_or(""))
+            .map_err(|e| ApiError::bad_request(format!("invalid field selector: {e}")))?;
+        Ok(Selectors { label, field })
+    }
+
+    /// Whether an object is selected.
+    pub fn matches(&self, obj: &Value) -> bool {
+        self.label.matches(&labels(obj)) && self.field.matches(&|f: &str| field(obj, f))
+    }
+}
+
+/// Whether the client asked for a Table.
+pub fn wants_table(req: &Request) -> bool {
+    req.header("accept").is_some_and(|a| a.contains("as=Table"))
+}
+
+/// A Table of `items` (rows carry what `includeObject` asks for), or `None` when the kind has
+/// no Table conversion.
+pub fn table(kind: &str, items: &[Value], include: Option<&str>) -> Option<Value> {
+    let include = crate::table::IncludeObject::from_query(include);
+    let t = crate::table::to_table_with(kind, items, SystemTime::now(), include);
+    (t.get("kind").and_then(Value::as_str) == Some("Table")).then_some(t)
+}
+
+fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
+    obj.get("metadata")?.get(field)?.as_str()
+}
+
+fn uid_of(obj: &Value) -> Option<&str> {
+    meta_str(obj, "uid")
+}
+
+impl Api {
+    /// Opens the API over a store, creating the system namespaces when missing.
+    pub fn new(store: Store) -> Result<Self, StoreError> {
+        let api = Api { store };
+        for ns in SYSTEM_NAMESPACES {
+            let key = Key::new("namespaces", "", ns);
+            if api.store.get(&key).is_none() {
+                let obj = json!({"apiVersion": "v1", "kind": "Namespace",
+                    "metadata": {"name": ns, "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": now_rfc3339(),
+                                 "labels": {"kubernetes.io/metadata.name": ns}},
+                    "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
+                api.store.create(key, obj)?;
+            }
+        }
+        Ok(api)
+    }
+
+    /// Answers one authenticated request.
+    pub fn handle(&self, req: &Request) -> Reply {
+        match route(&req.path) {
+            Route::Document(doc) => {
+                if req.method != "GET" {
+                    return ApiError::method_not_allowed(&req.method).into();
+                }
+                Reply::Full(Response::json(200, &doc))
+            }
+            Route::Unknown => ApiError::no_route().into(),
+            Route::Resource(t) => match self.handle_resource(req, &t) {
+                Ok(r) => r,
+                Err(e) => e.into(),
+            },
+        }
+    }
+
+    fn handle_resource(&self, req: &Request, t: &Target) -> Result<Reply, ApiError> {
+        let method = req.method.as_str();
+        match (&t.name, t.sub.as_deref(), method) {
+            (None, None, "GET") => {
+                let watching = matches!(req.param("watch"), Some("1" | "true"));
+                if watching {
+                    return Ok(Reply::Watch(watch::WatchSpec::from_request(req, t.clone())?));
+                }
+                self.list(req, t)
+            }
+            (None, None, "POST") => self.create(req, t),
+            (None, None, "DELETE") => self.delete_collection(req, t),
+            (Some(name), Some("log"), "GET") => self.log(req, t, name),
+            (Some(name), _, "GET") => {
+                let obj = self.get_obj(t, name)?;
+                Ok(Reply::Full(self.render_one(req, t, obj)))
+            }
+            (Some(name), sub, "PUT") => self.update(req, t, name, sub),
+            (Some(name), sub, "PATCH") => self.patch(req, t, name, sub),
+            (Some(name), None, "DELETE") => self.delete(req, t, name),
+            _ => Err(ApiError::method_not_allowed(method)),
+        }
+    }
+
+    fn key(&self, t: &Target, name: &str) -> Key {
+        Key::new(&t.resource.store_name(), t.namespace.as_deref().unwrap_or(""), name)
+    }
+
+    fn get_obj(&self, t: &Target, name: &str) -> Result<Value, ApiError> {
+        self.store
+            .get(&self.key(t, name))
+            .ok_or_else(|| ApiError::not_found(t.resource.plural, t.resource.group, name))
+    }
+
+    fn render_one(&self, req: &Request, t: &Target, obj: Value) -> Response {
+        if wants_table(req) {
+            if let Some(tab) = table(t.resource.kind, std::slice::from_ref(&obj), req.param("includeObject"))
+            {
+                return Response::json(200, &tab);
+            }
+        }
+        Response::json(200, &obj)
+    }
+
+    fn list(&self, req: &Request, t: &Target) -> Result<Reply, ApiError> {
+        let sel = Selectors::from_request(req)?;
+        let (items, rv) = self.store.list(&t.resource.store_name(), t.namespace.as_deref());
+        let items: Vec<Value> = items.into_iter().filter(|o| sel.matches(o)).collect();
+        if wants_table(req) {
+            if let Some(mut tab) = table(t.resource.kind, &items, req.param("includeObject")) {
+                tab["metadata"] = json!({"resourceVersion": rv.to_string()});
+                return Ok(Reply::Full(Response::json(200, &tab)));
+            }
+        }
+        let list = json!({
+            "kind": format!("{}List", t.resource.kind), "apiVersion": t.resource.api_version(),
+            "metadata": {"resourceVersion": rv.to_string()}, "items": items,
+        });
+        Ok(Reply::Full(Response::json(200, &list)))
+    }
+
+    fn check_type(&self, t: &Target, obj: &Value) -> Result<(), ApiError> {
+        if !obj.is_object() {
+            return Err(ApiError::bad_request("the body is not a JSON object"));
+        }
+        if let Some(k) = obj.get("kind").and_then(Value::as_str) {
+            if k != t.resource.kind {
+                return Err(ApiError::bad_request(format!(
+                    "the kind {k} in the body does not match the resource {}",
+                    t.resource.plural
+                )));
+            }
+        }
+        if let Some(av) = obj.get("apiVersion").and_then(Value::as_str) {
+            if av != t.resource.api_version() {
+                return Err(ApiError::bad_request(format!(
+                    "the API version {av} in the body does not match the expected API version {}",
+                    t.resource.api_version()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn create(&self, req: &Request, t: &Target) -> Result<Reply, ApiError> {
+        let mut obj = parse_body(req)?;
+        self.check_type(t, &obj)?;
+        let r = t.resource;
+        obj["kind"] = json!(r.kind);
+        obj["apiVersion"] = json!(r.api_version());
+        if !obj.get("metadata").is_some_and(Value::is_object) {
+            obj["metadata"] = json!({});
+        }
+        let ns = t.namespace.clone().unwrap_or_default();
+        if r.namespaced {
+            if let Some(body_ns) = meta_str(&obj, "namespace") {
+                if body_ns != ns {
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ));
+                }
+            }
+            if self.store.get(&Key::new("namespaces", "", &ns)).is_none() {
+                return Err(ApiError::not_found("namespaces", "", &ns));
+            }
+            obj["metadata"]["namespace"] = json!(ns);
+        }
+        let mode =
+            FieldValidation::from_query(req.param("fieldValidation")).map_err(ApiError::from_status)?;
+        check_fields(r.kind, &mut obj, mode).map_err(ApiError::from_status)?;
+        let uid = uuid::Uuid::new_v4().to_string();
+        validate::prepare_for_create(r.kind, &mut obj, &uid, SystemTime::now());
+        validate::validate_create(r.kind, &obj).map_err(ApiError::from_status)?;
+        let name = meta_str(&obj, "name").unwrap_or_default().to_string();
+        let meta = &mut obj["metadata"];
+        if let Some(m) = meta.as_object_mut() {
+            m.remove("resourceVersion");
+        }
+        if r.kind == "Pod" || r.kind == "Namespace" {
+            meta["generation"] = json!(1);
+        }
+        if req.param("dryRun").is_some() {
+            return Ok(Reply::Full(Response::json(201, &obj)));
+        }
+        let key = Key::new(&r.store_name(), &ns, &name);
+        let stored = self.store.create(key, obj).map_err(|e| store_err(e, t, &name))?;
+        Ok(Reply::Full(Response::json(201, &stored)))
+    }
+
+    /// Carries the fields a write through the main resource or a subresource must not change.
+    fn merge_for_write(t: &Target, sub: Option<&str>, old: &Value, mut new: Value) -> Value {
+        let r = t.resource;
+        let has_status = r.subresources.contains(&"status");
+        match sub {
+            Some("status") => {
+                // Only status changes through /status (and metadata labels/annotations).
+                let mut out = old.clone();
+                out["status"] = new.get("status").cloned().unwrap_or(Value::Null);
+                for f in ["labels", "annotations"] {
+                    if let Some(v) = new.pointer(&format!("/metadata/{f}")) {
+                        out["metadata"][f] = v.clone();
+                    }
+                }
+                out
+            }
+            _ => {
+                if has_status {
+                    new["status"] = old.get("status").cloned().unwrap_or(Value::Null);
+                    if new["status"].is_null() {
+                        if let Some(m) = new.as_object_mut() {
+                            m.remove("status");
+                        }
+                    }
+                }
+                // Fields the server owns.
+                for f in [
+                    "uid",
+                    "creationTimestamp",
+                    "deletionTimestamp",
+                    "deletionGracePeriodSeconds",
+                    "namespace",
+                    "name",
+                ] {
+                    match old.pointer(&format!("/metadata/{f}")) {
+                        Some(v) => new["metadata"][f] = v.clone(),
+                        None => {
+                            if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+                                m.remove(f);
+                            }
+                        }
+                    }
+                }
+                if r.kind == "Pod" && new.get("spec") != old.get("spec") {
+                    let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
+                    new["metadata"]["generation"] = json!(g + 1);
+                }
+                new
+            }
+        }
+    }
+
+    fn write(
+        &self,
+        t: &Target,
+        name: &str,
+        sub: Option<&str>,
+        make: impl FnOnce(&Value) -> Result<Value, ApiError>,
+        dry_run: bool,
+    ) -> Result<Reply, ApiError> {
+        let key = self.key(t, name);
+        let r = t.resource;
+        let mut out_dry = None;
+        let stored = self
+            .store
+            .modify::<ApiError>(&key, |old| {
+                let mut new = make(old)?;
+                if !new.is_object() || !new.get("metadata").is_some_and(Value::is_object) {
+                    return Err(ApiError::bad_request("the object has no metadata"));
+                }
+                if let Some(uid) = uid_of(&new) {
+                    if Some(uid) != uid_of(old) {
+                        return Err(ApiError::invalid(
+                            r.kind,
+                            name,
+                            "metadata.uid: Invalid value: field is immutable",
+                        ));
+                    }
+                }
+                if let Some(rv) = meta_str(&new, "resourceVersion") {
+                    if !rv.is_empty() && rv.parse::<u64>().ok() != object_rv(old) {
+                        return Err(store_err(StoreError::Conflict, t, name));
+                    }
+                }
+                new["kind"] = json!(r.kind);
+                new["apiVersion"] = json!(r.api_version());
+                let mut merged = Self::merge_for_write(t, sub, old, new);
+                validate::apply_defaults(r.kind, &mut merged);
+                if r.kind == "Pod" && sub.is_none() {
+                    merged["status"]["qosClass"] = json!(validate::qos_class(&merged));
+                }
+                validate::validate_update(r.kind, old, &merged, sub == Some("status"))
+                    .map_err(ApiError::from_status)?;
+                if dry_run {
+                    out_dry = Some(merged);
+                    return Ok(None);
+                }
+                Ok(Some(merged))
+            })
+            .map_err(|e| {
+                if e.code == 500 && e.message.contains("not found") {
+                    ApiError::not_found(r.plural, r.group, name)
+                } else {
+                    e
+                }
+            })?;
+        let obj = out_dry.unwrap_or(stored);
+        // A pod whose grace period was shortened to zero by its node goes away now.
+        Ok(Reply::Full(Response::json(200, &obj)))
+    }
+
+    fn update(&self, req: &Request, t: &Target, name: &str, sub: Option<&str>) -> Result<Reply, ApiError> {
+        let mut body = parse_body(req)?;
+        self.check_type(t, &body)?;
+        let mode =
+            FieldValidation::from_query(req.param("fieldValidation")).map_err(ApiError::from_status)?;
+        check_fields(t.resource.kind, &mut body, mode).map_err(ApiError::from_status)?;
+        if meta_str(&body, "name").is_some_and(|n| n != name) {
+            return Err(ApiError::bad_request("the name of the object does not match the name on the URL"));
+        }
+        self.exists(t, name)?;
+        self.write(t, name, sub, |_| Ok(body), req.param("dryRun").is_some())
+    }
+
+    fn exists(&self, t: &Target, name: &str) -> Result<(), ApiError> {
+        self.get_obj(t, name).map(|_| ())
+    }
+
+    fn patch(&self, req: &Request, t: &Target, name: &str, sub: Option<&str>) -> Result<Reply, ApiError> {
+        let ct = req.header("content-type").unwrap_or("").split(';').next().unwrap_or("").trim().to_string();
+        let kind = match ct.as_str() {
+            "application/json-patch+json" => 0,
+            "application/merge-patch+json" => 1,
+            "application/strategic-merge-patch+json" => 2,
+            _ => return Err(ApiError::unsupported_media_type(&ct)),
+        };
+        let patch: Value = serde_json::from_slice(&req.body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+        self.exists(t, name)?;
+        let rkind = t.resource.kind;
+        let mode =
+            FieldValidation::from_query(req.param("fieldValidation")).map_err(ApiError::from_status)?;
+        self.write(
+            t,
+            name,
+            sub,
+            |old| {
+                let mut patched = match kind {
+                    0 => crate::patch::apply_json_patch(old, &patch)
+                        .map_err(|e| ApiError::invalid(rkind, name, &e.to_string()))?,
+                    1 => crate::patch::apply_merge_patch(old, &patch),
+                    _ => {
+                        let keys = crate::patch::k8s_merge_keys(rkind);
+                        crate::patch::apply_strategic_merge_patch(old, &patch, &keys)
+                            .map_err(|e| ApiError::bad_request(e.to_string()))?
+                    }
+                };
+                check_fields(rkind, &mut patched, mode).map_err(ApiError::from_status)?;
+                // A patch without a resourceVersion is unconditional.
+                if patch.pointer("/metadata/resourceVersion").is_none() {
+                    if let Some(m) = patched.get_mut("metadata").and_then(Value::as_object_mut) {
+                        m.remove("resourceVersion");
+                    }
+                }
+                Ok(patched)
+            },
+            req.param("dryRun").is_some(),
+        )
+    }
+
+    fn delete(&self, req: &Request, t: &Target, name: &str) -> Result<Reply, ApiError> {
+        let opts: Value = if req.body.is_empty() { json!({}) } else { parse_body(req)? };
+        let grace_param = req.param("gracePeriodSeconds").and_then(|g| g.parse::<i64>().ok());
+        let grace_opt = opts.get("gracePeriodSeconds").and_then(Value::as_i64).or(grace_param);
+        let pre_uid = opts.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string);
+        let pre_rv =
+            opts.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(str::to_string);
+        let r = t.resource;
+        let key = self.key(t, name);
+        let check = |old: &Value| -> Result<(), ApiError> {
+            if let Some(u) = &pre_uid {
+                if uid_of(old) != Some(u.as_str()) {
+                    return Err(ApiError::conflict(
+                        r.plural,
+                        r.group,
+                        name,
+                        &format!(
+                            "Precondition failed: UID in precondition: {u}, UID in object meta: {}",
+                            uid_of(old).unwrap_or("")
+                        ),
+                    ));
+                }
+            }
+            if let Some(v) = &pre_rv {
+                if meta_str(old, "resourceVersion") != Some(v.as_str()) {
+                    return Err(ApiError::conflict(
+                        r.plural,
+                        r.group,
+                        name,
+                        &format!("Precondition failed: ResourceVersion in precondition: {v}"),
+                    ));
+                }
+            }
+            Ok(())
+        };
+        let old = self.get_obj(t, name)?;
+        if r.kind == "Namespace" && ["default", "kube-system", "kube-public"].contains(&name) {
+            return Err(ApiError::forbidden("namespaces", name, "this namespace may not be deleted"));
+        }
+        if r.kind == "Pod" {
+            let spec_grace =
+                old.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30);
+            let grace = grace_opt.unwrap_or(spec_grace).max(0);
+            let bound = old.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+            let finished =
+                matches!(old.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed"));
+            if bound && !finished && grace > 0 {
+                check(&old)?;
+                let stored = self.store.modify::<ApiError>(&key, |cur| {
+                    check(cur)?;
+                    let current = cur.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64);
+                    if current.is_some_and(|c| c <= grace) {
+                        return Ok(None);
+                    }
+                    let mut new = cur.clone();
+                    let at = SystemTime::now() + Duration::from_secs(grace.unsigned_abs());
+                    new["metadata"]["deletionTimestamp"] =
+                        json!(humantime::format_rfc3339_seconds(at).to_string());
+                    new["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+                    Ok(Some(new))
+                })?;
+                return Ok(Reply::Full(Response::json(200, &stored)));
+            }
+        }
+        let gone = self.store.delete::<ApiError>(&key, check).map_err(|e| {
+            if e.code == 500 && e.message.contains("not found") {
+                ApiError::not_found(r.plural, r.group, name)
+            } else {
+                e
+            }
+        })?;
+        if r.kind == "Namespace" {
+            for res in resources::RESOURCES.iter().filter(|x| x.namespaced) {
+                let (items, _) = self.store.list(&res.store_name(), Some(name));
+                for it in items {
+                    if let Some(n) = meta_str(&it, "name") {
+                        let _ = self
+                            .store
+                            .delete::<StoreError>(&Key::new(&res.store_name(), name, n), |_| Ok(()));
+                    }
+                }
+            }
+        }
+        Ok(Reply::Full(Response::json(200, &gone)))
+    }
+
+    fn delete_collection(&self, req: &Request, t: &Target) -> Result<Reply, ApiError> {
+        let sel = Selectors::from_request(req)?;
+        let (items, _) = self.store.list(&t.resource.store_name(), t.namespace.as_deref());
+        let mut deleted = Vec::new();
+        for it in items.into_iter().filter(|o| sel.matches(o)) {
+            let ns = meta_str(&it, "namespace").unwrap_or("").to_string();
+            if let Some(n) = meta_str(&it, "name") {
+                let key = Key::new(&t.resource.store_name(), &ns, n);
+                if let Ok(v) = self.store.delete::<StoreError>(&key, |_| Ok(())) {
+                    deleted.push(v);
+                }
+            }
+        }
+        let list = json!({"kind": format!("{}List", t.resource.kind), "apiVersion": t.resource.api_version(),
+                          "metadata": {"resourceVersion": self.store.rv().to_string()}, "items": deleted});
+        Ok(Reply::Full(Response::json(200, &list)))
+    }
+
+    fn log(&self, req: &Request, t: &Target, name: &str) -> Result<Reply, ApiError> {
+        let pod = self.get_obj(t, name)?;
+        let ns = t.namespace.clone().unwrap_or_default();
+        let container = match req.param("container") {
+            Some(c) => c.to_string(),
+            None => pod
+                .pointer("/spec/containers/0/name")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| ApiError::bad_request("the pod has no containers"))?,
+        };
+        let Some(node_name) = pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty())
+        else {
+            return Err(ApiError::bad_request(format!(
+                "container \"{container}\" in pod \"{name}\" is waiting to start: the pod is not scheduled"
+            )));
+        };
+        let node = self
+            .store
+            .get(&Key::new("nodes", "", node_name))
+            .ok_or_else(|| ApiError::not_found("nodes", "", node_name))?;
+        crate::server::logs::LogSpec::new(req, &node, &ns, name, &container).map(Reply::Log)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(method: &str, path: &str, body: &str) -> Request {
+        let (p, q) = path.split_once('?').unwrap_or((path, ""));
+        Request {
+            method: method.into(),
+            path: p.into(),
+            query: crate::server::http::parse_query(q),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    fn full(r: Reply) -> (u16, Value) {
+        match r {
+            Reply::Full(resp) => (resp.status, serde_json::from_slice(&resp.body).unwrap()),
+            _ => panic!("not a full reply"),
+        }
+    }
+
+    #[test]
+    fn routes_resolve_paths() {
+        let Route::Resource(t) = route("/api/v1/namespaces/default/pods/p/status") else { panic!() };
+        assert_eq!(
+            (t.resource.plural, t.namespace.as_deref(), t.name.as_deref(), t.sub.as_deref()),
+            ("pods", Some("default"), Some("p"), Some("status"))
+        );
+        let Route::Resource(t) = route("/api/v1/namespaces/kube-system") else { panic!() };
+        assert_eq!((t.resource.plural, t.name.as_deref()), ("namespaces", Some("kube-system")));
+        let Route::Resource(t) = route("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n1")
+        else {
+            panic!()
+        };
+        assert_eq!(t.resource.kind, "Lease");
+        assert_eq!(route("/api/v1/pods/x/y/z"), Route::Unknown);
+        assert_eq!(route("/api/v1/namespaces/default/nodes"), Route::Unknown);
+        assert_eq!(route("/api/v1/namespaces/default/pods/p/exec"), Route::Unknown);
+        assert!(matches!(route("/api/v1"), Route::Document(_)));
+    }
+
+    #[test]
+    fn pod_crud_with_conflicts_and_status_errors() {
+        let api = Api::new(Store::in_memory()).unwrap();
+        let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","labels":{"app":"a"}},"spec":{"containers":[{"name":"c","image":"busybox"}]}}"#;
+        let (code, created) = full(api.handle(&req("POST", "/api/v1/namespaces/default/pods", pod)));
+        assert_eq!(code, 201);
+        assert_eq!(created["status"]["phase"], "Pending");
+        let (code, again) = full(api.handle(&req("POST", "/api/v1/namespaces/default/pods", pod)));
+        assert_eq!((code, again["reason"].as_str()), (409, Some("AlreadyExists")));
+        let (code, nons) = full(api.handle(&req("POST", "/api/v1/namespaces/nope/pods", pod)));
+        assert_eq!((code, nons["message"].as_str()), (404, Some("namespaces \"nope\" not found")));
+        let (code, bad) = full(api.handle(&req("POST", "/api/v1/namespaces/default/pods", "{not json")));
+        assert_eq!((code, bad["reason"].as_str()), (400, Some("BadRequest")));
+        let mut stale = created.clone();
+        stale["metadata"]["resourceVersion"] = json!("1");
+        let (code, c) =
+            full(api.handle(&req("PUT", "/api/v1/namespaces/default/pods/p", &stale.to_string())));
+        assert_eq!((code, c["reason"].as_str()), (409, Some("Conflict")));
+        let (code, list) = full(api.handle(&req("GET", "/api/v1/pods?labelSelector=app%3Da", "")));
+        assert_eq!((code, list["items"].as_array().unwrap().len()), (200, 1));
+        let (_, list) = full(api.handle(&req("GET", "/api/v1/pods?labelSelector=app%3Db", "")));
+        assert_eq!(list["items"].as_array().unwrap().len(), 0);
+        let (_, list) = full(api.handle(&req("GET", "/api/v1/pods?fieldSelector=spec.nodeName%3D", "")));
+        assert_eq!(list["items"].as_array().unwrap().len(), 1);
+        let (code, _) = full(api.handle(&req(
+            "PATCH",
+            "/api/v1/namespaces/default/pods/p",
+            r#"{"metadata":{"labels":{"x":"y"}}}"#,
+        )));
+        assert_eq!(code, 415);
+        let mut patch =
+            req("PATCH", "/api/v1/namespaces/default/pods/p", r#"{"metadata":{"labels":{"x":"y"}}}"#);
+        patch.headers = vec![("content-type".into(), "application/merge-patch+json".into())];
+        let (code, patched) = full(api.handle(&patch));
+        assert_eq!((code, patched["metadata"]["labels"]["x"].as_str()), (200, Some("y")));
+        let (code, _) = full(api.handle(&req("DELETE", "/api/v1/namespaces/default/pods/p", "")));
+        assert_eq!(code, 200);
+        let (code, gone) = full(api.handle(&req("GET", "/api/v1/namespaces/default/pods/p", "")));
+        assert_eq!((code, gone["reason"].as_str()), (404, Some("NotFound")));
+    }
+
+    #[test]
+    fn system_namespaces_stay_and_others_take_their_objects_along() {
+        let api = Api::new(Store::in_memory()).unwrap();
+        let (code, f) = full(api.handle(&req("DELETE", "/api/v1/namespaces/default", "")));
+        assert_eq!((code, f["reason"].as_str()), (403, Some("Forbidden")));
+        let (code, _) =
+            full(api.handle(&req("POST", "/api/v1/namespaces", r#"{"metadata":{"name":"tmp"}}"#)));
+        assert_eq!(code, 201);
+        let pod = r#"{"metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"i"}]}}"#;
+        assert_eq!(full(api.handle(&req("POST", "/api/v1/namespaces/tmp/pods", pod))).0, 201);
+        assert_eq!(full(api.handle(&req("DELETE", "/api/v1/namespaces/tmp", ""))).0, 200);
+        assert_eq!(full(api.handle(&req("GET", "/api/v1/namespaces/tmp/pods/p", ""))).0, 404);
+    }
+
+    #[test]
+    fn bound_pods_are_deleted_gracefully_and_finally_with_a_uid_precondition() {
+        let api = Api::new(Store::in_memory()).unwrap();
+        let pod =
+            r#"{"metadata":{"name":"p"},"spec":{"nodeName":"n1","containers":[{"name":"c","image":"i"}]}}"#;
+        let (_, created) = full(api.handle(&req("POST", "/api/v1/namespaces/default/pods", pod)));
+        let (code, terminating) = full(api.handle(&req("DELETE", "/api/v1/namespaces/default/pods/p", "")));
+        assert_eq!(code, 200);
+        assert!(terminating["metadata"]["deletionTimestamp"].is_string());
+        assert_eq!(terminating["metadata"]["deletionGracePeriodSeconds"], 30);
+        let wrong = r#"{"gracePeriodSeconds":0,"preconditions":{"uid":"other"}}"#;
+        let (code, c) = full(api.handle(&req("DELETE", "/api/v1/namespaces/default/pods/p", wrong)));
+        assert_eq!((code, c["reason"].as_str()), (409, Some("Conflict")));
+        let right = json!({"gracePeriodSeconds": 0, "preconditions": {"uid": created["metadata"]["uid"]}})
+            .to_string();
+        let (code, _) = full(api.handle(&req("DELETE", "/api/v1/namespaces/default/pods/p", &right)));
+        assert_eq!(code, 200);
+        assert_eq!(full(api.handle(&req("GET", "/api/v1/namespaces/default/pods/p", ""))).0, 404);
+    }
+}

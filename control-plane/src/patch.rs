@@ -1,0 +1,1011 @@
+//! The three PATCH content types an apiserver accepts, as pure functions over JSON values:
+//!
+//! - `application/json-patch+json`: RFC 6902 ([`apply_json_patch`]).
+//! - `application/merge-patch+json`: RFC 7386 ([`apply_merge_patch`]).
+//! - `application/strategic-merge-patch+json`: Kubernetes strategic merge patch
+//!   ([`apply_strategic_merge_patch`]), with the patch metadata of a kind from [`k8s_merge_keys`].
+//!
+//! Strategic merge semantics (apimachinery `pkg/util/strategicpatch`, applied with parallel-list merging):
+//! maps merge key by key and `null` deletes a key; a list whose field has patch strategy `merge` merges
+//! element by element on its patch merge key (lists of scalars merge as sets); any other list is replaced.
+//! Directives: `"$patch": "replace"` in a map replaces the map, `"$patch": "delete"` deletes it, and
+//! `"$patch": "merge"` is an explicit ordinary merge; a list element `{"$patch": "replace"}` replaces the
+//! whole list with the other patch elements, `{"$patch": "delete", <key>: v}` removes the element with that
+//! key; `"$setElementOrder/<list>": [...]` fixes the order of the merged list; `"$retainKeys": [...]` drops
+//! every key of the map not named; `"$deleteFromPrimitiveList/<list>": [...]` removes scalars from a list.
+//! Element order after a list merge: elements named by the patch (or by `$setElementOrder`) follow that
+//! order, elements only on the server keep their place relative to them.
+//!
+//! The patch body is client input: every malformation is a [`PatchError`], nothing panics.
+
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// Why a patch could not be applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PatchError {
+    /// A JSON patch must be an array of operations.
+    JsonPatchNotArray,
+    /// Operation `index` is not an object or lacks a required member.
+    MissingMember { index: usize, member: &'static str },
+    /// Operation `index` has an `op` other than add/remove/replace/move/copy/test.
+    UnknownOperation { index: usize, op: String },
+    /// A JSON pointer does not start with `/` or has a bad `~` escape.
+    InvalidPointer(String),
+    /// The location a pointer names does not exist.
+    PathNotFound(String),
+    /// An array index is not a number, has leading zeros, or is out of range.
+    InvalidIndex(String),
+    /// A `test` operation found a different value.
+    TestFailed(String),
+    /// `move` from a location into one of its own children.
+    MoveIntoChild { from: String, path: String },
+    /// A strategic merge patch (or a map inside it) must be a JSON object.
+    NotAnObject(String),
+    /// A `$patch` directive with an unknown value.
+    BadDirective(String),
+    /// A list element in a merge-by-key list lacks the merge key.
+    MissingMergeKey { list: String, key: String },
+    /// A merge-by-key list has an element that is not an object.
+    ListElementNotObject(String),
+    /// A `$setElementOrder`, `$retainKeys` or `$deleteFromPrimitiveList` value is not a list.
+    BadDirectiveList(String),
+    /// The patch has a key that its `$retainKeys` list does not name.
+    KeyNotRetained(String),
+}
+
+impl fmt::Display for PatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::JsonPatchNotArray => write!(f, "json patch must be an array of operations"),
+            Self::MissingMember { index, member } => {
+                write!(f, "json patch operation {index}: missing member \"{member}\"")
+            }
+            Self::UnknownOperation { index, op } => {
+                write!(f, "json patch operation {index}: unexpected kind of operation \"{op}\"")
+            }
+            Self::InvalidPointer(p) => write!(f, "invalid JSON pointer \"{p}\""),
+            Self::PathNotFound(p) => write!(f, "doc is missing path: \"{p}\""),
+            Self::InvalidIndex(p) => write!(f, "invalid array index in \"{p}\""),
+            Self::TestFailed(p) => write!(f, "testing value {p} failed"),
+            Self::MoveIntoChild { from, path } => {
+                write!(f, "cannot move \"{from}\" into its own child \"{path}\"")
+            }
+            Self::NotAnObject(p) => write!(f, "strategic merge patch at \"{p}\" must be a JSON object"),
+            Self::BadDirective(d) => write!(f, "unknown patch type: {d}"),
+            Self::MissingMergeKey { list, key } => {
+                write!(f, "map in list \"{list}\" does not contain declared merge key: {key}")
+            }
+            Self::ListElementNotObject(l) => {
+                write!(f, "list \"{l}\" merges by key but has a non-object element")
+            }
+            Self::BadDirectiveList(k) => write!(f, "invalid patch: \"{k}\" must be a list"),
+            Self::KeyNotRetained(k) => write!(f, "invalid patch: key \"{k}\" is not in the $retainKeys list"),
+        }
+    }
+}
+
+impl std::error::Error for PatchError {}
+
+// ---------------------------------------------------------------------------------------------
+// RFC 6902 JSON patch
+// ---------------------------------------------------------------------------------------------
+
+/// Splits a JSON pointer (RFC 6901) into unescaped reference tokens.
+fn parse_pointer(pointer: &str) -> Result<Vec<String>, PatchError> {
+    if pointer.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rest = pointer.strip_prefix('/').ok_or_else(|| PatchError::InvalidPointer(pointer.into()))?;
+    rest.split('/')
+        .map(|tok| {
+            let mut out = String::new();
+            let mut chars = tok.chars();
+            while let Some(c) = chars.next() {
+                if c == '~' {
+                    match chars.next() {
+                        Some('0') => out.push('~'),
+                        Some('1') => out.push('/'),
+                        _ => return Err(PatchError::InvalidPointer(pointer.into())),
+                    }
+                } else {
+                    out.push(c);
+                }
+            }
+            Ok(out)
+        })
+        .collect()
+}
+
+/// An existing array index (no leading zeros, no sign).
+fn array_index(tok: &str, len: usize, pointer: &str) -> Result<usize, PatchError> {
+    let bad = || PatchError::InvalidIndex(pointer.into());
+    if tok.is_empty() || (tok.len() > 1 && tok.starts_with('0')) || !tok.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let i: usize = tok.parse().map_err(|_| bad())?;
+    if i < len {
+        Ok(i)
+    } else {
+        Err(bad())
+    }
+}
+
+fn lookup<'a>(doc: &'a Value, toks: &[String], pointer: &str) -> Result<&'a Value, PatchError> {
+    let mut cur = doc;
+    for t in toks {
+        cur = match cur {
+            Value::Object(m) => m.get(t),
+            Value::Array(a) => a.get(array_index(t, a.len(), pointer)?),
+            _ => None,
+        }
+        .ok_or_else(|| PatchError::PathNotFound(pointer.into()))?;
+    }
+    Ok(cur)
+}
+
+fn lookup_mut<'a>(doc: &'a mut Value, toks: &[String], pointer: &str) -> Result<&'a mut Value, PatchError> {
+    let mut cur = doc;
+    for t in toks {
+        cur = match cur {
+            Value::Object(m) => m.get_mut(t),
+            Value::Array(a) => {
+                let len = a.len();
+                a.get_mut(array_index(t, len, pointer)?)
+            }
+            _ => None,
+        }
+        .ok_or_else(|| PatchError::PathNotFound(pointer.into()))?;
+    }
+    Ok(cur)
+}
+
+fn op_add(doc: &mut Value, pointer: &str, value: Value) -> Result<(), PatchError> {
+    let toks = parse_pointer(pointer)?;
+    let Some((last, parent)) = toks.split_last() else {
+        *doc = value;
+        return Ok(());
+    };
+    match lookup_mut(doc, parent, pointer)? {
+        Value::Object(m) => {
+            m.insert(last.clone(), value);
+            Ok(())
+        }
+        Value::Array(a) => {
+            if last == "-" || *last == a.len().to_string() {
+                a.push(value);
+            } else {
+                let i = array_index(last, a.len(), pointer)?;
+                a.insert(i, value);
+            }
+            Ok(())
+        }
+        _ => Err(PatchError::PathNotFound(pointer.into())),
+    }
+}
+
+fn op_remove(doc: &mut Value, pointer: &str) -> Result<Value, PatchError> {
+    let toks = parse_pointer(pointer)?;
+    let Some((last, parent)) = toks.split_last() else {
+        return Ok(std::mem::replace(doc, Value::Null));
+    };
+    match lookup_mut(doc, parent, pointer)? {
+        Value::Object(m) => m.remove(last).ok_or_else(|| PatchError::PathNotFound(pointer.into())),
+        Value::Array(a) => {
+            let i = array_index(last, a.len(), pointer)?;
+            Ok(a.remove(i))
+        }
+        _ => Err(PatchError::PathNotFound(pointer.into())),
+    }
+}
+
+fn member<'a>(op: &'a Map<String, Value>, index: usize, name: &'static str) -> Result<&'a Value, PatchError> {
+    op.get(name).ok_or(PatchError::MissingMember { index, member: name })
+}
+
+fn member_str<'a>(
+    op: &'a Map<String, Value>,
+    index: usize,
+    name: &'static str,
+) -> Result<&'a str, PatchError> {
+    member(op, index, name)?.as_str().ok_or(PatchError::MissingMember { index, member: name })
+}
+
+/// Applies an RFC 6902 JSON patch; the document is unchanged unless every operation succeeds.
+pub fn apply_json_patch(doc: &Value, patch: &Value) -> Result<Value, PatchError> {
+    let ops = patch.as_array().ok_or(PatchError::JsonPatchNotArray)?;
+    let mut out = doc.clone();
+    for (index, op) in ops.iter().enumerate() {
+        let op = op.as_object().ok_or(PatchError::MissingMember { index, member: "op" })?;
+        let kind = member_str(op, index, "op")?;
+        let path = member_str(op, index, "path")?;
+        match kind {
+            "add" => op_add(&mut out, path, member(op, index, "value")?.clone())?,
+            "remove" => {
+                op_remove(&mut out, path)?;
+            }
+            "replace" => {
+                let toks = parse_pointer(path)?;
+                *lookup_mut(&mut out, &toks, path)? = member(op, index, "value")?.clone();
+            }
+            "move" => {
+                let from = member_str(op, index, "from")?;
+                if from != path && path.starts_with(from) && path.as_bytes().get(from.len()) == Some(&b'/') {
+                    return Err(PatchError::MoveIntoChild { from: from.into(), path: path.into() });
+                }
+                let v = op_remove(&mut out, from)?;
+                op_add(&mut out, path, v)?;
+            }
+            "copy" => {
+                let from = member_str(op, index, "from")?;
+                let v = lookup(&out, &parse_pointer(from)?, from)?.clone();
+                op_add(&mut out, path, v)?;
+            }
+            "test" => {
+                let want = member(op, index, "value")?;
+                if lookup(&out, &parse_pointer(path)?, path)? != want {
+                    return Err(PatchError::TestFailed(path.into()));
+                }
+            }
+            other => return Err(PatchError::UnknownOperation { index, op: other.into() }),
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// RFC 7386 JSON merge patch
+// ---------------------------------------------------------------------------------------------
+
+/// Applies an RFC 7386 merge patch: objects merge recursively, `null` deletes, anything else replaces.
+pub fn apply_merge_patch(doc: &Value, patch: &Value) -> Value {
+    match patch {
+        Value::Object(p) => {
+            let mut target = match doc {
+                Value::Object(m) => m.clone(),
+                _ => Map::new(),
+            };
+            for (k, v) in p {
+                if v.is_null() {
+                    target.remove(k);
+                } else {
+                    let merged = apply_merge_patch(target.get(k).unwrap_or(&Value::Null), v);
+                    target.insert(k.clone(), merged);
+                }
+            }
+            Value::Object(target)
+        }
+        other => other.clone(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Strategic merge patch
+// ---------------------------------------------------------------------------------------------
+
+const DIRECTIVE: &str = "$patch";
+const RETAIN_KEYS: &str = "$retainKeys";
+const SET_ORDER_PREFIX: &str = "$setElementOrder/";
+const DELETE_PRIMITIVE_PREFIX: &str = "$deleteFromPrimitiveList/";
+
+/// How a list field is patched: what the merge-key function says for its path.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ListStrategy<'k> {
+    /// Replaced by the patch's list.
+    Replace,
+    /// A set of scalars: union, keeping the first of duplicates.
+    Scalars,
+    /// Objects merged by this key.
+    ByKey(&'k str),
+}
+
+fn strategy(keys: &dyn Fn(&[&str]) -> Option<&'static str>, path: &[String]) -> ListStrategy<'static> {
+    let p: Vec<&str> = path.iter().map(String::as_str).collect();
+    match keys(&p) {
+        None => ListStrategy::Replace,
+        Some("") => ListStrategy::Scalars,
+        Some(k) => ListStrategy::ByKey(k),
+    }
+}
+
+struct Smp<'a> {
+    keys: &'a dyn Fn(&[&str]) -> Option<&'static str>,
+}
+
+/// Outcome of merging a map: a new map, or `$patch: delete`.
+enum MapResult {
+    Map(Map<String, Value>),
+    Delete,
+}
+
+impl MapResult {
+    /// The value to store under the map's key; `None` removes the key.
+    fn into_value(self) -> Option<Value> {
+        match self {
+            Self::Map(m) => Some(Value::Object(m)),
+            Self::Delete => None,
+        }
+    }
+}
+
+fn joined(path: &[String]) -> String {
+    path.join(".")
+}
+
+/// The identity of a list element: its merge-key value, or the element itself for scalars.
+fn identity<'v>(v: &'v Value, key: Option<&str>) -> Option<&'v Value> {
+    match key {
+        Some(k) => v.get(k),
+        None => Some(v),
+    }
+}
+
+fn position(list: &[Value], item: &Value, key: Option<&str>) -> Option<usize> {
+    let id = identity(item, key)?;
+    list.iter().position(|e| identity(e, key) == Some(id))
+}
+
+/// Orders a merged list: `patch_items` by `order`, `server_only` by `server_order`, then interleaves them
+/// so that server-only items keep their place relative to patch items that also were on the server.
+fn normalize_order(
+    mut patch_items: Vec<Value>,
+    mut server_only: Vec<Value>,
+    order: &[Value],
+    server_order: &[Value],
+    key: Option<&str>,
+) -> Vec<Value> {
+    patch_items.sort_by_key(|v| position(order, v, key).unwrap_or(usize::MAX));
+    server_only.sort_by_key(|v| position(server_order, v, key).unwrap_or(usize::MAX));
+    let mut out = Vec::with_capacity(patch_items.len() + server_only.len());
+    let mut left = server_only.into_iter().peekable();
+    let mut right = patch_items.into_iter().peekable();
+    loop {
+        let take_left = match (left.peek(), right.peek()) {
+            (None, None) => break,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some(l), Some(r)) => match (position(server_order, l, key), position(server_order, r, key)) {
+                (Some(li), Some(ri)) => li < ri,
+                _ => false,
+            },
+        };
+        let next = if take_left { left.next() } else { right.next() };
+        out.extend(next);
+    }
+    out
+}
+
+/// Splits `merged` into (items whose identity appears in `by`, the rest).
+fn partition(merged: Vec<Value>, by: &[Value], key: Option<&str>) -> (Vec<Value>, Vec<Value>) {
+    merged.into_iter().partition(|v| position(by, v, key).is_some())
+}
+
+impl Smp<'_> {
+    fn merge_map(
+        &self,
+        mut orig: Map<String, Value>,
+        patch: &Map<String, Value>,
+        path: &mut Vec<String>,
+    ) -> Result<MapResult, PatchError> {
+        if let Some(d) = patch.get(DIRECTIVE) {
+            match d.as_str() {
+                Some("replace") => {
+                    let mut rest = patch.clone();
+                    rest.remove(DIRECTIVE);
+                    return self.merge_map(Map::new(), &rest, path);
+                }
+                Some("delete") => return Ok(MapResult::Delete),
+                Some("merge") => {}
+                _ => return Err(PatchError::BadDirective(d.to_string())),
+            }
+        }
+
+        if let Some(retain) = patch.get(RETAIN_KEYS) {
+            let list = retain.as_array().ok_or_else(|| PatchError::BadDirectiveList(RETAIN_KEYS.into()))?;
+            let names: Vec<&str> = list.iter().filter_map(Value::as_str).collect();
+            if names.len() != list.len() {
+                return Err(PatchError::BadDirectiveList(RETAIN_KEYS.into()));
+            }
+            for (k, v) in patch {
+                if !v.is_null() && !k.starts_with('$') && !names.contains(&k.as_str()) {
+                    return Err(PatchError::KeyNotRetained(k.clone()));
+                }
+            }
+            orig.retain(|k, _| names.contains(&k.as_str()));
+        }
+
+        let mut handled: Vec<&str> = Vec::new();
+
+        // Scalars to remove from primitive lists go first, so a list both trimmed and extended works.
+        for (k, v) in patch {
+            let Some(field) = k.strip_prefix(DELETE_PRIMITIVE_PREFIX) else { continue };
+            let gone = v.as_array().ok_or_else(|| PatchError::BadDirectiveList(k.clone()))?;
+            if let Some(Value::Array(list)) = orig.get_mut(field) {
+                list.retain(|e| !gone.contains(e));
+            }
+        }
+
+        for (k, v) in patch {
+            let Some(field) = k.strip_prefix(SET_ORDER_PREFIX) else { continue };
+            let order = v.as_array().ok_or_else(|| PatchError::BadDirectiveList(k.clone()))?;
+            path.push(field.to_string());
+            let strat = strategy(self.keys, path);
+            let key = match strat {
+                ListStrategy::ByKey(k) => Some(k),
+                _ => None,
+            };
+            let orig_list = match orig.get(field) {
+                Some(Value::Array(a)) => Some(a.clone()),
+                Some(_) => return Err(PatchError::BadDirectiveList(k.clone())),
+                None => None,
+            };
+            let patch_list = match patch.get(field) {
+                Some(Value::Array(a)) => Some(a),
+                Some(Value::Null) | None => None,
+                Some(_) => return Err(PatchError::BadDirectiveList(k.clone())),
+            };
+            let merged = match (&orig_list, patch_list) {
+                (Some(o), None) => o.clone(),
+                (None, Some(p)) => self.merge_list(Vec::new(), p, strat, path)?,
+                (Some(o), Some(p)) => self.merge_list(o.clone(), p, strat, path)?,
+                (None, None) => {
+                    path.pop();
+                    continue;
+                }
+            };
+            path.pop();
+            let (in_order, server_only) = partition(merged, order, key);
+            let server_order = orig_list.unwrap_or_default();
+            let ordered = normalize_order(in_order, server_only, order, &server_order, key);
+            orig.insert(field.to_string(), Value::Array(ordered));
+            if patch_list.is_some() {
+                handled.push(field);
+            }
+        }
+
+        for (k, v) in patch {
+            if k == DIRECTIVE
+                || k == RETAIN_KEYS
+                || k.starts_with(SET_ORDER_PREFIX)
+                || k.starts_with(DELETE_PRIMITIVE_PREFIX)
+                || handled.contains(&k.as_str())
+            {
+                continue;
+            }
+            if v.is_null() {
+                orig.remove(k);
+                continue;
+            }
+            path.push(k.clone());
+            let merged = match (orig.remove(k), v) {
+                (Some(Value::Object(o)), Value::Object(p)) => self.merge_map(o, p, path)?.into_value(),
+                (_, Value::Object(p)) => self.merge_map(Map::new(), p, path)?.into_value(),
+                (Some(Value::Array(o)), Value::Array(p)) => {
+                    Some(Value::Array(self.merge_list(o, p, strategy(self.keys, path), path)?))
+                }
+                (_, Value::Array(p)) => {
+                    Some(Value::Array(self.merge_list(Vec::new(), p, strategy(self.keys, path), path)?))
+                }
+                (_, other) => Some(other.clone()),
+            };
+            path.pop();
+            if let Some(value) = merged {
+                orig.insert(k.clone(), value);
+            }
+        }
+        Ok(MapResult::Map(orig))
+    }
+
+    fn merge_list(
+        &self,
+        orig: Vec<Value>,
+        patch: &[Value],
+        strat: ListStrategy<'_>,
+        path: &mut Vec<String>,
+    ) -> Result<Vec<Value>, PatchError> {
+        match strat {
+            ListStrategy::Replace => Ok(patch.to_vec()),
+            ListStrategy::Scalars => {
+                let mut merged: Vec<Value> = Vec::new();
+                for v in orig.iter().chain(patch) {
+                    if !merged.contains(v) {
+                        merged.push(v.clone());
+                    }
+                }
+                let (p, s) = partition(merged, patch, None);
+                Ok(normalize_order(p, s, patch, &orig, None))
+            }
+            ListStrategy::ByKey(key) => {
+                let mut orig = orig;
+                let mut plain: Vec<&Map<String, Value>> = Vec::new();
+                let mut replace = false;
+                for el in patch {
+                    let m = el.as_object().ok_or_else(|| PatchError::ListElementNotObject(joined(path)))?;
+                    match m.get(DIRECTIVE) {
+                        None => plain.push(m),
+                        Some(d) => match d.as_str() {
+                            Some("delete") => {
+                                let id = m.get(key).ok_or_else(|| PatchError::MissingMergeKey {
+                                    list: joined(path),
+                                    key: key.into(),
+                                })?;
+                                orig.retain(|e| e.get(key) != Some(id));
+                            }
+                            Some("replace") => replace = true,
+                            Some("merge") => {}
+                            _ => return Err(PatchError::BadDirective(d.to_string())),
+                        },
+                    }
+                }
+                if replace {
+                    orig.clear();
+                }
+                let server_order = orig.clone();
+                for el in &plain {
+                    let id = el
+                        .get(key)
+                        .ok_or_else(|| PatchError::MissingMergeKey { list: joined(path), key: key.into() })?;
+                    let found = orig.iter().position(|e| e.get(key) == Some(id));
+                    match found {
+                        Some(i) => {
+                            let base = match orig.get(i) {
+                                Some(Value::Object(o)) => o.clone(),
+                                _ => Map::new(),
+                            };
+                            match self.merge_map(base, el, path)? {
+                                MapResult::Map(m) => {
+                                    if let Some(slot) = orig.get_mut(i) {
+                                        *slot = Value::Object(m);
+                                    }
+                                }
+                                MapResult::Delete => {
+                                    orig.remove(i);
+                                }
+                            }
+                        }
+                        None => {
+                            if let MapResult::Map(m) = self.merge_map(Map::new(), el, path)? {
+                                orig.push(Value::Object(m));
+                            }
+                        }
+                    }
+                }
+                let order: Vec<Value> = plain.iter().map(|m| Value::Object((*m).clone())).collect();
+                let (p, s) = partition(orig, &order, Some(key));
+                Ok(normalize_order(p, s, &order, &server_order, Some(key)))
+            }
+        }
+    }
+}
+
+/// Applies a strategic merge patch.
+///
+/// `keys` gives the patch metadata of list fields: called with the path of field names from the
+/// object's root (list elements add no segment, e.g. `["spec", "containers", "ports"]`), it returns
+/// `Some(key)` for a list merged by that key, `Some("")` for a list of scalars merged as a set, and
+/// `None` for a list the patch replaces. [`k8s_merge_keys`] gives it for the built-in kinds.
+pub fn apply_strategic_merge_patch(
+    doc: &Value,
+    patch: &Value,
+    keys: &dyn Fn(&[&str]) -> Option<&'static str>,
+) -> Result<Value, PatchError> {
+    let p = patch.as_object().ok_or_else(|| PatchError::NotAnObject(String::new()))?;
+    let base = match doc {
+        Value::Object(m) => m.clone(),
+        _ => Map::new(),
+    };
+    let smp = Smp { keys };
+    match smp.merge_map(base, p, &mut Vec::new())? {
+        MapResult::Map(m) => Ok(Value::Object(m)),
+        MapResult::Delete => Ok(Value::Object(Map::new())),
+    }
+}
+
+/// Patch metadata of a container (`containers`, `initContainers`, `ephemeralContainers` elements).
+fn container_keys(field: &str) -> Option<&'static str> {
+    match field {
+        "env" => Some("name"),
+        "ports" => Some("containerPort"),
+        "volumeMounts" => Some("mountPath"),
+        "volumeDevices" => Some("devicePath"),
+        _ => None,
+    }
+}
+
+/// Patch metadata of an `ObjectMeta` at any depth.
+fn meta_keys(field: &str) -> Option<&'static str> {
+    match field {
+        "finalizers" => Some(""),
+        "ownerReferences" => Some("uid"),
+        _ => None,
+    }
+}
+
+/// The strategic-merge metadata (patch strategy `merge` and patch merge key) of the list fields of
+/// `kind` (Pod, Node, Namespace, Lease, Event), as declared by the Kubernetes v1.32 API types. Lists
+/// not named here (tolerations, containerStatuses, args, command, images, ...) are atomic and replaced.
+pub fn k8s_merge_keys(kind: &str) -> impl Fn(&[&str]) -> Option<&'static str> {
+    let kind = kind.to_string();
+    move |path: &[&str]| -> Option<&'static str> {
+        if let [.., "metadata", field] = path {
+            return meta_keys(field);
+        }
+        match (kind.as_str(), path) {
+            ("Pod", ["spec", list]) => match *list {
+                "containers" | "initContainers" | "ephemeralContainers" => Some("name"),
+                "volumes" | "imagePullSecrets" | "schedulingGates" | "resourceClaims" => Some("name"),
+                "hostAliases" => Some("ip"),
+                "topologySpreadConstraints" => Some("topologyKey"),
+                _ => None,
+            },
+            ("Pod", ["spec", "containers" | "initContainers" | "ephemeralContainers", field]) => {
+                container_keys(field)
+            }
+            ("Pod", ["status", list]) => match *list {
+                "conditions" => Some("type"),
+                "podIPs" | "hostIPs" => Some("ip"),
+                "resourceClaimStatuses" => Some("name"),
+                _ => None,
+            },
+            (
+                "Pod",
+                ["status", "containerStatuses" | "initContainerStatuses" | "ephemeralContainerStatuses", field],
+            ) => match *field {
+                "allocatedResourcesStatus" => Some("name"),
+                "volumeMounts" => Some("mountPath"),
+                _ => None,
+            },
+            ("Node", ["spec", "podCIDRs"]) => Some(""),
+            ("Node", ["status", "addresses" | "conditions"]) => Some("type"),
+            ("Namespace", ["status", "conditions"]) => Some("type"),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    // --- RFC 6902 ---
+
+    #[test]
+    fn json_patch_rfc6902_examples() {
+        let doc = json!({"foo": ["bar", "baz"], "q": {"a": 1}});
+        let out = apply_json_patch(
+            &doc,
+            &json!([
+                {"op": "add", "path": "/foo/1", "value": "qux"},
+                {"op": "add", "path": "/foo/-", "value": "end"},
+                {"op": "remove", "path": "/q/a"},
+                {"op": "replace", "path": "/foo/0", "value": "BAR"},
+                {"op": "copy", "from": "/foo/0", "path": "/copied"},
+                {"op": "move", "from": "/foo/3", "path": "/q/moved"},
+                {"op": "test", "path": "/q/moved", "value": "end"},
+                {"op": "add", "path": "/a~1b", "value": {"c~d": 1}},
+                {"op": "test", "path": "/a~1b/c~0d", "value": 1}
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            json!({"foo": ["BAR", "qux", "baz"], "q": {"moved": "end"}, "copied": "BAR", "a/b": {"c~d": 1}})
+        );
+    }
+
+    #[test]
+    fn json_patch_errors_leave_no_partial_result() {
+        let doc = json!({"a": [1, 2]});
+        assert_eq!(
+            apply_json_patch(&doc, &json!([{"op": "test", "path": "/a/0", "value": 2}])),
+            Err(PatchError::TestFailed("/a/0".into()))
+        );
+        assert_eq!(
+            apply_json_patch(&doc, &json!([{"op": "remove", "path": "/b"}])),
+            Err(PatchError::PathNotFound("/b".into()))
+        );
+        assert_eq!(
+            apply_json_patch(&doc, &json!([{"op": "replace", "path": "/a/01", "value": 0}])),
+            Err(PatchError::InvalidIndex("/a/01".into()))
+        );
+        assert_eq!(
+            apply_json_patch(&doc, &json!([{"op": "add", "path": "/a/5", "value": 0}])),
+            Err(PatchError::InvalidIndex("/a/5".into()))
+        );
+        assert_eq!(
+            apply_json_patch(&doc, &json!([{"op": "add", "path": "a", "value": 0}])),
+            Err(PatchError::InvalidPointer("a".into()))
+        );
+        assert_eq!(
+            apply_json_patch(&doc, &json!([{"op": "frob", "path": "/a"}])),
+            Err(PatchError::UnknownOperation { index: 0, op: "frob".into() })
+        );
+        assert_eq!(
+            apply_json_patch(&doc, &json!([{"op": "add", "path": "/x"}])),
+            Err(PatchError::MissingMember { index: 0, member: "value" })
+        );
+        assert_eq!(
+            apply_json_patch(&doc, &json!([{"op": "move", "from": "/a", "path": "/a/0"}])),
+            Err(PatchError::MoveIntoChild { from: "/a".into(), path: "/a/0".into() })
+        );
+        assert_eq!(apply_json_patch(&doc, &json!({"op": "add"})), Err(PatchError::JsonPatchNotArray));
+        // Appending at index == len is allowed; whole-document replace too.
+        assert_eq!(
+            apply_json_patch(&doc, &json!([{"op": "add", "path": "/a/2", "value": 3}])).unwrap(),
+            json!({"a": [1, 2, 3]})
+        );
+        assert_eq!(
+            apply_json_patch(&doc, &json!([{"op": "replace", "path": "", "value": 7}])).unwrap(),
+            json!(7)
+        );
+    }
+
+    // --- RFC 7386 ---
+
+    #[test]
+    fn merge_patch_rfc7386_appendix() {
+        let cases = [
+            (json!({"a": "b"}), json!({"a": "c"}), json!({"a": "c"})),
+            (json!({"a": "b"}), json!({"b": "c"}), json!({"a": "b", "b": "c"})),
+            (json!({"a": "b"}), json!({"a": null}), json!({})),
+            (json!({"a": "b", "b": "c"}), json!({"a": null}), json!({"b": "c"})),
+            (json!({"a": ["b"]}), json!({"a": "c"}), json!({"a": "c"})),
+            (json!({"a": "c"}), json!({"a": ["b"]}), json!({"a": ["b"]})),
+            (json!({"a": {"b": "c"}}), json!({"a": {"b": "d", "c": null}}), json!({"a": {"b": "d"}})),
+            (json!({"a": [{"b": "c"}]}), json!({"a": [1]}), json!({"a": [1]})),
+            (json!(["a", "b"]), json!(["c", "d"]), json!(["c", "d"])),
+            (json!({"a": "b"}), json!(["c"]), json!(["c"])),
+            (json!({"a": "foo"}), json!(null), json!(null)),
+            (json!({"e": null}), json!({"a": 1}), json!({"e": null, "a": 1})),
+            (json!([1, 2]), json!({"a": "b", "c": null}), json!({"a": "b"})),
+            (json!({}), json!({"a": {"bb": {"ccc": null}}}), json!({"a": {"bb": {}}})),
+        ];
+        for (doc, patch, want) in cases {
+            assert_eq!(apply_merge_patch(&doc, &patch), want, "{doc} + {patch}");
+        }
+    }
+
+    // --- strategic merge ---
+
+    fn smp(kind: &str, doc: Value, patch: Value) -> Result<Value, PatchError> {
+        apply_strategic_merge_patch(&doc, &patch, &k8s_merge_keys(kind))
+    }
+
+    fn node() -> Value {
+        json!({"metadata": {"name": "n1", "labels": {"a": "1"}},
+            "status": {
+                "conditions": [
+                    {"type": "MemoryPressure", "status": "False", "lastHeartbeatTime": "T0"},
+                    {"type": "DiskPressure", "status": "False", "lastHeartbeatTime": "T0"},
+                    {"type": "PIDPressure", "status": "False", "lastHeartbeatTime": "T0"},
+                    {"type": "Ready", "status": "False", "reason": "KubeletNotReady", "lastHeartbeatTime": "T0"}],
+                "addresses": [{"type": "InternalIP", "address": "10.0.0.1"}, {"type": "Hostname", "address": "n1"}],
+                "images": [{"names": ["a"]}]}})
+    }
+
+    #[test]
+    fn kubelet_node_status_patch() {
+        // The patch shape of kubelet's tryUpdateNodeStatus (kubernetes.md 1.2).
+        let patch = json!({"status": {
+            "$setElementOrder/conditions": [{"type": "MemoryPressure"}, {"type": "DiskPressure"}, {"type": "PIDPressure"}, {"type": "Ready"}],
+            "conditions": [
+                {"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": "T1"},
+                {"type": "MemoryPressure", "lastHeartbeatTime": "T1"}],
+            "addresses": [{"type": "InternalIP", "address": "10.0.0.2"}, {"type": "Hostname", "address": "n1"}, {"$patch": "replace"}],
+            "images": [{"names": ["b"]}]}});
+        let out = smp("Node", node(), patch).unwrap();
+        assert_eq!(
+            out["status"]["conditions"],
+            json!([
+                {"type": "MemoryPressure", "status": "False", "lastHeartbeatTime": "T1"},
+                {"type": "DiskPressure", "status": "False", "lastHeartbeatTime": "T0"},
+                {"type": "PIDPressure", "status": "False", "lastHeartbeatTime": "T0"},
+                {"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": "T1"}])
+        );
+        assert_eq!(
+            out["status"]["addresses"],
+            json!([{"type": "InternalIP", "address": "10.0.0.2"}, {"type": "Hostname", "address": "n1"}])
+        );
+        // images is atomic: replaced.
+        assert_eq!(out["status"]["images"], json!([{"names": ["b"]}]));
+        assert_eq!(out["metadata"], node()["metadata"]);
+    }
+
+    #[test]
+    fn null_deletes_and_maps_merge() {
+        let out = smp(
+            "Node",
+            node(),
+            json!({"metadata": {"labels": {"a": null, "b": "2"}, "annotations": {"x": "y"}}}),
+        )
+        .unwrap();
+        assert_eq!(out["metadata"], json!({"name": "n1", "labels": {"b": "2"}, "annotations": {"x": "y"}}));
+    }
+
+    #[test]
+    fn set_element_order_reorders_and_keeps_server_only_items() {
+        let doc = json!({"status": {"conditions": [{"type": "A", "v": 1}, {"type": "B", "v": 1}, {"type": "C", "v": 1}]}});
+        let patch = json!({"status": {"$setElementOrder/conditions": [{"type": "C"}, {"type": "A"}, {"type": "D"}],
+            "conditions": [{"type": "A", "v": 2}, {"type": "D", "v": 2}]}});
+        let out = smp("Node", doc, patch).unwrap();
+        // B is server-only: it keeps its place before C (index 1 < 2 in the original).
+        assert_eq!(
+            out["status"]["conditions"],
+            json!([{"type": "B", "v": 1}, {"type": "C", "v": 1}, {"type": "A", "v": 2}, {"type": "D", "v": 2}])
+        );
+    }
+
+    #[test]
+    fn merge_by_key_appends_new_and_deletes_with_directive() {
+        let doc = json!({"spec": {"containers": [
+            {"name": "a", "image": "x:1", "env": [{"name": "E1", "value": "1"}], "args": ["p", "q"]},
+            {"name": "b", "image": "y:1"}]}});
+        let patch = json!({"spec": {"containers": [
+            {"name": "a", "image": "x:2", "env": [{"name": "E2", "value": "2"}], "args": ["r"]},
+            {"name": "b", "$patch": "delete"},
+            {"name": "c", "image": "z:1"}]}});
+        let out = smp("Pod", doc, patch).unwrap();
+        // E2 is new and nothing on the server precedes it, so it goes first (apimachinery order).
+        assert_eq!(
+            out["spec"]["containers"],
+            json!([
+                {"name": "a", "image": "x:2", "env": [{"name": "E2", "value": "2"}, {"name": "E1", "value": "1"}], "args": ["r"]},
+                {"name": "c", "image": "z:1"}])
+        );
+    }
+
+    #[test]
+    fn map_directives_replace_delete_retain_keys() {
+        let doc = json!({"spec": {"nodeSelector": {"a": "1", "b": "2"}, "securityContext": {"runAsUser": 1},
+            "volumes": [{"name": "v", "hostPath": {"path": "/x"}, "extra": 1}]}});
+        let patch = json!({"spec": {
+            "nodeSelector": {"$patch": "replace", "c": "3"},
+            "securityContext": {"$patch": "delete"},
+            "volumes": [{"name": "v", "$retainKeys": ["name", "emptyDir"], "emptyDir": {}}]}});
+        let out = smp("Pod", doc, patch).unwrap();
+        assert_eq!(
+            out["spec"],
+            json!({"nodeSelector": {"c": "3"}, "volumes": [{"name": "v", "emptyDir": {}}]})
+        );
+        let bad = json!({"spec": {"volumes": [{"name": "v", "$retainKeys": ["name"], "emptyDir": {}}]}});
+        assert_eq!(smp("Pod", json!({}), bad), Err(PatchError::KeyNotRetained("emptyDir".into())));
+    }
+
+    #[test]
+    fn primitive_lists_merge_as_sets_and_delete_from_primitive_list() {
+        let doc = json!({"metadata": {"finalizers": ["a", "b"]}, "spec": {"podCIDRs": ["10.0.0.0/24"]}});
+        let patch = json!({"metadata": {"finalizers": ["c", "a"], "$deleteFromPrimitiveList/finalizers": ["b"]},
+            "spec": {"podCIDRs": ["10.0.1.0/24"]}});
+        let out = smp("Node", doc, patch).unwrap();
+        assert_eq!(out["metadata"]["finalizers"], json!(["c", "a"]));
+        assert_eq!(out["spec"]["podCIDRs"], json!(["10.0.1.0/24", "10.0.0.0/24"]));
+    }
+
+    #[test]
+    fn pod_status_patch_with_uid_and_atomic_container_statuses() {
+        let doc = json!({"metadata": {"uid": "u1", "ownerReferences": [{"uid": "o1", "name": "x"}]},
+            "status": {"phase": "Pending", "containerStatuses": [
+                {"name": "app", "state": {"waiting": {"reason": "ContainerCreating"}}, "ready": false}],
+                "podIPs": [{"ip": "10.88.0.5"}]}});
+        let patch = json!({"metadata": {"uid": "u1"}, "status": {"phase": "Running",
+            "containerStatuses": [{"name": "app", "state": {"running": {"startedAt": "T"}}, "ready": true}],
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "podIPs": [{"ip": "10.88.0.6"}, {"ip": "10.88.0.5", "$patch": "delete"}]}});
+        let out = smp("Pod", doc, patch).unwrap();
+        assert_eq!(out["status"]["containerStatuses"][0]["state"], json!({"running": {"startedAt": "T"}}));
+        assert_eq!(out["status"]["conditions"], json!([{"type": "Ready", "status": "True"}]));
+        assert_eq!(out["status"]["podIPs"], json!([{"ip": "10.88.0.6"}]));
+        assert_eq!(out["metadata"]["ownerReferences"], json!([{"uid": "o1", "name": "x"}]));
+    }
+
+    #[test]
+    fn new_list_in_patch_is_stripped_of_directives() {
+        let out = smp(
+            "Node",
+            json!({"status": {}}),
+            json!({"status": {"addresses": [
+            {"type": "InternalIP", "address": "1.2.3.4", "x": null}, {"$patch": "replace"}]}}),
+        )
+        .unwrap();
+        assert_eq!(out["status"]["addresses"], json!([{"type": "InternalIP", "address": "1.2.3.4"}]));
+    }
+
+    #[test]
+    fn malformed_strategic_patches_are_errors() {
+        assert_eq!(smp("Pod", json!({}), json!([1])), Err(PatchError::NotAnObject(String::new())));
+        assert_eq!(
+            smp("Pod", json!({}), json!({"spec": {"$patch": "frob"}})),
+            Err(PatchError::BadDirective("\"frob\"".into()))
+        );
+        assert!(matches!(
+            smp(
+                "Pod",
+                json!({"spec": {"containers": [{"name": "a"}]}}),
+                json!({"spec": {"containers": [{"image": "x"}]}})
+            ),
+            Err(PatchError::MissingMergeKey { .. })
+        ));
+        assert!(matches!(
+            smp("Pod", json!({}), json!({"spec": {"containers": ["x"]}})),
+            Err(PatchError::ListElementNotObject(_))
+        ));
+        assert!(matches!(
+            smp("Node", json!({}), json!({"status": {"$setElementOrder/conditions": 5}})),
+            Err(PatchError::BadDirectiveList(_))
+        ));
+        assert!(!PatchError::JsonPatchNotArray.to_string().is_empty());
+    }
+
+    #[test]
+    fn order_follows_patch_without_set_element_order() {
+        // New elements come first when nothing on the server precedes them (apimachinery behaviour).
+        let doc = json!({"status": {"conditions": [{"type": "A"}, {"type": "B"}]}});
+        let out = smp("Node", doc, json!({"status": {"conditions": [{"type": "X"}]}})).unwrap();
+        assert_eq!(out["status"]["conditions"], json!([{"type": "X"}, {"type": "A"}, {"type": "B"}]));
+    }
+
+    /// Walks the official v1.32 OpenAPI schema from a kind's root and checks that every list field with
+    /// patch strategy `merge` has the same merge key in [`k8s_merge_keys`], and every other list is atomic.
+    #[test]
+    fn merge_keys_agree_with_official_schema() {
+        let mut schemas = Map::new();
+        for f in ["api__v1_openapi.json", "apis__coordination.k8s.io__v1_openapi.json"] {
+            let Some(doc) = crate::openapi::official(f) else { return };
+            schemas.extend(doc["components"]["schemas"].as_object().unwrap().clone());
+        }
+        fn reference(v: &Value) -> Option<String> {
+            if let Some(r) = v.get("$ref").and_then(Value::as_str) {
+                return r.rsplit('/').next().map(str::to_string);
+            }
+            v.get("allOf").and_then(|a| a.get(0)).and_then(reference)
+        }
+        fn walk(
+            schemas: &Map<String, Value>,
+            name: &str,
+            path: &mut Vec<String>,
+            seen: &mut Vec<String>,
+            keys: &dyn Fn(&[&str]) -> Option<&'static str>,
+            checked: &mut usize,
+        ) {
+            let Some(props) = schemas[name].get("properties").and_then(Value::as_object) else { return };
+            for (field, v) in props {
+                path.push(field.clone());
+                let target = if v.get("type").and_then(Value::as_str) == Some("array") {
+                    let strat = v.get("x-kubernetes-patch-strategy").and_then(Value::as_str).unwrap_or("");
+                    let want = if strat.split(',').any(|s| s == "merge") {
+                        Some(v.get("x-kubernetes-patch-merge-key").and_then(Value::as_str).unwrap_or(""))
+                    } else {
+                        None
+                    };
+                    let p: Vec<&str> = path.iter().map(String::as_str).collect();
+                    assert_eq!(keys(&p), want, "{}", path.join("."));
+                    *checked += 1;
+                    v.get("items").and_then(reference)
+                } else {
+                    reference(v)
+                };
+                if let Some(t) = target {
+                    if !seen.contains(&t) {
+                        seen.push(t.clone());
+                        walk(schemas, &t, path, seen, keys, checked);
+                        seen.pop();
+                    }
+                }
+                path.pop();
+            }
+        }
+        for (kind, root) in [
+            ("Pod", "io.k8s.api.core.v1.Pod"),
+            ("Node", "io.k8s.api.core.v1.Node"),
+            ("Namespace", "io.k8s.api.core.v1.Namespace"),
+            ("Event", "io.k8s.api.core.v1.Event"),
+            ("Lease", "io.k8s.api.coordination.v1.Lease"),
+        ] {
+            let keys = k8s_merge_keys(kind);
+            let mut checked = 0;
+            walk(&schemas, root, &mut Vec::new(), &mut vec![root.to_string()], &keys, &mut checked);
+            assert!(checked > 0, "{kind}: no list fields found");
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! A small HTTP/1.1 server side: request parsing (Content-Length and chunked bodies, a body
+//! limit), responses with a length, and chunked streaming responses.
+//!
+//! Everything here comes from the network: malformed input gives a `HttpError`, never a panic.
+
+use std::fmt;
+use std::io::{self, BufRead, Read, Write};
+
+/// The largest request body accepted (3 MiB, as kube-apiserver).
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+const MAX_HEADER_LINE: usize = 64 * 1024;
+const MAX_HEADERS: usize = 200;
+
+/// One request.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// The method (`GET`, ...).
+    pub method: String,
+    /// The path, percent-decoded.
+    pub path: String,
+    /// The query parameters, percent-decoded, in order.
+    pub query: Vec<(String, String)>,
+    /// Header names in lower case, with their values.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// The first header named `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The first query parameter named `name`.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.query.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the connection stays open after the response.
+    pub fn keep_alive(&self) -> bool {
+        !self.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"))
+    }
+}
+
+/// Why reading a request failed.
+#[derive(Debug)]
+pub enum HttpError {
+    /// The peer closed the connection before a request started.
+    Closed,
+    /// The socket failed.
+    Io(io::Error),
+    /// The request line or a header is malformed.
+    Malformed(&'static str),
+    /// The body is larger than `MAX_BODY_BYTES`; `unread` bytes of it are still on the wire
+    /// (`None` for a chunked body).
+    TooLarge {
+        /// Bytes of the body not read yet.
+        unread: Option<u64>,
+    },
+}
+
+impl fmt::Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HttpError::Closed => write!(f, "connection closed"),
+            HttpError::Io(e) => write!(f, "{e}"),
+            HttpError::Malformed(what) => write!(f, "malformed request: {what}"),
+            HttpError::TooLarge { .. } => write!(f, "request entity too large: limit is {MAX_BODY_BYTES}"),
+        }
+    }
+}
+
+impl From<io::Error> for HttpError {
+    fn from(e: io::Error) -> Self {
+        HttpError::Io(e)
+    }
+}
+
+fn read_line(r: &mut impl BufRead) -> Result<Option<String>, HttpError> {
+    let mut buf = Vec::new();
+    let n = r.by_ref().take(MAX_HEADER_LINE as u64).read_until(b'\n', &mut buf)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.last() != Some(&b'\n') {
+        return Err(HttpError::Malformed("line too long or truncated"));
+    }
+    while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        buf.pop();
+    }
+    String::from_utf8(buf).map(Some).map_err(|_| HttpError::Malformed("non-UTF-8 header"))
+}
+
+/// Decodes `%XX` escapes (and `+` as space when `plus` is set); bad escapes stay as they are.
+pub fn percent_decode(s: &str, plus: bool) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' if plus => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Splits a query string into decoded pairs.
+pub fn parse_query(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (percent_decode(k, true), percent_decode(v, true)),
+            None => (percent_decode(p, true), String::new()),
+        })
+        .collect()
+}
+
+/// Reads one request. Returns `Closed` when the peer closed cleanly between requests.
+pub fn read_request(r: &mut impl BufRead) -> Result<Request, HttpError> {
+    let line = loop {
+        match read_line(r)? {
+            None => return Err(HttpError::Closed),
+            Some(l) if l.is_empty() => continue,
+            Some(l) => break l,
+        }
+    };
+    let mut parts = line.split(' ');
+    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(HttpError::Malformed("request line"));
+    };
+    if !version.starts_with("HTTP/1.") {
+        return Err(HttpError::Malformed("HTTP version"));
+    }
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let mut req = Request {
+        method: method.to_string(),
+        path: percent_decode(path, false),
+        query: parse_query(query),
+        ..Request::default()
+    };
+    loop {
+        let Some(h) = read_line(r)? else { return Err(HttpError::Malformed("headers truncated")) };
+        if h.is_empty() {
+            break;
+        }
+        if req.headers.len() >= MAX_HEADERS {
+            return Err(HttpError::Malformed("too many headers"));
+        }
+        let Some((n, v)) = h.split_once(':') else { return Err(HttpError::Malformed("header line")) };
+        req.headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    if req.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+        loop {
+            let Some(size_line) = read_line(r)? else { return Err(HttpError::Malformed("chunk truncated")) };
+            let size_hex = size_line.split(';').next().unwrap_or("").trim();
+            let size = usize::from_str_radix(size_hex, 16).map_err(|_| HttpError::Malformed("chunk size"))?;
+            if size == 0 {
+                // Trailers end with an empty line.
+                while read_line(r)?.is_some_and(|l| !l.is_empty()) {}
+                break;
+            }
+            if req.body.len() + size > MAX_BODY_BYTES {
+                return Err(HttpError::TooLarge { unread: None });
+            }
+            let start = req.body.len();
+            req.body.resize(start + size, 0);
+            r.read_exact(&mut req.body[start..])?;
+            let _ = read_line(r)?;
+        }
+    } else if let Some(len) = req.header("content-length") {
+        let len: usize = len.parse().map_err(|_| HttpError::Malformed("content-length"))?;
+        if len > MAX_BODY_BYTES {
+            return Err(HttpError::TooLarge { unread: Some(len as u64) });
+        }
+        req.body.resize(len, 0);
+        r.read_exact(&mut req.body)?;
+    }
+    Ok(req)
+}
+
+/// One complete response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// The status code.
+    pub status: u16,
+    /// The content type.
+    pub content_type: String,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// A JSON response.
+    pub fn json(status: u16, v: &serde_json::Value) -> Self {
+        Response { status, content_type: "application/json".into(), body: v.to_string().into_bytes() }
+    }
+}
+
+/// The reason phrase for a status code.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        409 => "Conflict",
+        410 => "Gone",
+        413 => "Request Entity Too Large",
+        415 => "Unsupported Media Type",
+        422 => "Unprocessable Entity",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+/// Writes a response with a Content-Length.
+pub fn write_response(w: &mut (impl Write + ?Sized), resp: &Response, keep_alive: bool) -> io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-cache, private\r\n{}\r\n",
+        resp.status,
+        reason(resp.status),
+        resp.content_type,
+        resp.body.len(),
+        if keep_alive { "" } else { "Connection: close\r\n" }
+    );
+    w.write_all(head.as_bytes())?;
+    w.write_all(&resp.body)?;
+    w.flush()
+}
+
+/// Starts a chunked response.
+pub fn write_chunked_head(w: &mut (impl Write + ?Sized), status: u16, content_type: &str) -> io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\nCache-Control: no-cache, private\r\n\r\n",
+        reason(status)
+    );
+    w.write_all(head.as_bytes())?;
+    w.flush()
+}
+
+/// Writes and flushes one chunk (nothing for an empty slice).
+pub fn write_chunk(w: &mut (impl Write + ?Sized), data: &[u8]) -> io::Result<()> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    w.write_all(format!("{:x}\r\n", data.len()).as_bytes())?;
+    w.write_all(data)?;
+    w.write_all(b"\r\n")?;
+    w.flush()
+}
+
+/// Ends a chunked response.
+pub fn write_last_chunk(w: &mut (impl Write + ?Sized)) -> io::Result<()> {
+    w.write_all(b"0\r\n\r\n")?;
+    w.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufReader;
+
+    #[test]
+    fn parses_request_with_query_and_body() {
+        let raw = b"POST /api/v1/namespaces/default/pods?fieldSelector=metadata.name%3Dp&x HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n{}";
+        let req = read_request(&mut BufReader::new(&raw[..])).unwrap();
+        assert_eq!(req.method, "POST");
+        assert_eq!(req.path, "/api/v1/namespaces/default/pods");
+        assert_eq!(req.param("fieldSelector"), Some("metadata.name=p"));
+        assert_eq!(req.param("x"), Some(""));
+        assert_eq!(req.header("host"), Some("a"));
+        assert_eq!(req.body, b"{}");
+    }
+
+    #[test]
+    fn chunked_bodies_and_limits() {
+        let raw = b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        assert_eq!(read_request(&mut BufReader::new(&raw[..])).unwrap().body, b"abcde");
+        let big = format!("PUT / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", MAX_BODY_BYTES + 1);
+        assert!(matches!(
+            read_request(&mut BufReader::new(big.as_bytes())),
+            Err(HttpError::TooLarge { unread: Some(_) })
+        ));
+        assert!(matches!(
+            read_request(&mut BufReader::new(&b"GARBAGE\r\n\r\n"[..])),
+            Err(HttpError::Malformed(_))
+        ));
+        assert!(matches!(read_request(&mut BufReader::new(&b""[..])), Err(HttpError::Closed)));
+        let bad_len = b"PUT / HTTP/1.1\r\nContent-Length: x\r\n\r\n";
+        assert!(matches!(read_request(&mut BufReader::new(&bad_len[..])), Err(HttpError::Malformed(_))));
+    }
+
+    #[test]
+    fn percent_decoding_keeps_bad_escapes() {
+        assert_eq!(percent_decode("a%2Cb%zz%", false), "a,b%zz%");
+        assert_eq!(percent_decode("a+b", true), "a b");
+        assert_eq!(percent_decode("a+b", false), "a+b");
+    }
+}

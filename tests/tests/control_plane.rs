@@ -1,0 +1,554 @@
+//! The control plane judged by the real clients: /usr/bin/kubectl and the official Python
+//! client (python3-kubernetes) against a `control-plane` child process on a free port with a
+//! temporary state directory. Every child process has a timeout and is killed on drop.
+
+use qemu::image::{repo_root, target_dir};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Debian's Python, where python3-kubernetes is installed (another python3 may come first on PATH).
+const PYTHON: &str = "/usr/bin/python3";
+/// How long one client command may take.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the server may take to print its ready line.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The `control-plane` binary, built once.
+fn binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(repo_root())
+            .args(["build", "--quiet", "-p", "control-plane", "--bin", "control-plane"])
+            .status()
+            .expect("running cargo build");
+        assert!(status.success(), "building control-plane failed: {status}");
+        target_dir().join("debug").join("control-plane")
+    })
+}
+
+/// The tests share two cores: one server at a time.
+fn slot() -> MutexGuard<'static, ()> {
+    static SLOT: Mutex<()> = Mutex::new(());
+    SLOT.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A temporary directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let p = std::env::temp_dir().join(format!("cp-test-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&p).expect("creating a temporary directory");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running control plane, killed on drop.
+struct ControlPlane {
+    child: Child,
+    url: String,
+    dir: PathBuf,
+}
+
+impl ControlPlane {
+    fn start(dir: &Path) -> Self {
+        let mut child = Command::new(binary())
+            .args(["--dir"])
+            .arg(dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting control-plane");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Some(Ok(line)) = lines.next() {
+                if let Some(url) = line.strip_prefix("control plane ready: ") {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        });
+        let url = rx.recv_timeout(READY_TIMEOUT).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("no ready line within {READY_TIMEOUT:?}")
+        });
+        assert!(url.starts_with("https://127.0.0.1:"), "ready line names {url}");
+        ControlPlane { child, url, dir: dir.to_path_buf() }
+    }
+
+    fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("admin.kubeconfig")
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a finished command printed.
+struct Output {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `cmd` with a timeout, killing it when it runs out.
+fn run(mut cmd: Command) -> Output {
+    let what = format!("{cmd:?}");
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawning a client");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("waiting for a client") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not finish within {COMMAND_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        ok: status.success(),
+        stdout: t_out.join().unwrap_or_default(),
+        stderr: t_err.join().unwrap_or_default(),
+    }
+}
+
+/// kubectl with the admin kubeconfig and a private cache directory.
+fn kubectl(cp: &ControlPlane, args: &[&str]) -> Output {
+    let mut cmd = Command::new("kubectl");
+    cmd.arg("--kubeconfig").arg(cp.kubeconfig());
+    cmd.arg("--cache-dir").arg(cp.dir.join("kube-cache"));
+    cmd.env("HOME", &cp.dir);
+    cmd.args(args);
+    run(cmd)
+}
+
+#[track_caller]
+fn kubectl_ok(cp: &ControlPlane, args: &[&str]) -> String {
+    let o = kubectl(cp, args);
+    assert!(o.ok, "kubectl {args:?} failed:\nstdout: {}\nstderr: {}", o.stdout, o.stderr);
+    o.stdout
+}
+
+const POD_YAML: &str = "\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  labels:
+    app: web
+spec:
+  containers:
+  - name: app
+    image: busybox:1.36
+";
+
+fn write_pod(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("pod.yaml");
+    std::fs::write(&p, text).expect("writing pod.yaml");
+    p
+}
+
+#[test]
+fn kubectl_version_and_discovery() {
+    let _slot = slot();
+    let dir = TempDir::new("version");
+    let cp = ControlPlane::start(&dir.0);
+    let v = kubectl_ok(&cp, &["version"]);
+    assert!(v.contains("Server Version: v1.32.0"), "{v}");
+    let r = kubectl_ok(&cp, &["api-resources"]);
+    for line in ["pods ", "nodes ", "namespaces ", "leases ", "events "] {
+        assert!(r.contains(line), "api-resources lacks {line}:\n{r}");
+    }
+    assert!(r.contains("coordination.k8s.io/v1") && r.contains("events.k8s.io/v1"), "{r}");
+    let ns = kubectl_ok(&cp, &["get", "namespaces"]);
+    for n in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        assert!(ns.contains(n), "{n} missing:\n{ns}");
+    }
+    // Without the token nothing but /version is served.
+    let node_cfg = std::fs::read_to_string(cp.dir.join("node.kubeconfig")).expect("node.kubeconfig");
+    assert!(node_cfg.contains("certificate-authority-data") && node_cfg.contains(&cp.url), "{node_cfg}");
+}
+
+#[test]
+fn pod_lifecycle_with_kubectl() {
+    let _slot = slot();
+    let dir = TempDir::new("pods");
+    let cp = ControlPlane::start(&dir.0);
+    let nodes = kubectl(&cp, &["get", "nodes"]);
+    assert!(nodes.ok && nodes.stderr.contains("No resources found"), "{}{}", nodes.stdout, nodes.stderr);
+
+    let pod = write_pod(&dir.0, POD_YAML);
+    let pod = pod.to_str().expect("UTF-8 path");
+    let created = kubectl_ok(&cp, &["apply", "-f", pod]);
+    assert!(created.contains("pod/web created"), "{created}");
+    let again = kubectl_ok(&cp, &["apply", "-f", pod]);
+    assert!(again.contains("pod/web unchanged") || again.contains("pod/web configured"), "{again}");
+
+    let list = kubectl_ok(&cp, &["get", "pods"]);
+    assert!(list.lines().any(|l| l.starts_with("web ")), "{list}");
+    let json: serde_json::Value =
+        serde_json::from_str(&kubectl_ok(&cp, &["get", "pods", "-o", "json"])).expect("-o json parses");
+    assert_eq!(json["items"][0]["metadata"]["name"], "web");
+    assert_eq!(json["items"][0]["status"]["phase"], "Pending");
+    assert_eq!(json["items"][0]["status"]["qosClass"], "BestEffort");
+    assert_eq!(json["items"][0]["spec"]["containers"][0]["imagePullPolicy"], "IfNotPresent");
+    let yaml = kubectl_ok(&cp, &["get", "pod", "web", "-o", "yaml"]);
+    assert!(yaml.contains("kubectl.kubernetes.io/last-applied-configuration"), "{yaml}");
+    let wide = kubectl_ok(&cp, &["get", "pods", "-o", "wide"]);
+    assert!(wide.contains("web"), "{wide}");
+    let selected = kubectl_ok(&cp, &["get", "pods", "-l", "app=web", "-o", "name"]);
+    assert_eq!(selected.trim(), "pod/web");
+    let none = kubectl(&cp, &["get", "pods", "-l", "app=other"]);
+    assert!(none.ok && none.stderr.contains("No resources found"), "{}", none.stderr);
+
+    let described = kubectl_ok(&cp, &["describe", "pod", "web"]);
+    assert!(
+        described.contains("Name:") && described.contains("web") && described.contains("busybox:1.36"),
+        "{described}"
+    );
+
+    // An edit is applied as a strategic merge patch.
+    let edited = POD_YAML.replace("app: web\n", "app: web\n    tier: front\n");
+    let pod2 = write_pod(&dir.0, &edited);
+    let configured = kubectl_ok(&cp, &["apply", "-f", pod2.to_str().expect("UTF-8 path")]);
+    assert!(configured.contains("pod/web configured"), "{configured}");
+    let labels = kubectl_ok(&cp, &["get", "pod", "web", "-o", "jsonpath={.metadata.labels.tier}"]);
+    assert_eq!(labels, "front");
+
+    let dup = kubectl(&cp, &["create", "-f", pod]);
+    assert!(
+        !dup.ok && dup.stderr.contains("AlreadyExists") || dup.stderr.contains("already exists"),
+        "{}",
+        dup.stderr
+    );
+
+    let deleted = kubectl_ok(&cp, &["delete", "pod", "web"]);
+    assert!(deleted.contains("pod \"web\" deleted"), "{deleted}");
+    let gone = kubectl(&cp, &["get", "pod", "web"]);
+    assert!(!gone.ok && gone.stderr.contains("pods \"web\" not found"), "{}", gone.stderr);
+}
+
+#[test]
+fn malformed_yaml_is_refused_with_a_message() {
+    let _slot = slot();
+    let dir = TempDir::new("malformed");
+    let cp = ControlPlane::start(&dir.0);
+    let bad = write_pod(&dir.0, "apiVersion: v1\nkind: Pod\nmetadata:\n  name: [unclosed\n");
+    let o = kubectl(&cp, &["apply", "-f", bad.to_str().expect("UTF-8 path")]);
+    assert!(!o.ok, "a malformed file was accepted: {}", o.stdout);
+    assert!(o.stderr.to_lowercase().contains("error"), "{}", o.stderr);
+    // A pod without containers reaches the server and is Invalid.
+    let empty =
+        write_pod(&dir.0, "apiVersion: v1\nkind: Pod\nmetadata:\n  name: empty\nspec:\n  containers: []\n");
+    let o = kubectl(&cp, &["create", "-f", empty.to_str().expect("UTF-8 path")]);
+    assert!(!o.ok && o.stderr.contains("is invalid"), "{}", o.stderr);
+}
+
+#[test]
+fn objects_survive_a_restart() {
+    let _slot = slot();
+    let dir = TempDir::new("restart");
+    {
+        let cp = ControlPlane::start(&dir.0);
+        let pod = write_pod(&dir.0, POD_YAML);
+        kubectl_ok(&cp, &["apply", "-f", pod.to_str().expect("UTF-8 path")]);
+    }
+    let cp = ControlPlane::start(&dir.0);
+    let list = kubectl_ok(&cp, &["get", "pods", "-o", "name"]);
+    assert_eq!(list.trim(), "pod/web");
+    let pod = write_pod(&dir.0, POD_YAML);
+    let again = kubectl_ok(&cp, &["apply", "-f", pod.to_str().expect("UTF-8 path")]);
+    assert!(again.contains("unchanged"), "{again}");
+    // A watch from before the restart is told its resourceVersion has expired.
+    let program = r#"
+import http.client, json, ssl, sys, yaml
+cfg = yaml.safe_load(open(sys.argv[1]))
+token = cfg["users"][0]["user"]["token"]
+host, port = sys.argv[2].rsplit("//", 1)[1].split(":")
+c = http.client.HTTPSConnection(host, int(port), context=ssl.create_default_context(cafile=sys.argv[3]), timeout=20)
+c.request("GET", "/api/v1/namespaces/default/pods?watch=1&timeoutSeconds=2&resourceVersion=1", headers={"Authorization": "Bearer " + token})
+r = c.getresponse()
+for line in r.read().decode().splitlines():
+    ev = json.loads(line)
+    print(ev["type"], ev["object"].get("code"), ev["object"].get("reason"))
+"#;
+    let o = python(&cp, program);
+    assert!(o.ok && o.stdout.contains("ERROR 410 Expired"), "{}\n{}", o.stdout, o.stderr);
+}
+
+#[test]
+fn kubectl_get_watch_shows_changes() {
+    let _slot = slot();
+    let dir = TempDir::new("watch");
+    let cp = ControlPlane::start(&dir.0);
+    let pod = write_pod(&dir.0, POD_YAML);
+    kubectl_ok(&cp, &["apply", "-f", pod.to_str().expect("UTF-8 path")]);
+    let cfg = cp.kubeconfig();
+    let cache = cp.dir.join("kube-cache");
+    let home = cp.dir.clone();
+    let watcher = std::thread::spawn(move || {
+        let mut cmd = Command::new("kubectl");
+        cmd.arg("--kubeconfig").arg(cfg).arg("--cache-dir").arg(cache).env("HOME", home);
+        cmd.args(["get", "pods", "-w", "--request-timeout=5s"]);
+        run(cmd)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    kubectl_ok(&cp, &["label", "pod", "web", "watched=yes"]);
+    let out = watcher.join().expect("the watch thread");
+    let rows = out.stdout.lines().filter(|l| l.starts_with("web ")).count();
+    assert!(out.stdout.starts_with("NAME ") && rows >= 2, "{}\n{}", out.stdout, out.stderr);
+}
+
+/// Runs a Python program with the control plane's kubeconfig path as argv[1].
+fn python(cp: &ControlPlane, program: &str) -> Output {
+    let mut cmd = Command::new(PYTHON);
+    cmd.arg("-c").arg(program).arg(cp.kubeconfig()).arg(&cp.url).arg(cp.dir.join("pki/ca.crt"));
+    run(cmd)
+}
+
+#[test]
+fn python_client_lists_pods_and_nodes() {
+    let _slot = slot();
+    let dir = TempDir::new("python");
+    let cp = ControlPlane::start(&dir.0);
+    let pod = write_pod(&dir.0, POD_YAML);
+    kubectl_ok(&cp, &["apply", "-f", pod.to_str().expect("UTF-8 path")]);
+    let program = r#"
+import sys
+from kubernetes import client, config
+config.load_kube_config(config_file=sys.argv[1])
+v1 = client.CoreV1Api()
+pods = v1.list_namespaced_pod("default")
+print("pods", [p.metadata.name for p in pods.items], pods.items[0].status.phase)
+nodes = v1.list_node()
+print("nodes", len(nodes.items))
+ns = v1.list_namespace()
+print("namespaces", sorted(n.metadata.name for n in ns.items))
+try:
+    v1.read_namespaced_pod("nope", "default")
+except client.exceptions.ApiException as e:
+    print("missing", e.status)
+"#;
+    let o = python(&cp, program);
+    assert!(o.ok, "python failed:\n{}\n{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("pods ['web'] Pending"), "{}", o.stdout);
+    assert!(o.stdout.contains("nodes 0"), "{}", o.stdout);
+    assert!(o.stdout.contains("'kube-node-lease'"), "{}", o.stdout);
+    assert!(o.stdout.contains("missing 404"), "{}", o.stdout);
+}
+
+#[test]
+fn raw_http_errors_watch_and_body_limit() {
+    let _slot = slot();
+    let dir = TempDir::new("raw");
+    let cp = ControlPlane::start(&dir.0);
+    let program = r#"
+import http.client, json, ssl, sys, yaml
+cfg = yaml.safe_load(open(sys.argv[1]))
+token = cfg["users"][0]["user"]["token"]
+host, port = sys.argv[2].rsplit("//", 1)[1].split(":")
+ctx = ssl.create_default_context(cafile=sys.argv[3])
+def req(method, path, body=None, ctype="application/json", auth=True):
+    c = http.client.HTTPSConnection(host, int(port), context=ctx, timeout=20)
+    h = {"Content-Type": ctype}
+    if auth:
+        h["Authorization"] = "Bearer " + token
+    c.request(method, path, body=body, headers=h)
+    r = c.getresponse()
+    return r.status, r.read()
+st, body = req("GET", "/api/v1/pods", auth=False)
+print("noauth", st, json.loads(body)["reason"])
+st, body = req("POST", "/api/v1/namespaces/default/pods", b"x" * (3 * 1024 * 1024 + 1))
+print("big", st, json.loads(body)["reason"])
+st, body = req("POST", "/api/v1/namespaces/default/pods", b"metadata: [", ctype="application/yaml")
+print("yaml", st, json.loads(body)["reason"])
+pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "w"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}
+st, body = req("POST", "/api/v1/namespaces/default/pods", json.dumps(pod))
+rv = json.loads(body)["metadata"]["resourceVersion"]
+print("created", st)
+st, body = req("PATCH", "/api/v1/namespaces/default/pods/w", json.dumps({"metadata": {"labels": {"a": "b"}}}), ctype="application/apply-patch+yaml")
+print("apply", st)
+st, body = req("PATCH", "/api/v1/namespaces/default/pods/w", json.dumps([{"op": "add", "path": "/metadata/labels", "value": {"x": "y"}}]), ctype="application/json-patch+json")
+print("jsonpatch", st, json.loads(body)["metadata"]["labels"])
+st, body = req("DELETE", "/api/v1/namespaces/default/pods/w")
+st, body = req("GET", "/api/v1/namespaces/default/pods?watch=1&timeoutSeconds=1&resourceVersion=" + rv)
+types = [json.loads(l)["type"] for l in body.decode().splitlines()]
+print("watch", st, "MODIFIED" in types, types[-1])
+"#;
+    let o = python(&cp, program);
+    assert!(o.ok, "python failed:\n{}\n{}", o.stdout, o.stderr);
+    for want in [
+        "noauth 401 Unauthorized",
+        "big 413 RequestEntityTooLarge",
+        "yaml 400 BadRequest",
+        "created 201",
+        "apply 415",
+        "jsonpatch 200 {'x': 'y'}",
+        "watch 200 True DELETED",
+    ] {
+        assert!(o.stdout.contains(want), "{want:?} missing from:\n{}", o.stdout);
+    }
+}
+
+/// The current time as `metav1.Time`.
+fn now_rfc3339() -> String {
+    let mut cmd = Command::new("date");
+    cmd.args(["-u", "+%Y-%m-%dT%H:%M:%SZ"]);
+    run(cmd).stdout.trim().to_string()
+}
+
+fn node_yaml(name: &str, now: &str, kubelet_port: u16) -> String {
+    format!(
+        "apiVersion: v1
+kind: Node
+metadata:
+  name: {name}
+status:
+  capacity: {{cpu: \"2\", memory: 4Gi, pods: \"110\", ephemeral-storage: 20Gi}}
+  allocatable: {{cpu: \"2\", memory: 4Gi, pods: \"110\", ephemeral-storage: 20Gi}}
+  conditions:
+  - {{type: Ready, status: \"True\", reason: KubeletReady, message: kubelet is posting ready status, lastHeartbeatTime: \"{now}\", lastTransitionTime: \"{now}\"}}
+  addresses:
+  - {{type: InternalIP, address: 127.0.0.1}}
+  daemonEndpoints: {{kubeletEndpoint: {{Port: {kubelet_port}}}}}
+  nodeInfo: {{machineID: m, systemUUID: s, bootID: b, kernelVersion: 6.1.0, osImage: test OS, containerRuntimeVersion: lite://0.1.0, kubeletVersion: v1.32.0, kubeProxyVersion: v1.32.0, operatingSystem: linux, architecture: amd64}}
+"
+    )
+}
+
+#[test]
+fn pods_are_scheduled_and_deleted_gracefully() {
+    let _slot = slot();
+    let dir = TempDir::new("sched");
+    let cp = ControlPlane::start(&dir.0);
+    // No node: the pod stays Pending with PodScheduled=False and a FailedScheduling event.
+    let pod = write_pod(&dir.0, POD_YAML);
+    let pod = pod.to_str().expect("UTF-8 path").to_string();
+    kubectl_ok(&cp, &["apply", "-f", &pod]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ev = kubectl_ok(&cp, &["get", "events", "-o", "json"]);
+        if ev.contains("FailedScheduling") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no FailedScheduling event: {ev}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let cond = kubectl_ok(&cp, &["get", "pod", "web", "-o", "jsonpath={.status.conditions[0].status}"]);
+    assert_eq!(cond, "False");
+
+    // A stand-in kubelet serving one containerLogs request.
+    let kubelet = std::net::TcpListener::bind("127.0.0.1:0").expect("binding the kubelet");
+    let kubelet_port = kubelet.local_addr().expect("kubelet address").port();
+    let kubelet_thread = std::thread::spawn(move || {
+        use std::io::Write;
+        let (mut c, _) = kubelet.accept().expect("a log request");
+        let mut line = String::new();
+        let _ = BufReader::new(c.try_clone().expect("clone")).read_line(&mut line);
+        let _ = c.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 15\r\n\r\nhello from app\n",
+        );
+        line
+    });
+    let node = dir.0.join("node.yaml");
+    std::fs::write(&node, node_yaml("n1", &now_rfc3339(), kubelet_port)).expect("writing node.yaml");
+    kubectl_ok(&cp, &["create", "-f", node.to_str().expect("UTF-8 path")]);
+    let nodes = kubectl_ok(&cp, &["get", "nodes"]);
+    assert!(
+        nodes.lines().any(|l| l.starts_with("n1 ") && l.contains(" Ready ") && l.contains("v1.32.0")),
+        "{nodes}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = kubectl_ok(&cp, &["get", "pod", "web", "-o", "jsonpath={.spec.nodeName}"]);
+        if n == "n1" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the pod was not bound");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let wide = kubectl_ok(&cp, &["get", "pods", "-o", "wide"]);
+    assert!(wide.lines().any(|l| l.starts_with("web ") && l.contains(" n1 ")), "{wide}");
+    let logs = kubectl_ok(&cp, &["logs", "web", "--tail=3"]);
+    assert_eq!(logs, "hello from app\n");
+    let asked = kubelet_thread.join().expect("the kubelet thread");
+    assert!(asked.starts_with("GET /containerLogs/default/web/app?tailLines=3 "), "{asked}");
+
+    // A bound pod is only marked for deletion; `kubectl delete` waits for the node's final
+    // delete, which carries the pod's uid as a precondition.
+    let uid = kubectl_ok(&cp, &["get", "pod", "web", "-o", "jsonpath={.metadata.uid}"]);
+    let cfg = cp.kubeconfig();
+    let cache = cp.dir.join("kube-cache");
+    let home = cp.dir.clone();
+    let waiter = std::thread::spawn(move || {
+        let mut cmd = Command::new("kubectl");
+        cmd.arg("--kubeconfig").arg(cfg).arg("--cache-dir").arg(cache).env("HOME", home);
+        cmd.args(["delete", "pod", "web", "--timeout=30s"]);
+        run(cmd)
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = kubectl_ok(&cp, &["get", "pods"]);
+        if status.contains("Terminating") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the pod never showed Terminating: {status}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!waiter.is_finished(), "kubectl delete returned before the pod was gone");
+    let program = format!(
+        r#"
+import sys
+from kubernetes import client, config
+config.load_kube_config(config_file=sys.argv[1])
+v1 = client.CoreV1Api()
+try:
+    v1.delete_namespaced_pod("web", "default", body=client.V1DeleteOptions(grace_period_seconds=0, preconditions=client.V1Preconditions(uid="wrong")))
+except client.exceptions.ApiException as e:
+    print("wrong uid", e.status)
+v1.delete_namespaced_pod("web", "default", body=client.V1DeleteOptions(grace_period_seconds=0, preconditions=client.V1Preconditions(uid="{uid}")))
+print("deleted")
+print("nodes", [n.metadata.name for n in v1.list_node().items])
+"#
+    );
+    let o = python(&cp, &program);
+    assert!(o.ok, "python failed:\n{}\n{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("wrong uid 409") && o.stdout.contains("deleted"), "{}", o.stdout);
+    assert!(o.stdout.contains("nodes ['n1']"), "{}", o.stdout);
+    let out = waiter.join().expect("the kubectl thread");
+    assert!(out.ok && out.stdout.contains("pod \"web\" deleted"), "{}\n{}", out.stdout, out.stderr);
+}
