@@ -74,14 +74,26 @@ struct BootCell<T>(UnsafeCell<T>);
 unsafe impl<T> Sync for BootCell<T> {}
 
 /// Bytes of the kernel stack.
-pub const KSTACK_SIZE: usize = 128 * 1024;
+pub const KSTACK_SIZE: usize = 256 * 1024;
+/// Bytes of the unmapped guard below the kernel stack (the page tables of [`super::mm`]
+/// leave it out, so running off the stack faults instead of overwriting other statics).
+pub const KSTACK_GUARD: usize = 16 * 1024;
 const IST_SIZE: usize = 16 * 1024;
 
 #[repr(C, align(16))]
 struct Stack<const N: usize>([u8; N]);
 
+/// The kernel stack with its guard area below it, page-aligned so the guard is whole pages.
+#[repr(C, align(4096))]
+struct GuardedStack {
+    guard: [u8; KSTACK_GUARD],
+    stack: [u8; KSTACK_SIZE],
+}
+
 #[no_mangle]
-static CRX_KSTACK: BootCell<Stack<KSTACK_SIZE>> = BootCell(UnsafeCell::new(Stack([0; KSTACK_SIZE])));
+static CRX_KSTACK: BootCell<GuardedStack> =
+    BootCell(UnsafeCell::new(GuardedStack { guard: [0; KSTACK_GUARD], stack: [0; KSTACK_SIZE] }));
+/// The double-fault stack (IST1).
 static IST_STACK: BootCell<Stack<IST_SIZE>> = BootCell(UnsafeCell::new(Stack([0; IST_SIZE])));
 
 /// The kernel stack top, read by the syscall entry; and the user RSP scratch slot.
@@ -303,11 +315,31 @@ fn rdmsr(msr: u32) -> u64 {
 
 /// The top of the kernel stack.
 pub fn kernel_stack_top() -> u64 {
-    CRX_KSTACK.0.get() as u64 + KSTACK_SIZE as u64
+    CRX_KSTACK.0.get() as u64 + (KSTACK_GUARD + KSTACK_SIZE) as u64
 }
 
-/// Loads the GDT (kernel and user segments, TSS with RSP0 and IST1), the IDT, and the
-/// SYSCALL MSRs. Call once at boot, on the kernel stack.
+/// The unmapped guard area `[start, end)` right below the kernel stack.
+pub fn kernel_stack_guard() -> (u64, u64) {
+    let start = CRX_KSTACK.0.get() as u64;
+    (start, start + KSTACK_GUARD as u64)
+}
+
+/// Whether `addr` lies in the kernel stack's guard area (a kernel stack overflow).
+pub fn in_kernel_stack_guard(addr: u64) -> bool {
+    let (start, end) = kernel_stack_guard();
+    (start..end).contains(&addr)
+}
+
+/// Loads the GDT (kernel and user segments, TSS with RSP0, IST1 and IST2), the IDT, and
+/// the SYSCALL MSRs. Call once at boot, on the kernel stack.
+///
+/// Stacks of the exceptions (Intel SDM Vol. 3A, 6.14.5): the double fault runs on IST1, its
+/// own stack. Every other vector runs on IST2, which is the top of the kernel stack: from
+/// user mode that is where RSP0 points anyway (every kernel entry starts there), and from
+/// kernel mode every exception is fatal (it is reported and the VM ends), so starting over
+/// at the top loses nothing and still works when the kernel stack is exhausted: a kernel
+/// stack overflow faults on the guard page and is reported as such instead of becoming a
+/// double or triple fault.
 pub fn init() {
     let tss_addr = TSS.0.get() as u64;
     // SAFETY: boot runs once on the only CPU before anything else uses these statics.
@@ -315,6 +347,7 @@ pub fn init() {
         let tss = &mut *TSS.0.get();
         tss.rsp[0] = kernel_stack_top();
         tss.ist[0] = IST_STACK.0.get() as u64 + IST_SIZE as u64;
+        tss.ist[1] = kernel_stack_top();
         CRX_KSTACK_TOP = kernel_stack_top();
         let gdt = &mut *GDT.0.get();
         gdt[1] = 0x00af_9a00_0000_ffff; // kernel code: L, P, DPL 0
@@ -333,7 +366,7 @@ pub fn init() {
             *e = IdtEntry {
                 off_lo: h as u16,
                 sel: KERNEL_CS,
-                ist: if i == 8 { 1 } else { 0 },
+                ist: if i == 8 { 1 } else { 2 },
                 attr: 0x8e,
                 off_mid: (h >> 16) as u16,
                 off_hi: (h >> 32) as u32,
@@ -407,6 +440,14 @@ pub fn load_cr3(pml4: u64) {
     // SAFETY: every PML4 the kernel builds maps the kernel image, stack and direct map the
     // same way, so execution continues; callers pass only such tables.
     unsafe { asm!("mov cr3, {}", in(reg) pml4, options(nostack)) };
+}
+
+/// The loaded CR3 (the current PML4's address and flags).
+pub fn cr3() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR3 has no side effects.
+    unsafe { asm!("mov {}, cr3", out(reg) v, options(nostack, nomem)) };
+    v
 }
 
 /// Flushes the TLB entry for `va`.

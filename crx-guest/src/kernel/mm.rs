@@ -36,6 +36,8 @@ static POOL_START: AtomicU64 = AtomicU64::new(0);
 static POOL_END: AtomicU64 = AtomicU64::new(0);
 static PHYS_BASE: AtomicU64 = AtomicU64::new(0);
 static LAYERS_END: AtomicU64 = AtomicU64::new(0);
+/// The kernel's own PML4 (image and direct map only), loaded while a process's tables go.
+static KERNEL_PML4: AtomicU64 = AtomicU64::new(0);
 
 /// Frames ran out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,12 +204,17 @@ pub fn init_kernel_tables(
     write_u64(pdpt_lo, pd_lo | P | W);
     write_u64(pd_lo, image_pt[0] | P | W);
     write_u64(pd_lo + 8, image_pt[1] | P | W);
+    // The kernel stack's guard pages stay unmapped, so an overflow faults.
+    let guard = crate::kernel::arch::kernel_stack_guard();
     let mut pa = image.0 & !(FRAME - 1);
     while pa < image.1.min(IMAGE_LIMIT) {
-        write_u64(image_pt[(pa >> 21) as usize & 1] + ((pa >> 12) & 511) * 8, pa | P | W);
+        if !(guard.0..guard.1).contains(&pa) {
+            write_u64(image_pt[(pa >> 21) as usize & 1] + ((pa >> 12) & 511) * 8, pa | P | W);
+        }
         pa += FRAME;
     }
     crate::kernel::arch::load_cr3(pml4);
+    KERNEL_PML4.store(pml4, Ordering::Relaxed);
     PHYS_BASE.store(PHYS_OFFSET, Ordering::Relaxed);
     Ok(KernelTables { pml4, image_pt })
 }
@@ -395,8 +402,14 @@ impl AddrSpace {
         Ok(child)
     }
 
-    /// Releases every user page and table, and the PML4.
+    /// Releases every user page and table, and the PML4. When these tables are the loaded
+    /// ones (a process exiting or exec'ing), the CPU first moves to the kernel's own tables:
+    /// the freed frames are handed out again at once (and zeroed or filled), and the kernel
+    /// must not keep running on them.
     pub fn destroy(self, pool: &mut FramePool) {
+        if crate::kernel::arch::cr3() & ADDR == self.pml4 {
+            crate::kernel::arch::load_cr3(KERNEL_PML4.load(Ordering::Relaxed));
+        }
         let mut frames = alloc::vec::Vec::new();
         self.for_each_leaf(&mut |_, _, e| frames.push(e & ADDR));
         for f in frames {

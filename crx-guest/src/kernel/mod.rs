@@ -87,12 +87,12 @@ core::arch::global_asm!(
     ".section .text._start, \"ax\"",
     ".globl _start",
     "_start:",
-    "lea rsp, [rip + CRX_KSTACK + {size}]",
+    "lea rsp, [rip + CRX_KSTACK + {top}]",
     "call {main}",
     "ud2",
     ".previous",
     main = sym kmain,
-    size = const arch::KSTACK_SIZE,
+    top = const arch::KSTACK_GUARD + arch::KSTACK_SIZE,
 );
 
 extern "sysv64" fn kmain(boot_params_gpa: u64) -> ! {
@@ -145,19 +145,30 @@ fn heap_mib(cmdline: &str) -> Option<u64> {
 
 /// A fault in kernel mode: report and end the VM.
 pub fn kernel_fault(what: &str, tf: &arch::TrapFrame) -> ! {
+    // A fault while reporting one ends the VM without a second report.
+    if IN_KERNEL_FAULT.swap(true, core::sync::atomic::Ordering::Relaxed) {
+        hv().exit(KERNEL_FAULT_EXIT)
+    }
+    let cr2 = arch::cr2();
+    let what = if ((tf.vector == 14 || tf.vector == 8) && arch::in_kernel_stack_guard(cr2))
+        || arch::in_kernel_stack_guard(tf.rsp)
+    {
+        "kernel stack overflow"
+    } else {
+        what
+    };
     let mut b = FixedBuf { buf: [0; 512], len: 0 };
     let _ = writeln!(
         b,
         "crx: KERNEL FAULT: {what} (vector {}, error {:#x}) at rip {:#x} rsp {:#x} cr2 {:#x}",
-        tf.vector,
-        tf.error,
-        tf.rip,
-        tf.rsp,
-        arch::cr2()
+        tf.vector, tf.error, tf.rip, tf.rsp, cr2
     );
     hv().console(&b.buf[..b.len]);
     hv().exit(KERNEL_FAULT_EXIT)
 }
+
+/// Set once a kernel fault is being reported.
+static IN_KERNEL_FAULT: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// A fixed buffer for messages written when the heap may be unusable.
 struct FixedBuf {
