@@ -97,7 +97,7 @@ pub struct Process {
 }
 
 // Processes live by value in the `BTreeMap`, whose node splits move up to 11 of them through
-// the kernel stack (128 KiB, no guard page): large per-process tables stay boxed.
+// the kernel stack: large per-process tables stay boxed.
 const _: () = assert!(core::mem::size_of::<Process>() <= 2048);
 
 /// A container's progress.
