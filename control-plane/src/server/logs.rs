@@ -76,15 +76,18 @@ impl LogSpec {
         r.read_line(&mut status)?;
         let code: u16 = status.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(502);
         let mut chunked = false;
+        let mut length: Option<u64> = None;
         loop {
             let mut h = String::new();
             if r.read_line(&mut h)? == 0 || h.trim().is_empty() {
                 break;
             }
-            if h.to_ascii_lowercase().starts_with("transfer-encoding:")
-                && h.to_ascii_lowercase().contains("chunked")
-            {
+            let lower = h.to_ascii_lowercase();
+            if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
                 chunked = true;
+            }
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                length = v.trim().parse().ok();
             }
         }
         if code != 200 {
@@ -111,11 +114,17 @@ impl LogSpec {
                 r.read_line(&mut crlf)?;
             }
         } else {
-            loop {
-                let n = r.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
+            // With a Content-Length, exactly that many bytes; without, until the kubelet
+            // closes. A kubelet that resets the connection after its body (it closed
+            // without reading all of our request) ends the stream, not the response.
+            let mut left = length.unwrap_or(u64::MAX);
+            while left > 0 {
+                let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                let n = match r.read(buf.get_mut(..want).unwrap_or_default()) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                left = left.saturating_sub(n as u64);
                 write_chunk(w, buf.get(..n).unwrap_or_default())?;
             }
         }
