@@ -487,11 +487,19 @@ fn pods_are_scheduled_and_deleted_gracefully() {
     let kubelet_thread = std::thread::spawn(move || {
         use std::io::Write;
         let (mut c, _) = kubelet.accept().expect("a log request");
+        let mut reader = BufReader::new(c.try_clone().expect("clone"));
         let mut line = String::new();
-        let _ = BufReader::new(c.try_clone().expect("clone")).read_line(&mut line);
+        let _ = reader.read_line(&mut line);
+        // Read the whole header first: closing a socket with unread input resets the
+        // connection, and the proxy could lose the answer.
+        let mut header = String::new();
+        while reader.read_line(&mut header).is_ok_and(|n| n > 0) && header != "\r\n" {
+            header.clear();
+        }
         let _ = c.write_all(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 15\r\n\r\nhello from app\n",
         );
+        let _ = c.shutdown(std::net::Shutdown::Write);
         line
     });
     let node = dir.0.join("node.yaml");
