@@ -66,12 +66,17 @@ struct ControlPlane {
 
 impl ControlPlane {
     fn start(dir: &Path) -> Self {
+        Self::start_with_stderr(dir, Stdio::inherit())
+    }
+
+    /// Starts the server with its standard error sent to `stderr`.
+    fn start_with_stderr(dir: &Path, stderr: Stdio) -> Self {
         let mut child = Command::new(binary())
             .args(["--dir"])
             .arg(dir)
             .args(["--listen", "127.0.0.1:0"])
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("starting control-plane");
         let stdout = child.stdout.take().expect("piped stdout");
@@ -111,8 +116,13 @@ struct Output {
     stderr: String,
 }
 
-/// Runs `cmd` with a timeout, killing it when it runs out.
-fn run(mut cmd: Command) -> Output {
+/// Runs `cmd` with the client timeout, killing it when it runs out.
+fn run(cmd: Command) -> Output {
+    run_for(cmd, COMMAND_TIMEOUT)
+}
+
+/// Runs `cmd`, killing it when `timeout` runs out.
+fn run_for(mut cmd: Command, timeout: Duration) -> Output {
     let what = format!("{cmd:?}");
     let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawning a client");
     let mut out = child.stdout.take().expect("stdout");
@@ -127,7 +137,7 @@ fn run(mut cmd: Command) -> Output {
         let _ = err.read_to_string(&mut s);
         s
     });
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let deadline = Instant::now() + timeout;
     let status = loop {
         if let Some(st) = child.try_wait().expect("waiting for a client") {
             break st;
@@ -135,7 +145,7 @@ fn run(mut cmd: Command) -> Output {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{what} did not finish within {COMMAND_TIMEOUT:?}");
+            panic!("{what} did not finish within {timeout:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -477,11 +487,19 @@ fn pods_are_scheduled_and_deleted_gracefully() {
     let kubelet_thread = std::thread::spawn(move || {
         use std::io::Write;
         let (mut c, _) = kubelet.accept().expect("a log request");
+        let mut reader = BufReader::new(c.try_clone().expect("clone"));
         let mut line = String::new();
-        let _ = BufReader::new(c.try_clone().expect("clone")).read_line(&mut line);
+        let _ = reader.read_line(&mut line);
+        // Read the whole header first: closing a socket with unread input resets the
+        // connection, and the proxy could lose the answer.
+        let mut header = String::new();
+        while reader.read_line(&mut header).is_ok_and(|n| n > 0) && header != "\r\n" {
+            header.clear();
+        }
         let _ = c.write_all(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 15\r\n\r\nhello from app\n",
         );
+        let _ = c.shutdown(std::net::Shutdown::Write);
         line
     });
     let node = dir.0.join("node.yaml");
@@ -551,4 +569,240 @@ print("nodes", [n.metadata.name for n in v1.list_node().items])
     assert!(o.stdout.contains("nodes ['n1']"), "{}", o.stdout);
     let out = waiter.join().expect("the kubectl thread");
     assert!(out.ok && out.stdout.contains("pod \"web\" deleted"), "{}\n{}", out.stdout, out.stderr);
+}
+
+/// How long building the `sim-node` binary may take.
+const BUILD_TIMEOUT: Duration = Duration::from_secs(900);
+/// How long the node may take to register and report Ready.
+const NODE_READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often the end-to-end test polls the server.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The `sim-node` binary (kubelet-lite with a simulated runtime), built once in release mode.
+fn sim_node_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(repo_root()).args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "sim-node",
+            "--bin",
+            "sim-node",
+        ]);
+        let o = run_for(cmd, BUILD_TIMEOUT);
+        assert!(o.ok, "building sim-node failed:\n{}", o.stderr);
+        target_dir().join("release").join("sim-node")
+    })
+}
+
+/// A running `sim-node`, killed on drop; its output goes to a file.
+struct SimNode {
+    child: Child,
+}
+
+impl SimNode {
+    fn start(kubeconfig: &Path, name: &str, log: &Path) -> Self {
+        let out = std::fs::File::create(log).expect("creating the sim-node log");
+        let err = out.try_clone().expect("cloning the sim-node log");
+        let child = Command::new(sim_node_binary())
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(["--name", name])
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("starting sim-node");
+        SimNode { child }
+    }
+}
+
+impl Drop for SimNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The server's and the node's output, read when a step fails.
+struct Logs {
+    server: PathBuf,
+    node: PathBuf,
+}
+
+impl Logs {
+    fn dump(&self) -> String {
+        let read =
+            |p: &Path| std::fs::read_to_string(p).unwrap_or_else(|e| format!("({}: {e})", p.display()));
+        format!(
+            "\n--- control-plane stderr ---\n{}\n--- sim-node output ---\n{}",
+            read(&self.server),
+            read(&self.node)
+        )
+    }
+
+    /// Polls `probe` every [`POLL_INTERVAL`] until it yields a value or `timeout` runs out;
+    /// `probe` also returns what it last saw, for the failure message.
+    #[track_caller]
+    fn wait_for<T>(&self, what: &str, timeout: Duration, mut probe: impl FnMut() -> Result<T, String>) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match probe() {
+                Ok(v) => return v,
+                Err(last) if Instant::now() >= deadline => {
+                    panic!("{what}: not within {timeout:?}; last seen:\n{last}{}", self.dump())
+                }
+                Err(_) => std::thread::sleep(POLL_INTERVAL),
+            }
+        }
+    }
+}
+
+/// kubectl that must succeed; on failure the server's and the node's output are printed.
+#[track_caller]
+fn kubectl_logged(cp: &ControlPlane, logs: &Logs, args: &[&str]) -> String {
+    let o = kubectl(cp, args);
+    assert!(o.ok, "kubectl {args:?} failed:\nstdout: {}\nstderr: {}{}", o.stdout, o.stderr, logs.dump());
+    o.stdout
+}
+
+const SIM_POD_YAML: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: hello
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: busybox:1.36
+    command: ["sh", "-c", "echo hello from sim; sleep 1; exit 0"]
+"#;
+
+/// The control plane and kubelet-lite's host program together: the node registers and turns
+/// Ready, the scheduler binds a pod to it, the simulated runtime runs it to completion, and
+/// kubectl and the Python client see the whole life of the pod.
+#[test]
+fn sim_node_runs_a_scheduled_pod_to_completion() {
+    let _slot = slot();
+    let sim_node = sim_node_binary();
+    assert!(sim_node.is_file(), "{} missing", sim_node.display());
+    let dir = TempDir::new("simnode");
+    let logs = Logs { server: dir.0.join("server.stderr"), node: dir.0.join("sim-node.log") };
+    let server_err = std::fs::File::create(&logs.server).expect("creating the server log");
+    let cp = ControlPlane::start_with_stderr(&dir.0, Stdio::from(server_err));
+    let _node = SimNode::start(&dir.0.join("node.kubeconfig"), "n1", &logs.node);
+
+    // The node registers with a full status and reports Ready.
+    logs.wait_for("node n1 Ready with nodeInfo", NODE_READY_TIMEOUT, || {
+        let o = kubectl(&cp, &["get", "node", "n1", "-o", "json"]);
+        if !o.ok {
+            return Err(o.stderr);
+        }
+        let node: serde_json::Value =
+            serde_json::from_str(&o.stdout).map_err(|e| format!("{e}: {}", o.stdout))?;
+        let ready = node["status"]["conditions"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+        let info = &node["status"]["nodeInfo"];
+        let filled = [
+            "kubeletVersion",
+            "osImage",
+            "kernelVersion",
+            "containerRuntimeVersion",
+            "operatingSystem",
+            "architecture",
+        ]
+        .iter()
+        .all(|k| info[*k].as_str().is_some_and(|v| !v.is_empty()));
+        if ready && filled {
+            Ok(())
+        } else {
+            Err(o.stdout)
+        }
+    });
+
+    // The watch below starts from a resourceVersion from before the pod existed (the node's:
+    // there is one sequence for all objects), so it replays the pod's whole life.
+    let start_rv =
+        kubectl_logged(&cp, &logs, &["get", "node", "n1", "-o", "jsonpath={.metadata.resourceVersion}"]);
+    assert!(start_rv.parse::<u64>().is_ok(), "node resourceVersion {start_rv:?}");
+
+    let pod = write_pod(&dir.0, SIM_POD_YAML);
+    let created = kubectl_logged(&cp, &logs, &["apply", "-f", pod.to_str().expect("UTF-8 path")]);
+    assert!(created.contains("pod/hello created"), "{created}{}", logs.dump());
+
+    // Scheduled onto n1, run, and finished with exit code 0.
+    let pod_json = logs.wait_for("pod hello Succeeded", Duration::from_secs(60), || {
+        let o = kubectl(&cp, &["get", "pod", "hello", "-o", "json"]);
+        if !o.ok {
+            return Err(o.stderr);
+        }
+        let pod: serde_json::Value =
+            serde_json::from_str(&o.stdout).map_err(|e| format!("{e}: {}", o.stdout))?;
+        let exit0 = pod["status"]["containerStatuses"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|c| c["state"]["terminated"]["exitCode"] == 0));
+        if pod["status"]["phase"] == "Succeeded" && exit0 {
+            Ok(pod)
+        } else {
+            Err(o.stdout)
+        }
+    });
+    assert_eq!(pod_json["spec"]["nodeName"], "n1", "{pod_json}{}", logs.dump());
+
+    let out = kubectl_logged(&cp, &logs, &["logs", "hello"]);
+    assert!(out.contains("hello from sim"), "kubectl logs printed {out:?}{}", logs.dump());
+
+    logs.wait_for("Scheduled and Started events", Duration::from_secs(30), || {
+        let ev = kubectl(&cp, &["get", "events"]);
+        let for_pod = |reason: &str| {
+            ev.stdout.lines().any(|l| l.contains("pod/hello") && l.split_whitespace().any(|w| w == reason))
+        };
+        if ev.ok && for_pod("Scheduled") && for_pod("Started") {
+            Ok(())
+        } else {
+            Err(format!("{}{}", ev.stdout, ev.stderr))
+        }
+    });
+
+    let deleted = kubectl_logged(&cp, &logs, &["delete", "pod", "hello", "--timeout=30s"]);
+    assert!(deleted.contains("pod \"hello\" deleted"), "{deleted}{}", logs.dump());
+    let gone = kubectl(&cp, &["get", "pod", "hello"]);
+    assert!(
+        !gone.ok && gone.stderr.contains("pods \"hello\" not found"),
+        "{}{}{}",
+        gone.stdout,
+        gone.stderr,
+        logs.dump()
+    );
+
+    // The official client deserializes every event of the pod's life into V1Pod.
+    let program = format!(
+        r#"
+import sys
+from kubernetes import client, config, watch
+config.load_kube_config(config_file=sys.argv[1])
+v1 = client.CoreV1Api()
+w = watch.Watch()
+for ev in w.stream(v1.list_namespaced_pod, "default", resource_version="{start_rv}", timeout_seconds=5):
+    p = ev["object"]
+    assert isinstance(p, client.V1Pod), type(p)
+    print("event", ev["type"], p.metadata.name, p.status.phase)
+print("watch done")
+"#
+    );
+    let o = python(&cp, &program);
+    assert!(
+        o.ok && o.stdout.contains("watch done"),
+        "python failed:\n{}\n{}{}",
+        o.stdout,
+        o.stderr,
+        logs.dump()
+    );
+    for want in ["event ADDED hello", "event MODIFIED hello Succeeded", "event DELETED hello"] {
+        assert!(o.stdout.contains(want), "{want:?} missing from the watch:\n{}{}", o.stdout, logs.dump());
+    }
 }

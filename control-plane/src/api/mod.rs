@@ -207,6 +207,12 @@ pub fn table(kind: &str, items: &[Value], include: Option<&str>) -> Option<Value
     (t.get("kind").and_then(Value::as_str) == Some("Table")).then_some(t)
 }
 
+/// A boolean query parameter, read as the apiserver reads one (Go's `strconv.ParseBool`):
+/// the official Python client sends `watch=True`.
+pub fn is_true(param: Option<&str>) -> bool {
+    matches!(param, Some("1" | "t" | "T" | "true" | "True" | "TRUE"))
+}
+
 fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
     obj.get("metadata")?.get(field)?.as_str()
 }
@@ -253,7 +259,7 @@ impl Api {
         let method = req.method.as_str();
         match (&t.name, t.sub.as_deref(), method) {
             (None, None, "GET") => {
-                let watching = matches!(req.param("watch"), Some("1" | "true"));
+                let watching = is_true(req.param("watch"));
                 if watching {
                     return Ok(Reply::Watch(watch::WatchSpec::from_request(req, t.clone())?));
                 }
@@ -680,6 +686,17 @@ impl Api {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn boolean_parameters_read_like_go() {
+        for yes in ["1", "t", "T", "true", "True", "TRUE"] {
+            assert!(is_true(Some(yes)), "{yes}");
+        }
+        for no in ["0", "false", "False", "yes", "", "tRUE"] {
+            assert!(!is_true(Some(no)), "{no}");
+        }
+        assert!(!is_true(None));
+    }
 
     fn req(method: &str, path: &str, body: &str) -> Request {
         let (p, q) = path.split_once('?').unwrap_or((path, ""));

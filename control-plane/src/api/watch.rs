@@ -47,7 +47,7 @@ impl WatchSpec {
             selectors: Selectors::from_request(req)?,
             since,
             timeout,
-            bookmarks: matches!(req.param("allowWatchBookmarks"), Some("1" | "true")),
+            bookmarks: super::is_true(req.param("allowWatchBookmarks")),
             table: wants_table(req),
             include: req.param("includeObject").map(str::to_string),
             target,
