@@ -138,7 +138,14 @@ impl Machine {
     }
 
     /// Boots a QEMU node.
+    /// Unattended runs (tests, bench, `vm run`, `pod run`) are TCG only: KVM is refused
+    /// here and stays an opt-in of the interactive `cargo xtask run --accel kvm`.
     pub fn qemu(name: &str, node: &Qemu) -> Result<Machine, Error> {
+        if node.accel != crate::emulator::Accel::Tcg {
+            return Err(Error::Missing(format!(
+                "{name}: unattended QEMU runs use -accel tcg; KVM is only for `cargo xtask run --accel kvm`"
+            )));
+        }
         crate::setup::ensure_present(crate::setup::QEMU)?;
         Machine::spawn(name, Kind::Qemu, node.command())
     }
@@ -335,4 +342,17 @@ fn collect(stream: Box<dyn Read + Send>, kind: Kind, started: Instant, shared: &
     }
     lock(shared).open_streams -= 1;
     shared.1.notify_all();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emulator::Accel;
+
+    #[test]
+    fn unattended_runs_refuse_kvm() {
+        let node = Qemu { accel: Accel::Kvm, ..Qemu::new("/nonexistent-kernel") };
+        let err = Machine::qemu("kvm-check", &node).err().expect("KVM must be refused");
+        assert!(err.to_string().contains("-accel tcg"), "{err}");
+    }
 }
