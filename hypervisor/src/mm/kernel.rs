@@ -264,6 +264,15 @@ pub fn alloc_frame() -> Result<u64, MmError> {
     with(|k| k.frames.alloc().map_err(MmError::Frames)).unwrap_or(Err(MmError::NotInitialized))
 }
 
+/// Takes one frame and zeroes it.
+pub fn alloc_zeroed_frame() -> Result<u64, MmError> {
+    let f = alloc_frame()?;
+    // SAFETY: the frame was just taken from the allocator, so nothing else uses it, and
+    // all RAM is identity-mapped read-write.
+    unsafe { core::ptr::write_bytes(f as *mut u8, 0, FRAME_SIZE as usize) };
+    Ok(f)
+}
+
 /// Takes `count` contiguous frames starting at a multiple of `align_bytes`.
 pub fn alloc_run(count: usize, align_bytes: u64) -> Result<u64, MmError> {
     with(|k| k.frames.alloc_run(count, align_bytes, u64::MAX).map_err(MmError::Frames))

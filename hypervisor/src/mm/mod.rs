@@ -99,7 +99,9 @@ impl fmt::Display for MmError {
 pub use selftests::SELFTESTS;
 
 #[cfg(target_os = "none")]
-pub use kernel::{alloc_frame, alloc_run, free_frame, free_frames, free_run, kernel_cr3, map_mmio};
+pub use kernel::{
+    alloc_frame, alloc_run, alloc_zeroed_frame, free_frame, free_frames, free_run, kernel_cr3, map_mmio,
+};
 
 /// Builds the frame allocator, switches to the kernel's page tables and starts the heap.
 #[cfg(target_os = "none")]

@@ -15,6 +15,8 @@
 
 pub mod svm;
 #[cfg(target_os = "none")]
+pub mod testguest;
+#[cfg(target_os = "none")]
 pub mod vmx;
 
 use crate::vm::{Action, Exit, GuestRegs, InitialState, NestedFormat};

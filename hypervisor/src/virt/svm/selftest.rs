@@ -4,11 +4,11 @@
 use super::hw::BACKEND;
 use crate::arch::percpu::{self, MAX_CPUS};
 use crate::arch::smp;
-use crate::mm::paging::{Flags, PageSize, PageTables, TableMemory};
-use crate::mm::{self, free_frames};
+use crate::mm::free_frames;
 use crate::selftest::{Test, Verdict};
+use crate::virt::testguest::TestGuest;
 use crate::virt::{Backend, Vcpu, VirtError};
-use crate::vm::{Access, Action, ExitKind, GuestRegs, InitialState, Segment};
+use crate::vm::{Access, Action, ExitKind, GuestRegs, InitialState, NestedFormat, Segment};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
@@ -18,7 +18,6 @@ use x86_64::registers::model_specific::{FsBase, GsBase, KernelGsBase, LStar, Msr
 /// Self-tests of the AMD-V backend.
 pub static SELFTESTS: &[Test] = &[Test { name: "svm", in_all: true, run: selftest }];
 
-const FRAME: u64 = 4096;
 /// Guest memory: gpa 0 up to 1 MiB.
 const GUEST_BYTES: u64 = 1 << 20;
 /// Where the test code sits.
@@ -47,85 +46,6 @@ const AT_NPF: u64 = CODE + 5;
 const AT_RDMSR: u64 = CODE + 0x11;
 const AT_VMMCALL: u64 = CODE + 0x26;
 const AT_LOOP: u64 = CODE + 0x29;
-
-/// Nested page-table frames taken from the frame allocator, remembered for freeing.
-struct NptFrames {
-    tables: Vec<u64>,
-}
-
-impl TableMemory for NptFrames {
-    fn alloc_table(&mut self) -> Option<u64> {
-        let f = mm::alloc_frame().ok()?;
-        // SAFETY: the frame was just allocated, so nothing else uses it; RAM is
-        // identity-mapped read-write.
-        unsafe { core::ptr::write_bytes(f as *mut u8, 0, FRAME as usize) };
-        self.tables.push(f);
-        Some(f)
-    }
-
-    fn read_entry(&self, table: u64, index: usize) -> u64 {
-        // SAFETY: `PageTables` only passes table frames this type allocated (identity-
-        // mapped); the index is reduced to the table's 512 entries.
-        unsafe { core::ptr::read_volatile((table + (index as u64 % 512) * 8) as *const u64) }
-    }
-
-    fn write_entry(&mut self, table: u64, index: usize, value: u64) {
-        // SAFETY: as in `read_entry`; the tables belong to this test alone.
-        unsafe { core::ptr::write_volatile((table + (index as u64 % 512) * 8) as *mut u64, value) }
-    }
-}
-
-/// The guest's memory (one frame per 4 KiB of guest-physical space) and its NPT.
-struct TestGuest {
-    frames: Vec<u64>,
-    npt: PageTables<NptFrames>,
-}
-
-impl TestGuest {
-    fn new() -> Result<Self, &'static str> {
-        let npt =
-            PageTables::new(NptFrames { tables: Vec::new() }).map_err(|_| "no frame for the NPT root")?;
-        let mut g = TestGuest { frames: Vec::new(), npt };
-        for gpa in (0..GUEST_BYTES).step_by(FRAME as usize) {
-            let Ok(f) = mm::alloc_frame() else {
-                g.free();
-                return Err("no frame for guest memory");
-            };
-            // SAFETY: a fresh frame, identity-mapped, owned by this guest.
-            unsafe { core::ptr::write_bytes(f as *mut u8, 0, FRAME as usize) };
-            g.frames.push(f);
-            // NPT leaves: present, writable, user (nested walks are user accesses).
-            if g.npt.map(gpa, f, PageSize::Size4K, Flags::WRITABLE | Flags::USER).is_err() {
-                g.free();
-                return Err("mapping guest memory in the NPT failed");
-            }
-        }
-        Ok(g)
-    }
-
-    fn write(&self, gpa: u64, bytes: &[u8]) {
-        for (k, &b) in bytes.iter().enumerate() {
-            let a = gpa + k as u64;
-            if let Some(&f) = self.frames.get((a / FRAME) as usize) {
-                // SAFETY: `f` is a guest frame this test owns; the offset is inside it.
-                unsafe { core::ptr::write_volatile((f + a % FRAME) as *mut u8, b) };
-            }
-        }
-    }
-
-    fn write_u64(&self, gpa: u64, v: u64) {
-        self.write(gpa, &v.to_le_bytes());
-    }
-
-    fn free(self) {
-        let TestGuest { frames, mut npt } = self;
-        for f in frames.into_iter().chain(core::mem::take(&mut npt.mem().tables)) {
-            if mm::free_frame(f).is_err() {
-                log::warn!("svm selftest: frame {f:#x} was not ours");
-            }
-        }
-    }
-}
 
 fn seg(selector: u16, limit: u32, access: u16) -> Segment {
     Segment { selector, base: 0, limit, access }
@@ -209,13 +129,13 @@ fn selftest() -> Verdict {
         return Err("enable_cpu is not idempotent");
     }
     let before = free_frames();
-    let guest = TestGuest::new()?;
+    let guest = TestGuest::new(GUEST_BYTES, NestedFormat::Npt)?;
     let init = prepare(&guest);
-    let verdict = match BACKEND.create_vcpu(guest.npt.root(), &init) {
+    let verdict = match BACKEND.create_vcpu(guest.root(), &init) {
         Ok(v) => run_program(v),
         Err(_) => Err("create_vcpu failed"),
     };
-    guest.free();
+    drop(guest);
     verdict?;
     log::debug!("svm selftest: program done");
     let verdict = exhaust_asids();

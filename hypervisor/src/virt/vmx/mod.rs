@@ -285,11 +285,7 @@ pub fn cpu_enabled() -> bool {
 
 /// A zeroed frame.
 fn alloc_zeroed() -> Option<u64> {
-    let f = crate::mm::alloc_frame().ok()?;
-    // SAFETY: the frame was just allocated, so nothing else uses it, and all RAM is
-    // identity-mapped read-write.
-    unsafe { core::ptr::write_bytes(f as *mut u8, 0, 4096) };
-    Some(f)
+    crate::mm::alloc_zeroed_frame().ok()
 }
 
 fn free(frame: u64) {

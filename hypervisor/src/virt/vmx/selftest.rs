@@ -6,12 +6,12 @@
 use super::{caps, Backend, BACKEND};
 use crate::arch::cpu::{self, Virt};
 use crate::arch::{percpu, smp, time};
-use crate::mm::paging::{Flags, PageSize, PageTables, TableMemory};
 use crate::selftest::{Test, Verdict};
+use crate::virt::testguest::TestGuest;
 use crate::virt::Vcpu;
+use crate::vm::NestedFormat;
 use crate::vm::{Access, Action, ExitKind, GuestRegs, InitialState, Segment};
 use crate::x86::vmx::msr;
-use alloc::vec::Vec;
 use crx_abi::layout;
 use spin::Mutex;
 
@@ -24,8 +24,6 @@ const GUEST_BYTES: u64 = 2 << 20;
 const CODE: u64 = layout::KERNEL_MIN;
 /// Where the guest's TSS sits, right after its GDT.
 const TSS: u64 = layout::GDT + 0x80;
-/// EPT leaf flags: read, write, execute, memory type write-back.
-const EPT_LEAF: u64 = 0x37;
 
 /// The guest's code, hand-assembled, with the exit each part causes.
 const CODE_BYTES: &[u8] = &[
@@ -51,96 +49,24 @@ const CODE_BYTES: &[u8] = &[
 /// Offset of the `jmp $` loop.
 const LOOP_AT: u64 = 52;
 
-/// EPT tables in kernel frames, remembered so they can be freed.
-struct EptMemory {
-    tables: Vec<u64>,
-}
-
-impl TableMemory for EptMemory {
-    fn alloc_table(&mut self) -> Option<u64> {
-        let f = super::alloc_zeroed()?;
-        self.tables.push(f);
-        Some(f)
+/// Page tables, GDT, TSS and code, per the crx-abi layout.
+fn load(g: &TestGuest) {
+    g.write_u64(layout::PML4, layout::PDPT | 3);
+    g.write_u64(layout::PDPT, layout::PD | 3);
+    // Two 2 MiB pages: guest memory, and the range above it (for the EPT violation).
+    g.write_u64(layout::PD, 0x83);
+    g.write_u64(layout::PD + 8, GUEST_BYTES | 0x83);
+    let gdt: [u64; 5] = [
+        0,
+        0x00af_9b00_0000_ffff, // 0x08: 64-bit code
+        0x00cf_9300_0000_ffff, // 0x10: data
+        0x67 | ((TSS & 0xff_ffff) << 16) | (0x8b << 40) | (((TSS >> 24) & 0xff) << 56), // 0x18: TSS
+        TSS >> 32,
+    ];
+    for (i, d) in (0u64..).zip(gdt) {
+        g.write_u64(layout::GDT + 8 * i, d);
     }
-
-    fn read_entry(&self, table: u64, index: usize) -> u64 {
-        // SAFETY: `table` is one of this structure's frames (the builder only passes
-        // tables it got from `alloc_table` or read from their entries), identity-mapped;
-        // the index is masked to 512 entries.
-        unsafe { core::ptr::read_volatile((table + (index as u64 % 512) * 8) as *const u64) }
-    }
-
-    fn write_entry(&mut self, table: u64, index: usize, value: u64) {
-        // SAFETY: as in `read_entry`; nothing else uses these frames.
-        unsafe { core::ptr::write_volatile((table + (index as u64 % 512) * 8) as *mut u64, value) }
-    }
-}
-
-/// The guest's memory and EPT.
-struct Guest {
-    pages: Vec<u64>,
-    ept: PageTables<EptMemory>,
-}
-
-impl Guest {
-    fn new() -> Result<Guest, &'static str> {
-        let mem = EptMemory { tables: Vec::with_capacity(8) };
-        let ept = PageTables::new(mem).map_err(|_| "no frame for the EPT root")?;
-        let mut g = Guest { pages: Vec::with_capacity((GUEST_BYTES / 4096) as usize), ept };
-        for gpa in (0..GUEST_BYTES).step_by(4096) {
-            let Some(f) = super::alloc_zeroed() else {
-                g.free();
-                return Err("out of frames for guest memory");
-            };
-            g.pages.push(f);
-            if g.ept.map(gpa, f, PageSize::Size4K, Flags::from_bits_retain(EPT_LEAF)).is_err() {
-                g.free();
-                return Err("EPT map failed");
-            }
-        }
-        Ok(g)
-    }
-
-    fn write(&mut self, gpa: u64, bytes: &[u8]) {
-        for (i, b) in (0u64..).zip(bytes) {
-            let a = gpa + i;
-            if let Some(&page) = self.pages.get((a / 4096) as usize) {
-                // SAFETY: `page` is a guest frame this test owns, identity-mapped; the
-                // offset is inside it.
-                unsafe { core::ptr::write_volatile((page + a % 4096) as *mut u8, *b) };
-            }
-        }
-    }
-
-    fn write_u64(&mut self, gpa: u64, v: u64) {
-        self.write(gpa, &v.to_le_bytes());
-    }
-
-    /// Page tables, GDT, TSS and code, per the crx-abi layout.
-    fn load(&mut self) {
-        self.write_u64(layout::PML4, layout::PDPT | 3);
-        self.write_u64(layout::PDPT, layout::PD | 3);
-        // Two 2 MiB pages: guest memory, and the range above it (for the EPT violation).
-        self.write_u64(layout::PD, 0x83);
-        self.write_u64(layout::PD + 8, GUEST_BYTES | 0x83);
-        let gdt: [u64; 5] = [
-            0,
-            0x00af_9b00_0000_ffff, // 0x08: 64-bit code
-            0x00cf_9300_0000_ffff, // 0x10: data
-            0x67 | ((TSS & 0xff_ffff) << 16) | (0x8b << 40) | (((TSS >> 24) & 0xff) << 56), // 0x18: TSS
-            TSS >> 32,
-        ];
-        for (i, d) in (0u64..).zip(gdt) {
-            self.write_u64(layout::GDT + 8 * i, d);
-        }
-        self.write(CODE, CODE_BYTES);
-    }
-
-    fn free(mut self) {
-        for f in self.pages.iter().chain(self.ept.mem().tables.iter()) {
-            super::free(*f);
-        }
-    }
+    g.write(CODE, CODE_BYTES);
 }
 
 /// The guest's initial state (the crx-abi values).
@@ -311,12 +237,12 @@ fn on_this_cpu() -> Verdict {
         return Err("a second enable_cpu failed");
     }
     let before = crate::mm::free_frames();
-    let mut guest = Guest::new();
-    let verdict = match guest.as_mut() {
+    let guest = TestGuest::new(GUEST_BYTES, NestedFormat::Ept);
+    let verdict = match guest.as_ref() {
         Err(e) => Err(*e),
         Ok(g) => {
-            g.load();
-            let root = g.ept.root();
+            load(g);
+            let root = g.root();
             match BACKEND.create_vcpu(root, &initial_state()) {
                 Err(e) => {
                     log::error!("vmx: create_vcpu: {e}");
@@ -340,12 +266,10 @@ fn on_this_cpu() -> Verdict {
         }
     };
     let verdict = verdict.and_then(|()| match guest.as_ref() {
-        Ok(g) => entry_failure(g.ept.root()),
+        Ok(g) => entry_failure(g.root()),
         Err(e) => Err(*e),
     });
-    if let Ok(g) = guest {
-        g.free();
-    }
+    drop(guest);
     verdict?;
     let after = crate::mm::free_frames();
     if after != before {
