@@ -333,6 +333,13 @@ impl AddrSpace {
 
     /// Every user leaf: calls `f(va, pte_pa, entry)`.
     fn for_each_leaf(&self, f: &mut dyn FnMut(u64, u64, u64)) {
+        self.walk(f, &mut |_| {});
+    }
+
+    /// Walks the user half: `leaf(va, pte_pa, entry)` for every present 4 KiB leaf, and
+    /// `table(pa)` for every page-table frame below the PML4 that this address space owns,
+    /// after the entries in it (the first two page tables are the image's, shared).
+    fn walk(&self, leaf: &mut dyn FnMut(u64, u64, u64), table: &mut dyn FnMut(u64)) {
         for i4 in 0..256u64 {
             let e4 = read_u64(self.pml4 + i4 * 8);
             if e4 & P == 0 {
@@ -355,11 +362,14 @@ impl AddrSpace {
                         let slot = (e2 & ADDR) + i1 * 8;
                         let e1 = read_u64(slot);
                         if e1 & P != 0 {
-                            f((i4 << 39) | (i3 << 30) | (i2 << 21) | (i1 << 12), slot, e1);
+                            leaf((i4 << 39) | (i3 << 30) | (i2 << 21) | (i1 << 12), slot, e1);
                         }
                     }
+                    table(e2 & ADDR);
                 }
+                table(e3 & ADDR);
             }
+            table(e4 & ADDR);
         }
     }
 
@@ -410,33 +420,10 @@ impl AddrSpace {
         if crate::kernel::arch::cr3() & ADDR == self.pml4 {
             crate::kernel::arch::load_cr3(KERNEL_PML4.load(Ordering::Relaxed));
         }
-        let mut frames = alloc::vec::Vec::new();
-        self.for_each_leaf(&mut |_, _, e| frames.push(e & ADDR));
-        for f in frames {
+        let (mut pages, mut tables) = (alloc::vec::Vec::new(), alloc::vec::Vec::new());
+        self.walk(&mut |_, _, e| pages.push(e & ADDR), &mut |t| tables.push(t));
+        for f in pages.into_iter().chain(tables) {
             pool.release(f);
-        }
-        for i4 in 0..256u64 {
-            let e4 = read_u64(self.pml4 + i4 * 8);
-            if e4 & P == 0 {
-                continue;
-            }
-            for i3 in 0..512u64 {
-                let e3 = read_u64((e4 & ADDR) + i3 * 8);
-                if e3 & P == 0 || e3 & PS != 0 {
-                    continue;
-                }
-                for i2 in 0..512u64 {
-                    if i4 == 0 && i3 == 0 && i2 < 2 {
-                        continue;
-                    }
-                    let e2 = read_u64((e3 & ADDR) + i2 * 8);
-                    if e2 & P != 0 && e2 & PS == 0 {
-                        pool.release(e2 & ADDR);
-                    }
-                }
-                pool.release(e3 & ADDR);
-            }
-            pool.release(e4 & ADDR);
         }
         pool.release(self.pml4);
     }
