@@ -111,8 +111,16 @@ pub fn init_current(index: u32, apic_id: u32) {
 
 /// This CPU's slot (slot 0 before [`init_current`]).
 pub fn current() -> &'static PerCpu {
+    // The GS base is either 0 (not set yet) or the address of one slot: the slot's index
+    // follows from its offset in the array, without a search (this runs on every vCPU
+    // entry and every interrupt).
     let base = GsBase::read().as_u64();
-    SLOTS.iter().find(|s| core::ptr::from_ref::<PerCpu>(s) as u64 == base).unwrap_or(&SLOTS[0])
+    let first = core::ptr::from_ref::<PerCpu>(&SLOTS[0]) as u64;
+    let size = core::mem::size_of::<PerCpu>() as u64;
+    base.checked_sub(first)
+        .filter(|off| off % size == 0)
+        .and_then(|off| SLOTS.get((off / size) as usize))
+        .unwrap_or(&SLOTS[0])
 }
 
 /// This CPU's number (0 before [`init_current`]).
