@@ -1,6 +1,8 @@
-//! Shared set-up for the emulator integration tests: the kernel and ISOs are built once per
+//! Shared set-up for the integration tests. Emulator tests: the kernel and ISOs are built once per
 //! test binary, and emulator runs take turns (the machine has two cores and Bochs alone
-//! keeps one busy).
+//! keeps one busy). Control-plane tests: see [`cluster`].
+
+pub mod cluster;
 
 use qemu::image;
 use qemu::{Error, Machine, Ready};
