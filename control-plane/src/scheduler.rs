@@ -1,7 +1,10 @@
 //! The in-process controllers: the scheduler (binds pods without `spec.nodeName` to a Ready
 //! node with room, or marks them `PodScheduled=False` with a `FailedScheduling` event) and the
 //! node lifecycle controller (a node whose lease and status have not been renewed within the
-//! grace period gets its conditions set to `Unknown`).
+//! grace period gets its conditions set to `Unknown`). As in kube-controller-manager, the grace
+//! period runs from when the controller last *saw* a renewal, not from the timestamps the node
+//! wrote: a control plane that was down for a while gives every node a fresh grace period
+//! when it comes back instead of declaring them all lost at once.
 //!
 //! Both are plain functions of the store and a time passed in, run in a loop by [`spawn`].
 
@@ -14,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// How long a node may go without renewing its lease or status before it is `Unknown`
-/// (kube-controller-manager `--node-monitor-grace-period` default).
-pub const NODE_GRACE: Duration = Duration::from_secs(40);
+/// (kube-controller-manager `--node-monitor-grace-period` default since 1.32).
+pub const NODE_GRACE: Duration = Duration::from_secs(50);
 
 fn s<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
     v.pointer(ptr).and_then(Value::as_str)
@@ -225,56 +228,77 @@ fn last_seen(store: &Store, node: &Value) -> Option<i64> {
     [renew, beat, created].into_iter().flatten().max()
 }
 
-/// One node-lifecycle pass; returns how many nodes were marked Unknown.
-pub fn node_lifecycle_once(store: &Store, now: SystemTime) -> usize {
-    let now_unix = rfc3339::unix_seconds(now);
-    let now_s = rfc3339::format_time(now_unix);
-    let grace = i64::try_from(NODE_GRACE.as_secs()).unwrap_or(40);
-    let (nodes, _) = store.list("nodes", None);
-    let mut marked = 0;
-    for node in nodes {
-        let ready = condition(&node, "Ready").and_then(|c| c.get("status")).and_then(Value::as_str);
-        if ready.is_none() || ready == Some("Unknown") {
-            continue;
-        }
-        if last_seen(store, &node).is_some_and(|t| now_unix - t <= grace) {
-            continue;
-        }
-        let Some(name) = s(&node, "/metadata/name") else { continue };
-        let res = store.modify::<StoreError>(&Key::new("nodes", "", name), |cur| {
-            let mut new = cur.clone();
-            let types: Vec<Value> = cur
-                .pointer("/status/conditions")
-                .and_then(Value::as_array)
-                .map(|l| l.iter().filter_map(|c| c.get("type").cloned()).collect())
-                .unwrap_or_default();
-            for ty in types {
-                let beat = condition(cur, ty.as_str().unwrap_or(""))
-                    .and_then(|c| c.get("lastHeartbeatTime").cloned());
-                set_condition(
-                    &mut new,
-                    json!({"type": ty, "status": "Unknown", "reason": "NodeStatusUnknown",
-                           "message": "Kubelet stopped posting node status.", "lastHeartbeatTime": beat}),
-                    &now_s,
-                );
-            }
-            Ok(Some(new))
-        });
-        if res.is_ok() {
-            marked += 1;
-        }
+/// The node lifecycle controller: what it last saw of each node and when.
+#[derive(Debug, Default)]
+pub struct NodeLifecycle {
+    /// Node name to (its last sign of life as written by the node, when that value was first seen).
+    seen: BTreeMap<String, (Option<i64>, i64)>,
+}
+
+impl NodeLifecycle {
+    /// A controller that has seen nothing yet.
+    pub fn new() -> Self {
+        Self::default()
     }
-    marked
+
+    /// One pass; returns how many nodes were marked Unknown.
+    pub fn run_once(&mut self, store: &Store, now: SystemTime) -> usize {
+        let now_unix = rfc3339::unix_seconds(now);
+        let now_s = rfc3339::format_time(now_unix);
+        let grace = i64::try_from(NODE_GRACE.as_secs()).unwrap_or(50);
+        let (nodes, _) = store.list("nodes", None);
+        self.seen.retain(|name, _| nodes.iter().any(|n| s(n, "/metadata/name") == Some(name.as_str())));
+        let mut marked = 0;
+        for node in nodes {
+            let Some(name) = s(&node, "/metadata/name") else { continue };
+            let signal = last_seen(store, &node);
+            let observed = match self.seen.get(name) {
+                Some((last, at)) if *last == signal => *at,
+                _ => {
+                    self.seen.insert(name.to_string(), (signal, now_unix));
+                    now_unix
+                }
+            };
+            let ready = condition(&node, "Ready").and_then(|c| c.get("status")).and_then(Value::as_str);
+            if ready.is_none() || ready == Some("Unknown") || now_unix - observed <= grace {
+                continue;
+            }
+            let res = store.modify::<StoreError>(&Key::new("nodes", "", name), |cur| {
+                let mut new = cur.clone();
+                let types: Vec<Value> = cur
+                    .pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .map(|l| l.iter().filter_map(|c| c.get("type").cloned()).collect())
+                    .unwrap_or_default();
+                for ty in types {
+                    let beat = condition(cur, ty.as_str().unwrap_or(""))
+                        .and_then(|c| c.get("lastHeartbeatTime").cloned());
+                    set_condition(
+                        &mut new,
+                        json!({"type": ty, "status": "Unknown", "reason": "NodeStatusUnknown",
+                               "message": "Kubelet stopped posting node status.", "lastHeartbeatTime": beat}),
+                        &now_s,
+                    );
+                }
+                Ok(Some(new))
+            });
+            if res.is_ok() {
+                marked += 1;
+            }
+        }
+        marked
+    }
 }
 
 /// Runs both controllers on a thread: after every change and at least every second.
 pub fn spawn(api: Arc<crate::api::Api>) {
     let _ = std::thread::Builder::new().name("controllers".into()).spawn(move || {
         let mut seen = 0;
+        let mut lifecycle = NodeLifecycle::new();
         loop {
             let now = SystemTime::now();
             schedule_once(&api.store, now);
-            node_lifecycle_once(&api.store, now);
+            lifecycle.run_once(&api.store, now);
             // Our own writes move the version too; the next pass finds nothing to do.
             seen = api.store.wait_past(seen.max(api.store.rv()), Duration::from_secs(1));
         }
@@ -335,17 +359,38 @@ mod tests {
     #[test]
     fn silent_nodes_become_unknown_after_the_grace_period() {
         let st = Store::in_memory();
+        let at = |secs| t0() + Duration::from_secs(secs);
+        let mut lc = NodeLifecycle::new();
         st.create(Key::new("nodes", "", "n1"), node("n1", "True", "110", "1", T0)).unwrap();
-        assert_eq!(node_lifecycle_once(&st, t0() + Duration::from_secs(30)), 0);
-        let lease = json!({"metadata": {"name": "n1"}, "spec": {"renewTime": "2024-12-11T10:00:30.000000Z"}});
+        assert_eq!(lc.run_once(&st, at(0)), 0);
+        assert_eq!(lc.run_once(&st, at(30)), 0);
+        // A renewal seen at 40 s restarts the grace period.
+        let lease = json!({"metadata": {"name": "n1"}, "spec": {"renewTime": "2024-12-11T10:00:40.000000Z"}});
         st.create(Key::new("leases.coordination.k8s.io", "kube-node-lease", "n1"), lease).unwrap();
-        assert_eq!(node_lifecycle_once(&st, t0() + Duration::from_secs(60)), 0);
-        assert_eq!(node_lifecycle_once(&st, t0() + Duration::from_secs(71)), 1);
+        assert_eq!(lc.run_once(&st, at(40)), 0);
+        assert_eq!(lc.run_once(&st, at(90)), 0);
+        assert_eq!(lc.run_once(&st, at(91)), 1);
         let n = st.get(&Key::new("nodes", "", "n1")).unwrap();
         let ready = condition(&n, "Ready").unwrap();
         assert_eq!(ready["status"], "Unknown");
         assert_eq!(ready["reason"], "NodeStatusUnknown");
         assert_eq!(ready["lastHeartbeatTime"], T0);
-        assert_eq!(node_lifecycle_once(&st, t0() + Duration::from_secs(100)), 0);
+        assert_eq!(lc.run_once(&st, at(120)), 0);
+    }
+
+    #[test]
+    fn a_restarted_controller_gives_every_node_a_fresh_grace_period() {
+        let st = Store::in_memory();
+        st.create(Key::new("nodes", "", "n1"), node("n1", "True", "110", "1", T0)).unwrap();
+        // Ten minutes after the node's last heartbeat, a new controller first sees it.
+        let mut lc = NodeLifecycle::new();
+        let start = t0() + Duration::from_secs(600);
+        assert_eq!(lc.run_once(&st, start), 0);
+        assert_eq!(lc.run_once(&st, start + NODE_GRACE), 0);
+        assert_eq!(lc.run_once(&st, start + NODE_GRACE + Duration::from_secs(1)), 1);
+        // A deleted node is forgotten.
+        st.delete::<StoreError>(&Key::new("nodes", "", "n1"), |_| Ok(())).unwrap();
+        assert_eq!(lc.run_once(&st, start + Duration::from_secs(700)), 0);
+        assert!(lc.seen.is_empty());
     }
 }
