@@ -72,10 +72,16 @@ impl ControlPlane {
 
     /// Starts the server with its standard error sent to `stderr`.
     pub fn start_with_stderr(dir: &Path, stderr: Stdio) -> Self {
+        Self::start_on(dir, "127.0.0.1:0", stderr)
+    }
+
+    /// Starts the server listening on `listen` (`127.0.0.1:0` for any free port), with its
+    /// standard error sent to `stderr`.
+    pub fn start_on(dir: &Path, listen: &str, stderr: Stdio) -> Self {
         let mut child = Command::new(binary())
             .args(["--dir"])
             .arg(dir)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
@@ -96,6 +102,18 @@ impl ControlPlane {
         });
         assert!(url.starts_with("https://127.0.0.1:"), "ready line names {url}");
         ControlPlane { child, url, dir: dir.to_path_buf() }
+    }
+
+    /// The `127.0.0.1:PORT` the server listens on.
+    pub fn listen_addr(&self) -> &str {
+        self.url.trim_start_matches("https://")
+    }
+
+    /// Appends the server's standard error to the file `log` (for a restart under [`Logs`]).
+    pub fn append_stderr(log: &Path) -> Stdio {
+        let f =
+            std::fs::OpenOptions::new().create(true).append(true).open(log).expect("opening the server log");
+        Stdio::from(f)
     }
 
     pub fn kubeconfig(&self) -> PathBuf {

@@ -1,0 +1,304 @@
+//! kubelet-lite against the real control plane: `sim-node` (kubelet-lite with the simulated
+//! runtime) and a `control-plane` child process, judged through kubectl. Restart policies and
+//! CrashLoopBackOff, graceful deletion of a running pod, and a server restart after a 60 s
+//! outage in which nothing may be lost or duplicated.
+//!
+//! Timing checks are lower bounds that follow from the protocol (a back-off can't be shorter
+//! than its delay), read from the timestamps the node reports, never from how fast this
+//! machine is.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+use tests::cluster::*;
+
+/// How long a pod may take to reach a state the test waits for.
+const POD_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long the control plane stays down in the outage test.
+const OUTAGE: Duration = Duration::from_secs(60);
+
+/// `kubectl get ARGS -o json`, parsed.
+fn get_json(cp: &ControlPlane, args: &[&str]) -> Result<Value, String> {
+    let mut all = vec!["get"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", "json"]);
+    let o = kubectl(cp, &all);
+    if !o.ok {
+        return Err(o.stderr);
+    }
+    serde_json::from_str(&o.stdout).map_err(|e| format!("{e}: {}", o.stdout))
+}
+
+/// The status of the pod's first container.
+fn container(pod: &Value) -> &Value {
+    &pod["status"]["containerStatuses"][0]
+}
+
+fn restart_count(pod: &Value) -> i64 {
+    container(pod)["restartCount"].as_i64().unwrap_or(-1)
+}
+
+/// Seconds since the epoch of a `metav1.Time` (`YYYY-MM-DDTHH:MM:SSZ`, optionally with a fraction).
+fn unix_seconds(t: &str) -> Option<i64> {
+    let b = t.as_bytes();
+    if b.len() < 20 {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    // Days from the civil date (proleptic Gregorian), as in Howard Hinnant's algorithm.
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + mi * 60 + s)
+}
+
+/// Starts a control plane and a node named n1 and waits until the node is Ready.
+fn cluster(dir: &Path, listen: &str) -> (ControlPlane, SimNode, Logs) {
+    let sim_node = sim_node_binary();
+    let logs = Logs { server: dir.join("server.stderr"), node: dir.join("sim-node.log") };
+    let cp = ControlPlane::start_on(dir, listen, ControlPlane::append_stderr(&logs.server));
+    let node = SimNode::start(&dir.join("node.kubeconfig"), "n1", &logs.node);
+    assert!(sim_node.is_file());
+    logs.wait_for("node n1 Ready", NODE_READY_TIMEOUT, || {
+        let n = get_json(&cp, &["node", "n1"])?;
+        let ready = n["status"]["conditions"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+        if ready {
+            Ok(())
+        } else {
+            Err(n.to_string())
+        }
+    });
+    (cp, node, logs)
+}
+
+fn pod_yaml(name: &str, policy: &str, script: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  restartPolicy: {policy}
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: main
+    image: busybox:1.36
+    command: [\"sh\", \"-c\", \"{script}\"]
+"
+    )
+}
+
+fn create_pod(cp: &ControlPlane, logs: &Logs, dir: &Path, name: &str, policy: &str, script: &str) {
+    let file = dir.join(format!("{name}.yaml"));
+    std::fs::write(&file, pod_yaml(name, policy, script)).expect("writing a pod file");
+    let out = kubectl_logged(cp, logs, &["create", "-f", file.to_str().expect("UTF-8 path")]);
+    assert!(out.contains(&format!("pod/{name} created")), "{out}{}", logs.dump());
+}
+
+/// Waits until `probe` accepts the pod `name`; returns the pod.
+#[track_caller]
+fn wait_pod(cp: &ControlPlane, logs: &Logs, name: &str, what: &str, probe: impl Fn(&Value) -> bool) -> Value {
+    logs.wait_for(&format!("pod {name}: {what}"), POD_TIMEOUT, || {
+        let pod = get_json(cp, &["pod", name])?;
+        if probe(&pod) {
+            Ok(pod)
+        } else {
+            Err(serde_json::to_string_pretty(&pod["status"]).unwrap_or_default())
+        }
+    })
+}
+
+/// Every core/v1 event, grouped by (involved object name, reason): the number of Event
+/// objects and their summed counts.
+fn event_groups(cp: &ControlPlane, logs: &Logs) -> BTreeMap<(String, String), (usize, i64)> {
+    let list = logs.wait_for("event list", Duration::from_secs(30), || get_json(cp, &["events", "-A"]));
+    let mut groups = BTreeMap::new();
+    for e in list["items"].as_array().into_iter().flatten() {
+        let key = (
+            e["involvedObject"]["name"].as_str().unwrap_or("").to_string(),
+            e["reason"].as_str().unwrap_or("").to_string(),
+        );
+        let g = groups.entry(key).or_insert((0, 0));
+        g.0 += 1;
+        g.1 += e["count"].as_i64().unwrap_or(1);
+    }
+    groups
+}
+
+/// A free loopback port (bound once and released), for a server that must come back on it.
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port");
+    format!("127.0.0.1:{}", l.local_addr().expect("local address").port())
+}
+
+/// Each restart policy against a real server, the CrashLoopBackOff delays, and the graceful
+/// deletion of a running pod.
+#[test]
+fn restart_policies_back_off_and_graceful_delete() {
+    let _slot = slot();
+    let dir = TempDir::new("policies");
+    let (cp, _node, logs) = cluster(&dir.0, "127.0.0.1:0");
+    let d = &dir.0;
+    create_pod(&cp, &logs, d, "never-fails", "Never", "echo once; exit 3");
+    create_pod(&cp, &logs, d, "onfailure-ok", "OnFailure", "echo fine; exit 0");
+    create_pod(&cp, &logs, d, "onfailure-retries", "OnFailure", "echo try; exit 1");
+    create_pod(&cp, &logs, d, "always-crashes", "Always", "echo run; sleep 2; exit 1");
+    create_pod(&cp, &logs, d, "sleeper", "Never", "echo sleeping; sleep 300");
+
+    let failed = wait_pod(&cp, &logs, "never-fails", "Failed", |p| p["status"]["phase"] == "Failed");
+    let term = &container(&failed)["state"]["terminated"];
+    assert_eq!(term["exitCode"], 3, "{failed}");
+    assert_eq!(term["reason"], "Error", "{failed}");
+    assert_eq!(restart_count(&failed), 0, "{failed}");
+    let ok = wait_pod(&cp, &logs, "onfailure-ok", "Succeeded", |p| p["status"]["phase"] == "Succeeded");
+    assert_eq!(restart_count(&ok), 0, "{ok}");
+    assert_eq!(container(&ok)["state"]["terminated"]["reason"], "Completed", "{ok}");
+
+    // Always: restart 1 is immediate, then 10 s, then 20 s of CrashLoopBackOff. Each run's
+    // start comes from the node's own timestamps: the running state while it runs, the
+    // last termination while it waits.
+    let mut starts: BTreeMap<i64, i64> = BTreeMap::new();
+    let mut saw_crash_loop_in_kubectl = false;
+    logs.wait_for("always-crashes restarted three times", POD_TIMEOUT, || {
+        let pod = get_json(&cp, &["pod", "always-crashes"])?;
+        let c = container(&pod);
+        let n = restart_count(&pod);
+        if let Some(t) = c["state"]["running"]["startedAt"].as_str().and_then(unix_seconds) {
+            starts.insert(n, t);
+        }
+        if let Some(t) = c["lastState"]["terminated"]["startedAt"].as_str().and_then(unix_seconds) {
+            starts.entry(n - 1).or_insert(t);
+        }
+        if c["state"]["waiting"]["reason"] == "CrashLoopBackOff" && !saw_crash_loop_in_kubectl {
+            let table = kubectl(&cp, &["get", "pod", "always-crashes"]);
+            saw_crash_loop_in_kubectl = table.stdout.contains("CrashLoopBackOff");
+        }
+        if n >= 3 && (0..=3).all(|k| starts.contains_key(&k)) {
+            Ok(())
+        } else {
+            Err(format!("starts {starts:?}\n{}", pod["status"]))
+        }
+    });
+    // The runs take 2 s each; whole seconds lose at most one.
+    let gap = |k: i64| starts[&k] - starts[&(k - 1)];
+    assert!(gap(2) >= 2 + 10 - 1, "second restart after {} s: {starts:?}", gap(2));
+    assert!(gap(3) >= 2 + 20 - 1, "third restart after {} s: {starts:?}", gap(3));
+    assert!(saw_crash_loop_in_kubectl, "kubectl get pod never showed CrashLoopBackOff{}", logs.dump());
+    let retried = get_json(&cp, &["pod", "onfailure-retries"]).expect("onfailure-retries");
+    assert!(restart_count(&retried) >= 2, "{retried}");
+    assert_eq!(retried["status"]["phase"], "Running", "{retried}");
+    let groups = event_groups(&cp, &logs);
+    let backoffs = groups.get(&("always-crashes".into(), "BackOff".into()));
+    assert!(backoffs.is_some_and(|g| g.1 >= 2), "BackOff events: {backoffs:?}\n{groups:?}");
+
+    // A running pod: `kubectl delete` returns once the node has stopped it and made the final delete.
+    wait_pod(&cp, &logs, "sleeper", "Running", |p| p["status"]["phase"] == "Running");
+    let out = kubectl_logged(&cp, &logs, &["delete", "pod", "sleeper", "--timeout=60s"]);
+    assert!(out.contains("pod \"sleeper\" deleted"), "{out}{}", logs.dump());
+    let gone = kubectl(&cp, &["get", "pod", "sleeper"]);
+    assert!(!gone.ok && gone.stderr.contains("not found"), "{}{}", gone.stderr, logs.dump());
+    let groups = event_groups(&cp, &logs);
+    assert!(groups.contains_key(&("sleeper".into(), "Killing".into())), "no Killing event: {groups:?}");
+}
+
+/// The control plane goes away for 60 s while one pod runs and another finishes, then comes
+/// back on the same directory and port: the node carries on, reports what happened meanwhile,
+/// and nothing is lost or sent twice.
+#[test]
+fn server_restart_after_an_outage_loses_and_duplicates_nothing() {
+    let _slot = slot();
+    let dir = TempDir::new("outage");
+    let listen = free_addr();
+    let (cp, _node, logs) = cluster(&dir.0, &listen);
+    let d = &dir.0;
+    create_pod(&cp, &logs, d, "long", "Never", "echo long runner; sleep 600");
+    create_pod(&cp, &logs, d, "finisher", "Never", "echo finishing; sleep 25; echo finished; exit 0");
+    let long = wait_pod(&cp, &logs, "long", "Running", |p| p["status"]["phase"] == "Running");
+    wait_pod(&cp, &logs, "finisher", "Running", |p| p["status"]["phase"] == "Running");
+    let node_uid = get_json(&cp, &["node", "n1"]).expect("node n1")["metadata"]["uid"].clone();
+    let started = container(&long)["state"]["running"]["startedAt"].clone();
+    let container_id = container(&long)["containerID"].clone();
+    // Let the start-up events reach the server before it goes.
+    logs.wait_for("Started events", Duration::from_secs(30), || {
+        let g = event_groups(&cp, &logs);
+        let have = |p: &str| g.contains_key(&(p.to_string(), "Started".to_string()));
+        if have("long") && have("finisher") {
+            Ok(())
+        } else {
+            Err(format!("{g:?}"))
+        }
+    });
+
+    drop(cp);
+    std::thread::sleep(OUTAGE);
+    let back_at = unix_seconds(&now_rfc3339()).expect("the time");
+    let cp = ControlPlane::start_on(d, &listen, ControlPlane::append_stderr(&logs.server));
+
+    // The lease is renewed after the restart, by the same node object.
+    logs.wait_for("lease renewed after the restart", POD_TIMEOUT, || {
+        let lease = get_json(&cp, &["lease", "n1", "-n", "kube-node-lease"])?;
+        let renew = lease["spec"]["renewTime"].as_str().and_then(unix_seconds);
+        if renew.is_some_and(|t| t >= back_at) {
+            Ok(())
+        } else {
+            Err(lease.to_string())
+        }
+    });
+    let nodes = kubectl_logged(&cp, &logs, &["get", "nodes", "-o", "name"]);
+    assert_eq!(nodes.trim(), "node/n1", "{}", logs.dump());
+    let node = get_json(&cp, &["node", "n1"]).expect("node n1");
+    assert_eq!(node["metadata"]["uid"], node_uid, "the node was registered anew{}", logs.dump());
+
+    // What finished during the outage is reported; what kept running was not restarted.
+    let fin = wait_pod(&cp, &logs, "finisher", "Succeeded", |p| p["status"]["phase"] == "Succeeded");
+    assert_eq!(container(&fin)["state"]["terminated"]["exitCode"], 0, "{fin}");
+    let long = get_json(&cp, &["pod", "long"]).expect("pod long");
+    assert_eq!(long["status"]["phase"], "Running", "{long}");
+    assert_eq!(restart_count(&long), 0, "{long}");
+    assert_eq!(container(&long)["state"]["running"]["startedAt"], started, "{long}");
+    assert_eq!(container(&long)["containerID"], container_id, "{long}");
+    let out = kubectl_logged(&cp, &logs, &["logs", "finisher"]);
+    assert!(out.contains("finishing") && out.contains("finished"), "{out:?}{}", logs.dump());
+
+    // The node's watch broke with the server; it relists and runs a pod created now.
+    create_pod(&cp, &logs, d, "after", "Never", "echo after the outage; exit 0");
+    wait_pod(&cp, &logs, "after", "Succeeded", |p| p["status"]["phase"] == "Succeeded");
+
+    // No event was posted twice: one object, count 1, per (object, reason).
+    let groups = event_groups(&cp, &logs);
+    for pod in ["long", "finisher", "after"] {
+        for reason in ["Scheduled", "Pulled", "Created", "Started"] {
+            let g = groups.get(&(pod.to_string(), reason.to_string()));
+            assert_eq!(g, Some(&(1, 1)), "{pod} {reason}: {g:?}\n{groups:?}{}", logs.dump());
+        }
+    }
+    for ((name, reason), (objects, count)) in &groups {
+        assert!(
+            *objects == 1 && *count == 1,
+            "{name} {reason}: {objects} objects, count {count}\n{groups:?}"
+        );
+    }
+    let node = get_json(&cp, &["node", "n1"]).expect("node n1");
+    let ready = node["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready").cloned())
+        .unwrap_or_default();
+    assert_eq!(ready["status"], "True", "{node}{}", logs.dump());
+}
+
+#[test]
+fn civil_time_conversion() {
+    assert_eq!(unix_seconds("1970-01-01T00:00:00Z"), Some(0));
+    assert_eq!(unix_seconds("2024-12-11T10:00:00Z"), Some(1_733_911_200));
+    assert_eq!(unix_seconds("2024-12-11T10:00:10.123456Z"), Some(1_733_911_210));
+    assert_eq!(unix_seconds("garbage"), None);
+}
