@@ -62,6 +62,8 @@ pub struct NodeConfig {
 pub enum Op {
     RegisterNode,
     GetNode,
+    /// The server's copy of the Node, read before every status report.
+    GetNodeStatus,
     PatchNodeStatus,
     GetLease,
     CreateLease,
@@ -163,6 +165,8 @@ pub struct Agent {
     status_at: Time,
     status_sent: Option<(String, Time)>,
     status_sending: Option<String>,
+    /// The server's node status (heartbeats blanked) from the last [`Op::GetNodeStatus`].
+    status_server: Option<String>,
     lease: Option<Value>,
     lease_step: LeaseStep,
     lease_busy: bool,
@@ -205,6 +209,7 @@ impl Agent {
             status_at: now,
             status_sent: None,
             status_sending: None,
+            status_server: None,
             lease: None,
             lease_step: LeaseStep::Get,
             lease_busy: false,
@@ -465,14 +470,25 @@ impl Agent {
         }
 
         // Node status.
-        if !self.status_busy && now >= self.status_at {
+        // As the kubelet does, the computed status is compared with the server's copy, not with
+        // what was sent last: a status changed by someone else (the node lifecycle controller
+        // marking the node Unknown) is put right at the next update.
+        if !self.status_busy && now >= self.status_at && self.status_server.is_none() {
+            self.status_busy = true;
+            out.push(Outgoing {
+                op: Op::GetNodeStatus,
+                request: Request::new(Method::Get, format!("/api/v1/nodes/{name}?resourceVersion=0")),
+            });
+        } else if !self.status_busy && now >= self.status_at {
             self.status_at = now.plus_secs(STATUS_UPDATE_SECS);
             let status = self.node_status(now);
             let key = Self::status_key(&status);
-            let due = match &self.status_sent {
-                Some((k, at)) => *k != key || now.millis_since(*at) >= STATUS_REPORT_SECS * 1000,
-                None => true,
-            };
+            let server = self.status_server.take();
+            let due = server.as_ref() != Some(&key)
+                || self
+                    .status_sent
+                    .as_ref()
+                    .is_none_or(|(_, at)| now.millis_since(*at) >= STATUS_REPORT_SECS * 1000);
             if due {
                 self.status_busy = true;
                 self.status_sending = Some(key);
@@ -672,6 +688,24 @@ impl Agent {
                 } else {
                     self.reg = Reg::Post;
                     self.reg_at = self.reg_backoff.fail(now);
+                }
+            }
+            Op::GetNodeStatus => {
+                self.status_busy = false;
+                if ok {
+                    // A Node that does not parse compares unequal and is patched.
+                    self.status_server = Some(
+                        parse::<Node>(body)
+                            .and_then(|n| n.status)
+                            .map(|st| Self::status_key(&st))
+                            .unwrap_or_default(),
+                    );
+                } else if code == 404 {
+                    self.reg = Reg::Post;
+                    self.reg_at = now;
+                    self.status_sent = None;
+                } else {
+                    self.status_at = now.plus_secs(1);
                 }
             }
             Op::PatchNodeStatus => {

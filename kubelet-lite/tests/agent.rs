@@ -320,8 +320,37 @@ fn registers_keeps_lease_and_reports_status() {
     h.advance(30);
     assert_eq!(h.requests(Method::Put, "/leases/n1").len(), 3);
     assert_eq!(h.requests(Method::Patch, "/api/v1/nodes/n1/status").len(), 1);
+    // Every update reads the server's copy first (from its cache: resourceVersion=0).
+    assert!(h.requests(Method::Get, "/api/v1/nodes/n1?resourceVersion=0").len() >= 3);
     // After 5 minutes the unchanged status is reported again.
     h.advance(300);
+    assert_eq!(h.requests(Method::Patch, "/api/v1/nodes/n1/status").len(), 2);
+}
+
+#[test]
+fn a_status_changed_by_the_server_is_put_right_at_the_next_update() {
+    let mut h = Harness::new();
+    h.step();
+    h.advance(10);
+    assert_eq!(h.requests(Method::Patch, "/api/v1/nodes/n1/status").len(), 1);
+    // The node lifecycle controller marks the node Unknown behind the agent's back.
+    for c in h.api.nodes.get_mut("n1").unwrap()["status"]["conditions"].as_array_mut().unwrap() {
+        c["status"] = json!("Unknown");
+        c["reason"] = json!("NodeStatusUnknown");
+    }
+    h.advance(10);
+    let patches = h.requests(Method::Patch, "/api/v1/nodes/n1/status");
+    assert_eq!(patches.len(), 2, "the Unknown node was not put right");
+    let ready = &h.api.nodes["n1"]["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .cloned()
+        .unwrap();
+    assert_eq!(ready["status"], "True");
+    // Back in agreement: no further patch.
+    h.advance(20);
     assert_eq!(h.requests(Method::Patch, "/api/v1/nodes/n1/status").len(), 2);
 }
 
@@ -334,7 +363,8 @@ fn existing_node_is_reused_and_lease_conflict_retried() {
     assert!(h.agent.registered());
     assert_eq!(h.agent.node_uid(), Some("old-uid"));
     assert_eq!(h.requests(Method::Post, "/api/v1/nodes").len(), 1);
-    assert_eq!(h.requests(Method::Get, "/api/v1/nodes/n1").len(), 1);
+    let gets = h.requests(Method::Get, "/api/v1/nodes/n1");
+    assert_eq!(gets.iter().filter(|(p, _)| p == "/api/v1/nodes/n1").count(), 1, "{gets:?}");
     assert_eq!(h.requests(Method::Post, "/leases").len(), 0, "existing lease reused");
     assert_eq!(h.requests(Method::Put, "/leases/n1").len(), 1);
     // Someone else updates the lease: our next PUT conflicts, we GET and retry at once.
