@@ -302,3 +302,129 @@ fn civil_time_conversion() {
     assert_eq!(unix_seconds("2024-12-11T10:00:10.123456Z"), Some(1_733_911_210));
     assert_eq!(unix_seconds("garbage"), None);
 }
+
+/// What kubectl and the Python client show of a node and its pods: `describe node`,
+/// `get nodes -o wide`, `logs -f` while the container prints, events with a field selector,
+/// `describe pod`, `get pods -w` through the phases, and a Python watch of nodes.
+#[test]
+fn kubectl_shows_the_node_and_its_pods_as_on_a_real_cluster() {
+    let _slot = slot();
+    let dir = TempDir::new("kubectl");
+    let (cp, _node, logs) = cluster(&dir.0, "127.0.0.1:0");
+
+    let wide = kubectl_logged(&cp, &logs, &["get", "nodes", "-o", "wide"]);
+    let header = wide.lines().next().unwrap_or("");
+    for col in [
+        "NAME",
+        "STATUS",
+        "ROLES",
+        "AGE",
+        "VERSION",
+        "INTERNAL-IP",
+        "OS-IMAGE",
+        "KERNEL-VERSION",
+        "CONTAINER-RUNTIME",
+    ] {
+        assert!(header.contains(col), "{col} missing:\n{wide}");
+    }
+    let row = wide.lines().find(|l| l.starts_with("n1 ")).unwrap_or("");
+    for cell in ["Ready", "v1.32.0", "127.0.0.1", "lite://0.1.0"] {
+        assert!(row.contains(cell), "{cell} missing:\n{wide}");
+    }
+    let yaml = kubectl_logged(&cp, &logs, &["get", "node", "n1", "-o", "yaml"]);
+    assert!(
+        yaml.contains("kubeletEndpoint:") && yaml.contains("Port:") && yaml.contains("machineID:"),
+        "{yaml}"
+    );
+
+    // `get pods -w` from before the pod exists until it has completed.
+    let cfg = cp.kubeconfig();
+    let cache = cp.dir.join("kube-cache");
+    let home = cp.dir.clone();
+    let watcher = std::thread::spawn(move || {
+        let mut cmd = std::process::Command::new("kubectl");
+        cmd.arg("--kubeconfig").arg(cfg).arg("--cache-dir").arg(cache).env("HOME", home);
+        cmd.args(["get", "pods", "-w", "--request-timeout=25s"]);
+        run(cmd)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    create_pod(
+        &cp,
+        &logs,
+        &dir.0,
+        "talker",
+        "Never",
+        "echo line one; sleep 2; echo line two; sleep 2; echo line three",
+    );
+    // `logs -f` follows the container while it prints and ends when it exits.
+    let followed = logs.wait_for("kubectl logs -f", POD_TIMEOUT, || {
+        let o = kubectl(&cp, &["logs", "-f", "talker"]);
+        if o.ok {
+            Ok(o.stdout)
+        } else {
+            Err(o.stderr)
+        }
+    });
+    assert_eq!(followed, "line one\nline two\nline three\n", "{}", logs.dump());
+    let done = wait_pod(&cp, &logs, "talker", "Succeeded", |p| p["status"]["phase"] == "Succeeded");
+    assert_eq!(container(&done)["state"]["terminated"]["reason"], "Completed");
+    let watched = watcher.join().expect("the watch thread");
+    let states: Vec<&str> = watched
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("talker "))
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    for want in ["Pending", "Running", "Completed"] {
+        assert!(states.contains(&want), "{want} not seen by `get pods -w`: {states:?}\n{}", watched.stdout);
+    }
+
+    let events =
+        kubectl_logged(&cp, &logs, &["get", "events", "--field-selector", "involvedObject.name=talker"]);
+    for reason in ["Scheduled", "Pulled", "Created", "Started"] {
+        assert!(
+            events.lines().any(|l| l.split_whitespace().any(|w| w == reason)),
+            "{reason} missing:\n{events}"
+        );
+    }
+    assert!(events.lines().all(|l| l.starts_with("LAST SEEN") || l.contains("pod/talker")), "{events}");
+    let described = kubectl_logged(&cp, &logs, &["describe", "pod", "talker"]);
+    for want in ["Node:", "n1/127.0.0.1", "Status:", "Succeeded", "Exit Code:", "Events:", "Started"] {
+        assert!(described.contains(want), "{want} missing:\n{described}");
+    }
+
+    let node = kubectl_logged(&cp, &logs, &["describe", "node", "n1"]);
+    for want in [
+        "Conditions:",
+        "KubeletReady",
+        "Addresses:",
+        "InternalIP:",
+        "Capacity:",
+        "Allocatable:",
+        "System Info:",
+        "Kubelet Version:",
+        "Lease:",
+        "RenewTime:",
+        "Events:",
+        "NodeReady",
+    ] {
+        assert!(node.contains(want), "{want} missing from describe node:\n{node}");
+    }
+
+    let program = r#"
+import sys
+from kubernetes import client, config, watch
+config.load_kube_config(config_file=sys.argv[1])
+v1 = client.CoreV1Api()
+w = watch.Watch()
+for ev in w.stream(v1.list_node, timeout_seconds=2):
+    n = ev["object"]
+    assert isinstance(n, client.V1Node), type(n)
+    ready = [c.status for c in n.status.conditions if c.type == "Ready"]
+    print("node", ev["type"], n.metadata.name, ready, n.status.node_info.kubelet_version)
+print("done")
+"#;
+    let o = python(&cp, program);
+    assert!(o.ok, "python failed:\n{}\n{}{}", o.stdout, o.stderr, logs.dump());
+    assert!(o.stdout.contains("node ADDED n1 ['True'] v1.32.0"), "{}", o.stdout);
+}
