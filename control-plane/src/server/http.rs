@@ -182,7 +182,8 @@ pub fn read_request(r: &mut impl BufRead) -> Result<Request, HttpError> {
                 while read_line(r)?.is_some_and(|l| !l.is_empty()) {}
                 break;
             }
-            if req.body.len() + size > MAX_BODY_BYTES {
+            // `size` is the peer's number: compare without adding, which could overflow.
+            if size > MAX_BODY_BYTES.saturating_sub(req.body.len()) {
                 return Err(HttpError::TooLarge { unread: None });
             }
             let start = req.body.len();
@@ -318,6 +319,9 @@ mod tests {
         assert!(matches!(read_request(&mut BufReader::new(&b""[..])), Err(HttpError::Closed)));
         let bad_len = b"PUT / HTTP/1.1\r\nContent-Length: x\r\n\r\n";
         assert!(matches!(read_request(&mut BufReader::new(&bad_len[..])), Err(HttpError::Malformed(_))));
+        // A chunk size near usize::MAX after a first chunk: too large, not an overflow.
+        let huge = b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nffffffffffffffff\r\nx\r\n";
+        assert!(matches!(read_request(&mut BufReader::new(&huge[..])), Err(HttpError::TooLarge { unread: None })));
     }
 
     #[test]
