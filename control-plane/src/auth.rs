@@ -1,8 +1,9 @@
 //! Bearer tokens: one admin token and one token per node name, kept in `DIR/tokens.json`.
 //!
 //! The admin token is user `admin` in group `system:masters`; a node token is user
-//! `system:node:<name>` in group `system:nodes`. `node.kubeconfig` carries the token of the
-//! node named `node` by default; more node tokens can be added to the file by hand.
+//! `system:node:<name>` in group `system:nodes`, and [`crate::authz`] lets it act only as that
+//! node. Nodes are added with `--node NAME` (a directory without any gets `n1`); tokens are
+//! kept across restarts.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -27,22 +28,45 @@ pub struct Tokens {
     pub nodes: BTreeMap<String, String>,
 }
 
+/// The node a new state directory gets when no `--node` is given.
+pub const DEFAULT_NODE: &str = "n1";
+
 fn new_token() -> String {
     format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
 }
 
 impl Tokens {
-    /// Loads `DIR/tokens.json` or creates it with an admin token and a token for node `node`.
-    pub fn load_or_create(dir: &Path) -> io::Result<Self> {
+    /// Loads `DIR/tokens.json` (or starts a new one with an admin token), adds a token for
+    /// every name in `nodes` that has none, and for `n1` when there is no node at all, and
+    /// saves the file when it changed. Names must be DNS subdomains (they name files too).
+    pub fn load_or_create(dir: &Path, nodes: &[String]) -> io::Result<Self> {
         let path = dir.join("tokens.json");
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            return serde_json::from_str(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e));
+        let existing = match std::fs::read_to_string(&path) {
+            Ok(text) => Some(
+                serde_json::from_str::<Tokens>(&text)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
+            ),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        let mut t = existing.clone().unwrap_or_else(|| Tokens { admin: new_token(), nodes: BTreeMap::new() });
+        for n in nodes {
+            let errs = crate::validate::dns1123_subdomain_errors(n);
+            if !errs.is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("node name {n:?}: {}", errs.join("; ")),
+                ));
+            }
+            t.nodes.entry(n.clone()).or_insert_with(new_token);
         }
-        let mut nodes = BTreeMap::new();
-        nodes.insert("node".to_string(), new_token());
-        let t = Tokens { admin: new_token(), nodes };
-        let text = serde_json::to_string_pretty(&t).map_err(io::Error::other)?;
-        crate::tls::write_private(&path, &text)?;
+        if t.nodes.is_empty() {
+            t.nodes.insert(DEFAULT_NODE.to_string(), new_token());
+        }
+        if existing.as_ref() != Some(&t) {
+            let text = serde_json::to_string_pretty(&t).map_err(io::Error::other)?;
+            crate::tls::write_private(&path, &text)?;
+        }
         Ok(t)
     }
 
@@ -77,5 +101,26 @@ mod tests {
         assert!(t.authenticate(Some("Basic admintok")).is_none());
         assert!(t.authenticate(Some("Bearer ")).is_none());
         assert!(t.authenticate(None).is_none());
+    }
+
+    #[test]
+    fn node_tokens_are_added_and_kept() {
+        let dir = std::env::temp_dir().join(format!("cp-tokens-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let first = Tokens::load_or_create(&dir, &[]).unwrap();
+        assert_eq!(first.nodes.keys().collect::<Vec<_>>(), ["n1"]);
+        let second = Tokens::load_or_create(&dir, &["n2".to_string()]).unwrap();
+        assert_eq!(second.admin, first.admin);
+        assert_eq!(second.nodes["n1"], first.nodes["n1"]);
+        assert_ne!(second.nodes["n2"], second.nodes["n1"]);
+        let again = Tokens::load_or_create(&dir, &[]).unwrap();
+        assert_eq!(again, second);
+        for bad in ["../etc", "UPPER", "", "a/b"] {
+            assert!(Tokens::load_or_create(&dir, &[bad.to_string()]).is_err(), "{bad:?}");
+        }
+        std::fs::write(dir.join("tokens.json"), "{not json").unwrap();
+        assert!(Tokens::load_or_create(&dir, &[]).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

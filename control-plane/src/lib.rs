@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod authz;
 pub mod kubeconfig;
 pub mod openapi;
 pub mod patch;

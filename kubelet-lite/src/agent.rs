@@ -794,19 +794,21 @@ impl Agent {
                     let sent = slot.sending.take();
                     if ok {
                         slot.acked = sent;
-                    } else if code == 404 {
+                    } else if code == 404 || code == 403 {
+                        // Gone, or no longer bound to this node (the node authorizer says 403).
                         self.remove(&uid, now, rt);
                     }
                 }
             }
             Op::DeletePod { uid } => {
+                let gone = ok || code == 404 || code == 409 || code == 403;
                 if let Some((_, _, busy)) = self.orphans.get_mut(&uid) {
-                    if ok || code == 404 || code == 409 {
+                    if gone {
                         self.orphans.remove(&uid);
                     } else {
                         *busy = false;
                     }
-                } else if ok || code == 404 || code == 409 {
+                } else if gone {
                     self.remove(&uid, now, rt);
                 } else if let Some(slot) = self.slots.get_mut(&uid) {
                     slot.delete = Delete::No;

@@ -104,6 +104,10 @@ enum Verb {
         /// Serve plain HTTP instead of HTTPS.
         #[arg(long)]
         insecure_http: bool,
+        /// Issue a node credential for NAME (repeatable): DIR/nodes/NAME.kubeconfig; the first
+        /// one is also DIR/node.kubeconfig. A new DIR without any gets node `n1`.
+        #[arg(long = "node", value_name = "NAME")]
+        nodes: Vec<String>,
     },
     /// Build container images for tests.
     Image {
@@ -272,8 +276,8 @@ fn main() -> ExitCode {
         Verb::Bench { qemu_runs, bochs_runs, vm_runs, only } => bench(qemu_runs, bochs_runs, vm_runs, &only),
         Verb::Vm { verb: VmVerb::BuildGuests } => build_guests(),
         Verb::Image { verb: ImageVerb::Busybox { out } } => image_busybox(&out),
-        Verb::ControlPlane { dir, listen, insecure_http } => {
-            return match control_plane::run(&control_plane::Config { dir, listen, insecure_http }) {
+        Verb::ControlPlane { dir, listen, insecure_http, nodes } => {
+            return match control_plane::run(&control_plane::Config { dir, listen, insecure_http, nodes }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("xtask: error: control plane: {e}");

@@ -257,8 +257,13 @@ pub fn run(kubeconfig: &Path, name: &str) -> Result<(), String> {
                 eprintln!("sim-node: {} {}: {e}", o.request.method.as_str(), o.request.path);
             } else if let Ok(r) = &reply {
                 if r.status >= 400 && o.op != Op::GetLease {
+                    // The Status message says why (a 403 names the node the credential is for).
+                    let message = serde_json::from_slice::<serde_json::Value>(&r.body)
+                        .ok()
+                        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(String::from))
+                        .unwrap_or_default();
                     eprintln!(
-                        "sim-node: {} {}: HTTP {}",
+                        "sim-node: {} {}: HTTP {} {message}",
                         o.request.method.as_str(),
                         o.request.path,
                         r.status

@@ -78,10 +78,16 @@ impl ControlPlane {
     /// Starts the server listening on `listen` (`127.0.0.1:0` for any free port), with its
     /// standard error sent to `stderr`.
     pub fn start_on(dir: &Path, listen: &str, stderr: Stdio) -> Self {
+        Self::start_with_args(dir, listen, stderr, &[])
+    }
+
+    /// Starts the server with `extra` arguments (such as `--node NAME`).
+    pub fn start_with_args(dir: &Path, listen: &str, stderr: Stdio, extra: &[&str]) -> Self {
         let mut child = Command::new(binary())
             .args(["--dir"])
             .arg(dir)
             .args(["--listen", listen])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
@@ -177,8 +183,13 @@ pub fn run_for(mut cmd: Command, timeout: Duration) -> Output {
 
 /// kubectl with the admin kubeconfig and a private cache directory.
 pub fn kubectl(cp: &ControlPlane, args: &[&str]) -> Output {
+    kubectl_as(cp, &cp.kubeconfig(), args)
+}
+
+/// kubectl with the kubeconfig `kubeconfig` and a private cache directory.
+pub fn kubectl_as(cp: &ControlPlane, kubeconfig: &Path, args: &[&str]) -> Output {
     let mut cmd = Command::new("kubectl");
-    cmd.arg("--kubeconfig").arg(cp.kubeconfig());
+    cmd.arg("--kubeconfig").arg(kubeconfig);
     cmd.arg("--cache-dir").arg(cp.dir.join("kube-cache"));
     cmd.env("HOME", &cp.dir);
     cmd.args(args);

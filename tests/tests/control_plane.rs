@@ -490,3 +490,103 @@ print("watch done")
         assert!(o.stdout.contains(want), "{want:?} missing from the watch:\n{}{}", o.stdout, logs.dump());
     }
 }
+
+/// Each node has its own credential and acts only as that node: its Node, its Lease, the pods
+/// bound to it; every other request is 403 Forbidden with kube-apiserver's message.
+#[test]
+fn node_credentials_act_only_as_their_node() {
+    let _slot = slot();
+    let dir = TempDir::new("authz");
+    let cp = ControlPlane::start_with_args(
+        &dir.0,
+        "127.0.0.1:0",
+        Stdio::inherit(),
+        &["--node", "n1", "--node", "n2"],
+    );
+    let n1 = dir.0.join("nodes/n1.kubeconfig");
+    let n2 = dir.0.join("nodes/n2.kubeconfig");
+    assert_eq!(
+        std::fs::read_to_string(dir.0.join("node.kubeconfig")).expect("node.kubeconfig"),
+        std::fs::read_to_string(&n1).expect("nodes/n1.kubeconfig"),
+        "node.kubeconfig is the first node's"
+    );
+    let now = now_rfc3339();
+    for (name, cfg) in [("n1", &n1), ("n2", &n2)] {
+        let file = dir.0.join(format!("{name}.yaml"));
+        std::fs::write(&file, node_yaml(name, &now, 1)).expect("writing a node");
+        let o = kubectl_as(&cp, cfg, &["create", "-f", file.to_str().expect("UTF-8 path")]);
+        assert!(o.ok, "{name} registering itself: {}", o.stderr);
+    }
+    // n2 may not touch n1, nor list every node or pod.
+    let o = kubectl_as(&cp, &n2, &["label", "node", "n1", "stolen=yes"]);
+    assert!(!o.ok, "n2 relabelled n1");
+    assert!(
+        o.stderr.contains(
+            "nodes \"n1\" is forbidden: User \"system:node:n2\" cannot get resource \"nodes\" in API group \"\" at the cluster scope: node 'n2' cannot get node 'n1'"
+        ),
+        "{}",
+        o.stderr
+    );
+    // A PATCH of another node's status, as a kubelet would send it.
+    let program = r#"
+import http.client, json, ssl, sys, yaml
+token = yaml.safe_load(open(sys.argv[1]))["users"][0]["user"]["token"]
+host, port = sys.argv[2].rsplit("//", 1)[1].split(":")
+c = http.client.HTTPSConnection(host, int(port), context=ssl.create_default_context(cafile=sys.argv[3]), timeout=20)
+for node in ["n1", "n2"]:
+    body = json.dumps({"status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+    c.request("PATCH", "/api/v1/nodes/%s/status" % node, body=body,
+              headers={"Authorization": "Bearer " + token, "Content-Type": "application/strategic-merge-patch+json"})
+    r = c.getresponse()
+    b = json.loads(r.read())
+    print(node, r.status, b.get("reason"), b.get("message"))
+"#;
+    let mut cmd = std::process::Command::new(PYTHON);
+    cmd.arg("-c").arg(program).arg(&n2).arg(&cp.url).arg(cp.dir.join("pki/ca.crt"));
+    let o = run(cmd);
+    assert!(o.ok, "{}{}", o.stdout, o.stderr);
+    assert!(
+        o.stdout.contains("n1 403 Forbidden nodes \"n1\" is forbidden: User \"system:node:n2\" cannot patch resource \"nodes/status\" in API group \"\" at the cluster scope: node 'n2' cannot patch node 'n1'"),
+        "{}",
+        o.stdout
+    );
+    assert!(o.stdout.contains("n2 200 None"), "{}", o.stdout);
+    let o = kubectl_as(&cp, &n2, &["get", "pods", "-A"]);
+    assert!(
+        !o.ok
+            && o.stderr.contains("pods is forbidden: User \"system:node:n2\" cannot list resource \"pods\""),
+        "{}",
+        o.stderr
+    );
+    let o = kubectl_as(&cp, &n2, &["get", "pods", "-A", "--field-selector", "spec.nodeName=n2"]);
+    assert!(o.ok, "n2 listing its own pods: {}", o.stderr);
+    let o = kubectl_as(&cp, &n2, &["get", "nodes", "--field-selector", "metadata.name=n2", "-o", "name"]);
+    assert!(o.ok && o.stdout.trim() == "node/n2", "{}{}", o.stdout, o.stderr);
+    let o = kubectl_as(&cp, &n2, &["get", "namespaces"]);
+    assert!(!o.ok && o.stderr.contains("Forbidden") || o.stderr.contains("forbidden"), "{}", o.stderr);
+
+    // A pod bound to n1 is n1's to read, not n2's.
+    let pod = write_pod(&dir.0, POD_YAML);
+    kubectl_ok(&cp, &["create", "-f", pod.to_str().expect("UTF-8 path")]);
+    let bound = Instant::now() + Duration::from_secs(20);
+    let node = loop {
+        let n = kubectl_ok(&cp, &["get", "pod", "web", "-o", "jsonpath={.spec.nodeName}"]);
+        if !n.is_empty() {
+            break n;
+        }
+        assert!(Instant::now() < bound, "the pod was never bound");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let (own, other) = if node == "n1" { (&n1, &n2) } else { (&n2, &n1) };
+    assert!(kubectl_as(&cp, own, &["get", "pod", "web", "-n", "default"]).ok, "the pod's node reading it");
+    let o = kubectl_as(&cp, other, &["get", "pod", "web", "-n", "default"]);
+    assert!(!o.ok && o.stderr.contains("no relationship found between node"), "{}", o.stderr);
+    // Leases: only its own, in kube-node-lease.
+    let lease = dir.0.join("lease.yaml");
+    std::fs::write(&lease, "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: n1\n  namespace: kube-node-lease\nspec:\n  holderIdentity: n1\n").expect("writing a lease");
+    let o = kubectl_as(&cp, &n2, &["create", "-f", lease.to_str().expect("UTF-8 path")]);
+    assert!(!o.ok && o.stderr.contains("can only access node lease with the same name"), "{}", o.stderr);
+    assert!(kubectl_as(&cp, &n1, &["create", "-f", lease.to_str().expect("UTF-8 path")]).ok);
+    // The admin may do all of it.
+    kubectl_ok(&cp, &["label", "node", "n1", "by-admin=yes"]);
+}

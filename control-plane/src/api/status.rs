@@ -81,6 +81,11 @@ impl ApiError {
             .with(name, resource, "")
     }
 
+    /// 403 Forbidden with a complete message (the authorizer's).
+    pub fn denied(message: String, resource: &str, group: &str, name: &str) -> Self {
+        Self::new(403, "Forbidden", message).with(name, resource, group)
+    }
+
     /// 405 MethodNotAllowed.
     pub fn method_not_allowed(method: &str) -> Self {
         Self::new(

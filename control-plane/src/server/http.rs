@@ -320,8 +320,12 @@ mod tests {
         let bad_len = b"PUT / HTTP/1.1\r\nContent-Length: x\r\n\r\n";
         assert!(matches!(read_request(&mut BufReader::new(&bad_len[..])), Err(HttpError::Malformed(_))));
         // A chunk size near usize::MAX after a first chunk: too large, not an overflow.
-        let huge = b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nffffffffffffffff\r\nx\r\n";
-        assert!(matches!(read_request(&mut BufReader::new(&huge[..])), Err(HttpError::TooLarge { unread: None })));
+        let huge =
+            b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nffffffffffffffff\r\nx\r\n";
+        assert!(matches!(
+            read_request(&mut BufReader::new(&huge[..])),
+            Err(HttpError::TooLarge { unread: None })
+        ));
     }
 
     #[test]

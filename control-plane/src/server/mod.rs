@@ -24,6 +24,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Serve plain HTTP instead of HTTPS.
     pub insecure_http: bool,
+    /// Nodes to issue credentials for (`--node NAME`); the first one's is `DIR/node.kubeconfig`.
+    pub nodes: Vec<String>,
 }
 
 /// Why the control plane could not start.
@@ -71,7 +73,7 @@ impl Server {
         std::fs::create_dir_all(&cfg.dir)?;
         let store = crate::store::Store::open(&cfg.dir)?;
         let api = Api::new(store).map_err(StartError::Store)?;
-        let tokens = Tokens::load_or_create(&cfg.dir)?;
+        let tokens = Tokens::load_or_create(&cfg.dir, &cfg.nodes)?;
         let listener = TcpListener::bind(cfg.listen)?;
         let addr = listener.local_addr()?;
         let host = match addr.ip() {
@@ -93,13 +95,17 @@ impl Server {
             "admin",
             &crate::kubeconfig::render(&url, ca.as_deref(), "admin", &tokens.admin),
         )?;
-        if let Some((node, token)) = tokens.nodes.iter().next() {
-            let user = format!("system:node:{node}");
-            crate::kubeconfig::write(
-                &cfg.dir,
-                "node",
-                &crate::kubeconfig::render(&url, ca.as_deref(), &user, token),
-            )?;
+        // Every node's credential in DIR/nodes/NAME.kubeconfig; DIR/node.kubeconfig is the
+        // first `--node`'s, or else the first node's.
+        let nodes_dir = cfg.dir.join("nodes");
+        std::fs::create_dir_all(&nodes_dir)?;
+        let first = cfg.nodes.first().or_else(|| tokens.nodes.keys().next());
+        for (node, token) in &tokens.nodes {
+            let text = crate::kubeconfig::render(&url, ca.as_deref(), &format!("system:node:{node}"), token);
+            crate::kubeconfig::write(&nodes_dir, node, &text)?;
+            if Some(node) == first {
+                crate::kubeconfig::write(&cfg.dir, "node", &text)?;
+            }
         }
         Ok(Server { listener, tls, tokens: Arc::new(tokens), api: Arc::new(api), url })
     }
@@ -186,8 +192,13 @@ fn handle(req: &Request, tokens: &Tokens, api: &Api, w: &mut dyn Write, alive: &
         let resp = http::Response { status: 200, content_type: "text/plain".into(), body: b"ok".to_vec() };
         return write_response(w, &resp, keep).is_ok();
     }
-    if !public(&req.path) && tokens.authenticate(req.header("authorization")).is_none() {
-        return write_response(w, &ApiError::unauthorized().response(), keep).is_ok();
+    if !public(&req.path) {
+        let Some(user) = tokens.authenticate(req.header("authorization")) else {
+            return write_response(w, &ApiError::unauthorized().response(), keep).is_ok();
+        };
+        if let Err(e) = authorize(&user, req, api) {
+            return write_response(w, &e.response(), keep).is_ok();
+        }
     }
     let accept = req.header("accept").unwrap_or("");
     if !accept.is_empty()
@@ -215,6 +226,39 @@ fn handle(req: &Request, tokens: &Tokens, api: &Api, w: &mut dyn Write, alive: &
             Err(_) => false,
         },
     }
+}
+
+/// Authorizes a request to a resource (discovery and OpenAPI documents are open to every
+/// authenticated user).
+fn authorize(user: &crate::auth::User, req: &Request, api: &Api) -> Result<(), ApiError> {
+    let crate::api::Route::Resource(t) = crate::api::route(&req.path) else { return Ok(()) };
+    let namespace = t.namespace.as_deref().unwrap_or("");
+    let body_name;
+    let name = match &t.name {
+        Some(n) => n.as_str(),
+        None if req.method == "POST" => {
+            body_name = crate::api::parse_body(req)
+                .ok()
+                .and_then(|b| b.pointer("/metadata/name").and_then(|n| n.as_str()).map(String::from))
+                .unwrap_or_default();
+            body_name.as_str()
+        }
+        None => "",
+    };
+    let attrs = crate::authz::Attributes {
+        verb: crate::authz::verb(&req.method, t.name.is_some(), crate::api::is_true(req.param("watch"))),
+        group: t.resource.group,
+        resource: t.resource.plural,
+        subresource: t.sub.as_deref(),
+        namespace,
+        name,
+        field_selector: req.param("fieldSelector"),
+    };
+    let pod_node = || {
+        let pod = api.store.get(&crate::store::Key::new("pods", namespace, name))?;
+        pod.pointer("/spec/nodeName").and_then(|n| n.as_str()).map(String::from)
+    };
+    crate::authz::authorize(user, &attrs, &pod_node)
 }
 
 /// Waits up to `timeout` for a TCP connection to `addr` to succeed.
