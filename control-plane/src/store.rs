@@ -71,6 +71,9 @@ pub struct Change {
     pub key: Key,
     /// The object after the change (its last state for deletions).
     pub object: Value,
+    /// For a modification, the object before it (a watch with a selector turns a change that
+    /// leaves or enters the selection into DELETED or ADDED).
+    pub prev: Option<Value>,
 }
 
 /// Why a store operation failed.
@@ -270,12 +273,13 @@ impl Store {
             log.sync_data()?;
         }
         inner.rv = rv;
-        if kind == EventType::Deleted {
+        let prev = if kind == EventType::Deleted {
             inner.objects.remove(&key);
+            None
         } else {
-            inner.objects.insert(key.clone(), obj.clone());
-        }
-        inner.history.push_back(Change { rv, kind, key, object: obj.clone() });
+            inner.objects.insert(key.clone(), obj.clone()).filter(|_| kind == EventType::Modified)
+        };
+        inner.history.push_back(Change { rv, kind, key, object: obj.clone(), prev });
         while inner.history.len() > HISTORY_LEN {
             if let Some(old) = inner.history.pop_front() {
                 inner.history_base = old.rv;

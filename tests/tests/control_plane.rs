@@ -587,6 +587,8 @@ for node in ["n1", "n2"]:
     let o = kubectl_as(&cp, &n2, &["create", "-f", lease.to_str().expect("UTF-8 path")]);
     assert!(!o.ok && o.stderr.contains("can only access node lease with the same name"), "{}", o.stderr);
     assert!(kubectl_as(&cp, &n1, &["create", "-f", lease.to_str().expect("UTF-8 path")]).ok);
-    // The admin may do all of it.
+    // The admin may do all of it; lists come in pages (kubectl follows `continue`).
     kubectl_ok(&cp, &["label", "node", "n1", "by-admin=yes"]);
+    let paged = kubectl_ok(&cp, &["get", "nodes", "--chunk-size=1", "-o", "name"]);
+    assert_eq!(paged.lines().collect::<Vec<_>>(), ["node/n1", "node/n2"], "{paged}");
 }

@@ -192,6 +192,86 @@ impl Selectors {
     pub fn matches(&self, obj: &Value) -> bool {
         self.label.matches(&labels(obj)) && self.field.matches(&|f: &str| field(obj, f))
     }
+
+    /// Whether every object is selected.
+    pub fn is_empty(&self) -> bool {
+        self.label.is_empty() && self.field.is_empty()
+    }
+}
+
+/// kube-apiserver's message when a continue token's snapshot can no longer be served.
+pub const CONTINUE_EXPIRED: &str = "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.";
+
+/// Where a paged list resumes: the list's resourceVersion and the last object returned.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ContinueToken {
+    /// The resourceVersion of the first page.
+    pub rv: u64,
+    /// The namespace of the last object returned.
+    pub ns: String,
+    /// The name of the last object returned.
+    pub name: String,
+}
+
+impl ContinueToken {
+    fn after(rv: u64, last: &Value) -> Self {
+        ContinueToken {
+            rv,
+            ns: meta_str(last, "namespace").unwrap_or("").to_string(),
+            name: meta_str(last, "name").unwrap_or("").to_string(),
+        }
+    }
+
+    /// The opaque `metadata.continue` string.
+    pub fn encode(&self) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    /// Reads a token a client sent back.
+    pub fn decode(s: &str) -> Result<Self, ApiError> {
+        use base64::Engine;
+        let bad = |why: &str| ApiError::bad_request(format!("continue key is not valid: {why}"));
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(s.trim_end_matches('='))
+            .map_err(|e| bad(&e.to_string()))?;
+        serde_json::from_slice(&bytes).map_err(|e| bad(&e.to_string()))
+    }
+
+    /// Whether `obj` comes after this token's last object (lists are in namespace/name order).
+    fn is_before(&self, obj: &Value) -> bool {
+        let key = (meta_str(obj, "namespace").unwrap_or(""), meta_str(obj, "name").unwrap_or(""));
+        key > (self.ns.as_str(), self.name.as_str())
+    }
+}
+
+/// `limit` and `continue` of a list request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// At most this many items (0: all).
+    pub limit: usize,
+    /// Resume after this token's object.
+    pub after: Option<ContinueToken>,
+}
+
+impl Page {
+    /// From the query parameters; a malformed `limit` or `continue` is 400 BadRequest.
+    pub fn from_request(req: &Request) -> Result<Self, ApiError> {
+        let limit = match req.param("limit") {
+            None | Some("") => 0,
+            Some(l) => l
+                .parse::<i64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid limit: {l:?}")))?
+                .max(0)
+                .try_into()
+                .unwrap_or(usize::MAX),
+        };
+        let after = match req.param("continue") {
+            None | Some("") => None,
+            Some(c) => Some(ContinueToken::decode(c)?),
+        };
+        Ok(Page { limit, after })
+    }
 }
 
 /// Whether the client asked for a Table.
@@ -301,17 +381,46 @@ impl Api {
 
     fn list(&self, req: &Request, t: &Target) -> Result<Reply, ApiError> {
         let sel = Selectors::from_request(req)?;
-        let (items, rv) = self.store.list(&t.resource.store_name(), t.namespace.as_deref());
-        let items: Vec<Value> = items.into_iter().filter(|o| sel.matches(o)).collect();
+        let store_name = t.resource.store_name();
+        let (items, mut rv) = self.store.list(&store_name, t.namespace.as_deref());
+        let page = Page::from_request(req)?;
+        if let Some(token) = &page.after {
+            // The continuation is consistent with the first page only if nothing of this
+            // resource changed since; the history says whether anything did.
+            let changed = self
+                .store
+                .changes_since(token.rv, &|c| c.key.resource == store_name)
+                .map_or(true, |(changes, _)| !changes.is_empty());
+            if changed {
+                return Err(ApiError::expired(CONTINUE_EXPIRED.to_string()));
+            }
+            rv = token.rv;
+        }
+        let mut items: Vec<Value> = items
+            .into_iter()
+            .filter(|o| page.after.as_ref().is_none_or(|a| a.is_before(o)))
+            .filter(|o| sel.matches(o))
+            .collect();
+        let mut list_meta = json!({"resourceVersion": rv.to_string()});
+        if page.limit > 0 && items.len() > page.limit {
+            let rest = items.split_off(page.limit);
+            if let Some(last) = items.last() {
+                list_meta["continue"] = json!(ContinueToken::after(rv, last).encode());
+                // Known only when no selector filters what is left.
+                if sel.is_empty() {
+                    list_meta["remainingItemCount"] = json!(rest.len());
+                }
+            }
+        }
         if wants_table(req) {
             if let Some(mut tab) = table(t.resource.kind, &items, req.param("includeObject")) {
-                tab["metadata"] = json!({"resourceVersion": rv.to_string()});
+                tab["metadata"] = list_meta;
                 return Ok(Reply::Full(Response::json(200, &tab)));
             }
         }
         let list = json!({
             "kind": format!("{}List", t.resource.kind), "apiVersion": t.resource.api_version(),
-            "metadata": {"resourceVersion": rv.to_string()}, "items": items,
+            "metadata": list_meta, "items": items,
         });
         Ok(Reply::Full(Response::json(200, &list)))
     }
@@ -734,6 +843,79 @@ mod tests {
         assert_eq!(route("/api/v1/namespaces/default/nodes"), Route::Unknown);
         assert_eq!(route("/api/v1/namespaces/default/pods/p/exec"), Route::Unknown);
         assert!(matches!(route("/api/v1"), Route::Document(_)));
+    }
+
+    #[test]
+    fn lists_page_with_limit_and_continue() {
+        let api = Api::new(Store::in_memory()).unwrap();
+        for (ns, name) in
+            [("default", "a"), ("default", "b"), ("kube-system", "c"), ("default", "d"), ("kube-public", "e")]
+        {
+            let pod = format!(
+                r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}","labels":{{"x":"{name}"}}}},"spec":{{"containers":[{{"name":"c","image":"i"}}]}}}}"#
+            );
+            let (code, _) = full(api.handle(&req("POST", &format!("/api/v1/namespaces/{ns}/pods"), &pod)));
+            assert_eq!(code, 201);
+        }
+        let names = |l: &Value| -> Vec<String> {
+            l["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let mut seen = Vec::new();
+        let mut path = "/api/v1/pods?limit=2".to_string();
+        let mut first_rv = None;
+        loop {
+            let (code, page) = full(api.handle(&req("GET", &path, "")));
+            assert_eq!(code, 200, "{page}");
+            let rv = page["metadata"]["resourceVersion"].clone();
+            assert_eq!(
+                *first_rv.get_or_insert(rv.clone()),
+                rv,
+                "every page carries the first page's version"
+            );
+            seen.extend(names(&page));
+            match page["metadata"]["continue"].as_str() {
+                Some(c) => {
+                    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+                    assert!(page["metadata"]["remainingItemCount"].as_u64().is_some(), "{page}");
+                    path = format!("/api/v1/pods?limit=2&continue={c}");
+                }
+                None => break,
+            }
+        }
+        assert_eq!(seen, ["a", "b", "d", "e", "c"], "namespace/name order, each once");
+        // With a selector the remaining count is unknown; no limit means everything.
+        let (_, page) = full(api.handle(&req("GET", "/api/v1/pods?limit=1&labelSelector=x%21%3Da", "")));
+        assert_eq!(names(&page), ["b"]);
+        assert!(
+            page["metadata"]["continue"].is_string() && page["metadata"].get("remainingItemCount").is_none()
+        );
+        let (_, all) = full(api.handle(&req("GET", "/api/v1/pods?limit=0", "")));
+        assert_eq!(names(&all).len(), 5);
+        assert!(all["metadata"].get("continue").is_none());
+        // A change after the first page makes its token too old: 410 Expired.
+        let (_, page) = full(api.handle(&req("GET", "/api/v1/pods?limit=2", "")));
+        let token = page["metadata"]["continue"].as_str().unwrap().to_string();
+        let (code, _) = full(api.handle(&req("DELETE", "/api/v1/namespaces/kube-public/pods/e", "")));
+        assert_eq!(code, 200);
+        let (code, st) = full(api.handle(&req("GET", &format!("/api/v1/pods?limit=2&continue={token}"), "")));
+        assert_eq!((code, st["reason"].as_str()), (410, Some("Expired")), "{st}");
+        assert_eq!(st["message"], CONTINUE_EXPIRED);
+        // Changes to other resources do not matter.
+        let (_, page) = full(api.handle(&req("GET", "/api/v1/pods?limit=1", "")));
+        let token = page["metadata"]["continue"].as_str().unwrap().to_string();
+        let ns = r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"other"}}"#;
+        assert_eq!(full(api.handle(&req("POST", "/api/v1/namespaces", ns))).0, 201);
+        let (code, _) = full(api.handle(&req("GET", &format!("/api/v1/pods?limit=1&continue={token}"), "")));
+        assert_eq!(code, 200);
+        for bad in ["continue=%%%", "continue=bm90IGpzb24", "limit=lots"] {
+            let (code, st) = full(api.handle(&req("GET", &format!("/api/v1/pods?{bad}"), "")));
+            assert_eq!((code, st["reason"].as_str()), (400, Some("BadRequest")), "{bad}: {st}");
+        }
     }
 
     #[test]

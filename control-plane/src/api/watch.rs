@@ -80,6 +80,26 @@ impl WatchSpec {
 
     /// Streams the watch until the timeout, an expired history, or the client leaves
     /// (`alive` returns false).
+    /// The event a change is for this watch, if any: with a selector, a modification that
+    /// makes an object leave the selection is DELETED (with its new state) and one that makes
+    /// it enter is ADDED, as kube-apiserver's watch cache reports them.
+    fn event_type(&self, c: &Change) -> Option<&'static str> {
+        let now = self.selectors.matches(&c.object);
+        match c.kind {
+            EventType::Added => now.then_some("ADDED"),
+            EventType::Deleted => now.then_some("DELETED"),
+            EventType::Modified => {
+                let before = c.prev.as_ref().map_or(now, |p| self.selectors.matches(p));
+                match (before, now) {
+                    (true, true) => Some("MODIFIED"),
+                    (false, true) => Some("ADDED"),
+                    (true, false) => Some("DELETED"),
+                    (false, false) => None,
+                }
+            }
+        }
+    }
+
     pub fn stream(&self, store: &Store, w: &mut dyn Write, alive: &dyn Fn() -> bool) -> std::io::Result<()> {
         write_chunked_head(w, 200, "application/json")?;
         let deadline = Instant::now() + self.timeout;
@@ -109,13 +129,10 @@ impl WatchSpec {
                     break;
                 }
                 Ok((changes, now_rv)) => {
-                    for c in changes.iter().filter(|c| self.selectors.matches(&c.object)) {
-                        let kind = match c.kind {
-                            EventType::Added => "ADDED",
-                            EventType::Modified => "MODIFIED",
-                            EventType::Deleted => "DELETED",
-                        };
-                        write_chunk(w, &self.event(kind, &c.object))?;
+                    for c in &changes {
+                        if let Some(kind) = self.event_type(c) {
+                            write_chunk(w, &self.event(kind, &c.object))?;
+                        }
                     }
                     rv = now_rv;
                 }
@@ -177,6 +194,40 @@ mod tests {
         assert_eq!(ev.len(), 1);
         assert_eq!(ev[0]["type"], "DELETED");
         assert_eq!(ev[0]["object"]["metadata"]["resourceVersion"], "3");
+    }
+
+    #[test]
+    fn selected_watches_see_objects_enter_and_leave_the_selection() {
+        let store = Store::in_memory();
+        let key = Key::new("pods", "default", "a");
+        let pod = |app: &str| json!({"metadata": {"name": "a", "labels": {"app": app}}});
+        store.create(key.clone(), pod("web")).unwrap(); // rv 1
+        store.update(key.clone(), pod("web"), None).unwrap(); // 2: still selected
+        store.update(key.clone(), pod("db"), None).unwrap(); // 3: leaves
+        store.update(key.clone(), pod("db"), None).unwrap(); // 4: stays out
+        store.update(key.clone(), pod("web"), None).unwrap(); // 5: enters again
+        store.delete::<StoreError>(&key, |_| Ok(())).unwrap(); // 6
+        let mut out = Vec::new();
+        spec("timeoutSeconds=0&labelSelector=app%3Dweb&resourceVersion=1")
+            .stream(&store, &mut out, &|| true)
+            .unwrap();
+        let seen: Vec<(String, String)> = events(&out)
+            .iter()
+            .map(|e| {
+                (
+                    e["type"].as_str().unwrap().into(),
+                    e["object"]["metadata"]["labels"]["app"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        let want = [("MODIFIED", "web"), ("DELETED", "db"), ("ADDED", "web"), ("DELETED", "web")];
+        assert_eq!(seen, want.map(|(a, b)| (a.to_string(), b.to_string())));
+        // Without a selector every change is what it is.
+        let mut out = Vec::new();
+        spec("timeoutSeconds=0&resourceVersion=1").stream(&store, &mut out, &|| true).unwrap();
+        let kinds: Vec<String> =
+            events(&out).iter().map(|e| e["type"].as_str().unwrap().to_string()).collect();
+        assert_eq!(kinds, ["MODIFIED", "MODIFIED", "MODIFIED", "MODIFIED", "DELETED"]);
     }
 
     #[test]
