@@ -101,6 +101,16 @@ fn malformed_yaml_is_refused_with_a_message() {
         write_pod(&dir.0, "apiVersion: v1\nkind: Pod\nmetadata:\n  name: empty\nspec:\n  containers: []\n");
     let o = kubectl(&cp, &["create", "-f", empty.to_str().expect("UTF-8 path")]);
     assert!(!o.ok && o.stderr.contains("is invalid"), "{}", o.stderr);
+    // An unknown field: refused under Strict (kubectl's default), dropped with a warning under Warn.
+    let odd = write_pod(&dir.0, &POD_YAML.replace("  containers:\n", "  bogus: 1\n  containers:\n"));
+    let odd = odd.to_str().expect("UTF-8 path");
+    let o = kubectl(&cp, &["create", "-f", odd]);
+    assert!(!o.ok && o.stderr.contains("unknown field \"spec.bogus\""), "{}", o.stderr);
+    let o = kubectl(&cp, &["create", "--validate=warn", "-f", odd]);
+    assert!(o.ok, "{}", o.stderr);
+    assert!(o.stderr.contains("Warning: unknown field \"spec.bogus\""), "{}", o.stderr);
+    let spec = kubectl_ok(&cp, &["get", "pod", "web", "-o", "jsonpath={.spec}"]);
+    assert!(!spec.contains("bogus"), "{spec}");
 }
 
 #[test]

@@ -297,6 +297,14 @@ fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
     obj.get("metadata")?.get(field)?.as_str()
 }
 
+/// Adds `Warning` headers to a complete response.
+fn with_warnings(reply: Result<Reply, ApiError>, warnings: Vec<String>) -> Result<Reply, ApiError> {
+    match reply {
+        Ok(Reply::Full(resp)) => Ok(Reply::Full(resp.with_warnings(warnings))),
+        other => other,
+    }
+}
+
 fn uid_of(obj: &Value) -> Option<&str> {
     meta_str(obj, "uid")
 }
@@ -473,7 +481,7 @@ impl Api {
         }
         let mode =
             FieldValidation::from_query(req.param("fieldValidation")).map_err(ApiError::from_status)?;
-        check_fields(r.kind, &mut obj, mode).map_err(ApiError::from_status)?;
+        let warnings = check_fields(r.kind, &mut obj, mode).map_err(ApiError::from_status)?;
         let uid = uuid::Uuid::new_v4().to_string();
         validate::prepare_for_create(r.kind, &mut obj, &uid, SystemTime::now());
         validate::validate_create(r.kind, &obj).map_err(ApiError::from_status)?;
@@ -486,11 +494,11 @@ impl Api {
             meta["generation"] = json!(1);
         }
         if req.param("dryRun").is_some() {
-            return Ok(Reply::Full(Response::json(201, &obj)));
+            return Ok(Reply::Full(Response::json(201, &obj).with_warnings(warnings)));
         }
         let key = Key::new(&r.store_name(), &ns, &name);
         let stored = self.store.create(key, obj).map_err(|e| store_err(e, t, &name))?;
-        Ok(Reply::Full(Response::json(201, &stored)))
+        Ok(Reply::Full(Response::json(201, &stored).with_warnings(warnings)))
     }
 
     /// Carries the fields a write through the main resource or a subresource must not change.
@@ -609,12 +617,12 @@ impl Api {
         self.check_type(t, &body)?;
         let mode =
             FieldValidation::from_query(req.param("fieldValidation")).map_err(ApiError::from_status)?;
-        check_fields(t.resource.kind, &mut body, mode).map_err(ApiError::from_status)?;
+        let warnings = check_fields(t.resource.kind, &mut body, mode).map_err(ApiError::from_status)?;
         if meta_str(&body, "name").is_some_and(|n| n != name) {
             return Err(ApiError::bad_request("the name of the object does not match the name on the URL"));
         }
         self.exists(t, name)?;
-        self.write(t, name, sub, |_| Ok(body), req.param("dryRun").is_some())
+        with_warnings(self.write(t, name, sub, |_| Ok(body), req.param("dryRun").is_some()), warnings)
     }
 
     fn exists(&self, t: &Target, name: &str) -> Result<(), ApiError> {
@@ -635,7 +643,8 @@ impl Api {
         let rkind = t.resource.kind;
         let mode =
             FieldValidation::from_query(req.param("fieldValidation")).map_err(ApiError::from_status)?;
-        self.write(
+        let warnings = std::cell::RefCell::new(Vec::new());
+        let reply = self.write(
             t,
             name,
             sub,
@@ -650,7 +659,8 @@ impl Api {
                             .map_err(|e| ApiError::bad_request(e.to_string()))?
                     }
                 };
-                check_fields(rkind, &mut patched, mode).map_err(ApiError::from_status)?;
+                *warnings.borrow_mut() =
+                    check_fields(rkind, &mut patched, mode).map_err(ApiError::from_status)?;
                 // A patch without a resourceVersion is unconditional.
                 if patch.pointer("/metadata/resourceVersion").is_none() {
                     if let Some(m) = patched.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -660,7 +670,8 @@ impl Api {
                 Ok(patched)
             },
             req.param("dryRun").is_some(),
-        )
+        );
+        with_warnings(reply, warnings.into_inner())
     }
 
     fn delete(&self, req: &Request, t: &Target, name: &str) -> Result<Reply, ApiError> {

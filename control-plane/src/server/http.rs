@@ -211,12 +211,26 @@ pub struct Response {
     pub content_type: String,
     /// The body.
     pub body: Vec<u8>,
+    /// `Warning` headers (RFC 7234 code 299), e.g. for unknown fields dropped under
+    /// `fieldValidation=Warn`.
+    pub warnings: Vec<String>,
 }
 
 impl Response {
+    /// The response with `warnings` added.
+    pub fn with_warnings(mut self, warnings: Vec<String>) -> Self {
+        self.warnings.extend(warnings);
+        self
+    }
+
     /// A JSON response.
     pub fn json(status: u16, v: &serde_json::Value) -> Self {
-        Response { status, content_type: "application/json".into(), body: v.to_string().into_bytes() }
+        Response {
+            status,
+            content_type: "application/json".into(),
+            body: v.to_string().into_bytes(),
+            warnings: Vec::new(),
+        }
     }
 }
 
@@ -246,8 +260,9 @@ pub fn reason(status: u16) -> &'static str {
 
 /// Writes a response with a Content-Length.
 pub fn write_response(w: &mut (impl Write + ?Sized), resp: &Response, keep_alive: bool) -> io::Result<()> {
+    let warnings: String = resp.warnings.iter().map(|t| format!("Warning: 299 - {}\r\n", quote(t))).collect();
     let head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-cache, private\r\n{}\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-cache, private\r\n{warnings}{}\r\n",
         resp.status,
         reason(resp.status),
         resp.content_type,
@@ -257,6 +272,24 @@ pub fn write_response(w: &mut (impl Write + ?Sized), resp: &Response, keep_alive
     w.write_all(head.as_bytes())?;
     w.write_all(&resp.body)?;
     w.flush()
+}
+
+/// A quoted string as in a `Warning` header (Go's `strconv.Quote`): `"` and `\\` escaped,
+/// control characters and non-ASCII as escapes, so a header never breaks.
+pub fn quote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            ' '..='~' => out.push(c),
+            c if u32::from(c) <= 0xffff => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push_str(&format!("\\U{:08x}", u32::from(c))),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Starts a chunked response.
@@ -326,6 +359,18 @@ mod tests {
             read_request(&mut BufReader::new(&huge[..])),
             Err(HttpError::TooLarge { unread: None })
         ));
+    }
+
+    #[test]
+    fn warnings_are_quoted_headers() {
+        assert_eq!(quote("unknown field \"spec.foo\""), r#""unknown field \"spec.foo\"""#);
+        assert_eq!(quote("a\r\nb\\é"), r#""a\u000d\u000ab\\\u00e9""#);
+        let resp =
+            Response::json(201, &serde_json::json!({})).with_warnings(vec!["unknown field \"x\"".into()]);
+        let mut out = Vec::new();
+        write_response(&mut out, &resp, true).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("\r\nWarning: 299 - \"unknown field \\\"x\\\"\"\r\n"), "{text}");
     }
 
     #[test]

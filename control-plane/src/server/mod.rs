@@ -189,7 +189,12 @@ fn serve_conn<S: Read + Write>(stream: S, tokens: &Tokens, api: &Api, alive: &dy
 fn handle(req: &Request, tokens: &Tokens, api: &Api, w: &mut dyn Write, alive: &dyn Fn() -> bool) -> bool {
     let keep = req.keep_alive();
     if matches!(req.path.as_str(), "/healthz" | "/readyz" | "/livez") {
-        let resp = http::Response { status: 200, content_type: "text/plain".into(), body: b"ok".to_vec() };
+        let resp = http::Response {
+            status: 200,
+            content_type: "text/plain".into(),
+            body: b"ok".to_vec(),
+            warnings: Vec::new(),
+        };
         return write_response(w, &resp, keep).is_ok();
     }
     if !public(&req.path) {
