@@ -41,6 +41,16 @@ pub const LEASE_DURATION_SECS: i32 = 40;
 pub const LEASE_MAX_CONFLICTS: u32 = 5;
 /// The namespace of node leases.
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
+/// A repeat of an event within this long is counted on the first one (client-go's
+/// correlator keeps its cache for 10 minutes).
+pub const EVENT_AGGREGATE_SECS: u64 = 600;
+/// Tries to deliver one event, 10 s apart, before it is dropped (client-go: 12).
+pub const EVENT_MAX_TRIES: u32 = 12;
+/// Events waiting for delivery beyond this many drop the oldest (counted in
+/// [`Agent::dropped_events`]), so an unreachable server cannot exhaust memory.
+pub const EVENT_QUEUE_MAX: usize = 1000;
+/// Distinct events remembered for aggregation.
+const EVENT_SEEN_MAX: usize = 512;
 
 /// What this node reports about itself.
 #[derive(Clone, Debug, PartialEq)]
@@ -77,7 +87,14 @@ pub enum Op {
     DeletePod {
         uid: String,
     },
-    PostEvent,
+    /// A new event (or one whose aggregate was lost): `POST .../events`.
+    PostEvent {
+        id: u64,
+    },
+    /// A repeat of a sent event: `PATCH .../events/NAME` with the new count.
+    PatchEvent {
+        id: u64,
+    },
 }
 
 /// A request to send, tagged with what it is for.
@@ -181,9 +198,34 @@ pub struct Agent {
     slots: BTreeMap<String, Slot>,
     /// Pods already terminal in the API that only need the final delete: uid → (ns, name).
     orphans: BTreeMap<String, (String, String, bool)>,
-    events: Vec<Event>,
+    /// Events waiting to be sent (or re-sent), oldest first.
+    events: alloc::collections::VecDeque<PendingEvent>,
+    /// Events on the wire, by id.
+    events_in_flight: BTreeMap<u64, PendingEvent>,
+    /// Events sent, by what makes two of them the same: for counting repeats.
+    events_seen: BTreeMap<String, SeenEvent>,
     event_seq: u64,
+    dropped_events: u64,
     next_ip: u32,
+}
+
+/// An event to deliver.
+#[derive(Clone, Debug, PartialEq)]
+struct PendingEvent {
+    event: Event,
+    /// A repeat: PATCH the count of the event already sent.
+    patch: bool,
+    tries: u32,
+    at: Time,
+}
+
+/// What was sent for one kind of event.
+#[derive(Clone, Debug, PartialEq)]
+struct SeenEvent {
+    name: String,
+    count: i32,
+    first: String,
+    last: Time,
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Option<T> {
@@ -223,8 +265,11 @@ impl Agent {
             watch_expired: false,
             slots: BTreeMap::new(),
             orphans: BTreeMap::new(),
-            events: Vec::new(),
+            events: alloc::collections::VecDeque::new(),
+            events_in_flight: BTreeMap::new(),
+            events_seen: BTreeMap::new(),
             event_seq: 0,
+            dropped_events: 0,
             next_ip: 2,
         }
     }
@@ -376,11 +421,42 @@ impl Agent {
         message: String,
         now: Time,
     ) {
-        self.event_seq += 1;
-        let nanos = now.micros().saturating_mul(1000).saturating_add(self.event_seq % 1000);
-        let name = format!("{}.{:x}", obj.name.as_deref().unwrap_or("object"), nanos);
+        let key = format!(
+            "{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}\u{0}{type_}\u{0}{reason}\u{0}{message}",
+            obj.kind.as_deref().unwrap_or(""),
+            ns,
+            obj.name.as_deref().unwrap_or(""),
+            obj.uid.as_deref().unwrap_or(""),
+            obj.field_path.as_deref().unwrap_or(""),
+        );
         let ts = now.rfc3339();
-        self.events.push(Event {
+        let repeat = self
+            .events_seen
+            .get_mut(&key)
+            .filter(|seen| now.millis_since(seen.last) < EVENT_AGGREGATE_SECS * 1000)
+            .map(|seen| {
+                seen.count = seen.count.saturating_add(1);
+                seen.last = now;
+                (seen.name.clone(), seen.count, seen.first.clone())
+            });
+        let (name, count, first) = match repeat {
+            Some(r) => r,
+            None => {
+                self.event_seq += 1;
+                let nanos = now.micros().saturating_mul(1000).saturating_add(self.event_seq % 1000);
+                let name = format!("{}.{:x}", obj.name.as_deref().unwrap_or("object"), nanos);
+                if self.events_seen.len() >= EVENT_SEEN_MAX {
+                    let oldest = self.events_seen.iter().min_by_key(|(_, v)| v.last).map(|(k, _)| k.clone());
+                    if let Some(k) = oldest {
+                        self.events_seen.remove(&k);
+                    }
+                }
+                self.events_seen
+                    .insert(key, SeenEvent { name: name.clone(), count: 1, first: ts.clone(), last: now });
+                (name, 1, ts.clone())
+            }
+        };
+        let event = Event {
             api_version: Some("v1".into()),
             kind: Some("Event".into()),
             metadata: ObjectMeta { name: Some(name), namespace: Some(ns), ..Default::default() },
@@ -392,17 +468,31 @@ impl Agent {
                 component: Some("kubelet".into()),
                 host: Some(self.cfg.name.clone()),
             }),
-            first_timestamp: Some(ts.clone()),
+            first_timestamp: Some(first),
             last_timestamp: Some(ts),
-            count: Some(1),
+            count: Some(count),
             reporting_component: Some("kubelet".into()),
             reporting_instance: Some(self.cfg.name.clone()),
-        });
+        };
+        self.queue_event(PendingEvent { event, patch: count > 1, tries: 0, at: now });
     }
 
-    /// Takes the events recorded so far without sending them (for hosts that batch).
-    pub fn pending_events(&self) -> &[Event] {
-        &self.events
+    fn queue_event(&mut self, e: PendingEvent) {
+        if self.events.len() >= EVENT_QUEUE_MAX {
+            self.events.pop_front();
+            self.dropped_events += 1;
+        }
+        self.events.push_back(e);
+    }
+
+    /// Events recorded and not yet delivered (queued or on the wire).
+    pub fn pending_events(&self) -> usize {
+        self.events.len() + self.events_in_flight.len()
+    }
+
+    /// Events given up on: the queue overflowed or every try failed.
+    pub fn dropped_events(&self) -> u64 {
+        self.dropped_events
     }
 
     fn lease_body(&self, now: Time) -> Value {
@@ -615,18 +705,43 @@ impl Agent {
             obj.field_path = e.field_path;
             self.push_event(obj, ns, e.type_, &e.reason, e.message, now);
         }
-        for e in core::mem::take(&mut self.events) {
-            let ns = e.metadata.namespace.clone().unwrap_or_else(|| "default".into());
-            out.push(Outgoing {
-                op: Op::PostEvent,
-                request: Request::with_body(
-                    Method::Post,
-                    format!("/api/v1/namespaces/{ns}/events"),
-                    CONTENT_JSON,
-                    to_json(&e),
-                ),
-            });
+        let mut waiting = alloc::collections::VecDeque::new();
+        while let Some(e) = self.events.pop_front() {
+            if e.at > now {
+                waiting.push_back(e);
+                continue;
+            }
+            let ns = e.event.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+            let id = self.event_seq;
+            self.event_seq += 1;
+            let request = if e.patch {
+                let name = e.event.metadata.name.clone().unwrap_or_default();
+                let body = json!({"count": e.event.count, "lastTimestamp": e.event.last_timestamp,
+                                  "message": e.event.message});
+                Outgoing {
+                    op: Op::PatchEvent { id },
+                    request: Request::with_body(
+                        Method::Patch,
+                        format!("/api/v1/namespaces/{ns}/events/{name}"),
+                        CONTENT_SMP,
+                        to_json(&body),
+                    ),
+                }
+            } else {
+                Outgoing {
+                    op: Op::PostEvent { id },
+                    request: Request::with_body(
+                        Method::Post,
+                        format!("/api/v1/namespaces/{ns}/events"),
+                        CONTENT_JSON,
+                        to_json(&e.event),
+                    ),
+                }
+            };
+            self.events_in_flight.insert(id, e);
+            out.push(request);
         }
+        self.events = waiting;
         out
     }
 
@@ -814,7 +929,26 @@ impl Agent {
                     slot.delete = Delete::No;
                 }
             }
-            Op::PostEvent => {}
+            Op::PostEvent { id } | Op::PatchEvent { id } => {
+                let Some(mut e) = self.events_in_flight.remove(&id) else { return };
+                let patch = matches!(op, Op::PatchEvent { .. });
+                if ok || (!patch && code == 409) {
+                    // Delivered (a 409 on POST: an earlier try got through).
+                } else if patch && code == 404 {
+                    // The event to count on is gone: send it whole, with its count.
+                    e.patch = false;
+                    e.at = now;
+                    self.queue_event(e);
+                } else {
+                    e.tries += 1;
+                    if e.tries >= EVENT_MAX_TRIES {
+                        self.dropped_events += 1;
+                    } else {
+                        e.at = now.plus_secs(10);
+                        self.queue_event(e);
+                    }
+                }
+            }
         }
     }
 

@@ -175,8 +175,24 @@ impl FakeApi {
             }
             (Method::Post, ["api", "v1", "namespaces", _, "events"]) => {
                 self.check("io.k8s.api.core.v1.Event", &body);
+                if self.events.iter().any(|e| e["metadata"]["name"] == body["metadata"]["name"]) {
+                    return (409, status_body(409, "AlreadyExists"));
+                }
                 self.events.push(body.clone());
                 (201, body)
+            }
+            (Method::Patch, ["api", "v1", "namespaces", _, "events", name]) => {
+                assert_eq!(req.content_type, Some("application/strategic-merge-patch+json"));
+                self.check("io.k8s.api.core.v1.Event", &json!({"metadata": {}, "involvedObject": {}, "count": body["count"], "lastTimestamp": body["lastTimestamp"], "message": body["message"]}));
+                match self.events.iter_mut().find(|e| e["metadata"]["name"] == *name) {
+                    Some(e) => {
+                        for k in ["count", "lastTimestamp", "message"] {
+                            e[k] = body[k].clone();
+                        }
+                        (200, e.clone())
+                    }
+                    None => (404, status_body(404, "NotFound")),
+                }
             }
             _ => panic!("unexpected request {:?} {}", req.method, req.path),
         }
@@ -533,4 +549,71 @@ fn schema_walker_catches_bad_objects() {
     assert_eq!(s.validate("io.k8s.api.core.v1.NodeDaemonEndpoints", &bad_type).len(), 1);
     let bad_time = json!({"type": "Ready", "status": "True", "lastHeartbeatTime": "yesterday"});
     assert_eq!(s.validate("io.k8s.api.core.v1.NodeCondition", &bad_time).len(), 1);
+}
+
+#[test]
+fn repeated_events_are_counted_on_one_event() {
+    let mut h = Harness::new();
+    h.add_pod("crash", "Always", "echo boom; exit 1");
+    h.step();
+    h.advance(80);
+    let backoffs: Vec<&Value> = h
+        .api
+        .events
+        .iter()
+        .filter(|e| e["involvedObject"]["name"] == "crash" && e["reason"] == "BackOff")
+        .collect();
+    assert_eq!(backoffs.len(), 1, "one BackOff event, counted: {backoffs:#?}");
+    let count = backoffs[0]["count"].as_i64().unwrap();
+    assert!(count >= 2, "{count}");
+    assert_ne!(backoffs[0]["firstTimestamp"], backoffs[0]["lastTimestamp"]);
+    let name = backoffs[0]["metadata"]["name"].as_str().unwrap().to_string();
+    assert_eq!(h.requests(Method::Patch, &format!("/events/{name}")).len() as i64, count - 1);
+    // Every restart repeats Pulled/Created/Started: counted too, one event each.
+    let started: Vec<&Value> = h
+        .api
+        .events
+        .iter()
+        .filter(|e| e["involvedObject"]["name"] == "crash" && e["reason"] == "Started")
+        .collect();
+    assert_eq!(started.len(), 1);
+    assert!(started[0]["count"].as_i64().unwrap() >= 3);
+    // The event went away on the server: the next repeat is sent whole, with its count.
+    h.api.events.retain(|e| e["reason"] != "BackOff");
+    h.advance(90);
+    let again: Vec<&Value> = h.api.events.iter().filter(|e| e["reason"] == "BackOff").collect();
+    assert_eq!(again.len(), 1, "{again:#?}");
+    assert!(again[0]["count"].as_i64().unwrap() > count);
+}
+
+#[test]
+fn events_survive_an_outage_and_are_delivered_once() {
+    let mut h = Harness::new();
+    h.step();
+    assert!(h.agent.registered());
+    let before = h.api.events.len();
+    // The server refuses every event for a while.
+    for _ in 0..8 {
+        h.api.inject.push_back(("/events".into(), Method::Post, 503, status_body(503, "ServiceUnavailable")));
+    }
+    h.add_pod("job", "Never", "echo hi; exit 0");
+    // The watch is open: tell the agent about the pod.
+    let pod = h.api.pods["job"].clone();
+    h.api.watch_lines.push_back(json!({"type": "ADDED", "object": pod}).to_string());
+    h.step();
+    assert!(h.agent.pending_events() > 0, "refused events are kept");
+    assert_eq!(h.api.events.len(), before);
+    h.advance(40);
+    assert_eq!(h.agent.pending_events(), 0);
+    assert_eq!(h.agent.dropped_events(), 0);
+    let reasons: Vec<String> = h
+        .api
+        .events
+        .iter()
+        .filter(|e| e["involvedObject"]["name"] == "job")
+        .map(|e| e["reason"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(reasons, ["Pulling", "Pulled", "Created", "Started"], "each once, in order");
+    // Retries were spaced: no POST storm while the server refused.
+    assert!(h.requests(Method::Post, "/events").len() <= before + 8 + 4 + 4, "too many tries");
 }
