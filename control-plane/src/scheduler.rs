@@ -1,4 +1,5 @@
-//! The in-process controllers: the scheduler (binds pods without `spec.nodeName` to a Ready
+//! The in-process controllers (the namespace controller lives beside the API it drives, in
+//! `Api::namespace_controller_once`): the scheduler (binds pods without `spec.nodeName` to a Ready
 //! node with room, or marks them `PodScheduled=False` with a `FailedScheduling` event) and the
 //! node lifecycle controller (a node whose lease and status have not been renewed within the
 //! grace period gets its conditions set to `Unknown`). As in kube-controller-manager, the grace
@@ -299,6 +300,7 @@ pub fn spawn(api: Arc<crate::api::Api>) {
             let now = SystemTime::now();
             schedule_once(&api.store, now);
             lifecycle.run_once(&api.store, now);
+            api.namespace_controller_once();
             // Our own writes move the version too; the next pass finds nothing to do.
             seen = api.store.wait_past(seen.max(api.store.rv()), Duration::from_secs(1));
         }

@@ -23,6 +23,24 @@ fn kubectl_version_and_discovery() {
     for n in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         assert!(ns.contains(n), "{n} missing:\n{ns}");
     }
+    // A namespace is Terminating until the namespace controller has emptied it; kubectl waits.
+    // (`kubectl create namespace` sends protobuf, which this server refuses with a clear 415.)
+    let o = kubectl(&cp, &["create", "namespace", "scratch"]);
+    assert!(
+        !o.ok && o.stderr.contains("UnsupportedMediaType") && o.stderr.contains("application/json"),
+        "{}",
+        o.stderr
+    );
+    let ns = dir.0.join("ns.yaml");
+    std::fs::write(&ns, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: scratch\n")
+        .expect("writing ns.yaml");
+    kubectl_ok(&cp, &["create", "-f", ns.to_str().expect("UTF-8 path")]);
+    let pod = write_pod(&dir.0, POD_YAML);
+    kubectl_ok(&cp, &["create", "-n", "scratch", "-f", pod.to_str().expect("UTF-8 path")]);
+    let out = kubectl_ok(&cp, &["delete", "namespace", "scratch", "--timeout=30s"]);
+    assert!(out.contains("namespace \"scratch\" deleted"), "{out}");
+    let gone = kubectl(&cp, &["get", "namespace", "scratch"]);
+    assert!(!gone.ok && gone.stderr.contains("not found"), "{}", gone.stderr);
     // Without the token nothing but /version is served.
     let node_cfg = std::fs::read_to_string(cp.dir.join("node.kubeconfig")).expect("node.kubeconfig");
     assert!(node_cfg.contains("certificate-authority-data") && node_cfg.contains(&cp.url), "{node_cfg}");

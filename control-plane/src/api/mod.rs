@@ -141,6 +141,9 @@ pub fn parse_body(req: &Request) -> Result<Value, ApiError> {
     if req.body.is_empty() {
         return Err(ApiError::bad_request("the request body is empty"));
     }
+    if ct.contains("protobuf") || ct.contains("cbor") {
+        return Err(ApiError::unsupported_body(ct));
+    }
     if ct.contains("yaml") {
         let v: Value = serde_yaml::from_slice(&req.body)
             .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))?;
@@ -295,6 +298,41 @@ pub fn is_true(param: Option<&str>) -> bool {
 
 fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
     obj.get("metadata")?.get(field)?.as_str()
+}
+
+impl Api {
+    /// One pass of the namespace controller: every object in a Terminating namespace is
+    /// deleted through the API (so pods bound to a node get their grace period and go when the
+    /// node's final delete comes), and a namespace with nothing left is removed. Returns how
+    /// many namespaces were removed.
+    pub fn namespace_controller_once(&self) -> usize {
+        let (namespaces, _) = self.store.list("namespaces", None);
+        let mut removed = 0;
+        for ns in namespaces.iter().filter(|n| n.pointer("/metadata/deletionTimestamp").is_some()) {
+            let Some(name) = meta_str(ns, "name") else { continue };
+            let mut left = 0;
+            for res in resources::RESOURCES.iter().filter(|x| x.namespaced) {
+                let (items, _) = self.store.list(&res.store_name(), Some(name));
+                left += items.len();
+                for it in items.iter().filter(|i| i.pointer("/metadata/deletionTimestamp").is_none()) {
+                    let Some(n) = meta_str(it, "name") else { continue };
+                    let prefix = if res.group.is_empty() {
+                        format!("/api/{}", res.version)
+                    } else {
+                        format!("/apis/{}/{}", res.group, res.version)
+                    };
+                    let path = format!("{prefix}/namespaces/{name}/{}/{n}", res.plural);
+                    let _ = self.handle(&Request { method: "DELETE".into(), path, ..Request::default() });
+                }
+            }
+            if left == 0
+                && self.store.delete::<StoreError>(&Key::new("namespaces", "", name), |_| Ok(())).is_ok()
+            {
+                removed += 1;
+            }
+        }
+        removed
+    }
 }
 
 /// Adds `Warning` headers to a complete response.
@@ -474,8 +512,21 @@ impl Api {
                     ));
                 }
             }
-            if self.store.get(&Key::new("namespaces", "", &ns)).is_none() {
-                return Err(ApiError::not_found("namespaces", "", &ns));
+            match self.store.get(&Key::new("namespaces", "", &ns)) {
+                None => return Err(ApiError::not_found("namespaces", "", &ns)),
+                Some(n) if n.pointer("/metadata/deletionTimestamp").is_some() => {
+                    let name = meta_str(&obj, "name").unwrap_or("");
+                    return Err(ApiError::denied(
+                        format!(
+                            "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                            r.plural
+                        ),
+                        r.plural,
+                        r.group,
+                        name,
+                    ));
+                }
+                Some(_) => {}
             }
             obj["metadata"]["namespace"] = json!(ns);
         }
@@ -713,6 +764,21 @@ impl Api {
         if r.kind == "Namespace" && ["default", "kube-system", "kube-public"].contains(&name) {
             return Err(ApiError::forbidden("namespaces", name, "this namespace may not be deleted"));
         }
+        if r.kind == "Namespace" {
+            // Terminating first; the namespace controller empties it and then removes it.
+            check(&old)?;
+            let stored = self.store.modify::<ApiError>(&key, |cur| {
+                check(cur)?;
+                if cur.pointer("/metadata/deletionTimestamp").is_some() {
+                    return Ok(None);
+                }
+                let mut new = cur.clone();
+                new["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+                new["status"] = json!({"phase": "Terminating"});
+                Ok(Some(new))
+            })?;
+            return Ok(Reply::Full(Response::json(200, &stored)));
+        }
         if r.kind == "Pod" {
             let spec_grace =
                 old.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30);
@@ -745,18 +811,7 @@ impl Api {
                 e
             }
         })?;
-        if r.kind == "Namespace" {
-            for res in resources::RESOURCES.iter().filter(|x| x.namespaced) {
-                let (items, _) = self.store.list(&res.store_name(), Some(name));
-                for it in items {
-                    if let Some(n) = meta_str(&it, "name") {
-                        let _ = self
-                            .store
-                            .delete::<StoreError>(&Key::new(&res.store_name(), name, n), |_| Ok(()));
-                    }
-                }
-            }
-        }
+
         Ok(Reply::Full(Response::json(200, &gone)))
     }
 
@@ -980,8 +1035,31 @@ mod tests {
         assert_eq!(code, 201);
         let pod = r#"{"metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"i"}]}}"#;
         assert_eq!(full(api.handle(&req("POST", "/api/v1/namespaces/tmp/pods", pod))).0, 201);
-        assert_eq!(full(api.handle(&req("DELETE", "/api/v1/namespaces/tmp", ""))).0, 200);
+        let bound =
+            r#"{"metadata":{"name":"b"},"spec":{"nodeName":"n1","containers":[{"name":"c","image":"i"}]}}"#;
+        let (_, bound) = full(api.handle(&req("POST", "/api/v1/namespaces/tmp/pods", bound)));
+        let (code, ns) = full(api.handle(&req("DELETE", "/api/v1/namespaces/tmp", "")));
+        assert_eq!(code, 200);
+        assert_eq!(ns["status"]["phase"], "Terminating");
+        assert!(ns["metadata"]["deletionTimestamp"].is_string());
+        let (code, f) = full(api.handle(&req("POST", "/api/v1/namespaces/tmp/pods", pod)));
+        assert_eq!((code, f["reason"].as_str()), (403, Some("Forbidden")));
+        assert_eq!(
+            f["message"],
+            "pods \"p\" is forbidden: unable to create new content in namespace tmp because it is being terminated"
+        );
+        // The controller deletes the unbound pod at once and marks the bound one for graceful
+        // deletion; the namespace stays until the node's final delete.
+        assert_eq!(api.namespace_controller_once(), 0);
         assert_eq!(full(api.handle(&req("GET", "/api/v1/namespaces/tmp/pods/p", ""))).0, 404);
+        let (_, b) = full(api.handle(&req("GET", "/api/v1/namespaces/tmp/pods/b", "")));
+        assert!(b["metadata"]["deletionTimestamp"].is_string(), "{b}");
+        assert_eq!(api.namespace_controller_once(), 0);
+        let final_delete =
+            json!({"gracePeriodSeconds": 0, "preconditions": {"uid": bound["metadata"]["uid"]}}).to_string();
+        assert_eq!(full(api.handle(&req("DELETE", "/api/v1/namespaces/tmp/pods/b", &final_delete))).0, 200);
+        assert_eq!(api.namespace_controller_once(), 1);
+        assert_eq!(full(api.handle(&req("GET", "/api/v1/namespaces/tmp", ""))).0, 404);
     }
 
     #[test]

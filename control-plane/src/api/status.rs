@@ -120,6 +120,16 @@ impl ApiError {
         Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {ct})"))
     }
 
+    /// 415 UnsupportedMediaType for an object body in an encoding this server does not read
+    /// (protobuf, CBOR): only JSON and YAML are served.
+    pub fn unsupported_body(ct: &str) -> Self {
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {ct})"),
+        )
+    }
+
     /// 500 InternalError.
     pub fn internal(message: String) -> Self {
         Self::new(500, "InternalError", format!("Internal error occurred: {message}"))
