@@ -292,6 +292,16 @@ impl Harness {
             .collect()
     }
 
+    /// The reasons of the events about the object named `name`, in the order they arrived.
+    fn event_reasons(&self, name: &str) -> Vec<String> {
+        self.api
+            .events
+            .iter()
+            .filter(|e| e["involvedObject"]["name"] == name)
+            .map(|e| e["reason"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     fn add_pod(&mut self, name: &str, policy: &str, script: &str) -> Value {
         let p = json!({
             "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"), "resourceVersion": "5"},
@@ -425,13 +435,7 @@ fn runs_pods_reports_status_and_deletes_gracefully() {
     assert!(lists[0].0.contains("limit=500&resourceVersion=0"), "{}", lists[0].0);
     assert_eq!(h.api.pods["job"]["status"]["phase"], "Running");
     assert!(h.api.pods["web"]["status"]["containerStatuses"][0]["state"]["running"].is_object());
-    let reasons: Vec<String> = h
-        .api
-        .events
-        .iter()
-        .filter(|e| e["involvedObject"]["name"] == "job")
-        .map(|e| e["reason"].as_str().unwrap().to_string())
-        .collect();
+    let reasons = h.event_reasons("job");
     assert_eq!(reasons, ["Pulling", "Pulled", "Created", "Started"]);
     assert_eq!(
         h.api.events.iter().find(|e| e["involvedObject"]["name"] == "job").unwrap()["involvedObject"]
@@ -606,13 +610,7 @@ fn events_survive_an_outage_and_are_delivered_once() {
     h.advance(40);
     assert_eq!(h.agent.pending_events(), 0);
     assert_eq!(h.agent.dropped_events(), 0);
-    let reasons: Vec<String> = h
-        .api
-        .events
-        .iter()
-        .filter(|e| e["involvedObject"]["name"] == "job")
-        .map(|e| e["reason"].as_str().unwrap().to_string())
-        .collect();
+    let reasons = h.event_reasons("job");
     assert_eq!(reasons, ["Pulling", "Pulled", "Created", "Started"], "each once, in order");
     // Retries were spaced: no POST storm while the server refused.
     assert!(h.requests(Method::Post, "/events").len() <= before + 8 + 4 + 4, "too many tries");
