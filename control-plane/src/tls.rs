@@ -1,7 +1,11 @@
-//! The cluster CA and the serving certificate (ECDSA P-256), kept under `DIR/pki`.
+//! The cluster CA, the serving certificate and the client certificate for kubelets (ECDSA
+//! P-256), kept under `DIR/pki`.
 //!
-//! On first start a CA and a serving certificate for `localhost`, `127.0.0.1`, `::1` and the
-//! listen address are generated; later starts reuse them so kubeconfigs stay valid.
+//! On first start a CA, a serving certificate for `localhost`, `127.0.0.1`, `::1` and the
+//! listen address, and `apiserver-kubelet-client` (CN `kube-apiserver-kubelet-client`, O
+//! `system:masters`, client auth: what the server shows a kubelet when it fetches logs) are
+//! generated; later starts reuse them so kubeconfigs stay valid. A directory missing any of
+//! them gets a new set (the kubeconfigs are rewritten at every start).
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::pem::PemObject;
@@ -58,6 +62,10 @@ pub struct Pki {
     pub cert_pem: String,
     /// The serving key.
     pub key_pem: String,
+    /// The client certificate for kubelets.
+    pub kubelet_client_cert_pem: String,
+    /// Its key.
+    pub kubelet_client_key_pem: String,
 }
 
 fn generate(hosts: &[String]) -> Result<Pki, TlsError> {
@@ -82,26 +90,50 @@ fn generate(hosts: &[String]) -> Result<Pki, TlsError> {
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
     let cert = params.signed_by(&key, &issuer)?;
-    Ok(Pki { ca_pem: ca_cert.pem(), cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    let client_key = KeyPair::generate()?;
+    let mut client = CertificateParams::new(Vec::<String>::new())?;
+    client.distinguished_name.push(DnType::CommonName, "kube-apiserver-kubelet-client");
+    client.distinguished_name.push(DnType::OrganizationName, "system:masters");
+    client.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    client.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let client_cert = client.signed_by(&client_key, &issuer)?;
+    Ok(Pki {
+        ca_pem: ca_cert.pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        kubelet_client_cert_pem: client_cert.pem(),
+        kubelet_client_key_pem: client_key.serialize_pem(),
+    })
 }
 
 /// Loads `DIR/pki`, generating it first when absent. `hosts` are extra names or addresses for
 /// the serving certificate (used only when generating).
 pub fn load_or_generate(dir: &Path, hosts: &[String]) -> Result<Pki, TlsError> {
     let pki = dir.join("pki");
-    let (ca, crt, key) = (pki.join("ca.crt"), pki.join("apiserver.crt"), pki.join("apiserver.key"));
-    if ca.exists() && crt.exists() && key.exists() {
+    let files = [
+        pki.join("ca.crt"),
+        pki.join("apiserver.crt"),
+        pki.join("apiserver.key"),
+        pki.join("apiserver-kubelet-client.crt"),
+        pki.join("apiserver-kubelet-client.key"),
+    ];
+    if files.iter().all(|f| f.exists()) {
+        let [ca, crt, key, kcrt, kkey] = files.each_ref().map(fs::read_to_string);
         return Ok(Pki {
-            ca_pem: fs::read_to_string(ca)?,
-            cert_pem: fs::read_to_string(crt)?,
-            key_pem: fs::read_to_string(key)?,
+            ca_pem: ca?,
+            cert_pem: crt?,
+            key_pem: key?,
+            kubelet_client_cert_pem: kcrt?,
+            kubelet_client_key_pem: kkey?,
         });
     }
     fs::create_dir_all(&pki)?;
     let out = generate(hosts)?;
-    fs::write(ca, &out.ca_pem)?;
-    fs::write(crt, &out.cert_pem)?;
-    write_private(&key, &out.key_pem)?;
+    fs::write(&files[0], &out.ca_pem)?;
+    fs::write(&files[1], &out.cert_pem)?;
+    write_private(&files[2], &out.key_pem)?;
+    fs::write(&files[3], &out.kubelet_client_cert_pem)?;
+    write_private(&files[4], &out.kubelet_client_key_pem)?;
     Ok(out)
 }
 
@@ -112,6 +144,67 @@ pub fn write_private(path: &Path, text: &str) -> io::Result<()> {
     let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
     f.write_all(text.as_bytes())?;
     f.sync_all()
+}
+
+/// How the server reaches kubelets (for `pods/log`): TLS, showing the kubelet-client
+/// certificate. Like kube-apiserver without `--kubelet-certificate-authority`, it does not
+/// check which certificate the kubelet serves (kubelets serve self-signed ones), but the
+/// handshake signatures are still verified.
+pub fn kubelet_client_config(pki: &Pki) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(pki.kubelet_client_cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|_| TlsError::Pem("apiserver-kubelet-client.crt".into()))?;
+    let key = PrivateKeyDer::from_pem_slice(pki.kubelet_client_key_pem.as_bytes())
+        .map_err(|_| TlsError::Pem("apiserver-kubelet-client.key".into()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Config)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyKubeletCertificate(provider)))
+        .with_client_auth_cert(certs, key)
+        .map_err(TlsError::Config)?;
+    Ok(Arc::new(cfg))
+}
+
+/// Accepts whatever certificate a kubelet serves, checking only the handshake signatures.
+#[derive(Debug)]
+struct AnyKubeletCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyKubeletCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// The rustls server configuration (TLS 1.2 and 1.3, ALPN `http/1.1` only).

@@ -1,6 +1,9 @@
 //! sim-node: kubelet-lite on the host against a real API server, with the simulated
-//! runtime (`kubelet_lite::sim`). It serves `/containerLogs/...` over HTTP on 127.0.0.1 at
-//! the port it reports in the Node's `daemonEndpoints`.
+//! runtime (`kubelet_lite::sim`). It serves `/containerLogs/...` over HTTPS on 127.0.0.1 at
+//! the port it reports in the Node's `daemonEndpoints`, as a kubelet does: with a
+//! self-signed serving certificate made at start, and only to clients whose certificate
+//! chains to the cluster CA from its kubeconfig (the kubelet's `--client-ca-file`), which is
+//! how the API server proves itself when it fetches logs.
 
 pub mod kubeconfig;
 pub mod transport;
@@ -95,23 +98,66 @@ pub fn host_node_config(name: &str, kubelet_port: u16) -> NodeConfig {
     }
 }
 
-fn serve_logs(mut s: TcpStream, state: State) -> std::io::Result<()> {
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(s.try_clone()?);
-    let mut line = String::new();
-    reader.by_ref().take(8192).read_line(&mut line)?;
-    let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
-    // Drain the headers (bounded).
-    let mut total = 0;
-    loop {
-        let mut h = String::new();
-        let n = reader.by_ref().take(8192).read_line(&mut h)?;
-        total += n;
-        if n == 0 || h == "\r\n" || h == "\n" || total > 65536 {
-            break;
-        }
+/// The TLS configuration of the containerLogs server.
+fn log_server_config(ca_pem: Option<&[u8]>, name: &str) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let err = |e: &dyn std::fmt::Display| format!("containerLogs certificate: {e}");
+    let key = rcgen::KeyPair::generate().map_err(|e| err(&e))?;
+    let mut names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+    if !names.iter().any(|n| n == name) {
+        names.push(name.to_string());
     }
-    let reply = |s: &mut TcpStream, code: u16, text: &str| {
+    let cert = rcgen::CertificateParams::new(names).and_then(|p| p.self_signed(&key)).map_err(|e| err(&e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err(&e))?;
+    let builder = match ca_pem {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_slice_iter(ca) {
+                roots.add(c.map_err(|e| err(&e))?).map_err(|e| err(&e))?;
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .map_err(|e| err(&e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => {
+            eprintln!("sim-node: no cluster CA in the kubeconfig: containerLogs is served to any client");
+            builder.with_no_client_auth()
+        }
+    };
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    builder.with_single_cert(vec![cert.der().clone()], key).map(Arc::new).map_err(|e| err(&e))
+}
+
+fn serve_logs(tcp: TcpStream, tls: Arc<rustls::ServerConfig>, state: State) -> std::io::Result<()> {
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let session = rustls::ServerConnection::new(tls).map_err(std::io::Error::other)?;
+    let mut s = rustls::StreamOwned::new(session, tcp);
+    let target = {
+        let mut reader = BufReader::new(&mut s);
+        let mut line = String::new();
+        (&mut reader).take(8192).read_line(&mut line)?;
+        // Drain the headers (bounded).
+        let mut total = 0;
+        loop {
+            let mut h = String::new();
+            let n = (&mut reader).take(8192).read_line(&mut h)?;
+            total += n;
+            if n == 0 || h == "\r\n" || h == "\n" || total > 65536 {
+                break;
+            }
+        }
+        line.split_whitespace().nth(1).unwrap_or("").to_string()
+    };
+    // The handshake is done and the client certificate checked; the connection no longer
+    // waits on a slow client's reads (follow streams run for as long as the container).
+    s.sock.set_read_timeout(None)?;
+    let reply = |s: &mut dyn Write, code: u16, text: &str| {
         write!(s, "HTTP/1.1 {code} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
             if code == 200 { "OK" } else { "Error" }, text.len())
     };
@@ -154,7 +200,9 @@ fn serve_logs(mut s: TcpStream, state: State) -> std::io::Result<()> {
             Err(_) => break,
         }
     }
-    s.write_all(b"0\r\n\r\n")
+    s.write_all(b"0\r\n\r\n")?;
+    s.conn.send_close_notify();
+    s.flush()
 }
 
 fn run_watch(ep: Endpoint, token: Option<String>, req: Request, state: State) {
@@ -214,6 +262,7 @@ pub fn run(kubeconfig: &Path, name: &str) -> Result<(), String> {
         _ => None,
     };
     let ep = Endpoint::parse(&kc.server, tls)?;
+    let log_tls = log_server_config(kc.ca_pem.as_deref(), name)?;
     let listener =
         TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot listen for containerLogs: {e}"))?;
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
@@ -225,14 +274,14 @@ pub fn run(kubeconfig: &Path, name: &str) -> Result<(), String> {
         let state = state.clone();
         thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let state = state.clone();
+                let (state, tls) = (state.clone(), log_tls.clone());
                 thread::spawn(move || {
-                    let _ = serve_logs(conn, state);
+                    let _ = serve_logs(conn, tls, state);
                 });
             }
         });
     }
-    println!("sim-node {name}: API server {}, containerLogs on 127.0.0.1:{port}", kc.server);
+    println!("sim-node {name}: API server {}, containerLogs on https://127.0.0.1:{port}", kc.server);
     let mut client = Client::new(
         NetTransport::new(ep.clone(), Some(Duration::from_secs(30))),
         ep.authority(),

@@ -291,25 +291,48 @@ fn pods_are_scheduled_and_deleted_gracefully() {
     let cond = kubectl_ok(&cp, &["get", "pod", "web", "-o", "jsonpath={.status.conditions[0].status}"]);
     assert_eq!(cond, "False");
 
-    // A stand-in kubelet serving one containerLogs request.
-    let kubelet = std::net::TcpListener::bind("127.0.0.1:0").expect("binding the kubelet");
-    let kubelet_port = kubelet.local_addr().expect("kubelet address").port();
+    // A stand-in kubelet serving one containerLogs request over TLS, as a kubelet does: it
+    // requires a client certificate from the cluster CA (the server's kubelet-client one).
+    let program = r#"
+import socket, ssl, sys
+pki = sys.argv[1]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(pki + "/apiserver.crt", pki + "/apiserver.key")
+ctx.verify_mode = ssl.CERT_REQUIRED
+ctx.load_verify_locations(pki + "/ca.crt")
+srv = socket.socket()
+srv.bind(("127.0.0.1", 0))
+srv.listen(1)
+srv.settimeout(60)
+print(srv.getsockname()[1], flush=True)
+conn, _ = srv.accept()
+c = ctx.wrap_socket(conn, server_side=True)
+data = b""
+while b"\r\n\r\n" not in data:
+    more = c.recv(4096)
+    if not more:
+        break
+    data += more
+subject = dict(x[0] for x in c.getpeercert()["subject"])
+c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 15\r\n\r\nhello from app\n")
+c.unwrap()
+print(data.split(b"\r\n")[0].decode(), "|", subject.get("commonName"), subject.get("organizationName"), flush=True)
+"#;
+    let mut kubelet = std::process::Command::new(PYTHON)
+        .arg("-c")
+        .arg(program)
+        .arg(dir.0.join("pki"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting the stand-in kubelet");
+    let mut kubelet_out = BufReader::new(kubelet.stdout.take().expect("piped stdout"));
+    let mut port_line = String::new();
+    kubelet_out.read_line(&mut port_line).expect("the kubelet's port");
+    let kubelet_port: u16 = port_line.trim().parse().expect("a port number");
     let kubelet_thread = std::thread::spawn(move || {
-        use std::io::Write;
-        let (mut c, _) = kubelet.accept().expect("a log request");
-        let mut reader = BufReader::new(c.try_clone().expect("clone"));
         let mut line = String::new();
-        let _ = reader.read_line(&mut line);
-        // Read the whole header first: closing a socket with unread input resets the
-        // connection, and the proxy could lose the answer.
-        let mut header = String::new();
-        while reader.read_line(&mut header).is_ok_and(|n| n > 0) && header != "\r\n" {
-            header.clear();
-        }
-        let _ = c.write_all(
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 15\r\n\r\nhello from app\n",
-        );
-        let _ = c.shutdown(std::net::Shutdown::Write);
+        let _ = kubelet_out.read_line(&mut line);
+        let _ = kubelet.wait();
         line
     });
     let node = dir.0.join("node.yaml");
@@ -335,6 +358,7 @@ fn pods_are_scheduled_and_deleted_gracefully() {
     assert_eq!(logs, "hello from app\n");
     let asked = kubelet_thread.join().expect("the kubelet thread");
     assert!(asked.starts_with("GET /containerLogs/default/web/app?tailLines=3 "), "{asked}");
+    assert!(asked.trim_end().ends_with("| kube-apiserver-kubelet-client system:masters"), "{asked}");
 
     // A bound pod is only marked for deletion; `kubectl delete` waits for the node's final
     // delete, which carries the pod's uid as a precondition.

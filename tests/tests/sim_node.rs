@@ -427,4 +427,28 @@ print("done")
     let o = python(&cp, program);
     assert!(o.ok, "python failed:\n{}\n{}{}", o.stdout, o.stderr, logs.dump());
     assert!(o.stdout.contains("node ADDED n1 ['True'] v1.32.0"), "{}", o.stdout);
+
+    // The node's containerLogs endpoint is HTTPS and serves only the API server: a client
+    // without a certificate from the cluster CA is turned away in the handshake.
+    let port = kubectl_logged(
+        &cp,
+        &logs,
+        &["get", "node", "n1", "-o", "jsonpath={.status.daemonEndpoints.kubeletEndpoint.Port}"],
+    );
+    let program = format!(
+        r#"
+import socket, ssl
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+try:
+    c = ctx.wrap_socket(socket.create_connection(("127.0.0.1", {port}), timeout=20))
+    c.sendall(b"GET /containerLogs/default/talker/main HTTP/1.1\r\nHost: x\r\n\r\n")
+    print("answered", c.recv(100))
+except (ssl.SSLError, ConnectionError, OSError) as e:
+    print("refused", type(e).__name__)
+"#
+    );
+    let o = python(&cp, &program);
+    assert!(o.stdout.starts_with("refused"), "{}{}", o.stdout, o.stderr);
 }

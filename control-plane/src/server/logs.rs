@@ -1,14 +1,22 @@
 //! `pods/log`: proxied to the node's kubelet endpoint,
-//! `http://<address>:<daemonEndpoints.kubeletEndpoint.Port>/containerLogs/<ns>/<pod>/<container>`
-//! (plain HTTP, as kubelet-lite's host program serves it), trying the node's addresses in
-//! kube-apiserver's preference order until one connects.
+//! `https://<address>:<daemonEndpoints.kubeletEndpoint.Port>/containerLogs/<ns>/<pod>/<container>`
+//! over TLS with the server's kubelet-client certificate (see [`crate::tls::kubelet_client_config`]),
+//! trying the node's addresses in kube-apiserver's preference order until one connects. What
+//! the kubelet answers is bounded like any peer's input: a head of at most 64 KiB, chunks of
+//! at most 1 MiB.
 
 use crate::api::status::ApiError;
 use crate::server::http::{write_chunk, write_chunked_head, write_last_chunk, Request};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
+
+/// The largest chunk accepted from a kubelet.
+const MAX_CHUNK_BYTES: usize = 1 << 20;
+/// The largest response head accepted from a kubelet.
+const MAX_HEAD_BYTES: u64 = 64 * 1024;
 
 /// The query parameters forwarded to the kubelet.
 const FORWARDED: &[&str] =
@@ -58,28 +66,48 @@ impl LogSpec {
     }
 
     /// Fetches from the kubelet and streams its body to `w` as a chunked `text/plain` response.
-    pub fn proxy(&self, w: &mut dyn Write) -> std::io::Result<Result<(), ApiError>> {
+    pub fn proxy(
+        &self,
+        w: &mut dyn Write,
+        tls: &Arc<rustls::ClientConfig>,
+    ) -> std::io::Result<Result<(), ApiError>> {
         // The first address that resolves and accepts a connection wins.
         let conn = self.addrs.iter().find_map(|addr| {
             let sa = addr.to_socket_addrs().ok()?.next()?;
             TcpStream::connect_timeout(&sa, Duration::from_secs(3)).ok().map(|c| (c, addr))
         });
-        let Some((mut conn, addr)) = conn else {
+        let Some((tcp, addr)) = conn else {
             return Ok(Err(ApiError::unavailable(format!(
                 "the kubelet cannot be reached at {}",
                 self.addrs.join(", ")
             ))));
         };
-        write!(conn, "GET {} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n", self.path)?;
+        let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h).trim_matches(['[', ']']);
+        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let session = match rustls::ClientConnection::new(tls.clone(), name) {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(ApiError::internal(format!("TLS to the kubelet: {e}")))),
+        };
+        let mut conn = rustls::StreamOwned::new(session, tcp);
+        // The handshake happens on this first write; a kubelet that refuses it is unreachable.
+        if let Err(e) =
+            write!(conn, "GET {} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n", self.path)
+        {
+            return Ok(Err(ApiError::unavailable(format!("the kubelet at {addr}: {e}"))));
+        }
         let mut r = BufReader::new(conn);
         let mut status = String::new();
-        r.read_line(&mut status)?;
+        (&mut r).take(MAX_HEAD_BYTES).read_line(&mut status)?;
         let code: u16 = status.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(502);
         let mut chunked = false;
         let mut length: Option<u64> = None;
+        let mut head_left = MAX_HEAD_BYTES;
         loop {
             let mut h = String::new();
-            if r.read_line(&mut h)? == 0 || h.trim().is_empty() {
+            let n = (&mut r).take(head_left).read_line(&mut h)?;
+            head_left = head_left.saturating_sub(n as u64);
+            if n == 0 || h.trim().is_empty() || head_left == 0 {
                 break;
             }
             let lower = h.to_ascii_lowercase();
@@ -104,7 +132,7 @@ impl LogSpec {
                     break;
                 }
                 let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16).unwrap_or(0);
-                if n == 0 {
+                if n == 0 || n > MAX_CHUNK_BYTES {
                     break;
                 }
                 let mut data = vec![0u8; n];
@@ -139,17 +167,63 @@ mod tests {
     use serde_json::json;
     use std::net::TcpListener;
 
-    #[test]
-    fn log_requests_go_to_the_kubelet_with_the_forwarded_query() {
-        let kubelet = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = kubelet.local_addr().unwrap().port();
-        let server = std::thread::spawn(move || {
-            let (mut c, _) = kubelet.accept().unwrap();
+    /// A kubelet that serves one request over TLS and requires a client certificate from
+    /// the cluster CA; returns the request line and the client's certificate subject check.
+    fn kubelet(
+        pki: &crate::tls::Pki,
+        answer: &'static [u8],
+    ) -> (u16, std::thread::JoinHandle<(String, bool)>) {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(pki.ca_pem.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .unwrap();
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(pki.cert_pem.as_bytes()).collect::<Result<_, _>>().unwrap();
+        let key = PrivateKeyDer::from_pem_slice(pki.key_pem.as_bytes()).unwrap();
+        let cfg = Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(certs, key)
+                .unwrap(),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let t = std::thread::spawn(move || {
+            let (tcp, _) = listener.accept().unwrap();
+            let mut s = rustls::StreamOwned::new(rustls::ServerConnection::new(cfg).unwrap(), tcp);
             let mut head = String::new();
-            BufReader::new(c.try_clone().unwrap()).read_line(&mut head).unwrap();
-            c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nhello\n").unwrap();
-            head
+            let mut r = BufReader::new(&mut s);
+            if r.read_line(&mut head).is_err() {
+                return (head, false);
+            }
+            let mut line = String::new();
+            while r.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let client_cert = s.conn.peer_certificates().is_some_and(|c| !c.is_empty());
+            let _ = s.write_all(answer);
+            s.conn.send_close_notify();
+            let _ = s.flush();
+            (head, client_cert)
         });
+        (port, t)
+    }
+
+    #[test]
+    fn log_requests_go_to_the_kubelet_over_tls_with_the_forwarded_query() {
+        let dir = std::env::temp_dir().join(format!("cp-logs-{}", uuid::Uuid::new_v4()));
+        let pki = crate::tls::load_or_generate(&dir, &[]).unwrap();
+        let tls = crate::tls::kubelet_client_config(&pki).unwrap();
+        let (port, server) = kubelet(&pki, b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nhello\n");
         let node = json!({"status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
                                      "daemonEndpoints": {"kubeletEndpoint": {"Port": port}}}});
         let req = Request {
@@ -159,13 +233,33 @@ mod tests {
         let spec = LogSpec::new(&req, &node, "default", "p", "app").unwrap();
         assert_eq!(spec.path, "/containerLogs/default/p/app?tailLines=5");
         let mut out = Vec::new();
-        assert!(spec.proxy(&mut out).unwrap().is_ok());
-        assert_eq!(server.join().unwrap(), "GET /containerLogs/default/p/app?tailLines=5 HTTP/1.1\r\n");
+        assert!(spec.proxy(&mut out, &tls).unwrap().is_ok());
+        let (head, client_cert) = server.join().unwrap();
+        assert_eq!(head, "GET /containerLogs/default/p/app?tailLines=5 HTTP/1.1\r\n");
+        assert!(client_cert, "the server showed no client certificate");
         let text = String::from_utf8(out).unwrap();
         assert!(
             text.starts_with("HTTP/1.1 200 OK\r\n") && text.contains("6\r\nhello\n\r\n0\r\n\r\n"),
             "{text}"
         );
         assert!(LogSpec::new(&req, &json!({}), "default", "p", "app").is_err());
+        // A hostile kubelet's huge chunk ends the stream instead of allocating it.
+        let (port, server) =
+            kubelet(&pki, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nffffffffff\r\n");
+        let node = json!({"status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                                     "daemonEndpoints": {"kubeletEndpoint": {"Port": port}}}});
+        let spec = LogSpec::new(&req, &node, "default", "p", "app").unwrap();
+        let mut out = Vec::new();
+        assert!(spec.proxy(&mut out, &tls).unwrap().is_ok());
+        let _ = server.join();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("3\r\nabc\r\n0\r\n\r\n"), "{text}");
+        // Nobody listening: 503 with the addresses tried.
+        let closed = json!({"status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                                       "daemonEndpoints": {"kubeletEndpoint": {"Port": 1}}}});
+        let spec = LogSpec::new(&req, &closed, "default", "p", "app").unwrap();
+        let e = spec.proxy(&mut Vec::new(), &tls).unwrap().unwrap_err();
+        assert_eq!(e.code, 503, "{e:?}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -63,6 +63,8 @@ pub struct Server {
     tls: Option<Arc<rustls::ServerConfig>>,
     tokens: Arc<Tokens>,
     api: Arc<Api>,
+    /// How to reach kubelets (for `pods/log`).
+    kubelet_tls: Arc<rustls::ClientConfig>,
     /// The URL clients use.
     pub url: String,
 }
@@ -81,11 +83,13 @@ impl Server {
             std::net::IpAddr::V6(ip) => format!("[{ip}]"),
             ip => ip.to_string(),
         };
+        // The PKI is made even for plain HTTP: the server reaches kubelets over TLS.
+        let pki =
+            crate::tls::load_or_generate(&cfg.dir, &[addr.ip().to_string()]).map_err(StartError::Tls)?;
+        let kubelet_tls = crate::tls::kubelet_client_config(&pki).map_err(StartError::Tls)?;
         let (tls, ca, scheme) = if cfg.insecure_http {
             (None, None, "http")
         } else {
-            let pki =
-                crate::tls::load_or_generate(&cfg.dir, &[addr.ip().to_string()]).map_err(StartError::Tls)?;
             let sc = crate::tls::server_config(&pki).map_err(StartError::Tls)?;
             (Some(sc), Some(pki.ca_pem), "https")
         };
@@ -107,7 +111,7 @@ impl Server {
                 crate::kubeconfig::write(&cfg.dir, "node", &text)?;
             }
         }
-        Ok(Server { listener, tls, tokens: Arc::new(tokens), api: Arc::new(api), url })
+        Ok(Server { listener, tls, tokens: Arc::new(tokens), api: Arc::new(api), kubelet_tls, url })
     }
 
     /// The API (for in-process controllers).
@@ -120,6 +124,7 @@ impl Server {
         for conn in self.listener.incoming() {
             let Ok(conn) = conn else { continue };
             let (tls, tokens, api) = (self.tls.clone(), self.tokens.clone(), self.api.clone());
+            let kubelet_tls = self.kubelet_tls.clone();
             let _ = thread::Builder::new().name("conn".into()).spawn(move || {
                 let _ = conn.set_nodelay(true);
                 let probe = conn.try_clone().ok();
@@ -128,9 +133,9 @@ impl Server {
                     Some(cfg) => {
                         let Ok(sc) = rustls::ServerConnection::new(cfg) else { return };
                         let stream = rustls::StreamOwned::new(sc, conn);
-                        serve_conn(stream, &tokens, &api, &alive);
+                        serve_conn(stream, &tokens, &api, &kubelet_tls, &alive);
                     }
-                    None => serve_conn(conn, &tokens, &api, &alive),
+                    None => serve_conn(conn, &tokens, &api, &kubelet_tls, &alive),
                 }
             });
         }
@@ -157,7 +162,13 @@ fn public(path: &str) -> bool {
     matches!(path, "/version" | "/healthz" | "/readyz" | "/livez")
 }
 
-fn serve_conn<S: Read + Write>(stream: S, tokens: &Tokens, api: &Api, alive: &dyn Fn() -> bool) {
+fn serve_conn<S: Read + Write>(
+    stream: S,
+    tokens: &Tokens,
+    api: &Api,
+    kubelet_tls: &Arc<rustls::ClientConfig>,
+    alive: &dyn Fn() -> bool,
+) {
     let mut r = BufReader::new(stream);
     loop {
         let req = match read_request(&mut r) {
@@ -179,14 +190,21 @@ fn serve_conn<S: Read + Write>(stream: S, tokens: &Tokens, api: &Api, alive: &dy
         };
         let keep = req.keep_alive();
         let w = r.get_mut();
-        if !handle(&req, tokens, api, w, alive) || !keep {
+        if !handle(&req, tokens, api, kubelet_tls, w, alive) || !keep {
             return;
         }
     }
 }
 
 /// Answers one request; false when the connection must close (after a stream).
-fn handle(req: &Request, tokens: &Tokens, api: &Api, w: &mut dyn Write, alive: &dyn Fn() -> bool) -> bool {
+fn handle(
+    req: &Request,
+    tokens: &Tokens,
+    api: &Api,
+    kubelet_tls: &Arc<rustls::ClientConfig>,
+    w: &mut dyn Write,
+    alive: &dyn Fn() -> bool,
+) -> bool {
     let keep = req.keep_alive();
     if matches!(req.path.as_str(), "/healthz" | "/readyz" | "/livez") {
         let resp = http::Response {
@@ -225,7 +243,7 @@ fn handle(req: &Request, tokens: &Tokens, api: &Api, w: &mut dyn Write, alive: &
             let _ = spec.stream(&api.store, w, alive);
             false
         }
-        Reply::Log(spec) => match spec.proxy(w) {
+        Reply::Log(spec) => match spec.proxy(w, kubelet_tls) {
             Ok(Ok(())) => false,
             Ok(Err(e)) => write_response(w, &e.response(), keep).is_ok(),
             Err(_) => false,
