@@ -569,6 +569,16 @@ fn node_credentials_act_only_as_their_node() {
         let o = kubectl_as(&cp, cfg, &["create", "-f", file.to_str().expect("UTF-8 path")]);
         assert!(o.ok, "{name} registering itself: {}", o.stderr);
     }
+    // Each credential says who it is.
+    let who = kubectl_as(&cp, &n2, &["auth", "whoami"]);
+    assert!(
+        who.ok && who.stdout.contains("system:node:n2") && who.stdout.contains("system:nodes"),
+        "{}{}",
+        who.stdout,
+        who.stderr
+    );
+    let who = kubectl_ok(&cp, &["auth", "whoami"]);
+    assert!(who.contains("admin") && who.contains("system:masters"), "{who}");
     // n2 may not touch n1, nor list every node or pod.
     let o = kubectl_as(&cp, &n2, &["label", "node", "n1", "stolen=yes"]);
     assert!(!o.ok, "n2 relabelled n1");

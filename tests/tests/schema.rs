@@ -41,7 +41,9 @@ def req(method, path, body=None, ctype="application/json", accept="application/j
 const DRIVER: &str = r#"
 now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 micro = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+req("POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews", {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
 for p in ["/version", "/api", "/apis", "/api/v1", "/apis/coordination.k8s.io/v1", "/apis/events.k8s.io/v1",
+          "/apis/authentication.k8s.io/v1",
           "/api/v1/namespaces", "/api/v1/namespaces/default"]:
     req("GET", p)
 start = req("GET", "/api/v1/namespaces/default/pods")["body"]["metadata"]["resourceVersion"]
@@ -227,6 +229,7 @@ fn every_object_the_server_returns_follows_the_official_schema() {
         "meta.v1.APIVersions",
         "meta.v1.APIGroupList",
         "version.Info",
+        "authentication.v1.SelfSubjectReview",
     ] {
         assert!(
             tally.checked.iter().any(|c| c.ends_with(kind)),

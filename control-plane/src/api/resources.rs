@@ -91,7 +91,11 @@ pub const RESOURCES: &[Resource] = &[
 ];
 
 /// The API groups besides the core group, with their one version.
-pub const GROUPS: &[(&str, &str)] = &[("coordination.k8s.io", "v1"), ("events.k8s.io", "v1")];
+pub const GROUPS: &[(&str, &str)] =
+    &[("coordination.k8s.io", "v1"), ("events.k8s.io", "v1"), ("authentication.k8s.io", "v1")];
+
+/// `POST /apis/authentication.k8s.io/v1/selfsubjectreviews`: who the caller is (not stored).
+pub const SELF_SUBJECT_REVIEWS: &str = "/apis/authentication.k8s.io/v1/selfsubjectreviews";
 
 impl Resource {
     /// `apiVersion` of its objects.
@@ -121,6 +125,15 @@ impl Resource {
     pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
         RESOURCES.iter().find(|r| r.group == group && r.version == version && r.plural == plural)
     }
+}
+
+/// The SelfSubjectReview answering `user` (with `system:authenticated`, as the apiserver adds it).
+pub fn self_subject_review(user: &str, groups: &[String]) -> Value {
+    let mut groups: Vec<&str> = groups.iter().map(String::as_str).collect();
+    groups.push("system:authenticated");
+    json!({"kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1",
+           "metadata": {"creationTimestamp": null},
+           "status": {"userInfo": {"username": user, "groups": groups}}})
 }
 
 /// `GET /version`.
@@ -175,6 +188,12 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             }));
         }
     }
+    if (group, version) == ("authentication.k8s.io", "v1") {
+        out.push(json!({
+            "name": "selfsubjectreviews", "singularName": "selfsubjectreview", "namespaced": false,
+            "kind": "SelfSubjectReview", "verbs": ["create"],
+        }));
+    }
     if out.is_empty() {
         return None;
     }
@@ -197,6 +216,9 @@ mod tests {
         let leases = resource_list("coordination.k8s.io", "v1").unwrap();
         assert_eq!(leases["resources"][0]["name"], "leases");
         assert!(resource_list("apps", "v1").is_none());
+        let authn = resource_list("authentication.k8s.io", "v1").unwrap();
+        assert_eq!(authn["resources"][0]["name"], "selfsubjectreviews");
+        assert_eq!(authn["resources"][0]["verbs"], json!(["create"]));
         assert_eq!(api_group_list()["groups"].as_array().unwrap().len(), GROUPS.len());
         assert_eq!(api_group("events.k8s.io").unwrap()["preferredVersion"]["version"], "v1");
         assert_eq!(

@@ -222,6 +222,17 @@ fn handle(
         if let Err(e) = authorize(&user, req, api) {
             return write_response(w, &e.response(), keep).is_ok();
         }
+        if req.path == crate::api::resources::SELF_SUBJECT_REVIEWS {
+            let resp = if req.method == "POST" {
+                http::Response::json(
+                    201,
+                    &crate::api::resources::self_subject_review(&user.name, &user.groups),
+                )
+            } else {
+                ApiError::method_not_allowed(&req.method).response()
+            };
+            return write_response(w, &resp, keep).is_ok();
+        }
     }
     let accept = req.header("accept").unwrap_or("");
     if !accept.is_empty()
