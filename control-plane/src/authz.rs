@@ -67,14 +67,16 @@ pub fn node_name(user: &User) -> Option<&str> {
     user.name.strip_prefix("system:node:").filter(|n| !n.is_empty())
 }
 
-/// Whether `selector` holds the single requirement `field=value` (as `=` or `==`).
+/// Whether `selector` is the single requirement `field=value` (or `field==value`): one
+/// requirement, on `field`, that `value` meets and any other value fails (which rules out
+/// `field!=x`).
 fn selects_only(selector: Option<&str>, field: &str, value: &str) -> bool {
     let Some(sel) = selector.and_then(|s| FieldSelector::parse(s).ok()) else { return false };
     let fields: Vec<&str> = sel.fields().collect();
-    fields.iter().all(|f| *f == field)
-        && fields.len() == 1
+    let other = format!("{value}\u{0}other");
+    fields == [field]
         && sel.matches(&|f: &str| (f == field).then(|| value.to_string()))
-        && !sel.matches(&|f: &str| (f == field).then(|| format!("{value}\u{0}other")))
+        && !sel.matches(&|f: &str| (f == field).then(|| other.clone()))
 }
 
 /// Decides a request. `pod_node` gives the node the named pod (in `attrs.namespace`) is bound
