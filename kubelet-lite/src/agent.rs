@@ -165,6 +165,10 @@ struct Slot {
     acked: Option<String>,
     /// The status in flight, as JSON.
     sending: Option<String>,
+    /// The pod's resourceVersion after our last acknowledged status write.
+    acked_rv: Option<String>,
+    /// When the server's copy was last found to differ and the status re-sent.
+    reconciled_at: Option<Time>,
     delete: Delete,
 }
 
@@ -226,6 +230,18 @@ struct SeenEvent {
     count: i32,
     first: String,
     last: Time,
+}
+
+/// The part of a pod status the kubelet owns, in a canonical order: conditions of other
+/// owners (readiness gates, DisruptionTarget) are left out.
+fn kubelet_owned(status: &crate::types::PodStatus) -> crate::types::PodStatus {
+    const OWNED: [&str; 5] =
+        ["PodScheduled", "PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady"];
+    let mut s = status.clone();
+    s.conditions.retain(|c| OWNED.contains(&c.type_.as_str()));
+    s.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+    s.container_statuses.sort_by(|a, b| a.name.cmp(&b.name));
+    s
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Option<T> {
@@ -909,6 +925,7 @@ impl Agent {
                     let sent = slot.sending.take();
                     if ok {
                         slot.acked = sent;
+                        slot.acked_rv = parse::<Pod>(body).and_then(|p| p.metadata.resource_version);
                     } else if code == 404 || code == 403 {
                         // Gone, or no longer bound to this node (the node authorizer says 403).
                         self.remove(&uid, now, rt);
@@ -958,6 +975,18 @@ impl Agent {
             return;
         }
         if let Some(slot) = self.slots.get_mut(&uid) {
+            // Someone else changed the status the node owns (the kubelet's status manager
+            // reconciles the same way): send ours again, at most every 10 s.
+            let foreign =
+                pod.metadata.resource_version.is_some() && pod.metadata.resource_version != slot.acked_rv;
+            let due = slot.reconciled_at.is_none_or(|t| now.millis_since(t) >= STATUS_UPDATE_SECS * 1000);
+            if foreign && due && slot.sending.is_none() && slot.acked.is_some() {
+                let server = pod.status.clone().unwrap_or_default();
+                if kubelet_owned(&server) != kubelet_owned(&slot.worker.status()) {
+                    slot.acked = None;
+                    slot.reconciled_at = Some(now);
+                }
+            }
             slot.worker.pod = pod;
             return;
         }
@@ -987,7 +1016,17 @@ impl Agent {
             let m = message.strip_prefix("Pod was rejected: ").unwrap_or(&message).to_string();
             self.push_event(obj, worker.namespace.clone(), "Warning", &reason, m, now);
         }
-        self.slots.insert(uid, Slot { worker, acked: None, sending: None, delete: Delete::No });
+        self.slots.insert(
+            uid,
+            Slot {
+                worker,
+                acked: None,
+                sending: None,
+                acked_rv: None,
+                reconciled_at: None,
+                delete: Delete::No,
+            },
+        );
     }
 
     /// Admission by resources, as the kubelet's predicate admit handler does it: the sum

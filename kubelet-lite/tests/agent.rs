@@ -615,3 +615,33 @@ fn events_survive_an_outage_and_are_delivered_once() {
     // Retries were spaced: no POST storm while the server refused.
     assert!(h.requests(Method::Post, "/events").len() <= before + 8 + 4 + 4, "too many tries");
 }
+
+#[test]
+fn a_pod_status_changed_by_someone_else_is_put_back() {
+    let mut h = Harness::new();
+    h.add_pod("web", "Always", "echo serving; sleep infinity");
+    h.step();
+    h.advance(2);
+    assert_eq!(h.api.pods["web"]["status"]["phase"], "Running");
+    let patches = |h: &Harness| h.requests(Method::Patch, "/pods/web/status").len();
+    let before = patches(&h);
+    // Quiet: no patches while nothing changes, even with watch events about other fields.
+    let mut labelled = h.api.pods["web"].clone();
+    labelled["metadata"]["labels"] = json!({"touched": "yes"});
+    labelled["metadata"]["resourceVersion"] = json!("9001");
+    h.api.pods.insert("web".into(), labelled.clone());
+    h.api.watch_lines.push_back(json!({"type": "MODIFIED", "object": labelled}).to_string());
+    h.advance(30);
+    assert_eq!(patches(&h), before, "no status change, no patch");
+    // Someone writes a wrong phase: the node puts its own status back.
+    let mut wrong = h.api.pods["web"].clone();
+    wrong["status"]["phase"] = json!("Failed");
+    wrong["metadata"]["resourceVersion"] = json!("9002");
+    h.api.pods.insert("web".into(), wrong.clone());
+    h.api.watch_lines.push_back(json!({"type": "MODIFIED", "object": wrong}).to_string());
+    h.advance(2);
+    assert_eq!(h.api.pods["web"]["status"]["phase"], "Running");
+    assert_eq!(patches(&h), before + 1);
+    h.advance(30);
+    assert_eq!(patches(&h), before + 1, "settled");
+}
