@@ -10,6 +10,7 @@ pub mod authz;
 pub mod kubeconfig;
 pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod rfc3339;
 pub mod scheduler;
 pub mod selector;

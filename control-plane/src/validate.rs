@@ -912,6 +912,13 @@ pub fn apply_defaults(kind: &str, obj: &mut Value) {
             obj_mut(obj, "spec");
         }
         "Namespace" => {
+            // The apiserver labels every namespace with its own name.
+            let name = obj.pointer("/metadata/name").and_then(Value::as_str).map(String::from);
+            if let (Some(name), Some(meta)) = (name, obj.get_mut("metadata")) {
+                if let Some(labels) = obj_mut(meta, "labels") {
+                    labels.insert("kubernetes.io/metadata.name".into(), json!(name));
+                }
+            }
             if let Some(spec) = obj_mut(obj, "spec") {
                 set_default(spec, "finalizers", json!(["kubernetes"]));
             }
@@ -1217,6 +1224,7 @@ mod tests {
         prepare_for_create("Namespace", &mut ns, "u", SystemTime::UNIX_EPOCH);
         assert_eq!(ns["spec"]["finalizers"], json!(["kubernetes"]));
         assert_eq!(ns["status"]["phase"], "Active");
+        assert_eq!(ns["metadata"]["labels"]["kubernetes.io/metadata.name"], "team");
         let mut node = json!({"metadata": {"name": "n1"}, "status": {"capacity": {"cpu": "2"}}});
         prepare_for_create("Node", &mut node, "u", SystemTime::UNIX_EPOCH);
         assert_eq!(node["status"]["allocatable"], json!({"cpu": "2"}));

@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 pub type Target = (&'static str, fn(&[u8]));
 
 /// Every target.
-pub const TARGETS: [Target; 8] = [
+pub const TARGETS: [Target; 9] = [
     ("http_response", http_response),
     ("watch_lines", watch_lines),
     ("agent_replies", agent_replies),
@@ -36,6 +36,7 @@ pub const TARGETS: [Target; 8] = [
     ("patch", patch),
     ("selectors", selectors),
     ("log_request", log_request),
+    ("protobuf", protobuf),
 ];
 
 /// kubelet-lite's HTTP/1.1 response parser, fed in two pieces split at the first byte's value.
@@ -142,6 +143,11 @@ pub fn selectors(data: &[u8]) {
         let _ = s.matches(&|f: &str| (f == "spec.nodeName").then(|| "n1".to_string()));
         let _ = s.fields().count();
     }
+}
+
+/// A Kubernetes protobuf object body (what `kubectl create namespace` sends).
+pub fn protobuf(data: &[u8]) {
+    let _ = control_plane::protobuf::decode_object(data);
 }
 
 /// A containerLogs request target (`/containerLogs/ns/pod/container?query`).

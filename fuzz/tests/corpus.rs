@@ -201,7 +201,8 @@ target_tests!(
     api_request,
     patch,
     selectors,
-    log_request
+    log_request,
+    protobuf
 );
 
 #[test]

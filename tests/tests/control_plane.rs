@@ -24,17 +24,13 @@ fn kubectl_version_and_discovery() {
         assert!(ns.contains(n), "{n} missing:\n{ns}");
     }
     // A namespace is Terminating until the namespace controller has emptied it; kubectl waits.
-    // (`kubectl create namespace` sends protobuf, which this server refuses with a clear 415.)
-    let o = kubectl(&cp, &["create", "namespace", "scratch"]);
-    assert!(
-        !o.ok && o.stderr.contains("UnsupportedMediaType") && o.stderr.contains("application/json"),
-        "{}",
-        o.stderr
-    );
-    let ns = dir.0.join("ns.yaml");
-    std::fs::write(&ns, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: scratch\n")
-        .expect("writing ns.yaml");
-    kubectl_ok(&cp, &["create", "-f", ns.to_str().expect("UTF-8 path")]);
+    // `kubectl create namespace` sends the Namespace in Kubernetes' protobuf encoding.
+    let out = kubectl_ok(&cp, &["create", "namespace", "scratch"]);
+    assert!(out.contains("namespace/scratch created"), "{out}");
+    let labels = kubectl_ok(&cp, &["get", "namespace", "scratch", "-o", "jsonpath={.metadata.labels}"]);
+    assert_eq!(labels, r#"{"kubernetes.io/metadata.name":"scratch"}"#);
+    let o = kubectl(&cp, &["create", "namespace", "Not_Valid"]);
+    assert!(!o.ok && o.stderr.contains("is invalid"), "{}", o.stderr);
     let pod = write_pod(&dir.0, POD_YAML);
     kubectl_ok(&cp, &["create", "-n", "scratch", "-f", pod.to_str().expect("UTF-8 path")]);
     let out = kubectl_ok(&cp, &["delete", "namespace", "scratch", "--timeout=30s"]);

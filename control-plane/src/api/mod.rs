@@ -141,7 +141,13 @@ pub fn parse_body(req: &Request) -> Result<Value, ApiError> {
     if req.body.is_empty() {
         return Err(ApiError::bad_request("the request body is empty"));
     }
-    if ct.contains("protobuf") || ct.contains("cbor") {
+    if ct.contains("protobuf") {
+        return crate::protobuf::decode_object(&req.body).map_err(|e| match e {
+            crate::protobuf::ProtoError::Kind(_) => ApiError::unsupported_body(ct),
+            e => ApiError::bad_request(format!("unable to decode the protobuf body: {e}")),
+        });
+    }
+    if ct.contains("cbor") {
         return Err(ApiError::unsupported_body(ct));
     }
     if ct.contains("yaml") {
