@@ -131,6 +131,9 @@ pub struct BochsFiles {
     pub log: PathBuf,
     /// COM1's output (written late; the console is read from port 0xE9).
     pub com1: PathBuf,
+    /// The process id of Bochs itself, which `script` starts in a session of its own where
+    /// killing `script`'s process group does not reach it.
+    pub pid: PathBuf,
 }
 
 impl BochsFiles {
@@ -144,6 +147,7 @@ impl BochsFiles {
             cmds: dir.join(format!("{stem}.cmds")),
             log: dir.join(format!("{stem}.log")),
             com1: dir.join(format!("{stem}.com1")),
+            pid: dir.join(format!("{stem}.pid")),
         }
     }
 }
@@ -191,9 +195,16 @@ impl Bochs {
         }
         write(&files.rc, &self.bochsrc(files))?;
         write(&files.cmds, "c\n")?;
+        let _ = fs::remove_file(&files.pid);
         let mut cmd = Command::new("script");
+        // `exec` keeps the shell's pid for Bochs (Debian's `bochs` wrapper execs `bochs-bin`).
         cmd.arg("-qec")
-            .arg(format!("bochs -q -f {} -rc {}", shell_quote(&files.rc), shell_quote(&files.cmds)))
+            .arg(format!(
+                "echo $$ > {}; exec bochs -q -f {} -rc {}",
+                shell_quote(&files.pid),
+                shell_quote(&files.rc),
+                shell_quote(&files.cmds)
+            ))
             .arg("/dev/null");
         Ok(cmd)
     }
@@ -255,6 +266,7 @@ mod tests {
             cmds: "/t/a.cmds".into(),
             log: "/t/a.log".into(),
             com1: "/t/a.com1".into(),
+            pid: "/t/a.pid".into(),
         };
         let rc = Bochs::new("/t/h.iso").bochsrc(&files);
         for line in [
@@ -277,6 +289,7 @@ mod tests {
         let a = BochsFiles::new("x");
         assert!(a.rc.ends_with("bochs/x.bochsrc"), "{}", a.rc.display());
         assert!(a.cmds.ends_with("bochs/x.cmds"));
+        assert!(a.pid.ends_with("bochs/x.pid"));
         assert_ne!(BochsFiles::new("y").log, a.log);
     }
 

@@ -9,6 +9,7 @@ use nix::unistd::Pid;
 use regex::Regex;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
@@ -112,6 +113,9 @@ pub struct Machine {
     shared: Shared,
     cursor: usize,
     started: Instant,
+    /// A process outside the child's process group to kill with it: the file holding its
+    /// pid, and a string its command line must contain (so a reused pid is left alone).
+    inner: Option<(PathBuf, String)>,
 }
 
 impl Machine {
@@ -134,7 +138,7 @@ impl Machine {
             let shared = Arc::clone(&shared);
             thread::spawn(move || collect(stream, kind, started, &shared));
         }
-        Ok(Machine { name: name.to_string(), child, status: None, shared, cursor: 0, started })
+        Ok(Machine { name: name.to_string(), child, status: None, shared, cursor: 0, started, inner: None })
     }
 
     /// Boots a QEMU node.
@@ -153,8 +157,11 @@ impl Machine {
     /// Boots a Bochs node; its files are `target/bochs/NAME.*`.
     pub fn bochs(name: &str, node: &Bochs) -> Result<Machine, Error> {
         crate::setup::ensure_present(crate::setup::BOCHS)?;
-        let cmd = node.command(&BochsFiles::new(name))?;
-        Machine::spawn(name, Kind::Bochs, cmd)
+        let files = BochsFiles::new(name);
+        let cmd = node.command(&files)?;
+        let mut m = Machine::spawn(name, Kind::Bochs, cmd)?;
+        m.inner = Some((files.pid.clone(), files.rc.display().to_string()));
+        Ok(m)
     }
 
     /// The node's name.
@@ -295,6 +302,7 @@ impl Machine {
 
     /// Kills the process group (the emulator and anything it started) and reaps it.
     fn kill(&mut self) -> ExitStatus {
+        self.kill_inner();
         if let Some(status) = self.status {
             return status;
         }
@@ -314,6 +322,22 @@ impl Machine {
                 ExitStatus::from_raw(9)
             }
         }
+    }
+}
+
+impl Machine {
+    /// Kills the process named by `inner` if it still runs what it ran.
+    fn kill_inner(&mut self) {
+        let Some((file, marker)) = self.inner.take() else { return };
+        let Some(pid) = std::fs::read_to_string(&file).ok().and_then(|s| s.trim().parse::<i32>().ok()) else {
+            return;
+        };
+        let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker.as_str()));
+        if pid > 1 && ours {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        let _ = std::fs::remove_file(&file);
     }
 }
 

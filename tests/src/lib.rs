@@ -168,3 +168,14 @@ pub fn gcc_static(source: &Path, out: &Path) {
          `sudo apt-get install libc6-dev` (and gcc)",
     );
 }
+
+/// The processes whose command line contains `marker` (read from /proc).
+pub fn processes_with(marker: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
+        })
+        .collect()
+}

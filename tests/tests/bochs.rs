@@ -4,7 +4,7 @@
 
 use qemu::console::summary_regex;
 use qemu::{Bochs, Machine, Summary, Virt};
-use tests::{emulator_slot, iso, ok, wait_ready, BOCHS_TIMEOUT};
+use tests::{emulator_slot, iso, ok, processes_with, wait_ready, BOCHS_TIMEOUT};
 
 #[test]
 fn boots_two_cpus_with_vmx() {
@@ -16,6 +16,18 @@ fn boots_two_cpus_with_vmx() {
     let log = machine.log();
     assert_eq!(ready.cpus, 2, "expected cpus=2\n{log}");
     assert_eq!(ready.virt, Virt::Vmx, "expected virt=vmx\n{log}");
+    // Dropped while the node idles: Bochs itself goes too, though `script` runs it in a
+    // session of its own.
+    drop(machine);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !processes_with("test-ready.bochsrc").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Bochs outlived its Machine: {:?}",
+            processes_with("test-ready.bochsrc")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 #[test]
