@@ -58,6 +58,9 @@ enum Verb {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Check formatting (`cargo fmt --check`) and run clippy with `-D warnings` for the host
+    /// crates and, on `x86_64-unknown-none`, for each crate of the kernels and guests.
+    Lint,
     /// Run kubelet-lite on the host with a simulated runtime against an API server:
     /// `sim-node --kubeconfig FILE --name NAME` (arguments go to the sim-node program).
     SimNode {
@@ -272,6 +275,7 @@ fn main() -> ExitCode {
             run(bochs, smp, mem, &cmdline, accel, timeout.map(Duration::from_secs))
         }
         Verb::Test { args } => test(&args),
+        Verb::Lint => lint(),
         Verb::SimNode { args } => sim_node(&args),
         Verb::Bench { qemu_runs, bochs_runs, vm_runs, only } => bench(qemu_runs, bochs_runs, vm_runs, &only),
         Verb::Vm { verb: VmVerb::BuildGuests } => build_guests(),
@@ -432,6 +436,60 @@ fn test(args: &[String]) -> Result<ExitCode, Error> {
     eprintln!("test: {cmd:?}");
     let status = cmd.status().map_err(|e| Error::io("running cargo test", e))?;
     Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// The crates built for the kernel target, each checked on its own: checked together,
+/// cargo would unify their features (crx-abi's `serde` for the hypervisor would reach the
+/// guests, which have no allocator).
+const KERNEL_CRATES: &[&str] = &["boot", "crx-abi", "crx-fs", "hypervisor", "crx-guest", "guests"];
+
+fn lint() -> Result<ExitCode, Error> {
+    setup::ensure_kernel_target()?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut runs: Vec<(String, Vec<&str>)> = vec![
+        ("formatting".into(), vec!["fmt", "--all", "--", "--check"]),
+        (
+            "clippy (host)".into(),
+            vec!["clippy", "--workspace", "--all-targets", "--quiet", "--", "-D", "warnings"],
+        ),
+    ];
+    for krate in KERNEL_CRATES {
+        runs.push((
+            format!("clippy ({krate}, {})", setup::KERNEL_TARGET),
+            vec![
+                "clippy",
+                "--release",
+                "--quiet",
+                "-p",
+                krate,
+                "--target",
+                setup::KERNEL_TARGET,
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ));
+    }
+    let mut failed = Vec::new();
+    for (what, args) in &runs {
+        eprintln!("lint: {what}: cargo {}", args.join(" "));
+        let status = Command::new(&cargo)
+            .current_dir(repo_root())
+            .args(args)
+            .status()
+            .map_err(|e| Error::io("running cargo", e))?;
+        if !status.success() {
+            eprintln!("lint: {what} FAILED");
+            failed.push(what.clone());
+        }
+    }
+    if failed.is_empty() {
+        eprintln!("lint: all clean");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("lint: failed: {}", failed.join(", "));
+        Ok(ExitCode::FAILURE)
+    }
 }
 
 fn sim_node(args: &[String]) -> Result<ExitCode, Error> {
