@@ -36,6 +36,49 @@ pub struct Qemu {
     pub initrd: Option<PathBuf>,
     /// More arguments, placed before `-kernel` (e.g. `-icount shift=0`).
     pub extra: Vec<String>,
+    /// Boot a GRUB ISO under UEFI firmware instead of the kernel through PVH: then
+    /// `kernel`, `cmdline` and `initrd` are not used (the ISO's grub.cfg holds them).
+    pub uefi: Option<Uefi>,
+}
+
+/// A UEFI boot: OVMF on a q35 machine, booting a (hybrid BIOS+UEFI) GRUB ISO from CD.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uefi {
+    /// The ISO.
+    pub iso: PathBuf,
+    /// This run's copy of the firmware's variable store (OVMF writes to it).
+    pub vars: PathBuf,
+}
+
+/// Debian's `ovmf`: the firmware code (read-only) and the template of its variable store.
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+/// See [`OVMF_CODE`].
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+impl Uefi {
+    /// A UEFI boot of `iso` for the run called `name`, with a fresh copy of the variable
+    /// store at `target/uefi/NAME.vars.fd`.
+    pub fn new(name: &str, iso: impl Into<PathBuf>) -> Result<Uefi, Error> {
+        crate::setup::ensure_present(crate::setup::UEFI)?;
+        let dir = target_dir().join("uefi");
+        fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let vars = dir.join(format!("{name}.vars.fd"));
+        fs::copy(OVMF_VARS, &vars).map_err(|e| Error::io(format!("copying {OVMF_VARS}"), e))?;
+        Ok(Uefi { iso: iso.into(), vars })
+    }
+
+    fn args(&self) -> Vec<String> {
+        vec![
+            "-machine".into(),
+            "q35".into(),
+            "-drive".into(),
+            format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"),
+            "-drive".into(),
+            format!("if=pflash,format=raw,file={}", self.vars.display()),
+            "-cdrom".into(),
+            self.iso.display().to_string(),
+        ]
+    }
 }
 
 /// The CPU model that gives the kernel AMD SVM with nested paging under TCG.
@@ -53,6 +96,7 @@ impl Qemu {
             accel: Accel::Tcg,
             initrd: None,
             extra: Vec::new(),
+            uefi: None,
         }
     }
 
@@ -81,6 +125,11 @@ impl Qemu {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if let Some(uefi) = &self.uefi {
+            args.extend(self.extra.iter().cloned());
+            args.extend(uefi.args());
+            return args;
+        }
         if let Some(initrd) = &self.initrd {
             args.push("-initrd".into());
             args.push(initrd.display().to_string());
@@ -251,6 +300,23 @@ mod tests {
         };
         let args = q.args().join(" ");
         assert!(args.ends_with("-initrd /g -icount shift=0 -kernel /k -append "), "{args}");
+    }
+
+    #[test]
+    fn uefi_boots_the_iso_from_cd_with_ovmf() {
+        let uefi = Uefi { iso: "/x.iso".into(), vars: "/v.fd".into() };
+        let q = Qemu { uefi: Some(uefi), initrd: Some("/g".into()), ..Qemu::new("/k") };
+        let args = q.args().join(" ");
+        assert!(args.starts_with("-accel tcg -cpu qemu64,+svm,+npt "), "{args}");
+        assert!(args.contains("-device isa-debug-exit,iobase=0xf4,iosize=0x04"), "{args}");
+        assert!(
+            args.ends_with(&format!(
+                "-machine q35 -drive if=pflash,format=raw,readonly=on,file={OVMF_CODE} \
+                 -drive if=pflash,format=raw,file=/v.fd -cdrom /x.iso"
+            )),
+            "{args}"
+        );
+        assert!(!args.contains("-kernel") && !args.contains("-initrd"), "{args}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use qemu::bench::{self, Sample};
-use qemu::emulator::{Accel, Bochs, BochsFiles, Qemu};
+use qemu::emulator::{Accel, Bochs, BochsFiles, Qemu, Uefi};
 use qemu::image::{self, iso_path, repo_root, target_dir};
 use qemu::machine::{Kind, Machine};
 use qemu::setup::{self, Need};
@@ -34,6 +34,10 @@ enum Verb {
         /// Boot the ISO under Bochs (Intel VMX) instead of QEMU (AMD SVM under TCG).
         #[arg(long)]
         bochs: bool,
+        /// Boot the ISO under UEFI firmware (OVMF, q35) in QEMU instead of the kernel
+        /// through PVH.
+        #[arg(long, conflicts_with = "bochs")]
+        uefi: bool,
         /// CPUs [default: 4 under QEMU, 2 under Bochs].
         #[arg(long)]
         smp: Option<u32>,
@@ -271,8 +275,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.verb {
         Verb::Build { cmdline } => build(&cmdline),
-        Verb::Run { bochs, smp, mem, cmdline, accel, timeout } => {
-            run(bochs, smp, mem, &cmdline, accel, timeout.map(Duration::from_secs))
+        Verb::Run { bochs, uefi, smp, mem, cmdline, accel, timeout } => {
+            let firmware = if bochs {
+                Firmware::Bochs
+            } else if uefi {
+                Firmware::Uefi
+            } else {
+                Firmware::Pvh
+            };
+            run(firmware, smp, mem, &cmdline, accel, timeout.map(Duration::from_secs))
         }
         Verb::Test { args } => test(&args),
         Verb::Lint => lint(),
@@ -330,15 +341,26 @@ fn build(cmdline: &str) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// How `run` boots the node.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Firmware {
+    /// QEMU loads the kernel through its PVH note.
+    Pvh,
+    /// QEMU with OVMF boots the GRUB ISO.
+    Uefi,
+    /// Bochs boots the GRUB ISO from its BIOS.
+    Bochs,
+}
+
 fn run(
-    bochs: bool,
+    firmware: Firmware,
     smp: Option<u32>,
     mem: u32,
     cmdline: &str,
     accel: Accel,
     timeout: Option<Duration>,
 ) -> Result<ExitCode, Error> {
-    if bochs {
+    if firmware == Firmware::Bochs {
         setup::ensure(&needs(&[setup::ISO, setup::BOCHS]))?;
         let kernel = image::build_kernel()?;
         image::build_iso(&kernel, cmdline, &iso_path())?;
@@ -355,8 +377,18 @@ fn run(
     } else {
         setup::ensure(setup::QEMU)?;
         let kernel = image::build_kernel()?;
-        let node =
-            Qemu { cmdline: cmdline.into(), smp: smp.unwrap_or(4), mem_mib: mem, accel, ..Qemu::new(kernel) };
+        let mut node = Qemu {
+            cmdline: cmdline.into(),
+            smp: smp.unwrap_or(4),
+            mem_mib: mem,
+            accel,
+            ..Qemu::new(&kernel)
+        };
+        if firmware == Firmware::Uefi {
+            setup::ensure(&needs(&[setup::ISO, setup::UEFI]))?;
+            image::build_iso(&kernel, cmdline, &iso_path())?;
+            node.uefi = Some(Uefi::new("run", iso_path())?);
+        }
         let cmd = node.command();
         eprintln!("run: {cmd:?}");
         eprintln!("run: the console follows; quit with Ctrl-A X");
@@ -424,6 +456,7 @@ fn test(args: &[String]) -> Result<ExitCode, Error> {
     setup::ensure(&needs(&[
         setup::ISO,
         setup::QEMU,
+        setup::UEFI,
         setup::BOCHS,
         setup::BUSYBOX,
         setup::STATIC_C,

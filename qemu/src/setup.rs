@@ -50,6 +50,7 @@ const fn file(path: &'static str, package: &'static str) -> Need {
 pub const ISO: &[Need] = &[
     program("grub-mkrescue", "grub-common"),
     file("/usr/lib/grub/i386-pc/multiboot2.mod", "grub-pc-bin"),
+    file("/usr/lib/grub/x86_64-efi/multiboot2.mod", "grub-efi-amd64-bin"),
     program("xorriso", "xorriso"),
     program("mformat", "mtools"),
 ];
@@ -75,6 +76,10 @@ pub const CONTROL_PLANE: &[Need] = &[
     file("/usr/bin/python3", "python3"),
     file(PYTHON_KUBERNETES, "python3-kubernetes"),
 ];
+
+/// What booting the ISO under UEFI firmware in QEMU needs (besides QEMU and the ISO).
+pub const UEFI: &[Need] =
+    &[file(crate::emulator::OVMF_CODE, "ovmf"), file(crate::emulator::OVMF_VARS, "ovmf")];
 
 /// What booting under QEMU needs.
 pub const QEMU: &[Need] = &[program("qemu-system-x86_64", "qemu-system-x86")];
