@@ -8,11 +8,10 @@
 //! Contract: no memory map, reserved list or argument makes this module panic.
 #![deny(unsafe_code)]
 
+use super::PAGE_SIZE;
 use core::fmt;
 use core::ops::Range;
 
-/// Size of a frame in bytes.
-pub const FRAME_SIZE: u64 = 4096;
 const BITS: u64 = 64;
 
 /// Why a frame operation failed.
@@ -59,7 +58,7 @@ pub fn span(usable: &[Range<u64>], floor: u64) -> Option<Range<u64>> {
     let mut hi = 0;
     for r in usable {
         let s = align_up(r.start.max(floor))?;
-        let e = r.end / FRAME_SIZE * FRAME_SIZE;
+        let e = r.end / PAGE_SIZE * PAGE_SIZE;
         if s < e {
             lo = lo.min(s);
             hi = hi.max(e);
@@ -92,7 +91,7 @@ pub fn first_fit(
 }
 
 fn align_up(a: u64) -> Option<u64> {
-    a.checked_add(FRAME_SIZE - 1).map(|x| x / FRAME_SIZE * FRAME_SIZE)
+    a.checked_add(PAGE_SIZE - 1).map(|x| x / PAGE_SIZE * PAGE_SIZE)
 }
 
 /// A bitmap frame allocator.
@@ -136,8 +135,8 @@ impl<'a> FrameAllocator<'a> {
         usable: &[Range<u64>],
         reserved: &[Range<u64>],
     ) -> Result<Self, FrameError> {
-        let base = span.start / FRAME_SIZE * FRAME_SIZE;
-        let frames = span.end.saturating_sub(base) / FRAME_SIZE;
+        let base = span.start / PAGE_SIZE * PAGE_SIZE;
+        let frames = span.end.saturating_sub(base) / PAGE_SIZE;
         let words = (frames.div_ceil(BITS)) as usize;
         let needed = words.saturating_mul(2);
         if storage.len() < needed {
@@ -148,11 +147,11 @@ impl<'a> FrameAllocator<'a> {
         owned.fill(0);
         let mut fa = FrameAllocator { base, frames, owned, free, free_count: 0, total: 0, hint: 0 };
         for u in usable {
-            let (s, e) = fa.clip(u.start.div_ceil(FRAME_SIZE), u.end / FRAME_SIZE);
+            let (s, e) = fa.clip(u.start.div_ceil(PAGE_SIZE), u.end / PAGE_SIZE);
             set_bits(fa.owned, s, e, true);
         }
         for r in reserved {
-            let (s, e) = fa.clip(r.start / FRAME_SIZE, r.end.div_ceil(FRAME_SIZE));
+            let (s, e) = fa.clip(r.start / PAGE_SIZE, r.end.div_ceil(PAGE_SIZE));
             set_bits(fa.owned, s, e, false);
         }
         fa.free.copy_from_slice(fa.owned);
@@ -164,7 +163,7 @@ impl<'a> FrameAllocator<'a> {
 
     /// Clips an absolute frame-number range to bitmap indices.
     fn clip(&self, start_frame: u64, end_frame: u64) -> (u64, u64) {
-        let first = self.base / FRAME_SIZE;
+        let first = self.base / PAGE_SIZE;
         let s = start_frame.saturating_sub(first).min(self.frames);
         let e = end_frame.saturating_sub(first).min(self.frames);
         (s, e.max(s))
@@ -182,14 +181,14 @@ impl<'a> FrameAllocator<'a> {
 
     /// The physical range the bitmaps cover.
     pub fn covered(&self) -> Range<u64> {
-        self.base..self.base + self.frames * FRAME_SIZE
+        self.base..self.base + self.frames * PAGE_SIZE
     }
 
     fn index_of(&self, paddr: u64) -> Result<u64, FrameError> {
-        if !paddr.is_multiple_of(FRAME_SIZE) {
+        if !paddr.is_multiple_of(PAGE_SIZE) {
             return Err(FrameError::Misaligned(paddr));
         }
-        let i = paddr.checked_sub(self.base).ok_or(FrameError::Foreign(paddr))? / FRAME_SIZE;
+        let i = paddr.checked_sub(self.base).ok_or(FrameError::Foreign(paddr))? / PAGE_SIZE;
         if i >= self.frames || !get_bit(self.owned, i) {
             return Err(FrameError::Foreign(paddr));
         }
@@ -197,7 +196,7 @@ impl<'a> FrameAllocator<'a> {
     }
 
     fn paddr_of(&self, index: u64) -> u64 {
-        self.base + index * FRAME_SIZE
+        self.base + index * PAGE_SIZE
     }
 
     /// Allocates one frame.
@@ -225,11 +224,11 @@ impl<'a> FrameAllocator<'a> {
             return Err(FrameError::BadRequest);
         }
         let count = count as u64;
-        let align = align_bytes.max(FRAME_SIZE);
+        let align = align_bytes.max(PAGE_SIZE);
         let mut a = self.base.checked_add(align - 1).ok_or(FrameError::OutOfFrames)? & !(align - 1);
         let end = self.covered().end.min(limit);
-        while a.checked_add(count * FRAME_SIZE).is_some_and(|e| e <= end) {
-            let i = (a - self.base) / FRAME_SIZE;
+        while a.checked_add(count * PAGE_SIZE).is_some_and(|e| e <= end) {
+            let i = (a - self.base) / PAGE_SIZE;
             // The first used frame in the candidate run, if any.
             match (i..i + count).find(|&j| !get_bit(self.free, j)) {
                 None => {
@@ -264,7 +263,7 @@ impl<'a> FrameAllocator<'a> {
     /// reports it (the frames before it are free again).
     pub fn free_run(&mut self, paddr: u64, count: usize) -> Result<(), FrameError> {
         for k in 0..count as u64 {
-            self.free(paddr.wrapping_add(k * FRAME_SIZE))?;
+            self.free(paddr.wrapping_add(k * PAGE_SIZE))?;
         }
         Ok(())
     }
@@ -312,7 +311,7 @@ mod tests {
         reserved: &[Range<u64>],
     ) -> FrameAllocator<'a> {
         let sp = span(usable, MIB).expect("something usable");
-        store.resize(FrameAllocator::storage_words((sp.end - sp.start) / FRAME_SIZE), 0xdead);
+        store.resize(FrameAllocator::storage_words((sp.end - sp.start) / PAGE_SIZE), 0xdead);
         FrameAllocator::new(store, sp, usable, reserved).expect("storage sized")
     }
 
@@ -324,13 +323,13 @@ mod tests {
         let mut store = Vec::new();
         let mut fa = build(&mut store, &usable, &reserved);
         // 1..2 MiB, 3..5 MiB, 5 MiB+0x2000..7 MiB, 16 MiB+4K..17 MiB.
-        let expect = (MIB + 2 * MIB + (2 * MIB - 0x2000) + (MIB - 0x1000)) / FRAME_SIZE;
+        let expect = (MIB + 2 * MIB + (2 * MIB - 0x2000) + (MIB - 0x1000)) / PAGE_SIZE;
         assert_eq!(fa.total() as u64, expect);
         let mut seen = HashSet::new();
         while let Ok(a) = fa.alloc() {
             assert!(seen.insert(a), "frame {a:#x} handed out twice");
-            let bad = reserved.iter().any(|r| r.start < a + FRAME_SIZE && a < r.end)
-                || !usable.iter().any(|u| u.start <= a && a + FRAME_SIZE <= u.end);
+            let bad = reserved.iter().any(|r| r.start < a + PAGE_SIZE && a < r.end)
+                || !usable.iter().any(|u| u.start <= a && a + PAGE_SIZE <= u.end);
             assert!(!bad, "frame {a:#x} is reserved or not usable");
         }
         assert_eq!(seen.len() as u64, expect);
@@ -368,18 +367,18 @@ mod tests {
         assert_eq!(a, 6 * MIB);
         assert_eq!(fa.alloc_run(512, 2 * MIB, u64::MAX), Err(FrameError::OutOfFrames));
         // A run below a limit that cannot hold it.
-        assert_eq!(fa.alloc_run(4, FRAME_SIZE, MIB + 0x3000), Err(FrameError::OutOfFrames));
-        assert_eq!(fa.alloc_run(3, FRAME_SIZE, MIB + 0x3000), Ok(MIB));
+        assert_eq!(fa.alloc_run(4, PAGE_SIZE, MIB + 0x3000), Err(FrameError::OutOfFrames));
+        assert_eq!(fa.alloc_run(3, PAGE_SIZE, MIB + 0x3000), Ok(MIB));
         // The tail of the first range holds 5 frames, so 6 must come from 5 MiB on.
-        fa.alloc_run(512 - 3, FRAME_SIZE, 3 * MIB).unwrap();
-        assert_eq!(fa.alloc_run(6, FRAME_SIZE, u64::MAX), Ok(5 * MIB));
-        assert_eq!(fa.alloc_run(5, FRAME_SIZE, u64::MAX), Ok(3 * MIB));
-        assert_eq!(fa.alloc_run(0, FRAME_SIZE, u64::MAX), Err(FrameError::BadRequest));
+        fa.alloc_run(512 - 3, PAGE_SIZE, 3 * MIB).unwrap();
+        assert_eq!(fa.alloc_run(6, PAGE_SIZE, u64::MAX), Ok(5 * MIB));
+        assert_eq!(fa.alloc_run(5, PAGE_SIZE, u64::MAX), Ok(3 * MIB));
+        assert_eq!(fa.alloc_run(0, PAGE_SIZE, u64::MAX), Err(FrameError::BadRequest));
         assert_eq!(fa.alloc_run(1, 3000, u64::MAX), Err(FrameError::BadRequest));
         let before = fa.free_count();
         fa.free_run(a, 512).unwrap();
         assert_eq!(fa.free_count(), before + 512);
-        assert!(fa.is_free(a) && fa.is_free(a + 511 * FRAME_SIZE));
+        assert!(fa.is_free(a) && fa.is_free(a + 511 * PAGE_SIZE));
         assert!(!fa.is_free(5 * MIB));
     }
 
@@ -388,8 +387,8 @@ mod tests {
         let usable = [MIB..MIB + 0x4000];
         let mut store = Vec::new();
         let mut fa = build(&mut store, &usable, &[]);
-        let a = fa.alloc_run(4, FRAME_SIZE, u64::MAX).unwrap();
-        assert_eq!(fa.free_run(a, 5), Err(FrameError::Foreign(a + 4 * FRAME_SIZE)));
+        let a = fa.alloc_run(4, PAGE_SIZE, u64::MAX).unwrap();
+        assert_eq!(fa.free_run(a, 5), Err(FrameError::Foreign(a + 4 * PAGE_SIZE)));
         assert_eq!(fa.free_count(), 4);
     }
 
@@ -415,7 +414,7 @@ mod tests {
     #[test]
     fn short_storage_is_an_error() {
         let mut store = vec![0u64; 3];
-        let r = FrameAllocator::new(&mut store, MIB..MIB + 64 * 4 * FRAME_SIZE, &[MIB..2 * MIB], &[]);
+        let r = FrameAllocator::new(&mut store, MIB..MIB + 64 * 4 * PAGE_SIZE, &[MIB..2 * MIB], &[]);
         assert_eq!(r.unwrap_err(), FrameError::StorageTooSmall { needed: 8, given: 3 });
     }
 
@@ -423,16 +422,16 @@ mod tests {
     fn first_fit_avoids_reserved_and_respects_limit() {
         let usable = [0..0x9f000, MIB..64 * MIB];
         let reserved = [0..MIB, 2 * MIB..3 * MIB + 5];
-        assert_eq!(first_fit(&usable, &reserved, MIB, FRAME_SIZE, u64::MAX), Some(MIB));
-        assert_eq!(first_fit(&usable, &reserved, MIB + 1, FRAME_SIZE, u64::MAX), Some(3 * MIB + 0x1000));
-        assert_eq!(first_fit(&usable, &reserved, 2 * MIB, FRAME_SIZE, 4 * MIB), None);
-        assert_eq!(first_fit(&usable, &reserved, 128 * MIB, FRAME_SIZE, u64::MAX), None);
-        assert_eq!(first_fit(&usable, &reserved, 0, FRAME_SIZE, u64::MAX), None);
+        assert_eq!(first_fit(&usable, &reserved, MIB, PAGE_SIZE, u64::MAX), Some(MIB));
+        assert_eq!(first_fit(&usable, &reserved, MIB + 1, PAGE_SIZE, u64::MAX), Some(3 * MIB + 0x1000));
+        assert_eq!(first_fit(&usable, &reserved, 2 * MIB, PAGE_SIZE, 4 * MIB), None);
+        assert_eq!(first_fit(&usable, &reserved, 128 * MIB, PAGE_SIZE, u64::MAX), None);
+        assert_eq!(first_fit(&usable, &reserved, 0, PAGE_SIZE, u64::MAX), None);
     }
 
     #[test]
     fn exhaustion_then_refill_gives_back_the_same_count() {
-        let usable = [MIB..MIB + 200 * FRAME_SIZE, 3 * MIB..3 * MIB + 77 * FRAME_SIZE];
+        let usable = [MIB..MIB + 200 * PAGE_SIZE, 3 * MIB..3 * MIB + 77 * PAGE_SIZE];
         let mut store = Vec::new();
         let mut fa = build(&mut store, &usable, &[]);
         let total = fa.total();
@@ -442,8 +441,8 @@ mod tests {
             fa.free(*a).unwrap();
         }
         assert_eq!(fa.free_count(), total);
-        assert_eq!(fa.alloc_run(200, FRAME_SIZE, u64::MAX), Ok(MIB));
-        assert_eq!(fa.alloc_run(77, FRAME_SIZE, u64::MAX), Ok(3 * MIB));
-        assert_eq!(fa.alloc_run(1, FRAME_SIZE, u64::MAX), Err(FrameError::OutOfFrames));
+        assert_eq!(fa.alloc_run(200, PAGE_SIZE, u64::MAX), Ok(MIB));
+        assert_eq!(fa.alloc_run(77, PAGE_SIZE, u64::MAX), Ok(3 * MIB));
+        assert_eq!(fa.alloc_run(1, PAGE_SIZE, u64::MAX), Err(FrameError::OutOfFrames));
     }
 }

@@ -10,7 +10,7 @@
 use super::kernel;
 use super::layout::{HEAP_MAX_BYTES, HEAP_START};
 use super::paging::Flags;
-use super::MmError;
+use super::{MmError, PAGE_SIZE};
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{null_mut, NonNull};
 use linked_list_allocator::Heap;
@@ -21,7 +21,6 @@ use x86_64::instructions::interrupts::without_interrupts;
 pub const HEAP_INITIAL_BYTES: u64 = 1 << 20;
 /// Smallest growth step.
 const GROW_MIN_BYTES: u64 = 1 << 20;
-const PAGE: u64 = 4096;
 
 static HEAP: Mutex<Heap> = Mutex::new(Heap::empty());
 
@@ -33,7 +32,7 @@ static ALLOCATOR: KernelHeap = KernelHeap;
 
 /// Maps the initial heap and hands it to the allocator.
 pub fn init() -> Result<(), MmError> {
-    kernel::with(|k| k.map_fresh(HEAP_START, HEAP_INITIAL_BYTES / PAGE, Flags::WRITABLE | kernel::nx()))
+    kernel::with(|k| k.map_fresh(HEAP_START, HEAP_INITIAL_BYTES / PAGE_SIZE, Flags::WRITABLE | kernel::nx()))
         .unwrap_or(Err(MmError::NotInitialized))?;
     without_interrupts(|| {
         let mut heap = HEAP.lock();
@@ -56,12 +55,12 @@ fn grow(heap: &mut Heap, min_bytes: u64) -> bool {
     }
     let top = heap.top() as u64;
     let room = (HEAP_START + HEAP_MAX_BYTES).saturating_sub(top);
-    let want = min_bytes.max(GROW_MIN_BYTES).max(heap.size() as u64 / 4).next_multiple_of(PAGE);
+    let want = min_bytes.max(GROW_MIN_BYTES).max(heap.size() as u64 / 4).next_multiple_of(PAGE_SIZE);
     let by = want.min(room);
     if by < min_bytes || by == 0 {
         return false;
     }
-    let mapped = kernel::with(|k| k.map_fresh(top, by / PAGE, Flags::WRITABLE | kernel::nx()));
+    let mapped = kernel::with(|k| k.map_fresh(top, by / PAGE_SIZE, Flags::WRITABLE | kernel::nx()));
     if !matches!(mapped, Some(Ok(()))) {
         return false;
     }
@@ -82,7 +81,7 @@ unsafe impl GlobalAlloc for KernelHeap {
                     return p.as_ptr();
                 }
                 // Room for the block, its alignment and the allocator's bookkeeping.
-                let need = (layout.size() as u64).saturating_add(layout.align() as u64).saturating_add(PAGE);
+                let need = (layout.size() as u64).saturating_add(layout.align() as u64).saturating_add(PAGE_SIZE);
                 if !grow(&mut heap, need) {
                     return null_mut();
                 }

@@ -12,10 +12,10 @@
 //! changed or removed once another CPU may have used them, so no TLB shootdown is needed:
 //! x86 does not cache not-present translations (SDM Vol. 3A 4.10.2.3).
 
-use super::frames::{self, FrameAllocator, FRAME_SIZE};
+use super::frames::{self, FrameAllocator};
 use super::layout::{self, KernelImage, LOW_LIMIT, STACKS_MAX_BYTES, STACKS_START};
 use super::paging::{Flags, MapError, PageSize, PageTables, TableMemory, Translation};
-use super::{MmError, Stack};
+use super::{MmError, Stack, PAGE_SIZE};
 use boot::BootInfo;
 use core::ops::Range;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -65,11 +65,11 @@ impl TableMemory for Identity<'_> {
         let f = if self.limit == u64::MAX {
             self.frames.alloc().ok()?
         } else {
-            self.frames.alloc_run(1, FRAME_SIZE, self.limit).ok()?
+            self.frames.alloc_run(1, PAGE_SIZE, self.limit).ok()?
         };
         // SAFETY: the frame was just taken from the allocator, so nothing else uses it;
         // it is RAM below `limit`, which the live page tables identity-map read-write.
-        unsafe { core::ptr::write_bytes(f as *mut u8, 0, FRAME_SIZE as usize) };
+        unsafe { core::ptr::write_bytes(f as *mut u8, 0, PAGE_SIZE as usize) };
         Some(f)
     }
 
@@ -104,11 +104,11 @@ impl Kernel {
     /// mapped so far are unmapped and their frames returned.
     pub fn map_fresh(&mut self, virt: u64, pages: u64, flags: Flags) -> Result<(), MmError> {
         for k in 0..pages {
-            let v = virt + k * FRAME_SIZE;
+            let v = virt + k * PAGE_SIZE;
             let r = self.frames.alloc().map_err(MmError::Frames).and_then(|f| {
                 // SAFETY: the frame was just allocated, so nothing else uses it, and
                 // all RAM is identity-mapped read-write once `init` has switched tables.
-                unsafe { core::ptr::write_bytes(f as *mut u8, 0, FRAME_SIZE as usize) };
+                unsafe { core::ptr::write_bytes(f as *mut u8, 0, PAGE_SIZE as usize) };
                 self.tables().map(v, f, PageSize::Size4K, flags).map_err(|e| {
                     let _ = self.frames.free(f);
                     MmError::Map(e)
@@ -116,7 +116,7 @@ impl Kernel {
             });
             if let Err(e) = r {
                 for j in 0..k {
-                    let u = virt + j * FRAME_SIZE;
+                    let u = virt + j * PAGE_SIZE;
                     if let Ok(f) = self.tables().unmap(u, PageSize::Size4K) {
                         x86_64::instructions::tlb::flush(VirtAddr::new_truncate(u));
                         let _ = self.frames.free(f);
@@ -188,13 +188,13 @@ pub fn init_tables(boot: &BootInfo) -> Result<Built, MmError> {
     // span needs more than fits there, the top of memory is left out.
     let mut span = frames::span(&usable, LOW_RESERVED).ok_or(MmError::NoUsableMemory)?;
     let (home, words) = loop {
-        let words = FrameAllocator::storage_words((span.end - span.start) / FRAME_SIZE);
-        let bytes = (words as u64 * 8).next_multiple_of(FRAME_SIZE);
-        if let Some(at) = frames::first_fit(&usable, &reserved, bytes, FRAME_SIZE, LOW_LIMIT) {
+        let words = FrameAllocator::storage_words((span.end - span.start) / PAGE_SIZE);
+        let bytes = (words as u64 * 8).next_multiple_of(PAGE_SIZE);
+        if let Some(at) = frames::first_fit(&usable, &reserved, bytes, PAGE_SIZE, LOW_LIMIT) {
             reserve(&mut reserved, at..at + bytes)?;
             break (at, words);
         }
-        let half = (span.end - span.start) / 2 / FRAME_SIZE * FRAME_SIZE;
+        let half = (span.end - span.start) / 2 / PAGE_SIZE * PAGE_SIZE;
         if half == 0 {
             return Err(MmError::NoRoomForBitmap);
         }
@@ -269,7 +269,7 @@ pub fn alloc_zeroed_frame() -> Result<u64, MmError> {
     let f = alloc_frame()?;
     // SAFETY: the frame was just taken from the allocator, so nothing else uses it, and
     // all RAM is identity-mapped read-write.
-    unsafe { core::ptr::write_bytes(f as *mut u8, 0, FRAME_SIZE as usize) };
+    unsafe { core::ptr::write_bytes(f as *mut u8, 0, PAGE_SIZE as usize) };
     Ok(f)
 }
 
@@ -293,21 +293,21 @@ pub fn free_run(paddr: u64, count: usize) -> Result<(), MmError> {
 /// zeroed read-write no-execute pages.
 pub fn alloc_stack(size_pages: usize) -> Result<Stack, MmError> {
     let pages = size_pages as u64;
-    if pages == 0 || pages >= STACKS_MAX_BYTES / FRAME_SIZE {
+    if pages == 0 || pages >= STACKS_MAX_BYTES / PAGE_SIZE {
         return Err(MmError::BadSize);
     }
     with(|k| {
         let guard = k.stacks_next;
-        let end = guard + (pages + 1) * FRAME_SIZE;
+        let end = guard + (pages + 1) * PAGE_SIZE;
         if end > STACKS_START + STACKS_MAX_BYTES {
             return Err(MmError::RegionFull);
         }
         if k.frames.free_count() < size_pages {
             return Err(MmError::Frames(frames::FrameError::OutOfFrames));
         }
-        k.map_fresh(guard + FRAME_SIZE, pages, Flags::WRITABLE | nx())?;
+        k.map_fresh(guard + PAGE_SIZE, pages, Flags::WRITABLE | nx())?;
         k.stacks_next = end;
-        Ok(Stack { bottom: guard + FRAME_SIZE, top: end })
+        Ok(Stack { bottom: guard + PAGE_SIZE, top: end })
     })
     .unwrap_or(Err(MmError::NotInitialized))
 }
@@ -320,11 +320,11 @@ pub fn map_mmio(paddr: u64, len: u64) -> Result<(), MmError> {
         return Ok(());
     }
     let end = paddr.checked_add(len).ok_or(MmError::RangeOverflow { paddr, len })?;
-    if paddr < FRAME_SIZE {
+    if paddr < PAGE_SIZE {
         return Err(MmError::NullPage);
     }
-    let start = paddr.max(LOW_LIMIT) / FRAME_SIZE * FRAME_SIZE;
-    let end = end.checked_next_multiple_of(FRAME_SIZE).ok_or(MmError::RangeOverflow { paddr, len })?;
+    let start = paddr.max(LOW_LIMIT) / PAGE_SIZE * PAGE_SIZE;
+    let end = end.checked_next_multiple_of(PAGE_SIZE).ok_or(MmError::RangeOverflow { paddr, len })?;
     if start >= end {
         return Ok(());
     }
@@ -344,7 +344,7 @@ pub fn map_mmio(paddr: u64, len: u64) -> Result<(), MmError> {
                 }
             }
             match k.tables().map(a, a, PageSize::Size4K, flags) {
-                Ok(()) | Err(MapError::AlreadyMapped(_)) => a += FRAME_SIZE,
+                Ok(()) | Err(MapError::AlreadyMapped(_)) => a += PAGE_SIZE,
                 Err(e) => return Err(MmError::Map(e)),
             }
         }

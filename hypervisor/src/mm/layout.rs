@@ -18,11 +18,10 @@
 
 use super::paging::Flags;
 use boot::{MemoryKind, MemoryRegion};
+use super::PAGE_SIZE;
 use core::fmt;
 use core::ops::Range;
 
-/// Page size of the plan's granularity.
-const PAGE: u64 = 4096;
 /// End of the always-mapped low range.
 pub const LOW_LIMIT: u64 = 1 << 32;
 /// The AP start-up trampoline's page (must stay executable).
@@ -122,11 +121,11 @@ fn paint(plan: &mut Plan, s: u64, e: u64, flags: Option<Flags>) -> Result<(), La
 }
 
 fn down(a: u64) -> u64 {
-    a / PAGE * PAGE
+    a / PAGE_SIZE * PAGE_SIZE
 }
 
 fn up(a: u64) -> u64 {
-    a.checked_add(PAGE - 1).map_or(u64::MAX / PAGE * PAGE, |x| x / PAGE * PAGE)
+    a.checked_add(PAGE_SIZE - 1).map_or(u64::MAX / PAGE_SIZE * PAGE_SIZE, |x| x / PAGE_SIZE * PAGE_SIZE)
 }
 
 /// Builds the identity-map plan into `p` (a plan is large: callers on a small stack keep
@@ -151,9 +150,9 @@ pub fn plan(p: &mut Plan, map: &[MemoryRegion], kernel: &KernelImage, nx: bool) 
     paint(p, down(k.data.0), up(k.data.1), Some(rw))?;
     paint(p, down(k.rodata.0), up(k.rodata.1), Some(ro))?;
     paint(p, down(k.text.0), up(k.text.1), Some(rx))?;
-    paint(p, TRAMPOLINE, TRAMPOLINE + PAGE, Some(rwx))?;
-    paint(p, 0, PAGE, None)?;
-    paint(p, down(k.stack_guard), down(k.stack_guard) + PAGE, None)?;
+    paint(p, TRAMPOLINE, TRAMPOLINE + PAGE_SIZE, Some(rwx))?;
+    paint(p, 0, PAGE_SIZE, None)?;
+    paint(p, down(k.stack_guard), down(k.stack_guard) + PAGE_SIZE, None)?;
     Ok(())
 }
 

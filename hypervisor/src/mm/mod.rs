@@ -25,6 +25,11 @@ mod selftests;
 
 use core::fmt;
 
+/// The size of a page and of a physical frame, in bytes: the one granule of the frame
+/// allocator, the kernel's page tables, the heap and guest memory (4 KiB pages; larger
+/// mappings are multiples of it).
+pub const PAGE_SIZE: u64 = 4096;
+
 /// A kernel stack: `[bottom, top)` mapped read-write, the page under `bottom` unmapped.
 #[derive(Debug, Clone, Copy)]
 pub struct Stack {

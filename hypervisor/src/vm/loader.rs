@@ -23,7 +23,7 @@
 //! first 2 MiB, mapped with 4 KiB pages so that page 0 can stay unmapped.
 
 use super::exit::{GuestRegs, InitialState, Segment};
-use super::memory::{FrameSource, GuestMemory, OutOfRange, LARGE_BYTES, PAGE_BYTES};
+use super::memory::{FrameSource, GuestMemory, OutOfRange, LARGE_BYTES, PAGE_SIZE};
 use alloc::vec::Vec;
 use core::fmt;
 use crx_abi::{layout, BootParams, HypercallInsn, ABI_VERSION, BOOT_MAGIC};
@@ -375,7 +375,7 @@ pub fn load<F: FrameSource>(
         vm_count: spec.vm_count,
         mem_bytes,
         stack_top: mem_bytes,
-        free_start: image_end.next_multiple_of(PAGE_BYTES),
+        free_start: image_end.next_multiple_of(PAGE_SIZE),
         cmdline,
     };
     mem.write(layout::BOOT_PARAMS, params.as_bytes())?;
@@ -397,7 +397,7 @@ fn write_page_tables<F: FrameSource>(mem: &mut GuestMemory<F>) -> Result<(), Out
     }
     mem.write_u64(PT0, 0)?;
     for page in 1..512 {
-        mem.write_u64(PT0 + page * 8, (page * PAGE_BYTES) | P | W)?;
+        mem.write_u64(PT0 + page * 8, (page * PAGE_SIZE) | P | W)?;
     }
     Ok(())
 }

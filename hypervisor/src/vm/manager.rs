@@ -26,7 +26,7 @@ use super::console::{Console, Output};
 use super::exit::{Action, InitialState, StopReason};
 use super::handler::{self, Services};
 use super::loader::{self, LoadSpec};
-use super::memory::{self, FrameSource, GuestMemory, OutOfRange, FRAMES_PER_LARGE, LARGE_BYTES, PAGE_BYTES};
+use super::memory::{self, FrameSource, GuestMemory, OutOfRange, FRAMES_PER_LARGE, LARGE_BYTES, PAGE_SIZE};
 use super::pod::{PodState, VmEnd};
 use super::sched::{Pick, Scheduler, VcpuId, VmId, SLICE_NS};
 use crate::arch::{fpu, percpu, power, smp, time};
@@ -585,13 +585,13 @@ impl PodParts {
         let mut infos = Vec::new();
         for (i, layer) in self.bundle.layers().enumerate() {
             let hpa = base + layer.offset as u64;
-            if !hpa.is_multiple_of(PAGE_BYTES) {
+            if !hpa.is_multiple_of(PAGE_SIZE) {
                 return Err(PodSetupError::LayerNotPageAligned(i));
             }
             // The whole last page must be the module's, so the guest sees nothing else.
             let end = (layer.offset as u64).checked_add(layer.bytes.len() as u64);
             if end
-                .and_then(|e| e.checked_next_multiple_of(PAGE_BYTES))
+                .and_then(|e| e.checked_next_multiple_of(PAGE_SIZE))
                 .is_none_or(|e| e > module.len() as u64)
             {
                 return Err(PodSetupError::LayerPastModule(i));

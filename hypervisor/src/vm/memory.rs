@@ -18,11 +18,10 @@
 
 use super::exit::NestedFormat;
 use crate::mm::paging::{Flags, MapError, PageSize, PageTables, TableMemory};
+pub use crate::mm::PAGE_SIZE;
 use alloc::vec::Vec;
 use core::fmt;
 
-/// Bytes in a frame and a small guest page.
-pub const PAGE_BYTES: u64 = 4096;
 /// Bytes in a large nested page.
 pub const LARGE_BYTES: u64 = 2 << 20;
 /// Frames in a large nested page.
@@ -36,7 +35,7 @@ pub const HOST_RESERVE_BYTES: u64 = 16 << 20;
 /// Frames guest memory of `bytes` takes at most: its data and its nested tables (one
 /// PML4, one PDPT per 512 GiB, one PD per GiB and, without large runs, one PT per 2 MiB).
 pub fn frames_needed(bytes: u64) -> u64 {
-    let pages = bytes.div_ceil(PAGE_BYTES);
+    let pages = bytes.div_ceil(PAGE_SIZE);
     let tables = 1 + bytes.div_ceil(512 << 30) + bytes.div_ceil(1 << 30) + bytes.div_ceil(LARGE_BYTES);
     pages.saturating_add(tables)
 }
@@ -44,7 +43,7 @@ pub fn frames_needed(bytes: u64) -> u64 {
 /// Whether guest memory of `bytes` may be taken when `free_frames` are free, leaving
 /// [`HOST_RESERVE_BYTES`] to the host.
 pub fn leaves_host_reserve(free_frames: u64, bytes: u64) -> bool {
-    let reserve = HOST_RESERVE_BYTES / PAGE_BYTES;
+    let reserve = HOST_RESERVE_BYTES / PAGE_SIZE;
     frames_needed(bytes).checked_add(reserve).is_some_and(|need| need <= free_frames)
 }
 
@@ -172,7 +171,7 @@ impl<F: FrameSource> TableMemory for Tables<'_, F> {
         let f = self.src.alloc_frame()?;
         self.frames.push(f);
         // SAFETY: `f` was just taken from the source and is a whole frame.
-        unsafe { self.src.fill(f, PAGE_BYTES as usize, 0) };
+        unsafe { self.src.fill(f, PAGE_SIZE as usize, 0) };
         Some(f)
     }
 
@@ -227,7 +226,7 @@ impl<F: FrameSource> GuestMemory<F> {
             format,
             shared: Vec::new(),
         };
-        let page_count = (bytes / PAGE_BYTES) as usize;
+        let page_count = (bytes / PAGE_SIZE) as usize;
         m.pages.try_reserve_exact(page_count).map_err(|_| MemError::OutOfFrames)?;
         m.tables.try_reserve(8).map_err(|_| MemError::OutOfFrames)?;
         m.root =
@@ -237,7 +236,7 @@ impl<F: FrameSource> GuestMemory<F> {
             let gpa = chunk * LARGE_BYTES;
             if let Some(run) = m.src.alloc_large() {
                 for k in 0..FRAMES_PER_LARGE as u64 {
-                    m.pages.push(run + k * PAGE_BYTES);
+                    m.pages.push(run + k * PAGE_SIZE);
                 }
                 m.large_pages += 1;
                 m.tables().map(gpa, run, PageSize::Size2M, flags).map_err(map_error)?;
@@ -245,14 +244,14 @@ impl<F: FrameSource> GuestMemory<F> {
                 for k in 0..FRAMES_PER_LARGE as u64 {
                     let f = m.src.alloc_frame().ok_or(MemError::OutOfFrames)?;
                     m.pages.push(f);
-                    m.tables().map(gpa + k * PAGE_BYTES, f, PageSize::Size4K, flags).map_err(map_error)?;
+                    m.tables().map(gpa + k * PAGE_SIZE, f, PageSize::Size4K, flags).map_err(map_error)?;
                 }
             }
         }
         for i in 0..m.pages.len() {
             let f = m.pages[i];
             // SAFETY: every entry of `pages` is a whole frame taken from `src` above.
-            unsafe { m.src.fill(f, PAGE_BYTES as usize, 0) };
+            unsafe { m.src.fill(f, PAGE_SIZE as usize, 0) };
         }
         Ok(m)
     }
@@ -273,7 +272,7 @@ impl<F: FrameSource> GuestMemory<F> {
 
     /// Host bytes spent on nested page tables.
     pub fn table_bytes(&self) -> u64 {
-        self.tables.len() as u64 * PAGE_BYTES
+        self.tables.len() as u64 * PAGE_SIZE
     }
 
     /// How many 2 MiB chunks are backed by one aligned run (the rest use single frames).
@@ -288,8 +287,8 @@ impl<F: FrameSource> GuestMemory<F> {
 
     /// Host-physical address of guest-physical `gpa`, if it is guest memory.
     pub fn translate(&self, gpa: u64) -> Option<u64> {
-        let page = usize::try_from(gpa / PAGE_BYTES).ok()?;
-        self.pages.get(page).map(|f| f + gpa % PAGE_BYTES)
+        let page = usize::try_from(gpa / PAGE_SIZE).ok()?;
+        self.pages.get(page).map(|f| f + gpa % PAGE_SIZE)
     }
 
     /// Checks that `gpa..gpa + len` is all guest memory.
@@ -363,8 +362,8 @@ impl<F: FrameSource> GuestMemory<F> {
     /// except what the nested tables of the VM hold until the drop.
     pub fn map_shared_readonly(&mut self, gpa: u64, hpa: u64, len: u64) -> Result<(), MemError> {
         let bad = MemError::BadShared { gpa, hpa, len };
-        let bytes = len.checked_next_multiple_of(PAGE_BYTES).ok_or(bad)?;
-        if !gpa.is_multiple_of(PAGE_BYTES) || !hpa.is_multiple_of(PAGE_BYTES) || gpa < self.bytes {
+        let bytes = len.checked_next_multiple_of(PAGE_SIZE).ok_or(bad)?;
+        if !gpa.is_multiple_of(PAGE_SIZE) || !hpa.is_multiple_of(PAGE_SIZE) || gpa < self.bytes {
             return Err(bad);
         }
         gpa.checked_add(bytes).ok_or(bad)?;
@@ -382,11 +381,11 @@ impl<F: FrameSource> GuestMemory<F> {
                 let mut undo = 0;
                 while undo < done {
                     let _ = self.tables().unmap(gpa + undo, PageSize::Size4K);
-                    undo += PAGE_BYTES;
+                    undo += PAGE_SIZE;
                 }
                 return Err(map_error(e));
             }
-            done += PAGE_BYTES;
+            done += PAGE_SIZE;
         }
         self.shared.push((gpa, hpa, bytes));
         Ok(())
@@ -427,10 +426,10 @@ impl Iterator for Pieces<'_> {
             return None;
         }
         let at = self.gpa + self.done;
-        let n = (PAGE_BYTES - at % PAGE_BYTES).min(self.len - self.done);
+        let n = (PAGE_SIZE - at % PAGE_SIZE).min(self.len - self.done);
         // In range: checked against the memory's size when the iterator was made.
-        let frame = usize::try_from(at / PAGE_BYTES).ok().and_then(|p| self.pages.get(p))?;
-        let piece = (frame + at % PAGE_BYTES, self.done as usize, n as usize);
+        let frame = usize::try_from(at / PAGE_SIZE).ok().and_then(|p| self.pages.get(p))?;
+        let piece = (frame + at % PAGE_SIZE, self.done as usize, n as usize);
         self.done += n;
         Some(piece)
     }
@@ -673,7 +672,7 @@ mod tests {
 
     #[test]
     fn the_host_keeps_its_reserve() {
-        let reserve = HOST_RESERVE_BYTES / PAGE_BYTES;
+        let reserve = HOST_RESERVE_BYTES / PAGE_SIZE;
         assert_eq!(frames_needed(2 * MIB), 512 + 1 + 1 + 1 + 1);
         assert_eq!(frames_needed(4096 * MIB), 1 << 20 | (1 + 1 + 4 + 2048));
         let need = frames_needed(16 * MIB);
