@@ -1,12 +1,12 @@
 //! ACPI tables: the MADT's processors and interrupt controllers.
 //!
 //! The `acpi` crate finds and checksums the RSDP, the RSDT/XSDT and the MADT through an
-//! identity-mapping handler; the MADT's entries are then parsed by [`crate::x86::madt`],
+//! identity-mapping handler; the MADT's entries are then parsed by [`crate::decode::madt`],
 //! which checks every length against the table. Nothing here panics on bad tables: each
 //! failure is an [`AcpiError`] and the kernel carries on with the bootstrap CPU alone.
 
+use crate::decode::madt::{self, IoApic, MadtError, MAX_IOAPICS, MAX_LAPICS};
 use crate::selftest::{Test, Verdict};
-use crate::x86::madt::{self, IoApic, MadtError, MAX_IOAPICS, MAX_LAPICS};
 use acpi::{AcpiHandler, AcpiTables, PhysicalMapping};
 use core::fmt;
 use core::ptr::NonNull;

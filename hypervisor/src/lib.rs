@@ -8,11 +8,11 @@
 extern crate alloc;
 
 pub mod cmdline;
+pub mod decode;
 pub mod mm;
 pub mod pci;
 pub mod virt;
 pub mod vm;
-pub mod x86;
 
 #[cfg(target_os = "none")]
 pub mod acpi;

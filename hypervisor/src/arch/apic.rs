@@ -9,8 +9,8 @@
 use super::interrupts::{PIC_VECTOR_BASE, SPURIOUS_VECTOR, TIMER_VECTOR};
 use super::{percpu, time};
 use crate::cmdline::TimerMode;
+use crate::decode::apic::{self as regs, reg, Ipi};
 use crate::selftest::{Test, Verdict};
-use crate::x86::apic::{self as regs, reg, Ipi};
 use core::fmt;
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use log::{info, warn};

@@ -9,8 +9,8 @@
 //! the run with a failing status.
 
 use super::{apic, console, gdt, percpu, power};
+use crate::decode::exception::{self, vector, PageFaultCode, GATE_INTERRUPT, MAX_FRAMES};
 use crate::selftest::{Test, Verdict};
-use crate::x86::exception::{self, vector, PageFaultCode, GATE_INTERRUPT, MAX_FRAMES};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use spin::Once;
 use x86_64::instructions::tables::lidt;

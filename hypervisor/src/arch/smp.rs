@@ -14,8 +14,8 @@
 
 use super::percpu::{self, PerCpu, MAX_CPUS};
 use super::{apic, gdt, interrupts, time};
+use crate::decode::apic::Ipi;
 use crate::selftest::{Test, Verdict};
-use crate::x86::apic::Ipi;
 use core::fmt;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use log::{debug, info, warn};

@@ -81,7 +81,8 @@ unsafe impl GlobalAlloc for KernelHeap {
                     return p.as_ptr();
                 }
                 // Room for the block, its alignment and the allocator's bookkeeping.
-                let need = (layout.size() as u64).saturating_add(layout.align() as u64).saturating_add(PAGE_SIZE);
+                let need =
+                    (layout.size() as u64).saturating_add(layout.align() as u64).saturating_add(PAGE_SIZE);
                 if !grow(&mut heap, need) {
                     return null_mut();
                 }

@@ -17,8 +17,8 @@
 #![deny(unsafe_code)]
 
 use super::paging::Flags;
-use boot::{MemoryKind, MemoryRegion};
 use super::PAGE_SIZE;
+use boot::{MemoryKind, MemoryRegion};
 use core::fmt;
 use core::ops::Range;
 

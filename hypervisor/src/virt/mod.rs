@@ -16,7 +16,6 @@
 pub mod svm;
 #[cfg(target_os = "none")]
 pub mod testguest;
-#[cfg(target_os = "none")]
 pub mod vmx;
 
 use crate::vm::{Action, Exit, GuestRegs, InitialState, NestedFormat};

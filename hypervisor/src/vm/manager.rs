@@ -590,9 +590,7 @@ impl PodParts {
             }
             // The whole last page must be the module's, so the guest sees nothing else.
             let end = (layer.offset as u64).checked_add(layer.bytes.len() as u64);
-            if end
-                .and_then(|e| e.checked_next_multiple_of(PAGE_SIZE))
-                .is_none_or(|e| e > module.len() as u64)
+            if end.and_then(|e| e.checked_next_multiple_of(PAGE_SIZE)).is_none_or(|e| e > module.len() as u64)
             {
                 return Err(PodSetupError::LayerPastModule(i));
             }

@@ -3,7 +3,7 @@
 //! VMfailInvalid with CF set, VMfailValid with ZF set and the error number in the current
 //! VMCS).
 
-use crate::x86::vmx::{field, instruction_error};
+use crate::virt::vmx::vmcs::{field, instruction_error};
 use core::arch::asm;
 
 /// Decodes the flags a VMX instruction left: `cf` = VMfailInvalid, `zf` = VMfailValid.

@@ -3,15 +3,16 @@
 //! crx-abi guest layout says), run it exit by exit and check each exit's kind, length
 //! and details; then drop everything and check that every frame came back.
 
-use super::{caps, Backend, BACKEND};
+use super::hw::{caps, BACKEND};
 use crate::arch::cpu::{self, Virt};
 use crate::arch::{percpu, smp, time};
 use crate::selftest::{Test, Verdict};
 use crate::virt::testguest::TestGuest;
+use crate::virt::vmx::vmcs::msr;
+use crate::virt::Backend;
 use crate::virt::Vcpu;
 use crate::vm::NestedFormat;
 use crate::vm::{Access, Action, ExitKind, GuestRegs, InitialState, Segment};
-use crate::x86::vmx::msr;
 use crx_abi::layout;
 use spin::Mutex;
 

@@ -14,16 +14,17 @@
 //! * Exceptions are not intercepted (the bitmap is 0); NMIs go to the guest.
 
 use super::insn::{self, vmread, vmwrite};
-use super::{alloc_zeroed, free, release_vpid, Caps};
+use super::vmcs::Caps;
 use crate::arch::{percpu, time};
-use crate::virt::{Vcpu, VirtError};
-use crate::vm::{Action, Exit, ExitKind, GuestRegs, InitialState, Segment};
-use crate::x86::vmx::{
-    self as hw, field, msr, owned_cr_bits, pin, proc1, proc2, RawExit, EXIT_REASON_ENTRY_FAILURE,
-};
-use crate::x86::vmx_checks::{
+use crate::virt::vmx::checks::{
     explain_failure, Controls, EntryCaps, EntryState, FailureKind, GuestState, HostState, SegState,
 };
+use crate::virt::vmx::vmcs::{
+    self as hw, field, msr, owned_cr_bits, pin, proc1, proc2, RawExit, EXIT_REASON_ENTRY_FAILURE,
+};
+use crate::virt::{Vcpu, VirtError};
+use crate::vm::{Action, Exit, ExitKind, GuestRegs, InitialState, Segment};
+use spin::Mutex;
 use x86_64::instructions::interrupts;
 use x86_64::instructions::tables::{lgdt, lidt, sgdt, sidt};
 use x86_64::registers::control::{Cr0, Cr3, Cr4};
@@ -320,7 +321,7 @@ impl VmxVcpu {
         v.vmcs = alloc_zeroed().ok_or(VirtError::OutOfMemory)?;
         v.msr_bitmap = alloc_zeroed().ok_or(VirtError::OutOfMemory)?;
         if caps.invvpid_kind.is_some() {
-            v.vpid = super::alloc_vpid().ok_or(VirtError::NoTag)?;
+            v.vpid = alloc_vpid().ok_or(VirtError::NoTag)?;
         }
         // SAFETY: the VMCS frame is fresh and identity-mapped; its first 4 bytes hold
         // the revision identifier, bit 31 clear (an ordinary VMCS, SDM 25.2).
@@ -712,4 +713,44 @@ impl Drop for VmxVcpu {
             release_vpid(self.vpid);
         }
     }
+}
+
+/// A zeroed frame.
+pub(super) fn alloc_zeroed() -> Option<u64> {
+    crate::mm::alloc_zeroed_frame().ok()
+}
+
+pub(super) fn free(frame: u64) {
+    if let Err(e) = crate::mm::free_frame(frame) {
+        log::warn!("vmx: freeing frame {frame:#x}: {e}");
+    }
+}
+
+/// VPIDs handed out to vCPUs: 1..4096 (0 is the host's).
+static VPIDS: Mutex<[u64; 64]> = Mutex::new({
+    let mut b = [0u64; 64];
+    b[0] = 1;
+    b
+});
+
+fn alloc_vpid() -> Option<u16> {
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        let mut map = VPIDS.lock();
+        for (w, word) in map.iter_mut().enumerate() {
+            if *word != u64::MAX {
+                let bit = (!*word).trailing_zeros();
+                *word |= 1 << bit;
+                return u16::try_from(w * 64 + bit as usize).ok();
+            }
+        }
+        None
+    })
+}
+
+fn release_vpid(vpid: u16) {
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        if let Some(word) = VPIDS.lock().get_mut(usize::from(vpid / 64)) {
+            *word &= !(1 << (vpid % 64));
+        }
+    });
 }

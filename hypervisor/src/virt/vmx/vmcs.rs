@@ -9,6 +9,33 @@
 
 use crate::vm::{Access, ExitKind, Segment};
 
+/// What this CPU model lets the backend use, with every control word already adjusted.
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    /// VMCS revision identifier.
+    pub revision: u32,
+    /// Pin-based controls.
+    pub pin: u32,
+    /// Primary processor-based controls.
+    pub proc1: u32,
+    /// Secondary processor-based controls.
+    pub proc2: u32,
+    /// VM-exit controls.
+    pub exit: u32,
+    /// VM-entry controls.
+    pub entry: u32,
+    /// CR0 bits fixed to 1 / allowed to be 1 in VMX operation.
+    pub cr0_fixed: (u64, u64),
+    /// CR4 bits fixed to 1 / allowed to be 1 in VMX operation.
+    pub cr4_fixed: (u64, u64),
+    /// INVEPT type to flush one EPTP's translations.
+    pub invept_kind: u64,
+    /// INVVPID type to flush one VPID's translations, when VPIDs are used.
+    pub invvpid_kind: Option<u64>,
+    /// The preemption timer's rate shift (IA32_VMX_MISC bits 4:0), when it is used.
+    pub timer_shift: Option<u8>,
+}
+
 /// Model-specific registers the backend reads or switches (SDM Vol. 4 Table 2-2).
 pub mod msr {
     /// IA32_FEATURE_CONTROL: bit 0 lock, bit 2 VMXON outside SMX.

@@ -20,7 +20,7 @@
 //!
 //! No-panic contract: every function accepts any field values.
 
-use super::vmx::{entry_ctl, exit_ctl, pin, proc1, proc2};
+use super::vmcs::{entry_ctl, exit_ctl, pin, proc1, proc2};
 
 /// Segment register indices in [`GuestState::seg`], in VMCS encoding order (SDM B).
 pub mod sreg {
@@ -978,8 +978,8 @@ pub enum FailureKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::virt::vmx::vmcs::{adjust_controls, apply_fixed, eptp, guest_access_rights, guest_tr_access};
     use crate::vm::Segment;
-    use crate::x86::vmx::{adjust_controls, apply_fixed, eptp, guest_access_rights, guest_tr_access};
     use crx_abi::layout;
 
     /// Capabilities of a Skylake-class CPU (the values Bochs' corei7_skylake_x reports, in

@@ -13,5 +13,3 @@
 pub mod apic;
 pub mod exception;
 pub mod madt;
-pub mod vmx;
-pub mod vmx_checks;
