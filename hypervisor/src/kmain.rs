@@ -61,7 +61,7 @@ pub fn kmain(boot: &'static BootInfo) -> ! {
     kprintln!("hypervisor ready: cpus={} memory={} MiB virt={}", cpus, memory_mib, cpu::virt().name());
 
     if let Some(sel) = parsed.options.selftest {
-        selftest::run(sel);
+        selftest::run(SELFTESTS, sel);
     }
     if crate::vm::manager::has_guest(boot) {
         crate::vm::manager::run(boot, &parsed.options);
@@ -70,6 +70,28 @@ pub fn kmain(boot: &'static BootInfo) -> ! {
         x86_64::instructions::hlt();
     }
 }
+
+/// Self-tests of the main line.
+static KMAIN: &[selftest::Test] = &[
+    selftest::Test { name: "cmdline", in_all: true, run: selftest_cmdline },
+    selftest::Test { name: "time", in_all: true, run: selftest_time },
+    selftest::Test { name: "fault", in_all: false, run: selftest_fault },
+    selftest::Test { name: "overflow", in_all: false, run: selftest_overflow },
+];
+
+/// Every module's self-tests, in the order `all` runs them.
+static SELFTESTS: &[&[selftest::Test]] = &[
+    KMAIN,
+    crate::mm::SELFTESTS,
+    crate::acpi::SELFTESTS,
+    crate::arch::interrupts::SELFTESTS,
+    crate::arch::apic::SELFTESTS,
+    crate::arch::smp::SELFTESTS,
+    crate::pci::SELFTESTS,
+    crate::virt::vmx::SELFTESTS,
+    crate::vm::manager::SELFTESTS,
+    crate::virt::svm::SELFTESTS,
+];
 
 /// The panic handler's body: report and end the run with a failing status.
 pub fn panic(info: &core::panic::PanicInfo<'_>) -> ! {

@@ -5,6 +5,9 @@
 //! `fault` and `overflow` are not part of `all`: they take a page fault on purpose (a wild
 //! read; a runaway recursion into the stack's guard page) so the exception report can be
 //! checked.
+//!
+//! This module holds the test types and the runner only, and imports none of the modules
+//! under test; the table of every module's tests, in bring-up order, is in `kmain`.
 
 use crate::arch::power::{exit, ExitCode};
 use crate::cmdline::Selftest;
@@ -23,34 +26,9 @@ pub struct Test {
     pub run: fn() -> Verdict,
 }
 
-/// Self-tests of the main line.
-static KMAIN: &[Test] = &[
-    Test { name: "cmdline", in_all: true, run: crate::kmain::selftest_cmdline },
-    Test { name: "time", in_all: true, run: crate::kmain::selftest_time },
-    Test { name: "fault", in_all: false, run: crate::kmain::selftest_fault },
-    Test { name: "overflow", in_all: false, run: crate::kmain::selftest_overflow },
-];
-
-/// Every module's self-tests, in the order `all` runs them.
-static GROUPS: &[&[Test]] = &[
-    KMAIN,
-    crate::mm::SELFTESTS,
-    crate::acpi::SELFTESTS,
-    crate::arch::interrupts::SELFTESTS,
-    crate::arch::apic::SELFTESTS,
-    crate::arch::smp::SELFTESTS,
-    crate::pci::SELFTESTS,
-    crate::virt::vmx::SELFTESTS,
-    crate::vm::manager::SELFTESTS,
-    crate::virt::svm::SELFTESTS,
-];
-
-fn all_tests() -> impl Iterator<Item = &'static Test> {
-    GROUPS.iter().flat_map(|g| g.iter())
-}
-
-/// Runs the selected tests and powers off.
-pub fn run(sel: Selftest<'_>) -> ! {
+/// Runs the tests `sel` selects from `groups` (in order) and powers off.
+pub fn run(groups: &[&[Test]], sel: Selftest<'_>) -> ! {
+    let all_tests = || groups.iter().flat_map(|g| g.iter());
     let (mut passed, mut failed) = (0u32, 0u32);
     let mut record = |name: &str, verdict: Verdict| match verdict {
         Ok(()) => {

@@ -6,7 +6,7 @@
 //! (SDM Vol. 3A 11.5.4.1) when CPUID.1:ECX[24] reports it and the command line does not
 //! ask for `timer=periodic`, else periodic mode with a count calibrated against the TSC.
 
-use super::interrupts::{PIC_VECTOR_BASE, SPURIOUS_VECTOR, TIMER_VECTOR};
+use super::vectors::{PIC_VECTOR_BASE, SPURIOUS_VECTOR, TIMER_VECTOR};
 use super::{percpu, time};
 use crate::cmdline::TimerMode;
 use crate::decode::apic::{self as regs, reg, Ipi};

@@ -8,6 +8,7 @@
 //! Exceptions other than #BP print a report with the emergency (lock-free) console and end
 //! the run with a failing status.
 
+use super::vectors::{PIC_VECTOR_BASE, SPURIOUS_VECTOR, TIMER_VECTOR, WAKE_VECTOR};
 use super::{apic, console, gdt, percpu, power};
 use crate::decode::exception::{self, vector, PageFaultCode, GATE_INTERRUPT, MAX_FRAMES};
 use crate::selftest::{Test, Verdict};
@@ -16,15 +17,6 @@ use spin::Once;
 use x86_64::instructions::tables::lidt;
 use x86_64::structures::DescriptorTablePointer;
 use x86_64::VirtAddr;
-
-/// First vector the (remapped, masked) legacy PICs could raise; 16 vectors follow.
-pub const PIC_VECTOR_BASE: u8 = 0x20;
-/// Local APIC timer.
-pub const TIMER_VECTOR: u8 = 0x40;
-/// Wake-up IPI: an AP leaves `hlt` and checks its job mailbox.
-pub const WAKE_VECTOR: u8 = 0x41;
-/// Local APIC spurious interrupts (low nibble all ones, as older APICs require).
-pub const SPURIOUS_VECTOR: u8 = 0xff;
 
 /// The state an entry stub saves, lowest address first.
 #[repr(C)]

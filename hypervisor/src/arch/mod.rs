@@ -11,3 +11,4 @@ pub mod percpu;
 pub mod power;
 pub mod smp;
 pub mod time;
+pub mod vectors;

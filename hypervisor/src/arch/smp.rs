@@ -13,7 +13,7 @@
 //! empties the slot.
 
 use super::percpu::{self, PerCpu, MAX_CPUS};
-use super::{apic, gdt, interrupts, time};
+use super::{apic, gdt, interrupts, time, vectors};
 use crate::decode::apic::Ipi;
 use crate::selftest::{Test, Verdict};
 use core::fmt;
@@ -388,7 +388,7 @@ pub fn run_on(index: u32, f: fn()) -> Result<(), JobError> {
     slot.job
         .compare_exchange(0, f as usize, Ordering::AcqRel, Ordering::Acquire)
         .map_err(|_| JobError::Busy)?;
-    apic::send_ipi(slot.apic_id(), Ipi::Fixed(interrupts::WAKE_VECTOR)).map_err(JobError::Ipi)?;
+    apic::send_ipi(slot.apic_id(), Ipi::Fixed(vectors::WAKE_VECTOR)).map_err(JobError::Ipi)?;
     if wait_for(JOB_TIMEOUT_NS, || slot.job.load(Ordering::Acquire) == 0) {
         Ok(())
     } else {
@@ -406,7 +406,7 @@ pub fn post(index: u32, f: fn()) -> Result<(), JobError> {
     slot.job
         .compare_exchange(0, f as usize, Ordering::AcqRel, Ordering::Acquire)
         .map_err(|_| JobError::Busy)?;
-    apic::send_ipi(slot.apic_id(), Ipi::Fixed(interrupts::WAKE_VECTOR)).map_err(JobError::Ipi)
+    apic::send_ipi(slot.apic_id(), Ipi::Fixed(vectors::WAKE_VECTOR)).map_err(JobError::Ipi)
 }
 
 /// Self-tests of this module.
