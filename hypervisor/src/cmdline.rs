@@ -4,6 +4,7 @@
 //! key with a bad value, becomes a [`Warning`] that the kernel logs; the option keeps its
 //! default. A leading word that starts with `/` (the image path some loaders pass) is
 //! skipped.
+#![forbid(unsafe_code)]
 
 use core::fmt;
 

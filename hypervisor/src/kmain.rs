@@ -89,7 +89,7 @@ static SELFTESTS: &[&[selftest::Test]] = &[
     crate::arch::smp::SELFTESTS,
     crate::pci::SELFTESTS,
     crate::virt::vmx::SELFTESTS,
-    crate::vm::manager::SELFTESTS,
+    crate::vm::selftests::SELFTESTS,
     crate::virt::svm::SELFTESTS,
 ];
 

@@ -1,8 +1,17 @@
 //! The hypervisor kernel.
 //!
-//! Pure logic (command line, frame allocator, page-table builder, self-test bookkeeping)
-//! builds for the host too and is tested with `cargo test`; everything that touches the
-//! hardware is under [`arch`] and builds only for `x86_64-unknown-none`.
+//! Two kinds of module, kept apart so that the policy can be tested on the host:
+//! * pure modules build for the host too and are tested with `cargo test`: [`cmdline`],
+//!   [`decode`] (x86 formats: exceptions, MADT, local APIC registers), [`mm`]'s frame
+//!   allocator, page-table builder and address-space plan, [`vm`]'s exit policy, loader,
+//!   guest memory, scheduler, consoles, pods and VM set-up, and the formats of both
+//!   virtualization backends (`virt::vmx::{vmcs, checks}`, `virt::svm::vmcb`). They
+//!   forbid or deny `unsafe` code.
+//! * hardware modules build only for `x86_64-unknown-none`: [`arch`] (CPU, interrupts,
+//!   APIC, SMP, clocks, console, power), `mm::{kernel, heap, direct}`, the backends'
+//!   `hw`/`vcpu` parts, [`acpi`], [`pci`]'s config-space access, and the drivers of the
+//!   run: `kmain` (bring-up in order, the self-test table) and `vm::manager` (the per-CPU
+//!   loop). Each `unsafe` block there says why it holds.
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;

@@ -8,6 +8,7 @@
 //!
 //! This module holds the test types and the runner only, and imports none of the modules
 //! under test; the table of every module's tests, in bring-up order, is in `kmain`.
+#![forbid(unsafe_code)]
 
 use crate::arch::power::{exit, ExitCode};
 use crate::cmdline::Selftest;

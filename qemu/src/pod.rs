@@ -152,6 +152,16 @@ pub enum PodEvent {
         /// Code.
         code: i32,
     },
+    /// `<pod>/<container>: N console lines dropped (rate limit)`: lines the hypervisor kept
+    /// in the container's log but did not print.
+    Dropped {
+        /// Pod.
+        pod: String,
+        /// Container.
+        container: String,
+        /// Lines.
+        count: u64,
+    },
     /// `<pod>/<container>: stopped: reason`.
     Stopped {
         /// Pod.
@@ -180,6 +190,9 @@ impl PodEvent {
         if let Some(code) = rest.strip_prefix("exited with code ") {
             return Some(PodEvent::Exited { pod, container, code: code.trim_end().parse().ok()? });
         }
+        if let Some(n) = rest.strip_suffix(" console lines dropped (rate limit)") {
+            return Some(PodEvent::Dropped { pod, container, count: n.parse().ok()? });
+        }
         let reason = rest.strip_prefix("stopped: ")?;
         Some(PodEvent::Stopped { pod, container, reason: reason.trim_end().to_string() })
     }
@@ -201,6 +214,8 @@ pub struct PodReport {
     pub output: Vec<(String, Vec<String>)>,
     /// How each container ended.
     pub ends: Vec<(String, ContainerEnd)>,
+    /// Lines of each container the console's rate limit refused.
+    pub dropped: Vec<(String, u64)>,
 }
 
 impl PodReport {
@@ -218,6 +233,12 @@ impl PodReport {
             PodEvent::Stopped { container, reason, .. } => {
                 self.set_end(container, ContainerEnd::Stopped(reason.clone()))
             }
+            PodEvent::Dropped { container, count, .. } => {
+                match self.dropped.iter_mut().find(|(c, _)| c == container) {
+                    Some((_, n)) => *n += count,
+                    None => self.dropped.push((container.clone(), *count)),
+                }
+            }
         }
         Some(e)
     }
@@ -232,6 +253,11 @@ impl PodReport {
     /// A container's output lines.
     pub fn lines(&self, container: &str) -> &[String] {
         self.output.iter().find(|(c, _)| c == container).map(|(_, l)| l.as_slice()).unwrap_or_default()
+    }
+
+    /// How many of a container's lines the console refused.
+    pub fn dropped(&self, container: &str) -> u64 {
+        self.dropped.iter().find(|(c, _)| c == container).map_or(0, |(_, n)| *n)
     }
 
     /// How a container ended.
@@ -352,6 +378,12 @@ mod tests {
         );
         assert_eq!(PodEvent::parse("vm0> pod/main: exited with code 0"), None);
         assert_eq!(PodEvent::parse("pod/main: something else"), None);
+        let mut r = PodReport::default();
+        for l in ["p/c: 7 console lines dropped (rate limit)", "p/c: 3 console lines dropped (rate limit)"] {
+            assert!(matches!(r.feed(l), Some(PodEvent::Dropped { count: 3 | 7, .. })));
+        }
+        assert_eq!((r.dropped("c"), r.dropped("d")), (10, 0));
+        assert_eq!(PodEvent::parse("p/c: x console lines dropped (rate limit)"), None);
         assert_eq!(PodEvent::parse("a b/c> x"), None);
         let mut r = PodReport::default();
         for l in ["pod/main> a", "pod/main> exited with code 3", "pod/main: exited with code 1", "junk"] {

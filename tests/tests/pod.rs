@@ -218,6 +218,45 @@ fn shell_pipe() {
     check(&o, out(&o).iter().map(|l| l.trim()).collect::<Vec<_>>() == ["6"], "echo hello | wc -c is 6");
 }
 
+/// A container printing as fast as it can beside a quiet one: the hypervisor keeps the
+/// chatty one's lines in its log but lets only a burst and then a trickle reach the
+/// console (every line is either printed or counted in a rate-limit line), the neighbour's
+/// lines and both ends come through, and the pod VM finishes.
+#[test]
+fn a_chatty_container_is_rate_limited_and_its_neighbour_still_finishes() {
+    const LINES: u64 = 20_000;
+    let image = busybox();
+    let mut spec =
+        PodRun::new(image, &["sh".into(), "-c".into(), "echo started; sleep 1; echo finished".into()]).spec();
+    let mut chatty = spec.containers[0].clone();
+    chatty.name = "chatty".into();
+    chatty.command = vec!["seq".into(), "1".into(), LINES.to_string()];
+    spec.containers.push(chatty);
+    let guest = std::fs::read(guest_kernel()).expect("crx-guest");
+    let layers: Vec<_> = image.layers.iter().map(|l| (l.bytes.as_slice(), l.compression.kind())).collect();
+    let module = ok(pod::write_module(&ok(pod::pack(&guest, &spec, &layers)), "pod-chatty"));
+    let o = boot(&qemu(), "pod-chatty", module, "");
+    check_exit(&o, 0);
+    check(&o, out(&o) == ["started", "finished"], "the quiet container's lines all come through");
+    check(&o, o.pod.end("chatty") == Some(&ContainerEnd::Exited(0)), "seq exits 0");
+    let shown = o.pod.lines("chatty");
+    let dropped = o.pod.dropped("chatty");
+    check(&o, dropped > 0, "the chatty container's console is rate-limited");
+    check(
+        &o,
+        shown.len() as u64 + dropped == LINES,
+        &format!("every line is printed or counted: {} shown, {dropped} dropped", shown.len()),
+    );
+    let numbers: Vec<u64> = shown.iter().filter_map(|l| l.parse().ok()).collect();
+    check(
+        &o,
+        numbers.len() == shown.len()
+            && numbers.first() == Some(&1)
+            && numbers.windows(2).all(|w| w[0] < w[1]),
+        "the lines shown are seq's, in order, from the first",
+    );
+}
+
 #[test]
 fn sleep_one_second() {
     let o = busybox_run("pod-sleep", &["sleep", "1"]);

@@ -9,6 +9,7 @@ pub mod gdt;
 pub mod interrupts;
 pub mod percpu;
 pub mod power;
+pub mod rtc;
 pub mod smp;
 pub mod time;
 pub mod vectors;

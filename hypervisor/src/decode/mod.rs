@@ -9,6 +9,7 @@
 //!
 //! No-panic contract: every function here accepts any input (firmware bytes, register
 //! values, memory a walk reads) and answers with a value or a typed error.
+#![forbid(unsafe_code)]
 
 pub mod apic;
 pub mod exception;

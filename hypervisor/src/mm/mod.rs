@@ -16,6 +16,9 @@ pub mod paging;
 
 #[cfg(target_os = "none")]
 #[allow(unsafe_code)]
+pub mod direct;
+#[cfg(target_os = "none")]
+#[allow(unsafe_code)]
 mod heap;
 #[cfg(target_os = "none")]
 #[allow(unsafe_code)]

@@ -8,7 +8,7 @@
 //! shared, so [`Console`] lets through at most [`BURST_LINES`] lines at once and
 //! [`LINES_PER_SEC`] a second after that; lines over the limit are counted and the
 //! count is reported (as a line of the hypervisor's) with the next line let through.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 /// Longest line kept before it is printed anyway.
 pub const LINE_MAX: usize = 256;

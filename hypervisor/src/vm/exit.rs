@@ -1,4 +1,5 @@
 //! The one interface between the virtualization backends and everything above them.
+#![forbid(unsafe_code)]
 
 use core::fmt;
 

@@ -25,7 +25,7 @@
 //!   1 to 15 stops the VM before anything is done: skipping 0 bytes would run the same
 //!   instruction again forever (a console write printed again at every entry), and a
 //!   longer skip lands inside other code.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use super::exit::{Access, Action, Exit, ExitKind, GuestRegs, StopReason, MAX_INSTR_LEN};
 use super::memory::OutOfRange;
@@ -408,12 +408,14 @@ mod tests {
         fn pod_log(&mut self, container: u64, stream: u64, bytes: &[u8]) {
             if let Some(p) = self.pod.as_mut() {
                 let lines = &mut self.lines;
-                let _ = p.log(container, stream, bytes, |l| lines.push(l.to_string()));
+                let _ = p.log(container, stream, bytes, 0, |l| lines.push(l.to_string()));
             }
         }
         fn container_exit(&mut self, container: u64, code: i32) -> bool {
             let lines = &mut self.lines;
-            self.pod.as_mut().is_some_and(|p| p.exit(container, code, |l| lines.push(l.to_string())).is_ok())
+            self.pod
+                .as_mut()
+                .is_some_and(|p| p.exit(container, code, 0, |l| lines.push(l.to_string())).is_ok())
         }
         fn pod_spec(&self) -> Option<&'static [u8]> {
             self.pod.as_ref().map(|p| p.spec_json)

@@ -21,6 +21,7 @@
 //!
 //! All guest memory is identity-mapped read-write-executable with 2 MiB pages, except the
 //! first 2 MiB, mapped with 4 KiB pages so that page 0 can stay unmapped.
+#![forbid(unsafe_code)]
 
 use super::exit::{GuestRegs, InitialState, Segment};
 use super::memory::{FrameSource, GuestMemory, OutOfRange, LARGE_BYTES, PAGE_SIZE};

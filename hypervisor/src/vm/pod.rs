@@ -9,11 +9,18 @@
 //!   `p/c: exited with code 137` if the VM ran out of memory (the OOM killer's code),
 //!   else `p/c: stopped: <reason>` (the VM's stop reason, or that the VM exited first).
 //!
+//! Every byte goes to the container's log ring; the console is rate-limited per container
+//! like a VM's console ([`super::console::BURST_LINES`] lines at once, then
+//! [`super::console::LINES_PER_SEC`] a second), so a container writing in a loop cannot
+//! flood the serial line nor silence its neighbours. Lines refused are counted and
+//! reported as `p/c: <n> console lines dropped (rate limit)` before the next line let
+//! through, and before the container's end line. End lines are never refused.
+//!
 //! Names come from a checked [`PodSpec`] (`crx_abi::pod::valid_name`), so they hold no
 //! `/`, `>`, `:` or spaces and a container cannot forge another's lines.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
-use super::console::LineBuffer;
+use super::console::{LineBuffer, RateLimit, BURST_LINES, LINES_PER_SEC};
 use super::exit::StopReason;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -102,6 +109,8 @@ pub struct Container {
     pub log: LogRing,
     out: LineBuffer,
     err: LineBuffer,
+    /// The console's rate limit on its lines.
+    limit: RateLimit,
     /// Its exit code, once reported.
     pub exit: Option<i32>,
 }
@@ -126,6 +135,16 @@ pub enum PodLine<'a> {
         container: &'a str,
         /// Exit code.
         code: i32,
+    },
+    /// This many of a container's lines were refused by the console's rate limit (they
+    /// are in its log all the same).
+    Dropped {
+        /// Pod name.
+        pod: &'a str,
+        /// Container name.
+        container: &'a str,
+        /// Lines refused since the last report.
+        count: u64,
     },
     /// A container that ended with its VM.
     Stopped {
@@ -162,6 +181,9 @@ impl fmt::Display for PodLine<'_> {
             PodLine::Output { pod, container, text } => write!(f, "{pod}/{container}> {text}"),
             PodLine::Exited { pod, container, code } => {
                 write!(f, "{pod}/{container}: exited with code {code}")
+            }
+            PodLine::Dropped { pod, container, count } => {
+                write!(f, "{pod}/{container}: {count} console lines dropped (rate limit)")
             }
             PodLine::Stopped { pod, container, reason } => write!(f, "{pod}/{container}: stopped: {reason}"),
         }
@@ -203,6 +225,7 @@ impl PodState {
                 log: LogRing::new(LOG_BYTES),
                 out: LineBuffer::default(),
                 err: LineBuffer::default(),
+                limit: RateLimit::new(BURST_LINES, LINES_PER_SEC),
                 exit: None,
             })
             .collect();
@@ -224,12 +247,14 @@ impl PodState {
             .ok_or(PodError::NoContainer(container))
     }
 
-    /// Output of a container: kept in its log and printed line by line.
+    /// Output of a container at `now_ns` (monotonic): kept in its log, and line by line
+    /// on the console as far as the rate limit lets it.
     pub fn log(
         &mut self,
         container: u64,
         stream: u64,
         bytes: &[u8],
+        now_ns: u64,
         mut emit: impl FnMut(PodLine<'_>),
     ) -> Result<(), PodError> {
         self.check_log(container, stream)?;
@@ -241,15 +266,17 @@ impl PodState {
         c.log.push(bytes);
         let name = c.name.as_str();
         let line = if stream == STREAM_STDERR { &mut c.err } else { &mut c.out };
-        line.push(bytes, |text| emit(PodLine::Output { pod, container: name, text }));
+        let limit = &mut c.limit;
+        line.push(bytes, |text| pass(limit, now_ns, pod, name, text, &mut emit));
         Ok(())
     }
 
-    /// A container's end (once).
+    /// A container's end (once), at `now_ns`.
     pub fn exit(
         &mut self,
         container: u64,
         code: i32,
+        now_ns: u64,
         mut emit: impl FnMut(PodLine<'_>),
     ) -> Result<(), PodError> {
         let pod = self.name.as_str();
@@ -260,25 +287,32 @@ impl PodState {
         if c.exit.is_some() {
             return Err(PodError::AlreadyExited(container));
         }
-        Self::flush(pod, c, &mut emit);
+        Self::flush(pod, c, now_ns, &mut emit);
         c.exit = Some(code);
         emit(PodLine::Exited { pod, container: &c.name, code });
         Ok(())
     }
 
-    fn flush(pod: &str, c: &mut Container, emit: &mut impl FnMut(PodLine<'_>)) {
+    /// Prints the partial lines (as far as the limit lets them) and the count of refused
+    /// lines not reported yet.
+    fn flush(pod: &str, c: &mut Container, now_ns: u64, emit: &mut impl FnMut(PodLine<'_>)) {
         let name = c.name.as_str();
-        c.out.flush(|text| emit(PodLine::Output { pod, container: name, text }));
-        c.err.flush(|text| emit(PodLine::Output { pod, container: name, text }));
+        let limit = &mut c.limit;
+        c.out.flush(|text| pass(limit, now_ns, pod, name, text, emit));
+        c.err.flush(|text| pass(limit, now_ns, pod, name, text, emit));
+        let count = c.limit.take_dropped();
+        if count > 0 {
+            emit(PodLine::Dropped { pod, container: name, count });
+        }
     }
 
     /// The VM ended: flushes every container's partial lines and reports those that had
     /// not ended (see the module documentation). Returns the first container's exit code
     /// as it stands now, if it has one.
-    pub fn vm_ended(&mut self, end: VmEnd, mut emit: impl FnMut(PodLine<'_>)) -> Option<i32> {
+    pub fn vm_ended(&mut self, end: VmEnd, now_ns: u64, mut emit: impl FnMut(PodLine<'_>)) -> Option<i32> {
         let pod = self.name.as_str();
         for c in self.containers.iter_mut() {
-            Self::flush(pod, c, &mut emit);
+            Self::flush(pod, c, now_ns, &mut emit);
             if c.exit.is_some() {
                 continue;
             }
@@ -295,6 +329,23 @@ impl PodState {
     /// Layer `index`'s record, if there is such a layer.
     pub fn layer(&self, index: u64) -> Option<LayerInfo> {
         usize::try_from(index).ok().and_then(|i| self.layers.get(i)).copied()
+    }
+}
+
+/// One output line through a container's rate limit.
+fn pass(
+    limit: &mut RateLimit,
+    now_ns: u64,
+    pod: &str,
+    container: &str,
+    text: &str,
+    emit: &mut impl FnMut(PodLine<'_>),
+) {
+    if let Some(count) = limit.admit(now_ns) {
+        if count > 0 {
+            emit(PodLine::Dropped { pod, container, count });
+        }
+        emit(PodLine::Output { pod, container, text });
     }
 }
 
@@ -350,11 +401,11 @@ mod tests {
     fn lines_are_prefixed_per_container_and_stream() {
         let mut p = pod();
         let out = run(|e| {
-            p.log(0, 1, b"hel", &mut *e).unwrap();
-            p.log(0, 2, b"oops\n", &mut *e).unwrap();
-            p.log(0, 1, b"lo\n\x1b[31mred\n", &mut *e).unwrap();
-            p.log(1, 1, b"partial", &mut *e).unwrap();
-            p.exit(1, 3, &mut *e).unwrap();
+            p.log(0, 1, b"hel", 0, &mut *e).unwrap();
+            p.log(0, 2, b"oops\n", 0, &mut *e).unwrap();
+            p.log(0, 1, b"lo\n\x1b[31mred\n", 0, &mut *e).unwrap();
+            p.log(1, 1, b"partial", 0, &mut *e).unwrap();
+            p.exit(1, 3, 0, &mut *e).unwrap();
         });
         assert_eq!(
             out,
@@ -374,13 +425,13 @@ mod tests {
     fn bad_indices_and_streams_are_refused() {
         let mut p = pod();
         let out = run(|e| {
-            assert_eq!(p.log(2, 1, b"x", &mut *e), Err(PodError::NoContainer(2)));
-            assert_eq!(p.log(u64::MAX, 1, b"x", &mut *e), Err(PodError::NoContainer(u64::MAX)));
-            assert_eq!(p.log(0, 0, b"x", &mut *e), Err(PodError::BadStream(0)));
-            assert_eq!(p.log(0, 3, b"x", &mut *e), Err(PodError::BadStream(3)));
-            assert_eq!(p.exit(5, 0, &mut *e), Err(PodError::NoContainer(5)));
-            assert_eq!(p.exit(0, 0, &mut *e), Ok(()));
-            assert_eq!(p.exit(0, 1, &mut *e), Err(PodError::AlreadyExited(0)));
+            assert_eq!(p.log(2, 1, b"x", 0, &mut *e), Err(PodError::NoContainer(2)));
+            assert_eq!(p.log(u64::MAX, 1, b"x", 0, &mut *e), Err(PodError::NoContainer(u64::MAX)));
+            assert_eq!(p.log(0, 0, b"x", 0, &mut *e), Err(PodError::BadStream(0)));
+            assert_eq!(p.log(0, 3, b"x", 0, &mut *e), Err(PodError::BadStream(3)));
+            assert_eq!(p.exit(5, 0, 0, &mut *e), Err(PodError::NoContainer(5)));
+            assert_eq!(p.exit(0, 0, 0, &mut *e), Ok(()));
+            assert_eq!(p.exit(0, 1, 0, &mut *e), Err(PodError::AlreadyExited(0)));
         });
         assert_eq!(out, ["demo/main: exited with code 0"]);
         assert!(p.containers[0].log.is_empty());
@@ -390,9 +441,9 @@ mod tests {
     fn vm_end_reports_the_containers_still_running() {
         let mut p = pod();
         let out = run(|e| {
-            p.log(1, 1, b"half", &mut *e).unwrap();
-            p.exit(0, 0, &mut *e).unwrap();
-            assert_eq!(p.vm_ended(VmEnd::Stopped(StopReason::TripleFault), &mut *e), Some(0));
+            p.log(1, 1, b"half", 0, &mut *e).unwrap();
+            p.exit(0, 0, 0, &mut *e).unwrap();
+            assert_eq!(p.vm_ended(VmEnd::Stopped(StopReason::TripleFault), 0, &mut *e), Some(0));
         });
         assert_eq!(
             out,
@@ -400,14 +451,65 @@ mod tests {
         );
         let mut p = pod();
         let out = run(|e| {
-            assert_eq!(p.vm_ended(VmEnd::Stopped(StopReason::OutOfMemory), &mut *e), Some(137));
+            assert_eq!(p.vm_ended(VmEnd::Stopped(StopReason::OutOfMemory), 0, &mut *e), Some(137));
         });
         assert_eq!(out, ["demo/main: exited with code 137", "demo/side: exited with code 137"]);
         let mut p = pod();
         let out = run(|e| {
-            assert_eq!(p.vm_ended(VmEnd::Exited(4), &mut *e), None);
+            assert_eq!(p.vm_ended(VmEnd::Exited(4), 0, &mut *e), None);
         });
         assert_eq!(out[0], "demo/main: stopped: the pod VM exited (code 4) before the container ended");
+    }
+
+    #[test]
+    fn a_flooding_container_is_cut_to_the_limit_and_its_neighbour_is_not() {
+        const SEC: u64 = 1_000_000_000;
+        let mut p = pod();
+        let (mut main_lines, mut dropped, mut side) = (0u64, 0u64, Vec::new());
+        let mut seen = Vec::new();
+        let mut count = |l: PodLine<'_>| match l {
+            PodLine::Output { container: "main", .. } => main_lines += 1,
+            PodLine::Dropped { container: "main", count, .. } => dropped += count,
+            PodLine::Output { container: "side", text, .. } => side.push(text.to_string()),
+            other => seen.push(other.to_string()),
+        };
+        // 10 000 lines of "main" within a millisecond, with "side" talking in between.
+        for k in 0..10_000u64 {
+            p.log(0, 1, b"spam\n", SEC + k * 100, &mut count).unwrap();
+            if k % 1000 == 0 {
+                p.log(1, 1, format!("side {k}\n").as_bytes(), SEC + k * 100, &mut count).unwrap();
+            }
+        }
+        p.exit(0, 0, SEC + SEC / 1000, &mut count).unwrap();
+        assert_eq!(main_lines, u64::from(BURST_LINES));
+        assert_eq!(dropped, 10_000 - u64::from(BURST_LINES), "every refused line is counted");
+        assert_eq!(side.len(), 10, "the neighbour's lines all come through: {side:?}");
+        assert_eq!(seen, ["demo/main: exited with code 0"], "the end line is never refused");
+        // The log keeps what the console refused (the newest 64 KiB).
+        assert_eq!(p.containers[0].log.len() + p.containers[0].log.dropped() as usize, 50_000);
+        // The count comes before the end line, and a second later lines pass again.
+        let mut p = pod();
+        let out = run(|e| {
+            for _ in 0..BURST_LINES + 3 {
+                p.log(1, 2, b"x\n", 0, &mut *e).unwrap();
+            }
+            p.log(1, 2, b"late\n", SEC, &mut *e).unwrap();
+            for _ in 0..BURST_LINES {
+                p.log(1, 2, b"y\n", SEC, &mut *e).unwrap();
+            }
+            p.exit(1, 1, SEC, &mut *e).unwrap();
+        });
+        let tail: Vec<&str> =
+            out.iter().map(String::as_str).filter(|l| !l.ends_with("> x") && !l.ends_with("> y")).collect();
+        assert_eq!(
+            tail,
+            [
+                "demo/side: 3 console lines dropped (rate limit)",
+                "demo/side> late",
+                "demo/side: 81 console lines dropped (rate limit)",
+                "demo/side: exited with code 1"
+            ]
+        );
     }
 
     #[test]

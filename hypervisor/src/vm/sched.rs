@@ -9,7 +9,7 @@
 //! * Each VM may have a CPU limit in millicores (1000 = one CPU): in every aligned
 //!   [`PERIOD_NS`] period it gets at most `limit x PERIOD_NS / 1000` ns of guest time;
 //!   a VM over it is not picked until the next period. Guest time is accounted per VM.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;

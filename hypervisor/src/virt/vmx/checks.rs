@@ -19,6 +19,7 @@
 //! sub-page permissions).
 //!
 //! No-panic contract: every function accepts any field values.
+#![forbid(unsafe_code)]
 
 use super::vmcs::{entry_ctl, exit_ctl, pin, proc1, proc2};
 

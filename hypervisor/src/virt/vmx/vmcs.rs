@@ -6,6 +6,7 @@
 //!
 //! No-panic contract: every function accepts any value (capability MSRs, exit reasons,
 //! qualifications a guest influences) and answers with a value or a typed error.
+#![forbid(unsafe_code)]
 
 use crate::vm::{Access, ExitKind, Segment};
 
