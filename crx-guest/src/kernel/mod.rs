@@ -8,6 +8,7 @@
 //! [`KERNEL_FAULT_EXIT`].
 
 pub mod arch;
+mod exec;
 mod fd;
 mod hv;
 pub mod mm;

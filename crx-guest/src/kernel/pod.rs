@@ -18,11 +18,12 @@ use crx_guest::podabi::{self, ContainerSpec, PodSpec};
 use crx_guest::posix::{self, sig, Exit};
 
 use super::arch::{self, FpuArea};
+use super::exec::{self, ExecError};
 use super::fd::{desc, FdEntry, Object};
 use super::klog;
 use super::mm::{self, KernelTables};
 use super::proc::{Container, Kernel, Pid, KERNEL};
-use super::sys::{self, ExecError};
+use super::sys;
 use crx_fs::linux::o;
 
 fn decode_word(w: &str) -> String {
@@ -198,7 +199,7 @@ fn start_container(k: &mut Kernel, i: u32, spec: &ContainerSpec) {
     };
     let argv: Vec<Vec<u8>> = spec.command.iter().map(|s| s.as_bytes().to_vec()).collect();
     let envp: Vec<Vec<u8>> = spec.env.iter().map(|s| s.as_bytes().to_vec()).collect();
-    match sys::exec(k, pid, path.as_bytes(), &argv, &envp) {
+    match exec::exec(k, pid, path.as_bytes(), &argv, &envp) {
         Ok(()) => {}
         Err(ExecError::Errno(Errno::EACCES)) => {
             fail(k, i, &alloc::format!("exec: {name}: permission denied"), Exit::Code(126))
