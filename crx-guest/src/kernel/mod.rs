@@ -14,6 +14,7 @@ mod hv;
 pub mod mm;
 mod pod;
 mod proc;
+mod sched;
 mod signals;
 mod sys;
 

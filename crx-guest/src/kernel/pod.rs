@@ -12,7 +12,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crx_abi::{BootParams, Error};
-use crx_fs::{Errno, Fs, Ino, LayerKind};
+use crx_fs::{Errno, Fs, Ino, LayerKind, Timespec};
 use crx_guest::frames::FramePool;
 use crx_guest::podabi::{self, ContainerSpec, PodSpec};
 use crx_guest::posix::{self, sig, Exit};
@@ -23,7 +23,6 @@ use super::fd::{desc, FdEntry, Object};
 use super::klog;
 use super::mm::{self, KernelTables};
 use super::proc::{Container, Kernel, Pid, KERNEL};
-use super::sys;
 use crx_fs::linux::o;
 
 fn decode_word(w: &str) -> String {
@@ -232,6 +231,17 @@ fn fail(k: &mut Kernel, i: u32, msg: &str, how: Exit) {
     }
 }
 
+fn now_timespec(k: &Kernel) -> Timespec {
+    let ns = k.hv.wall_ns();
+    Timespec { sec: (ns / 1_000_000_000) as i64, nsec: (ns % 1_000_000_000) as u32 }
+}
+
+/// The time the filesystem stamps on changes.
+fn tick_fs_time(k: &mut Kernel) {
+    let t = now_timespec(k);
+    k.fs.set_time(t);
+}
+
 /// Boots the pod and runs it until every container has ended (then the VM exits).
 pub fn start(kt: KernelTables, pool: FramePool, params: &BootParams, heap_bytes: u64) -> ! {
     let hv = super::hv();
@@ -272,7 +282,7 @@ pub fn start(kt: KernelTables, pool: FramePool, params: &BootParams, heap_bytes:
     k.process_limit = (spec.process_limit as usize).max(1);
     k.containers =
         spec.containers.iter().map(|c| Container { name: c.name.clone(), root: None, exit: None }).collect();
-    sys::tick_fs_time(&mut k);
+    tick_fs_time(&mut k);
     let layers = apply_layers(&mut k);
     ensure_dir(&mut k.fs, b"/tmp", 0o1777);
     ensure_dir(&mut k.fs, b"/dev", 0o755);

@@ -23,8 +23,6 @@ use crx_guest::sysno;
 use super::klog;
 use super::proc::{Kernel, MemFault, Pid, State};
 
-pub use time::tick_fs_time;
-
 /// How a syscall did not simply return a value.
 pub enum Fail {
     /// Return `-errno`.

@@ -1,14 +1,9 @@
-//! Time: clocks, sleeps, and the time the filesystem stamps on changes.
+//! Time: clocks and sleeps.
 
-use crx_fs::{Errno, Timespec};
+use crx_fs::Errno;
 
 use super::{uread, uwrite, Fail, Sys};
 use crate::kernel::proc::Kernel;
-
-fn now_timespec(k: &Kernel) -> Timespec {
-    let ns = k.hv.wall_ns();
-    Timespec { sec: (ns / 1_000_000_000) as i64, nsec: (ns % 1_000_000_000) as u32 }
-}
 
 pub(super) fn sys_times(k: &mut Kernel, a: [u64; 6]) -> Sys {
     if a[0] != 0 {
@@ -113,10 +108,4 @@ pub(super) fn sys_clock_nanosleep(k: &mut Kernel, a: [u64; 6]) -> Sys {
         now_mono.saturating_add(t)
     };
     sleep_until(k, d)
-}
-
-/// The time the filesystem stamps on changes.
-pub fn tick_fs_time(k: &mut Kernel) {
-    let t = now_timespec(k);
-    k.fs.set_time(t);
 }
