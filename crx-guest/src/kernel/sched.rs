@@ -108,7 +108,10 @@ impl Kernel {
         }
         let p = self.procs.get(&pid).expect("picked process exists");
         if let Some(a) = &p.aspace {
-            arch::load_cr3(a.pml4);
+            // SAFETY: `AddrSpace::new` copies the kernel half of the kernel's PML4 and the
+            // image page tables into every address space, and a process's tables are freed
+            // only by `AddrSpace::destroy`, which moves off them first when they are loaded.
+            unsafe { arch::load_cr3(a.pml4) };
         }
         arch::set_fs_base(p.fs_base);
         p.frame
