@@ -300,9 +300,18 @@ const MSR_LSTAR: u32 = 0xC000_0082;
 const MSR_SFMASK: u32 = 0xC000_0084;
 const MSR_FS_BASE: u32 = 0xC000_0100;
 
-fn wrmsr(msr: u32, v: u64) {
-    // SAFETY: only called with the MSRs above, which the hypervisor passes through and
-    // whose values set here keep the kernel's own state intact.
+/// Writes `v` to model-specific register `msr`.
+///
+/// # Safety
+///
+/// `msr` must be an MSR the CPU implements and `v` a value it accepts for it, and the write
+/// must keep intact what the kernel relies on: the paging and long-mode bits of EFER, and
+/// syscall entry through `crx_syscall_entry` with the kernel's selectors (STAR, LSTAR,
+/// SFMASK). MSRs that change how the kernel itself addresses memory (GS base, PAT, ...) must
+/// not be written with values it does not expect.
+unsafe fn wrmsr(msr: u32, v: u64) {
+    // SAFETY: the caller guarantees the MSR and value are acceptable and keep the kernel's
+    // state intact; WRMSR itself touches no memory.
     unsafe { asm!("wrmsr", in("ecx") msr, in("eax") v as u32, in("edx") (v >> 32) as u32, options(nostack)) };
 }
 
@@ -402,13 +411,21 @@ pub fn init() {
     let _ = TSS_SEL;
     // SYSCALL enters at CS 0x08/SS 0x10; SYSRET returns to CS 0x20|3 and SS 0x18|3
     // (STAR[63:48] + 16 and + 8, AMD APM Vol. 2, 6.1.1).
-    wrmsr(MSR_STAR, (u64::from(KERNEL_CS) << 32) | (0x10u64 << 48));
-    wrmsr(MSR_LSTAR, crx_syscall_entry as *const () as u64);
+    // SAFETY: STAR takes the kernel selectors of the GDT just loaded (0x08 code, 0x10 data)
+    // and the user ones right above them; nothing uses SYSCALL or SYSRET before this.
+    unsafe { wrmsr(MSR_STAR, (u64::from(KERNEL_CS) << 32) | (0x10u64 << 48)) };
+    // SAFETY: LSTAR points at the kernel's syscall entry stub, which switches to the kernel
+    // stack before touching memory.
+    unsafe { wrmsr(MSR_LSTAR, crx_syscall_entry as *const () as u64) };
     // Clear TF, IF, DF, AC on entry.
-    wrmsr(MSR_SFMASK, 0x4_7700);
-    wrmsr(MSR_EFER, rdmsr(MSR_EFER) | 1); // SCE
-                                          // SSE for user code: CR4.OSFXSR (bit 9) and CR4.OSXMMEXCPT (bit 10), Intel SDM Vol. 3A 13.1.3.
-                                          // SAFETY: enabling FXSAVE/SSE support changes no memory mapping or privilege state.
+    // SAFETY: SFMASK only selects RFLAGS bits cleared on SYSCALL; clearing these is what the
+    // entry stub expects.
+    unsafe { wrmsr(MSR_SFMASK, 0x4_7700) };
+    // SAFETY: the value read back from EFER with only SCE (bit 0, SYSCALL enable) added keeps
+    // its long-mode and NX bits as they are.
+    unsafe { wrmsr(MSR_EFER, rdmsr(MSR_EFER) | 1) };
+    // SSE for user code: CR4.OSFXSR (bit 9) and CR4.OSXMMEXCPT (bit 10), Intel SDM Vol. 3A 13.1.3.
+    // SAFETY: enabling FXSAVE/SSE support changes no memory mapping or privilege state.
     unsafe {
         asm!(
             "mov {t}, cr4",
@@ -435,10 +452,16 @@ pub fn enter_user(frame: &TrapFrame) -> ! {
     }
 }
 
-/// Switches to address space `pml4` (a frame holding a valid PML4 that maps the kernel).
-pub fn load_cr3(pml4: u64) {
-    // SAFETY: every PML4 the kernel builds maps the kernel image, stack and direct map the
-    // same way, so execution continues; callers pass only such tables.
+/// Switches to address space `pml4`.
+///
+/// # Safety
+///
+/// `pml4` must be the physical address of a page-aligned PML4 whose tables map the kernel
+/// image, the kernel stack and the direct map as the loaded tables do (so that execution
+/// and every live kernel reference carry on), and its frames must not be freed or reused
+/// while it is loaded.
+pub unsafe fn load_cr3(pml4: u64) {
+    // SAFETY: the caller guarantees the tables keep the kernel mapped as before.
     unsafe { asm!("mov cr3, {}", in(reg) pml4, options(nostack)) };
 }
 
@@ -466,7 +489,9 @@ pub fn cr2() -> u64 {
 
 /// Sets the user FS base (TLS).
 pub fn set_fs_base(v: u64) {
-    wrmsr(MSR_FS_BASE, v);
+    // SAFETY: the kernel never addresses memory through FS, so no FS base can break it; a
+    // non-canonical value makes WRMSR raise #GP, which is reported as a kernel fault.
+    unsafe { wrmsr(MSR_FS_BASE, v) };
 }
 
 /// The boot-time CPU's `CPUID.1:EDX` (for `AT_HWCAP`).

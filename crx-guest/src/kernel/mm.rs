@@ -213,7 +213,11 @@ pub fn init_kernel_tables(
         }
         pa += FRAME;
     }
-    crate::kernel::arch::load_cr3(pml4);
+    // SAFETY: these tables map the kernel image (its code, statics and stack, less the stack
+    // guard) at its load address as the boot identity map does, so execution and the stack
+    // carry on; frame accesses move to the direct map built here (PHYS_BASE, set right
+    // after); the tables are never freed.
+    unsafe { crate::kernel::arch::load_cr3(pml4) };
     KERNEL_PML4.store(pml4, Ordering::Relaxed);
     PHYS_BASE.store(PHYS_OFFSET, Ordering::Relaxed);
     Ok(KernelTables { pml4, image_pt })
@@ -418,7 +422,9 @@ impl AddrSpace {
     /// must not keep running on them.
     pub fn destroy(self, pool: &mut FramePool) {
         if crate::kernel::arch::cr3() & ADDR == self.pml4 {
-            crate::kernel::arch::load_cr3(KERNEL_PML4.load(Ordering::Relaxed));
+            // SAFETY: the kernel's own PML4, built at boot, maps the kernel as every address
+            // space does and is never freed.
+            unsafe { crate::kernel::arch::load_cr3(KERNEL_PML4.load(Ordering::Relaxed)) };
         }
         let (mut pages, mut tables) = (alloc::vec::Vec::new(), alloc::vec::Vec::new());
         self.walk(&mut |_, _, e| pages.push(e & ADDR), &mut |t| tables.push(t));

@@ -8,11 +8,13 @@
 //! [`KERNEL_FAULT_EXIT`].
 
 pub mod arch;
+mod exec;
 mod fd;
 mod hv;
 pub mod mm;
 mod pod;
 mod proc;
+mod sched;
 mod signals;
 mod sys;
 

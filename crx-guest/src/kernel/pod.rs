@@ -12,17 +12,17 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crx_abi::{BootParams, Error};
-use crx_fs::{Errno, Fs, Ino, LayerKind};
+use crx_fs::{Errno, Fs, Ino, LayerKind, Timespec};
 use crx_guest::frames::FramePool;
 use crx_guest::podabi::{self, ContainerSpec, PodSpec};
 use crx_guest::posix::{self, sig, Exit};
 
 use super::arch::{self, FpuArea};
+use super::exec::{self, ExecError};
 use super::fd::{desc, FdEntry, Object};
 use super::klog;
 use super::mm::{self, KernelTables};
 use super::proc::{Container, Kernel, Pid, KERNEL};
-use super::sys::{self, ExecError};
 use crx_fs::linux::o;
 
 fn decode_word(w: &str) -> String {
@@ -198,7 +198,7 @@ fn start_container(k: &mut Kernel, i: u32, spec: &ContainerSpec) {
     };
     let argv: Vec<Vec<u8>> = spec.command.iter().map(|s| s.as_bytes().to_vec()).collect();
     let envp: Vec<Vec<u8>> = spec.env.iter().map(|s| s.as_bytes().to_vec()).collect();
-    match sys::exec(k, pid, path.as_bytes(), &argv, &envp) {
+    match exec::exec(k, pid, path.as_bytes(), &argv, &envp) {
         Ok(()) => {}
         Err(ExecError::Errno(Errno::EACCES)) => {
             fail(k, i, &alloc::format!("exec: {name}: permission denied"), Exit::Code(126))
@@ -229,6 +229,17 @@ fn fail(k: &mut Kernel, i: u32, msg: &str, how: Exit) {
             let _ = k.hv.container_exit(i, how.container_code());
         }
     }
+}
+
+fn now_timespec(k: &Kernel) -> Timespec {
+    let ns = k.hv.wall_ns();
+    Timespec { sec: (ns / 1_000_000_000) as i64, nsec: (ns % 1_000_000_000) as u32 }
+}
+
+/// The time the filesystem stamps on changes.
+fn tick_fs_time(k: &mut Kernel) {
+    let t = now_timespec(k);
+    k.fs.set_time(t);
 }
 
 /// Boots the pod and runs it until every container has ended (then the VM exits).
@@ -271,7 +282,7 @@ pub fn start(kt: KernelTables, pool: FramePool, params: &BootParams, heap_bytes:
     k.process_limit = (spec.process_limit as usize).max(1);
     k.containers =
         spec.containers.iter().map(|c| Container { name: c.name.clone(), root: None, exit: None }).collect();
-    sys::tick_fs_time(&mut k);
+    tick_fs_time(&mut k);
     let layers = apply_layers(&mut k);
     ensure_dir(&mut k.fs, b"/tmp", 0o1777);
     ensure_dir(&mut k.fs, b"/dev", 0o755);

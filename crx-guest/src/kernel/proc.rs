@@ -1,29 +1,26 @@
-//! Processes, their memory, and the scheduler.
+//! Processes and their memory: the process table ([`Kernel`]), each process's state, and
+//! checked copies to and from a process's memory ([`UserMem`]).
 //!
-//! Every process has its own address space, descriptor table and saved user registers.
-//! There are no interrupts: a process runs until it makes a syscall that blocks, yields,
-//! exits or faults. A blocked syscall is retried each time the scheduler passes by (its
-//! arguments are still in the saved registers); when every process is blocked and some
-//! wait for time, the vCPU sleeps until the earliest deadline (`SLEEP_UNTIL`).
+//! Every process has its own address space, descriptor table and saved user registers. The
+//! kernel entries and the scheduler that runs these processes are in [`super::sched`].
 
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crx_fs::{Errno, Fs, Ino};
-use crx_guest::elf::{self, LoadPlan, PAGE};
+use crx_fs::{Fs, Ino};
+use crx_guest::elf::PAGE;
 use crx_guest::frames::FramePool;
 use crx_guest::posix::{sig, Exit};
-use crx_guest::signal::{Action, FaultContext, SigInfo, CLD_EXITED, CLD_KILLED, SEGV_ACCERR, SEGV_MAPERR};
-use crx_guest::stack::{self, AuxInfo};
+use crx_guest::signal::{Action, FaultContext, SigInfo, CLD_EXITED, CLD_KILLED};
 use crx_guest::vma::{Regions, PROT_EXEC, PROT_WRITE};
 
-use super::arch::{self, FpuArea, FpuFormat, TrapFrame};
+use super::arch::{FpuArea, FpuFormat, TrapFrame};
 use super::fd::FdTable;
 use super::hv::Hv;
 use super::klog;
-use super::mm::{self, AddrSpace, KernelTables, Oom, NX, P, W};
+use super::mm::{self, AddrSpace, KernelTables, NX, P, W};
 
 /// Process id.
 pub type Pid = u32;
@@ -336,107 +333,6 @@ impl Kernel {
         self.procs.len()
     }
 
-    /// Builds a new address space holding the program in `bytes` and its start-up stack.
-    /// Returns the space, its regions, the entry registers and the heap start.
-    pub fn load_program(
-        &mut self,
-        bytes: &[u8],
-        plan: &LoadPlan,
-        argv: &[&[u8]],
-        envp: &[&[u8]],
-        execfn: &[u8],
-    ) -> Result<(AddrSpace, Regions, TrapFrame), Result<Errno, Oom>> {
-        let mut aspace = AddrSpace::new(&self.kt, &mut self.pool).map_err(Err)?;
-        let mut regions = Regions::new();
-        let r = self.fill_program(&mut aspace, &mut regions, bytes, plan, argv, envp, execfn);
-        match r {
-            Ok(frame) => Ok((aspace, regions, frame)),
-            Err(e) => {
-                aspace.destroy(&mut self.pool);
-                Err(e)
-            }
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn fill_program(
-        &mut self,
-        aspace: &mut AddrSpace,
-        regions: &mut Regions,
-        bytes: &[u8],
-        plan: &LoadPlan,
-        argv: &[&[u8]],
-        envp: &[&[u8]],
-        execfn: &[u8],
-    ) -> Result<TrapFrame, Result<Errno, Oom>> {
-        for s in &plan.segments {
-            let start = s.vaddr & !(PAGE - 1);
-            let end = (s.vaddr + s.memsz).div_ceil(PAGE) * PAGE;
-            let mut prot = 0;
-            if s.flags & elf::PF_R != 0 {
-                prot |= 1;
-            }
-            if s.flags & elf::PF_W != 0 {
-                prot |= PROT_WRITE;
-            }
-            if s.flags & elf::PF_X != 0 {
-                prot |= PROT_EXEC;
-            }
-            // Pages shared with a previous segment keep the union of both protections.
-            let mut page = start;
-            while page < end {
-                let (pa, old_flags) = match aspace.translate(page) {
-                    Some((pa, f)) => (pa, Some(f)),
-                    None => (mm::alloc_zeroed(&mut self.pool).map_err(Err)?, None),
-                };
-                // File bytes of this segment that fall in this page.
-                let seg_file_end = s.vaddr + s.filesz;
-                let lo = page.max(s.vaddr);
-                let hi = (page + PAGE).min(seg_file_end);
-                if lo < hi {
-                    let off = (s.offset + (lo - s.vaddr)) as usize;
-                    let n = (hi - lo) as usize;
-                    let src = bytes.get(off..off + n).ok_or(Ok(Errno::ENOEXEC))?;
-                    mm::write(pa + (lo - page), src);
-                }
-                let mut flags = pte_flags(prot);
-                if let Some(f) = old_flags {
-                    if f & W != 0 {
-                        flags |= W;
-                    }
-                    if f & NX == 0 {
-                        flags &= !NX;
-                    }
-                    aspace.set_flags(page, flags);
-                } else {
-                    aspace.map(&mut self.pool, page, pa, flags).map_err(Err)?;
-                }
-                page += PAGE;
-            }
-            let prev = regions.find(start).map(|r| r.prot).unwrap_or(0);
-            regions.insert(start, end, prot | prev);
-        }
-        regions.insert(STACK_TOP - STACK_SIZE, STACK_TOP, 1 | PROT_WRITE);
-        let mut random = [0u8; 16];
-        self.hv.random(&mut random);
-        let aux = AuxInfo {
-            phdr: plan.phdr,
-            phent: plan.phent,
-            phnum: plan.phnum,
-            entry: plan.entry,
-            hwcap: self.hwcap,
-            random,
-        };
-        let st =
-            stack::build(STACK_TOP, argv, envp, execfn, &aux, 256 * 1024).map_err(|_| Ok(Errno::ENOMEM))?;
-        let mut m = UserMem { aspace, regions, pool: &mut self.pool };
-        m.write(st.rsp, &st.bytes).map_err(|e| match e {
-            MemFault::Oom => Err(Oom),
-            MemFault::Bad => Ok(Errno::EFAULT),
-        })?;
-        Ok(TrapFrame::user(plan.entry, st.rsp))
-    }
-
     /// Ends process `pid` with `how`: frees its memory and descriptors, reparents its
     /// children, and ends its container when it was the container's first process.
     pub fn terminate(&mut self, pid: Pid, how: Exit) {
@@ -483,7 +379,8 @@ impl Kernel {
         }
     }
 
-    fn end_container(&mut self, container: u32, how: Exit) {
+    /// Ends container `container` with `how` and every process left in it.
+    pub fn end_container(&mut self, container: u32, how: Exit) {
         let code = how.container_code();
         if let Some(c) = self.containers.get_mut(container as usize) {
             if c.exit.is_some() {
@@ -520,220 +417,4 @@ impl Kernel {
     pub fn all_ended(&self) -> bool {
         self.containers.iter().all(|c| c.exit.is_some())
     }
-
-    /// Picks the next process to run, retrying blocked syscalls; ends the VM when every
-    /// container has ended.
-    pub fn pick_next(&mut self) -> Pid {
-        loop {
-            if self.all_ended() {
-                let code = self.containers.first().and_then(|c| c.exit).unwrap_or(0);
-                self.hv.exit(code);
-            }
-            let pids: Vec<Pid> = self
-                .procs
-                .range(self.current + 1..)
-                .chain(self.procs.range(..=self.current))
-                .map(|(&p, _)| p)
-                .collect();
-            for pid in pids {
-                match self.procs.get(&pid).map(|p| p.state) {
-                    Some(State::Runnable) => {
-                        self.current = pid;
-                        return pid;
-                    }
-                    Some(State::Blocked) => {
-                        self.current = pid;
-                        super::sys::run_syscall(self, pid);
-                        if self.procs.get(&pid).is_some_and(|p| p.state == State::Runnable) {
-                            return pid;
-                        }
-                        // Still waiting: a deliverable signal interrupts the wait.
-                        if self.interrupt_blocked(pid) {
-                            return pid;
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            let deadline = self
-                .procs
-                .values()
-                .filter(|p| p.state == State::Blocked)
-                .filter_map(|p| p.sleep_deadline)
-                .min();
-            match deadline {
-                Some(d) => self.hv.sleep_until(d),
-                None => {
-                    let live: Vec<Pid> = self
-                        .procs
-                        .values()
-                        .filter(|p| !matches!(p.state, State::Zombie(_)))
-                        .map(|p| p.pid)
-                        .collect();
-                    if live.is_empty() {
-                        // Containers whose processes all vanished without a first process.
-                        for i in 0..self.containers.len() {
-                            if self.containers[i].exit.is_none() {
-                                self.end_container(i as u32, Exit::Code(1));
-                            }
-                        }
-                        continue;
-                    }
-                    klog!("deadlock: every process is blocked for good; killing them");
-                    for pid in live {
-                        self.terminate(pid, Exit::Signal(sig::SIGKILL));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Returns to user mode in `pid`, or in whoever runs next if it ends: delivers its
-    /// pending signals first, then switches to it.
-    pub fn resume(&mut self, mut pid: Pid) -> TrapFrame {
-        loop {
-            self.current = pid;
-            self.deliver_signals(pid);
-            if self.procs.get(&pid).is_some_and(|p| p.state == State::Runnable) {
-                return self.switch_to(pid);
-            }
-            pid = self.pick_next();
-        }
-    }
-
-    /// Switches the CPU to `pid` (address space, TLS, FPU) and returns its registers.
-    pub fn switch_to(&mut self, pid: Pid) -> TrapFrame {
-        if self.fpu_owner != Some(pid) {
-            if let Some(owner) = self.fpu_owner.and_then(|o| self.procs.get_mut(&o)) {
-                owner.fpu.save(&self.fpu_fmt);
-            }
-            if let Some(p) = self.procs.get_mut(&pid) {
-                p.fpu.load(&self.fpu_fmt);
-            }
-            self.fpu_owner = Some(pid);
-        }
-        let p = self.procs.get(&pid).expect("picked process exists");
-        if let Some(a) = &p.aspace {
-            arch::load_cr3(a.pml4);
-        }
-        arch::set_fs_base(p.fs_base);
-        p.frame
-    }
-}
-
-/// Exception entry from the stubs.
-#[no_mangle]
-extern "C" fn crx_trap(tf: &mut TrapFrame) -> ! {
-    if !tf.is_user() {
-        super::kernel_fault(exception_name(tf.vector), tf);
-    }
-    let frame = {
-        let mut g = KERNEL.lock();
-        let Some(k) = g.as_mut() else { super::kernel_fault("trap before the kernel was ready", tf) };
-        let pid = k.current;
-        if let Some(p) = k.procs.get_mut(&pid) {
-            p.frame = *tf;
-        }
-        let signal = match tf.vector {
-            0 | 16 | 19 => sig::SIGFPE,
-            6 => sig::SIGILL,
-            3 | 1 => sig::SIGTRAP,
-            17 => sig::SIGBUS,
-            _ => sig::SIGSEGV,
-        };
-        let mut addr = None;
-        let mut outcome = Err(MemFault::Bad);
-        if tf.vector == 14 {
-            // A page fault on a reserved but untouched page is filled in (demand paging).
-            let a = arch::cr2();
-            addr = Some(a);
-            if tf.error & 1 == 0 {
-                if let Some(mut m) = k.mem(pid) {
-                    outcome = m.fault_in(a, tf.error & 2 != 0).map(|_| ());
-                }
-            }
-        }
-        match outcome {
-            Ok(()) => k.switch_to(pid),
-            Err(MemFault::Oom) => {
-                k.oom_kill(pid);
-                let next = k.pick_next();
-                k.resume(next)
-            }
-            Err(MemFault::Bad) => {
-                let (code, si_addr) = match (signal, addr) {
-                    (_, Some(a)) if tf.error & 1 != 0 => (SEGV_ACCERR, a),
-                    (_, Some(a)) => (SEGV_MAPERR, a),
-                    // General protection and the like: SI_KERNEL, no address.
-                    (sig::SIGSEGV, None) => (0x80, 0),
-                    // FPE_INTDIV, ILL_ILLOPN, TRAP_BRKPT, BUS_ADRALN: at the instruction.
-                    (_, None) => (if signal == sig::SIGILL { 2 } else { 1 }, tf.rip),
-                };
-                let info = SigInfo { signo: signal, code, pid: 0, status: 0, addr: Some(si_addr) };
-                let fault = FaultContext { err: tf.error, trapno: tf.vector, cr2: addr.unwrap_or(0) };
-                if k.fault_signal(pid, info, fault) {
-                    k.resume(pid)
-                } else {
-                    report_fault(k, pid, signal, tf, addr);
-                    k.terminate(pid, Exit::Signal(signal));
-                    let next = k.pick_next();
-                    k.resume(next)
-                }
-            }
-        }
-    };
-    arch::enter_user(&frame)
-}
-
-fn report_fault(k: &Kernel, pid: Pid, signal: u32, tf: &TrapFrame, addr: Option<u64>) {
-    let exe = k.procs.get(&pid).map(|p| p.exe.as_str()).unwrap_or("?");
-    match addr {
-        Some(a) => klog!(
-            "pid {pid} ({exe}) killed by signal {signal}: {} at rip {:#x}, address {a:#x}",
-            exception_name(tf.vector),
-            tf.rip
-        ),
-        None => klog!(
-            "pid {pid} ({exe}) killed by signal {signal}: {} at rip {:#x}",
-            exception_name(tf.vector),
-            tf.rip
-        ),
-    }
-}
-
-fn exception_name(v: u64) -> &'static str {
-    match v {
-        0 => "divide error",
-        1 => "debug",
-        3 => "breakpoint",
-        6 => "invalid opcode",
-        7 => "device not available",
-        8 => "double fault",
-        13 => "general protection",
-        12 => "stack fault",
-        14 => "page fault",
-        16 => "x87 error",
-        17 => "alignment check",
-        19 => "SIMD error",
-        _ => "exception",
-    }
-}
-
-/// Syscall entry from the stub.
-#[no_mangle]
-extern "C" fn crx_syscall(tf: &mut TrapFrame) -> ! {
-    let frame = {
-        let mut g = KERNEL.lock();
-        let Some(k) = g.as_mut() else { super::kernel_fault("syscall before the kernel was ready", tf) };
-        let pid = k.current;
-        if let Some(p) = k.procs.get_mut(&pid) {
-            p.frame = *tf;
-        }
-        k.yield_requested = false;
-        super::sys::run_syscall(k, pid);
-        let runnable = k.procs.get(&pid).is_some_and(|p| p.state == State::Runnable);
-        let next = if runnable && !k.yield_requested { pid } else { k.pick_next() };
-        k.resume(next)
-    };
-    arch::enter_user(&frame)
 }

@@ -1,0 +1,236 @@
+//! The kernel's entries from user mode and the scheduler.
+//!
+//! There are no interrupts: a process runs until it makes a syscall that blocks, yields,
+//! exits or faults. A blocked syscall is retried each time the scheduler passes by (its
+//! arguments are still in the saved registers); when every process is blocked and some
+//! wait for time, the vCPU sleeps until the earliest deadline (`SLEEP_UNTIL`).
+
+use alloc::vec::Vec;
+
+use crx_guest::posix::{sig, Exit};
+use crx_guest::signal::{FaultContext, SigInfo, SEGV_ACCERR, SEGV_MAPERR};
+
+use super::arch::{self, TrapFrame};
+use super::klog;
+use super::proc::{Kernel, MemFault, Pid, State, KERNEL};
+
+impl Kernel {
+    /// Picks the next process to run, retrying blocked syscalls; ends the VM when every
+    /// container has ended.
+    pub fn pick_next(&mut self) -> Pid {
+        loop {
+            if self.all_ended() {
+                let code = self.containers.first().and_then(|c| c.exit).unwrap_or(0);
+                self.hv.exit(code);
+            }
+            let pids: Vec<Pid> = self
+                .procs
+                .range(self.current + 1..)
+                .chain(self.procs.range(..=self.current))
+                .map(|(&p, _)| p)
+                .collect();
+            for pid in pids {
+                match self.procs.get(&pid).map(|p| p.state) {
+                    Some(State::Runnable) => {
+                        self.current = pid;
+                        return pid;
+                    }
+                    Some(State::Blocked) => {
+                        self.current = pid;
+                        super::sys::run_syscall(self, pid);
+                        if self.procs.get(&pid).is_some_and(|p| p.state == State::Runnable) {
+                            return pid;
+                        }
+                        // Still waiting: a deliverable signal interrupts the wait.
+                        if self.interrupt_blocked(pid) {
+                            return pid;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let deadline = self
+                .procs
+                .values()
+                .filter(|p| p.state == State::Blocked)
+                .filter_map(|p| p.sleep_deadline)
+                .min();
+            match deadline {
+                Some(d) => self.hv.sleep_until(d),
+                None => {
+                    let live: Vec<Pid> = self
+                        .procs
+                        .values()
+                        .filter(|p| !matches!(p.state, State::Zombie(_)))
+                        .map(|p| p.pid)
+                        .collect();
+                    if live.is_empty() {
+                        // Containers whose processes all vanished without a first process.
+                        for i in 0..self.containers.len() {
+                            if self.containers[i].exit.is_none() {
+                                self.end_container(i as u32, Exit::Code(1));
+                            }
+                        }
+                        continue;
+                    }
+                    klog!("deadlock: every process is blocked for good; killing them");
+                    for pid in live {
+                        self.terminate(pid, Exit::Signal(sig::SIGKILL));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Returns to user mode in `pid`, or in whoever runs next if it ends: delivers its
+    /// pending signals first, then switches to it.
+    pub fn resume(&mut self, mut pid: Pid) -> TrapFrame {
+        loop {
+            self.current = pid;
+            self.deliver_signals(pid);
+            if self.procs.get(&pid).is_some_and(|p| p.state == State::Runnable) {
+                return self.switch_to(pid);
+            }
+            pid = self.pick_next();
+        }
+    }
+
+    /// Switches the CPU to `pid` (address space, TLS, FPU) and returns its registers.
+    pub fn switch_to(&mut self, pid: Pid) -> TrapFrame {
+        if self.fpu_owner != Some(pid) {
+            if let Some(owner) = self.fpu_owner.and_then(|o| self.procs.get_mut(&o)) {
+                owner.fpu.save(&self.fpu_fmt);
+            }
+            if let Some(p) = self.procs.get_mut(&pid) {
+                p.fpu.load(&self.fpu_fmt);
+            }
+            self.fpu_owner = Some(pid);
+        }
+        let p = self.procs.get(&pid).expect("picked process exists");
+        if let Some(a) = &p.aspace {
+            // SAFETY: `AddrSpace::new` copies the kernel half of the kernel's PML4 and the
+            // image page tables into every address space, and a process's tables are freed
+            // only by `AddrSpace::destroy`, which moves off them first when they are loaded.
+            unsafe { arch::load_cr3(a.pml4) };
+        }
+        arch::set_fs_base(p.fs_base);
+        p.frame
+    }
+}
+
+/// Exception entry from the stubs.
+#[no_mangle]
+extern "C" fn crx_trap(tf: &mut TrapFrame) -> ! {
+    if !tf.is_user() {
+        super::kernel_fault(exception_name(tf.vector), tf);
+    }
+    let frame = {
+        let mut g = KERNEL.lock();
+        let Some(k) = g.as_mut() else { super::kernel_fault("trap before the kernel was ready", tf) };
+        let pid = k.current;
+        if let Some(p) = k.procs.get_mut(&pid) {
+            p.frame = *tf;
+        }
+        let signal = match tf.vector {
+            0 | 16 | 19 => sig::SIGFPE,
+            6 => sig::SIGILL,
+            3 | 1 => sig::SIGTRAP,
+            17 => sig::SIGBUS,
+            _ => sig::SIGSEGV,
+        };
+        let mut addr = None;
+        let mut outcome = Err(MemFault::Bad);
+        if tf.vector == 14 {
+            // A page fault on a reserved but untouched page is filled in (demand paging).
+            let a = arch::cr2();
+            addr = Some(a);
+            if tf.error & 1 == 0 {
+                if let Some(mut m) = k.mem(pid) {
+                    outcome = m.fault_in(a, tf.error & 2 != 0).map(|_| ());
+                }
+            }
+        }
+        match outcome {
+            Ok(()) => k.switch_to(pid),
+            Err(MemFault::Oom) => {
+                k.oom_kill(pid);
+                let next = k.pick_next();
+                k.resume(next)
+            }
+            Err(MemFault::Bad) => {
+                let (code, si_addr) = match (signal, addr) {
+                    (_, Some(a)) if tf.error & 1 != 0 => (SEGV_ACCERR, a),
+                    (_, Some(a)) => (SEGV_MAPERR, a),
+                    // General protection and the like: SI_KERNEL, no address.
+                    (sig::SIGSEGV, None) => (0x80, 0),
+                    // FPE_INTDIV, ILL_ILLOPN, TRAP_BRKPT, BUS_ADRALN: at the instruction.
+                    (_, None) => (if signal == sig::SIGILL { 2 } else { 1 }, tf.rip),
+                };
+                let info = SigInfo { signo: signal, code, pid: 0, status: 0, addr: Some(si_addr) };
+                let fault = FaultContext { err: tf.error, trapno: tf.vector, cr2: addr.unwrap_or(0) };
+                if k.fault_signal(pid, info, fault) {
+                    k.resume(pid)
+                } else {
+                    report_fault(k, pid, signal, tf, addr);
+                    k.terminate(pid, Exit::Signal(signal));
+                    let next = k.pick_next();
+                    k.resume(next)
+                }
+            }
+        }
+    };
+    arch::enter_user(&frame)
+}
+
+fn report_fault(k: &Kernel, pid: Pid, signal: u32, tf: &TrapFrame, addr: Option<u64>) {
+    let exe = k.procs.get(&pid).map(|p| p.exe.as_str()).unwrap_or("?");
+    match addr {
+        Some(a) => klog!(
+            "pid {pid} ({exe}) killed by signal {signal}: {} at rip {:#x}, address {a:#x}",
+            exception_name(tf.vector),
+            tf.rip
+        ),
+        None => klog!(
+            "pid {pid} ({exe}) killed by signal {signal}: {} at rip {:#x}",
+            exception_name(tf.vector),
+            tf.rip
+        ),
+    }
+}
+
+fn exception_name(v: u64) -> &'static str {
+    match v {
+        0 => "divide error",
+        1 => "debug",
+        3 => "breakpoint",
+        6 => "invalid opcode",
+        7 => "device not available",
+        8 => "double fault",
+        13 => "general protection",
+        12 => "stack fault",
+        14 => "page fault",
+        16 => "x87 error",
+        17 => "alignment check",
+        19 => "SIMD error",
+        _ => "exception",
+    }
+}
+
+/// Syscall entry from the stub.
+#[no_mangle]
+extern "C" fn crx_syscall(tf: &mut TrapFrame) -> ! {
+    let frame = {
+        let mut g = KERNEL.lock();
+        let Some(k) = g.as_mut() else { super::kernel_fault("syscall before the kernel was ready", tf) };
+        let pid = k.current;
+        if let Some(p) = k.procs.get_mut(&pid) {
+            p.frame = *tf;
+        }
+        k.yield_requested = false;
+        super::sys::run_syscall(k, pid);
+        let runnable = k.procs.get(&pid).is_some_and(|p| p.state == State::Runnable);
+        let next = if runnable && !k.yield_requested { pid } else { k.pick_next() };
+        k.resume(next)
+    };
+    arch::enter_user(&frame)
+}

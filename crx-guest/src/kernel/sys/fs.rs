@@ -1,0 +1,638 @@
+//! Files and descriptors: open, read, write, stat, directories, links, pipes and `fcntl`.
+
+use alloc::vec::Vec;
+
+use crx_fs::linux::{o, S_IFCHR, S_IFIFO};
+use crx_fs::{Errno, FileType, Ino, Pipe, Stat, Timespec};
+use crx_guest::posix::sig;
+
+use super::{ok, try_buf, ucstr, uread, uu64, uwrite, Fail, Sys};
+use crate::kernel::exec::PROC_SELF_EXE;
+use crate::kernel::fd::{close_entry, desc, FdEntry, Object, PipeEnd};
+use crate::kernel::proc::{Kernel, State};
+
+const AT_FDCWD: u64 = (-100i64) as u64;
+const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
+const AT_REMOVEDIR: u64 = 0x200;
+const AT_EMPTY_PATH: u64 = 0x1000;
+
+/// The directory a `*at` call starts from.
+fn dir_of(k: &mut Kernel, dirfd: u64) -> Result<Ino, Fail> {
+    if dirfd as u32 as i32 == -100 || dirfd == AT_FDCWD {
+        return Ok(k.cur().cwd);
+    }
+    let d = k.cur().fds.desc(dirfd)?;
+    let b = d.borrow();
+    match &b.obj {
+        Object::File(f) => Ok(f.ino),
+        _ => Err(Fail::E(Errno::ENOTDIR)),
+    }
+}
+
+/// Devices the kernel provides by path.
+fn device(path: &[u8]) -> Option<Object> {
+    match path {
+        b"/dev/null" | b"/dev/stdin" => Some(Object::Null),
+        b"/dev/zero" => Some(Object::Zero),
+        b"/dev/stdout" => Some(Object::Log { stream: 1 }),
+        b"/dev/stderr" => Some(Object::Log { stream: 2 }),
+        _ => None,
+    }
+}
+
+fn open_at(k: &mut Kernel, dirfd: u64, path: &[u8], flags: u32, mode: u32) -> Sys {
+    let cloexec = flags & o::CLOEXEC != 0;
+    let d = if let Some(obj) = device(path) {
+        desc(obj, flags & !o::CLOEXEC)
+    } else {
+        let dir = dir_of(k, dirfd)?;
+        let umask = k.cur().umask;
+        let f = k.fs.open(dir, path, flags, mode & !umask & 0o7777)?;
+        desc(Object::File(f), flags & !o::CLOEXEC)
+    };
+    let fd = k.cur().fds.install(FdEntry { desc: d.clone(), cloexec }, 0);
+    match fd {
+        Ok(fd) => Ok(fd),
+        Err(e) => {
+            close_entry(&mut k.fs, FdEntry { desc: d, cloexec });
+            Err(e.into())
+        }
+    }
+}
+
+pub(super) fn sys_open(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let path = ucstr(k, a[0])?;
+    open_at(k, AT_FDCWD, &path, a[1] as u32, a[2] as u32)
+}
+
+pub(super) fn sys_openat(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let path = ucstr(k, a[1])?;
+    open_at(k, a[0], &path, a[2] as u32, a[3] as u32)
+}
+
+pub(super) fn sys_creat(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let path = ucstr(k, a[0])?;
+    open_at(k, AT_FDCWD, &path, o::CREAT | o::WRONLY | o::TRUNC, a[1] as u32)
+}
+
+pub(super) fn sys_close(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let e = k.cur().fds.take(a[0])?;
+    close_entry(&mut k.fs, e);
+    Ok(0)
+}
+
+/// Reads from a description into a kernel buffer of `len` bytes.
+fn read_desc(k: &mut Kernel, fdn: u64, len: usize, at: Option<u64>) -> Result<Vec<u8>, Fail> {
+    let d = k.cur().fds.desc(fdn)?;
+    let mut b = d.borrow_mut();
+    let nonblock = b.flags & o::NONBLOCK != 0;
+    if b.flags & o::ACCMODE == o::WRONLY {
+        return Err(Errno::EBADF.into());
+    }
+    let mut buf = try_buf(len.min(1 << 20))?;
+    let n = match &mut b.obj {
+        Object::Null => 0,
+        Object::Zero => buf.len(),
+        Object::Log { .. } => return Err(Errno::EBADF.into()),
+        Object::File(f) => match at {
+            Some(off) => f.pread(&k.fs, off, &mut buf)?,
+            None => f.read(&k.fs, &mut buf)?,
+        },
+        Object::Pipe(p) => {
+            if at.is_some() {
+                return Err(Errno::ESPIPE.into());
+            }
+            if p.write {
+                return Err(Errno::EBADF.into());
+            }
+            match p.pipe.borrow_mut().read(&mut buf) {
+                Ok(n) => n,
+                Err(Errno::EAGAIN) if !nonblock => return Err(Fail::Block),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// Writes a kernel buffer to a description.
+fn write_desc(k: &mut Kernel, fdn: u64, data: &[u8], at: Option<u64>) -> Sys {
+    let d = k.cur().fds.desc(fdn)?;
+    let container = k.cur().container;
+    let mut b = d.borrow_mut();
+    if b.flags & o::ACCMODE == o::RDONLY && !matches!(b.obj, Object::Log { .. } | Object::Pipe(_)) {
+        return Err(Errno::EBADF.into());
+    }
+    let r = match &mut b.obj {
+        Object::Null | Object::Zero => Ok(data.len()),
+        Object::Log { stream } => {
+            let s = *stream;
+            k.log_output(container, s, data);
+            Ok(data.len())
+        }
+        Object::File(f) => match at {
+            Some(off) => k.fs.write(f.ino, off, data),
+            None => f.write(&mut k.fs, data),
+        },
+        Object::Pipe(p) => {
+            if !p.write {
+                return Err(Errno::EBADF.into());
+            }
+            let r = p.pipe.borrow_mut().write(data);
+            match r {
+                Err(Errno::EAGAIN) if b.flags & o::NONBLOCK == 0 => return Err(Fail::Block),
+                Err(Errno::EPIPE) => {
+                    drop(b);
+                    let me = k.current;
+                    k.signal(me, sig::SIGPIPE);
+                    if k.procs.get(&me).is_none_or(|p| matches!(p.state, State::Zombie(_))) {
+                        return Err(Fail::Gone);
+                    }
+                    return Err(Errno::EPIPE.into());
+                }
+                r => r,
+            }
+        }
+    };
+    Ok(r? as u64)
+}
+
+pub(super) fn sys_read(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let buf = read_desc(k, a[0], a[2] as usize, None)?;
+    uwrite(k, a[1], &buf)?;
+    ok(buf.len())
+}
+
+pub(super) fn sys_pread64(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let buf = read_desc(k, a[0], a[2] as usize, Some(a[3]))?;
+    uwrite(k, a[1], &buf)?;
+    ok(buf.len())
+}
+
+pub(super) fn sys_write(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let data = uread(k, a[1], (a[2] as usize).min(1 << 20))?;
+    write_desc(k, a[0], &data, None)
+}
+
+pub(super) fn sys_pwrite64(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let data = uread(k, a[1], (a[2] as usize).min(1 << 20))?;
+    write_desc(k, a[0], &data, Some(a[3]))
+}
+
+fn iovecs(k: &mut Kernel, va: u64, n: u64) -> Result<Vec<(u64, u64)>, Fail> {
+    if n > 1024 {
+        return Err(Errno::EINVAL.into());
+    }
+    let raw = uread(k, va, n as usize * 16)?;
+    Ok(raw
+        .chunks_exact(16)
+        .map(|c| {
+            let b = u64::from_le_bytes(c[..8].try_into().unwrap_or([0; 8]));
+            let l = u64::from_le_bytes(c[8..].try_into().unwrap_or([0; 8]));
+            (b, l)
+        })
+        .collect())
+}
+
+pub(super) fn sys_writev(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let iov = iovecs(k, a[1], a[2])?;
+    // At most 1 MiB per call (a short write, as Linux allows).
+    let mut data = Vec::new();
+    for (b, l) in iov {
+        let room = (1usize << 20) - data.len();
+        if room == 0 {
+            break;
+        }
+        data.extend_from_slice(&uread(k, b, (l as usize).min(room))?);
+    }
+    write_desc(k, a[0], &data, None)
+}
+
+pub(super) fn sys_sendfile(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let count = (a[3] as usize).min(1 << 20);
+    let at = if a[2] != 0 { Some(uu64(k, a[2])?) } else { None };
+    let data = read_desc(k, a[1], count, at)?;
+    if data.is_empty() {
+        return Ok(0);
+    }
+    let n = write_desc(k, a[0], &data, None)?;
+    if let Some(off) = at {
+        uwrite(k, a[2], &(off + n).to_le_bytes())?;
+    } else if (n as usize) < data.len() {
+        // Give back what was read but not written.
+        let d = k.cur().fds.desc(a[1])?;
+        let mut b = d.borrow_mut();
+        if let Object::File(f) = &mut b.obj {
+            f.offset -= (data.len() - n as usize) as u64;
+        }
+    }
+    Ok(n)
+}
+
+pub(super) fn sys_readv(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let iov = iovecs(k, a[1], a[2])?;
+    let total: u64 = iov.iter().map(|x| x.1).sum();
+    let buf = read_desc(k, a[0], total as usize, None)?;
+    let mut at = 0usize;
+    for (b, l) in iov {
+        if at >= buf.len() {
+            break;
+        }
+        let n = (l as usize).min(buf.len() - at);
+        uwrite(k, b, &buf[at..at + n])?;
+        at += n;
+    }
+    ok(buf.len())
+}
+
+pub(super) fn sys_lseek(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let d = k.cur().fds.desc(a[0])?;
+    let mut b = d.borrow_mut();
+    match &mut b.obj {
+        Object::File(f) => Ok(f.lseek(&k.fs, a[1] as i64, a[2] as u32)?),
+        Object::Null | Object::Zero => Ok(0),
+        _ => Err(Errno::ESPIPE.into()),
+    }
+}
+
+fn dev_stat(mode: u32, rdev: u64) -> Stat {
+    Stat {
+        dev: 0x5,
+        ino: rdev,
+        mode,
+        nlink: 1,
+        uid: 0,
+        gid: 0,
+        rdev,
+        size: 0,
+        blksize: 4096,
+        blocks: 0,
+        atime: Timespec::default(),
+        mtime: Timespec::default(),
+        ctime: Timespec::default(),
+    }
+}
+
+fn stat_of_fd(k: &mut Kernel, fdn: u64) -> Result<Stat, Fail> {
+    let d = k.cur().fds.desc(fdn)?;
+    let b = d.borrow();
+    Ok(match &b.obj {
+        Object::File(f) => k.fs.stat(f.ino)?,
+        Object::Null => dev_stat(S_IFCHR | 0o666, 0x103),
+        Object::Zero => dev_stat(S_IFCHR | 0o666, 0x105),
+        Object::Log { .. } => dev_stat(S_IFIFO | 0o600, 0x900),
+        Object::Pipe(_) => dev_stat(S_IFIFO | 0o600, 0x901),
+    })
+}
+
+fn stat_at(k: &mut Kernel, dirfd: u64, path_va: u64, flags: u64) -> Result<Stat, Fail> {
+    let path = ucstr(k, path_va)?;
+    if path.is_empty() {
+        if flags & AT_EMPTY_PATH != 0 {
+            if dirfd as u32 as i32 == -100 {
+                let cwd = k.cur().cwd;
+                return Ok(k.fs.stat(cwd)?);
+            }
+            return stat_of_fd(k, dirfd);
+        }
+        return Err(Errno::ENOENT.into());
+    }
+    match device(&path) {
+        Some(Object::Null) => return Ok(dev_stat(S_IFCHR | 0o666, 0x103)),
+        Some(Object::Zero) => return Ok(dev_stat(S_IFCHR | 0o666, 0x105)),
+        _ => {}
+    }
+    let dir = dir_of(k, dirfd)?;
+    let ino = k.fs.lookup(dir, &path, flags & AT_SYMLINK_NOFOLLOW == 0)?;
+    Ok(k.fs.stat(ino)?)
+}
+
+pub(super) fn sys_fstat(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let s = stat_of_fd(k, a[0])?;
+    uwrite(k, a[1], &s.to_linux_bytes())?;
+    Ok(0)
+}
+
+pub(super) fn sys_stat(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let s = stat_at(k, AT_FDCWD, a[0], 0)?;
+    uwrite(k, a[1], &s.to_linux_bytes())?;
+    Ok(0)
+}
+
+pub(super) fn sys_lstat(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let s = stat_at(k, AT_FDCWD, a[0], AT_SYMLINK_NOFOLLOW)?;
+    uwrite(k, a[1], &s.to_linux_bytes())?;
+    Ok(0)
+}
+
+pub(super) fn sys_newfstatat(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let s = stat_at(k, a[0], a[1], a[3])?;
+    uwrite(k, a[2], &s.to_linux_bytes())?;
+    Ok(0)
+}
+
+pub(super) fn sys_statx(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let s = stat_at(k, a[0], a[1], a[2])?;
+    uwrite(k, a[4], &s.to_statx_bytes())?;
+    Ok(0)
+}
+
+pub(super) fn sys_getdents64(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let d = k.cur().fds.desc(a[0])?;
+    let mut buf = try_buf((a[2] as usize).min(65536))?;
+    let n = {
+        let mut b = d.borrow_mut();
+        match &mut b.obj {
+            Object::File(f) => f.getdents64(&k.fs, &mut buf)?,
+            _ => return Err(Errno::ENOTDIR.into()),
+        }
+    };
+    uwrite(k, a[1], &buf[..n])?;
+    ok(n)
+}
+
+pub(super) fn sys_ioctl(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    k.cur().fds.get(a[0])?;
+    // Nothing here is a terminal: TCGETS, TIOCGWINSZ and the rest answer ENOTTY.
+    Err(Errno::ENOTTY.into())
+}
+
+pub(super) fn sys_fcntl(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let (fdn, cmd, arg) = (a[0], a[1], a[2]);
+    let entry = k.cur().fds.get(fdn)?.clone();
+    match cmd {
+        0 | 1030 => {
+            let e = FdEntry { desc: entry.desc, cloexec: cmd == 1030 };
+            Ok(k.cur().fds.install(e, arg as usize)?)
+        }
+        1 => Ok(u64::from(entry.cloexec)),
+        2 => {
+            k.cur().fds.set_cloexec(fdn, arg & 1 != 0)?;
+            Ok(0)
+        }
+        3 => Ok(u64::from(entry.desc.borrow().flags)),
+        4 => {
+            let mut b = entry.desc.borrow_mut();
+            let settable = o::APPEND | o::NONBLOCK;
+            b.flags = (b.flags & !settable) | (arg as u32 & settable);
+            let fl = b.flags;
+            if let Object::File(f) = &mut b.obj {
+                f.flags = (f.flags & !settable) | (fl & settable);
+            }
+            Ok(0)
+        }
+        5..=7 => Ok(0), // record locks: nothing else can hold one
+        _ => Err(Errno::EINVAL.into()),
+    }
+}
+
+pub(super) fn sys_dup(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let e = k.cur().fds.get(a[0])?.clone();
+    Ok(k.cur().fds.install(FdEntry { desc: e.desc, cloexec: false }, 0)?)
+}
+
+fn dup_to(k: &mut Kernel, old: u64, new: u64, cloexec: bool) -> Sys {
+    let e = k.cur().fds.get(old)?.clone();
+    let prev = k.cur().fds.replace(new, FdEntry { desc: e.desc, cloexec })?;
+    if let Some(p) = prev {
+        close_entry(&mut k.fs, p);
+    }
+    Ok(new)
+}
+
+pub(super) fn sys_dup2(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    if a[0] == a[1] {
+        k.cur().fds.get(a[0])?;
+        return Ok(a[1]);
+    }
+    dup_to(k, a[0], a[1], false)
+}
+
+pub(super) fn sys_dup3(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    if a[0] == a[1] || a[2] & !u64::from(o::CLOEXEC) != 0 {
+        return Err(Errno::EINVAL.into());
+    }
+    dup_to(k, a[0], a[1], a[2] & u64::from(o::CLOEXEC) != 0)
+}
+
+pub(super) fn sys_pipe2(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let flags = a[1] as u32;
+    let cloexec = flags & o::CLOEXEC != 0;
+    let pipe = alloc::rc::Rc::new(core::cell::RefCell::new(Pipe::new()));
+    let r =
+        desc(Object::Pipe(PipeEnd { pipe: pipe.clone(), write: false }), o::RDONLY | (flags & o::NONBLOCK));
+    let w = desc(Object::Pipe(PipeEnd { pipe, write: true }), o::WRONLY | (flags & o::NONBLOCK));
+    let rfd = k.cur().fds.install(FdEntry { desc: r, cloexec }, 0)?;
+    let wfd = match k.cur().fds.install(FdEntry { desc: w, cloexec }, 0) {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = k.cur().fds.take(rfd);
+            return Err(e.into());
+        }
+    };
+    let mut b = [0u8; 8];
+    b[..4].copy_from_slice(&(rfd as u32).to_le_bytes());
+    b[4..].copy_from_slice(&(wfd as u32).to_le_bytes());
+    if let Err(e) = uwrite(k, a[0], &b) {
+        let _ = k.cur().fds.take(rfd);
+        let _ = k.cur().fds.take(wfd);
+        return Err(e);
+    }
+    Ok(0)
+}
+
+pub(super) fn sys_pipe(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    sys_pipe2(k, [a[0], 0, 0, 0, 0, 0])
+}
+
+pub(super) fn sys_getcwd(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let cwd = k.cur().cwd;
+    let mut p = k.fs.path_of(cwd)?;
+    p.push(0);
+    if p.len() as u64 > a[1] {
+        return Err(Errno::ERANGE.into());
+    }
+    uwrite(k, a[0], &p)?;
+    ok(p.len())
+}
+
+fn set_cwd(k: &mut Kernel, ino: Ino) -> Sys {
+    if k.fs.file_type(ino)? != FileType::Dir {
+        return Err(Errno::ENOTDIR.into());
+    }
+    k.cur().cwd = ino;
+    Ok(0)
+}
+
+pub(super) fn sys_chdir(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let path = ucstr(k, a[0])?;
+    let cwd = k.cur().cwd;
+    let ino = k.fs.lookup(cwd, &path, true)?;
+    set_cwd(k, ino)
+}
+
+pub(super) fn sys_fchdir(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let d = k.cur().fds.desc(a[0])?;
+    let ino = match &d.borrow().obj {
+        Object::File(f) => f.ino,
+        _ => return Err(Errno::ENOTDIR.into()),
+    };
+    set_cwd(k, ino)
+}
+
+fn parent_of(k: &mut Kernel, dirfd: u64, path_va: u64) -> Result<(Ino, Vec<u8>), Fail> {
+    let path = ucstr(k, path_va)?;
+    let dir = dir_of(k, dirfd)?;
+    Ok(k.fs.lookup_parent(dir, &path)?)
+}
+
+pub(super) fn sys_mkdirat(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let (dir, name) = parent_of(k, a[0], a[1])?;
+    let umask = k.cur().umask;
+    k.fs.mkdir(dir, &name, a[2] as u32 & !umask & 0o7777)?;
+    Ok(0)
+}
+
+pub(super) fn sys_mkdir(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    sys_mkdirat(k, [AT_FDCWD, a[0], a[1], 0, 0, 0])
+}
+
+pub(super) fn sys_unlinkat(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let (dir, name) = parent_of(k, a[0], a[1])?;
+    if a[2] & AT_REMOVEDIR != 0 {
+        k.fs.rmdir(dir, &name)?;
+    } else {
+        k.fs.unlink(dir, &name)?;
+    }
+    Ok(0)
+}
+
+pub(super) fn sys_unlink(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    sys_unlinkat(k, [AT_FDCWD, a[0], 0, 0, 0, 0])
+}
+
+pub(super) fn sys_rmdir(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    sys_unlinkat(k, [AT_FDCWD, a[0], AT_REMOVEDIR, 0, 0, 0])
+}
+
+pub(super) fn sys_renameat(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let (od, on) = parent_of(k, a[0], a[1])?;
+    let (nd, nn) = parent_of(k, a[2], a[3])?;
+    k.fs.rename(od, &on, nd, &nn)?;
+    Ok(0)
+}
+
+pub(super) fn sys_renameat2(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    if a[4] != 0 {
+        return Err(Errno::EINVAL.into());
+    }
+    sys_renameat(k, a)
+}
+
+pub(super) fn sys_rename(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    sys_renameat(k, [AT_FDCWD, a[0], AT_FDCWD, a[1], 0, 0])
+}
+
+pub(super) fn sys_symlinkat(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let target = ucstr(k, a[0])?;
+    let (dir, name) = parent_of(k, a[1], a[2])?;
+    k.fs.symlink(dir, &name, &target)?;
+    Ok(0)
+}
+
+pub(super) fn sys_symlink(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    sys_symlinkat(k, [a[0], AT_FDCWD, a[1], 0, 0, 0])
+}
+
+pub(super) fn sys_linkat(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let old = ucstr(k, a[1])?;
+    let odir = dir_of(k, a[0])?;
+    let ino = k.fs.lookup(odir, &old, a[4] & 0x400 != 0)?;
+    let (dir, name) = parent_of(k, a[2], a[3])?;
+    k.fs.link(ino, dir, &name)?;
+    Ok(0)
+}
+
+pub(super) fn sys_link(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    sys_linkat(k, [AT_FDCWD, a[0], AT_FDCWD, a[1], 0, 0])
+}
+
+pub(super) fn sys_readlinkat(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let path = ucstr(k, a[1])?;
+    if path == PROC_SELF_EXE {
+        let exe = k.cur().exe.clone().into_bytes();
+        let n = exe.len().min(a[3] as usize);
+        uwrite(k, a[2], &exe[..n])?;
+        return ok(n);
+    }
+    let dir = dir_of(k, a[0])?;
+    let ino = k.fs.lookup(dir, &path, false)?;
+    let target = k.fs.readlink(ino)?.to_vec();
+    let n = target.len().min(a[3] as usize);
+    uwrite(k, a[2], &target[..n])?;
+    ok(n)
+}
+
+pub(super) fn sys_readlink(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    sys_readlinkat(k, [AT_FDCWD, a[0], a[1], a[2], 0, 0])
+}
+
+pub(super) fn sys_fchmodat(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let path = ucstr(k, a[1])?;
+    let dir = dir_of(k, a[0])?;
+    let ino = k.fs.lookup(dir, &path, true)?;
+    k.fs.chmod(ino, a[2] as u32 & 0o7777)?;
+    Ok(0)
+}
+
+pub(super) fn sys_chmod(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    sys_fchmodat(k, [AT_FDCWD, a[0], a[1], 0, 0, 0])
+}
+
+pub(super) fn sys_fchmod(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let d = k.cur().fds.desc(a[0])?;
+    let ino = match &d.borrow().obj {
+        Object::File(f) => f.ino,
+        _ => return Ok(0),
+    };
+    k.fs.chmod(ino, a[1] as u32 & 0o7777)?;
+    Ok(0)
+}
+
+pub(super) fn sys_faccessat(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let path = ucstr(k, a[1])?;
+    if device(&path).is_some() {
+        return Ok(0);
+    }
+    let dir = dir_of(k, a[0])?;
+    let ino = k.fs.lookup(dir, &path, a[3] & AT_SYMLINK_NOFOLLOW == 0)?;
+    k.fs.access(ino, a[2] as u32)?;
+    Ok(0)
+}
+
+pub(super) fn sys_faccessat2(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    sys_faccessat(k, a)
+}
+
+pub(super) fn sys_access(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    sys_faccessat(k, [AT_FDCWD, a[0], a[1], 0, 0, 0])
+}
+
+pub(super) fn sys_truncate(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let path = ucstr(k, a[0])?;
+    let cwd = k.cur().cwd;
+    let ino = k.fs.lookup(cwd, &path, true)?;
+    k.fs.truncate(ino, a[1])?;
+    Ok(0)
+}
+
+pub(super) fn sys_ftruncate(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let d = k.cur().fds.desc(a[0])?;
+    let ino = match &d.borrow().obj {
+        Object::File(f) if f.writable() => f.ino,
+        _ => return Err(Errno::EINVAL.into()),
+    };
+    k.fs.truncate(ino, a[1])?;
+    Ok(0)
+}

@@ -1,0 +1,111 @@
+//! Time: clocks and sleeps.
+
+use crx_fs::Errno;
+
+use super::{uread, uwrite, Fail, Sys};
+use crate::kernel::proc::Kernel;
+
+pub(super) fn sys_times(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    if a[0] != 0 {
+        uwrite(k, a[0], &[0u8; 32])?;
+    }
+    Ok(k.hv.monotonic_ns() / 10_000_000)
+}
+
+fn put_timespec(k: &mut Kernel, va: u64, ns: u64) -> Result<(), Fail> {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&(ns / 1_000_000_000).to_le_bytes());
+    b[8..].copy_from_slice(&(ns % 1_000_000_000).to_le_bytes());
+    uwrite(k, va, &b)
+}
+
+fn read_timespec(k: &mut Kernel, va: u64) -> Result<u64, Fail> {
+    let b = uread(k, va, 16)?;
+    let sec = i64::from_le_bytes(b[..8].try_into().unwrap_or([0; 8]));
+    let nsec = i64::from_le_bytes(b[8..].try_into().unwrap_or([0; 8]));
+    if sec < 0 || !(0..1_000_000_000).contains(&nsec) {
+        return Err(Errno::EINVAL.into());
+    }
+    Ok((sec as u64).saturating_mul(1_000_000_000).saturating_add(nsec as u64))
+}
+
+fn clock_ns(k: &Kernel, clk: u64) -> Result<u64, Errno> {
+    match clk {
+        0 | 5 | 8 | 11 => Ok(k.hv.wall_ns()), // REALTIME, _COARSE, _ALARM, TAI
+        1 | 4 | 6 | 7 | 9 => Ok(k.hv.monotonic_ns()), // MONOTONIC, _RAW, _COARSE, BOOTTIME
+        2 | 3 => Ok(k.hv.monotonic_ns()),     // process / thread CPU time (approximate)
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+pub(super) fn sys_clock_gettime(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let ns = clock_ns(k, a[0])?;
+    put_timespec(k, a[1], ns)?;
+    Ok(0)
+}
+
+pub(super) fn sys_clock_getres(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    clock_ns(k, a[0])?;
+    if a[1] != 0 {
+        put_timespec(k, a[1], 1)?;
+    }
+    Ok(0)
+}
+
+pub(super) fn sys_gettimeofday(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    if a[0] != 0 {
+        let ns = k.hv.wall_ns();
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&(ns / 1_000_000_000).to_le_bytes());
+        b[8..].copy_from_slice(&((ns % 1_000_000_000) / 1000).to_le_bytes());
+        uwrite(k, a[0], &b)?;
+    }
+    if a[1] != 0 {
+        uwrite(k, a[1], &[0u8; 8])?;
+    }
+    Ok(0)
+}
+
+pub(super) fn sys_time(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let s = k.hv.wall_ns() / 1_000_000_000;
+    if a[0] != 0 {
+        uwrite(k, a[0], &s.to_le_bytes())?;
+    }
+    Ok(s)
+}
+
+/// Sleeps until the monotonic `deadline`: blocks until the scheduler sees it passed.
+fn sleep_until(k: &mut Kernel, deadline: u64) -> Sys {
+    let now = k.hv.monotonic_ns();
+    if now >= deadline {
+        k.cur().sleep_deadline = None;
+        return Ok(0);
+    }
+    k.cur().sleep_deadline = Some(deadline);
+    Err(Fail::Block)
+}
+
+pub(super) fn sys_nanosleep(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    if let Some(d) = k.cur().sleep_deadline {
+        return sleep_until(k, d);
+    }
+    let ns = read_timespec(k, a[0])?;
+    let d = k.hv.monotonic_ns().saturating_add(ns);
+    sleep_until(k, d)
+}
+
+pub(super) fn sys_clock_nanosleep(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    if let Some(d) = k.cur().sleep_deadline {
+        return sleep_until(k, d);
+    }
+    let t = read_timespec(k, a[2])?;
+    let now_mono = k.hv.monotonic_ns();
+    let d = if a[1] & 1 != 0 {
+        let now_clk = clock_ns(k, a[0])?;
+        now_mono.saturating_add(t.saturating_sub(now_clk))
+    } else {
+        clock_ns(k, a[0])?;
+        now_mono.saturating_add(t)
+    };
+    sleep_until(k, d)
+}
