@@ -7,6 +7,7 @@ pub mod console;
 pub mod emulator;
 pub mod image;
 pub mod machine;
+pub mod modgraph;
 pub mod oci;
 pub mod pod;
 pub mod setup;

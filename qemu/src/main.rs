@@ -516,6 +516,20 @@ fn lint() -> Result<ExitCode, Error> {
             failed.push(what.clone());
         }
     }
+    for krate in qemu::modgraph::CHECKED {
+        eprintln!("lint: import cycles ({krate})");
+        let src = repo_root().join(krate).join("src");
+        let graph =
+            qemu::modgraph::read(&src).map_err(|e| Error::io(format!("reading {}", src.display()), e))?;
+        let cycles = graph.cycles();
+        for c in &cycles {
+            eprintln!("lint: {krate}: import cycle between {}", c.join(", "));
+        }
+        if !cycles.is_empty() {
+            eprintln!("lint: import cycles ({krate}) FAILED");
+            failed.push(format!("import cycles ({krate})"));
+        }
+    }
     if failed.is_empty() {
         eprintln!("lint: all clean");
         Ok(ExitCode::SUCCESS)
