@@ -1,9 +1,9 @@
 //! The kernel's main line: bring the machine up in order, print the ready line, then
 //! either run self-tests or idle.
 
-use crate::arch::{apic, console, cpu, gdt, interrupts, power, smp, time};
+use crate::arch::{acpi, apic, console, cpu, gdt, interrupts, pci, power, smp, time};
 use crate::selftest::Verdict;
-use crate::{acpi, cmdline, kprintln, logger, mm, pci, selftest};
+use crate::{cmdline, kprintln, logger, mm, selftest};
 use boot::BootInfo;
 use log::{error, info, warn};
 
@@ -75,19 +75,17 @@ pub fn kmain(boot: &'static BootInfo) -> ! {
 static KMAIN: &[selftest::Test] = &[
     selftest::Test { name: "cmdline", in_all: true, run: selftest_cmdline },
     selftest::Test { name: "time", in_all: true, run: selftest_time },
-    selftest::Test { name: "fault", in_all: false, run: selftest_fault },
-    selftest::Test { name: "overflow", in_all: false, run: selftest_overflow },
 ];
 
 /// Every module's self-tests, in the order `all` runs them.
 static SELFTESTS: &[&[selftest::Test]] = &[
     KMAIN,
     crate::mm::SELFTESTS,
-    crate::acpi::SELFTESTS,
+    crate::arch::acpi::SELFTESTS,
     crate::arch::interrupts::SELFTESTS,
     crate::arch::apic::SELFTESTS,
     crate::arch::smp::SELFTESTS,
-    crate::pci::SELFTESTS,
+    crate::arch::pci::SELFTESTS,
     crate::virt::vmx::SELFTESTS,
     crate::vm::selftests::SELFTESTS,
     crate::virt::svm::SELFTESTS,
@@ -124,31 +122,4 @@ pub fn selftest_time() -> Verdict {
         return Err("1 ms spin took less than 1 ms of TSC time");
     }
     Ok(())
-}
-
-/// Takes a page fault on purpose: the exception report ends the run.
-pub fn selftest_fault() -> Verdict {
-    let bad = 0x0dea_dbee_f000_usize as *const u64;
-    // SAFETY: deliberately unsound: this reads an address nothing maps, to exercise the
-    // page-fault report. The handler never returns here.
-    let v = unsafe { core::ptr::read_volatile(bad) };
-    kprintln!("read {v:#x} from an unmapped address");
-    Err("the page fault did not happen")
-}
-
-/// Recurses until the stack runs into its guard page: the report must say so.
-pub fn selftest_overflow() -> Verdict {
-    #[inline(never)]
-    fn deeper(n: u64) -> u64 {
-        let mut frame = [n; 64];
-        core::hint::black_box(&mut frame);
-        // Far deeper than any kernel stack: the guard page is reached long before.
-        if n > 1 << 40 {
-            return n;
-        }
-        deeper(n + 1).wrapping_add(frame[(n % 64) as usize])
-    }
-    let v = deeper(0);
-    kprintln!("recursion returned {v}");
-    Err("the stack overflow did not fault")
 }

@@ -24,8 +24,6 @@ pub mod virt;
 pub mod vm;
 
 #[cfg(target_os = "none")]
-pub mod acpi;
-#[cfg(target_os = "none")]
 pub mod arch;
 #[cfg(target_os = "none")]
 pub mod kmain;

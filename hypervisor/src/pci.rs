@@ -1,9 +1,9 @@
-//! PCI enumeration over configuration mechanism #1 (ports 0xCF8/0xCFC).
-//!
-//! The scan and the decoding are pure: they read configuration space through
+//! PCI enumeration: the scan and the decoding, pure: they read configuration space through
 //! [`ConfigSpace`], so they run on the host over a made-up bus. A function whose vendor ID
 //! reads 0xFFFF is absent. Bridges are not followed specially: all 256 buses are probed,
 //! device 0 function 0 first, other functions only when the header says multi-function.
+//! The configuration ports are `crate::arch::pci`'s.
+#![forbid(unsafe_code)]
 
 use core::fmt;
 
@@ -163,71 +163,6 @@ pub fn class_name(class: u8, subclass: u8) -> &'static str {
         (0xff, _) => "vendor-specific",
         _ => "other",
     }
-}
-
-/// Configuration mechanism #1 through I/O ports.
-#[cfg(target_os = "none")]
-pub struct PortConfig;
-
-#[cfg(target_os = "none")]
-impl ConfigSpace for PortConfig {
-    fn read32(&self, bdf: Bdf, offset: u8) -> u32 {
-        use x86_64::instructions::port::Port;
-        let address = 0x8000_0000u32
-            | u32::from(bdf.bus) << 16
-            | u32::from(bdf.device & 0x1f) << 11
-            | u32::from(bdf.function & 0x7) << 8
-            | u32::from(offset & 0xfc);
-        let mut addr = Port::<u32>::new(0xcf8);
-        let mut data = Port::<u32>::new(0xcfc);
-        x86_64::instructions::interrupts::without_interrupts(|| {
-            // SAFETY: 0xCF8/0xCFC are the PCI configuration ports on every PC chipset; the
-            // pair is used with interrupts off so no other access on this CPU interleaves,
-            // and reading configuration registers has no side effects.
-            unsafe {
-                addr.write(address);
-                data.read()
-            }
-        })
-    }
-}
-
-#[cfg(target_os = "none")]
-static FOUND: spin::Once<Scan> = spin::Once::new();
-
-/// Scans the PCI buses and logs every function found.
-#[cfg(target_os = "none")]
-pub fn enumerate() -> &'static Scan {
-    FOUND.call_once(|| {
-        let s = scan(&PortConfig);
-        for f in &s.functions {
-            log::info!("{f}");
-        }
-        if s.more > 0 {
-            log::warn!("{} more functions not recorded", s.more);
-        }
-        log::info!("{} functions", s.functions.len() + s.more);
-        s
-    })
-}
-
-/// Self-tests of this module.
-#[cfg(target_os = "none")]
-pub static SELFTESTS: &[crate::selftest::Test] =
-    &[crate::selftest::Test { name: "pci", in_all: true, run: selftest_pci }];
-
-#[cfg(target_os = "none")]
-fn selftest_pci() -> crate::selftest::Verdict {
-    let s = scan(&PortConfig);
-    let Some(first) = s.functions.first() else { return Err("no PCI function answered") };
-    if first.bdf != (Bdf { bus: 0, device: 0, function: 0 }) || (first.class, first.subclass) != (0x06, 0x00)
-    {
-        return Err("00:00.0 is not a host bridge");
-    }
-    if enumerate().functions.len() != s.functions.len() {
-        return Err("a second scan found a different number of functions");
-    }
-    Ok(())
 }
 
 #[cfg(test)]

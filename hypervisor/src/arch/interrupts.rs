@@ -299,7 +299,11 @@ fn report(f: &TrapFrame) {
 }
 
 /// Self-tests of this module.
-pub static SELFTESTS: &[Test] = &[Test { name: "interrupts", in_all: true, run: selftest_breakpoint }];
+pub static SELFTESTS: &[Test] = &[
+    Test { name: "interrupts", in_all: true, run: selftest_breakpoint },
+    Test { name: "fault", in_all: false, run: selftest_fault },
+    Test { name: "overflow", in_all: false, run: selftest_overflow },
+];
 
 /// `int3` comes back, and the exception counters move by exactly one.
 fn selftest_breakpoint() -> Verdict {
@@ -314,4 +318,31 @@ fn selftest_breakpoint() -> Verdict {
         return Err("the breakpoint count did not move by one");
     }
     Ok(())
+}
+
+/// Takes a page fault on purpose: the exception report ends the run.
+fn selftest_fault() -> Verdict {
+    let bad = 0x0dea_dbee_f000_usize as *const u64;
+    // SAFETY: deliberately unsound: this reads an address nothing maps, to exercise the
+    // page-fault report. The handler never returns here.
+    let v = unsafe { core::ptr::read_volatile(bad) };
+    crate::kprintln!("read {v:#x} from an unmapped address");
+    Err("the page fault did not happen")
+}
+
+/// Recurses until the stack runs into its guard page: the report must say so.
+fn selftest_overflow() -> Verdict {
+    #[inline(never)]
+    fn deeper(n: u64) -> u64 {
+        let mut frame = [n; 64];
+        core::hint::black_box(&mut frame);
+        // Far deeper than any kernel stack: the guard page is reached long before.
+        if n > 1 << 40 {
+            return n;
+        }
+        deeper(n + 1).wrapping_add(frame[(n % 64) as usize])
+    }
+    let v = deeper(0);
+    crate::kprintln!("recursion returned {v}");
+    Err("the stack overflow did not fault")
 }

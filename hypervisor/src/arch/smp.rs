@@ -260,7 +260,7 @@ fn install_trampoline() -> bool {
 
 /// Starts every other CPU the platform lists (at most `max_cpus` in all) and returns how
 /// many CPUs are online, this one included.
-pub fn start_aps(platform: &crate::acpi::Platform, max_cpus: Option<u32>) -> u32 {
+pub fn start_aps(platform: &crate::arch::acpi::Platform, max_cpus: Option<u32>) -> u32 {
     let limit = max_cpus.unwrap_or(u32::MAX).clamp(1, MAX_CPUS as u32);
     let bsp = percpu::current().apic_id();
     let others = platform.apic_ids.iter().filter(|&&id| id != bsp).count();

@@ -1,4 +1,4 @@
-//! ACPI tables: the MADT's processors and interrupt controllers.
+//! ACPI tables read from firmware memory: the MADT's processors and interrupt controllers.
 //!
 //! The `acpi` crate finds and checksums the RSDP, the RSDT/XSDT and the MADT through an
 //! identity-mapping handler; the MADT's entries are then parsed by [`crate::decode::madt`],
