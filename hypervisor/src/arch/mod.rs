@@ -1,5 +1,9 @@
-//! x86_64 hardware: everything that touches ports, MSRs, control registers and
-//! descriptor tables lives under this module.
+//! The x86_64 platform's hardware: CPU identification, descriptor tables, interrupts, the
+//! APIC, SMP start-up, clocks, the console, power-off, firmware tables (ACPI) and PCI
+//! configuration ports. The other hardware modules are memory's (`mm::{kernel, heap,
+//! direct}`) and the virtualization backends' (`virt::vmx::{hw, insn, vcpu}`,
+//! `virt::svm::hw`); the pure decoders they feed live in `decode` and the backends' pure
+//! format modules.
 
 pub mod acpi;
 pub mod apic;

@@ -7,7 +7,8 @@
 //! * [`layout`] (pure): the kernel's address-space plan and permissions, with the table of
 //!   fixed virtual regions.
 //! * `kernel` (hardware): builds the identity map, switches CR3, hands out stacks and
-//!   maps MMIO above 4 GiB. `heap` (hardware): the global allocator.
+//!   maps MMIO above 4 GiB. `heap` (hardware): the global allocator. [`direct`]
+//!   (hardware): guest frames and boot modules through the identity map.
 #![deny(unsafe_code)]
 
 pub mod frames;

@@ -10,6 +10,8 @@
 //! count is reported (as a line of the hypervisor's) with the next line let through.
 #![forbid(unsafe_code)]
 
+use alloc::string::String;
+
 /// Longest line kept before it is printed anyway.
 pub const LINE_MAX: usize = 256;
 
@@ -162,6 +164,21 @@ fn pass(limit: &mut RateLimit, now_ns: u64, line: &str, emit: &mut impl FnMut(Ou
     }
 }
 
+/// Keeps a backlog of lines waiting for the serial line under `max` bytes: past it, the
+/// oldest lines are dropped (down to half of `max`) and a line of the hypervisor's counts
+/// them.
+pub fn bound_backlog(out: &mut String, max: usize) {
+    if out.len() <= max {
+        return;
+    }
+    let excess = out.len() - max / 2;
+    let cut = out.get(excess..).and_then(|t| t.find('\n')).map_or(out.len(), |i| excess + i + 1);
+    let dropped = out.get(..cut).unwrap_or_default();
+    let lines = dropped.matches('\n').count() + usize::from(!dropped.ends_with('\n'));
+    out.replace_range(..cut, "");
+    out.insert_str(0, &alloc::format!("console: {lines} lines dropped (the serial line is behind)\n"));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +205,26 @@ mod tests {
         let out = lines(&[&long]);
         assert_eq!(out.iter().map(|l| l.len()).collect::<Vec<_>>(), [256, 256, 88]);
         assert_eq!(lines(&[b"a\x1b[2Jb\r\tc\xff"]), ["a?[2Jb? c?"]);
+    }
+
+    #[test]
+    fn a_backlog_keeps_its_newest_whole_lines() {
+        let mut out = String::from("short\n");
+        bound_backlog(&mut out, 100);
+        assert_eq!(out, "short\n", "under the bound nothing changes");
+        let mut out: String = (0..1000).map(|i| format!("line {i:04}\n")).collect();
+        bound_backlog(&mut out, 1000);
+        assert!(out.len() <= 1000, "{}", out.len());
+        let mut lines = out.lines();
+        let note = lines.next().unwrap();
+        let kept: Vec<&str> = lines.collect();
+        assert_eq!(kept.last(), Some(&"line 0999"), "the newest line stays");
+        assert!(kept.iter().all(|l| l.len() == 9), "only whole lines stay");
+        assert_eq!(note, format!("console: {} lines dropped (the serial line is behind)", 1000 - kept.len()));
+        // One huge line without a newline is dropped whole, never split or a panic.
+        let mut out = "x".repeat(5000);
+        bound_backlog(&mut out, 1000);
+        assert_eq!(out, "console: 1 lines dropped (the serial line is behind)\n");
     }
 
     #[test]

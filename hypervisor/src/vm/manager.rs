@@ -16,14 +16,16 @@
 //!
 //! The serial line is slow and waited on byte by byte, so it is never driven under the
 //! world lock on behalf of a guest: everything printed while the lock is held (console
-//! and pod lines, end lines) is appended to the world's `out` buffer, and [`with_world`]
-//! prints it after releasing the lock, in the order it was written.
+//! and pod lines, end lines) is appended to the world's `out` buffer, in order, and one
+//! CPU at a time prints it after releasing the lock ([`print_pending`]); the others go on
+//! running vCPUs meanwhile.
 //!
 //! vCPU k of a VM starts like vCPU 0 with `rsi = k` and its stack 64 KiB lower per index.
 //! Each vCPU is created, run and dropped on its one CPU; the VM's memory is dropped by the
 //! CPU that tears down its last vCPU.
 #![forbid(unsafe_code)]
 
+use super::console::bound_backlog;
 use super::exit::{Action, StopReason};
 use super::handler;
 use super::loader;
@@ -44,7 +46,7 @@ use boot::BootInfo;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, Ordering};
 use log::{error, info, warn};
-use spin::{Mutex, MutexGuard};
+use spin::Mutex;
 use x86_64::instructions::interrupts::without_interrupts;
 
 struct World {
@@ -65,28 +67,59 @@ static BACKEND: Mutex<Option<&'static dyn Backend>> = Mutex::new(None);
 /// Bit i: CPU i could not enable virtualization.
 static ENABLE_FAILED: AtomicU64 = AtomicU64::new(0);
 
-/// Taken under the world lock by whoever has lines to print, and held until they are
-/// printed: so lines reach the serial line in the order they were written under the
-/// lock, though they are printed outside it.
-static PRINTING: Mutex<()> = Mutex::new(());
+/// Held by the one CPU that prints the world's waiting lines.
+static PRINTER: Mutex<()> = Mutex::new(());
+
+/// Most bytes of lines waiting for the serial line. Rate limits keep each VM and container
+/// far below what the line carries, so only many chatty VMs at once reach this; then the
+/// oldest waiting lines are dropped and counted.
+const MAX_PENDING: usize = 256 << 10;
 
 /// Runs `f` on the world under its lock; then prints what `f` wrote to `out`.
 fn with_world<R>(f: impl FnOnce(&mut World) -> R) -> Option<R> {
-    let (r, text, printing) = without_interrupts(|| {
+    let (r, pending) = without_interrupts(|| {
         let mut guard = WORLD.lock();
         let w = guard.as_mut()?;
         let r = f(w);
-        if w.out.is_empty() {
-            return Some((r, String::new(), None::<MutexGuard<'static, ()>>));
-        }
-        let text = core::mem::take(&mut w.out);
-        Some((r, text, Some(PRINTING.lock())))
+        bound_backlog(&mut w.out, MAX_PENDING);
+        Some((r, !w.out.is_empty()))
     })?;
-    for line in text.lines() {
-        kprintln!("{line}");
+    if pending {
+        print_pending(false);
     }
-    drop(printing);
     Some(r)
+}
+
+/// Prints the lines waiting in the world's buffer, oldest first, outside the world lock.
+/// One CPU prints at a time; another that finds the printer busy goes back to its vCPUs,
+/// and the printer picks up its lines before it stops. With `wait`, returns only once
+/// everything written so far is printed.
+fn print_pending(wait: bool) {
+    loop {
+        let printer = if wait {
+            PRINTER.lock()
+        } else {
+            match PRINTER.try_lock() {
+                Some(p) => p,
+                None => return,
+            }
+        };
+        loop {
+            let text = without_interrupts(|| WORLD.lock().as_mut().map(|w| core::mem::take(&mut w.out)))
+                .unwrap_or_default();
+            if text.is_empty() {
+                break;
+            }
+            for line in text.lines() {
+                kprintln!("{line}");
+            }
+        }
+        drop(printer);
+        // Lines written while this CPU released the printer are printed by this CPU.
+        if without_interrupts(|| WORLD.lock().as_ref().is_none_or(|w| w.out.is_empty())) {
+            return;
+        }
+    }
 }
 
 fn backend() -> Option<&'static dyn Backend> {
@@ -446,6 +479,7 @@ pub fn run(boot: &BootInfo, opts: &Options<'_>) -> ! {
     loop {
         let done = with_world(|w| (w.finalized >= w.total).then_some((w.exited, w.stopped))).flatten();
         if let Some((exited, stopped)) = done {
+            print_pending(true);
             kprintln!("vms: {exited} exited, {stopped} stopped");
             power::exit(power::ExitCode::Success);
         }
