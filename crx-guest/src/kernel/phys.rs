@@ -21,6 +21,8 @@ const P: u64 = 1;
 const W: u64 = 2;
 const PS: u64 = 0x80;
 const ADDR: u64 = 0x000f_ffff_ffff_f000;
+/// The accessed and dirty bits, which the CPU sets as it uses an entry.
+const USED: u64 = 0x60;
 
 /// The range [start, end) of pool frames the accessors accept; the direct-map base.
 static POOL_START: AtomicU64 = AtomicU64::new(0);
@@ -178,11 +180,12 @@ fn image_tables(pml4: u64) -> Option<[u64; 2]> {
         return None;
     }
     let pd = e3 & ADDR;
-    Some([read_u64(pd), read_u64(pd + 8)])
+    Some([read_u64(pd) & !USED, read_u64(pd + 8) & !USED])
 }
 
 /// Whether `pml4` maps the kernel as its own tables do: the same kernel half (entries
-/// 256-511: the direct map) and the same page tables for the image.
+/// 256-511: the direct map) and the same page tables for the image, whatever the accessed
+/// and dirty bits say.
 fn maps_kernel(pml4: u64) -> bool {
     let k = KERNEL_PML4.load(Ordering::Relaxed);
     if k == 0 || !pml4.is_multiple_of(FRAME) || !in_pool(pml4, FRAME) {
@@ -191,7 +194,7 @@ fn maps_kernel(pml4: u64) -> bool {
     if pml4 == k {
         return true;
     }
-    let same_half = (256..512u64).all(|i| read_u64(pml4 + i * 8) == read_u64(k + i * 8));
+    let same_half = (256..512u64).all(|i| (read_u64(pml4 + i * 8) ^ read_u64(k + i * 8)) & !USED == 0);
     same_half && image_tables(pml4).is_some_and(|t| Some(t) == image_tables(k) && t[0] & P != 0)
 }
 
