@@ -33,6 +33,14 @@ pub mod errno {
     pub const ENAMETOOLONG: i64 = 36;
 }
 
+/// Whether `v` may become a process's FS base (its TLS pointer), by `arch_prctl(ARCH_SET_FS)`
+/// or `clone(CLONE_SETTLS)`: only addresses below the top of user space (Linux's
+/// `TASK_SIZE_MAX`; it refuses others with `EPERM`). Anything else could be non-canonical,
+/// which the FS-base write cannot take.
+pub fn fs_base_allowed(v: u64) -> bool {
+    v < crate::elf::USER_END
+}
+
 /// Signal numbers.
 #[allow(missing_docs)]
 pub mod sig {
@@ -149,6 +157,15 @@ mod tests {
         assert_eq!(Exit::Signal(sig::SIGKILL).container_code(), 137);
         assert_eq!(Exit::Signal(sig::SIGSEGV).container_code(), 139);
         assert_eq!(Exit::Code(1).container_code(), 1);
+    }
+
+    #[test]
+    fn fs_base_must_be_a_user_address() {
+        assert!(fs_base_allowed(0));
+        assert!(fs_base_allowed(crate::elf::USER_END - 1));
+        assert!(!fs_base_allowed(crate::elf::USER_END));
+        assert!(!fs_base_allowed(0x8000_0000_0000_0000)); // non-canonical
+        assert!(!fs_base_allowed(0xffff_8000_0000_0000)); // canonical, kernel half
     }
 
     #[test]

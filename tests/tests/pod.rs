@@ -384,8 +384,35 @@ fn aarch64_elf() -> Vec<u8> {
     e
 }
 
+/// A static program asking `clone` for a child with a non-canonical TLS (FS base): Linux
+/// refuses it with EPERM before creating the child.
+const BAD_TLS_C: &str = r#"#define _GNU_SOURCE
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+int main(void)
+{
+    /* x86_64 clone(flags, newsp, parent_tid, child_tid, tls) */
+    long r = syscall(SYS_clone, (long)(CLONE_SETTLS | SIGCHLD), 0L, 0L, 0L, 0x8000000000000000UL);
+    if (r == 0)
+        _exit(0);
+    if (r > 0) {
+        waitpid(r, NULL, 0);
+        printf("badtls: clone created child %ld\n", r);
+        return 1;
+    }
+    printf("badtls: clone: %ld %s\n", r, errno == EPERM ? "EPERM" : "other errno");
+    return errno == EPERM ? 0 : 1;
+}
+"#;
+
 /// The rootfs of the failure tests, built once: busybox, `bin/misbehave` (tests/c/misbehave.c
-/// built with `gcc -static`), `bin/arm64` (an aarch64 executable), `bin/dynamic` (the host's
+/// built with `gcc -static`), `bin/badtls` ([`BAD_TLS_C`], likewise), `bin/arm64` (an aarch64 executable), `bin/dynamic` (the host's
 /// dynamically linked /usr/bin/true) and `bin/noexec` (busybox without x bits).
 fn failures_image() -> &'static Image {
     static IMAGE: OnceLock<Image> = OnceLock::new();
@@ -396,6 +423,9 @@ fn failures_image() -> &'static Image {
         let bin = dir.join("bin");
         let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("c").join("misbehave.c");
         gcc_static(&source, &bin.join("misbehave"));
+        let bad_tls = dir.with_file_name("badtls.c");
+        std::fs::write(&bad_tls, BAD_TLS_C).expect("badtls.c");
+        gcc_static(&bad_tls, &bin.join("badtls"));
         let mode = |p: &Path, m: u32| {
             std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod")
         };
@@ -475,6 +505,14 @@ fn a_fork_bomb_is_bounded_by_the_process_limit() {
     check_console_has(&o, "process limit 64");
     check(&o, o.run.end(0) == Some(&End::Exited(7)), "the VM exits with the container's code");
     check(&o, o.run.report.all_ended == Some((1, 0)), "the hypervisor reports the VM ended (vms: 1 exited)");
+}
+
+#[test]
+fn clone_with_a_non_canonical_tls_fails_with_eperm() {
+    let o = failure_run("pod-badtls", &["/bin/badtls"]);
+    check(&o, !o.run.lines.iter().any(|l| l.text.contains("KERNEL FAULT")), "no kernel fault");
+    check_exit(&o, 0);
+    check(&o, out(&o) == ["badtls: clone: -1 EPERM"], "clone fails with EPERM and creates no child");
 }
 
 #[test]

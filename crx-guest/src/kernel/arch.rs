@@ -1,6 +1,7 @@
 //! Everything that touches the CPU directly: the GDT with user segments and a TSS, the IDT
 //! and its entry stubs, the SYSCALL/SYSRET MSRs, entering user mode, CR3 and FS base, and
-//! the per-process FPU/SSE state. The rest of the kernel uses the safe functions here.
+//! the per-process FPU/SSE state, and the one-CPU cell the kernel state lives in. The rest of
+//! the kernel uses the safe functions here (physical memory and CR3 through [`super::phys`]).
 //!
 //! One vCPU, no interrupts: every entry into the kernel (a syscall or an exception) starts
 //! at the top of the one kernel stack, and the kernel leaves only by [`enter_user`], so no
@@ -72,6 +73,25 @@ impl TrapFrame {
 struct BootCell<T>(UnsafeCell<T>);
 // SAFETY: the kernel runs on one vCPU with interrupts off, so there is never concurrent access.
 unsafe impl<T> Sync for BootCell<T> {}
+
+/// A `RefCell` that can be a static: the kernel's state, borrowed by each kernel entry.
+pub struct OneCpu<T>(core::cell::RefCell<T>);
+
+// SAFETY: the kernel runs on one vCPU with interrupts off, so the cell is never used from two
+// contexts at once; a nested borrow on that one context is caught by the `RefCell` itself.
+unsafe impl<T> Sync for OneCpu<T> {}
+
+impl<T> OneCpu<T> {
+    /// A cell holding `v`.
+    pub const fn new(v: T) -> OneCpu<T> {
+        OneCpu(core::cell::RefCell::new(v))
+    }
+
+    /// Borrows the contents (panics if already borrowed).
+    pub fn lock(&self) -> core::cell::RefMut<'_, T> {
+        self.0.borrow_mut()
+    }
+}
 
 /// Bytes of the kernel stack.
 pub const KSTACK_SIZE: usize = 256 * 1024;

@@ -14,6 +14,7 @@ use crx_guest::vma::{Regions, PROT_EXEC, PROT_WRITE};
 use super::arch::TrapFrame;
 use super::fd::close_entry;
 use super::mm::{self, AddrSpace, Oom, NX, W};
+use super::phys;
 use super::proc::{pte_flags, Kernel, MemFault, Pid, UserMem, STACK_SIZE, STACK_TOP};
 
 /// The path that names the running program.
@@ -166,7 +167,7 @@ impl Kernel {
                     let off = (s.offset + (lo - s.vaddr)) as usize;
                     let n = (hi - lo) as usize;
                     let src = bytes.get(off..off + n).ok_or(Ok(Errno::ENOEXEC))?;
-                    mm::write(pa + (lo - page), src);
+                    phys::write(pa + (lo - page), src);
                 }
                 let mut flags = pte_flags(prot);
                 if let Some(f) = old_flags {

@@ -6,16 +6,14 @@
 //! pages, so user mappings start at 4 MiB ([`IMAGE_LIMIT`]). The layer window is mapped read-only in the
 //! direct map when the pod starts.
 //!
-//! The raw accessors below are the only code that dereferences physical memory; they accept
-//! only frames of the frame pool (page tables and user pages, never the kernel image or the
-//! heap) or, for reads, the layer window.
+//! Raw access to frames, and loading CR3, go through [`super::phys`]; this module decides
+//! what the tables contain.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+#![deny(unsafe_code)]
 
 use crx_guest::frames::{FramePool, FRAME};
 
-/// Where the direct map of guest-physical memory starts.
-pub const PHYS_OFFSET: u64 = 0xffff_8000_0000_0000;
+use super::phys::{self, copy_frame, read_u64, write_u64, zero_frame, PHYS_OFFSET};
 
 /// The kernel image must end below this address; user mappings start here.
 pub const IMAGE_LIMIT: u64 = crx_guest::elf::USER_MIN;
@@ -31,100 +29,9 @@ const PS: u64 = 0x80;
 pub const NX: u64 = 1 << 63;
 const ADDR: u64 = 0x000f_ffff_ffff_f000;
 
-/// The range [start, end) of pool frames the accessors accept; the direct-map base.
-static POOL_START: AtomicU64 = AtomicU64::new(0);
-static POOL_END: AtomicU64 = AtomicU64::new(0);
-static PHYS_BASE: AtomicU64 = AtomicU64::new(0);
-static LAYERS_END: AtomicU64 = AtomicU64::new(0);
-/// The kernel's own PML4 (image and direct map only), loaded while a process's tables go.
-static KERNEL_PML4: AtomicU64 = AtomicU64::new(0);
-
 /// Frames ran out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Oom;
-
-fn in_pool(pa: u64, len: u64) -> bool {
-    pa >= POOL_START.load(Ordering::Relaxed)
-        && pa.checked_add(len).is_some_and(|e| e <= POOL_END.load(Ordering::Relaxed))
-}
-
-fn ptr(pa: u64) -> *mut u8 {
-    (PHYS_BASE.load(Ordering::Relaxed).wrapping_add(pa)) as *mut u8
-}
-
-/// Declares the pool range for the accessors (boot, before any use).
-pub fn set_pool_range(start: u64, end: u64) {
-    POOL_START.store(start, Ordering::Relaxed);
-    POOL_END.store(end, Ordering::Relaxed);
-}
-
-/// Reads a u64 of a pool frame (0 outside the pool).
-pub fn read_u64(pa: u64) -> u64 {
-    if !in_pool(pa, 8) || !pa.is_multiple_of(8) {
-        return 0;
-    }
-    // SAFETY: pool frames are mapped (identity at boot, direct map later) and never
-    // referenced by Rust objects; the address is 8-aligned.
-    unsafe { core::ptr::read_volatile(ptr(pa) as *const u64) }
-}
-
-/// Writes a u64 of a pool frame (ignored outside the pool).
-pub fn write_u64(pa: u64, v: u64) {
-    if !in_pool(pa, 8) || !pa.is_multiple_of(8) {
-        return;
-    }
-    // SAFETY: as in `read_u64`.
-    unsafe { core::ptr::write_volatile(ptr(pa) as *mut u64, v) }
-}
-
-/// Copies bytes out of pool memory.
-pub fn read(pa: u64, out: &mut [u8]) {
-    if !in_pool(pa, out.len() as u64) {
-        out.fill(0);
-        return;
-    }
-    // SAFETY: the range lies in the pool (checked), which no Rust object aliases.
-    unsafe { core::ptr::copy_nonoverlapping(ptr(pa), out.as_mut_ptr(), out.len()) }
-}
-
-/// Copies bytes into pool memory.
-pub fn write(pa: u64, data: &[u8]) {
-    if !in_pool(pa, data.len() as u64) {
-        return;
-    }
-    // SAFETY: as in `read`.
-    unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), ptr(pa), data.len()) }
-}
-
-/// Fills a pool frame with zeros.
-pub fn zero_frame(pa: u64) {
-    if !in_pool(pa, FRAME) {
-        return;
-    }
-    // SAFETY: as in `read`.
-    unsafe { core::ptr::write_bytes(ptr(pa), 0, FRAME as usize) }
-}
-
-/// Copies one pool frame to another.
-pub fn copy_frame(dst: u64, src: u64) {
-    if !in_pool(dst, FRAME) || !in_pool(src, FRAME) || dst == src {
-        return;
-    }
-    // SAFETY: two distinct pool frames (checked).
-    unsafe { core::ptr::copy_nonoverlapping(ptr(src), ptr(dst), FRAME as usize) }
-}
-
-/// The layer window's bytes `[gpa, gpa + len)` as a slice, once mapped by [`map_layers`].
-pub fn layer_bytes(gpa: u64, len: u64) -> Option<&'static [u8]> {
-    let end = gpa.checked_add(len)?;
-    if gpa < crx_guest::podabi::LAYERS_BASE || end > LAYERS_END.load(Ordering::Relaxed) {
-        return None;
-    }
-    let len = usize::try_from(len).ok()?;
-    // SAFETY: [gpa, end) lies inside the layer window, which `map_layers` mapped read-only
-    // in the direct map for the rest of the VM's life; the hypervisor never changes it.
-    Some(unsafe { core::slice::from_raw_parts(ptr(gpa), len) })
-}
 
 /// Allocates a zeroed frame.
 pub fn alloc_zeroed(pool: &mut FramePool) -> Result<u64, Oom> {
@@ -166,8 +73,8 @@ pub struct KernelTables {
 }
 
 /// Builds the kernel tables (direct map of `mem_bytes` with 2 MiB pages, the image at its
-/// link address) in frames taken from `early` (a bump range inside the accessors' range) and
-/// switches to them. Runs on the boot identity map, before the heap exists.
+/// link address) in frames taken from `early` (a bump range inside the accessors' range),
+/// for [`phys::enter_direct_map`]. Runs on the boot identity map, before the heap exists.
 pub fn init_kernel_tables(
     early: &mut (u64, u64),
     mem_bytes: u64,
@@ -213,13 +120,6 @@ pub fn init_kernel_tables(
         }
         pa += FRAME;
     }
-    // SAFETY: these tables map the kernel image (its code, statics and stack, less the stack
-    // guard) at its load address as the boot identity map does, so execution and the stack
-    // carry on; frame accesses move to the direct map built here (PHYS_BASE, set right
-    // after); the tables are never freed.
-    unsafe { crate::kernel::arch::load_cr3(pml4) };
-    KERNEL_PML4.store(pml4, Ordering::Relaxed);
-    PHYS_BASE.store(PHYS_OFFSET, Ordering::Relaxed);
     Ok(KernelTables { pml4, image_pt })
 }
 
@@ -238,7 +138,8 @@ pub fn direct(pa: u64) -> u64 {
     PHYS_OFFSET + pa
 }
 
-/// Maps the layer window `[base, end)` read-only into the direct map (4 KiB pages).
+/// Maps the layer window `[base, end)` read-only into the direct map (4 KiB pages), where
+/// [`phys::layer_bytes`] reads it.
 pub fn map_layers(k: &KernelTables, pool: &mut FramePool, base: u64, end: u64) -> Result<(), Oom> {
     let mut gpa = base & !(FRAME - 1);
     while gpa < end {
@@ -247,9 +148,6 @@ pub fn map_layers(k: &KernelTables, pool: &mut FramePool, base: u64, end: u64) -
             write_u64(pte, gpa | P | NX);
         }
         gpa += FRAME;
-    }
-    if end > LAYERS_END.load(Ordering::Relaxed) {
-        LAYERS_END.store(end, Ordering::Relaxed);
     }
     Ok(())
 }
@@ -421,11 +319,7 @@ impl AddrSpace {
     /// the freed frames are handed out again at once (and zeroed or filled), and the kernel
     /// must not keep running on them.
     pub fn destroy(self, pool: &mut FramePool) {
-        if crate::kernel::arch::cr3() & ADDR == self.pml4 {
-            // SAFETY: the kernel's own PML4, built at boot, maps the kernel as every address
-            // space does and is never freed.
-            unsafe { crate::kernel::arch::load_cr3(KERNEL_PML4.load(Ordering::Relaxed)) };
-        }
+        phys::leave_address_space(self.pml4);
         let (mut pages, mut tables) = (alloc::vec::Vec::new(), alloc::vec::Vec::new());
         self.walk(&mut |_, _, e| pages.push(e & ADDR), &mut |t| tables.push(t));
         for f in pages.into_iter().chain(tables) {

@@ -3,7 +3,7 @@
 //! Boot: the hypervisor enters `_start` in 64-bit mode with RDI = the boot parameters. The
 //! kernel switches to its own stack, loads its GDT/IDT/SYSCALL MSRs ([`arch`]), carves guest
 //! RAM above its image into the heap and the frame pool (the VM's memory budget for page
-//! tables and user pages), builds its page tables ([`mm`]), and starts the pod ([`pod`]).
+//! tables and user pages), builds its page tables ([`mm`], loaded through [`phys`]), and starts the pod ([`pod`]).
 //! A fault in kernel mode prints a report on the console and ends the VM with
 //! [`KERNEL_FAULT_EXIT`].
 
@@ -12,6 +12,7 @@ mod exec;
 mod fd;
 mod hv;
 pub mod mm;
+mod phys;
 mod pod;
 mod proc;
 mod sched;
@@ -120,7 +121,10 @@ extern "sysv64" fn kmain(boot_params_gpa: u64) -> ! {
     let heap_start = free;
     let tables_start = heap_start + heap_bytes;
     let mut early = (tables_start, tables_start + 64 * 4096);
-    mm::set_pool_range(tables_start, stack_area);
+    // SAFETY: [tables_start, stack_area) is guest RAM above the heap and below the boot
+    // stack area, identity-mapped at boot and covered by the direct map built next; nothing
+    // else uses it.
+    unsafe { phys::set_pool_range(tables_start, stack_area) };
     let kt = match mm::init_kernel_tables(&mut early, mem_end, image) {
         Ok(k) => k,
         Err(_) => {
@@ -128,6 +132,10 @@ extern "sysv64" fn kmain(boot_params_gpa: u64) -> ! {
             hv().exit(KERNEL_FAULT_EXIT)
         }
     };
+    // SAFETY: these tables, in pool frames, map the kernel image (its code, statics and
+    // stack, less the stack guard) at its load address as the boot identity map does, and
+    // all guest RAM in the direct map; they are never freed.
+    unsafe { phys::enter_direct_map(kt.pml4) };
     // SAFETY: [heap_start, heap_start + heap_bytes) is guest RAM above the image that nothing
     // else uses (the pool starts above it), mapped writable in the direct map just built.
     unsafe { ALLOCATOR.0.lock().init(mm::direct(heap_start) as *mut u8, heap_bytes as usize) };

@@ -22,6 +22,7 @@ use super::exec::{self, ExecError};
 use super::fd::{desc, FdEntry, Object};
 use super::klog;
 use super::mm::{self, KernelTables};
+use super::phys;
 use super::proc::{Container, Kernel, Pid, KERNEL};
 use crx_fs::linux::o;
 
@@ -115,7 +116,7 @@ fn apply_layers(k: &mut Kernel) -> Result<(), String> {
         mm::map_layers(&k.kt, &mut k.pool, info.gpa, info.gpa + info.len)
             .map_err(|_| alloc::format!("layer {i}: no memory to map it"))?;
         let bytes =
-            mm::layer_bytes(info.gpa, info.len).ok_or_else(|| alloc::format!("layer {i}: not mapped"))?;
+            phys::layer_bytes(info.gpa, info.len).ok_or_else(|| alloc::format!("layer {i}: not mapped"))?;
         k.fs.apply_layer(bytes, kind).map_err(|e| alloc::format!("layer {i}: {e}"))?;
     }
     Ok(())

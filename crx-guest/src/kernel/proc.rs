@@ -4,6 +4,8 @@
 //! Every process has its own address space, descriptor table and saved user registers. The
 //! kernel entries and the scheduler that runs these processes are in [`super::sched`].
 
+#![deny(unsafe_code)]
+
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
@@ -16,11 +18,12 @@ use crx_guest::posix::{sig, Exit};
 use crx_guest::signal::{Action, FaultContext, SigInfo, CLD_EXITED, CLD_KILLED};
 use crx_guest::vma::{Regions, PROT_EXEC, PROT_WRITE};
 
-use super::arch::{FpuArea, FpuFormat, TrapFrame};
+use super::arch::{FpuArea, FpuFormat, OneCpu, TrapFrame};
 use super::fd::FdTable;
 use super::hv::Hv;
 use super::klog;
 use super::mm::{self, AddrSpace, KernelTables, NX, P, W};
+use super::phys;
 
 /// Process id.
 pub type Pid = u32;
@@ -147,24 +150,9 @@ pub struct Kernel {
     pub trace: bool,
 }
 
-/// The kernel state's home: borrowed by each kernel entry and released before returning to
-/// user mode.
-pub struct KernelCell(core::cell::RefCell<Option<Kernel>>);
-
-// SAFETY: the kernel runs on one vCPU with interrupts off and never re-enters itself (a
-// kernel fault reports and ends the VM without touching this cell), so the RefCell is only
-// ever used from one context at a time.
-unsafe impl Sync for KernelCell {}
-
-impl KernelCell {
-    /// Borrows the kernel state.
-    pub fn lock(&self) -> core::cell::RefMut<'_, Option<Kernel>> {
-        self.0.borrow_mut()
-    }
-}
-
-/// The kernel, taken by each entry and released before returning to user mode.
-pub static KERNEL: KernelCell = KernelCell(core::cell::RefCell::new(None));
+/// The kernel, taken by each entry and released before returning to user mode (a kernel
+/// fault reports and ends the VM without touching it).
+pub static KERNEL: OneCpu<Option<Kernel>> = OneCpu::new(None);
 
 /// Why a user access failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,7 +212,7 @@ impl UserMem<'_> {
             let pa = self.fault_in(a, false)?;
             let off = (a % PAGE) as usize;
             let n = (PAGE as usize - off).min(out.len() - done);
-            mm::read(pa + off as u64, &mut out[done..done + n]);
+            phys::read(pa + off as u64, &mut out[done..done + n]);
             done += n;
         }
         Ok(())
@@ -238,7 +226,7 @@ impl UserMem<'_> {
             let pa = self.fault_in(a, true)?;
             let off = (a % PAGE) as usize;
             let n = (PAGE as usize - off).min(data.len() - done);
-            mm::write(pa + off as u64, &data[done..done + n]);
+            phys::write(pa + off as u64, &data[done..done + n]);
             done += n;
         }
         Ok(())
@@ -259,7 +247,7 @@ impl UserMem<'_> {
             let pa = self.fault_in(a, false)?;
             let off = a % PAGE;
             let mut chunk = alloc::vec![0u8; (PAGE - off) as usize];
-            mm::read(pa + off, &mut chunk);
+            phys::read(pa + off, &mut chunk);
             if let Some(z) = chunk.iter().position(|&b| b == 0) {
                 out.extend_from_slice(&chunk[..z]);
                 return if out.len() > max { Err(MemFault::Bad) } else { Ok(out) };

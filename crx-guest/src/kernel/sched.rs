@@ -5,6 +5,8 @@
 //! arguments are still in the saved registers); when every process is blocked and some
 //! wait for time, the vCPU sleeps until the earliest deadline (`SLEEP_UNTIL`).
 
+#![deny(unsafe_code)]
+
 use alloc::vec::Vec;
 
 use crx_guest::posix::{sig, Exit};
@@ -108,10 +110,10 @@ impl Kernel {
         }
         let p = self.procs.get(&pid).expect("picked process exists");
         if let Some(a) = &p.aspace {
-            // SAFETY: `AddrSpace::new` copies the kernel half of the kernel's PML4 and the
-            // image page tables into every address space, and a process's tables are freed
-            // only by `AddrSpace::destroy`, which moves off them first when they are loaded.
-            unsafe { arch::load_cr3(a.pml4) };
+            // `AddrSpace::new` copies the kernel half of the kernel's PML4 and the image page
+            // tables into every address space, and a process's tables are freed only by
+            // `AddrSpace::destroy`, which moves off them first when they are loaded.
+            super::phys::switch_address_space(a.pml4);
         }
         arch::set_fs_base(p.fs_base);
         p.frame
@@ -119,6 +121,9 @@ impl Kernel {
 }
 
 /// Exception entry from the stubs.
+// `no_mangle` (which `unsafe_code` flags): the entry stubs in `arch` call this symbol, and
+// no other item has its name.
+#[allow(unsafe_code)]
 #[no_mangle]
 extern "C" fn crx_trap(tf: &mut TrapFrame) -> ! {
     if !tf.is_user() {
@@ -217,6 +222,9 @@ fn exception_name(v: u64) -> &'static str {
 }
 
 /// Syscall entry from the stub.
+// `no_mangle` (which `unsafe_code` flags): the entry stubs in `arch` call this symbol, and
+// no other item has its name.
+#[allow(unsafe_code)]
 #[no_mangle]
 extern "C" fn crx_syscall(tf: &mut TrapFrame) -> ! {
     let frame = {

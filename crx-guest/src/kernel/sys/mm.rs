@@ -7,6 +7,7 @@ use crx_guest::vma::{page_up, PROT_WRITE};
 use super::{fault, Fail, Sys};
 use crate::kernel::fd::Object;
 use crate::kernel::mm;
+use crate::kernel::phys;
 use crate::kernel::proc::{pte_flags, Kernel, MemFault, MMAP_TOP};
 
 pub(super) fn sys_brk(k: &mut Kernel, a: [u64; 6]) -> Sys {
@@ -116,7 +117,7 @@ pub(super) fn sys_mmap(k: &mut Kernel, a: [u64; 6]) -> Sys {
                 Ok(pa) => pa,
                 Err(_) => return Err(fault(k, MemFault::Oom)),
             };
-            mm::write(pa, &page);
+            phys::write(pa, &page);
             let pid = k.current;
             let p = k.procs.get_mut(&pid).ok_or(Fail::Gone)?;
             if let Some(asp) = p.aspace.as_mut() {
@@ -164,7 +165,7 @@ pub(super) fn sys_mprotect(k: &mut Kernel, a: [u64; 6]) -> Sys {
                 // A frame shared with a fork relative gets its own copy before it is writable.
                 match k.pool.alloc() {
                     Ok(n) => {
-                        mm::copy_frame(n, pa);
+                        phys::copy_frame(n, pa);
                         if asp.map(&mut k.pool, at, n, pte_flags(prot)).is_err() {
                             oom = true;
                             break;

@@ -4,8 +4,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crx_fs::Errno;
-use crx_guest::elf::{ElfError, USER_END};
-use crx_guest::posix::Exit;
+use crx_guest::elf::ElfError;
+use crx_guest::posix::{fs_base_allowed, Exit};
 use crx_guest::signal::FaultContext;
 
 use super::{fault, ucstr, ustrv, uwrite, Fail, Sys};
@@ -54,7 +54,7 @@ pub(super) fn sys_set_tid_address(k: &mut Kernel, a: [u64; 6]) -> Sys {
 pub(super) fn sys_arch_prctl(k: &mut Kernel, a: [u64; 6]) -> Sys {
     match a[0] {
         0x1002 => {
-            if a[1] >= USER_END {
+            if !fs_base_allowed(a[1]) {
                 return Err(Errno::EPERM.into());
             }
             k.cur().fs_base = a[1];
@@ -93,6 +93,10 @@ fn do_clone(k: &mut Kernel, flags: u64, newsp: u64, ptid: u64, ctid: u64, tls: u
     }
     if k.process_count() >= k.process_limit {
         return Err(Errno::EAGAIN.into());
+    }
+    // As `arch_prctl(ARCH_SET_FS)`: the child's FS base is written when it first runs.
+    if flags & CLONE_SETTLS != 0 && !fs_base_allowed(tls) {
+        return Err(Errno::EPERM.into());
     }
     let ppid = k.current;
     let child_space = {
