@@ -20,7 +20,6 @@ use serde_json::{json, Value};
 
 use crate::http::{encode_query, Method, Request, CONTENT_JSON, CONTENT_SMP};
 use crate::pods::{pod_requests, PodEvent, PodWorker};
-use crate::quantity;
 use crate::runtime::Runtime;
 use crate::time::Time;
 use crate::types::{
@@ -28,6 +27,7 @@ use crate::types::{
     NodeSpec, NodeStatus, NodeSystemInfo, ObjectMeta, ObjectReference, Pod, PodList, Preconditions,
     ResourceList, Status, WatchEvent,
 };
+use wire::quantity;
 
 /// Node status is computed this often.
 pub const STATUS_UPDATE_SECS: u64 = 10;

@@ -19,7 +19,6 @@ pub mod agent;
 pub mod http;
 pub mod logs;
 pub mod pods;
-pub mod quantity;
 pub mod runtime;
 pub mod sim;
 pub mod time;

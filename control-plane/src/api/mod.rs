@@ -7,6 +7,7 @@ pub mod resources;
 pub mod status;
 pub mod watch;
 
+use crate::rfc3339;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::server::http::{Request, Response};
 use crate::store::{object_rv, Key, Store, StoreError};
@@ -38,7 +39,7 @@ impl From<ApiError> for Reply {
 
 /// The time as `metav1.Time`.
 pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+    rfc3339::format_time(rfc3339::unix_seconds(SystemTime::now()))
 }
 
 /// A path resolved to a resource.
@@ -803,7 +804,7 @@ impl Api {
                     let mut new = cur.clone();
                     let at = SystemTime::now() + Duration::from_secs(grace.unsigned_abs());
                     new["metadata"]["deletionTimestamp"] =
-                        json!(humantime::format_rfc3339_seconds(at).to_string());
+                        json!(rfc3339::format_time(rfc3339::unix_seconds(at)));
                     new["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
                     Ok(Some(new))
                 })?;

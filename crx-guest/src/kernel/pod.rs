@@ -25,23 +25,9 @@ use super::proc::{Container, Kernel, Pid, KERNEL};
 use super::sys::{self, ExecError};
 use crx_fs::linux::o;
 
+/// A command-line word: `%XX` escapes decoded (a bad escape stays as it is), `+` as itself.
 fn decode_word(w: &str) -> String {
-    let b = w.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let h = core::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|s| u8::from_str_radix(s, 16).ok());
-            if let Some(v) = h {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    wire::percent::decode(w, false)
 }
 
 fn spec_from_cmdline(cmdline: &str) -> PodSpec {
