@@ -96,7 +96,7 @@ fn apply_layers(k: &mut Kernel) -> Result<(), String> {
         if !podabi::in_window(&info) {
             return Err(alloc::format!("layer {i}: outside the layer window"));
         }
-        let kind = LayerKind::from_abi(info.kind)
+        let kind = LayerKind::from_raw(info.kind)
             .ok_or_else(|| alloc::format!("layer {i}: unknown kind {}", info.kind))?;
         mm::map_layers(&k.kt, &mut k.pool, info.gpa, info.gpa + info.len)
             .map_err(|_| alloc::format!("layer {i}: no memory to map it"))?;
