@@ -7,6 +7,7 @@
 pub mod api;
 pub mod auth;
 pub mod authz;
+pub mod json;
 pub mod kubeconfig;
 pub mod openapi;
 pub mod patch;

@@ -48,12 +48,18 @@ impl FieldValidation {
 
 /// A `Status` failure body.
 pub fn status(code: u16, reason: &str, message: &str, details: Option<Value>) -> Value {
-    let mut s = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": message, "reason": reason, "code": code});
+    let mut s = Map::new();
+    s.insert("kind".into(), json!("Status"));
+    s.insert("apiVersion".into(), json!("v1"));
+    s.insert("metadata".into(), json!({}));
+    s.insert("status".into(), json!("Failure"));
+    s.insert("message".into(), json!(message));
+    s.insert("reason".into(), json!(reason));
+    s.insert("code".into(), json!(code));
     if let Some(d) = details {
-        s["details"] = d;
+        s.insert("details".into(), d);
     }
-    s
+    Value::Object(s)
 }
 
 /// A `400 BadRequest` Status.
@@ -336,15 +342,18 @@ pub fn invalid_status(kind: &str, name: &str, errors: &[FieldError]) -> Value {
     };
     let causes: Vec<Value> =
         errors.iter().map(|e| json!({"reason": e.reason, "message": e.message, "field": e.field})).collect();
-    let mut details = json!({"name": name, "kind": kind, "causes": causes});
+    let mut details = Map::new();
+    details.insert("name".into(), json!(name));
+    details.insert("kind".into(), json!(kind));
+    details.insert("causes".into(), json!(causes));
     if !group_of(kind).is_empty() {
-        details["group"] = json!(group_of(kind));
+        details.insert("group".into(), json!(group_of(kind)));
     }
     status(
         422,
         "Invalid",
         &format!("{} \"{name}\" is invalid: {joined}", qualified_kind(kind)),
-        Some(details),
+        Some(Value::Object(details)),
     )
 }
 
