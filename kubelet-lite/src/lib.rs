@@ -11,7 +11,7 @@
 //! Bytes from the network are allegations: every parser here returns a typed error on
 //! malformed or oversized input and never panics.
 #![cfg_attr(not(test), no_std)]
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 extern crate alloc;
 

@@ -4,6 +4,7 @@
 //! self-signed serving certificate made at start, and only to clients whose certificate
 //! chains to the cluster CA from its kubeconfig (the kubelet's `--client-ca-file`), which is
 //! how the API server proves itself when it fetches logs.
+#![forbid(unsafe_code)]
 
 pub mod kubeconfig;
 pub mod transport;
