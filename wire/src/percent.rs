@@ -58,6 +58,7 @@ mod tests {
         Some((out, n))
     }
 
+    #[cfg(feature = "alloc")]
     #[test]
     fn lenient_keeps_bad_escapes() {
         assert_eq!(decode("a%2Cb%zz%", false), "a,b%zz%");
