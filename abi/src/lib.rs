@@ -348,25 +348,7 @@ pub mod bundle {
     /// `+` and `+`, `%` and other bytes are `%XX`. Writes into `out` and returns the length;
     /// `None` for a bad escape or when `out` is too small.
     pub fn decode_cmdline(s: &[u8], out: &mut [u8]) -> Option<usize> {
-        let mut n = 0;
-        let mut i = 0;
-        while i < s.len() {
-            let b = match s[i] {
-                b'+' => b' ',
-                b'%' => {
-                    let hex = |c: u8| (c as char).to_digit(16);
-                    let hi = hex(*s.get(i + 1)?)?;
-                    let lo = hex(*s.get(i + 2)?)?;
-                    i += 2;
-                    (hi * 16 + lo) as u8
-                }
-                b => b,
-            };
-            *out.get_mut(n)? = b;
-            n += 1;
-            i += 1;
-        }
-        Some(n)
+        wire::percent::decode_strict_into(s, true, out)
     }
 }
 

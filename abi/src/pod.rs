@@ -425,7 +425,9 @@ pub mod bundle {
 mod tests {
     use super::bundle::*;
     use super::*;
-    use crate::{layout, LayerKind};
+    use crate::layout;
+    #[cfg(feature = "alloc")]
+    use crate::LayerKind;
 
     #[test]
     fn names() {

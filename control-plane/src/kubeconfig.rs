@@ -7,9 +7,11 @@ use std::path::Path;
 
 /// A kubeconfig (YAML) for `server` trusting `ca_pem` (absent for plain HTTP) with `token`.
 pub fn render(server: &str, ca_pem: Option<&str>, user: &str, token: &str) -> String {
-    let mut cluster = json!({"server": server});
+    let mut cluster = serde_json::Map::new();
+    cluster.insert("server".into(), json!(server));
     if let Some(ca) = ca_pem {
-        cluster["certificate-authority-data"] = json!(base64::engine::general_purpose::STANDARD.encode(ca));
+        let ca = base64::engine::general_purpose::STANDARD.encode(ca);
+        cluster.insert("certificate-authority-data".into(), json!(ca));
     }
     let doc = json!({
         "apiVersion": "v1",

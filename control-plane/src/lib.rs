@@ -3,10 +3,12 @@
 //! The pure modules (selectors, patches, validation and defaulting, table conversion, the OpenAPI
 //! document) are functions over `serde_json::Value` with no I/O, tested on the host. The server
 //! side (TLS, tokens, the store, the REST handlers, watch, the scheduler) builds on them.
+#![forbid(unsafe_code)]
 
 pub mod api;
 pub mod auth;
 pub mod authz;
+pub mod json;
 pub mod kubeconfig;
 pub mod openapi;
 pub mod patch;

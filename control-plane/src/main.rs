@@ -1,4 +1,5 @@
 //! `control-plane --dir DIR [--listen ADDR] [--insecure-http] [--node NAME]...`.
+#![forbid(unsafe_code)]
 
 use control_plane::Config;
 use std::path::PathBuf;

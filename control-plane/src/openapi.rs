@@ -469,21 +469,26 @@ fn spec_schema(spec: &Spec<'_>, refs: &mut Vec<String>) -> Value {
         Spec::Scalar(_) => json!({"allOf": [ref_to(INT_OR_STRING)]}),
         Spec::Map(inner) => json!({"type": "object", "additionalProperties": spec_schema(inner, refs)}),
         Spec::List(inner, key) => {
-            let mut s = json!({"type": "array", "items": spec_schema(inner, refs)});
+            let mut s = Map::new();
+            s.insert("type".into(), json!("array"));
+            s.insert("items".into(), spec_schema(inner, refs));
+            let mut set = |k: &str, v: Value| s.insert(k.into(), v);
             match key {
                 Some("") => {
-                    s["x-kubernetes-list-type"] = json!("set");
-                    s["x-kubernetes-patch-strategy"] = json!("merge");
+                    set("x-kubernetes-list-type", json!("set"));
+                    set("x-kubernetes-patch-strategy", json!("merge"));
                 }
                 Some(k) => {
-                    s["x-kubernetes-list-type"] = json!("map");
-                    s["x-kubernetes-list-map-keys"] = json!([k]);
-                    s["x-kubernetes-patch-merge-key"] = json!(k);
-                    s["x-kubernetes-patch-strategy"] = json!("merge");
+                    set("x-kubernetes-list-type", json!("map"));
+                    set("x-kubernetes-list-map-keys", json!([k]));
+                    set("x-kubernetes-patch-merge-key", json!(k));
+                    set("x-kubernetes-patch-strategy", json!("merge"));
                 }
-                None => s["x-kubernetes-list-type"] = json!("atomic"),
+                None => {
+                    set("x-kubernetes-list-type", json!("atomic"));
+                }
             }
-            s
+            Value::Object(s)
         }
         Spec::Open => json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
         Spec::Ref(name) => {
@@ -508,14 +513,17 @@ fn type_schema(t: &TypeDef, refs: &mut Vec<String>) -> Value {
     for (field, spec) in t.fields {
         props.insert((*field).to_string(), spec_schema(&parse_spec(spec), refs));
     }
-    let mut s = json!({"type": "object", "description": t.description, "properties": props});
+    let mut s = Map::new();
+    s.insert("type".into(), json!("object"));
+    s.insert("description".into(), json!(t.description));
+    s.insert("properties".into(), Value::Object(props));
     if !t.required.is_empty() {
-        s["required"] = json!(t.required);
+        s.insert("required".into(), json!(t.required));
     }
     if let Some(gvk) = gvk_of(t) {
-        s["x-kubernetes-group-version-kind"] = gvk;
+        s.insert("x-kubernetes-group-version-kind".into(), gvk);
     }
-    s
+    Value::Object(s)
 }
 
 fn format_schemas(out: &mut Map<String, Value>) {
@@ -532,11 +540,14 @@ fn format_schemas(out: &mut Map<String, Value>) {
 }
 
 fn param(name: &str, location: &str, required: bool) -> Value {
-    let mut p = json!({"name": name, "in": location, "schema": {"type": "string", "uniqueItems": true}});
+    let mut p = Map::new();
+    p.insert("name".into(), json!(name));
+    p.insert("in".into(), json!(location));
+    p.insert("schema".into(), json!({"type": "string", "uniqueItems": true}));
     if required {
-        p["required"] = json!(true);
+        p.insert("required".into(), json!(true));
     }
-    p
+    Value::Object(p)
 }
 
 fn body(schema: &str) -> Value {

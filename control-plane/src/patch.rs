@@ -786,7 +786,7 @@ mod tests {
 
     #[test]
     fn kubelet_node_status_patch() {
-        // The patch shape of kubelet's tryUpdateNodeStatus (kubernetes.md 1.2).
+        // The patch shape of the kubelet's `tryUpdateNodeStatus` (pkg/kubelet/kubelet_node_status.go).
         let patch = json!({"status": {
             "$setElementOrder/conditions": [{"type": "MemoryPressure"}, {"type": "DiskPressure"}, {"type": "PIDPressure"}, {"type": "Ready"}],
             "conditions": [

@@ -154,10 +154,15 @@ fn object_meta(b: &[u8]) -> Result<Value, ProtoError> {
 }
 
 fn namespace(raw: &[u8]) -> Result<Value, ProtoError> {
-    let mut obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {}});
+    let mut obj = Map::new();
+    obj.insert("apiVersion".into(), json!("v1"));
+    obj.insert("kind".into(), json!("Namespace"));
+    obj.insert("metadata".into(), json!({}));
     for f in fields(raw) {
         match f? {
-            (1, Field::Bytes(m)) => obj["metadata"] = object_meta(m)?,
+            (1, Field::Bytes(m)) => {
+                obj.insert("metadata".into(), object_meta(m)?);
+            }
             (2, Field::Bytes(spec)) => {
                 let mut finalizers = Vec::new();
                 for f in fields(spec) {
@@ -166,13 +171,13 @@ fn namespace(raw: &[u8]) -> Result<Value, ProtoError> {
                     }
                 }
                 if !finalizers.is_empty() {
-                    obj["spec"] = json!({"finalizers": finalizers});
+                    obj.insert("spec".into(), json!({"finalizers": finalizers}));
                 }
             }
             (_, Field::Varint | Field::Fixed | Field::Bytes(_)) => {}
         }
     }
-    Ok(obj)
+    Ok(Value::Object(obj))
 }
 
 /// Reads a protobuf-encoded object body into its JSON form.

@@ -9,6 +9,7 @@
 //!
 //! Both are plain functions of the store and a time passed in, run in a loop by [`spawn`].
 
+use crate::json::{self, NotAnObject};
 use crate::rfc3339;
 use crate::store::{Key, Store, StoreError};
 use crate::validate::parse_quantity;
@@ -32,31 +33,52 @@ fn condition<'a>(obj: &'a Value, ty: &str) -> Option<&'a Value> {
         .find(|c| c.get("type").and_then(Value::as_str) == Some(ty))
 }
 
-/// Sets (or adds) a condition; `lastTransitionTime` changes only when the status flips.
-fn set_condition(obj: &mut Value, cond: Value, now: &str) {
+/// Sets (or adds) a condition; `lastTransitionTime` changes only when the status flips. An
+/// object whose `status` is not an object is left alone with an error.
+fn set_condition(obj: &mut Value, cond: Value, now: &str) -> Result<(), NotAnObject> {
     if !obj.get("status").is_some_and(Value::is_object) {
-        obj["status"] = json!({});
+        json::set(obj, "status", json!({}))?;
     }
-    if !obj["status"].get("conditions").is_some_and(Value::is_array) {
-        obj["status"]["conditions"] = json!([]);
+    if !obj.pointer("/status/conditions").is_some_and(Value::is_array) {
+        json::set_at(obj, &["status", "conditions"], json!([]))?;
     }
-    let Some(list) = obj["status"]["conditions"].as_array_mut() else { return };
+    let Some(list) = obj.pointer_mut("/status/conditions").and_then(Value::as_array_mut) else {
+        return Ok(());
+    };
     let ty = cond.get("type").cloned();
     let mut cond = cond;
     match list.iter_mut().find(|c| c.get("type") == ty.as_ref()) {
         Some(old) => {
             let flipped = old.get("status") != cond.get("status");
-            cond["lastTransitionTime"] = if flipped {
+            let at = if flipped {
                 json!(now)
             } else {
                 old.get("lastTransitionTime").cloned().unwrap_or(json!(now))
             };
+            json::set(&mut cond, "lastTransitionTime", at)?;
             *old = cond;
         }
         None => {
-            cond["lastTransitionTime"] = json!(now);
+            json::set(&mut cond, "lastTransitionTime", json!(now))?;
             list.push(cond);
         }
+    }
+    Ok(())
+}
+
+/// A controller's write that did not happen: the store refused it, or the stored object is not
+/// shaped as its kind (a member that must be an object is not one). The next pass tries again.
+struct NotWritten;
+
+impl From<StoreError> for NotWritten {
+    fn from(_: StoreError) -> Self {
+        NotWritten
+    }
+}
+
+impl From<NotAnObject> for NotWritten {
+    fn from(_: NotAnObject) -> Self {
+        NotWritten
     }
 }
 
@@ -144,17 +166,17 @@ pub fn schedule_once(store: &Store, now: SystemTime) -> usize {
         }
         if let Some((node, _)) = best {
             let Some(nname) = s(node, "/metadata/name") else { continue };
-            let res = store.modify::<StoreError>(&key, |cur| {
+            let res = store.modify::<NotWritten>(&key, |cur| {
                 if s(cur, "/spec/nodeName").is_some_and(|n| !n.is_empty()) {
                     return Ok(None);
                 }
                 let mut new = cur.clone();
-                new["spec"]["nodeName"] = json!(nname);
+                json::set_at(&mut new, &["spec", "nodeName"], json!(nname))?;
                 set_condition(
                     &mut new,
                     json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null}),
                     &now_s,
-                );
+                )?;
                 Ok(Some(new))
             });
             if let Ok(p) = res {
@@ -182,14 +204,14 @@ pub fn schedule_once(store: &Store, now: SystemTime) -> usize {
             if already {
                 continue;
             }
-            let res = store.modify::<StoreError>(&key, |cur| {
+            let res = store.modify::<NotWritten>(&key, |cur| {
                 let mut new = cur.clone();
                 set_condition(
                     &mut new,
                     json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                            "message": message, "lastProbeTime": null}),
                     &now_s,
-                );
+                )?;
                 Ok(Some(new))
             });
             if res.is_ok() {
@@ -264,7 +286,7 @@ impl NodeLifecycle {
             if ready.is_none() || ready == Some("Unknown") || now_unix - observed <= grace {
                 continue;
             }
-            let res = store.modify::<StoreError>(&Key::new("nodes", "", name), |cur| {
+            let res = store.modify::<NotWritten>(&Key::new("nodes", "", name), |cur| {
                 let mut new = cur.clone();
                 let types: Vec<Value> = cur
                     .pointer("/status/conditions")
@@ -279,7 +301,7 @@ impl NodeLifecycle {
                         json!({"type": ty, "status": "Unknown", "reason": "NodeStatusUnknown",
                                "message": "Kubelet stopped posting node status.", "lastHeartbeatTime": beat}),
                         &now_s,
-                    );
+                    )?;
                 }
                 Ok(Some(new))
             });
@@ -330,6 +352,28 @@ mod tests {
 
     fn t0() -> SystemTime {
         rfc3339::system_time(rfc3339::parse(T0).unwrap().0)
+    }
+
+    #[test]
+    fn conditions_on_misshapen_objects_are_errors_not_panics() {
+        let cond = || json!({"type": "Ready", "status": "Unknown"});
+        for bad in [json!([1]), json!("text"), json!({"status": []}), json!({"status": {"conditions": 5}})] {
+            let mut v = bad.clone();
+            let r = set_condition(&mut v, cond(), T0);
+            // A `conditions` that is not a list is replaced, as before; anything else is refused.
+            if bad.pointer("/status/conditions").is_some() {
+                assert_eq!(r, Ok(()));
+                assert_eq!(v.pointer("/status/conditions/0/lastTransitionTime"), Some(&json!(T0)));
+            } else if bad.get("status").is_some() {
+                assert_eq!(r, Ok(()), "a status that is not an object is replaced");
+            } else {
+                assert!(r.is_err(), "{bad}");
+                assert_eq!(v, bad);
+            }
+        }
+        let mut ok = json!({"status": {"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "t"}]}});
+        set_condition(&mut ok, json!({"type": "Ready", "status": "True"}), T0).unwrap();
+        assert_eq!(ok.pointer("/status/conditions/0/lastTransitionTime"), Some(&json!("t")));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! ignored) and then rewritten compacted: one `put` line per live object and the current
 //! resourceVersion.
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -142,8 +142,13 @@ pub fn object_rv(obj: &Value) -> Option<u64> {
     obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|s| s.parse().ok())
 }
 
-fn key_json(key: &Key) -> Value {
-    json!({"r": key.resource, "ns": key.namespace, "n": key.name})
+/// A log line's key members, to which the line adds its own.
+fn key_json(key: &Key) -> Map<String, Value> {
+    let mut line = Map::new();
+    line.insert("r".into(), json!(key.resource));
+    line.insert("ns".into(), json!(key.namespace));
+    line.insert("n".into(), json!(key.name));
+    line
 }
 
 fn key_from(line: &Value) -> Option<Key> {
@@ -197,10 +202,10 @@ impl Store {
             let mut out = File::create(&tmp)?;
             for (key, obj) in &objects {
                 let mut line = key_json(key);
-                line["op"] = json!("put");
-                line["rv"] = json!(object_rv(obj).unwrap_or(0));
-                line["o"] = obj.clone();
-                writeln!(out, "{line}")?;
+                line.insert("op".into(), json!("put"));
+                line.insert("rv".into(), json!(object_rv(obj).unwrap_or(0)));
+                line.insert("o".into(), obj.clone());
+                writeln!(out, "{}", Value::Object(line))?;
             }
             writeln!(out, "{}", json!({"op": "rv", "rv": rv}))?;
             out.sync_all()?;
@@ -260,14 +265,14 @@ impl Store {
         set_rv(&mut obj, rv);
         if let Some(log) = inner.log.as_mut() {
             let mut line = key_json(&key);
-            line["rv"] = json!(rv);
+            line.insert("rv".into(), json!(rv));
             if kind == EventType::Deleted {
-                line["op"] = json!("del");
+                line.insert("op".into(), json!("del"));
             } else {
-                line["op"] = json!("put");
-                line["o"] = obj.clone();
+                line.insert("op".into(), json!("put"));
+                line.insert("o".into(), obj.clone());
             }
-            let mut text = line.to_string();
+            let mut text = Value::Object(line).to_string();
             text.push('\n');
             log.write_all(text.as_bytes())?;
             log.sync_data()?;

@@ -13,7 +13,7 @@
 //! fields print as the apiserver prints zero values.
 
 use crate::rfc3339;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use std::time::SystemTime;
 
 /// What each row's `object` holds (`?includeObject=`).
@@ -475,14 +475,15 @@ pub fn to_table_with(kind: &str, items: &[Value], now: SystemTime, include: Incl
                     None,
                 ),
             };
-            let mut row = json!({"cells": cells});
+            let mut row = Map::new();
+            row.insert("cells".into(), json!(cells));
             if let Some(c) = conditions {
-                row["conditions"] = c;
+                row.insert("conditions".into(), c);
             }
             if let Some(o) = row_object(kind, item, include) {
-                row["object"] = o;
+                row.insert("object".into(), o);
             }
-            row
+            Value::Object(row)
         })
         .collect();
     json!({

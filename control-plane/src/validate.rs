@@ -48,12 +48,18 @@ impl FieldValidation {
 
 /// A `Status` failure body.
 pub fn status(code: u16, reason: &str, message: &str, details: Option<Value>) -> Value {
-    let mut s = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": message, "reason": reason, "code": code});
+    let mut s = Map::new();
+    s.insert("kind".into(), json!("Status"));
+    s.insert("apiVersion".into(), json!("v1"));
+    s.insert("metadata".into(), json!({}));
+    s.insert("status".into(), json!("Failure"));
+    s.insert("message".into(), json!(message));
+    s.insert("reason".into(), json!(reason));
+    s.insert("code".into(), json!(code));
     if let Some(d) = details {
-        s["details"] = d;
+        s.insert("details".into(), d);
     }
-    s
+    Value::Object(s)
 }
 
 /// A `400 BadRequest` Status.
@@ -336,15 +342,18 @@ pub fn invalid_status(kind: &str, name: &str, errors: &[FieldError]) -> Value {
     };
     let causes: Vec<Value> =
         errors.iter().map(|e| json!({"reason": e.reason, "message": e.message, "field": e.field})).collect();
-    let mut details = json!({"name": name, "kind": kind, "causes": causes});
+    let mut details = Map::new();
+    details.insert("name".into(), json!(name));
+    details.insert("kind".into(), json!(kind));
+    details.insert("causes".into(), json!(causes));
     if !group_of(kind).is_empty() {
-        details["group"] = json!(group_of(kind));
+        details.insert("group".into(), json!(group_of(kind)));
     }
     status(
         422,
         "Invalid",
         &format!("{} \"{name}\" is invalid: {joined}", qualified_kind(kind)),
-        Some(details),
+        Some(Value::Object(details)),
     )
 }
 
@@ -630,55 +639,7 @@ pub fn validate_update(kind: &str, old: &Value, new: &Value, status_only: bool) 
 
 /// A resource quantity (`100m`, `1.5Gi`, `2e3`, `128974848`) in nano-units; `None` when malformed.
 pub fn parse_quantity(s: &str) -> Option<i128> {
-    let s = s.trim();
-    let (body, neg) = match s.strip_prefix('-') {
-        Some(r) => (r, true),
-        None => (s.strip_prefix('+').unwrap_or(s), false),
-    };
-    let num_end = body.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(body.len());
-    let (num, suffix) = body.split_at(num_end);
-    if num.is_empty() || num == "." || num.matches('.').count() > 1 {
-        return None;
-    }
-    let (int_part, frac_part) = num.split_once('.').unwrap_or((num, ""));
-    // value = digits * 10^(exp10) * 2^(exp2), computed in nano-units.
-    let mut digits: i128 = 0;
-    for c in int_part.chars().chain(frac_part.chars()) {
-        digits = digits.checked_mul(10)?.checked_add(i128::from(c.to_digit(10)?))?;
-    }
-    let mut exp10: i32 = 9 - i32::try_from(frac_part.len()).ok()?;
-    let mut exp2: u32 = 0;
-    match suffix {
-        "" => {}
-        "n" => exp10 -= 9,
-        "u" => exp10 -= 6,
-        "m" => exp10 -= 3,
-        "k" => exp10 += 3,
-        "M" => exp10 += 6,
-        "G" => exp10 += 9,
-        "T" => exp10 += 12,
-        "P" => exp10 += 15,
-        "E" => exp10 += 18,
-        "Ki" => exp2 = 10,
-        "Mi" => exp2 = 20,
-        "Gi" => exp2 = 30,
-        "Ti" => exp2 = 40,
-        "Pi" => exp2 = 50,
-        "Ei" => exp2 = 60,
-        other => {
-            let e = other.strip_prefix(['e', 'E'])?;
-            exp10 += e.parse::<i32>().ok().filter(|e| e.abs() <= 30)?;
-        }
-    }
-    let mut v = digits.checked_mul(1i128.checked_shl(exp2)?)?;
-    if exp10 >= 0 {
-        v = v.checked_mul(10i128.checked_pow(u32::try_from(exp10).ok()?)?)?;
-    } else {
-        // Sub-nano precision rounds up, as the apiserver does.
-        let d = 10i128.checked_pow(exp10.unsigned_abs())?;
-        v = (v + d - 1) / d;
-    }
-    Some(if neg { -v } else { v })
+    wire::quantity::nanos(s).ok()
 }
 
 fn quantity_of(v: &Value) -> Option<i128> {
@@ -1129,22 +1090,6 @@ mod tests {
         let mut moved = new.clone();
         moved["spec"]["nodeName"] = json!("n2");
         assert!(validate_update("Pod", &new, &moved, false).is_err());
-    }
-
-    #[test]
-    fn quantities() {
-        assert_eq!(parse_quantity("1"), Some(1_000_000_000));
-        assert_eq!(parse_quantity("100m"), Some(100_000_000));
-        assert_eq!(parse_quantity("0.1"), Some(100_000_000));
-        assert_eq!(parse_quantity("1Ki"), Some(1024 * 1_000_000_000));
-        assert_eq!(parse_quantity("1.5Gi"), Some(1_610_612_736 * 1_000_000_000));
-        assert_eq!(parse_quantity("1M"), parse_quantity("1000k"));
-        assert_eq!(parse_quantity("2e3"), parse_quantity("2k"));
-        assert_eq!(parse_quantity("1n"), Some(1));
-        assert_eq!(parse_quantity("-1"), Some(-1_000_000_000));
-        for bad in ["", "m", "1.2.3", "1Q", "1e", "abc", "1ee3", "1e99"] {
-            assert_eq!(parse_quantity(bad), None, "{bad}");
-        }
     }
 
     #[test]

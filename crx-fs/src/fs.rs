@@ -90,25 +90,10 @@ impl FileType {
     }
 }
 
-/// How a layer's bytes are encoded (the `kind` of the ABI's `LayerInfo`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LayerKind {
-    /// An uncompressed tar archive; file data is borrowed from it.
-    Tar,
-    /// A gzip-compressed tar archive; it is inflated into owned memory.
-    TarGzip,
-}
-
-impl LayerKind {
-    /// Decodes `LayerInfo::kind` (0 = tar, 1 = tar+gzip).
-    pub const fn from_abi(kind: u32) -> Option<LayerKind> {
-        match kind {
-            0 => Some(LayerKind::Tar),
-            1 => Some(LayerKind::TarGzip),
-            _ => None,
-        }
-    }
-}
+/// How a layer's bytes are encoded: the ABI's own type (`LayerInfo::kind`), so the two cannot
+/// drift apart. An uncompressed tar's file data is borrowed from it; a gzip-compressed one is
+/// inflated into owned memory.
+pub use crx_abi::LayerKind;
 
 /// What applying one layer did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -3,8 +3,12 @@
 //! [`Agent::on_response`]; the watch request ([`Op::WatchPods`]) is streamed, its lines fed
 //! to [`Agent::on_watch_line`] and its end reported with [`Agent::on_watch_end`].
 //!
-//! What it does (kubernetes.md §1): registers the Node (POST; 409 → GET and reuse), patches
-//! the node status every 10 s when it changed (or every 5 min), keeps the node Lease
+//! What it does, following the upstream kubelet (node registration and status in
+//! `pkg/kubelet/kubelet_node_status.go`: `registerWithAPIServer`, `updateNodeStatus`; the node
+//! lease as the lease controller of `k8s.io/component-helpers/apimachinery/lease` renews it; pod
+//! status as `pkg/kubelet/status/status_manager.go` reports it): registers the Node (POST; 409 →
+//! GET and reuse), patches the node status every 10 s when it changed (or every 5 min), keeps
+//! the node Lease
 //! renewed every 10 s (create on 404, GET and retry on 409), lists and watches the pods
 //! bound to the node (relist on 410), runs them through [`PodWorker`]s, patches their
 //! status, records core/v1 events, and deletes terminated pods with a uid precondition.
@@ -20,7 +24,6 @@ use serde_json::{json, Value};
 
 use crate::http::{encode_query, Method, Request, CONTENT_JSON, CONTENT_SMP};
 use crate::pods::{pod_requests, PodEvent, PodWorker};
-use crate::quantity;
 use crate::runtime::Runtime;
 use crate::time::Time;
 use crate::types::{
@@ -28,6 +31,7 @@ use crate::types::{
     NodeSpec, NodeStatus, NodeSystemInfo, ObjectMeta, ObjectReference, Pod, PodList, Preconditions,
     ResourceList, Status, WatchEvent,
 };
+use wire::quantity;
 
 /// Node status is computed this often.
 pub const STATUS_UPDATE_SECS: u64 = 10;
@@ -339,8 +343,9 @@ impl Agent {
         }
     }
 
-    /// The full NodeStatus (kubernetes.md §5). Ready is False with KubeletNotReady when a
-    /// required capacity is missing.
+    /// The full NodeStatus, as the kubelet's status setters fill it
+    /// (`pkg/kubelet/nodestatus/setters.go`). Ready is False with KubeletNotReady when a
+    /// required capacity is missing, as that file's `ReadyCondition` setter has it.
     pub fn node_status(&self, now: Time) -> NodeStatus {
         let missing: Vec<&str> = ["cpu", "memory", "pods", "ephemeral-storage"]
             .into_iter()
@@ -404,7 +409,8 @@ impl Agent {
         String::from_utf8(to_json(&s)).unwrap_or_default()
     }
 
-    /// The strategic merge patch for `PATCH nodes/NAME/status` (kubernetes.md §1.2).
+    /// The strategic merge patch for `PATCH nodes/NAME/status`, shaped as the one the kubelet's
+    /// `tryUpdateNodeStatus` sends (`nodeutil.PatchNodeStatus` of `k8s.io/component-helpers`).
     pub fn node_status_patch(status: &NodeStatus) -> Value {
         let mut st = serde_json::to_value(status).unwrap_or(Value::Null);
         let order: Vec<Value> = status.conditions.iter().map(|c| json!({"type": c.type_})).collect();

@@ -11,6 +11,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
+use wire::http::{HeadError, HeadLimits};
+
 /// An HTTP method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
@@ -141,20 +143,8 @@ impl fmt::Display for HttpError {
     }
 }
 
-/// Status line and headers of a response.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ResponseHead {
-    pub status: u16,
-    /// Header names lower-cased, values trimmed.
-    pub headers: Vec<(String, String)>,
-}
-
-impl ResponseHead {
-    /// The first header with this (lower-case) name.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-    }
-}
+/// Status line and headers of a response (header names lower-cased, values trimmed).
+pub use wire::http::ResponseHead;
 
 /// A complete response.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -198,29 +188,11 @@ fn find_crlf(b: &[u8]) -> Option<usize> {
     b.windows(2).position(|w| w == b"\r\n")
 }
 
-fn parse_head(raw: &[u8]) -> Result<(ResponseHead, Framing), HttpError> {
-    let text = core::str::from_utf8(raw).map_err(|_| HttpError::BadHeader)?;
-    let mut lines = text.split("\r\n");
-    let status_line = lines.next().ok_or(HttpError::BadStatusLine)?;
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or("");
-    if !version.starts_with("HTTP/1.") {
-        return Err(HttpError::BadStatusLine);
-    }
-    let code = parts.next().unwrap_or("");
-    if code.len() != 3 {
-        return Err(HttpError::BadStatusLine);
-    }
-    let status: u16 = code.parse().map_err(|_| HttpError::BadStatusLine)?;
-    let mut headers = Vec::new();
-    for line in lines.filter(|l| !l.is_empty()) {
-        let (n, v) = line.split_once(':').ok_or(HttpError::BadHeader)?;
-        headers.push((n.trim().to_ascii_lowercase(), String::from(v.trim())));
-    }
-    let head = ResponseHead { status, headers };
-    let chunked =
-        head.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-    let framing = if chunked {
+/// The body's framing by the head: chunked, a length, none for the statuses without a body,
+/// else until the connection closes.
+fn framing(head: &ResponseHead) -> Result<Framing, HttpError> {
+    let status = head.status;
+    Ok(if wire::http::is_chunked(&head.headers) {
         Framing::Chunked
     } else if let Some(len) = head.header("content-length") {
         Framing::Length(len.parse().map_err(|_| HttpError::BadContentLength)?)
@@ -228,8 +200,7 @@ fn parse_head(raw: &[u8]) -> Result<(ResponseHead, Framing), HttpError> {
         Framing::Length(0)
     } else {
         Framing::UntilClose
-    };
-    Ok((head, framing))
+    })
 }
 
 impl ResponseParser {
@@ -275,17 +246,15 @@ impl ResponseParser {
         }
         self.buf.extend_from_slice(data);
         if self.head.is_none() {
-            let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                if self.buf.len() > self.limits.max_head_bytes {
-                    return Err(HttpError::HeadTooLarge);
-                }
-                return Ok(());
-            };
-            if end > self.limits.max_head_bytes {
-                return Err(HttpError::HeadTooLarge);
-            }
-            let (head, framing) = parse_head(&self.buf[..end])?;
-            self.buf.drain(..end + 4);
+            let limits = HeadLimits { max_bytes: self.limits.max_head_bytes, max_headers: usize::MAX };
+            let parsed = wire::http::parse_response(&self.buf, limits).map_err(|e| match e {
+                HeadError::TooLarge => HttpError::HeadTooLarge,
+                HeadError::Version | HeadError::StartLine => HttpError::BadStatusLine,
+                HeadError::Header | HeadError::TooManyHeaders => HttpError::BadHeader,
+            })?;
+            let Some((head, len)) = parsed else { return Ok(()) };
+            let framing = framing(&head)?;
+            self.buf.drain(..len);
             self.head = Some(head);
             self.framing = framing;
             if framing == Framing::Length(0) {

@@ -11,7 +11,7 @@
 //! Bytes from the network are allegations: every parser here returns a typed error on
 //! malformed or oversized input and never panics.
 #![cfg_attr(not(test), no_std)]
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 extern crate alloc;
 
@@ -19,7 +19,6 @@ pub mod agent;
 pub mod http;
 pub mod logs;
 pub mod pods;
-pub mod quantity;
 pub mod runtime;
 pub mod sim;
 pub mod time;

@@ -56,32 +56,9 @@ impl fmt::Display for LogError {
     }
 }
 
+/// A path segment or query value: `%XX` escapes and `+` as space; bad escapes stay as they are.
 fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        let c = b.get(i).copied().unwrap_or(0);
-        let hex = b
-            .get(i + 1..i + 3)
-            .and_then(|h| core::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (c, hex) {
-            (b'%', Some(v)) => {
-                out.push(v);
-                i += 3;
-            }
-            (b'+', _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            _ => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    wire::percent::decode(s, true)
 }
 
 impl LogRequest {

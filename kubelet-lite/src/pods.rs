@@ -7,13 +7,13 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use crate::quantity;
 use crate::runtime::{ContainerRef, Runtime, RuntimeError, RuntimeState};
 use crate::time::Time;
 use crate::types::{
     Container, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
     ContainerStatus, Pod, PodCondition, PodIp, PodStatus,
 };
+use wire::quantity;
 
 /// First CrashLoopBackOff delay, in seconds; it doubles per restart.
 pub const BACKOFF_INITIAL_SECS: u64 = 10;

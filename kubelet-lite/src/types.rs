@@ -82,7 +82,7 @@ pub struct NodeSpec {
     pub provider_id: Option<String>,
 }
 
-/// core/v1 `NodeStatus` (kubernetes.md §5).
+/// core/v1 `NodeStatus` (`k8s.io/api/core/v1`, type `NodeStatus`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeStatus {

@@ -474,7 +474,7 @@ fn test(args: &[String]) -> Result<ExitCode, Error> {
 /// The crates built for the kernel target, each checked on its own: checked together,
 /// cargo would unify their features (crx-abi's `serde` for the hypervisor would reach the
 /// guests, which have no allocator).
-const KERNEL_CRATES: &[&str] = &["boot", "crx-abi", "crx-fs", "hypervisor", "crx-guest", "guests"];
+const KERNEL_CRATES: &[&str] = &["boot", "wire", "crx-abi", "crx-fs", "hypervisor", "crx-guest", "guests"];
 
 fn lint() -> Result<ExitCode, Error> {
     setup::ensure_kernel_target()?;

@@ -4,6 +4,7 @@
 //! self-signed serving certificate made at start, and only to clients whose certificate
 //! chains to the cluster CA from its kubeconfig (the kubelet's `--client-ca-file`), which is
 //! how the API server proves itself when it fetches logs.
+#![forbid(unsafe_code)]
 
 pub mod kubeconfig;
 pub mod transport;
@@ -24,6 +25,7 @@ use kubelet_lite::types::NodeSystemInfo;
 
 use kubeconfig::Kubeconfig;
 use transport::{Endpoint, NetTransport};
+use wire::http::HeadLimits;
 
 /// The agent and the runtime, shared by the main loop, the watch and the log server.
 struct Shared {
@@ -140,19 +142,22 @@ fn serve_logs(tcp: TcpStream, tls: Arc<rustls::ServerConfig>, state: State) -> s
     let mut s = rustls::StreamOwned::new(session, tcp);
     let target = {
         let mut reader = BufReader::new(&mut s);
-        let mut line = String::new();
-        (&mut reader).take(8192).read_line(&mut line)?;
-        // Drain the headers (bounded).
-        let mut total = 0;
+        // The head's lines (each at most 8 KiB, 64 KiB in all) to the blank line that ends it.
+        let mut raw = Vec::new();
         loop {
-            let mut h = String::new();
-            let n = (&mut reader).take(8192).read_line(&mut h)?;
-            total += n;
-            if n == 0 || h == "\r\n" || h == "\n" || total > 65536 {
+            let start = raw.len();
+            let n = (&mut reader).take(8192).read_until(b'\n', &mut raw)?;
+            let line = raw.get(start..).unwrap_or_default();
+            let blank = line == b"\r\n" || line == b"\n";
+            if n == 0 || blank || raw.len() > 65536 {
                 break;
             }
         }
-        line.split_whitespace().nth(1).unwrap_or("").to_string()
+        // A request that does not parse has no target, which no log path matches.
+        match wire::http::parse_request(&raw, HeadLimits::UNBOUNDED) {
+            Ok(Some((head, _))) => head.target,
+            _ => String::new(),
+        }
     };
     // The handshake is done and the client certificate checked; the connection no longer
     // waits on a slow client's reads (follow streams run for as long as the container).

@@ -1,4 +1,5 @@
 //! `sim-node --kubeconfig FILE --name NAME`: kubelet-lite on the host with a simulated runtime.
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 

@@ -7,12 +7,14 @@ pub mod resources;
 pub mod status;
 pub mod watch;
 
+use crate::json;
+use crate::rfc3339;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::server::http::{Request, Response};
 use crate::store::{object_rv, Key, Store, StoreError};
 use crate::validate::{self, check_fields, FieldValidation};
 use resources::Resource;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use status::ApiError;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -38,7 +40,7 @@ impl From<ApiError> for Reply {
 
 /// The time as `metav1.Time`.
 pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+    rfc3339::format_time(rfc3339::unix_seconds(SystemTime::now()))
 }
 
 /// A path resolved to a resource.
@@ -453,20 +455,22 @@ impl Api {
             .filter(|o| page.after.as_ref().is_none_or(|a| a.is_before(o)))
             .filter(|o| sel.matches(o))
             .collect();
-        let mut list_meta = json!({"resourceVersion": rv.to_string()});
+        let mut list_meta = Map::new();
+        list_meta.insert("resourceVersion".into(), json!(rv.to_string()));
         if page.limit > 0 && items.len() > page.limit {
             let rest = items.split_off(page.limit);
             if let Some(last) = items.last() {
-                list_meta["continue"] = json!(ContinueToken::after(rv, last).encode());
+                list_meta.insert("continue".into(), json!(ContinueToken::after(rv, last).encode()));
                 // Known only when no selector filters what is left.
                 if sel.is_empty() {
-                    list_meta["remainingItemCount"] = json!(rest.len());
+                    list_meta.insert("remainingItemCount".into(), json!(rest.len()));
                 }
             }
         }
+        let list_meta = Value::Object(list_meta);
         if wants_table(req) {
             if let Some(mut tab) = table(t.resource.kind, &items, req.param("includeObject")) {
-                tab["metadata"] = list_meta;
+                json::set(&mut tab, "metadata", list_meta)?;
                 return Ok(Reply::Full(Response::json(200, &tab)));
             }
         }
@@ -504,10 +508,10 @@ impl Api {
         let mut obj = parse_body(req)?;
         self.check_type(t, &obj)?;
         let r = t.resource;
-        obj["kind"] = json!(r.kind);
-        obj["apiVersion"] = json!(r.api_version());
+        json::set(&mut obj, "kind", json!(r.kind))?;
+        json::set(&mut obj, "apiVersion", json!(r.api_version()))?;
         if !obj.get("metadata").is_some_and(Value::is_object) {
-            obj["metadata"] = json!({});
+            json::set(&mut obj, "metadata", json!({}))?;
         }
         let ns = t.namespace.clone().unwrap_or_default();
         if r.namespaced {
@@ -534,7 +538,7 @@ impl Api {
                 }
                 Some(_) => {}
             }
-            obj["metadata"]["namespace"] = json!(ns);
+            json::set_at(&mut obj, &["metadata", "namespace"], json!(ns))?;
         }
         let mode =
             FieldValidation::from_query(req.param("fieldValidation")).map_err(ApiError::from_status)?;
@@ -543,12 +547,11 @@ impl Api {
         validate::prepare_for_create(r.kind, &mut obj, &uid, SystemTime::now());
         validate::validate_create(r.kind, &obj).map_err(ApiError::from_status)?;
         let name = meta_str(&obj, "name").unwrap_or_default().to_string();
-        let meta = &mut obj["metadata"];
-        if let Some(m) = meta.as_object_mut() {
+        if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
             m.remove("resourceVersion");
         }
         if r.kind == "Pod" || r.kind == "Namespace" {
-            meta["generation"] = json!(1);
+            json::set_at(&mut obj, &["metadata", "generation"], json!(1))?;
         }
         if req.param("dryRun").is_some() {
             return Ok(Reply::Full(Response::json(201, &obj).with_warnings(warnings)));
@@ -559,25 +562,30 @@ impl Api {
     }
 
     /// Carries the fields a write through the main resource or a subresource must not change.
-    fn merge_for_write(t: &Target, sub: Option<&str>, old: &Value, mut new: Value) -> Value {
+    fn merge_for_write(
+        t: &Target,
+        sub: Option<&str>,
+        old: &Value,
+        mut new: Value,
+    ) -> Result<Value, ApiError> {
         let r = t.resource;
         let has_status = r.subresources.contains(&"status");
         match sub {
             Some("status") => {
                 // Only status changes through /status (and metadata labels/annotations).
                 let mut out = old.clone();
-                out["status"] = new.get("status").cloned().unwrap_or(Value::Null);
+                json::set(&mut out, "status", new.get("status").cloned().unwrap_or(Value::Null))?;
                 for f in ["labels", "annotations"] {
                     if let Some(v) = new.pointer(&format!("/metadata/{f}")) {
-                        out["metadata"][f] = v.clone();
+                        json::set_at(&mut out, &["metadata", f], v.clone())?;
                     }
                 }
-                out
+                Ok(out)
             }
             _ => {
                 if has_status {
-                    new["status"] = old.get("status").cloned().unwrap_or(Value::Null);
-                    if new["status"].is_null() {
+                    json::set(&mut new, "status", old.get("status").cloned().unwrap_or(Value::Null))?;
+                    if new.get("status").is_some_and(Value::is_null) {
                         if let Some(m) = new.as_object_mut() {
                             m.remove("status");
                         }
@@ -593,7 +601,7 @@ impl Api {
                     "name",
                 ] {
                     match old.pointer(&format!("/metadata/{f}")) {
-                        Some(v) => new["metadata"][f] = v.clone(),
+                        Some(v) => json::set_at(&mut new, &["metadata", f], v.clone())?,
                         None => {
                             if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
                                 m.remove(f);
@@ -603,9 +611,9 @@ impl Api {
                 }
                 if r.kind == "Pod" && new.get("spec") != old.get("spec") {
                     let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
-                    new["metadata"]["generation"] = json!(g + 1);
+                    json::set_at(&mut new, &["metadata", "generation"], json!(g + 1))?;
                 }
-                new
+                Ok(new)
             }
         }
     }
@@ -642,12 +650,13 @@ impl Api {
                         return Err(store_err(StoreError::Conflict, t, name));
                     }
                 }
-                new["kind"] = json!(r.kind);
-                new["apiVersion"] = json!(r.api_version());
-                let mut merged = Self::merge_for_write(t, sub, old, new);
+                json::set(&mut new, "kind", json!(r.kind))?;
+                json::set(&mut new, "apiVersion", json!(r.api_version()))?;
+                let mut merged = Self::merge_for_write(t, sub, old, new)?;
                 validate::apply_defaults(r.kind, &mut merged);
                 if r.kind == "Pod" && sub.is_none() {
-                    merged["status"]["qosClass"] = json!(validate::qos_class(&merged));
+                    let qos = validate::qos_class(&merged);
+                    json::set_at(&mut merged, &["status", "qosClass"], json!(qos))?;
                 }
                 validate::validate_update(r.kind, old, &merged, sub == Some("status"))
                     .map_err(ApiError::from_status)?;
@@ -779,8 +788,8 @@ impl Api {
                     return Ok(None);
                 }
                 let mut new = cur.clone();
-                new["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
-                new["status"] = json!({"phase": "Terminating"});
+                json::set_at(&mut new, &["metadata", "deletionTimestamp"], json!(now_rfc3339()))?;
+                json::set(&mut new, "status", json!({"phase": "Terminating"}))?;
                 Ok(Some(new))
             })?;
             return Ok(Reply::Full(Response::json(200, &stored)));
@@ -802,9 +811,9 @@ impl Api {
                     }
                     let mut new = cur.clone();
                     let at = SystemTime::now() + Duration::from_secs(grace.unsigned_abs());
-                    new["metadata"]["deletionTimestamp"] =
-                        json!(humantime::format_rfc3339_seconds(at).to_string());
-                    new["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+                    let at = json!(rfc3339::format_time(rfc3339::unix_seconds(at)));
+                    json::set_at(&mut new, &["metadata", "deletionTimestamp"], at)?;
+                    json::set_at(&mut new, &["metadata", "deletionGracePeriodSeconds"], json!(grace))?;
                     Ok(Some(new))
                 })?;
                 return Ok(Reply::Full(Response::json(200, &stored)));
@@ -895,6 +904,35 @@ mod tests {
             Reply::Full(resp) => (resp.status, serde_json::from_slice(&resp.body).unwrap()),
             _ => panic!("not a full reply"),
         }
+    }
+
+    #[test]
+    fn non_objects_where_objects_belong_are_errors_not_panics() {
+        let api = Api::new(Store::in_memory()).unwrap();
+        let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"i"}]}}"#;
+        let (code, _) = full(api.handle(&req("POST", "/api/v1/namespaces/default/pods", pod)));
+        assert_eq!(code, 201);
+        for bad in ["[1, 2]", "\"text\"", "null", "5"] {
+            for (method, path) in [
+                ("POST", "/api/v1/namespaces/default/pods"),
+                ("PUT", "/api/v1/namespaces/default/pods/p"),
+                ("PUT", "/api/v1/namespaces/default/pods/p/status"),
+            ] {
+                let (code, body) = full(api.handle(&req(method, path, bad)));
+                assert_eq!(code, 400, "{method} {path} {bad}: {body}");
+            }
+        }
+        // Below the top level: the write helpers refuse members that are not objects.
+        let Route::Resource(t) = route("/api/v1/namespaces/default/pods/p/status") else { panic!() };
+        let old = json!({"kind": "Pod", "metadata": "not an object", "status": {}});
+        let new = json!({"metadata": {"labels": {"a": "b"}}, "status": {"phase": "Running"}});
+        let e = Api::merge_for_write(&t, Some("status"), &old, new.clone()).unwrap_err();
+        assert_eq!((e.code, e.message.as_str()), (400, "metadata is not a JSON object"));
+        let Route::Resource(t) = route("/api/v1/namespaces/default/pods/p") else { panic!() };
+        let old = json!({"kind": "Pod", "metadata": {"uid": "u"}, "spec": {"a": 1}});
+        let new = json!({"metadata": ["array"], "spec": {"a": 2}});
+        let e = Api::merge_for_write(&t, None, &old, new).unwrap_err();
+        assert_eq!(e.code, 400, "{e:?}");
     }
 
     #[test]

@@ -166,8 +166,8 @@ pub fn api_group_list() -> Value {
 pub fn api_group(group: &str) -> Option<Value> {
     let (g, v) = GROUPS.iter().find(|(g, _)| *g == group)?;
     let mut e = group_entry(g, v);
-    e["kind"] = json!("APIGroup");
-    e["apiVersion"] = json!("v1");
+    crate::json::set(&mut e, "kind", json!("APIGroup")).ok()?;
+    crate::json::set(&mut e, "apiVersion", json!("v1")).ok()?;
     Some(e)
 }
 

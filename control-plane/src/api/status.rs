@@ -1,7 +1,7 @@
 //! `metav1.Status` error bodies.
 
 use crate::server::http::Response;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 /// An API error: HTTP code, reason and message, with the object it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +16,13 @@ pub struct ApiError {
     pub details: Option<Box<(String, String, String)>>,
     /// A complete Status body made elsewhere (validation), served as it is.
     pub raw: Option<Box<Value>>,
+}
+
+/// A write into a member that is not an object (`"metadata": 5`, a JSON array body): 400.
+impl From<crate::json::NotAnObject> for ApiError {
+    fn from(e: crate::json::NotAnObject) -> Self {
+        ApiError::bad_request(e.to_string())
+    }
 }
 
 impl ApiError {
@@ -145,18 +152,25 @@ impl ApiError {
         if let Some(raw) = &self.raw {
             return (**raw).clone();
         }
-        let mut v = json!({
-            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": self.message, "reason": self.reason, "code": self.code,
-        });
+        let mut v = Map::new();
+        v.insert("kind".into(), json!("Status"));
+        v.insert("apiVersion".into(), json!("v1"));
+        v.insert("metadata".into(), json!({}));
+        v.insert("status".into(), json!("Failure"));
+        v.insert("message".into(), json!(self.message));
+        v.insert("reason".into(), json!(self.reason));
+        v.insert("code".into(), json!(self.code));
         if let Some(d) = &self.details {
             let (name, kind, group) = &**d;
-            v["details"] = json!({"name": name, "kind": kind});
+            let mut details = Map::new();
+            details.insert("name".into(), json!(name));
+            details.insert("kind".into(), json!(kind));
             if !group.is_empty() {
-                v["details"]["group"] = json!(group);
+                details.insert("group".into(), json!(group));
             }
+            v.insert("details".into(), Value::Object(details));
         }
-        v
+        Value::Object(v)
     }
 
     /// The response.

@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::io::{self, BufRead, Read, Write};
+use wire::http::{HeadError, HeadLimits};
 
 /// The largest request body accepted (3 MiB, as kube-apiserver).
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
@@ -77,7 +78,8 @@ impl From<io::Error> for HttpError {
     }
 }
 
-fn read_line(r: &mut impl BufRead) -> Result<Option<String>, HttpError> {
+/// One line with its line break, at most `MAX_HEADER_LINE` bytes; `None` at the end of input.
+fn read_line(r: &mut impl BufRead) -> Result<Option<Vec<u8>>, HttpError> {
     let mut buf = Vec::new();
     let n = r.by_ref().take(MAX_HEADER_LINE as u64).read_until(b'\n', &mut buf)?;
     if n == 0 {
@@ -86,45 +88,44 @@ fn read_line(r: &mut impl BufRead) -> Result<Option<String>, HttpError> {
     if buf.last() != Some(&b'\n') {
         return Err(HttpError::Malformed("line too long or truncated"));
     }
+    Ok(Some(buf))
+}
+
+/// A line of the chunked framing, without its line break.
+fn read_text_line(r: &mut impl BufRead) -> Result<Option<String>, HttpError> {
+    let Some(mut buf) = read_line(r)? else { return Ok(None) };
     while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
         buf.pop();
     }
     String::from_utf8(buf).map(Some).map_err(|_| HttpError::Malformed("non-UTF-8 header"))
 }
 
-/// Decodes `%XX` escapes (and `+` as space when `plus` is set); bad escapes stay as they are.
-pub fn percent_decode(s: &str, plus: bool) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(b) => {
-                        out.push(b);
-                        i += 3;
-                    }
-                    None => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' if plus => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
+fn is_blank(line: &[u8]) -> bool {
+    line.iter().all(|b| *b == b'\n' || *b == b'\r')
+}
+
+/// The bytes of a request head, up to and with the blank line that ends it. Blank lines before
+/// the request line are skipped; `Closed` when the input ends before a request starts.
+fn read_head(r: &mut impl BufRead) -> Result<Vec<u8>, HttpError> {
+    let mut head = loop {
+        match read_line(r)? {
+            None => return Err(HttpError::Closed),
+            Some(l) if is_blank(&l) => continue,
+            Some(l) => break l,
+        }
+    };
+    let mut headers = 0;
+    loop {
+        let Some(line) = read_line(r)? else { return Err(HttpError::Malformed("headers truncated")) };
+        head.extend_from_slice(&line);
+        if is_blank(&line) {
+            return Ok(head);
+        }
+        headers += 1;
+        if headers > MAX_HEADERS {
+            return Err(HttpError::Malformed("too many headers"));
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Splits a query string into decoded pairs.
@@ -132,54 +133,45 @@ pub fn parse_query(q: &str) -> Vec<(String, String)> {
     q.split('&')
         .filter(|p| !p.is_empty())
         .map(|p| match p.split_once('=') {
-            Some((k, v)) => (percent_decode(k, true), percent_decode(v, true)),
-            None => (percent_decode(p, true), String::new()),
+            Some((k, v)) => (wire::percent::decode(k, true), wire::percent::decode(v, true)),
+            None => (wire::percent::decode(p, true), String::new()),
         })
         .collect()
 }
 
 /// Reads one request. Returns `Closed` when the peer closed cleanly between requests.
 pub fn read_request(r: &mut impl BufRead) -> Result<Request, HttpError> {
-    let line = loop {
-        match read_line(r)? {
-            None => return Err(HttpError::Closed),
-            Some(l) if l.is_empty() => continue,
-            Some(l) => break l,
-        }
+    let raw = read_head(r)?;
+    let limits = HeadLimits { max_bytes: usize::MAX, max_headers: MAX_HEADERS };
+    let head = match wire::http::parse_request(&raw, limits) {
+        Ok(Some((head, _))) => head,
+        // `read_head` ends at a blank line, so the head is complete.
+        Ok(None) => return Err(HttpError::Malformed("headers truncated")),
+        Err(HeadError::Version) => return Err(HttpError::Malformed("HTTP version")),
+        Err(HeadError::StartLine) => return Err(HttpError::Malformed("request line")),
+        Err(HeadError::Header) => return Err(HttpError::Malformed("header line")),
+        Err(HeadError::TooManyHeaders) => return Err(HttpError::Malformed("too many headers")),
+        Err(HeadError::TooLarge) => return Err(HttpError::Malformed("line too long or truncated")),
     };
-    let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(HttpError::Malformed("request line"));
-    };
-    if !version.starts_with("HTTP/1.") {
-        return Err(HttpError::Malformed("HTTP version"));
-    }
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let wire::http::RequestHead { method, target, headers } = head;
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     let mut req = Request {
-        method: method.to_string(),
-        path: percent_decode(path, false),
+        method,
+        path: wire::percent::decode(path, false),
         query: parse_query(query),
+        headers,
         ..Request::default()
     };
-    loop {
-        let Some(h) = read_line(r)? else { return Err(HttpError::Malformed("headers truncated")) };
-        if h.is_empty() {
-            break;
-        }
-        if req.headers.len() >= MAX_HEADERS {
-            return Err(HttpError::Malformed("too many headers"));
-        }
-        let Some((n, v)) = h.split_once(':') else { return Err(HttpError::Malformed("header line")) };
-        req.headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
-    }
-    if req.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+    if wire::http::is_chunked(&req.headers) {
         loop {
-            let Some(size_line) = read_line(r)? else { return Err(HttpError::Malformed("chunk truncated")) };
+            let Some(size_line) = read_text_line(r)? else {
+                return Err(HttpError::Malformed("chunk truncated"));
+            };
             let size_hex = size_line.split(';').next().unwrap_or("").trim();
             let size = usize::from_str_radix(size_hex, 16).map_err(|_| HttpError::Malformed("chunk size"))?;
             if size == 0 {
                 // Trailers end with an empty line.
-                while read_line(r)?.is_some_and(|l| !l.is_empty()) {}
+                while read_text_line(r)?.is_some_and(|l| !l.is_empty()) {}
                 break;
             }
             // `size` is the peer's number: compare without adding, which could overflow.
@@ -189,7 +181,7 @@ pub fn read_request(r: &mut impl BufRead) -> Result<Request, HttpError> {
             let start = req.body.len();
             req.body.resize(start + size, 0);
             r.read_exact(&mut req.body[start..])?;
-            let _ = read_line(r)?;
+            let _ = read_text_line(r)?;
         }
     } else if let Some(len) = req.header("content-length") {
         let len: usize = len.parse().map_err(|_| HttpError::Malformed("content-length"))?;
@@ -371,12 +363,5 @@ mod tests {
         write_response(&mut out, &resp, true).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("\r\nWarning: 299 - \"unknown field \\\"x\\\"\"\r\n"), "{text}");
-    }
-
-    #[test]
-    fn percent_decoding_keeps_bad_escapes() {
-        assert_eq!(percent_decode("a%2Cb%zz%", false), "a,b%zz%");
-        assert_eq!(percent_decode("a+b", true), "a b");
-        assert_eq!(percent_decode("a+b", false), "a+b");
     }
 }

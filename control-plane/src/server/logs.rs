@@ -12,6 +12,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
+use wire::http::HeadLimits;
 
 /// The largest chunk accepted from a kubelet.
 const MAX_CHUNK_BYTES: usize = 1 << 20;
@@ -97,27 +98,28 @@ impl LogSpec {
             return Ok(Err(ApiError::unavailable(format!("the kubelet at {addr}: {e}"))));
         }
         let mut r = BufReader::new(conn);
-        let mut status = String::new();
-        (&mut r).take(MAX_HEAD_BYTES).read_line(&mut status)?;
-        let code: u16 = status.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(502);
-        let mut chunked = false;
-        let mut length: Option<u64> = None;
-        let mut head_left = MAX_HEAD_BYTES;
+        // The head's lines, to the blank line that ends it, at most `MAX_HEAD_BYTES` in all.
+        let mut raw = Vec::new();
         loop {
-            let mut h = String::new();
-            let n = (&mut r).take(head_left).read_line(&mut h)?;
-            head_left = head_left.saturating_sub(n as u64);
-            if n == 0 || h.trim().is_empty() || head_left == 0 {
+            let left = MAX_HEAD_BYTES.saturating_sub(raw.len() as u64);
+            let start = raw.len();
+            let n = (&mut r).take(left).read_until(b'\n', &mut raw)?;
+            let line = raw.get(start..).unwrap_or_default();
+            if n == 0 || line.iter().all(|b| *b == b'\r' || *b == b'\n') || raw.len() as u64 >= MAX_HEAD_BYTES
+            {
                 break;
             }
-            let lower = h.to_ascii_lowercase();
-            if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
-                chunked = true;
-            }
-            if let Some(v) = lower.strip_prefix("content-length:") {
-                length = v.trim().parse().ok();
-            }
         }
+        let limits = HeadLimits { max_bytes: MAX_HEAD_BYTES as usize, max_headers: usize::MAX };
+        // A head that does not parse is a bad gateway's answer, told with its body as any other.
+        let (code, chunked, length) = match wire::http::parse_response(&raw, limits) {
+            Ok(Some((head, _))) => (
+                head.status,
+                wire::http::is_chunked(&head.headers),
+                head.header("content-length").and_then(|v| v.parse::<u64>().ok()),
+            ),
+            _ => (502, false, None),
+        };
         if code != 200 {
             let mut body = String::new();
             let _ = r.take(4096).read_to_string(&mut body);

@@ -26,23 +26,9 @@ use super::phys;
 use super::proc::{Container, Kernel, Pid, KERNEL};
 use crx_fs::linux::o;
 
+/// A command-line word: `%XX` escapes decoded (a bad escape stays as it is), `+` as itself.
 fn decode_word(w: &str) -> String {
-    let b = w.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let h = core::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|s| u8::from_str_radix(s, 16).ok());
-            if let Some(v) = h {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    wire::percent::decode(w, false)
 }
 
 fn spec_from_cmdline(cmdline: &str) -> PodSpec {
@@ -111,7 +97,7 @@ fn apply_layers(k: &mut Kernel) -> Result<(), String> {
         if !podabi::in_window(&info) {
             return Err(alloc::format!("layer {i}: outside the layer window"));
         }
-        let kind = LayerKind::from_abi(info.kind)
+        let kind = LayerKind::from_raw(info.kind)
             .ok_or_else(|| alloc::format!("layer {i}: unknown kind {}", info.kind))?;
         mm::map_layers(&k.kt, &mut k.pool, info.gpa, info.gpa + info.len)
             .map_err(|_| alloc::format!("layer {i}: no memory to map it"))?;
