@@ -39,6 +39,7 @@
 //! guest writes each container's output with [`nr::LOG_WRITE`], reports each container's
 //! end with [`nr::CONTAINER_EXIT`] and ends the VM with [`nr::EXIT`] once every container
 //! has exited. The boot module of a pod is a [`pod::bundle`].
+#![deny(unsafe_code)]
 #![cfg_attr(not(test), no_std)]
 
 #[cfg(feature = "alloc")]
@@ -125,6 +126,7 @@ impl LayerInfo {
     }
 
     /// Views the record as bytes (for copying into guest memory).
+    #[allow(unsafe_code)]
     pub fn as_bytes(&self) -> &[u8] {
         // SAFETY: `LayerInfo` is `repr(C)` plain data: two u64 then two u32, no padding,
         // so all 24 bytes are initialized.
@@ -243,6 +245,7 @@ impl BootParams {
     }
 
     /// Views the parameters as bytes (for copying into guest memory).
+    #[allow(unsafe_code)]
     pub fn as_bytes(&self) -> &[u8] {
         // SAFETY: `BootParams` is `repr(C)` plain data with no padding (every field is a
         // multiple of 8 bytes or paired to 8), so all its bytes are initialized.
@@ -386,6 +389,7 @@ pub mod layout {
 pub mod pod;
 
 /// Making hypercalls from a guest.
+#[allow(unsafe_code)]
 pub mod call {
     use super::HypercallInsn;
 
