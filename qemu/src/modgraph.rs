@@ -341,7 +341,7 @@ mod tests {
             ("a/mod.rs", "pub mod x; pub mod y; use crate::{b::{self, Thing}, c as see};"),
             ("a/x.rs", "use super::y::Y; use super::Parent; fn f() { crate::c::go(); self::z(); }"),
             ("a/y.rs", "// use crate::b;\n/* crate::c */ const S: &str = \"\"; use super::super::b::*;"),
-            ("b.rs", "fn f() -> crate::a::x::X { todo!() }\n#[cfg(test)]\nmod tests { use crate::c; }"),
+            ("b.rs", "fn f() -> crate::a::x::X { X::new() }\n#[cfg(test)]\nmod tests { use crate::c; }"),
             ("c.rs", "macro_rules! m { () => { $crate::b::f() } } fn g() { notcrate::a::x(); }"),
         ]);
         assert_eq!(deps(&g, "a"), ["b", "c"]);

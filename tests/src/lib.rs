@@ -5,7 +5,7 @@
 pub mod cluster;
 
 use qemu::image;
-use qemu::{Error, Machine, Ready};
+use qemu::{Error, Machine, Ready, Virt};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
@@ -56,6 +56,27 @@ pub fn wait_ready(machine: &mut Machine, timeout: Duration) -> Ready {
     let line = ok(machine.wait_for_regex(qemu::console::ready_regex(), timeout));
     Ready::parse(&line.text)
         .unwrap_or_else(|| panic!("unparsable ready line {:?}\n{}", line.text, machine.log()))
+}
+
+/// Asserts the ready line says `cpus` CPUs, memory within `memory_mib` and `virt`;
+/// `log` (the serial log) is shown when it does not.
+#[track_caller]
+pub fn check_ready(
+    ready: &Ready,
+    log: &str,
+    cpus: u32,
+    memory_mib: std::ops::RangeInclusive<u64>,
+    virt: Virt,
+) {
+    assert_eq!(ready.cpus, cpus, "expected cpus={cpus}\n{log}");
+    assert!(
+        memory_mib.contains(&ready.memory_mib),
+        "memory {} MiB not in {}..={}\n{log}",
+        ready.memory_mib,
+        memory_mib.start(),
+        memory_mib.end()
+    );
+    assert_eq!(ready.virt, virt, "expected virt={virt:?}\n{log}");
 }
 
 /// The test guests' directory, built on first use.

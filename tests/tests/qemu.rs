@@ -4,7 +4,7 @@
 use qemu::console::{summary_regex, Verdict};
 use qemu::{Machine, Outcome, Qemu, Summary, Virt, EXIT_FAILURE, EXIT_SUCCESS};
 use regex::Regex;
-use tests::{emulator_slot, kernel, ok, wait_ready, QEMU_TIMEOUT};
+use tests::{check_ready, emulator_slot, kernel, ok, wait_ready, QEMU_TIMEOUT};
 
 /// Boots `node` and waits for it to power off.
 fn run_to_exit(name: &str, node: &Qemu) -> Outcome {
@@ -25,13 +25,7 @@ fn ready_line_reports_four_cpus_memory_and_svm() {
     let mut machine = ok(Machine::qemu("ready-svm", &node));
     let ready = wait_ready(&mut machine, QEMU_TIMEOUT);
     let log = machine.log();
-    assert_eq!(ready.cpus, 4, "expected cpus=4\n{log}");
-    assert!(
-        (480..=512).contains(&ready.memory_mib),
-        "memory {} MiB not in 480..=512\n{log}",
-        ready.memory_mib
-    );
-    assert_eq!(ready.virt, Virt::Svm, "expected virt=svm\n{log}");
+    check_ready(&ready, &log, 4, 480..=512, Virt::Svm);
 }
 
 #[test]

@@ -5,7 +5,7 @@
 use qemu::console::summary_regex;
 use qemu::emulator::Uefi;
 use qemu::{Machine, Qemu, Summary, Virt, EXIT_SUCCESS};
-use tests::{emulator_slot, iso, kernel, ok, wait_ready, QEMU_TIMEOUT};
+use tests::{check_ready, emulator_slot, iso, kernel, ok, wait_ready, QEMU_TIMEOUT};
 
 /// A UEFI node booting the test ISO `name` (grub.cfg command line `cmdline`).
 fn uefi_node(name: &str, cmdline: &str) -> Qemu {
@@ -20,14 +20,8 @@ fn uefi_boot_reaches_the_ready_line() {
     let mut machine = ok(Machine::qemu("uefi-ready", &node));
     let ready = wait_ready(&mut machine, QEMU_TIMEOUT);
     let log = machine.log();
-    assert_eq!(ready.cpus, 4, "expected cpus=4\n{log}");
     // OVMF keeps some RAM for itself; the kernel must still see most of the 512 MiB.
-    assert!(
-        (400..=512).contains(&ready.memory_mib),
-        "memory {} MiB not in 400..=512\n{log}",
-        ready.memory_mib
-    );
-    assert_eq!(ready.virt, Virt::Svm, "expected virt=svm\n{log}");
+    check_ready(&ready, &log, 4, 400..=512, Virt::Svm);
 }
 
 #[test]
