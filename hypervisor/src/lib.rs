@@ -19,6 +19,7 @@ extern crate alloc;
 pub mod cmdline;
 pub mod decode;
 pub mod mm;
+pub mod net;
 pub mod pci;
 pub mod virt;
 pub mod vm;

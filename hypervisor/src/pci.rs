@@ -27,10 +27,167 @@ impl fmt::Display for Bdf {
     }
 }
 
-/// Reads configuration space.
+/// Reads and writes configuration space.
 pub trait ConfigSpace {
     /// Reads the aligned dword at `offset` (0..=252, a multiple of 4) of `bdf`.
     fn read32(&self, bdf: Bdf, offset: u8) -> u32;
+    /// Writes the aligned dword at `offset` (0..=252, a multiple of 4) of `bdf`.
+    fn write32(&self, bdf: Bdf, offset: u8, value: u32);
+}
+
+/// Offset of the command (low half) and status (high half) registers.
+pub const COMMAND: u8 = 0x04;
+/// Offset of BAR 0; BAR n is at `BAR0 + 4 * n` (n < 6 in a type-0 header).
+pub const BAR0: u8 = 0x10;
+/// Offset of the interrupt line (low byte) and pin (next byte).
+pub const INTERRUPT: u8 = 0x3c;
+
+bitflags::bitflags! {
+    /// Bits of the command register.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Command: u16 {
+        /// Decode I/O space BARs.
+        const IO = 1 << 0;
+        /// Decode memory space BARs.
+        const MEMORY = 1 << 1;
+        /// Let the function master the bus (DMA).
+        const BUS_MASTER = 1 << 2;
+        /// Do not signal legacy INTx interrupts.
+        const INTX_DISABLE = 1 << 10;
+    }
+}
+
+/// One decoded base address register.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bar {
+    /// A memory window.
+    Memory {
+        /// Physical base address.
+        addr: u64,
+        /// Size in bytes (a power of two).
+        size: u64,
+        /// A 64-bit BAR (it takes this slot and the next).
+        wide: bool,
+        /// Prefetchable.
+        prefetchable: bool,
+    },
+    /// An I/O port window.
+    Io {
+        /// First port.
+        port: u16,
+        /// Size in ports.
+        size: u16,
+    },
+}
+
+/// Why a BAR cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BarError {
+    /// The index is not 0..6, or it is the upper half of a 64-bit BAR.
+    BadIndex,
+    /// The BAR is not implemented (reads as zero when sized).
+    Absent,
+    /// The firmware left it unassigned (base 0).
+    Unassigned,
+    /// The encoding is reserved or the window wraps the address space.
+    Malformed,
+}
+
+impl fmt::Display for BarError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BarError::BadIndex => "no such BAR",
+            BarError::Absent => "BAR not implemented",
+            BarError::Unassigned => "BAR not assigned by the firmware",
+            BarError::Malformed => "BAR encoding is malformed",
+        })
+    }
+}
+
+/// Decodes a BAR from its value(s) and what it reads back after all-ones is written
+/// (the sizing mask); `high`/`high_mask` are the next slot's for a 64-bit BAR.
+pub fn decode_bar(low: u32, low_mask: u32, high: u32, high_mask: u32) -> Result<Bar, BarError> {
+    if low & 1 == 1 {
+        let mask = low_mask & 0xffff_fffc;
+        if mask == 0 {
+            return Err(BarError::Absent);
+        }
+        let size = (!mask | 0xffff_0000).wrapping_add(1) & 0xffff;
+        let port = low & 0xffff_fffc;
+        let (Ok(port), Ok(size)) = (u16::try_from(port), u16::try_from(size)) else {
+            return Err(BarError::Malformed);
+        };
+        if !size.is_power_of_two() || port & (size - 1) != 0 || port.checked_add(size - 1).is_none() {
+            return Err(BarError::Malformed);
+        }
+        if port == 0 {
+            return Err(BarError::Unassigned);
+        }
+        return Ok(Bar::Io { port, size });
+    }
+    let prefetchable = low & 0x8 != 0;
+    let (addr, mask, wide) = match (low >> 1) & 3 {
+        0 => (u64::from(low & 0xffff_fff0), u64::from(low_mask & 0xffff_fff0) | 0xffff_ffff_0000_0000, false),
+        2 => (
+            u64::from(high) << 32 | u64::from(low & 0xffff_fff0),
+            u64::from(high_mask) << 32 | u64::from(low_mask & 0xffff_fff0),
+            true,
+        ),
+        _ => return Err(BarError::Malformed),
+    };
+    if mask == 0xffff_ffff_0000_0000 && !wide || mask == 0 {
+        return Err(BarError::Absent);
+    }
+    let size = (!mask).wrapping_add(1);
+    let limit = if wide { u64::MAX } else { u64::from(u32::MAX) };
+    if !size.is_power_of_two()
+        || addr & (size - 1) != 0
+        || addr.checked_add(size - 1).is_none_or(|end| end > limit)
+    {
+        return Err(BarError::Malformed);
+    }
+    if addr == 0 {
+        return Err(BarError::Unassigned);
+    }
+    Ok(Bar::Memory { addr, size, wide, prefetchable })
+}
+
+/// Reads and sizes BAR `index` of `bdf`. Decoding is switched off while the BAR holds the
+/// all-ones pattern, and the BAR and command register are restored afterwards.
+pub fn read_bar(cs: &impl ConfigSpace, bdf: Bdf, index: u8) -> Result<Bar, BarError> {
+    if index >= 6 {
+        return Err(BarError::BadIndex);
+    }
+    let at = BAR0 + 4 * index;
+    let low = cs.read32(bdf, at);
+    let wide = low & 1 == 0 && (low >> 1) & 3 == 2;
+    if wide && index == 5 {
+        return Err(BarError::Malformed);
+    }
+    let command = cs.read32(bdf, COMMAND);
+    cs.write32(bdf, COMMAND, command & !u32::from((Command::IO | Command::MEMORY).bits()));
+    let size_of = |off: u8, value: u32| {
+        cs.write32(bdf, off, 0xffff_ffff);
+        let mask = cs.read32(bdf, off);
+        cs.write32(bdf, off, value);
+        mask
+    };
+    let low_mask = size_of(at, low);
+    let (high, high_mask) = if wide {
+        let high = cs.read32(bdf, at + 4);
+        (high, size_of(at + 4, high))
+    } else {
+        (0, 0)
+    };
+    cs.write32(bdf, COMMAND, command);
+    decode_bar(low, low_mask, high, high_mask)
+}
+
+/// Sets `bits` in the command register of `bdf`, leaving the others (and the status
+/// register, whose bits are cleared by writing one) as they are.
+pub fn enable(cs: &impl ConfigSpace, bdf: Bdf, bits: Command) {
+    let command = cs.read32(bdf, COMMAND) & 0xffff;
+    cs.write32(bdf, COMMAND, command | u32::from(bits.bits()));
 }
 
 /// One PCI function.
@@ -183,6 +340,116 @@ mod tests {
                 _ => 0,
             }
         }
+        fn write32(&self, _: Bdf, _: u8, _: u32) {}
+    }
+
+    /// One function's configuration space with BARs that answer sizing as hardware does.
+    struct FakeDevice {
+        regs: std::cell::RefCell<[u32; 64]>,
+        /// Per BAR slot: the bits that are writable (the size mask), 0 for absent.
+        writable: [u32; 6],
+        writes: std::cell::RefCell<Vec<(u8, u32)>>,
+    }
+
+    impl FakeDevice {
+        fn new(bars: [(u32, u32); 6]) -> FakeDevice {
+            let mut regs = [0u32; 64];
+            regs[1] = 0x0010_0007;
+            let mut writable = [0; 6];
+            for (i, (value, mask)) in bars.iter().enumerate() {
+                regs[4 + i] = *value;
+                writable[i] = *mask;
+            }
+            FakeDevice { regs: std::cell::RefCell::new(regs), writable, writes: Default::default() }
+        }
+    }
+
+    impl ConfigSpace for FakeDevice {
+        fn read32(&self, _: Bdf, offset: u8) -> u32 {
+            self.regs.borrow()[usize::from(offset / 4)]
+        }
+        fn write32(&self, _: Bdf, offset: u8, value: u32) {
+            self.writes.borrow_mut().push((offset, value));
+            let i = usize::from(offset / 4);
+            let mut regs = self.regs.borrow_mut();
+            if (4..10).contains(&i) {
+                let w = self.writable[i - 4];
+                regs[i] = (regs[i] & !w) | (value & w);
+            } else if i == 1 {
+                regs[1] = (regs[1] & 0xffff_0000) | (value & 0xffff);
+            } else {
+                regs[i] = value;
+            }
+        }
+    }
+
+    #[test]
+    fn bars_are_sized_and_restored() {
+        // BAR0: 128 KiB 32-bit memory at 0xfebc0000; BAR1: 64 ports at 0xc000;
+        // BAR2+3: 16 KiB 64-bit prefetchable memory at 0x8_0000_4000; BAR4: absent;
+        // BAR5: 4 KiB memory the firmware left at 0.
+        let dev = FakeDevice::new([
+            (0xfebc_0000, 0xfffe_0000),
+            (0x0000_c001, 0xffff_ffc0),
+            (0x0000_400c, 0xffff_c000),
+            (0x0000_0008, 0xffff_ffff),
+            (0, 0),
+            (0, 0xffff_f000),
+        ]);
+        let b = bdf(0, 3, 0);
+        assert_eq!(
+            read_bar(&dev, b, 0),
+            Ok(Bar::Memory { addr: 0xfebc_0000, size: 0x2_0000, wide: false, prefetchable: false })
+        );
+        assert_eq!(read_bar(&dev, b, 1), Ok(Bar::Io { port: 0xc000, size: 64 }));
+        assert_eq!(
+            read_bar(&dev, b, 2),
+            Ok(Bar::Memory { addr: 0x8_0000_4000, size: 0x4000, wide: true, prefetchable: true })
+        );
+        assert_eq!(read_bar(&dev, b, 4), Err(BarError::Absent));
+        assert_eq!(read_bar(&dev, b, 5), Err(BarError::Unassigned));
+        assert_eq!(read_bar(&dev, b, 6), Err(BarError::BadIndex));
+        // Everything is as it was, and decoding was off while a BAR held all-ones.
+        let regs = dev.regs.borrow();
+        assert_eq!(&regs[4..10], &[0xfebc_0000, 0xc001, 0x400c, 0x8, 0, 0]);
+        assert_eq!(regs[1] & 0xffff, 7);
+        let writes = dev.writes.borrow();
+        let mut decoding = true;
+        for &(off, value) in writes.iter() {
+            if off == COMMAND {
+                decoding = value & 3 != 0;
+            } else if value == 0xffff_ffff {
+                assert!(!decoding, "BAR {off:#x} sized with decoding on");
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_bars_are_errors_not_panics() {
+        // Reserved memory type 1, a 64-bit BAR in the last slot, and windows that wrap.
+        assert_eq!(decode_bar(0x2, 0xffff_f002, 0, 0), Err(BarError::Malformed));
+        assert_eq!(decode_bar(0xffff_f000, 0xffff_0000, 0, 0), Err(BarError::Malformed));
+        assert_eq!(decode_bar(0xffff_fff1, 0xffff_fff1, 0, 0), Err(BarError::Malformed));
+        assert_eq!(decode_bar(0xffff_f004, 0xffff_e004, 0xffff_ffff, 0xffff_ffff), Err(BarError::Malformed));
+        assert_eq!(decode_bar(0, 0, 0, 0), Err(BarError::Absent));
+        assert_eq!(decode_bar(1, 1, 0, 0), Err(BarError::Absent));
+        let dev = FakeDevice::new([(0, 0), (0, 0), (0, 0), (0, 0), (0, 0), (0x4, 0xffff_f000)]);
+        assert_eq!(read_bar(&dev, bdf(0, 0, 0), 5), Err(BarError::Malformed));
+        // Every pattern decodes to something without panicking.
+        for low in [0u32, 1, 2, 3, 4, 5, 6, 7, 8, 0xc, 0xffff_ffff, 0x8000_0004] {
+            for mask in [0u32, 1, 0xffff_fff0, 0xffff_ffff, 0x8000_0000] {
+                let _ = decode_bar(low, mask, 0xffff_ffff, 0xffff_ffff);
+                let _ = decode_bar(low, mask, 0, 0);
+            }
+        }
+    }
+
+    #[test]
+    fn enable_keeps_other_command_bits_and_clears_no_status() {
+        let dev = FakeDevice::new([(0, 0); 6]);
+        dev.regs.borrow_mut()[1] = 0xf900_0400;
+        enable(&dev, bdf(0, 0, 0), Command::MEMORY | Command::BUS_MASTER);
+        assert_eq!(*dev.writes.borrow(), vec![(COMMAND, 0x0406)]);
     }
 
     fn bdf(bus: u8, device: u8, function: u8) -> Bdf {

@@ -7,23 +7,46 @@ use crate::selftest::{Test, Verdict};
 /// Configuration mechanism #1 through I/O ports.
 pub struct PortConfig;
 
+/// Serializes the address/data port pair between CPUs.
+static PORTS: spin::Mutex<()> = spin::Mutex::new(());
+
+fn address(bdf: Bdf, offset: u8) -> u32 {
+    0x8000_0000u32
+        | u32::from(bdf.bus) << 16
+        | u32::from(bdf.device & 0x1f) << 11
+        | u32::from(bdf.function & 0x7) << 8
+        | u32::from(offset & 0xfc)
+}
+
 impl ConfigSpace for PortConfig {
     fn read32(&self, bdf: Bdf, offset: u8) -> u32 {
         use x86_64::instructions::port::Port;
-        let address = 0x8000_0000u32
-            | u32::from(bdf.bus) << 16
-            | u32::from(bdf.device & 0x1f) << 11
-            | u32::from(bdf.function & 0x7) << 8
-            | u32::from(offset & 0xfc);
         let mut addr = Port::<u32>::new(0xcf8);
         let mut data = Port::<u32>::new(0xcfc);
         x86_64::instructions::interrupts::without_interrupts(|| {
+            let _held = PORTS.lock();
             // SAFETY: 0xCF8/0xCFC are the PCI configuration ports on every PC chipset; the
-            // pair is used with interrupts off so no other access on this CPU interleaves,
+            // pair is used under a lock with interrupts off so no other access interleaves,
             // and reading configuration registers has no side effects.
             unsafe {
-                addr.write(address);
+                addr.write(address(bdf, offset));
                 data.read()
+            }
+        })
+    }
+
+    fn write32(&self, bdf: Bdf, offset: u8, value: u32) {
+        use x86_64::instructions::port::Port;
+        let mut addr = Port::<u32>::new(0xcf8);
+        let mut data = Port::<u32>::new(0xcfc);
+        x86_64::instructions::interrupts::without_interrupts(|| {
+            let _held = PORTS.lock();
+            // SAFETY: as in `read32`; the callers (`crate::pci`'s BAR sizing and command
+            // register helpers, the NIC drivers) write only registers of a function they
+            // own, and memory decoding is off while a BAR holds a sizing pattern.
+            unsafe {
+                addr.write(address(bdf, offset));
+                data.write(value);
             }
         })
     }
