@@ -74,7 +74,9 @@ impl DmaRegion {
     /// Reads a little-endian value of type `T` at `at` (volatile: the device writes it).
     pub fn load<T: Copy>(&self, at: usize) -> Option<T> {
         let size = core::mem::size_of::<T>();
-        if !at.is_multiple_of(core::mem::align_of::<T>()) || at.checked_add(size).is_none_or(|e| e > self.len()) {
+        if !at.is_multiple_of(core::mem::align_of::<T>())
+            || at.checked_add(size).is_none_or(|e| e > self.len())
+        {
             return None;
         }
         // SAFETY: in range and aligned (checked above); any bit pattern is read only as
@@ -85,7 +87,9 @@ impl DmaRegion {
     /// Writes `value` at `at` (volatile: the device reads it); `false` when out of range.
     pub fn store<T: Copy>(&mut self, at: usize, value: T) -> bool {
         let size = core::mem::size_of::<T>();
-        if !at.is_multiple_of(core::mem::align_of::<T>()) || at.checked_add(size).is_none_or(|e| e > self.len()) {
+        if !at.is_multiple_of(core::mem::align_of::<T>())
+            || at.checked_add(size).is_none_or(|e| e > self.len())
+        {
             return false;
         }
         // SAFETY: in range and aligned (checked above), inside memory this handle owns.

@@ -9,6 +9,7 @@
 
 use core::fmt;
 
+pub mod arp;
 #[cfg(target_os = "none")]
 pub mod dma;
 
