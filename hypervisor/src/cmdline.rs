@@ -76,6 +76,12 @@ pub struct Options<'a> {
     /// `vm.cmdline=ENC`: the guests' command line, encoded as one word (a space is `+`;
     /// `+`, `%` and other bytes are `%XX`; see `crx_abi::bundle::decode_cmdline`).
     pub vm_cmdline: Option<&'a str>,
+    /// `net=dhcp|off|ADDR/PREFIX[,GATEWAY[,DNS...]]`: how the NIC gets its address,
+    /// checked by `crate::net::config::parse_mode`; `None` means DHCP.
+    pub net: Option<&'a str>,
+    /// `net.check=HOST:PORT`: a TCP server to connect to once the network is up, checked
+    /// by `crate::net::config::parse_endpoint`.
+    pub net_check: Option<&'a str>,
 }
 
 /// Most VMs `vm.count` takes.
@@ -109,6 +115,8 @@ impl Default for Options<'_> {
             vm_vcpus: 1,
             vm_cmdline: None,
             vm_cpu_millicores: None,
+            net: None,
+            net_check: None,
         }
     }
 }
@@ -127,6 +135,15 @@ pub enum Warning<'a> {
         /// The value given.
         value: &'a str,
     },
+    /// A known key whose value was checked and refused, with the reason.
+    Refused {
+        /// The key.
+        key: &'a str,
+        /// The value given.
+        value: &'a str,
+        /// Why.
+        why: &'static str,
+    },
 }
 
 impl fmt::Display for Warning<'_> {
@@ -136,6 +153,9 @@ impl fmt::Display for Warning<'_> {
             Warning::Malformed(w) => write!(f, "malformed word `{w}` ignored (expected key=value)"),
             Warning::BadValue { key, value } => {
                 write!(f, "bad value `{value}` for `{key}` ignored")
+            }
+            Warning::Refused { key, value, why } => {
+                write!(f, "bad value `{value}` for `{key}` ignored: {why}")
             }
         }
     }
@@ -226,6 +246,14 @@ pub fn parse(line: &str) -> Parsed<'_> {
                 Ok(n) if (1..=VM_VCPUS_MAX).contains(&n) => p.options.vm_vcpus = n,
                 _ => p.warn(bad),
             },
+            "net" => match crate::net::config::parse_mode(value) {
+                Ok(_) => p.options.net = Some(value),
+                Err(e) => p.warn(Warning::Refused { key, value, why: e.reason() }),
+            },
+            "net.check" => match crate::net::config::parse_endpoint(value) {
+                Ok(_) => p.options.net_check = Some(value),
+                Err(e) => p.warn(Warning::Refused { key, value, why: e.reason() }),
+            },
             _ => p.warn(Warning::UnknownKey(key)),
         }
     }
@@ -235,6 +263,25 @@ pub fn parse(line: &str) -> Parsed<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn network_settings_are_checked_with_a_reason() {
+        let p = parse("net=10.1.2.3/24,10.1.2.1 net.check=api.example.com:6443");
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        assert_eq!(p.options.net, Some("10.1.2.3/24,10.1.2.1"));
+        assert_eq!(p.options.net_check, Some("api.example.com:6443"));
+        let p = parse("net=10.1.2.3/24,10.9.9.9 net.check=10.0.2.2");
+        assert_eq!((p.options.net, p.options.net_check), (None, None));
+        let words: Vec<String> = p.warnings.iter().map(|w| w.to_string()).collect();
+        assert_eq!(
+            words,
+            vec![
+                "bad value `10.1.2.3/24,10.9.9.9` for `net` ignored: the gateway is outside the interface's network",
+                "bad value `10.0.2.2` for `net.check` ignored: expected HOST:PORT with an IPv4 address or a DNS name \
+                 and a port 1 to 65535",
+            ]
+        );
+    }
 
     #[test]
     fn empty_line_gives_defaults() {

@@ -63,11 +63,13 @@ pub fn kmain(boot: &'static BootInfo) -> ! {
     if let Some(sel) = parsed.options.selftest {
         selftest::run(SELFTESTS, sel);
     }
+    crate::net::node::start(&parsed.options);
     if crate::vm::manager::has_guest(boot) {
         crate::vm::manager::run(boot, &parsed.options);
     }
     loop {
-        x86_64::instructions::hlt();
+        crate::net::node::poll();
+        x86_64::instructions::interrupts::enable_and_hlt();
     }
 }
 

@@ -39,6 +39,79 @@ pub struct Qemu {
     /// Boot a GRUB ISO under UEFI firmware instead of the kernel through PVH: then
     /// `kernel`, `cmdline` and `initrd` are not used (the ISO's grub.cfg holds them).
     pub uefi: Option<Uefi>,
+    /// The network card, on restricted user networking; `None` is no card at all.
+    pub net: Option<Network>,
+}
+
+/// A node's network card model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NicModel {
+    /// virtio-net over PCI (QEMU only).
+    VirtioNet,
+    /// Intel 82540EM (QEMU and Bochs).
+    E1000,
+}
+
+impl NicModel {
+    /// QEMU's name for it.
+    pub fn qemu_model(self) -> &'static str {
+        match self {
+            NicModel::VirtioNet => "virtio-net-pci",
+            NicModel::E1000 => "e1000",
+        }
+    }
+}
+
+/// The address at which a guest reaches what [`Network::guest_forwards`] forwards.
+pub const FORWARD_ADDR: &str = "10.0.2.100";
+
+/// The MAC address nodes get unless told otherwise (QEMU's default prefix).
+pub const DEFAULT_MAC: &str = "52:54:00:12:34:56";
+
+/// A network card on the emulator's user networking (slirp), restricted: the guest gets
+/// DHCP (10.0.2.15/24, gateway 10.0.2.2, DNS 10.0.2.3) and reaches only what is forwarded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network {
+    /// The card.
+    pub model: NicModel,
+    /// Its MAC address.
+    pub mac: String,
+    /// `(guest_port, host_port)`: a guest connection to [`FORWARD_ADDR`]:guest_port
+    /// reaches 127.0.0.1:host_port (QEMU only; each connection is a fresh one).
+    pub guest_forwards: Vec<(u16, u16)>,
+    /// `(host_port, guest_port)`: a connection to 127.0.0.1:host_port reaches the guest's
+    /// guest_port.
+    pub host_forwards: Vec<(u16, u16)>,
+}
+
+impl Network {
+    /// A card of `model` with nothing forwarded.
+    pub fn new(model: NicModel) -> Network {
+        Network { model, mac: DEFAULT_MAC.into(), guest_forwards: Vec::new(), host_forwards: Vec::new() }
+    }
+
+    /// QEMU's `-nic` value.
+    pub fn qemu_nic(&self) -> String {
+        let mut s = format!("user,model={},restrict=on,mac={}", self.model.qemu_model(), self.mac);
+        for (guest, host) in &self.guest_forwards {
+            // `cmd:` opens a fresh host connection for every guest connection (a `tcp:`
+            // target is one connection, made at start-up).
+            s.push_str(&format!(",guestfwd=tcp:{FORWARD_ADDR}:{guest}-cmd:/bin/busybox nc 127.0.0.1 {host}"));
+        }
+        for (host, guest) in &self.host_forwards {
+            s.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
+        }
+        s
+    }
+
+    /// Bochs's slirp configuration file.
+    pub fn slirp_conf(&self) -> String {
+        let mut s = String::from("# slirp config\nrestricted = 1\n");
+        for (host, guest) in &self.host_forwards {
+            s.push_str(&format!("hostfwd = tcp:127.0.0.1:{host}-:{guest}\n"));
+        }
+        s
+    }
 }
 
 /// A UEFI boot: OVMF on a q35 machine, booting a (hybrid BIOS+UEFI) GRUB ISO from CD.
@@ -97,6 +170,7 @@ impl Qemu {
             initrd: None,
             extra: Vec::new(),
             uefi: None,
+            net: None,
         }
     }
 
@@ -120,11 +194,11 @@ impl Qemu {
             "-device",
             "isa-debug-exit,iobase=0xf4,iosize=0x04",
             "-nic",
-            "none",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
+        args.push(self.net.as_ref().map_or_else(|| "none".to_string(), Network::qemu_nic));
         if let Some(uefi) = &self.uefi {
             args.extend(self.extra.iter().cloned());
             args.extend(uefi.args());
@@ -164,6 +238,8 @@ pub struct Bochs {
     pub model: String,
     /// Emulated instructions per emulated second; also the kernel's TSC rate.
     pub ips: u64,
+    /// The network card (an e1000 on slirp); `None` is no card.
+    pub net: Option<Network>,
 }
 
 /// The Bochs CPU model that offers Intel VMX with EPT.
@@ -183,6 +259,8 @@ pub struct BochsFiles {
     /// The process id of Bochs itself, which `script` starts in a session of its own where
     /// killing `script`'s process group does not reach it.
     pub pid: PathBuf,
+    /// The slirp configuration of its network card.
+    pub slirp: PathBuf,
 }
 
 impl BochsFiles {
@@ -197,6 +275,7 @@ impl BochsFiles {
             log: dir.join(format!("{stem}.log")),
             com1: dir.join(format!("{stem}.com1")),
             pid: dir.join(format!("{stem}.pid")),
+            slirp: dir.join(format!("{stem}.slirp.conf")),
         }
     }
 }
@@ -204,12 +283,19 @@ impl BochsFiles {
 impl Bochs {
     /// A node with the defaults: 2 CPUs of model `corei7_skylake_x`, 512 MiB.
     pub fn new(iso: impl Into<PathBuf>) -> Bochs {
-        Bochs { iso: iso.into(), cpus: 2, mem_mib: 512, model: BOCHS_MODEL.into(), ips: 50_000_000 }
+        Bochs {
+            iso: iso.into(),
+            cpus: 2,
+            mem_mib: 512,
+            model: BOCHS_MODEL.into(),
+            ips: 50_000_000,
+            net: None,
+        }
     }
 
     /// The configuration file's text.
     pub fn bochsrc(&self, files: &BochsFiles) -> String {
-        format!(
+        let mut rc = format!(
             "# Generated by `cargo xtask`; rewritten on every run.\n\
              megs: {mem}\n\
              cpu: model={model}, count={cpus}, ips={ips}\n\
@@ -233,7 +319,16 @@ impl Bochs {
             iso = self.iso.display(),
             com1 = files.com1.display(),
             log = files.log.display(),
-        )
+        );
+        if let Some(net) = &self.net {
+            rc.push_str(&format!(
+                "pci: enabled=1, chipset=i440fx, slot1=e1000\n\
+                 e1000: enabled=1, mac={}, ethmod=slirp, script=\"{}\"\n",
+                net.mac,
+                files.slirp.display()
+            ));
+        }
+        rc
     }
 
     /// Writes the configuration and debugger commands, and returns the command that runs
@@ -241,6 +336,15 @@ impl Bochs {
     pub fn command(&self, files: &BochsFiles) -> Result<Command, Error> {
         if let Some(dir) = files.rc.parent() {
             fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        }
+        if let Some(net) = &self.net {
+            if net.model != NicModel::E1000 {
+                return Err(Error::Usage(format!("Bochs has no {} card; use e1000", net.model.qemu_model())));
+            }
+            if !net.guest_forwards.is_empty() {
+                return Err(Error::Usage("Bochs's slirp forwards no guest connections to the host".into()));
+            }
+            write(&files.slirp, &net.slirp_conf())?;
         }
         write(&files.rc, &self.bochsrc(files))?;
         write(&files.cmds, "c\n")?;
@@ -333,6 +437,7 @@ mod tests {
             log: "/t/a.log".into(),
             com1: "/t/a.com1".into(),
             pid: "/t/a.pid".into(),
+            slirp: "/t/a.slirp.conf".into(),
         };
         let rc = Bochs::new("/t/h.iso").bochsrc(&files);
         for line in [
@@ -348,6 +453,34 @@ mod tests {
         ] {
             assert!(rc.contains(line), "missing {line:?} in\n{rc}");
         }
+    }
+
+    #[test]
+    fn network_cards_are_restricted_and_forward_only_what_is_asked() {
+        let mut net = Network::new(NicModel::VirtioNet);
+        net.guest_forwards.push((443, 40001));
+        net.host_forwards.push((40002, 10250));
+        let args = Qemu { net: Some(net.clone()), ..Qemu::new("/k") }.args();
+        let i = args.iter().position(|a| a == "-nic").unwrap();
+        assert_eq!(
+            args[i + 1],
+            "user,model=virtio-net-pci,restrict=on,mac=52:54:00:12:34:56,\
+             guestfwd=tcp:10.0.2.100:443-cmd:/bin/busybox nc 127.0.0.1 40001,\
+             hostfwd=tcp:127.0.0.1:40002-:10250"
+        );
+        assert_eq!(args.iter().filter(|a| *a == "-nic").count(), 1);
+        assert_eq!(
+            net.slirp_conf(),
+            "# slirp config\nrestricted = 1\nhostfwd = tcp:127.0.0.1:40002-:10250\n"
+        );
+        let files = BochsFiles::new("netcheck");
+        let bochs = Bochs { net: Some(Network::new(NicModel::E1000)), ..Bochs::new("/t/h.iso") };
+        let rc = bochs.bochsrc(&files);
+        assert!(rc.contains("pci: enabled=1, chipset=i440fx, slot1=e1000\n"), "{rc}");
+        assert!(rc.contains("e1000: enabled=1, mac=52:54:00:12:34:56, ethmod=slirp, script="), "{rc}");
+        let virtio = Bochs { net: Some(Network::new(NicModel::VirtioNet)), ..Bochs::new("/t/h.iso") };
+        assert!(virtio.command(&BochsFiles::new("netcheck-virtio")).is_err());
+        assert!(!Bochs::new("/t/h.iso").bochsrc(&files).contains("e1000"));
     }
 
     #[test]

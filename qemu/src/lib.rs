@@ -14,7 +14,7 @@ pub mod setup;
 pub mod vm;
 
 pub use console::{Ready, Summary, Verdict, Virt};
-pub use emulator::{Accel, Bochs, Qemu};
+pub use emulator::{Accel, Bochs, Network, NicModel, Qemu};
 pub use machine::{Kind, Line, Machine, Outcome};
 
 use std::process::ExitStatus;
@@ -42,6 +42,9 @@ pub enum Error {
     /// Something the machine lacks; the message says what to install.
     #[error("{0}")]
     Missing(String),
+    /// A combination of options the runner cannot carry out; the message says why.
+    #[error("{0}")]
+    Usage(String),
     /// A wait ran out of time.
     #[error("timed out after {after:?} waiting for {what}\n{log}")]
     Timeout {

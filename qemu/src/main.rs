@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use qemu::bench::{self, Sample};
-use qemu::emulator::{Accel, Bochs, BochsFiles, Qemu, Uefi};
+use qemu::emulator::{Accel, Bochs, BochsFiles, Network, NicModel, Qemu, Uefi};
 use qemu::image::{self, iso_path, repo_root, target_dir};
 use qemu::machine::{Kind, Machine};
 use qemu::setup::{self, Need};
@@ -54,6 +54,18 @@ enum Verb {
         /// Stop the emulator after this many seconds.
         #[arg(long, value_name = "SECONDS")]
         timeout: Option<u64>,
+        /// The network card on restricted user networking (DHCP gives 10.0.2.15/24)
+        /// [default: virtio-net under QEMU, e1000 under Bochs]; `none` for no card.
+        #[arg(long, value_name = "virtio-net|e1000|none")]
+        nic: Option<NicArg>,
+        /// Let the node reach a host server: `GUEST_PORT:HOST_PORT` forwards connections
+        /// to 10.0.2.100:GUEST_PORT to 127.0.0.1:HOST_PORT (QEMU only; repeatable).
+        #[arg(long = "forward", value_name = "GUEST_PORT:HOST_PORT", value_parser = parse_port_pair)]
+        forwards: Vec<(u16, u16)>,
+        /// Let the host reach the node: `HOST_PORT:GUEST_PORT` forwards 127.0.0.1:HOST_PORT
+        /// to the node's GUEST_PORT (repeatable).
+        #[arg(long = "expose", value_name = "HOST_PORT:GUEST_PORT", value_parser = parse_port_pair)]
+        exposes: Vec<(u16, u16)>,
     },
     /// Install what is missing, then run `cargo test --workspace --no-fail-fast` (host unit
     /// tests and the emulator integration tests); extra arguments go to cargo test.
@@ -275,7 +287,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.verb {
         Verb::Build { cmdline } => build(&cmdline),
-        Verb::Run { bochs, uefi, smp, mem, cmdline, accel, timeout } => {
+        Verb::Run { bochs, uefi, smp, mem, cmdline, accel, timeout, nic, forwards, exposes } => {
             let firmware = if bochs {
                 Firmware::Bochs
             } else if uefi {
@@ -283,7 +295,19 @@ fn main() -> ExitCode {
             } else {
                 Firmware::Pvh
             };
-            run(firmware, smp, mem, &cmdline, accel, timeout.map(Duration::from_secs))
+            let model = match nic {
+                Some(NicArg::None) => None,
+                Some(NicArg::VirtioNet) => Some(NicModel::VirtioNet),
+                Some(NicArg::E1000) => Some(NicModel::E1000),
+                None if bochs => Some(NicModel::E1000),
+                None => Some(NicModel::VirtioNet),
+            };
+            let net = model.map(|m| Network {
+                guest_forwards: forwards,
+                host_forwards: exposes,
+                ..Network::new(m)
+            });
+            run(firmware, smp, mem, &cmdline, accel, timeout.map(Duration::from_secs), net)
         }
         Verb::Test { args } => test(&args),
         Verb::Lint => lint(),
@@ -352,6 +376,27 @@ enum Firmware {
     Bochs,
 }
 
+/// `--nic`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum NicArg {
+    /// virtio-net over PCI (QEMU).
+    VirtioNet,
+    /// Intel 82540EM (QEMU and Bochs).
+    E1000,
+    /// No card.
+    None,
+}
+
+/// Parses `A:B` with two ports 1 to 65535.
+fn parse_port_pair(s: &str) -> Result<(u16, u16), String> {
+    let port = |p: &str| match p.parse::<u16>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("`{p}` is not a port 1 to 65535")),
+    };
+    let (a, b) = s.split_once(':').ok_or_else(|| format!("`{s}` is not PORT:PORT"))?;
+    Ok((port(a)?, port(b)?))
+}
+
 fn run(
     firmware: Firmware,
     smp: Option<u32>,
@@ -359,12 +404,13 @@ fn run(
     cmdline: &str,
     accel: Accel,
     timeout: Option<Duration>,
+    net: Option<Network>,
 ) -> Result<ExitCode, Error> {
     if firmware == Firmware::Bochs {
         setup::ensure(&needs(&[setup::ISO, setup::BOCHS]))?;
         let kernel = image::build_kernel()?;
         image::build_iso(&kernel, cmdline, &iso_path())?;
-        let node = Bochs { cpus: smp.unwrap_or(2), mem_mib: mem, ..Bochs::new(iso_path()) };
+        let node = Bochs { cpus: smp.unwrap_or(2), mem_mib: mem, net, ..Bochs::new(iso_path()) };
         let files = BochsFiles::new("run");
         let cmd = node.command(&files)?;
         eprintln!(
@@ -382,6 +428,7 @@ fn run(
             smp: smp.unwrap_or(4),
             mem_mib: mem,
             accel,
+            net,
             ..Qemu::new(&kernel)
         };
         if firmware == Firmware::Uefi {

@@ -10,8 +10,12 @@
 use core::fmt;
 
 pub mod arp;
+pub mod config;
 #[cfg(target_os = "none")]
 pub mod dma;
+#[cfg(target_os = "none")]
+pub mod node;
+pub mod stack;
 
 /// The largest Ethernet frame a driver sends or receives, without the FCS: 14 bytes of
 /// header and a 1500-byte payload.

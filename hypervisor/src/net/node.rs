@@ -1,0 +1,211 @@
+//! The node's network at boot: find a card, bring the stack up (DHCP or the static
+//! address from `net=`), print the `net:` line, try the `net.check=` server, and keep the
+//! stack for later polls. Runs on the bootstrap CPU.
+
+use super::config::{self, Dotted, Host, Mode};
+use super::stack::{Event, NetError, Stack, TcpState};
+use super::{Nic, NicError};
+use crate::arch::time;
+use crate::cmdline::Options;
+use crate::kprintln;
+use crate::pci::Function;
+use alloc::boxed::Box;
+use log::{info, warn};
+
+/// How long the boot waits for a DHCP lease before going on without an address (the
+/// stack keeps asking in the background).
+const DHCP_WAIT_MS: u64 = 10_000;
+/// How long `net.check` may take, name lookup and connection included.
+const CHECK_MS: u64 = 10_000;
+
+/// A driver's entry: whether it drives a function, and how to open it.
+struct Driver {
+    name: &'static str,
+    matches: fn(&Function) -> bool,
+    open: fn(&Function) -> Result<Box<dyn Nic>, NicError>,
+}
+
+/// The drivers, in the order they are tried.
+static DRIVERS: &[Driver] = &[];
+
+/// The stack once it is up.
+static STACK: spin::Mutex<Option<Stack>> = spin::Mutex::new(None);
+
+fn now_ms() -> u64 {
+    time::now_ns() / 1_000_000
+}
+
+/// A seed that differs between boots: RDRAND where the CPU has it, else the TSC.
+fn seed() -> u64 {
+    x86_64::instructions::random::RdRand::new()
+        .and_then(|r| r.get_u64())
+        .unwrap_or_else(|| time::rdtsc().rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15)
+}
+
+/// The first card a driver takes, opened.
+fn find_card() -> Option<Box<dyn Nic>> {
+    for f in &crate::arch::pci::enumerate().functions {
+        let Some(d) = DRIVERS.iter().find(|d| (d.matches)(f)) else { continue };
+        match (d.open)(f) {
+            Ok(nic) => return Some(nic),
+            Err(e) => warn!("net: {} at {}: {e}; trying the next card", d.name, f.bdf),
+        }
+    }
+    None
+}
+
+/// Brings the network up as the command line says, and runs `net.check`.
+pub fn start(opts: &Options<'_>) {
+    let mode = match opts.net.map(config::parse_mode) {
+        None => Mode::Dhcp,
+        Some(Ok(m)) => m,
+        // The command-line parser already refused it.
+        Some(Err(_)) => Mode::Dhcp,
+    };
+    if mode == Mode::Off {
+        info!("net: off (net=off)");
+        return;
+    }
+    let Some(nic) = find_card() else {
+        kprintln!("net: no network card found (drivers: virtio-net, e1000)");
+        return;
+    };
+    let (driver, mac) = (nic.driver(), nic.mac());
+    let mut stack = match Stack::new(nic, &mode, seed(), now_ms()) {
+        Ok(s) => s,
+        Err(e) => {
+            kprintln!("net: {driver} {mac}: {e}");
+            return;
+        }
+    };
+    if mode == Mode::Dhcp {
+        info!("net: {driver} {mac}: asking for a DHCP lease");
+    }
+    let deadline = now_ms() + DHCP_WAIT_MS;
+    let mut up = false;
+    while now_ms() < deadline && !up {
+        if let Some(Event::Up(c)) = stack.poll(now_ms()) {
+            kprintln!("net: {driver} {mac} {c}");
+            up = true;
+        }
+        core::hint::spin_loop();
+    }
+    if !up {
+        kprintln!("net: {driver} {mac}: no DHCP lease after {} s; still asking", DHCP_WAIT_MS / 1000);
+    }
+    if let (true, Some(target)) = (up, opts.net_check) {
+        check(&mut stack, target);
+    }
+    *STACK.lock() = Some(stack);
+}
+
+/// Polls the stack (renewing the lease); for the idle loop.
+pub fn poll() {
+    let Some(mut held) = STACK.try_lock() else { return };
+    if let Some(s) = held.as_mut() {
+        match s.poll(now_ms()) {
+            Some(Event::Up(c)) => kprintln!("net: {c}"),
+            Some(Event::Down) => kprintln!("net: lease lost; asking again"),
+            None => {}
+        }
+    }
+}
+
+/// Runs `step` until it gives an answer or the deadline passes, polling in between.
+fn until<T>(s: &mut Stack, deadline: u64, mut step: impl FnMut(&mut Stack) -> Option<T>) -> Option<T> {
+    while now_ms() < deadline {
+        s.poll(now_ms());
+        if let Some(v) = step(s) {
+            return Some(v);
+        }
+        core::hint::spin_loop();
+    }
+    None
+}
+
+/// `net.check=HOST:PORT`: look the host up, connect, send an HTTP/1.0 request for `/`,
+/// print the first line of the answer.
+fn check(s: &mut Stack, target: &str) {
+    let Ok((host, port)) = config::parse_endpoint(target) else { return };
+    let start = now_ms();
+    let deadline = start + CHECK_MS;
+    let addr = match host {
+        Host::Ip(a) => a,
+        Host::Name(name) => {
+            let q = match s.resolve(name) {
+                Ok(q) => q,
+                Err(e) => return kprintln!("net: check {target}: cannot look {name} up: {e}"),
+            };
+            match until(s, deadline, |s| s.resolved(q).transpose()) {
+                Some(Ok(a)) => {
+                    kprintln!("net: check {target}: {name} is {}", Dotted(a));
+                    a
+                }
+                Some(Err(e)) => return kprintln!("net: check {target}: {name}: {e}"),
+                None => return kprintln!("net: check {target}: no DNS answer for {name}"),
+            }
+        }
+    };
+    let t = match s.tcp_connect(addr, port) {
+        Ok(t) => t,
+        Err(e) => return kprintln!("net: check {target}: {e}"),
+    };
+    let verdict = talk(s, t, target, deadline);
+    let _ = s.tcp_remove(t);
+    match verdict {
+        Ok(line) => kprintln!("net: check {target}: connected in {} ms, answer \"{line}\"", now_ms() - start),
+        Err(why) => kprintln!("net: check {target}: {why}"),
+    }
+}
+
+fn talk(
+    s: &mut Stack,
+    t: super::stack::Tcp,
+    target: &str,
+    deadline: u64,
+) -> Result<alloc::string::String, &'static str> {
+    match until(s, deadline, |s| match s.tcp_state(t) {
+        Ok(TcpState::Opening) => None,
+        Ok(st) => Some(st),
+        Err(_) => Some(TcpState::Closed),
+    }) {
+        Some(TcpState::Open) => {}
+        Some(_) => return Err("connection refused or reset"),
+        None => return Err("no connection (timed out)"),
+    }
+    let host = target.rsplit_once(':').map_or(target, |(h, _)| h);
+    let request =
+        alloc::format!("GET / HTTP/1.0\r\nHost: {host}\r\nUser-Agent: hypervisor-net-check\r\n\r\n");
+    let mut sent = 0;
+    let mut answer = alloc::vec::Vec::new();
+    let mut buf = [0u8; 512];
+    let done = until(s, deadline, |s| {
+        if sent < request.len() {
+            match s.tcp_send(t, &request.as_bytes()[sent..]) {
+                Ok(n) => sent += n,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        match s.tcp_recv(t, &mut buf) {
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(NetError::Closed) => return Some(Ok(())),
+            Err(e) => return Some(Err(e)),
+        }
+        (answer.contains(&b'\n') || answer.len() >= 200).then_some(Ok(()))
+    });
+    match done {
+        None => Err("no answer (timed out)"),
+        Some(Err(_)) => Err("connection reset"),
+        Some(Ok(())) if answer.is_empty() => Err("the server closed without answering"),
+        Some(Ok(())) => {
+            let line = answer.split(|&b| b == b'\n').next().unwrap_or_default();
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let line: alloc::string::String = line
+                .iter()
+                .take(120)
+                .map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '?' })
+                .collect();
+            Ok(line)
+        }
+    }
+}
