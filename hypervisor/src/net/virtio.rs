@@ -394,6 +394,8 @@ fn selftest() -> Verdict {
             nic.bdf(),
             nic.mac()
         );
+        burst(&mut nic, &now)?;
+        short_buffer(&mut nic, &now)?;
     }
     let after = mm::free_frames();
     if after != before {
@@ -401,4 +403,58 @@ fn selftest() -> Verdict {
         return Err("DMA frames leaked");
     }
     Ok(())
+}
+
+/// Ask the gateway this many times in a row: every slot of both queues is used and
+/// reused several times.
+const BURST: usize = 4 * QUEUE_SIZE;
+
+/// Sends [`BURST`] ARP requests as fast as the transmit slots allow (unpadded, so the
+/// driver pads them) and waits for as many replies.
+fn burst(nic: &mut VirtioNet, now: &dyn Fn() -> u64) -> Verdict {
+    let request = super::arp::request(nic.mac(), [10, 0, 2, 15], [10, 0, 2, 2]);
+    let deadline = now() + 5_000_000_000;
+    let (mut sent, mut replies, mut busy) = (0, 0, 0u64);
+    let mut buf = [0u8; MAX_FRAME];
+    while replies < BURST && now() < deadline {
+        if sent < BURST {
+            match nic.send(&request) {
+                Ok(()) => sent += 1,
+                Err(NicError::Busy) => busy += 1,
+                Err(_) => return Err("sending a burst failed"),
+            }
+        }
+        match nic.recv(&mut buf) {
+            Ok(Some(n)) if super::arp::reply_from(&buf[..n], nic.mac(), [10, 0, 2, 2]).is_some() => {
+                replies += 1
+            }
+            Ok(_) => {}
+            Err(_) => return Err("receiving a burst failed"),
+        }
+    }
+    log::info!("virtio-net: burst of {BURST}: {sent} sent, {replies} replies, {busy} times busy");
+    if replies < BURST {
+        return Err("replies to a burst went missing");
+    }
+    Ok(())
+}
+
+/// A frame longer than the caller's buffer is reported and dropped, and its slot is given
+/// back: the next frame arrives as usual.
+fn short_buffer(nic: &mut VirtioNet, now: &dyn Fn() -> u64) -> Verdict {
+    let request = super::arp::request(nic.mac(), [10, 0, 2, 15], [10, 0, 2, 2]);
+    let deadline = now() + 5_000_000_000;
+    let mut tiny = [0u8; 8];
+    nic.send(&request).map_err(|_| "sending failed")?;
+    loop {
+        match nic.recv(&mut tiny) {
+            Err(NicError::BadLength(n)) if n > tiny.len() => break,
+            Ok(None) if now() < deadline => core::hint::spin_loop(),
+            Ok(None) => return Err("no frame for the short buffer"),
+            _ => return Err("a frame longer than the buffer was not refused"),
+        }
+    }
+    super::arp::round_trip(nic, [10, 0, 2, 15], [10, 0, 2, 2], now, now() + 5_000_000_000)
+        .map(|_| ())
+        .map_err(|_| "no reply after a refused frame")
 }
