@@ -88,6 +88,7 @@ static SELFTESTS: &[&[selftest::Test]] = &[
     crate::arch::apic::SELFTESTS,
     crate::arch::smp::SELFTESTS,
     crate::arch::pci::SELFTESTS,
+    crate::net::virtio::SELFTESTS,
     crate::virt::vmx::SELFTESTS,
     crate::vm::selftests::SELFTESTS,
     crate::virt::svm::SELFTESTS,

@@ -16,6 +16,8 @@ pub mod dma;
 #[cfg(target_os = "none")]
 pub mod node;
 pub mod stack;
+#[cfg(target_os = "none")]
+pub mod virtio;
 
 /// The largest Ethernet frame a driver sends or receives, without the FCS: 14 bytes of
 /// header and a 1500-byte payload.

@@ -26,7 +26,11 @@ struct Driver {
 }
 
 /// The drivers, in the order they are tried.
-static DRIVERS: &[Driver] = &[];
+static DRIVERS: &[Driver] = &[Driver {
+    name: "virtio-net",
+    matches: super::virtio::matches,
+    open: |f| super::virtio::open(f).map(|n| Box::new(n) as Box<dyn Nic>),
+}];
 
 /// The stack once it is up.
 static STACK: spin::Mutex<Option<Stack>> = spin::Mutex::new(None);
