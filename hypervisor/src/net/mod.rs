@@ -12,6 +12,7 @@ use core::fmt;
 pub mod arp;
 #[cfg(target_os = "none")]
 pub mod dma;
+pub mod e1000_regs;
 
 /// The largest Ethernet frame a driver sends or receives, without the FCS: 14 bytes of
 /// header and a 1500-byte payload.
