@@ -12,6 +12,8 @@ use core::fmt;
 pub mod arp;
 #[cfg(target_os = "none")]
 pub mod dma;
+#[cfg(target_os = "none")]
+pub mod e1000;
 pub mod e1000_regs;
 
 /// The largest Ethernet frame a driver sends or receives, without the FCS: 14 bytes of
