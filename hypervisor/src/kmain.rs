@@ -89,6 +89,7 @@ static SELFTESTS: &[&[selftest::Test]] = &[
     crate::arch::smp::SELFTESTS,
     crate::arch::pci::SELFTESTS,
     crate::net::virtio::SELFTESTS,
+    crate::net::e1000::SELFTESTS,
     crate::virt::vmx::SELFTESTS,
     crate::vm::selftests::SELFTESTS,
     crate::virt::svm::SELFTESTS,

@@ -14,6 +14,9 @@ pub mod config;
 #[cfg(target_os = "none")]
 pub mod dma;
 #[cfg(target_os = "none")]
+pub mod e1000;
+pub mod e1000_regs;
+#[cfg(target_os = "none")]
 pub mod node;
 pub mod stack;
 #[cfg(target_os = "none")]

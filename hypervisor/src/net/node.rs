@@ -26,11 +26,18 @@ struct Driver {
 }
 
 /// The drivers, in the order they are tried.
-static DRIVERS: &[Driver] = &[Driver {
-    name: "virtio-net",
-    matches: super::virtio::matches,
-    open: |f| super::virtio::open(f).map(|n| Box::new(n) as Box<dyn Nic>),
-}];
+static DRIVERS: &[Driver] = &[
+    Driver {
+        name: "virtio-net",
+        matches: super::virtio::matches,
+        open: |f| super::virtio::open(f).map(|n| Box::new(n) as Box<dyn Nic>),
+    },
+    Driver {
+        name: "e1000",
+        matches: |f| super::e1000::IDS.contains(&(f.vendor, f.device)),
+        open: |f| super::e1000::open(f).map(|n| Box::new(n) as Box<dyn Nic>),
+    },
+];
 
 /// The stack once it is up.
 static STACK: spin::Mutex<Option<Stack>> = spin::Mutex::new(None);
