@@ -9,7 +9,13 @@ static LOGGER: Logger = Logger;
 
 impl Log for Logger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.level() <= log::max_level()
+        // Crates' own information (e.g. virtio-drivers' feature negotiation) is detail:
+        // shown at `log=debug`.
+        let level = match metadata.level() {
+            log::Level::Info if !metadata.target().starts_with("hypervisor") => log::Level::Debug,
+            l => l,
+        };
+        level <= log::max_level()
     }
 
     fn log(&self, record: &Record<'_>) {

@@ -96,7 +96,10 @@ impl Network {
         for (guest, host) in &self.guest_forwards {
             // `cmd:` opens a fresh host connection for every guest connection (a `tcp:`
             // target is one connection, made at start-up).
-            s.push_str(&format!(",guestfwd=tcp:{FORWARD_ADDR}:{guest}-cmd:/bin/busybox nc 127.0.0.1 {host}"));
+            s.push_str(&format!(
+                ",guestfwd=tcp:{FORWARD_ADDR}:{guest}-cmd:{} nc 127.0.0.1 {host}",
+                crate::setup::BUSYBOX_PATH
+            ));
         }
         for (host, guest) in &self.host_forwards {
             s.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));

@@ -151,6 +151,10 @@ impl Machine {
             )));
         }
         crate::setup::ensure_present(crate::setup::QEMU)?;
+        if node.net.as_ref().is_some_and(|n| !n.guest_forwards.is_empty()) {
+            // Each forwarded guest connection is relayed by `busybox nc`.
+            crate::setup::ensure_present(crate::setup::BUSYBOX)?;
+        }
         Machine::spawn(name, Kind::Qemu, node.command())
     }
 

@@ -422,6 +422,9 @@ fn run(
         Ok(verdict(Kind::Bochs, status))
     } else {
         setup::ensure(setup::QEMU)?;
+        if net.as_ref().is_some_and(|n| !n.guest_forwards.is_empty()) {
+            setup::ensure(setup::BUSYBOX)?;
+        }
         let kernel = image::build_kernel()?;
         let mut node = Qemu {
             cmdline: cmdline.into(),

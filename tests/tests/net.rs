@@ -46,11 +46,11 @@ fn node(net: Network, cmdline: &str) -> Qemu {
     Qemu { smp: 2, cmdline: cmdline.into(), net: Some(net), ..Qemu::new(kernel()) }
 }
 
+/// The lease of restricted user networking: slirp then leaves out the router and DNS
+/// options, as the guest may reach neither.
 fn lease_line(driver: &str) -> Regex {
-    Regex::new(&format!(
-        r"^net: {driver} 52:54:00:12:34:56 10\.0\.2\.15/24 via 10\.0\.2\.2 dns 10\.0\.2\.3 \(dhcp\)$"
-    ))
-    .unwrap()
+    Regex::new(&format!(r"^net: {driver} 52:54:00:12:34:56 10\.0\.2\.15/24 no gateway dns none \(dhcp\)$"))
+        .unwrap()
 }
 
 /// Boots with `model`, a forward from 10.0.2.100:80 to a host server, and
