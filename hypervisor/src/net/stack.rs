@@ -668,6 +668,65 @@ mod tests {
         assert_eq!((a.tcp_state(c), b.tcp_state(s)), (Ok(TcpState::Open), Ok(TcpState::Open)));
     }
 
+    /// Answers DNS queries that reach `b`'s UDP port 53: `api.cluster.test` is 10.0.0.9,
+    /// every other name does not exist.
+    fn serve_dns(b: &mut Stack, udp: SocketHandle) {
+        use smoltcp::socket::udp;
+        let s = b.sockets.get_mut::<udp::Socket>(udp);
+        let mut q = [0u8; 512];
+        while let Ok((n, meta)) = s.recv_slice(&mut q) {
+            let q = &q[..n];
+            let question_end = 12 + q[12..].iter().position(|&b| b == 0).unwrap() + 1 + 4;
+            let name = &q[12..question_end - 4];
+            let found = name == b"\x03api\x07cluster\x04test\x00";
+            let mut r = Vec::from(&q[..question_end]);
+            r[2..4].copy_from_slice(if found { &[0x81, 0x80] } else { &[0x81, 0x83] });
+            r[6..8].copy_from_slice(&[0, found as u8]);
+            r[8..12].fill(0);
+            if found {
+                r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 0, 0, 9]);
+            }
+            s.send_slice(&r, meta.endpoint).unwrap();
+        }
+    }
+
+    #[test]
+    fn names_are_looked_up_with_the_configured_server() {
+        use smoltcp::socket::udp;
+        let (a, b, _) = cable(0);
+        let mut a = Stack::new(a, &parse_mode("10.0.0.1/24,10.0.0.254,10.0.0.2").unwrap(), 1, 0).unwrap();
+        let mut b = Stack::new(b, &parse_mode("10.0.0.2/24").unwrap(), 2, 0).unwrap();
+        let buffer = || udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0u8; 4096]);
+        let udp = b.sockets.add(udp::Socket::new(buffer(), buffer()));
+        b.sockets.get_mut::<udp::Socket>(udp).bind(53).unwrap();
+        let mut t = 0;
+        let mut ask = |a: &mut Stack, b: &mut Stack, name: &str| {
+            let q = a.resolve(name).unwrap();
+            for _ in 0..500 {
+                pump(a, b, &mut t, 1);
+                serve_dns(b, udp);
+                if let Some(r) = a.resolved(q).transpose() {
+                    return r;
+                }
+            }
+            panic!("no answer for {name}");
+        };
+        assert_eq!(ask(&mut a, &mut b, "api.cluster.test"), Ok([10, 0, 0, 9]));
+        assert_eq!(ask(&mut a, &mut b, "api.cluster.test."), Ok([10, 0, 0, 9]));
+        assert_eq!(ask(&mut a, &mut b, "missing.cluster.test"), Err(NetError::NotFound));
+        // A finished query's handle is spent.
+        let q = a.resolve("api.cluster.test").unwrap();
+        let r = loop {
+            pump(&mut a, &mut b, &mut t, 1);
+            serve_dns(&mut b, udp);
+            if let Some(r) = a.resolved(q).transpose() {
+                break r;
+            }
+        };
+        assert_eq!(r, Ok([10, 0, 0, 9]));
+        assert_eq!(a.resolved(q), Err(NetError::BadHandle));
+    }
+
     #[test]
     fn refusals_are_typed() {
         let (a, _, _) = cable(0);
