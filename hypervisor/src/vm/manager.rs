@@ -225,6 +225,10 @@ fn cpu_loop() {
     let mut locals: BTreeMap<usize, Local> = BTreeMap::new();
     let mut fpu_owner: Option<usize> = None;
     loop {
+        if me == 0 {
+            // The node's network moves on between slices (leases, connections).
+            crate::net::node::poll();
+        }
         let now = time::now_ns();
         let Some(pick) = with_world(|w| w.sched.pick(sched_cpu, now)) else {
             return;
@@ -483,6 +487,7 @@ pub fn run(boot: &BootInfo, opts: &Options<'_>) -> ! {
             kprintln!("vms: {exited} exited, {stopped} stopped");
             power::exit(power::ExitCode::Success);
         }
+        crate::net::node::poll();
         x86_64::instructions::interrupts::enable_and_hlt();
     }
 }
