@@ -63,6 +63,8 @@ pub fn kmain(boot: &'static BootInfo) -> ! {
     if let Some(sel) = parsed.options.selftest {
         selftest::run(SELFTESTS, sel);
     }
+    // Read now; joining the cluster is the agent's, still to come.
+    let _cluster = crate::node::config(boot);
     crate::net::node::start(&parsed.options);
     if crate::vm::manager::has_guest(boot) {
         crate::vm::manager::run(boot, &parsed.options);

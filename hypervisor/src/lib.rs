@@ -31,6 +31,8 @@ pub mod kmain;
 #[cfg(target_os = "none")]
 pub mod logger;
 #[cfg(target_os = "none")]
+pub mod node;
+#[cfg(target_os = "none")]
 pub mod selftest;
 
 #[cfg(target_os = "none")]

@@ -18,6 +18,7 @@ extern crate alloc;
 pub mod agent;
 pub mod http;
 pub mod logs;
+pub mod nodecfg;
 pub mod pods;
 pub mod runtime;
 pub mod sim;

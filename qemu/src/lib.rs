@@ -8,6 +8,7 @@ pub mod emulator;
 pub mod image;
 pub mod machine;
 pub mod modgraph;
+pub mod node;
 pub mod oci;
 pub mod pod;
 pub mod setup;

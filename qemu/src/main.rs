@@ -28,6 +28,13 @@ enum Verb {
         /// The kernel command line written into the ISO's grub.cfg.
         #[arg(long, default_value = "")]
         cmdline: String,
+        /// The cluster to join: the node's kubeconfig (server, CA and the node's bearer
+        /// token), written into the ISO as the node's configuration (`/boot/node.cfg`).
+        #[arg(long, value_name = "FILE", requires = "node_name")]
+        kubeconfig: Option<PathBuf>,
+        /// The node's name (with --kubeconfig).
+        #[arg(long, value_name = "NAME", requires = "kubeconfig")]
+        node_name: Option<String>,
     },
     /// Build, then boot a node and show its console (QEMU: quit with Ctrl-A X).
     Run {
@@ -286,7 +293,10 @@ struct VmRunArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.verb {
-        Verb::Build { cmdline } => build(&cmdline),
+        Verb::Build { cmdline, kubeconfig, node_name } => match (kubeconfig, node_name) {
+            (Some(k), Some(n)) => build(&cmdline, Some((&k, &n))),
+            _ => build(&cmdline, None),
+        },
         Verb::Run { bochs, uefi, smp, mem, cmdline, accel, timeout, nic, forwards, exposes } => {
             let firmware = if bochs {
                 Firmware::Bochs
@@ -356,10 +366,22 @@ fn needs(lists: &[&[Need]]) -> Vec<Need> {
     lists.iter().flat_map(|l| l.iter().copied()).collect()
 }
 
-fn build(cmdline: &str) -> Result<ExitCode, Error> {
+fn build(cmdline: &str, node: Option<(&std::path::Path, &str)>) -> Result<ExitCode, Error> {
     setup::ensure(setup::ISO)?;
+    // Checked before the (slow) kernel build, so a bad kubeconfig fails at once.
+    let config = match node {
+        Some((k, name)) => Some(qemu::node::from_kubeconfig(k, name, &qemu::node::Reach::default())?),
+        None => None,
+    };
     let kernel = image::build_kernel()?;
-    image::build_iso(&kernel, cmdline, &iso_path())?;
+    match &config {
+        Some(c) => {
+            let module = qemu::node::write_module(c)?;
+            image::build_iso_with_modules(&kernel, cmdline, &[("node.cfg", &module)], &iso_path())?;
+            println!("node:   {c}");
+        }
+        None => image::build_iso(&kernel, cmdline, &iso_path())?,
+    }
     println!("kernel: {}", kernel.display());
     println!("ISO:    {}  (write it to a USB stick with dd; see README.md)", iso_path().display());
     Ok(ExitCode::SUCCESS)

@@ -12,6 +12,8 @@ pub struct Kubeconfig {
     pub ca_pem: Option<Vec<u8>>,
     pub token: Option<String>,
     pub insecure: bool,
+    /// The name to verify the server's certificate against (`tls-server-name`).
+    pub tls_server_name: Option<String>,
 }
 
 /// Why a kubeconfig could not be used.
@@ -79,6 +81,7 @@ impl Kubeconfig {
             ca_pem,
             token: value_of(text, "token"),
             insecure: value_of(text, "insecure-skip-tls-verify").as_deref() == Some("true"),
+            tls_server_name: value_of(text, "tls-server-name"),
         })
     }
 

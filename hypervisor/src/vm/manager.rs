@@ -370,13 +370,13 @@ fn enable_this_cpu() {
 
 /// Whether a guest module was given.
 pub fn has_guest(boot: &BootInfo) -> bool {
-    direct::boot_module(boot, 0).is_some()
+    crate::node::guest_module(boot).is_some()
 }
 
 /// Runs the VMs the command line asks for from the guest module (the first boot
-/// module), then powers off.
+/// module that is not the node configuration), then powers off.
 pub fn run(boot: &BootInfo, opts: &Options<'_>) -> ! {
-    let Some(module) = direct::boot_module(boot, 0) else {
+    let Some(module) = crate::node::guest_module(boot) else {
         error!("vm: no guest module");
         power::exit(power::ExitCode::Failure);
     };

@@ -1,0 +1,101 @@
+//! The node's cluster configuration: made from the real control plane's node kubeconfig,
+//! handed to the kernel as a boot module (QEMU's PVH `-initrd`, or `/boot/node.cfg` on the
+//! GRUB ISO under UEFI), reported on the console without its token; a malformed one is
+//! reported with its reason and the node runs on.
+
+use qemu::emulator::Uefi;
+use qemu::node::{from_kubeconfig, write_module, Reach};
+use qemu::{image, Machine, Network, NicModel, Qemu};
+use std::process::Stdio;
+use tests::cluster::{ControlPlane, TempDir};
+use tests::{emulator_slot, kernel, ok, QEMU_TIMEOUT};
+
+/// The node configuration for `name` from a running control plane, as a node under QEMU
+/// reaches it: through the forward at 10.0.2.100, verifying the certificate's 127.0.0.1.
+fn config_for(cp: &ControlPlane, name: &str) -> kubelet_lite::nodecfg::NodeBootConfig {
+    let port = cp.listen_addr().rsplit(':').next().unwrap().to_string();
+    let reach = Reach {
+        server: Some(format!("https://10.0.2.100:{port}")),
+        tls_server_name: Some("127.0.0.1".into()),
+    };
+    ok(from_kubeconfig(&cp.dir.join("nodes").join(format!("{name}.kubeconfig")), name, &reach))
+}
+
+fn expected_line(c: &kubelet_lite::nodecfg::NodeBootConfig) -> String {
+    format!(
+        "node: {}, API server {} (certificate name 127.0.0.1), CA 1 certificate, token {} bytes",
+        c.node_name,
+        c.server,
+        c.token.len()
+    )
+}
+
+#[test]
+fn a_node_reads_its_cluster_configuration_from_a_boot_module() {
+    let dir = TempDir::new("node-cfg");
+    let cp = ControlPlane::start_with_args(&dir.0, "127.0.0.1:0", Stdio::null(), &["--node", "n1"]);
+    let c = config_for(&cp, "n1");
+    let module = ok(write_module(&c));
+    let node = Qemu {
+        smp: 2,
+        initrd: Some(module),
+        net: Some(Network::new(NicModel::VirtioNet)),
+        ..Qemu::new(kernel())
+    };
+    let _slot = emulator_slot();
+    let mut m = ok(Machine::qemu("node-cfg", &node));
+    ok(m.wait_for_str(&expected_line(&c), QEMU_TIMEOUT));
+    // The node goes on to its network, and does not take the module for a guest.
+    ok(m.wait_for_str("net: virtio-net 52:54:00:12:34:56 10.0.2.15/24", QEMU_TIMEOUT));
+    let out = m.stop();
+    out.check(!out.console().any(|l| l.contains(&c.token)), "the token was printed");
+    out.check(!out.console().any(|l| l.starts_with("vm")), "the configuration was run as a guest");
+}
+
+#[test]
+fn a_malformed_configuration_is_reported_and_the_node_runs_on() {
+    let dir = TempDir::new("node-bad");
+    let bad = [
+        (&b"CRXNODE1\n{\"nodeName\":\"n1\"}"[..], "malformed: missing field `server`"),
+        (
+            &b"CRXNODE1\n{\"nodeName\":\"n1\",\"server\":\"http://10.0.2.100:6443\",\"certificateAuthority\":\"x\",\"token\":\"t\"}"[..],
+            "server: must start with https://",
+        ),
+    ];
+    for (i, (bytes, why)) in bad.iter().enumerate() {
+        let path = dir.0.join(format!("bad{i}.cfg"));
+        std::fs::write(&path, bytes).unwrap();
+        let node = Qemu {
+            smp: 2,
+            initrd: Some(path),
+            net: Some(Network::new(NicModel::E1000)),
+            ..Qemu::new(kernel())
+        };
+        let _slot = emulator_slot();
+        let mut m = ok(Machine::qemu(&format!("node-bad{i}"), &node));
+        let line = ok(m.wait_for_str(
+            &format!("node: boot module 0 is a malformed node configuration: {why}"),
+            QEMU_TIMEOUT,
+        ));
+        assert!(line.text.ends_with("; not joining a cluster"), "{}", line.text);
+        ok(m.wait_for_str("net: e1000 52:54:00:12:34:56 10.0.2.15/24", QEMU_TIMEOUT));
+        m.stop();
+    }
+}
+
+#[test]
+fn the_iso_carries_the_configuration_to_a_uefi_machine() {
+    let dir = TempDir::new("node-iso");
+    let cp = ControlPlane::start_with_args(&dir.0, "127.0.0.1:0", Stdio::null(), &["--node", "iso-node"]);
+    let c = config_for(&cp, "iso-node");
+    let module = ok(write_module(&c));
+    let iso = image::target_dir().join("test-iso").join("node-cfg.iso");
+    ok(image::build_iso_with_modules(kernel(), "", &[("node.cfg", &module)], &iso));
+    let node = Qemu { uefi: Some(ok(Uefi::new("node-iso", &iso))), ..Qemu::new(kernel()) };
+    let _slot = emulator_slot();
+    let mut m = ok(Machine::qemu("node-iso", &node));
+    ok(m.wait_for_str(&expected_line(&c), QEMU_TIMEOUT));
+    ok(m.wait_for_str("net: no network card found", QEMU_TIMEOUT));
+    let out = m.stop();
+    out.check(!out.console().any(|l| l.contains(&c.token)), "the token was printed");
+}
