@@ -15,6 +15,7 @@ pub mod interrupts;
 pub mod pci;
 pub mod percpu;
 pub mod power;
+pub mod random;
 pub mod rtc;
 pub mod smp;
 pub mod time;

@@ -1,5 +1,5 @@
-//! The node's network: NIC drivers behind one [`Nic`] interface, and the TCP/IP stack
-//! above it.
+//! The node's network: NIC drivers behind one [`Nic`] interface, the TCP/IP stack
+//! above it, and TLS client sessions over its TCP connections (`tls`).
 //!
 //! Each driver is its own hardware module: `virtio` (virtio-net over PCI, through the
 //! `virtio-drivers` crate) and `e1000` (Intel 82540EM, written here; its register and
@@ -19,6 +19,7 @@ pub mod e1000_regs;
 #[cfg(target_os = "none")]
 pub mod node;
 pub mod stack;
+pub mod tls;
 #[cfg(target_os = "none")]
 pub mod virtio;
 
