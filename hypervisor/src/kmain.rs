@@ -63,9 +63,10 @@ pub fn kmain(boot: &'static BootInfo) -> ! {
     if let Some(sel) = parsed.options.selftest {
         selftest::run(SELFTESTS, sel);
     }
-    // Read now; joining the cluster is the agent's, still to come.
-    let _cluster = crate::node::config(boot);
-    crate::net::node::start(&parsed.options);
+    // Registering with the cluster is the agent's, still to come; for now the node checks
+    // that its API server answers and trusts it.
+    let cluster = crate::node::config(boot);
+    crate::net::node::start(&parsed.options, cluster.as_ref());
     if crate::vm::manager::has_guest(boot) {
         crate::vm::manager::run(boot, &parsed.options);
     }

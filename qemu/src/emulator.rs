@@ -157,8 +157,9 @@ impl Uefi {
     }
 }
 
-/// The CPU model that gives the kernel AMD SVM with nested paging under TCG.
-pub const QEMU_CPU: &str = "qemu64,+svm,+npt";
+/// The CPU model that gives the kernel AMD SVM with nested paging under TCG, and RDRAND
+/// (the node's TLS keys come from it).
+pub const QEMU_CPU: &str = "qemu64,+svm,+npt,+rdrand";
 
 impl Qemu {
     /// A node with the defaults: 4 CPUs, 512 MiB, TCG, SVM with nested paging.
@@ -382,7 +383,10 @@ mod tests {
     #[test]
     fn qemu_defaults() {
         let args = Qemu::new("/k").args().join(" ");
-        assert!(args.starts_with("-accel tcg -cpu qemu64,+svm,+npt -smp 4 -m 512 -nographic"), "{args}");
+        assert!(
+            args.starts_with("-accel tcg -cpu qemu64,+svm,+npt,+rdrand -smp 4 -m 512 -nographic"),
+            "{args}"
+        );
         assert!(args.contains("-no-reboot"));
         assert!(args.contains("-device isa-debug-exit,iobase=0xf4,iosize=0x04"));
         assert!(args.contains("-nic none"));
@@ -414,7 +418,7 @@ mod tests {
         let uefi = Uefi { iso: "/x.iso".into(), vars: "/v.fd".into() };
         let q = Qemu { uefi: Some(uefi), initrd: Some("/g".into()), ..Qemu::new("/k") };
         let args = q.args().join(" ");
-        assert!(args.starts_with("-accel tcg -cpu qemu64,+svm,+npt "), "{args}");
+        assert!(args.starts_with("-accel tcg -cpu qemu64,+svm,+npt,+rdrand "), "{args}");
         assert!(args.contains("-device isa-debug-exit,iobase=0xf4,iosize=0x04"), "{args}");
         assert!(
             args.ends_with(&format!(

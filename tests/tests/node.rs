@@ -1,7 +1,8 @@
 //! The node's cluster configuration: made from the real control plane's node kubeconfig,
 //! handed to the kernel as a boot module (QEMU's PVH `-initrd`, or `/boot/node.cfg` on the
 //! GRUB ISO under UEFI), reported on the console without its token; a malformed one is
-//! reported with its reason and the node runs on.
+//! reported with its reason and the node runs on. With a forward to the control plane, the
+//! node reaches its API server over TLS with its token, and refuses a wrong CA or name.
 
 use qemu::emulator::Uefi;
 use qemu::node::{from_kubeconfig, write_module, Reach};
@@ -98,4 +99,54 @@ fn the_iso_carries_the_configuration_to_a_uefi_machine() {
     ok(m.wait_for_str("net: no network card found", QEMU_TIMEOUT));
     let out = m.stop();
     out.check(!out.console().any(|l| l.contains(&c.token)), "the token was printed");
+}
+
+/// Boots a node with `config` and a forward from 10.0.2.100:PORT to the control plane, and
+/// returns the `node: API server ...` line.
+fn api_line(cp: &ControlPlane, name: &str, c: &kubelet_lite::nodecfg::NodeBootConfig) -> String {
+    let port: u16 = cp.listen_addr().rsplit(':').next().unwrap().parse().unwrap();
+    let module = ok(write_module(c));
+    let mut net = Network::new(NicModel::VirtioNet);
+    net.guest_forwards.push((port, port));
+    let node = Qemu { smp: 2, initrd: Some(module), net: Some(net), ..Qemu::new(kernel()) };
+    let _slot = emulator_slot();
+    let mut m = ok(Machine::qemu(name, &node));
+    let line = ok(m.wait_for_str(&format!("node: API server {}: ", c.server), QEMU_TIMEOUT));
+    let out = m.stop();
+    out.check(!out.console().any(|l| l.contains(&c.token)), "the token was printed");
+    line.text
+}
+
+#[test]
+fn the_node_reaches_its_api_server_over_tls_and_refuses_impostors() {
+    let dir = TempDir::new("node-api");
+    let cp = ControlPlane::start_with_args(&dir.0, "127.0.0.1:0", Stdio::null(), &["--node", "n1"]);
+    let good = config_for(&cp, "n1");
+    // Not registered yet: the server knows the node's token and says there is no such Node.
+    let line = api_line(&cp, "node-api", &good);
+    assert!(
+        line.ends_with(r#"TLSv1.3, GET /api/v1/nodes/n1: 404 Not Found: nodes "n1" not found"#)
+            && line.contains(&good.server),
+        "{line}"
+    );
+    // A token the server does not know: its refusal, with its message.
+    let wrong_token =
+        kubelet_lite::nodecfg::NodeBootConfig { token: "n1.not-the-token".into(), ..good.clone() };
+    let line = api_line(&cp, "node-api-token", &wrong_token);
+    assert!(line.contains(": 401 Unauthorized"), "{line}");
+    // Another cluster's CA: no connection.
+    let other_dir = TempDir::new("node-api-other");
+    let other = ControlPlane::start_with_args(&other_dir.0, "127.0.0.1:0", Stdio::null(), &["--node", "n1"]);
+    let wrong_ca = kubelet_lite::nodecfg::NodeBootConfig {
+        certificate_authority: config_for(&other, "n1").certificate_authority,
+        ..good.clone()
+    };
+    let line = api_line(&cp, "node-api-ca", &wrong_ca);
+    // Both clusters' CAs carry the same name, so the chain fails on the signature.
+    assert!(line.contains("TLS: tls: invalid peer certificate: BadSignature"), "{line}");
+    // A name the certificate does not carry: no connection.
+    let wrong_name =
+        kubelet_lite::nodecfg::NodeBootConfig { tls_server_name: Some("api.elsewhere.test".into()), ..good };
+    let line = api_line(&cp, "node-api-name", &wrong_name);
+    assert!(line.contains("TLS: ") && line.contains("NotValidForName"), "{line}");
 }

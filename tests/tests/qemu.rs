@@ -20,7 +20,7 @@ fn node(cmdline: &str) -> Qemu {
 #[test]
 fn ready_line_reports_four_cpus_memory_and_svm() {
     let node = node("");
-    assert_eq!((node.smp, node.mem_mib, node.cpu.as_str()), (4, 512, "qemu64,+svm,+npt"));
+    assert_eq!((node.smp, node.mem_mib, node.cpu.as_str()), (4, 512, "qemu64,+svm,+npt,+rdrand"));
     let _slot = emulator_slot();
     let mut machine = ok(Machine::qemu("ready-svm", &node));
     let ready = wait_ready(&mut machine, QEMU_TIMEOUT);

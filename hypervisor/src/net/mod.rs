@@ -9,6 +9,7 @@
 
 use core::fmt;
 
+pub mod answer;
 pub mod arp;
 pub mod config;
 #[cfg(target_os = "none")]

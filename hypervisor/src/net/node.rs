@@ -4,12 +4,14 @@
 
 use super::config::{self, Dotted, Host, Mode};
 use super::stack::{Event, NetError, Stack, TcpState};
+use super::tls::{TlsConfig, TlsSession};
 use super::{Nic, NicError};
 use crate::arch::time;
 use crate::cmdline::Options;
 use crate::kprintln;
 use crate::pci::Function;
 use alloc::boxed::Box;
+use kubelet_lite::nodecfg::NodeBootConfig;
 use log::{info, warn};
 
 /// How long the boot waits for a DHCP lease before going on without an address (the
@@ -17,6 +19,9 @@ use log::{info, warn};
 const DHCP_WAIT_MS: u64 = 10_000;
 /// How long `net.check` may take, name lookup and connection included.
 const CHECK_MS: u64 = 10_000;
+/// How long the API server check may take, TLS handshake included (software crypto under
+/// an emulator is slow).
+const API_CHECK_MS: u64 = 60_000;
 
 /// A driver's entry: whether it drives a function, and how to open it.
 struct Driver {
@@ -65,8 +70,9 @@ fn find_card() -> Option<Box<dyn Nic>> {
     None
 }
 
-/// Brings the network up as the command line says, and runs `net.check`.
-pub fn start(opts: &Options<'_>) {
+/// Brings the network up as the command line says, runs `net.check`, and, with a cluster
+/// configuration, checks that the API server answers over TLS.
+pub fn start(opts: &Options<'_>, cluster: Option<&NodeBootConfig>) {
     let mode = match opts.net.map(config::parse_mode) {
         None => Mode::Dhcp,
         Some(Ok(m)) => m,
@@ -107,6 +113,9 @@ pub fn start(opts: &Options<'_>) {
     if let (true, Some(target)) = (up, opts.net_check) {
         check(&mut stack, target);
     }
+    if let (true, Some(c)) = (up, cluster) {
+        api_check(&mut stack, c);
+    }
     *STACK.lock() = Some(stack);
 }
 
@@ -134,29 +143,129 @@ fn until<T>(s: &mut Stack, deadline: u64, mut step: impl FnMut(&mut Stack) -> Op
     None
 }
 
+/// The address of `host`, looked up with the stack's DNS servers when it is a name.
+fn lookup(s: &mut Stack, host: Host<'_>, deadline: u64) -> Result<config::Ipv4, alloc::string::String> {
+    let name = match host {
+        Host::Ip(a) => return Ok(a),
+        Host::Name(name) => name,
+    };
+    let q = s.resolve(name).map_err(|e| alloc::format!("cannot look {name} up: {e}"))?;
+    match until(s, deadline, |s| s.resolved(q).transpose()) {
+        Some(Ok(a)) => Ok(a),
+        Some(Err(e)) => Err(alloc::format!("{name}: {e}")),
+        None => Err(alloc::format!("no DNS answer for {name}")),
+    }
+}
+
+/// The wall clock in seconds since the Unix epoch: the CMOS clock at the first call, moved
+/// on by the TSC. 0 when the CMOS clock holds no valid date (every certificate then looks
+/// not yet valid, so TLS fails with a reason rather than trusting a wrong time).
+fn wall_seconds() -> u64 {
+    static AT_BOOT: spin::Once<Option<u64>> = spin::Once::new();
+    let base = *AT_BOOT.call_once(|| crate::arch::rtc::read_ns().map(|ns| ns.saturating_sub(time::now_ns())));
+    base.map_or(0, |b| (b + time::now_ns()) / 1_000_000_000)
+}
+
+/// With a cluster configuration: connect to the API server, verify its certificate against
+/// the cluster CA and the configured name, ask for this node's Node object with the node's
+/// token, and print the answer's status (and the server's message when it refuses).
+fn api_check(s: &mut Stack, c: &NodeBootConfig) {
+    let server = &c.server;
+    match api_exchange(s, c) {
+        Ok(line) => kprintln!("node: API server {server}: {line}"),
+        Err(why) => kprintln!("node: API server {server}: {why}"),
+    }
+}
+
+fn api_exchange(s: &mut Stack, c: &NodeBootConfig) -> Result<alloc::string::String, alloc::string::String> {
+    use alloc::format;
+    use alloc::vec::Vec;
+    let deadline = now_ms() + API_CHECK_MS;
+    let server = c.server().map_err(|e| format!("{e}"))?;
+    let verify = c.verify_name().map_err(|e| format!("{e}"))?;
+    let host = match config::parse_ipv4(server.host) {
+        Some(a) => Host::Ip(a),
+        None => Host::Name(server.host),
+    };
+    let addr = lookup(s, host, deadline)?;
+    if !crate::arch::random::available() {
+        return Err(
+            "TLS: this CPU has no RDRAND, and without it the node has no unpredictable keys; not connecting"
+                .into(),
+        );
+    }
+    let tls_config =
+        TlsConfig::new(c.certificate_authority.as_bytes(), wall_seconds, crate::arch::random::fill)
+            .map_err(|e| format!("TLS: {e}"))?;
+    let mut tls = TlsSession::new(&tls_config, verify).map_err(|e| format!("TLS: {e}"))?;
+    let t = s.tcp_connect(addr, server.port).map_err(|e| format!("{e}"))?;
+    let request = format!(
+        "GET /api/v1/nodes/{} HTTP/1.1\r\nHost: {}:{}\r\nAuthorization: Bearer {}\r\nAccept: application/json\r\n\
+         User-Agent: kubelet-lite\r\nConnection: close\r\n\r\n",
+        c.node_name, server.host, server.port, c.token
+    );
+    let _ = tls.write(request.as_bytes());
+    let mut to_tcp: Vec<u8> = Vec::new();
+    let mut from_tcp: Vec<u8> = Vec::new();
+    let mut plain: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut tcp_closed = false;
+    let outcome = until(s, deadline, |s| {
+        tls.take_outgoing(&mut to_tcp);
+        if !to_tcp.is_empty() {
+            match s.tcp_send(t, &to_tcp) {
+                Ok(n) => drop(to_tcp.drain(..n)),
+                Err(_) => return Some(Err(alloc::string::String::from("connection refused or reset"))),
+            }
+        }
+        match s.tcp_recv(t, &mut buf) {
+            Ok(n) => from_tcp.extend_from_slice(&buf[..n]),
+            Err(NetError::Closed) => tcp_closed = true,
+            Err(_) => {}
+        }
+        if !from_tcp.is_empty() {
+            match tls.feed(&from_tcp) {
+                Ok(n) => drop(from_tcp.drain(..n)),
+                Err(e) => return Some(Err(format!("TLS: {e}"))),
+            }
+        }
+        if let Err(e) = tls.read(&mut plain) {
+            return Some(Err(format!("TLS: {e}")));
+        }
+        if plain.len() > 64 * 1024 || tls.peer_closed() || (tcp_closed && from_tcp.is_empty()) {
+            return Some(Ok(()));
+        }
+        None
+    });
+    let _ = s.tcp_remove(t);
+    match outcome {
+        None => Err(alloc::string::String::from("no answer (timed out)")),
+        Some(Err(e)) => Err(e),
+        Some(Ok(())) if plain.is_empty() => Err(alloc::string::String::from(if tls.is_handshaking() {
+            "the connection closed during the TLS handshake"
+        } else {
+            "the server closed without answering"
+        })),
+        Some(Ok(())) => {
+            let version = tls.protocol_version().unwrap_or("TLS");
+            Ok(format!("{version}, GET /api/v1/nodes/{}: {}", c.node_name, super::answer::describe(&plain)))
+        }
+    }
+}
+
 /// `net.check=HOST:PORT`: look the host up, connect, send an HTTP/1.0 request for `/`,
 /// print the first line of the answer.
 fn check(s: &mut Stack, target: &str) {
     let Ok((host, port)) = config::parse_endpoint(target) else { return };
     let start = now_ms();
     let deadline = start + CHECK_MS;
-    let addr = match host {
-        Host::Ip(a) => a,
-        Host::Name(name) => {
-            let q = match s.resolve(name) {
-                Ok(q) => q,
-                Err(e) => return kprintln!("net: check {target}: cannot look {name} up: {e}"),
-            };
-            match until(s, deadline, |s| s.resolved(q).transpose()) {
-                Some(Ok(a)) => {
-                    kprintln!("net: check {target}: {name} is {}", Dotted(a));
-                    a
-                }
-                Some(Err(e)) => return kprintln!("net: check {target}: {name}: {e}"),
-                None => return kprintln!("net: check {target}: no DNS answer for {name}"),
-            }
-        }
+    let addr = match lookup(s, host, deadline) {
+        Ok(a) => a,
+        Err(why) => return kprintln!("net: check {target}: {why}"),
     };
+    if let Host::Name(name) = host {
+        kprintln!("net: check {target}: {name} is {}", Dotted(addr));
+    }
     let t = match s.tcp_connect(addr, port) {
         Ok(t) => t,
         Err(e) => return kprintln!("net: check {target}: {e}"),

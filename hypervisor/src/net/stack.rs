@@ -419,9 +419,17 @@ impl Stack {
         })
     }
 
-    /// Queues as much of `data` as fits; the count queued.
+    /// Whether the socket is still waiting for its peer (connecting or listening).
+    fn opening(s: &tcp::Socket<'_>) -> bool {
+        matches!(s.state(), tcp::State::Listen | tcp::State::SynSent | tcp::State::SynReceived)
+    }
+
+    /// Queues as much of `data` as fits; the count queued (0 while the connection opens).
     pub fn tcp_send(&mut self, t: Tcp, data: &[u8]) -> Result<usize, NetError> {
         let s = self.tcp(t)?;
+        if Self::opening(s) {
+            return Ok(0);
+        }
         if !s.may_send() {
             return Err(NetError::Closed);
         }
@@ -432,6 +440,9 @@ impl Stack {
     /// when nothing more will come.
     pub fn tcp_recv(&mut self, t: Tcp, buf: &mut [u8]) -> Result<usize, NetError> {
         let s = self.tcp(t)?;
+        if Self::opening(s) {
+            return Ok(0);
+        }
         if !s.can_recv() && !s.may_recv() {
             return Err(NetError::Closed);
         }
@@ -577,6 +588,10 @@ mod tests {
         let (mut a, mut b, _) = pair(drop_every);
         let server = b.tcp_listen(80).unwrap();
         let client = a.tcp_connect([10, 0, 0, 2], 80).unwrap();
+        // Before the handshake: nothing to read, nothing taken, and not an error.
+        assert_eq!(a.tcp_recv(client, &mut [0u8; 8]), Ok(0));
+        assert_eq!(a.tcp_send(client, b"early"), Ok(0));
+        assert_eq!(b.tcp_recv(server, &mut [0u8; 8]), Ok(0));
         let mut t = 0;
         for _ in 0..2000 {
             pump(&mut a, &mut b, &mut t, 1);
