@@ -63,15 +63,16 @@ pub fn kmain(boot: &'static BootInfo) -> ! {
     if let Some(sel) = parsed.options.selftest {
         selftest::run(SELFTESTS, sel);
     }
-    // Registering with the cluster is the agent's, still to come; for now the node checks
-    // that its API server answers and trusts it.
     let cluster = crate::node::config(boot);
     crate::net::node::start(&parsed.options, cluster.as_ref());
+    if let Some(c) = &cluster {
+        crate::agent::start(c, cpus, memory_mib);
+    }
     if crate::vm::manager::has_guest(boot) {
         crate::vm::manager::run(boot, &parsed.options);
     }
     loop {
-        crate::net::node::poll();
+        crate::agent::poll();
         x86_64::instructions::interrupts::enable_and_hlt();
     }
 }

@@ -25,6 +25,8 @@ pub mod virt;
 pub mod vm;
 
 #[cfg(target_os = "none")]
+pub mod agent;
+#[cfg(target_os = "none")]
 pub mod arch;
 #[cfg(target_os = "none")]
 pub mod kmain;

@@ -150,3 +150,62 @@ fn the_node_reaches_its_api_server_over_tls_and_refuses_impostors() {
     let line = api_line(&cp, "node-api-name", &wrong_name);
     assert!(line.contains("TLS: ") && line.contains("NotValidForName"), "{line}");
 }
+
+#[test]
+fn the_node_registers_and_keeps_its_lease() {
+    use tests::cluster::kubectl_ok;
+    let dir = TempDir::new("node-join");
+    let cp = ControlPlane::start_with_args(&dir.0, "127.0.0.1:0", Stdio::null(), &["--node", "n1"]);
+    let c = config_for(&cp, "n1");
+    let port: u16 = cp.listen_addr().rsplit(':').next().unwrap().parse().unwrap();
+    let mut net = Network::new(NicModel::VirtioNet);
+    net.guest_forwards.push((port, port));
+    let node = Qemu { smp: 2, initrd: Some(ok(write_module(&c))), net: Some(net), ..Qemu::new(kernel()) };
+    let _slot = emulator_slot();
+    let mut m = ok(Machine::qemu("node-join", &node));
+    ok(m.wait_for_str("node: registered n1 (uid ", QEMU_TIMEOUT));
+    // kubectl sees it Ready, with the machine's CPUs and no room for pods yet.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let ready = loop {
+        let s = kubectl_ok(
+            &cp,
+            &["get", "node", "n1", "-o", r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#],
+        );
+        if s == "True" || std::time::Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    };
+    assert_eq!(ready, "True", "the node never became Ready\n{}", m.log());
+    let cap = kubectl_ok(
+        &cp,
+        &["get", "node", "n1", "-o", "jsonpath={.status.capacity.cpu} {.status.capacity.pods}"],
+    );
+    assert_eq!(cap, "2 0");
+    let lease = |cp: &ControlPlane| {
+        let o = tests::cluster::kubectl(
+            cp,
+            &["get", "lease", "-n", "kube-node-lease", "n1", "-o", "jsonpath={.spec.renewTime}"],
+        );
+        o.ok.then_some(o.stdout)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let first = loop {
+        match lease(&cp) {
+            Some(t) => break t,
+            None if std::time::Instant::now() > deadline => panic!("no lease after 30 s\n{}", m.log()),
+            None => std::thread::sleep(std::time::Duration::from_secs(1)),
+        }
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    while lease(&cp).as_ref() == Some(&first) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease was not renewed in 40 s (still {first})\n{}",
+            m.log()
+        );
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    let out = m.stop();
+    out.check(!out.console().any(|l| l.contains(&c.token)), "the token was printed");
+}

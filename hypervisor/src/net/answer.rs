@@ -32,6 +32,28 @@ pub fn describe(answer: &[u8]) -> String {
     }
 }
 
+/// The same for a response already parsed: its status code and body.
+pub fn describe_status(code: u16, body: &[u8]) -> String {
+    let reason = match code {
+        200 => "OK",
+        201 => "Created",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        409 => "Conflict",
+        422 => "Unprocessable Entity",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "",
+    };
+    let mut answer = format!("HTTP/1.1 {code} {reason}").trim_end().as_bytes().to_vec();
+    answer.extend_from_slice(b"\r\n\r\n");
+    answer.extend_from_slice(body);
+    describe(&answer)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,5 +71,10 @@ mod tests {
         let long = [&b"HTTP/1.1 500 "[..], &[b'x'; 10_000][..], b"\r\n\r\n"].concat();
         assert!(describe(&long).len() <= 200);
         assert_eq!(describe(b""), "malformed answer \"\"");
+        assert_eq!(
+            describe_status(404, br#"{"message":"nodes \"n1\" not found"}"#),
+            r#"404 Not Found: nodes "n1" not found"#
+        );
+        assert_eq!(describe_status(299, b""), "299");
     }
 }

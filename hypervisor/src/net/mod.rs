@@ -17,6 +17,7 @@ pub mod dma;
 #[cfg(target_os = "none")]
 pub mod e1000;
 pub mod e1000_regs;
+pub mod https;
 #[cfg(target_os = "none")]
 pub mod node;
 pub mod stack;

@@ -3,8 +3,9 @@
 //! stack for later polls. Runs on the bootstrap CPU.
 
 use super::config::{self, Dotted, Host, Mode};
+use super::https::{Exchange, Progress};
 use super::stack::{Event, NetError, Stack, TcpState};
-use super::tls::{TlsConfig, TlsSession};
+use super::tls::TlsConfig;
 use super::{Nic, NicError};
 use crate::arch::time;
 use crate::cmdline::Options;
@@ -179,10 +180,48 @@ fn api_check(s: &mut Stack, c: &NodeBootConfig) {
 
 fn api_exchange(s: &mut Stack, c: &NodeBootConfig) -> Result<alloc::string::String, alloc::string::String> {
     use alloc::format;
-    use alloc::vec::Vec;
+    use kubelet_lite::http::{Limits, Method, Request};
     let deadline = now_ms() + API_CHECK_MS;
-    let server = c.server().map_err(|e| format!("{e}"))?;
+    let (tls, addr, port) = api_endpoint(s, c, deadline)?;
     let verify = c.verify_name().map_err(|e| format!("{e}"))?;
+    let path = format!("/api/v1/nodes/{}", c.node_name);
+    let request = Request::new(Method::Get, path.clone()).encode(&authority(c), Some(&c.token));
+    let mut x = Exchange::start(s, &tls, addr, port, verify, &request, Limits::default())?;
+    let progress = until(s, deadline, |s| match x.pump(s) {
+        Progress::Pending => None,
+        p => Some(p),
+    });
+    let status = x.status();
+    let version = x.protocol_version().unwrap_or("TLS");
+    let body = x.take_body();
+    x.close(s);
+    match (progress, status) {
+        (None, _) => Err(alloc::string::String::from("no answer (timed out)")),
+        (Some(Progress::Failed(why)), _) => Err(why),
+        (Some(_), None) => Err(alloc::string::String::from("the server closed without answering")),
+        (Some(_), Some(code)) => {
+            Ok(format!("{version}, GET {path}: {}", super::answer::describe_status(code, &body)))
+        }
+    }
+}
+
+/// The API server's `host:port` as the Host header names it.
+pub fn authority(c: &NodeBootConfig) -> alloc::string::String {
+    match c.server() {
+        Ok(s) => alloc::format!("{}:{}", s.host, s.port),
+        Err(_) => c.server.clone(),
+    }
+}
+
+/// The TLS configuration (the cluster CA, the CMOS clock, RDRAND) and the address of the
+/// API server, looked up when it is a name.
+pub fn api_endpoint(
+    s: &mut Stack,
+    c: &NodeBootConfig,
+    deadline: u64,
+) -> Result<(TlsConfig, config::Ipv4, u16), alloc::string::String> {
+    use alloc::format;
+    let server = c.server().map_err(|e| format!("{e}"))?;
     let host = match config::parse_ipv4(server.host) {
         Some(a) => Host::Ip(a),
         None => Host::Name(server.host),
@@ -194,63 +233,25 @@ fn api_exchange(s: &mut Stack, c: &NodeBootConfig) -> Result<alloc::string::Stri
                 .into(),
         );
     }
-    let tls_config =
-        TlsConfig::new(c.certificate_authority.as_bytes(), wall_seconds, crate::arch::random::fill)
-            .map_err(|e| format!("TLS: {e}"))?;
-    let mut tls = TlsSession::new(&tls_config, verify).map_err(|e| format!("TLS: {e}"))?;
-    let t = s.tcp_connect(addr, server.port).map_err(|e| format!("{e}"))?;
-    let request = format!(
-        "GET /api/v1/nodes/{} HTTP/1.1\r\nHost: {}:{}\r\nAuthorization: Bearer {}\r\nAccept: application/json\r\n\
-         User-Agent: kubelet-lite\r\nConnection: close\r\n\r\n",
-        c.node_name, server.host, server.port, c.token
-    );
-    let _ = tls.write(request.as_bytes());
-    let mut to_tcp: Vec<u8> = Vec::new();
-    let mut from_tcp: Vec<u8> = Vec::new();
-    let mut plain: Vec<u8> = Vec::new();
-    let mut buf = [0u8; 4096];
-    let mut tcp_closed = false;
-    let outcome = until(s, deadline, |s| {
-        tls.take_outgoing(&mut to_tcp);
-        if !to_tcp.is_empty() {
-            match s.tcp_send(t, &to_tcp) {
-                Ok(n) => drop(to_tcp.drain(..n)),
-                Err(_) => return Some(Err(alloc::string::String::from("connection refused or reset"))),
-            }
-        }
-        match s.tcp_recv(t, &mut buf) {
-            Ok(n) => from_tcp.extend_from_slice(&buf[..n]),
-            Err(NetError::Closed) => tcp_closed = true,
-            Err(_) => {}
-        }
-        if !from_tcp.is_empty() {
-            match tls.feed(&from_tcp) {
-                Ok(n) => drop(from_tcp.drain(..n)),
-                Err(e) => return Some(Err(format!("TLS: {e}"))),
-            }
-        }
-        if let Err(e) = tls.read(&mut plain) {
-            return Some(Err(format!("TLS: {e}")));
-        }
-        if plain.len() > 64 * 1024 || tls.peer_closed() || (tcp_closed && from_tcp.is_empty()) {
-            return Some(Ok(()));
-        }
-        None
-    });
-    let _ = s.tcp_remove(t);
-    match outcome {
-        None => Err(alloc::string::String::from("no answer (timed out)")),
-        Some(Err(e)) => Err(e),
-        Some(Ok(())) if plain.is_empty() => Err(alloc::string::String::from(if tls.is_handshaking() {
-            "the connection closed during the TLS handshake"
-        } else {
-            "the server closed without answering"
-        })),
-        Some(Ok(())) => {
-            let version = tls.protocol_version().unwrap_or("TLS");
-            Ok(format!("{version}, GET /api/v1/nodes/{}: {}", c.node_name, super::answer::describe(&plain)))
-        }
-    }
+    let tls = TlsConfig::new(c.certificate_authority.as_bytes(), wall_seconds, crate::arch::random::fill)
+        .map_err(|e| format!("TLS: {e}"))?;
+    Ok((tls, addr, server.port))
+}
+
+/// Runs `f` on the stack, when it is up and not in use.
+pub fn with_stack<R>(f: impl FnOnce(&mut Stack) -> R) -> Option<R> {
+    let mut held = STACK.try_lock()?;
+    held.as_mut().map(f)
+}
+
+/// The time in milliseconds, as the stack is polled with.
+pub fn clock_ms() -> u64 {
+    now_ms()
+}
+
+/// The wall clock in microseconds since the Unix epoch (see [`wall_seconds`]).
+pub fn wall_micros() -> u64 {
+    wall_seconds().saturating_mul(1_000_000) + (time::now_ns() / 1000) % 1_000_000
 }
 
 /// `net.check=HOST:PORT`: look the host up, connect, send an HTTP/1.0 request for `/`,

@@ -226,8 +226,8 @@ fn cpu_loop() {
     let mut fpu_owner: Option<usize> = None;
     loop {
         if me == 0 {
-            // The node's network moves on between slices (leases, connections).
-            crate::net::node::poll();
+            // The node's network and agent move on between slices (leases, connections).
+            crate::agent::poll();
         }
         let now = time::now_ns();
         let Some(pick) = with_world(|w| w.sched.pick(sched_cpu, now)) else {
@@ -487,7 +487,7 @@ pub fn run(boot: &BootInfo, opts: &Options<'_>) -> ! {
             kprintln!("vms: {exited} exited, {stopped} stopped");
             power::exit(power::ExitCode::Success);
         }
-        crate::net::node::poll();
+        crate::agent::poll();
         x86_64::instructions::interrupts::enable_and_hlt();
     }
 }
