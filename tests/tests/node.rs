@@ -120,25 +120,26 @@ fn api_line(cp: &ControlPlane, name: &str, c: &kubelet_lite::nodecfg::NodeBootCo
 #[test]
 fn the_node_reaches_its_api_server_over_tls_and_refuses_impostors() {
     let dir = TempDir::new("node-api");
-    let cp = ControlPlane::start_with_args(&dir.0, "127.0.0.1:0", Stdio::null(), &["--node", "n1"]);
-    let good = config_for(&cp, "n1");
+    let cp = ControlPlane::start_with_args(&dir.0, "127.0.0.1:0", Stdio::null(), &["--node", "api-1"]);
+    let good = config_for(&cp, "api-1");
     // Not registered yet: the server knows the node's token and says there is no such Node.
     let line = api_line(&cp, "node-api", &good);
     assert!(
-        line.ends_with(r#"TLSv1.3, GET /api/v1/nodes/n1: 404 Not Found: nodes "n1" not found"#)
+        line.ends_with(r#"TLSv1.3, GET /api/v1/nodes/api-1: 404 Not Found: nodes "api-1" not found"#)
             && line.contains(&good.server),
         "{line}"
     );
     // A token the server does not know: its refusal, with its message.
     let wrong_token =
-        kubelet_lite::nodecfg::NodeBootConfig { token: "n1.not-the-token".into(), ..good.clone() };
+        kubelet_lite::nodecfg::NodeBootConfig { token: "api-1.not-the-token".into(), ..good.clone() };
     let line = api_line(&cp, "node-api-token", &wrong_token);
     assert!(line.contains(": 401 Unauthorized"), "{line}");
     // Another cluster's CA: no connection.
     let other_dir = TempDir::new("node-api-other");
-    let other = ControlPlane::start_with_args(&other_dir.0, "127.0.0.1:0", Stdio::null(), &["--node", "n1"]);
+    let other =
+        ControlPlane::start_with_args(&other_dir.0, "127.0.0.1:0", Stdio::null(), &["--node", "api-1"]);
     let wrong_ca = kubelet_lite::nodecfg::NodeBootConfig {
-        certificate_authority: config_for(&other, "n1").certificate_authority,
+        certificate_authority: config_for(&other, "api-1").certificate_authority,
         ..good.clone()
     };
     let line = api_line(&cp, "node-api-ca", &wrong_ca);
@@ -155,21 +156,21 @@ fn the_node_reaches_its_api_server_over_tls_and_refuses_impostors() {
 fn the_node_registers_and_keeps_its_lease() {
     use tests::cluster::kubectl_ok;
     let dir = TempDir::new("node-join");
-    let cp = ControlPlane::start_with_args(&dir.0, "127.0.0.1:0", Stdio::null(), &["--node", "n1"]);
-    let c = config_for(&cp, "n1");
+    let cp = ControlPlane::start_with_args(&dir.0, "127.0.0.1:0", Stdio::null(), &["--node", "join-1"]);
+    let c = config_for(&cp, "join-1");
     let port: u16 = cp.listen_addr().rsplit(':').next().unwrap().parse().unwrap();
     let mut net = Network::new(NicModel::VirtioNet);
     net.guest_forwards.push((port, port));
     let node = Qemu { smp: 2, initrd: Some(ok(write_module(&c))), net: Some(net), ..Qemu::new(kernel()) };
     let _slot = emulator_slot();
     let mut m = ok(Machine::qemu("node-join", &node));
-    ok(m.wait_for_str("node: registered n1 (uid ", QEMU_TIMEOUT));
+    ok(m.wait_for_str("node: registered join-1 (uid ", QEMU_TIMEOUT));
     // kubectl sees it Ready, with the machine's CPUs and no room for pods yet.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let ready = loop {
         let s = kubectl_ok(
             &cp,
-            &["get", "node", "n1", "-o", r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#],
+            &["get", "node", "join-1", "-o", r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#],
         );
         if s == "True" || std::time::Instant::now() > deadline {
             break s;
@@ -179,13 +180,13 @@ fn the_node_registers_and_keeps_its_lease() {
     assert_eq!(ready, "True", "the node never became Ready\n{}", m.log());
     let cap = kubectl_ok(
         &cp,
-        &["get", "node", "n1", "-o", "jsonpath={.status.capacity.cpu} {.status.capacity.pods}"],
+        &["get", "node", "join-1", "-o", "jsonpath={.status.capacity.cpu} {.status.capacity.pods}"],
     );
     assert_eq!(cap, "2 0");
     let lease = |cp: &ControlPlane| {
         let o = tests::cluster::kubectl(
             cp,
-            &["get", "lease", "-n", "kube-node-lease", "n1", "-o", "jsonpath={.spec.renewTime}"],
+            &["get", "lease", "-n", "kube-node-lease", "join-1", "-o", "jsonpath={.spec.renewTime}"],
         );
         o.ok.then_some(o.stdout)
     };
