@@ -104,6 +104,16 @@ fn the_iso_carries_the_configuration_to_a_uefi_machine() {
 /// Boots a node with `config` and a forward from 10.0.2.100:PORT to the control plane, and
 /// returns the `node: API server ...` line.
 fn api_line(cp: &ControlPlane, name: &str, c: &kubelet_lite::nodecfg::NodeBootConfig) -> String {
+    api_lines(cp, name, c, None).0
+}
+
+/// As [`api_line`], then waits for a console line containing `then` and returns it too.
+fn api_lines(
+    cp: &ControlPlane,
+    name: &str,
+    c: &kubelet_lite::nodecfg::NodeBootConfig,
+    then: Option<&str>,
+) -> (String, String) {
     let port: u16 = cp.listen_addr().rsplit(':').next().unwrap().parse().unwrap();
     let module = ok(write_module(c));
     let mut net = Network::new(NicModel::VirtioNet);
@@ -112,9 +122,10 @@ fn api_line(cp: &ControlPlane, name: &str, c: &kubelet_lite::nodecfg::NodeBootCo
     let _slot = emulator_slot();
     let mut m = ok(Machine::qemu(name, &node));
     let line = ok(m.wait_for_str(&format!("node: API server {}: ", c.server), QEMU_TIMEOUT));
+    let second = then.map(|t| ok(m.wait_for_str(t, QEMU_TIMEOUT)).text).unwrap_or_default();
     let out = m.stop();
     out.check(!out.console().any(|l| l.contains(&c.token)), "the token was printed");
-    line.text
+    (line.text, second)
 }
 
 #[test]
@@ -132,8 +143,10 @@ fn the_node_reaches_its_api_server_over_tls_and_refuses_impostors() {
     // A token the server does not know: its refusal, with its message.
     let wrong_token =
         kubelet_lite::nodecfg::NodeBootConfig { token: "api-1.not-the-token".into(), ..good.clone() };
-    let line = api_line(&cp, "node-api-token", &wrong_token);
+    let (line, agent) = api_lines(&cp, "node-api-token", &wrong_token, Some("node: API server refuses "));
     assert!(line.contains(": 401 Unauthorized"), "{line}");
+    // The agent says so once, and keeps trying with back-off.
+    assert!(agent.ends_with("refuses RegisterNode: 401 Unauthorized: Unauthorized"), "{agent}");
     // Another cluster's CA: no connection.
     let other_dir = TempDir::new("node-api-other");
     let other =
