@@ -21,6 +21,9 @@ fn boots_two_cpus_with_vmx_and_gets_a_lease_on_its_e1000() {
         regex::Regex::new(r"^net: e1000 52:54:00:12:34:56 10\.0\.2\.15/24 no gateway dns none \(dhcp\)$")
             .unwrap();
     ok(machine.wait_for_regex(&lease, BOCHS_TIMEOUT));
+    // Skylake-X has RDSEED, which the node draws its keys from.
+    let log = machine.log();
+    assert!(log.contains("net: random source for keys: RDSEED (RDRAND behind it)"), "{log}");
     // Dropped while the node idles: Bochs itself goes too, though `script` runs it in a
     // session of its own.
     drop(machine);

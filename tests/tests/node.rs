@@ -223,3 +223,31 @@ fn the_node_registers_and_keeps_its_lease() {
     let out = m.stop();
     out.check(!out.console().any(|l| l.contains(&c.token)), "the token was printed");
 }
+
+#[test]
+fn a_cpu_without_a_random_source_makes_no_keys() {
+    let dir = TempDir::new("node-nornd");
+    let cp = ControlPlane::start_with_args(&dir.0, "127.0.0.1:0", Stdio::null(), &["--node", "nornd-1"]);
+    let c = config_for(&cp, "nornd-1");
+    let node = Qemu {
+        smp: 2,
+        // TCG's qemu64 without +rdrand has neither RDRAND nor RDSEED.
+        cpu: "qemu64,+svm,+npt".into(),
+        initrd: Some(ok(write_module(&c))),
+        net: Some(Network::new(NicModel::VirtioNet)),
+        ..Qemu::new(kernel())
+    };
+    let _slot = emulator_slot();
+    let mut m = ok(Machine::qemu("node-nornd", &node));
+    ok(m.wait_for_str(
+        &format!(
+            "node: API server {}: TLS: this CPU has neither RDSEED nor RDRAND, and without them the node has no \
+             unpredictable keys; not connecting",
+            c.server
+        ),
+        QEMU_TIMEOUT,
+    ));
+    let line = ok(m.wait_for_str("node: ", QEMU_TIMEOUT));
+    assert!(line.text.ends_with("; not joining the cluster"), "{}", line.text);
+    m.stop();
+}

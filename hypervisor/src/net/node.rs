@@ -52,11 +52,14 @@ fn now_ms() -> u64 {
     time::now_ns() / 1_000_000
 }
 
-/// A seed that differs between boots: RDRAND where the CPU has it, else the TSC.
+/// A seed that differs between boots, for TCP sequence numbers and ports (not keys): the
+/// CPU's random source where it has one, else the TSC.
 fn seed() -> u64 {
-    x86_64::instructions::random::RdRand::new()
-        .and_then(|r| r.get_u64())
-        .unwrap_or_else(|| time::rdtsc().rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15)
+    let mut b = [0u8; 8];
+    match crate::arch::random::fill(&mut b) {
+        Ok(()) => u64::from_le_bytes(b),
+        Err(()) => time::rdtsc().rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15,
+    }
 }
 
 /// The first card a driver takes, opened.
@@ -89,6 +92,7 @@ pub fn start(opts: &Options<'_>, cluster: Option<&NodeBootConfig>) {
         return;
     };
     let (driver, mac) = (nic.driver(), nic.mac());
+    info!("net: random source for keys: {}", crate::arch::random::source().describe());
     let mut stack = match Stack::new(nic, &mode, seed(), now_ms()) {
         Ok(s) => s,
         Err(e) => {
@@ -229,7 +233,7 @@ pub fn api_endpoint(
     let addr = lookup(s, host, deadline)?;
     if !crate::arch::random::available() {
         return Err(
-            "TLS: this CPU has no RDRAND, and without it the node has no unpredictable keys; not connecting"
+            "TLS: this CPU has neither RDSEED nor RDRAND, and without them the node has no unpredictable keys; not connecting"
                 .into(),
         );
     }
