@@ -251,3 +251,67 @@ fn a_cpu_without_a_random_source_makes_no_keys() {
     assert!(line.text.ends_with("; not joining the cluster"), "{}", line.text);
     m.stop();
 }
+
+#[test]
+fn the_node_stays_ready_while_spinning_vms_fill_every_cpu() {
+    use tests::cluster::kubectl_ok;
+    let dir = TempDir::new("node-busy");
+    let cp = ControlPlane::start_with_args(&dir.0, "127.0.0.1:0", Stdio::null(), &["--node", "busy-1"]);
+    let c = config_for(&cp, "busy-1");
+    let port: u16 = cp.listen_addr().rsplit(':').next().unwrap().parse().unwrap();
+    // The ISO holds the node configuration and the `spin` guest, four of which spin on the
+    // node's four CPUs for as long as it runs.
+    tests::guests_dir();
+    let spin = image::guest_path("spin");
+    let module = ok(write_module(&c));
+    let iso = image::target_dir().join("test-iso").join("node-busy.iso");
+    ok(image::build_iso_with_modules(
+        kernel(),
+        "vm.count=4",
+        &[("node.cfg", &module), ("spin", &spin)],
+        &iso,
+    ));
+    let mut net = Network::new(NicModel::VirtioNet);
+    net.guest_forwards.push((port, port));
+    let node = Qemu { uefi: Some(ok(Uefi::new("node-busy", &iso))), net: Some(net), ..Qemu::new(kernel()) };
+    assert_eq!(node.smp, 4);
+    let _slot = emulator_slot();
+    let mut m = ok(Machine::qemu("node-busy", &node));
+    ok(m.wait_for_str("node: registered busy-1 (uid ", QEMU_TIMEOUT));
+    let ready = || {
+        kubectl_ok(
+            &cp,
+            &["get", "node", "busy-1", "-o", r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#],
+        )
+    };
+    let renew = || {
+        let o = tests::cluster::kubectl(
+            &cp,
+            &["get", "lease", "-n", "kube-node-lease", "busy-1", "-o", "jsonpath={.spec.renewTime}"],
+        );
+        o.ok.then_some(o.stdout)
+    };
+    // For 45 s the lease keeps moving (the agent renews it every 10 s) and the node stays
+    // Ready, while every CPU has a spinning VM to run.
+    let start = std::time::Instant::now();
+    let mut renewals = std::collections::BTreeSet::new();
+    while start.elapsed() < std::time::Duration::from_secs(45) {
+        if let Some(t) = renew() {
+            renewals.insert(t);
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+    let out_ready = ready();
+    let log = m.log();
+    for i in 0..4 {
+        assert!(log.contains(&format!("vm{i}> spinning")), "vm{i} did not start spinning\n{log}");
+    }
+    assert!(!log.contains("vms: "), "the spinning VMs ended\n{log}");
+    assert!(
+        renewals.len() >= 3,
+        "the lease was renewed {} times in 45 s: {renewals:?}\n{log}",
+        renewals.len()
+    );
+    assert_eq!(out_ready, "True", "the node is not Ready beside the spinning VMs\n{log}");
+    m.stop();
+}
