@@ -20,6 +20,14 @@ pub fn describe(answer: &[u8]) -> String {
     let status = head.split(|&b| b == b'\n').next().unwrap_or_default();
     let status = printable(status.strip_suffix(b"\r").unwrap_or(status));
     let status = String::from(status.split_once(' ').map_or(status.as_str(), |(_, rest)| rest));
+    with_message(status, body)
+}
+
+/// `status`, with the Status object's message from `body` unless the status is a success.
+fn with_message(status: String, body: &[u8]) -> String {
+    let printable = |b: &[u8]| -> String {
+        b.iter().take(200).map(|&c| if c.is_ascii_graphic() || c == b' ' { c as char } else { '?' }).collect()
+    };
     if status.starts_with('2') {
         return status;
     }
@@ -48,10 +56,7 @@ pub fn describe_status(code: u16, body: &[u8]) -> String {
         503 => "Service Unavailable",
         _ => "",
     };
-    let mut answer = format!("HTTP/1.1 {code} {reason}").trim_end().as_bytes().to_vec();
-    answer.extend_from_slice(b"\r\n\r\n");
-    answer.extend_from_slice(body);
-    describe(&answer)
+    with_message(String::from(format!("{code} {reason}").trim_end()), body)
 }
 
 #[cfg(test)]
