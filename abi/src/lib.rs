@@ -46,8 +46,8 @@
 extern crate alloc;
 
 /// Version of this ABI: 2 added the pod hypercalls ([`nr::LOG_WRITE`] to
-/// [`nr::LAYER_INFO`]) and the layer window.
-pub const ABI_VERSION: u32 = 2;
+/// [`nr::LAYER_INFO`]) and the layer window; 3 added managed pods ([`nr::POD_CONTROL`]).
+pub const ABI_VERSION: u32 = 3;
 
 /// The signature CPUID leaf 0x4000_0000 returns in EBX, ECX, EDX: "CrxHvCrxHvCr".
 pub const CPUID_SIGNATURE: [u8; 12] = *b"CrxHvCrxHvCr";
@@ -92,6 +92,12 @@ pub mod nr {
     /// [`crate::Error::Invalid`] past the last layer (so a guest counts layers by asking
     /// until it gets that).
     pub const LAYER_INFO: u64 = 12;
+    /// `() -> command`: the next command the node has for a managed pod
+    /// ([`crate::pod::PodSpec::managed`]), encoded as [`crate::pod::Command::to_raw`]
+    /// describes, or 0 when there is none. A vCPU blocked in [`SLEEP_UNTIL`] is woken when
+    /// a command arrives, so a guest asks again each time it wakes.
+    /// [`crate::Error::Invalid`] in a VM that is not a pod.
+    pub const POD_CONTROL: u64 = 13;
 }
 
 /// [`nr::LOG_WRITE`] stream: the container's standard output.
@@ -307,7 +313,7 @@ pub mod bundle {
     impl<'a> Bundle<'a> {
         /// Checks the header and every entry.
         pub fn parse(bytes: &'a [u8]) -> Result<Bundle<'a>, BundleError> {
-            if bytes.len() < HEADER || !is_bundle(bytes) {
+            if bytes.len() < HEADER || !(is_bundle(bytes) || is_pack(bytes)) {
                 return Err(BundleError::NotABundle);
             }
             let raw = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
@@ -347,11 +353,116 @@ pub mod bundle {
         }
     }
 
+    /// Whether `bytes` starts like a module pack ([`crate::pack`]).
+    pub fn is_pack(bytes: &[u8]) -> bool {
+        bytes.get(..8) == Some(&crate::pack::MAGIC[..])
+    }
+
     /// Decodes a command line passed through the kernel's command line, where a space is
     /// `+` and `+`, `%` and other bytes are `%XX`. Writes into `out` and returns the length;
     /// `None` for a bad escape or when `out` is too small.
     pub fn decode_cmdline(s: &[u8], out: &mut [u8]) -> Option<usize> {
         wire::percent::decode_strict_into(s, true, out)
+    }
+}
+
+/// Several boot modules in one, for boot paths that hand the kernel a single module
+/// (QEMU's PVH `-initrd`): the kernel reads each entry as a boot module of its own, named
+/// by the entry's second part. The layout is [`bundle`]'s with [`pack::MAGIC`], and every
+/// module starts on a 4 KiB boundary of the pack ([`pack::PAGE`]), so that a page-aligned
+/// pack keeps page-aligned modules (image layers are mapped into guests in place).
+pub mod pack {
+    use crate::bundle::{Bundle, BundleError};
+
+    /// The first 8 bytes of a module pack.
+    pub const MAGIC: [u8; 8] = *b"CRXPACK\x01";
+    /// Alignment of every module in a pack.
+    pub const PAGE: usize = 4096;
+
+    /// Why a pack was refused.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum PackError {
+        /// The header or an entry is malformed.
+        Layout(BundleError),
+        /// Module `n` does not start on a [`PAGE`] boundary.
+        Misaligned(usize),
+    }
+
+    impl core::fmt::Display for PackError {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            match self {
+                PackError::Layout(e) => write!(f, "module pack: {e}"),
+                PackError::Misaligned(i) => write!(f, "module pack: module {i} is not page-aligned"),
+            }
+        }
+    }
+
+    /// The modules of a pack, each `(bytes, name)`; checked whole before any is returned.
+    pub fn modules(bytes: &[u8]) -> Result<impl Iterator<Item = (&[u8], &[u8])>, PackError> {
+        if !crate::bundle::is_pack(bytes) {
+            return Err(PackError::Layout(BundleError::NotABundle));
+        }
+        let b = Bundle::parse(bytes).map_err(PackError::Layout)?;
+        let base = bytes.as_ptr() as usize;
+        for i in 0..b.len() {
+            let (m, _) = b.entry(i).ok_or(PackError::Layout(BundleError::EntryOutOfBounds(i)))?;
+            if (m.as_ptr() as usize - base) % PAGE != 0 {
+                return Err(PackError::Misaligned(i));
+            }
+        }
+        Ok((0..b.len()).filter_map(move |i| b.entry(i)))
+    }
+
+    /// Packs `(module, name)` pairs, each module on a [`PAGE`] boundary.
+    #[cfg(feature = "alloc")]
+    pub fn pack(modules: &[(&[u8], &str)]) -> alloc::vec::Vec<u8> {
+        let head = crate::bundle::HEADER + modules.len() * crate::bundle::ENTRY;
+        let mut out = alloc::vec![0u8; head];
+        out[..8].copy_from_slice(&MAGIC);
+        out[8..12].copy_from_slice(&(modules.len() as u32).to_le_bytes());
+        for (i, (m, name)) in modules.iter().enumerate() {
+            let at = crate::bundle::HEADER + i * crate::bundle::ENTRY;
+            let n = out.len();
+            out.extend_from_slice(name.as_bytes());
+            let off = out.len().next_multiple_of(PAGE);
+            out.resize(off, 0);
+            out.extend_from_slice(m);
+            for (k, v) in [off, m.len(), n, name.len()].into_iter().enumerate() {
+                out[at + k * 8..at + k * 8 + 8].copy_from_slice(&(v as u64).to_le_bytes());
+            }
+        }
+        let end = out.len().next_multiple_of(PAGE);
+        out.resize(end, 0);
+        out
+    }
+
+    #[cfg(all(test, feature = "alloc"))]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn modules_round_trip_page_aligned_and_bad_packs_are_refused() {
+            let p = pack(&[(b"first", "node.cfg"), (&[7u8; 5000], "busybox.img")]);
+            assert_eq!(p.len() % PAGE, 0);
+            // A Vec's buffer need not be page-aligned: copy into an aligned one.
+            let mut buf = alloc::vec![0u8; p.len() + PAGE];
+            let skip = (PAGE - buf.as_ptr() as usize % PAGE) % PAGE;
+            buf[skip..skip + p.len()].copy_from_slice(&p);
+            let aligned = &buf[skip..skip + p.len()];
+            let got: alloc::vec::Vec<_> = modules(aligned).unwrap().collect();
+            assert_eq!(got.len(), 2);
+            assert_eq!(got[0], (&b"first"[..], &b"node.cfg"[..]));
+            assert_eq!((got[1].0.len(), got[1].1), (5000, &b"busybox.img"[..]));
+            assert!(got.iter().all(|(m, _)| (m.as_ptr() as usize) % PAGE == 0));
+            assert_eq!(modules(b"CRXVMS\x00\x01rest-of-it").err(), Some(PackError::Layout(BundleError::NotABundle)));
+            assert!(matches!(modules(&aligned[..40]), Err(PackError::Layout(_))));
+            let mut x = aligned.to_vec();
+            x[16] = 1; // module 0 moved off its page
+            let mut b2 = alloc::vec![0u8; x.len() + PAGE];
+            let skip = (PAGE - b2.as_ptr() as usize % PAGE) % PAGE;
+            b2[skip..skip + x.len()].copy_from_slice(&x);
+            assert_eq!(modules(&b2[skip..skip + x.len()]).err(), Some(PackError::Misaligned(0)));
+        }
     }
 }
 

@@ -24,6 +24,49 @@ pub fn valid_name(name: &str) -> bool {
         && b.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
+/// A command the node gives a managed pod's guest through [`crate::nr::POD_CONTROL`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Start container `container` (again, after it ended: a restart inside the same VM).
+    /// A container whose processes still run ignores it.
+    Start {
+        /// Index in the pod spec.
+        container: u8,
+    },
+    /// Send `signal` (1 to 64) to every process of container `container`.
+    Signal {
+        /// Index in the pod spec.
+        container: u8,
+        /// The Linux signal number.
+        signal: u8,
+    },
+}
+
+impl Command {
+    /// The encoding [`crate::nr::POD_CONTROL`] returns: bits 0-7 the operation (1 start,
+    /// 2 signal), bits 8-15 the container index, bits 16-23 the signal; never 0.
+    pub const fn to_raw(self) -> u64 {
+        match self {
+            Command::Start { container } => 1 | (container as u64) << 8,
+            Command::Signal { container, signal } => 2 | (container as u64) << 8 | (signal as u64) << 16,
+        }
+    }
+
+    /// Decodes [`Command::to_raw`]; `None` for 0 (no command) and anything malformed.
+    pub const fn from_raw(raw: u64) -> Option<Command> {
+        if raw >> 24 != 0 {
+            return None;
+        }
+        let container = ((raw >> 8) & 0xff) as u8;
+        let signal = ((raw >> 16) & 0xff) as u8;
+        match raw & 0xff {
+            1 if signal == 0 => Some(Command::Start { container }),
+            2 if signal >= 1 && signal <= 64 => Some(Command::Signal { container, signal }),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(feature = "serde")]
 pub use spec::*;
 
@@ -48,6 +91,13 @@ mod spec {
         /// Most processes alive at once in the pod (default [`DEFAULT_PROCESS_LIMIT`]).
         #[serde(default = "default_process_limit")]
         pub process_limit: u32,
+        /// A managed pod (a node's pod from the API): no container starts until the node
+        /// says so through [`crate::nr::POD_CONTROL`], a container may be started again
+        /// after it ended, and the VM stays up when every container has ended (the node
+        /// tears it down). Unmanaged (the default): every container starts at boot and
+        /// the VM exits once all have ended.
+        #[serde(default, skip_serializing_if = "core::ops::Not::not")]
+        pub managed: bool,
     }
 
     /// One container of a pod.
@@ -65,6 +115,46 @@ mod spec {
         /// The working directory (default `/`).
         #[serde(default = "default_working_dir")]
         pub working_dir: String,
+    }
+
+    /// What an image bundle says of its image (its spec slot): the references it answers
+    /// to and how its containers run, from the OCI image config. `{"names":
+    /// ["docker.io/library/busybox:latest"], "id": "sha256:...", "entrypoint": [], "cmd":
+    /// ["sh"], "env": ["PATH=/bin"], "workingDir": ""}`.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct ImageConfig {
+        /// Fully qualified references (`registry/repository:tag`), at least one.
+        pub names: Vec<String>,
+        /// The image id: the digest of its config blob (`sha256:...`).
+        #[serde(default)]
+        pub id: String,
+        /// The config's Entrypoint.
+        #[serde(default)]
+        pub entrypoint: Vec<String>,
+        /// The config's Cmd.
+        #[serde(default)]
+        pub cmd: Vec<String>,
+        /// The config's Env.
+        #[serde(default)]
+        pub env: Vec<String>,
+        /// The config's WorkingDir ("" for `/`).
+        #[serde(default)]
+        pub working_dir: String,
+    }
+
+    impl ImageConfig {
+        /// Parses an image description; at least one name, none empty.
+        pub fn from_json(bytes: &[u8]) -> Result<ImageConfig, SpecError> {
+            if bytes.len() > MAX_SPEC_BYTES {
+                return Err(SpecError::TooLong(bytes.len()));
+            }
+            let c: ImageConfig = serde_json::from_slice(bytes).map_err(|e| SpecError::Json(e.to_string()))?;
+            if c.names.is_empty() || c.names.iter().any(|n| n.is_empty()) {
+                return Err(SpecError::Json("an image needs at least one name".to_string()));
+            }
+            Ok(c)
+        }
     }
 
     fn default_process_limit() -> u32 {
@@ -185,6 +275,10 @@ pub mod bundle {
 
     /// The first 8 bytes of a pod bundle.
     pub const MAGIC: [u8; 8] = *b"CRXPOD\x00\x01";
+    /// The first 8 bytes of an image bundle: the same layout, whose spec slot holds an
+    /// image description ([`crate::pod::ImageConfig`]) instead of a pod spec. A node's image
+    /// store is made of these.
+    pub const IMAGE_MAGIC: [u8; 8] = *b"CRXIMG\x00\x01";
     /// Header bytes before the layer entries.
     pub const HEADER: usize = 48;
     /// Bytes per layer entry.
@@ -250,6 +344,11 @@ pub mod bundle {
         bytes.get(..8) == Some(&MAGIC[..])
     }
 
+    /// Whether `bytes` starts like an image bundle.
+    pub fn is_image_bundle(bytes: &[u8]) -> bool {
+        bytes.get(..8) == Some(&IMAGE_MAGIC[..])
+    }
+
     /// One layer of a checked bundle.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub struct Layer<'a> {
@@ -306,7 +405,7 @@ pub mod bundle {
     impl<'a> PodBundle<'a> {
         /// Checks the header, the guest image, the spec and every layer entry.
         pub fn parse(bytes: &'a [u8]) -> Result<PodBundle<'a>, PodBundleError> {
-            if bytes.len() < HEADER || !is_pod_bundle(bytes) {
+            if bytes.len() < HEADER || !(is_pod_bundle(bytes) || is_image_bundle(bytes)) {
                 return Err(PodBundleError::NotAPodBundle);
             }
             let count = u32_at(bytes, 8).ok_or(PodBundleError::NotAPodBundle)?;
@@ -341,6 +440,11 @@ pub mod bundle {
                 window = window_add(window, len).ok_or(PodBundleError::LayersTooLarge)?;
             }
             Ok(b)
+        }
+
+        /// Whether this is an image bundle ([`IMAGE_MAGIC`]) rather than a pod bundle.
+        pub fn is_image(&self) -> bool {
+            is_image_bundle(self.bytes)
         }
 
         /// The crx-guest ELF image.
@@ -394,8 +498,25 @@ pub mod bundle {
     /// boundary.
     #[cfg(feature = "alloc")]
     pub fn pack(guest: &[u8], spec: &[u8], layers: &[(&[u8], LayerKind)]) -> alloc::vec::Vec<u8> {
+        pack_with(MAGIC, guest, spec, layers)
+    }
+
+    /// Packs an image bundle: the crx-guest ELF, the image description JSON
+    /// ([`crate::pod::ImageConfig`]) and the layers, as [`pack`] does.
+    #[cfg(feature = "alloc")]
+    pub fn pack_image(guest: &[u8], config: &[u8], layers: &[(&[u8], LayerKind)]) -> alloc::vec::Vec<u8> {
+        pack_with(IMAGE_MAGIC, guest, config, layers)
+    }
+
+    #[cfg(feature = "alloc")]
+    fn pack_with(
+        magic: [u8; 8],
+        guest: &[u8],
+        spec: &[u8],
+        layers: &[(&[u8], LayerKind)],
+    ) -> alloc::vec::Vec<u8> {
         let mut out = alloc::vec![0u8; HEADER + layers.len() * ENTRY];
-        out[..8].copy_from_slice(&MAGIC);
+        out[..8].copy_from_slice(&magic);
         out[8..12].copy_from_slice(&(layers.len() as u32).to_le_bytes());
         let put = |out: &mut alloc::vec::Vec<u8>, at: usize, v: u64| {
             out[at..at + 8].copy_from_slice(&v.to_le_bytes())
@@ -428,6 +549,23 @@ mod tests {
     use crate::layout;
     #[cfg(feature = "alloc")]
     use crate::LayerKind;
+
+    #[test]
+    fn commands_round_trip_and_junk_is_no_command() {
+        for c in [
+            Command::Start { container: 0 },
+            Command::Start { container: 15 },
+            Command::Signal { container: 3, signal: 15 },
+            Command::Signal { container: 0, signal: 9 },
+            Command::Signal { container: 255, signal: 64 },
+        ] {
+            assert_ne!(c.to_raw(), 0);
+            assert_eq!(Command::from_raw(c.to_raw()), Some(c));
+        }
+        for raw in [0, 3, 1 | 9 << 16, 2, 2 | 65 << 16, 1 << 24, u64::MAX] {
+            assert_eq!(Command::from_raw(raw), None, "{raw:#x}");
+        }
+    }
 
     #[test]
     fn names() {

@@ -92,6 +92,7 @@ impl PodRun {
                 working_dir: self.working_dir.clone(),
             }],
             process_limit: DEFAULT_PROCESS_LIMIT,
+            managed: false,
         }
     }
 }

@@ -48,6 +48,7 @@ fn spec_from_cmdline(cmdline: &str) -> PodSpec {
             working_dir: String::from("/"),
         }],
         process_limit: podabi::DEFAULT_PROCESS_LIMIT,
+        managed: false,
     }
 }
 
