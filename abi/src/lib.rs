@@ -454,7 +454,10 @@ pub mod pack {
             assert_eq!(got[0], (&b"first"[..], &b"node.cfg"[..]));
             assert_eq!((got[1].0.len(), got[1].1), (5000, &b"busybox.img"[..]));
             assert!(got.iter().all(|(m, _)| (m.as_ptr() as usize) % PAGE == 0));
-            assert_eq!(modules(b"CRXVMS\x00\x01rest-of-it").err(), Some(PackError::Layout(BundleError::NotABundle)));
+            assert_eq!(
+                modules(b"CRXVMS\x00\x01rest-of-it").err(),
+                Some(PackError::Layout(BundleError::NotABundle))
+            );
             assert!(matches!(modules(&aligned[..40]), Err(PackError::Layout(_))));
             let mut x = aligned.to_vec();
             x[16] = 1; // module 0 moved off its page

@@ -17,6 +17,7 @@ extern crate alloc;
 
 pub mod agent;
 pub mod http;
+pub mod image;
 pub mod logs;
 pub mod nodecfg;
 pub mod pods;
