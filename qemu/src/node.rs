@@ -36,6 +36,10 @@ pub fn from_kubeconfig(path: &Path, name: &str, reach: &Reach) -> Result<NodeBoo
         tls_server_name: reach.tls_server_name.clone().or(k.tls_server_name),
         certificate_authority: ca,
         token,
+        node_ip: None,
+        kubelet_port: None,
+        kubelet_certificate: None,
+        kubelet_key: None,
     };
     c.check().map_err(|e| bad(e.to_string()))?;
     Ok(c)
