@@ -35,6 +35,12 @@ enum Verb {
         /// The node's name (with --kubeconfig).
         #[arg(long, value_name = "NAME", requires = "kubeconfig")]
         node_name: Option<String>,
+        /// An image the node can run (with --kubeconfig; repeatable), written into the ISO as
+        /// its own module `/boot/images/NAME.img`: `busybox` (the demo image, answering to
+        /// docker.io/library/busybox:latest), an OCI image layout DIR (answering to the
+        /// directory's name) or REF=DIR [default: busybox].
+        #[arg(long = "image", value_name = "busybox|DIR|REF=DIR", requires = "kubeconfig")]
+        images: Vec<String>,
     },
     /// Build, then boot a node and show its console (QEMU: quit with Ctrl-A X).
     Run {
@@ -293,9 +299,9 @@ struct VmRunArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.verb {
-        Verb::Build { cmdline, kubeconfig, node_name } => match (kubeconfig, node_name) {
-            (Some(k), Some(n)) => build(&cmdline, Some((&k, &n))),
-            _ => build(&cmdline, None),
+        Verb::Build { cmdline, kubeconfig, node_name, images } => match (kubeconfig, node_name) {
+            (Some(k), Some(n)) => build(&cmdline, Some((&k, &n)), &images),
+            _ => build(&cmdline, None, &[]),
         },
         Verb::Run { bochs, uefi, smp, mem, cmdline, accel, timeout, nic, forwards, exposes } => {
             let firmware = if bochs {
@@ -366,19 +372,40 @@ fn needs(lists: &[&[Need]]) -> Vec<Need> {
     lists.iter().flat_map(|l| l.iter().copied()).collect()
 }
 
-fn build(cmdline: &str, node: Option<(&std::path::Path, &str)>) -> Result<ExitCode, Error> {
+fn build(
+    cmdline: &str,
+    node: Option<(&std::path::Path, &str)>,
+    images: &[String],
+) -> Result<ExitCode, Error> {
     setup::ensure(setup::ISO)?;
     // Checked before the (slow) kernel build, so a bad kubeconfig fails at once.
     let config = match node {
         Some((k, name)) => Some(qemu::node::from_kubeconfig(k, name, &qemu::node::Reach::default())?),
         None => None,
     };
+    // A node without images can run nothing: busybox unless told otherwise.
+    let default_images = ["busybox".to_string()];
+    let images = if images.is_empty() { &default_images[..] } else { images };
     let kernel = image::build_kernel()?;
     match &config {
         Some(c) => {
+            let wanted =
+                images.iter().map(|a| qemu::node::NodeImage::from_arg(a)).collect::<Result<Vec<_>, _>>()?;
+            let guest = qemu::pod::build_guest_kernel()?;
+            let elf =
+                std::fs::read(&guest).map_err(|e| Error::io(format!("reading {}", guest.display()), e))?;
+            let bundles = wanted.iter().map(|i| i.bundle(&elf)).collect::<Result<Vec<_>, _>>()?;
             let module = qemu::node::write_module(c)?;
-            image::build_iso_with_modules(&kernel, cmdline, &[("node.cfg", &module)], &iso_path())?;
+            let written = qemu::node::write_image_modules(&bundles)?;
+            let mut modules: Vec<(String, PathBuf)> = vec![("node.cfg".into(), module)];
+            modules.extend(written.into_iter().map(|(name, path)| (format!("images/{name}"), path)));
+            let refs: Vec<(&str, &std::path::Path)> =
+                modules.iter().map(|(n, p)| (n.as_str(), p.as_path())).collect();
+            image::build_iso_with_modules(&kernel, cmdline, &refs, &iso_path())?;
             println!("node:   {c}");
+            for (image, (name, _)) in wanted.iter().zip(modules.iter().skip(1)) {
+                println!("image:  /boot/{name} ({})", image.names.join(", "));
+            }
         }
         None => image::build_iso(&kernel, cmdline, &iso_path())?,
     }
@@ -747,12 +774,11 @@ fn resolve_image(arg: &std::path::Path) -> Result<PathBuf, Error> {
     if arg != std::path::Path::new("busybox") || arg.exists() {
         return Ok(arg.to_path_buf());
     }
-    let dir = target_dir().join("images").join("busybox");
+    let dir = qemu::pod::busybox_image_dir();
     if !dir.join("index.json").exists() {
         eprintln!("pod run: building the busybox demo image in {}", dir.display());
-        image_busybox(&dir)?;
     }
-    Ok(dir)
+    qemu::pod::ensure_busybox_image()
 }
 
 fn pod_run(args: &PodRunArgs) -> Result<u8, Error> {
