@@ -31,10 +31,16 @@ const TICK_MS: u64 = 200;
 struct NoPodsYet;
 
 impl Runtime for NoPodsYet {
-    fn start_container(&mut self, _: &ContainerRef, _: &Container, _: Time) -> Result<String, RuntimeError> {
+    fn start_container(
+        &mut self,
+        _: &ContainerRef,
+        _: &kubelet_lite::types::Pod,
+        _: &Container,
+        _: Time,
+    ) -> Result<String, RuntimeError> {
         Err(RuntimeError::Start(String::from("this node does not run pods from the API yet")))
     }
-    fn stop_container(&mut self, _: &str, _: Time) {}
+    fn stop_container(&mut self, _: &str, _: u64, _: Time) {}
     fn poll(&mut self, _: &str, _: Time) -> Option<RuntimeState> {
         None
     }

@@ -18,6 +18,7 @@ extern crate alloc;
 
 pub mod cmdline;
 pub mod decode;
+pub mod images;
 pub mod mm;
 pub mod net;
 pub mod pci;

@@ -194,7 +194,8 @@ mod tests {
             command: Some(["sh", "-c", script].iter().map(|s| s.to_string()).collect()),
             ..Default::default()
         };
-        crate::runtime::Runtime::start_container(&mut rt, &c, &spec, t0).unwrap();
+        crate::runtime::Runtime::start_container(&mut rt, &c, &crate::types::Pod::default(), &spec, t0)
+            .unwrap();
         (rt, t0)
     }
 

@@ -99,14 +99,17 @@ struct Term {
     started: Time,
     finished: Time,
     id: String,
+    reason: Option<String>,
+    message: Option<String>,
 }
 
 impl Term {
     fn to_api(&self) -> ContainerStateTerminated {
+        let usual = if self.code == 0 { "Completed" } else { "Error" };
         ContainerStateTerminated {
             exit_code: self.code,
-            reason: Some(if self.code == 0 { "Completed" } else { "Error" }.into()),
-            message: None,
+            reason: Some(self.reason.clone().unwrap_or_else(|| usual.into())),
+            message: self.message.clone(),
             started_at: Some(self.started.rfc3339()),
             finished_at: Some(self.finished.rfc3339()),
             container_id: Some(format!("lite://{}", self.id)),
@@ -225,7 +228,16 @@ impl PodWorker {
             && self.ctrs.iter().all(|c| !matches!(c.state, CState::Running { .. }))
     }
 
+    /// The grace period of a stop: the deletion's, else the pod's, else 30 s.
+    fn grace_secs(&self) -> u64 {
+        let m = &self.pod.metadata;
+        let g =
+            m.deletion_grace_period_seconds.or(self.pod.spec.termination_grace_period_seconds).unwrap_or(30);
+        u64::try_from(g).unwrap_or(0)
+    }
+
     fn kill_all(&mut self, rt: &mut dyn Runtime, now: Time, events: &mut Vec<PodEvent>) {
+        let grace = self.grace_secs();
         for c in &mut self.ctrs {
             if let (Some(id), CState::Running { .. }) = (&c.id, &c.state) {
                 events.push(ev(
@@ -234,7 +246,7 @@ impl PodWorker {
                     format!("Stopping container {}", c.spec.name),
                     Some(&c.spec.name),
                 ));
-                rt.stop_container(id, now);
+                rt.stop_container(id, grace, now);
             }
         }
     }
@@ -276,8 +288,15 @@ impl PodWorker {
                     Some(RuntimeState::Running { started_at }) => {
                         c.state = CState::Running { started: started_at }
                     }
-                    Some(RuntimeState::Exited { code, started_at, finished_at }) => {
-                        let term = Term { code, started: started_at, finished: finished_at, id: id.clone() };
+                    Some(RuntimeState::Exited { code, started_at, finished_at, reason, message }) => {
+                        let term = Term {
+                            code,
+                            started: started_at,
+                            finished: finished_at,
+                            id: id.clone(),
+                            reason,
+                            message,
+                        };
                         let restart = !stop_all
                             && match policy.as_str() {
                                 "Never" => false,
@@ -336,7 +355,7 @@ impl PodWorker {
             if !c.pulled {
                 events.push(ev("Normal", "Pulling", format!("Pulling image \"{image}\""), Some(&name)));
             }
-            match rt.start_container(&cref, &c.spec, now) {
+            match rt.start_container(&cref, &self.pod, &c.spec, now) {
                 Ok(id) => {
                     if !c.pulled {
                         events.push(ev(

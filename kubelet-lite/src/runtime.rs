@@ -5,7 +5,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use crate::time::Time;
-use crate::types::Container;
+use crate::types::{Container, Pod};
 
 /// Identifies one container of one pod.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,12 +17,20 @@ pub struct ContainerRef {
 }
 
 /// What the runtime reports about a started container.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RuntimeState {
     /// Still running.
     Running { started_at: Time },
-    /// Exited with `code`.
-    Exited { code: i32, started_at: Time, finished_at: Time },
+    /// Exited with `code`. `reason` overrides the kubelet's Completed/Error (e.g.
+    /// `OOMKilled`), and `message` says what the runtime knows of the end.
+    Exited { code: i32, started_at: Time, finished_at: Time, reason: Option<String>, message: Option<String> },
+}
+
+impl RuntimeState {
+    /// An exit with the kubelet's usual reason (Completed for 0, else Error).
+    pub fn exited(code: i32, started_at: Time, finished_at: Time) -> RuntimeState {
+        RuntimeState::Exited { code, started_at, finished_at, reason: None, message: None }
+    }
 }
 
 /// One line of container output (without its newline).
@@ -61,15 +69,19 @@ impl fmt::Display for RuntimeError {
 /// A container runtime: starts and stops containers, reports their state and keeps their
 /// logs (the current and the previous instance of each container).
 pub trait Runtime {
-    /// Starts a container and returns its runtime id.
+    /// Starts container `spec` of `pod` and returns its runtime id. The whole pod comes
+    /// along so that a runtime that gives each pod a sandbox (a pod VM) can build it when
+    /// the pod's first container starts.
     fn start_container(
         &mut self,
         c: &ContainerRef,
+        pod: &Pod,
         spec: &Container,
         now: Time,
     ) -> Result<String, RuntimeError>;
-    /// Stops a running container (it then reports `Exited`).
-    fn stop_container(&mut self, id: &str, now: Time);
+    /// Stops a running container: SIGTERM, then SIGKILL once `grace_secs` have passed (it
+    /// then reports `Exited`).
+    fn stop_container(&mut self, id: &str, grace_secs: u64, now: Time);
     /// The container's state at `now`; `None` if the id is unknown.
     fn poll(&mut self, id: &str, now: Time) -> Option<RuntimeState>;
     /// Forgets every container of the pod and its logs.

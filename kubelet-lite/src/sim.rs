@@ -11,7 +11,7 @@ use alloc::vec::Vec;
 
 use crate::runtime::{ContainerRef, LogLine, LogView, Runtime, RuntimeError, RuntimeState};
 use crate::time::Time;
-use crate::types::Container;
+use crate::types::{Container, Pod};
 
 /// One statement of a simulated script.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -168,6 +168,7 @@ impl Runtime for SimRuntime {
     fn start_container(
         &mut self,
         c: &ContainerRef,
+        _pod: &Pod,
         spec: &Container,
         now: Time,
     ) -> Result<String, RuntimeError> {
@@ -200,7 +201,7 @@ impl Runtime for SimRuntime {
         Ok(id)
     }
 
-    fn stop_container(&mut self, id: &str, now: Time) {
+    fn stop_container(&mut self, id: &str, _grace_secs: u64, now: Time) {
         if let Some(c) = self.containers.get_mut(id) {
             c.advance(now);
             if c.exit.is_none() {
@@ -215,7 +216,7 @@ impl Runtime for SimRuntime {
         c.advance(now);
         Some(match c.exit {
             None => RuntimeState::Running { started_at: c.started_at },
-            Some((code, at)) => RuntimeState::Exited { code, started_at: c.started_at, finished_at: at },
+            Some((code, at)) => RuntimeState::exited(code, c.started_at, at),
         })
     }
 
@@ -271,20 +272,25 @@ mod tests {
     fn runs_in_simulated_time() {
         let mut rt = SimRuntime::new();
         let t0 = Time::from_secs(1000);
-        let id =
-            rt.start_container(&cref(), &spec(&["sh", "-c", "echo a; sleep 5; echo b; exit 2"]), t0).unwrap();
+        let id = rt
+            .start_container(
+                &cref(),
+                &Pod::default(),
+                &spec(&["sh", "-c", "echo a; sleep 5; echo b; exit 2"]),
+                t0,
+            )
+            .unwrap();
         assert_eq!(rt.poll(&id, t0.plus_secs(4)), Some(RuntimeState::Running { started_at: t0 }));
         assert_eq!(rt.logs("default", "p", "app", false).unwrap().lines.len(), 1);
         let done = rt.poll(&id, t0.plus_secs(6));
-        assert_eq!(
-            done,
-            Some(RuntimeState::Exited { code: 2, started_at: t0, finished_at: t0.plus_secs(5) })
-        );
+        assert_eq!(done, Some(RuntimeState::exited(2, t0, t0.plus_secs(5))));
         let log = rt.logs("default", "p", "app", false).unwrap();
         assert_eq!(log.lines[1], LogLine { time: t0.plus_secs(5), text: "b".into() });
         assert!(!log.running);
         // Restart: the old instance becomes "previous".
-        let id2 = rt.start_container(&cref(), &spec(&["sh", "-c", "false"]), t0.plus_secs(7)).unwrap();
+        let id2 = rt
+            .start_container(&cref(), &Pod::default(), &spec(&["sh", "-c", "false"]), t0.plus_secs(7))
+            .unwrap();
         assert_eq!(
             rt.poll(&id2, t0.plus_secs(7)).map(|s| matches!(s, RuntimeState::Exited { code: 1, .. })),
             Some(true)
@@ -298,11 +304,14 @@ mod tests {
     fn stop_kills_and_bad_image_fails() {
         let mut rt = SimRuntime::new();
         let t0 = Time::from_secs(10);
-        let id = rt.start_container(&cref(), &spec(&["sleep", "infinity"]), t0).unwrap();
-        rt.stop_container(&id, t0.plus_secs(1));
+        let id = rt.start_container(&cref(), &Pod::default(), &spec(&["sleep", "infinity"]), t0).unwrap();
+        rt.stop_container(&id, 30, t0.plus_secs(1));
         assert!(matches!(rt.poll(&id, t0.plus_secs(2)), Some(RuntimeState::Exited { code: 137, .. })));
         let mut bad = spec(&["true"]);
         bad.image = None;
-        assert!(matches!(rt.start_container(&cref(), &bad, t0), Err(RuntimeError::ImagePull(_))));
+        assert!(matches!(
+            rt.start_container(&cref(), &Pod::default(), &bad, t0),
+            Err(RuntimeError::ImagePull(_))
+        ));
     }
 }

@@ -81,6 +81,11 @@ impl Hv {
         self.raw(podabi::nr::POD_SPEC, gpa_of(buf.as_ptr()), buf.len() as u64, 0, 0)
     }
 
+    /// The node's next command for a managed pod (0: none).
+    pub fn pod_control(&self) -> Result<u64, Error> {
+        self.raw(podabi::nr::POD_CONTROL, 0, 0, 0, 0)
+    }
+
     /// Layer `index`'s placement.
     pub fn layer_info(&self, index: u32) -> Result<LayerInfo, Error> {
         let mut info = LayerInfo::default();

@@ -128,6 +128,16 @@ fn ensure_file(fs: &mut Fs, path: &[u8], mode: u32) {
     }
 }
 
+/// Starts container `i` as the pod spec says: its first process, or its end with the reason
+/// (the image's layers could not be applied, or the command cannot run).
+pub fn start_container_at(k: &mut Kernel, i: u32) {
+    let Some(spec) = k.specs.get(i as usize).cloned() else { return };
+    match k.layers_error.clone() {
+        Some(e) => fail(k, i, &alloc::format!("corrupt image: {e}"), Exit::Code(1)),
+        None => start_container(k, i, &spec),
+    }
+}
+
 /// Starts container `i`'s first process, or ends the container with the shell's code for
 /// why it cannot start.
 fn start_container(k: &mut Kernel, i: u32, spec: &ContainerSpec) {
@@ -257,6 +267,10 @@ pub fn start(kt: KernelTables, pool: FramePool, params: &BootParams, heap_bytes:
         pod_log: false,
         yield_requested: false,
         trace: params.cmdline().split(' ').any(|w| w == "crx.trace"),
+        managed: false,
+        specs: Vec::new(),
+        layers_error: None,
+        picks_since_control: 0,
     };
     let (spec, pod_log) = match fetch_spec(&k, params) {
         Ok(s) => s,
@@ -266,12 +280,14 @@ pub fn start(kt: KernelTables, pool: FramePool, params: &BootParams, heap_bytes:
         }
     };
     k.pod_log = pod_log;
+    k.managed = pod_log && spec.managed;
+    k.specs = spec.containers.clone();
     k.pod_name = spec.name.clone();
     k.process_limit = (spec.process_limit as usize).max(1);
     k.containers =
         spec.containers.iter().map(|c| Container { name: c.name.clone(), root: None, exit: None }).collect();
     tick_fs_time(&mut k);
-    let layers = apply_layers(&mut k);
+    k.layers_error = apply_layers(&mut k).err();
     ensure_dir(&mut k.fs, b"/tmp", 0o1777);
     ensure_dir(&mut k.fs, b"/dev", 0o755);
     ensure_dir(&mut k.fs, b"/proc", 0o555);
@@ -284,10 +300,11 @@ pub fn start(kt: KernelTables, pool: FramePool, params: &BootParams, heap_bytes:
         k.process_limit,
         k.fs.used_bytes() >> 10
     );
-    for (i, c) in spec.containers.iter().enumerate() {
-        match &layers {
-            Err(e) => fail(&mut k, i as u32, &alloc::format!("corrupt image: {e}"), Exit::Code(1)),
-            Ok(()) => start_container(&mut k, i as u32, c),
+    if k.managed {
+        klog!("pod {}: managed: containers start on the node's commands", spec.name);
+    } else {
+        for i in 0..spec.containers.len() {
+            start_container_at(&mut k, i as u32);
         }
     }
     let frame = {

@@ -148,6 +148,15 @@ pub struct Kernel {
     pub yield_requested: bool,
     /// Log every syscall (`crx.trace` on the command line).
     pub trace: bool,
+    /// A managed pod: containers start on the node's commands (`POD_CONTROL`), may start
+    /// again, and the VM stays up when all have ended.
+    pub managed: bool,
+    /// The containers' specs, for (re)starts on command.
+    pub specs: Vec<crx_guest::podabi::ContainerSpec>,
+    /// Why the image's layers could not be applied, if they could not.
+    pub layers_error: Option<String>,
+    /// Scheduler passes since the node's commands were last read.
+    pub picks_since_control: u32,
 }
 
 /// The kernel, taken by each entry and released before returning to user mode (a kernel

@@ -9,6 +9,7 @@
 
 use alloc::vec::Vec;
 
+use crx_guest::podabi::Command;
 use crx_guest::posix::{sig, Exit};
 use crx_guest::signal::{FaultContext, SigInfo, SEGV_ACCERR, SEGV_MAPERR};
 
@@ -16,12 +17,67 @@ use super::arch::{self, TrapFrame};
 use super::klog;
 use super::proc::{Kernel, MemFault, Pid, State, KERNEL};
 
+/// How many scheduler passes a managed pod makes between two reads of the node's commands
+/// while its processes keep running (it also reads them before every sleep).
+const CONTROL_EVERY_PICKS: u32 = 32;
+
 impl Kernel {
+    /// Carries out the node's pending commands (`POD_CONTROL`); true if there was any.
+    pub fn take_commands(&mut self) -> bool {
+        self.picks_since_control = 0;
+        let mut any = false;
+        // Bounded: a hypervisor that never runs dry cannot keep the guest here.
+        for _ in 0..64 {
+            let raw = match self.hv.pod_control() {
+                Ok(0) | Err(_) => break,
+                Ok(raw) => raw,
+            };
+            any = true;
+            match Command::from_raw(raw) {
+                Some(Command::Start { container }) => self.start_on_command(u32::from(container)),
+                Some(Command::Signal { container, signal }) => {
+                    let pids: Vec<Pid> = self
+                        .procs
+                        .values()
+                        .filter(|p| {
+                            p.container == u32::from(container) && !matches!(p.state, State::Zombie(_))
+                        })
+                        .map(|p| p.pid)
+                        .collect();
+                    for pid in pids {
+                        self.signal(pid, u32::from(signal));
+                    }
+                }
+                None => klog!("node command {raw:#x} not understood; ignored"),
+            }
+        }
+        any
+    }
+
+    /// Starts container `i` (again) unless its processes still run.
+    fn start_on_command(&mut self, i: u32) {
+        let Some(c) = self.containers.get_mut(i as usize) else {
+            return klog!("node asked to start container {i}, which the pod does not have");
+        };
+        if c.root.is_some() && c.exit.is_none() {
+            return;
+        }
+        c.exit = None;
+        c.root = None;
+        super::pod::start_container_at(self, i);
+    }
+
     /// Picks the next process to run, retrying blocked syscalls; ends the VM when every
     /// container has ended.
     pub fn pick_next(&mut self) -> Pid {
         loop {
-            if self.all_ended() {
+            if self.managed {
+                self.picks_since_control += 1;
+                if self.picks_since_control >= CONTROL_EVERY_PICKS {
+                    self.take_commands();
+                }
+            }
+            if !self.managed && self.all_ended() {
                 let code = self.containers.first().and_then(|c| c.exit).unwrap_or(0);
                 self.hv.exit(code);
             }
@@ -57,6 +113,18 @@ impl Kernel {
                 .filter(|p| p.state == State::Blocked)
                 .filter_map(|p| p.sleep_deadline)
                 .min();
+            if self.managed {
+                // The node may have a command (a start, a signal) for what waits here; a
+                // command wakes the vCPU early, so sleeping "for ever" is only until then.
+                if self.take_commands() {
+                    continue;
+                }
+                let live = self.procs.values().any(|p| !matches!(p.state, State::Zombie(_)));
+                let until = if live { deadline.unwrap_or(u64::MAX) } else { u64::MAX };
+                self.hv.sleep_until(until);
+                self.take_commands();
+                continue;
+            }
             match deadline {
                 Some(d) => self.hv.sleep_until(d),
                 None => {

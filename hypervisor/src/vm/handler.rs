@@ -87,7 +87,11 @@ pub trait Services {
         false
     }
     /// The pod spec JSON, in a pod VM.
-    fn pod_spec(&self) -> Option<&'static [u8]> {
+    fn pod_spec(&self) -> Option<alloc::sync::Arc<[u8]>> {
+        None
+    }
+    /// The next command of a pod VM (0: none); `None` outside a pod.
+    fn pod_control(&mut self) -> Option<u64> {
         None
     }
     /// Layer `index`'s record, in a pod VM with such a layer.
@@ -231,6 +235,7 @@ fn hypercall(regs: &mut GuestRegs, svc: &mut impl Services) -> Action {
             }),
             None => Err(Error::Invalid),
         },
+        nr::POD_CONTROL => svc.pod_control().ok_or(Error::Invalid),
         nr::LAYER_INFO => match svc.layer_info(a0) {
             Some(info) => svc.write(a1, info.as_bytes()).map(|_| 0).map_err(|_| Error::Fault),
             None => Err(Error::Invalid),
@@ -352,7 +357,7 @@ mod tests {
                 LayerInfo { gpa: layout::LAYERS_BASE, len: 5000, kind: 1, _pad: 0 },
                 LayerInfo { gpa: layout::LAYERS_BASE + 0x2000, len: 10, kind: 0, _pad: 0 },
             ];
-            Fake { pod: Some(PodState::new(&spec, json, layers)), ..Fake::new() }
+            Fake { pod: Some(PodState::new(&spec, alloc::sync::Arc::from(json), layers)), ..Fake::new() }
         }
         fn range(&self, gpa: u64, len: usize) -> Result<core::ops::Range<usize>, OutOfRange> {
             let bad = OutOfRange { gpa, len: len as u64 };
@@ -417,8 +422,11 @@ mod tests {
                 .as_mut()
                 .is_some_and(|p| p.exit(container, code, 0, |l| lines.push(l.to_string())).is_ok())
         }
-        fn pod_spec(&self) -> Option<&'static [u8]> {
-            self.pod.as_ref().map(|p| p.spec_json)
+        fn pod_spec(&self) -> Option<alloc::sync::Arc<[u8]>> {
+            self.pod.as_ref().map(|p| p.spec_json.clone())
+        }
+        fn pod_control(&mut self) -> Option<u64> {
+            self.pod.as_mut().map(|p| p.next_command())
         }
         fn layer_info(&self, index: u64) -> Option<LayerInfo> {
             self.pod.as_ref().and_then(|p| p.layer(index))
@@ -465,6 +473,7 @@ mod tests {
         assert_eq!(call4(&mut s, nr::CONTAINER_EXIT, [0, 0, 0, 0]), (Action::Advance, INVALID));
         assert_eq!(call4(&mut s, nr::POD_SPEC, [0x100, 16, 0, 0]), (Action::Advance, INVALID));
         assert_eq!(call4(&mut s, nr::LAYER_INFO, [0, 0x100, 0, 0]), (Action::Advance, INVALID));
+        assert_eq!(call4(&mut s, nr::POD_CONTROL, [0, 0, 0, 0]), (Action::Advance, INVALID));
         assert_eq!(&s.mem[0x100..0x103], b"hi\n", "nothing written");
         assert!(s.lines.is_empty());
     }
@@ -506,16 +515,31 @@ mod tests {
     }
 
     #[test]
+    fn pod_control_hands_out_commands_in_order_then_zero() {
+        let mut s = Fake::pod();
+        // An unmanaged pod's queue stays empty.
+        assert_eq!(call4(&mut s, nr::POD_CONTROL, [0, 0, 0, 0]), (Action::Advance, 0));
+        let p = s.pod.as_mut().unwrap();
+        p.managed = true;
+        p.containers[0].starts = 0;
+        assert!(p.command(crx_abi::pod::Command::Start { container: 0 }, 1));
+        assert!(p.command(crx_abi::pod::Command::Signal { container: 1, signal: 15 }, 2));
+        assert_eq!(call4(&mut s, nr::POD_CONTROL, [7, 7, 7, 7]), (Action::Advance, 1));
+        assert_eq!(call4(&mut s, nr::POD_CONTROL, [0, 0, 0, 0]), (Action::Advance, 2 | 1 << 8 | 15 << 16));
+        assert_eq!(call4(&mut s, nr::POD_CONTROL, [0, 0, 0, 0]), (Action::Advance, 0));
+    }
+
+    #[test]
     fn pod_spec_copies_what_fits() {
         let mut s = Fake::pod();
-        let spec = s.pod.as_ref().unwrap().spec_json;
+        let spec = s.pod.as_ref().unwrap().spec_json.clone();
         let total = spec.len() as u64;
         assert_eq!(call4(&mut s, nr::POD_SPEC, [0, 0, 0, 0]), (Action::Advance, total), "length only");
         assert_eq!(call4(&mut s, nr::POD_SPEC, [0x200, 10, 0, 0]).1, total);
         assert_eq!(&s.mem[0x200..0x20a], &spec[..10]);
         assert_eq!(s.mem[0x20a], 0);
         assert_eq!(call4(&mut s, nr::POD_SPEC, [0x400, u64::MAX, 0, 0]).1, total);
-        assert_eq!(&s.mem[0x400..0x400 + spec.len()], spec);
+        assert_eq!(&s.mem[0x400..0x400 + spec.len()], &spec[..]);
         assert_eq!(call4(&mut s, nr::POD_SPEC, [MEM - 4, 100, 0, 0]).1, FAULT);
         assert_eq!(call4(&mut s, nr::POD_SPEC, [u64::MAX - 3, 100, 0, 0]).1, FAULT);
         assert_eq!(call4(&mut s, nr::POD_SPEC, [MEM - 4, 4, 0, 0]).1, total, "a short copy that fits");
@@ -572,7 +596,7 @@ mod tests {
         assert_eq!(call(&mut s, nr::YIELD, 0, 0), (Action::Yield, 0));
         assert_eq!(call(&mut s, nr::SLEEP_UNTIL, 5000, 0), (Action::Block { until_ns: Some(5000) }, 0));
         assert_eq!(call(&mut s, nr::SLEEP_UNTIL, 999, 0), (Action::Advance, 0), "already past");
-        for n in [13, 100, u64::MAX, Error::Fault.to_raw()] {
+        for n in [14, 100, u64::MAX, Error::Fault.to_raw()] {
             assert_eq!(call(&mut s, n, 0, 0), (Action::Advance, Error::NoSys.to_raw()));
         }
     }

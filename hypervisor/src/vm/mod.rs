@@ -20,6 +20,7 @@ pub mod loader;
 pub mod manager;
 pub mod memory;
 pub mod pod;
+pub mod podlog;
 pub mod rng;
 pub mod sched;
 #[cfg(target_os = "none")]

@@ -22,16 +22,21 @@
 
 use super::console::{LineBuffer, RateLimit, BURST_LINES, LINES_PER_SEC};
 use super::exit::StopReason;
+use super::podlog::LineLog;
+use alloc::collections::VecDeque;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
-use crx_abi::pod::PodSpec;
+use crx_abi::pod::{Command, PodSpec};
 use crx_abi::{LayerInfo, STREAM_STDERR, STREAM_STDOUT};
 
 /// Bytes of log kept per container; older bytes are dropped.
 pub const LOG_BYTES: usize = 64 << 10;
 /// Exit code reported for containers of a VM that ran out of memory.
 pub const OOM_EXIT_CODE: i32 = 137;
+/// Commands waiting for a managed pod's guest; more are refused until it reads them.
+pub const MAX_COMMANDS: usize = 64;
 
 /// A bounded byte log: keeps the last [`LogRing::capacity`] bytes written.
 #[derive(Debug, Clone)]
@@ -113,6 +118,16 @@ pub struct Container {
     limit: RateLimit,
     /// Its exit code, once reported.
     pub exit: Option<i32>,
+    /// The current instance's lines, for `kubectl logs`.
+    pub lines: LineLog,
+    /// The previous instance's lines, once it was restarted (`kubectl logs --previous`).
+    pub previous: Option<LineLog>,
+    /// Starts so far (a managed pod's container starts on command; others once, at boot).
+    pub starts: u32,
+    /// When the current instance started and ended (monotonic ns).
+    pub started_ns: u64,
+    /// When it ended.
+    pub ended_ns: u64,
 }
 
 /// A console line of a pod.
@@ -204,19 +219,23 @@ pub enum PodError {
 /// A pod running in one VM.
 #[derive(Debug, Clone)]
 pub struct PodState {
+    /// Commands for the guest, oldest first ([`crx_abi::nr::POD_CONTROL`]).
+    pub commands: VecDeque<Command>,
     /// The pod's name.
     pub name: String,
     /// Its containers, in the spec's order.
     pub containers: Vec<Container>,
     /// The spec as the guest reads it.
-    pub spec_json: &'static [u8],
+    pub spec_json: Arc<[u8]>,
+    /// Whether the node drives the containers ([`PodSpec::managed`]).
+    pub managed: bool,
     /// The layers as the guest finds them.
     pub layers: Vec<LayerInfo>,
 }
 
 impl PodState {
     /// The state of a pod that has not started, from its checked spec.
-    pub fn new(spec: &PodSpec, spec_json: &'static [u8], layers: Vec<LayerInfo>) -> PodState {
+    pub fn new(spec: &PodSpec, spec_json: Arc<[u8]>, layers: Vec<LayerInfo>) -> PodState {
         let containers = spec
             .containers
             .iter()
@@ -227,9 +246,51 @@ impl PodState {
                 err: LineBuffer::default(),
                 limit: RateLimit::new(BURST_LINES, LINES_PER_SEC),
                 exit: None,
+                lines: LineLog::new(LOG_BYTES),
+                previous: None,
+                starts: u32::from(!spec.managed),
+                started_ns: 0,
+                ended_ns: 0,
             })
             .collect();
-        PodState { name: spec.name.clone(), containers, spec_json, layers }
+        PodState {
+            commands: VecDeque::new(),
+            name: spec.name.clone(),
+            containers,
+            spec_json,
+            managed: spec.managed,
+            layers,
+        }
+    }
+
+    /// Queues a command for the guest. A start of a container that has ended begins its
+    /// next instance here (its lines become the previous instance's). False when the
+    /// queue is full, the container does not exist, or the pod is not managed.
+    pub fn command(&mut self, cmd: Command, now_ns: u64) -> bool {
+        let i = match cmd {
+            Command::Start { container } | Command::Signal { container, .. } => usize::from(container),
+        };
+        if !self.managed || self.commands.len() >= MAX_COMMANDS || i >= self.containers.len() {
+            return false;
+        }
+        if let (Command::Start { .. }, Some(c)) = (cmd, self.containers.get_mut(i)) {
+            if c.starts > 0 && c.exit.is_none() {
+                return false;
+            }
+            if c.starts > 0 {
+                c.previous = Some(core::mem::replace(&mut c.lines, LineLog::new(LOG_BYTES)));
+            }
+            c.exit = None;
+            c.starts += 1;
+            c.started_ns = now_ns;
+        }
+        self.commands.push_back(cmd);
+        true
+    }
+
+    /// The next command's encoding for [`crx_abi::nr::POD_CONTROL`], 0 when none.
+    pub fn next_command(&mut self) -> u64 {
+        self.commands.pop_front().map_or(0, Command::to_raw)
     }
 
     /// Checks a `LOG_WRITE`'s container and stream before its bytes are read.
@@ -264,6 +325,7 @@ impl PodState {
             .and_then(|i| self.containers.get_mut(i))
             .ok_or(PodError::NoContainer(container))?;
         c.log.push(bytes);
+        c.lines.push(stream, bytes, now_ns);
         let name = c.name.as_str();
         let line = if stream == STREAM_STDERR { &mut c.err } else { &mut c.out };
         let limit = &mut c.limit;
@@ -284,11 +346,12 @@ impl PodState {
             .ok()
             .and_then(|i| self.containers.get_mut(i))
             .ok_or(PodError::NoContainer(container))?;
-        if c.exit.is_some() {
+        if c.exit.is_some() || c.starts == 0 {
             return Err(PodError::AlreadyExited(container));
         }
         Self::flush(pod, c, now_ns, &mut emit);
         c.exit = Some(code);
+        c.ended_ns = now_ns;
         emit(PodLine::Exited { pod, container: &c.name, code });
         Ok(())
     }
@@ -300,6 +363,7 @@ impl PodState {
         let limit = &mut c.limit;
         c.out.flush(|text| pass(limit, now_ns, pod, name, text, emit));
         c.err.flush(|text| pass(limit, now_ns, pod, name, text, emit));
+        c.lines.flush(now_ns);
         let count = c.limit.take_dropped();
         if count > 0 {
             emit(PodLine::Dropped { pod, container: name, count });
@@ -313,9 +377,10 @@ impl PodState {
         let pod = self.name.as_str();
         for c in self.containers.iter_mut() {
             Self::flush(pod, c, now_ns, &mut emit);
-            if c.exit.is_some() {
+            if c.exit.is_some() || c.starts == 0 {
                 continue;
             }
+            c.ended_ns = now_ns;
             if end == VmEnd::Stopped(StopReason::OutOfMemory) {
                 c.exit = Some(OOM_EXIT_CODE);
                 emit(PodLine::Exited { pod, container: &c.name, code: OOM_EXIT_CODE });
@@ -359,7 +424,7 @@ mod tests {
             br#"{"name":"demo","containers":[{"name":"main","command":["x"]},{"name":"side","command":["y"]}]}"#,
         )
         .unwrap();
-        PodState::new(&spec, b"{}", Vec::new())
+        PodState::new(&spec, Arc::from(&b"{}"[..]), Vec::new())
     }
 
     fn run(f: impl FnOnce(&mut dyn FnMut(PodLine<'_>))) -> Vec<String> {
@@ -515,10 +580,67 @@ mod tests {
     #[test]
     fn layers_by_index() {
         let l = LayerInfo { gpa: crx_abi::layout::LAYERS_BASE, len: 10, kind: 0, _pad: 0 };
-        let p = PodState::new(&pod_spec(), b"{}", alloc::vec![l]);
+        let p = PodState::new(&pod_spec(), Arc::from(&b"{}"[..]), alloc::vec![l]);
         assert_eq!(p.layer(0), Some(l));
         assert_eq!(p.layer(1), None);
         assert_eq!(p.layer(u64::MAX), None);
+    }
+
+    #[test]
+    fn a_managed_pod_starts_on_command_and_keeps_the_previous_instance() {
+        let spec = PodSpec::from_json(
+            br#"{"name":"m","managed":true,"containers":[{"name":"a","command":["x"]},{"name":"b","command":["y"]}]}"#,
+        )
+        .unwrap();
+        let mut p = PodState::new(&spec, Arc::from(&b"{}"[..]), Vec::new());
+        let quiet = |_: PodLine<'_>| {};
+        // Nothing has started: an exit report is refused, and there is no command.
+        assert_eq!(p.next_command(), 0);
+        assert!(p.exit(0, 0, 1, quiet).is_err());
+        assert!(p.command(Command::Start { container: 0 }, 10));
+        assert!(!p.command(Command::Start { container: 0 }, 11), "running already");
+        assert!(!p.command(Command::Start { container: 9 }, 11), "no such container");
+        assert_eq!(Command::from_raw(p.next_command()), Some(Command::Start { container: 0 }));
+        assert_eq!(p.next_command(), 0);
+        p.log(
+            0,
+            1,
+            b"first run
+",
+            20,
+            quiet,
+        )
+        .unwrap();
+        p.exit(0, 3, 30, quiet).unwrap();
+        assert!(p.exit(0, 3, 31, quiet).is_err(), "one end per instance");
+        assert_eq!(
+            (p.containers[0].exit, p.containers[0].started_ns, p.containers[0].ended_ns),
+            (Some(3), 10, 30)
+        );
+        // The restart: a new instance, the old lines kept as the previous one.
+        assert!(p.command(Command::Start { container: 0 }, 40));
+        assert_eq!((p.containers[0].exit, p.containers[0].starts), (None, 2));
+        p.log(0, 2, b"second", 50, quiet).unwrap();
+        p.exit(0, 0, 60, quiet).unwrap();
+        let prev: Vec<_> =
+            p.containers[0].previous.as_ref().unwrap().lines().map(|l| l.text.clone()).collect();
+        let cur: Vec<_> = p.containers[0].lines.lines().map(|l| (l.stream, l.text.clone())).collect();
+        assert_eq!(
+            (prev, cur),
+            (alloc::vec![String::from("first run")], alloc::vec![(2, String::from("second"))])
+        );
+        // Signals queue; the queue is bounded; the never-started container reports nothing.
+        assert_eq!(Command::from_raw(p.next_command()), Some(Command::Start { container: 0 }));
+        for _ in 0..MAX_COMMANDS {
+            assert!(p.command(Command::Signal { container: 1, signal: 15 }, 70));
+        }
+        assert!(!p.command(Command::Signal { container: 1, signal: 9 }, 70), "queue full");
+        let mut ended = Vec::new();
+        p.vm_ended(VmEnd::Stopped(StopReason::Killed), 80, |l| ended.push(l.to_string()));
+        assert!(ended.is_empty(), "{ended:?}");
+        // An unmanaged pod takes no commands.
+        let mut u = PodState::new(&pod_spec(), Arc::from(&b"{}"[..]), Vec::new());
+        assert!(!u.command(Command::Start { container: 0 }, 1));
     }
 
     fn pod_spec() -> PodSpec {

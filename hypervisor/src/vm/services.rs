@@ -193,8 +193,11 @@ impl Services for Svc<'_> {
             .is_ok()
         })
     }
-    fn pod_spec(&self) -> Option<&'static [u8]> {
-        self.vm.pod.as_ref().map(|p| p.spec_json)
+    fn pod_spec(&self) -> Option<alloc::sync::Arc<[u8]>> {
+        self.vm.pod.as_ref().map(|p| p.spec_json.clone())
+    }
+    fn pod_control(&mut self) -> Option<u64> {
+        self.vm.pod.as_mut().map(|p| p.next_command())
     }
     fn layer_info(&self, index: u64) -> Option<LayerInfo> {
         self.vm.pod.as_ref().and_then(|p| p.layer(index))

@@ -214,7 +214,7 @@ pub fn prepare<F: FrameSource>(
                 layers.len(),
                 mem.shared_bytes() >> 10
             );
-            Some(PodState::new(&parts.spec, parts.bundle.spec(), layers))
+            Some(PodState::new(&parts.spec, alloc::sync::Arc::from(parts.bundle.spec()), layers))
         }
     };
     Ok(Prepared { mem, loaded, pod })

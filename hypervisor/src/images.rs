@@ -1,0 +1,172 @@
+//! The node's image store: the images its pods can run, keyed by normalised reference
+//! (`docker.io/library/busybox:latest`). Today every image comes from an image bundle among
+//! the boot modules (`crx_abi::pod::bundle`, `IMAGE_MAGIC`: crx-guest, the image's
+//! description and its layers), so an air-gapped node runs what its boot image carries. A
+//! store filled by pulls adds images here the same way: a description and layers held once
+//! per node, mapped read-only into every pod VM that uses them.
+//!
+//! Bundles are allegations: a malformed one is left out with its reason, never a panic.
+#![forbid(unsafe_code)]
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use crx_abi::pod::bundle::PodBundle;
+use crx_abi::pod::ImageConfig;
+use kubelet_lite::image::Reference;
+
+/// One image the node holds.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// What it answers to, normalised.
+    pub names: Vec<String>,
+    /// Its description (entrypoint, cmd, env, working directory).
+    pub config: ImageConfig,
+    /// Its bundle: crx-guest and the layers, in the module's frames.
+    pub bundle: PodBundle<'static>,
+}
+
+impl Image {
+    /// Bytes its layers take.
+    pub fn size_bytes(&self) -> u64 {
+        self.bundle.layers().map(|l| l.bytes.len() as u64).sum()
+    }
+}
+
+/// Why a pod's image cannot be had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LookupError {
+    /// The reference does not parse.
+    BadReference(String),
+    /// No image of the store answers to it.
+    NotFound {
+        /// The normalised reference.
+        reference: String,
+        /// The names the store holds.
+        have: Vec<String>,
+    },
+}
+
+impl core::fmt::Display for LookupError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            LookupError::BadReference(e) => write!(f, "invalid image reference: {e}"),
+            LookupError::NotFound { reference, have } if have.is_empty() => {
+                write!(f, "image {reference:?} is not in this node's image store, which is empty")
+            }
+            LookupError::NotFound { reference, have } => write!(
+                f,
+                "image {reference:?} is not in this node's image store (it holds {})",
+                have.join(", ")
+            ),
+        }
+    }
+}
+
+/// The store.
+#[derive(Debug, Default)]
+pub struct Store {
+    images: Vec<Image>,
+}
+
+impl Store {
+    /// A store of the image bundles in `modules`; each one left out is returned with its
+    /// reason.
+    pub fn from_modules(modules: &[&'static [u8]]) -> (Store, Vec<String>) {
+        let mut store = Store::default();
+        let mut refused = Vec::new();
+        for (i, m) in modules.iter().enumerate() {
+            match Self::parse(m) {
+                Ok(image) => store.images.push(image),
+                Err(e) => refused.push(format!("image bundle {i}: {e}")),
+            }
+        }
+        (store, refused)
+    }
+
+    fn parse(m: &'static [u8]) -> Result<Image, String> {
+        let bundle = PodBundle::parse(m).map_err(|e| format!("{e}"))?;
+        if !bundle.is_image() {
+            return Err(String::from("a pod bundle, not an image bundle"));
+        }
+        let config = ImageConfig::from_json(bundle.spec()).map_err(|e| format!("{e}"))?;
+        let mut names = Vec::new();
+        for n in &config.names {
+            let r = Reference::parse(n).map_err(|e| format!("name {n:?}: {e}"))?;
+            names.push(format!("{r}"));
+        }
+        Ok(Image { names, config, bundle })
+    }
+
+    /// The image `reference` names (normalised first: `busybox` finds
+    /// `docker.io/library/busybox:latest`).
+    pub fn lookup(&self, reference: &str) -> Result<&Image, LookupError> {
+        let r = Reference::parse(reference).map_err(|e| LookupError::BadReference(format!("{e}")))?;
+        let want = format!("{r}");
+        self.images.iter().find(|i| i.names.contains(&want)).ok_or_else(|| LookupError::NotFound {
+            reference: want,
+            have: self.images.iter().flat_map(|i| i.names.iter().cloned()).collect(),
+        })
+    }
+
+    /// Every image.
+    pub fn images(&self) -> &[Image] {
+        &self.images
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::boxed::Box;
+    use crx_abi::pod::bundle::{pack, pack_image};
+    use crx_abi::LayerKind;
+
+    fn leak(v: Vec<u8>) -> &'static [u8] {
+        Box::leak(v.into_boxed_slice())
+    }
+
+    fn image(names: &str) -> &'static [u8] {
+        let cfg = format!(r#"{{"names":{names},"cmd":["sh"],"env":["PATH=/bin"]}}"#);
+        leak(pack_image(b"\x7fELF", cfg.as_bytes(), &[(b"layer", LayerKind::Tar)]))
+    }
+
+    #[test]
+    fn lookups_normalise_and_a_missing_image_names_what_there_is() {
+        let (store, refused) = Store::from_modules(&[
+            image(r#"["busybox:latest","docker.io/library/busybox:1.36"]"#),
+            image(r#"["127.0.0.1:5000/tools/x:v1"]"#),
+        ]);
+        assert!(refused.is_empty(), "{refused:?}");
+        for r in ["busybox", "busybox:latest", "docker.io/library/busybox", "busybox:1.36"] {
+            assert!(store.lookup(r).is_ok(), "{r}");
+        }
+        assert_eq!(store.lookup("busybox").unwrap().config.cmd, ["sh"]);
+        assert_eq!(store.lookup("127.0.0.1:5000/tools/x:v1").unwrap().size_bytes(), 5);
+        let e = store.lookup("nginx:1.27").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "image \"docker.io/library/nginx:1.27\" is not in this node's image store (it holds \
+             docker.io/library/busybox:latest, docker.io/library/busybox:1.36, 127.0.0.1:5000/tools/x:v1)"
+        );
+        assert!(matches!(store.lookup("Not A Reference"), Err(LookupError::BadReference(_))));
+        let (empty, _) = Store::from_modules(&[]);
+        assert!(empty.lookup("busybox").unwrap_err().to_string().ends_with("which is empty"));
+    }
+
+    #[test]
+    fn malformed_bundles_are_left_out_with_a_reason() {
+        let good = image(r#"["busybox"]"#);
+        let pod = leak(pack(b"\x7fELF", br#"{"name":"p","containers":[]}"#, &[]));
+        let bad_json = leak(pack_image(b"\x7fELF", b"{not json", &[]));
+        let no_names = leak(pack_image(b"\x7fELF", br#"{"names":[]}"#, &[]));
+        let bad_name = leak(pack_image(b"\x7fELF", br#"{"names":["UPPER"]}"#, &[]));
+        let unknown = leak(pack_image(b"\x7fELF", br#"{"names":["a"],"surprise":1}"#, &[]));
+        let cut = leak(good[..20].to_vec());
+        let (store, refused) = Store::from_modules(&[good, pod, bad_json, no_names, bad_name, unknown, cut]);
+        assert_eq!(store.images().len(), 1);
+        assert_eq!(refused.len(), 6, "{refused:?}");
+        assert!(refused[0].contains("not an image bundle"), "{}", refused[0]);
+        assert!(refused[3].contains("UPPER"), "{}", refused[3]);
+    }
+}
