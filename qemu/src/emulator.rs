@@ -82,17 +82,31 @@ pub struct Network {
     /// `(host_port, guest_port)`: a connection to 127.0.0.1:host_port reaches the guest's
     /// guest_port.
     pub host_forwards: Vec<(u16, u16)>,
+    /// Lift the restriction: the guest then reaches the host's loopback at
+    /// [`HOST_ADDR`] (every port) and whatever the host can reach. Bochs needs it for a
+    /// guest to reach a host server at all, since its slirp forwards no guest connections.
+    pub unrestricted: bool,
 }
+
+/// The address at which an unrestricted guest reaches the host's loopback (slirp's host).
+pub const HOST_ADDR: &str = "10.0.2.2";
 
 impl Network {
     /// A card of `model` with nothing forwarded.
     pub fn new(model: NicModel) -> Network {
-        Network { model, mac: DEFAULT_MAC.into(), guest_forwards: Vec::new(), host_forwards: Vec::new() }
+        Network {
+            model,
+            mac: DEFAULT_MAC.into(),
+            guest_forwards: Vec::new(),
+            host_forwards: Vec::new(),
+            unrestricted: false,
+        }
     }
 
     /// QEMU's `-nic` value.
     pub fn qemu_nic(&self) -> String {
-        let mut s = format!("user,model={},restrict=on,mac={}", self.model.qemu_model(), self.mac);
+        let restrict = if self.unrestricted { "off" } else { "on" };
+        let mut s = format!("user,model={},restrict={restrict},mac={}", self.model.qemu_model(), self.mac);
         for (guest, host) in &self.guest_forwards {
             // `cmd:` opens a fresh host connection for every guest connection (a `tcp:`
             // target is one connection, made at start-up).
@@ -109,7 +123,7 @@ impl Network {
 
     /// Bochs's slirp configuration file.
     pub fn slirp_conf(&self) -> String {
-        let mut s = String::from("# slirp config\nrestricted = 1\n");
+        let mut s = format!("# slirp config\nrestricted = {}\n", if self.unrestricted { 0 } else { 1 });
         for (host, guest) in &self.host_forwards {
             s.push_str(&format!("hostfwd = tcp:127.0.0.1:{host}-:{guest}\n"));
         }
@@ -488,6 +502,9 @@ mod tests {
         let virtio = Bochs { net: Some(Network::new(NicModel::VirtioNet)), ..Bochs::new("/t/h.iso") };
         assert!(virtio.command(&BochsFiles::new("netcheck-virtio")).is_err());
         assert!(!Bochs::new("/t/h.iso").bochsrc(&files).contains("e1000"));
+        let open = Network { unrestricted: true, ..Network::new(NicModel::E1000) };
+        assert_eq!(open.slirp_conf(), "# slirp config\nrestricted = 0\n");
+        assert!(open.qemu_nic().starts_with("user,model=e1000,restrict=off,"), "{}", open.qemu_nic());
     }
 
     #[test]

@@ -156,7 +156,8 @@ pub fn build_iso(kernel: &Path, cmdline: &str, out: &Path) -> Result<(), Error> 
 }
 
 /// Builds a GRUB ISO like [`build_iso`] that also holds `modules` (each copied to
-/// `/boot/NAME` and loaded, in order, as a Multiboot2 module).
+/// `/boot/NAME`, NAME possibly in a folder such as `images/busybox.img`, and loaded, in
+/// order, as a Multiboot2 module).
 pub fn build_iso_with_modules(
     kernel: &Path,
     cmdline: &str,
@@ -175,8 +176,11 @@ pub fn build_iso_with_modules(
     fs::copy(kernel, staging.join("boot").join("hypervisor"))
         .map_err(|e| Error::io(format!("copying {}", kernel.display()), e))?;
     for (name, path) in modules {
-        fs::copy(path, staging.join("boot").join(name))
-            .map_err(|e| Error::io(format!("copying {}", path.display()), e))?;
+        let to = staging.join("boot").join(name);
+        if let Some(dir) = to.parent() {
+            fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        }
+        fs::copy(path, &to).map_err(|e| Error::io(format!("copying {}", path.display()), e))?;
     }
     let names: Vec<&str> = modules.iter().map(|(name, _)| *name).collect();
     fs::write(grub.join("grub.cfg"), grub_cfg_with_modules(cmdline, &names))

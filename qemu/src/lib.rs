@@ -3,6 +3,7 @@
 //! library to boot nodes and judge what they print.
 
 pub mod bench;
+pub mod cluster;
 pub mod console;
 pub mod emulator;
 pub mod image;

@@ -35,6 +35,12 @@ enum Verb {
         /// The node's name (with --kubeconfig).
         #[arg(long, value_name = "NAME", requires = "kubeconfig")]
         node_name: Option<String>,
+        /// An image the node can run (with --kubeconfig; repeatable), written into the ISO as
+        /// its own module `/boot/images/NAME.img`: `busybox` (the demo image, answering to
+        /// docker.io/library/busybox:latest), an OCI image layout DIR (answering to the
+        /// directory's name) or REF=DIR [default: busybox].
+        #[arg(long = "image", value_name = "busybox|DIR|REF=DIR", requires = "kubeconfig")]
+        images: Vec<String>,
     },
     /// Build, then boot a node and show its console (QEMU: quit with Ctrl-A X).
     Run {
@@ -140,6 +146,64 @@ enum Verb {
         #[command(subcommand)]
         verb: ImageVerb,
     },
+    /// A development cluster whose nodes are the hypervisor.
+    Cluster {
+        #[command(subcommand)]
+        verb: ClusterVerb,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterVerb {
+    /// Build the kernel, crx-guest and the images, start the control plane (state in
+    /// target/cluster/) and boot nodes n1..nN, each with its own credential; wait until
+    /// kubectl shows every node Ready, print `export KUBECONFIG=...`, then echo the nodes'
+    /// consoles (`nI| line`) until Ctrl-C or SIGTERM, and stop everything.
+    #[command(after_help = CLUSTER_UP_HELP)]
+    Up(ClusterUpArgs),
+}
+
+const CLUSTER_UP_HELP: &str = "\
+Nodes:
+  QEMU nodes (AMD SVM under TCG, virtio-net) boot the kernel through PVH with their module
+  pack as -initrd (target/nodes/nI.pack: node.cfg, then one image bundle per image). Each
+  reaches the API server through a forward (10.0.2.100:PORT to the control plane's
+  127.0.0.1:PORT) and reports InternalIP 127.0.0.1 with a kubelet port on the host that is
+  forwarded to its port 10250. With --bochs, n1 runs under Bochs (Intel VMX, e1000) from an
+  ISO with the same modules (target/cluster/n1.iso); Bochs's slirp cannot forward a guest
+  connection to the host, so n1's network is unrestricted (it reaches the host's loopback at
+  10.0.2.2, every port).
+
+Files:
+  target/cluster/control-plane/    the control plane's state (admin.kubeconfig, nodes/)
+  target/cluster/control-plane.log the control plane's output
+  target/cluster/nI.console.log    node nI's console
+
+Exit status:
+  0      stopped by Ctrl-C or SIGTERM
+  1      a step failed, or not every node was Ready in time (the node's console tail is shown)";
+
+#[derive(clap::Args)]
+struct ClusterUpArgs {
+    /// How many nodes (n1..nN).
+    #[arg(long, default_value_t = 1)]
+    nodes: u32,
+    /// Run node n1 under Bochs (Intel VMX) instead of QEMU.
+    #[arg(long)]
+    bochs: bool,
+    /// An image every node carries (repeatable): `busybox` (the demo image, answering to
+    /// docker.io/library/busybox:latest), an OCI image layout DIR or REF=DIR [default: busybox].
+    #[arg(long = "image", value_name = "busybox|DIR|REF=DIR")]
+    images: Vec<String>,
+    /// CPUs of each QEMU node.
+    #[arg(long, default_value_t = 2)]
+    smp: u32,
+    /// Memory of each node, MiB.
+    #[arg(long, default_value_t = 512)]
+    mem: u32,
+    /// How long to wait for every node to be Ready, seconds [default: 180, 600 with --bochs].
+    #[arg(long, value_name = "SECONDS")]
+    ready_timeout: Option<u64>,
 }
 
 /// The parts of `cargo xtask bench`.
@@ -293,9 +357,9 @@ struct VmRunArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.verb {
-        Verb::Build { cmdline, kubeconfig, node_name } => match (kubeconfig, node_name) {
-            (Some(k), Some(n)) => build(&cmdline, Some((&k, &n))),
-            _ => build(&cmdline, None),
+        Verb::Build { cmdline, kubeconfig, node_name, images } => match (kubeconfig, node_name) {
+            (Some(k), Some(n)) => build(&cmdline, Some((&k, &n)), &images),
+            _ => build(&cmdline, None, &[]),
         },
         Verb::Run { bochs, uefi, smp, mem, cmdline, accel, timeout, nic, forwards, exposes } => {
             let firmware = if bochs {
@@ -325,6 +389,7 @@ fn main() -> ExitCode {
         Verb::Bench { qemu_runs, bochs_runs, vm_runs, only } => bench(qemu_runs, bochs_runs, vm_runs, &only),
         Verb::Vm { verb: VmVerb::BuildGuests } => build_guests(),
         Verb::Image { verb: ImageVerb::Busybox { out } } => image_busybox(&out),
+        Verb::Cluster { verb: ClusterVerb::Up(args) } => cluster_up(&args),
         Verb::ControlPlane { dir, listen, insecure_http, nodes } => {
             return match control_plane::run(&control_plane::Config { dir, listen, insecure_http, nodes }) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -366,19 +431,40 @@ fn needs(lists: &[&[Need]]) -> Vec<Need> {
     lists.iter().flat_map(|l| l.iter().copied()).collect()
 }
 
-fn build(cmdline: &str, node: Option<(&std::path::Path, &str)>) -> Result<ExitCode, Error> {
+fn build(
+    cmdline: &str,
+    node: Option<(&std::path::Path, &str)>,
+    images: &[String],
+) -> Result<ExitCode, Error> {
     setup::ensure(setup::ISO)?;
     // Checked before the (slow) kernel build, so a bad kubeconfig fails at once.
     let config = match node {
         Some((k, name)) => Some(qemu::node::from_kubeconfig(k, name, &qemu::node::Reach::default())?),
         None => None,
     };
+    // A node without images can run nothing: busybox unless told otherwise.
+    let default_images = ["busybox".to_string()];
+    let images = if images.is_empty() { &default_images[..] } else { images };
     let kernel = image::build_kernel()?;
     match &config {
         Some(c) => {
+            let wanted =
+                images.iter().map(|a| qemu::node::NodeImage::from_arg(a)).collect::<Result<Vec<_>, _>>()?;
+            let guest = qemu::pod::build_guest_kernel()?;
+            let elf =
+                std::fs::read(&guest).map_err(|e| Error::io(format!("reading {}", guest.display()), e))?;
+            let bundles = wanted.iter().map(|i| i.bundle(&elf)).collect::<Result<Vec<_>, _>>()?;
             let module = qemu::node::write_module(c)?;
-            image::build_iso_with_modules(&kernel, cmdline, &[("node.cfg", &module)], &iso_path())?;
+            let written = qemu::node::write_image_modules(&bundles)?;
+            let mut modules: Vec<(String, PathBuf)> = vec![("node.cfg".into(), module)];
+            modules.extend(written.into_iter().map(|(name, path)| (format!("images/{name}"), path)));
+            let refs: Vec<(&str, &std::path::Path)> =
+                modules.iter().map(|(n, p)| (n.as_str(), p.as_path())).collect();
+            image::build_iso_with_modules(&kernel, cmdline, &refs, &iso_path())?;
             println!("node:   {c}");
+            for (image, (name, _)) in wanted.iter().zip(modules.iter().skip(1)) {
+                println!("image:  /boot/{name} ({})", image.names.join(", "));
+            }
         }
         None => image::build_iso(&kernel, cmdline, &iso_path())?,
     }
@@ -632,6 +718,37 @@ extern "C" fn on_interrupt(_: nix::libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
+extern "C" fn on_stop_signal(_: nix::libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+fn cluster_up(args: &ClusterUpArgs) -> Result<ExitCode, Error> {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        if let Err(e) = unsafe { signal(sig, SigHandler::Handler(on_stop_signal)) } {
+            return Err(Error::Missing(format!(
+                "cannot catch {sig}: {e}; not starting emulators that could outlive this run"
+            )));
+        }
+    }
+    let exe = std::env::current_exe().map_err(|e| Error::io("finding this program", e))?;
+    let kubectl =
+        if std::path::Path::new("/usr/bin/kubectl").exists() { "/usr/bin/kubectl" } else { "kubectl" };
+    let opts = qemu::cluster::Options {
+        nodes: args.nodes,
+        bochs: args.bochs,
+        images: args.images.clone(),
+        smp: args.smp,
+        mem_mib: args.mem,
+        ready_timeout: Duration::from_secs(args.ready_timeout.unwrap_or(if args.bochs { 600 } else { 180 })),
+        control_plane: vec![exe.display().to_string(), "control-plane".into()],
+        kubectl: kubectl.into(),
+    };
+    qemu::cluster::up(&opts, &|| INTERRUPTED.load(Ordering::SeqCst))?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Resolves `--kernel` values: an existing file, or a test guest's name (built once).
 fn resolve_guests(values: &[String]) -> Result<Vec<PathBuf>, Error> {
     let mut built = false;
@@ -747,12 +864,11 @@ fn resolve_image(arg: &std::path::Path) -> Result<PathBuf, Error> {
     if arg != std::path::Path::new("busybox") || arg.exists() {
         return Ok(arg.to_path_buf());
     }
-    let dir = target_dir().join("images").join("busybox");
+    let dir = qemu::pod::busybox_image_dir();
     if !dir.join("index.json").exists() {
         eprintln!("pod run: building the busybox demo image in {}", dir.display());
-        image_busybox(&dir)?;
     }
-    Ok(dir)
+    qemu::pod::ensure_busybox_image()
 }
 
 fn pod_run(args: &PodRunArgs) -> Result<u8, Error> {

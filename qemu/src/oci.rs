@@ -312,6 +312,9 @@ pub struct Image {
     pub layers: Vec<Layer>,
     /// Entrypoint, Cmd, Env, WorkingDir.
     pub config: RunConfig,
+    /// The image id, `sha256:<hex>`: the digest of its config blob (of its one layer for a
+    /// plain root-filesystem directory, which has no config).
+    pub id: String,
 }
 
 /// The environment of an image without one (what Docker sets).
@@ -324,9 +327,12 @@ impl Image {
         if path.join("oci-layout").is_file() {
             read_layout(path)
         } else if path.is_dir() {
+            let tar = tar_dir(path)?;
+            let id = sha256_digest(&tar);
             Ok(Image {
-                layers: vec![Layer { bytes: tar_dir(path)?, compression: Compression::None }],
+                layers: vec![Layer { bytes: tar, compression: Compression::None }],
                 config: RunConfig::default(),
+                id,
             })
         } else {
             Err(ImageError::NotAnImage(path.to_path_buf()))
@@ -444,7 +450,7 @@ fn read_layout(root: &Path) -> Result<Image, ImageError> {
         }
         layers.push(Layer { bytes, compression });
     }
-    Ok(Image { layers, config: config.config })
+    Ok(Image { layers, config: config.config, id: manifest.config.digest })
 }
 
 /// Tars a directory tree (directories, regular files, symlinks, with their modes; owner
@@ -668,6 +674,11 @@ mod tests {
         assert_eq!(img.argv(&["x".into()]), ["x"]);
         assert_eq!(img.env(), ["PATH=/bin"]);
         assert_eq!(img.working_dir(), "/w");
+        // The id is the config blob's digest.
+        let config = fs::read(d.join("blobs/sha256").join(img.id.trim_start_matches("sha256:"))).unwrap();
+        assert_eq!(sha256_digest(&config), img.id);
+        let config: serde_json::Value = serde_json::from_slice(&config).unwrap();
+        assert_eq!(config["rootfs"]["type"], "layers");
         let mut raw = Vec::new();
         GzDecoder::new(&img.layers[0].bytes[..]).read_to_end(&mut raw).unwrap();
         let mut ar = tar::Archive::new(&raw[..]);
@@ -723,6 +734,7 @@ mod tests {
         assert_eq!(img.layers[0].compression, Compression::None);
         assert_eq!(img.argv(&[]), Vec::<String>::new());
         assert_eq!(img.env(), [DEFAULT_PATH]);
+        assert_eq!(img.id, sha256_digest(&img.layers[0].bytes));
         let mut ar = tar::Archive::new(&img.layers[0].bytes[..]);
         let mut seen = BTreeMap::new();
         for e in ar.entries().unwrap() {

@@ -53,6 +53,23 @@ pub fn build_guest_kernel() -> Result<PathBuf, Error> {
     Ok(path)
 }
 
+/// Where the busybox demo image (`--image busybox`) lives: `target/images/busybox`.
+pub fn busybox_image_dir() -> PathBuf {
+    target_dir().join("images").join("busybox")
+}
+
+/// The busybox demo image's directory, built from the host's static busybox (installed when
+/// missing) on first use.
+pub fn ensure_busybox_image() -> Result<PathBuf, Error> {
+    let dir = busybox_image_dir();
+    if !dir.join("index.json").exists() {
+        setup::ensure(setup::BUSYBOX)?;
+        crate::oci::build_busybox_image(Path::new(setup::BUSYBOX_PATH), &dir)
+            .map_err(|e| Error::Missing(e.to_string()))?;
+    }
+    Ok(dir)
+}
+
 /// A pod of one container to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodRun {
@@ -418,6 +435,7 @@ mod tests {
                 env: Some(vec!["PATH=/bin".into()]),
                 working_dir: None,
             },
+            id: String::new(),
         };
         let run = PodRun::new(&image, &["echo".into(), "hi".into()]);
         assert_eq!(run.argv, ["echo", "hi"]);

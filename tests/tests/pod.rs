@@ -83,6 +83,7 @@ fn plain_bundle(name: &str, guest_name: &str, first: &[u8]) -> PathBuf {
     let image = Image {
         layers: vec![Layer { bytes: first.to_vec(), compression: Compression::None }],
         config: RunConfig::default(),
+        id: String::new(),
     };
     let run = PodRun::new(&image, &["/bin/true".into()]);
     let layers: Vec<_> = image.layers.iter().map(|l| (l.bytes.as_slice(), l.compression.kind())).collect();

@@ -1,0 +1,191 @@
+//! `cargo xtask cluster up --nodes 2` as a user runs it: a child process (in a process group
+//! of its own) that builds what it needs, starts the control plane and two QEMU nodes, and
+//! prints `export KUBECONFIG=...` once kubectl shows both Ready. kubectl then sees n1 and n2
+//! Ready at InternalIP 127.0.0.1 with kubelet ports of their own; a SIGTERM stops the run
+//! with status 0 and leaves no emulator or control plane behind.
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use qemu::image::{repo_root, target_dir};
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tests::cluster::run_for;
+use tests::{emulator_slot, ok, processes_with};
+
+/// How long `cluster up` may take to print its export line once everything is built.
+const UP_TIMEOUT: Duration = Duration::from_secs(240);
+/// How long it may take to stop after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The runner's binary, built once.
+fn xtask() -> std::path::PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(repo_root()).args(["build", "--quiet", "-p", "qemu", "--bin", "xtask"]);
+    let o = run_for(cmd, Duration::from_secs(900));
+    assert!(o.ok, "building xtask failed:\n{}", o.stderr);
+    target_dir().join("debug").join("xtask")
+}
+
+/// A `cluster up` child: its output lines (stdout and stderr, in arrival order), and on drop
+/// a SIGTERM, then SIGKILL, so a failing test leaves nothing running.
+struct Up {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    status: Option<ExitStatus>,
+}
+
+impl Up {
+    fn start(nodes: u32) -> Up {
+        let mut child = Command::new(xtask())
+            .args(["cluster", "up", "--nodes", &nodes.to_string()])
+            .current_dir(repo_root())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("starting xtask cluster up");
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let streams: Vec<Box<dyn Read + Send>> = vec![
+            Box::new(child.stdout.take().expect("piped stdout")),
+            Box::new(child.stderr.take().expect("piped stderr")),
+        ];
+        for s in streams {
+            let lines = Arc::clone(&lines);
+            std::thread::spawn(move || {
+                for l in BufReader::new(s).lines() {
+                    let Ok(l) = l else { break };
+                    lines.lock().unwrap_or_else(|p| p.into_inner()).push(l);
+                }
+            });
+        }
+        Up { child, lines, status: None }
+    }
+
+    fn output(&self) -> String {
+        self.lines.lock().unwrap_or_else(|p| p.into_inner()).join("\n")
+    }
+
+    /// The first line starting with `prefix`, waiting at most `timeout`.
+    fn wait_line(&mut self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let found = self
+                .lines
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .find(|l| l.starts_with(prefix))
+                .cloned();
+            if let Some(l) = found {
+                return l;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.status = Some(status);
+                std::thread::sleep(Duration::from_millis(200));
+                panic!("cluster up exited ({status}) before a line `{prefix}...`:\n{}", self.output());
+            }
+            if Instant::now() >= deadline {
+                panic!("no line `{prefix}...` from cluster up within {timeout:?}:\n{}", self.output());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        if self.status.is_some() {
+            return self.status;
+        }
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.status = Some(status);
+                return self.status;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if self.terminate(STOP_TIMEOUT).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn kubectl(kubeconfig: &str, args: &[&str]) -> String {
+    let mut cmd = Command::new("/usr/bin/kubectl");
+    cmd.env("KUBECONFIG", kubeconfig)
+        .arg("--cache-dir")
+        .arg(target_dir().join("cluster-up-test-cache"))
+        .args(args);
+    let o = run_for(cmd, Duration::from_secs(60));
+    assert!(o.ok, "kubectl {args:?} failed:\n{}", o.stderr);
+    o.stdout
+}
+
+#[test]
+fn cluster_up_brings_two_nodes_ready_and_stops_cleanly_on_sigterm() {
+    // Built before the clock starts, so the run's own builds are quick.
+    tests::kernel();
+    ok(qemu::pod::build_guest_kernel());
+    ok(qemu::pod::ensure_busybox_image());
+    let _slot = emulator_slot();
+    let mut up = Up::start(2);
+    let export = up.wait_line("export KUBECONFIG=", UP_TIMEOUT);
+    let kubeconfig = export.trim_start_matches("export KUBECONFIG=").to_string();
+    assert!(kubeconfig.starts_with('/') && kubeconfig.ends_with("admin.kubeconfig"), "{export}");
+    let table = kubectl(
+        &kubeconfig,
+        &[
+            "get",
+            "nodes",
+            "-o",
+            r#"jsonpath={range .items[*]}{.metadata.name} {.status.conditions[?(@.type=="Ready")].status} {.status.addresses[?(@.type=="InternalIP")].address} {.status.daemonEndpoints.kubeletEndpoint.Port}{"\n"}{end}"#,
+        ],
+    );
+    let rows: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
+    let row = |name: &str| {
+        rows.iter()
+            .find(|r| r.first() == Some(&name))
+            .unwrap_or_else(|| panic!("kubectl shows no node {name}:\n{table}\n{}", up.output()))
+            .clone()
+    };
+    let (n1, n2) = (row("n1"), row("n2"));
+    for r in [&n1, &n2] {
+        assert_eq!(r.get(1), Some(&"True"), "{} not Ready:\n{table}", r[0]);
+        assert_eq!(r.get(2), Some(&"127.0.0.1"), "{}'s InternalIP:\n{table}\n{}", r[0], up.output());
+    }
+    let port = |r: &[&str]| r.get(3).and_then(|p| p.parse::<u16>().ok()).unwrap_or(0);
+    assert!(port(&n1) > 0 && port(&n2) > 0, "kubelet ports:\n{table}\n{}", up.output());
+    assert_ne!(port(&n1), port(&n2), "the nodes share a kubelet port:\n{table}");
+    assert_ne!(port(&n1), 10250, "n1 reports its own port, not the forwarded one:\n{table}\n{}", up.output());
+
+    let status = up.terminate(STOP_TIMEOUT);
+    let out = up.output();
+    let status = status
+        .unwrap_or_else(|| panic!("cluster up did not stop within {STOP_TIMEOUT:?} of SIGTERM:\n{out}"));
+    assert_eq!(status.code(), Some(0), "cluster up's status after SIGTERM ({status}):\n{out}");
+    assert!(out.contains("cluster: stopped"), "cluster up did not say it stopped everything:\n{out}");
+    std::thread::sleep(Duration::from_millis(500));
+    let state = target_dir().join("cluster").join("control-plane");
+    for marker in [
+        state.display().to_string(),
+        target_dir().join("nodes").join("n1.pack").display().to_string(),
+        target_dir().join("nodes").join("n2.pack").display().to_string(),
+    ] {
+        let left = processes_with(&marker);
+        assert!(left.is_empty(), "processes left running with {marker}: {left:?}\n{out}");
+    }
+}
