@@ -406,7 +406,7 @@ pub mod pack {
         let base = bytes.as_ptr() as usize;
         for i in 0..b.len() {
             let (m, _) = b.entry(i).ok_or(PackError::Layout(BundleError::EntryOutOfBounds(i)))?;
-            if (m.as_ptr() as usize - base) % PAGE != 0 {
+            if !(m.as_ptr() as usize - base).is_multiple_of(PAGE) {
                 return Err(PackError::Misaligned(i));
             }
         }
