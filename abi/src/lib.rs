@@ -39,6 +39,12 @@
 //! guest writes each container's output with [`nr::LOG_WRITE`], reports each container's
 //! end with [`nr::CONTAINER_EXIT`] and ends the VM with [`nr::EXIT`] once every container
 //! has exited. The boot module of a pod is a [`pod::bundle`].
+//!
+//! A managed pod ([`pod::PodSpec::managed`], a node's pod from the API) starts no container
+//! at boot: the guest asks [`nr::POD_CONTROL`] for the node's commands
+//! ([`pod::Command`]: start container i, again after it ended; signal its processes)
+//! before it sleeps and every so many scheduler passes, reports each end as above (once
+//! per start), and stays up when every container has ended; the node tears the VM down.
 #![deny(unsafe_code)]
 #![cfg_attr(not(test), no_std)]
 
@@ -453,7 +459,7 @@ pub mod pack {
             assert_eq!(got.len(), 2);
             assert_eq!(got[0], (&b"first"[..], &b"node.cfg"[..]));
             assert_eq!((got[1].0.len(), got[1].1), (5000, &b"busybox.img"[..]));
-            assert!(got.iter().all(|(m, _)| (m.as_ptr() as usize) % PAGE == 0));
+            assert!(got.iter().all(|(m, _)| (m.as_ptr() as usize).is_multiple_of(PAGE)));
             assert_eq!(
                 modules(b"CRXVMS\x00\x01rest-of-it").err(),
                 Some(PackError::Layout(BundleError::NotABundle))

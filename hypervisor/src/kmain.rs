@@ -63,6 +63,7 @@ pub fn kmain(boot: &'static BootInfo) -> ! {
     if let Some(sel) = parsed.options.selftest {
         selftest::run(SELFTESTS, sel);
     }
+    crate::vm::manager::set_node_services(crate::agent::poll);
     let cluster = crate::node::config(boot);
     crate::net::node::start(&parsed.options, cluster.as_ref());
     // A node of a cluster runs its pods as VMs, unless the boot modules bring VMs to run.

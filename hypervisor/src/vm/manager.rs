@@ -69,6 +69,23 @@ static BACKEND: Mutex<Option<&'static dyn Backend>> = Mutex::new(None);
 /// Bit i: CPU i could not enable virtualization.
 static ENABLE_FAILED: AtomicU64 = AtomicU64::new(0);
 
+/// What CPU 0 runs between vCPU slices and when idle: the node's network and agent. Set by
+/// `kmain` ([`set_node_services`]), so this module names neither.
+static NODE_SERVICES: Mutex<Option<fn()>> = Mutex::new(None);
+
+/// Sets what [`node_services`] runs.
+pub fn set_node_services(f: fn()) {
+    *NODE_SERVICES.lock() = Some(f);
+}
+
+/// Runs the node's services, if set.
+fn node_services() {
+    let f = *NODE_SERVICES.lock();
+    if let Some(f) = f {
+        f();
+    }
+}
+
 /// Held by the one CPU that prints the world's waiting lines.
 static PRINTER: Mutex<()> = Mutex::new(());
 
@@ -229,7 +246,7 @@ fn cpu_loop() {
     loop {
         if me == 0 {
             // The node's network and agent move on between slices (leases, connections).
-            crate::agent::poll();
+            node_services();
         }
         let now = time::now_ns();
         let Some(pick) = with_world(|w| w.sched.pick(sched_cpu, now)) else {
@@ -429,7 +446,7 @@ pub fn serve_node() -> String {
         if cpus.contains(&me) {
             cpu_loop();
         }
-        crate::agent::poll();
+        node_services();
         x86_64::instructions::interrupts::enable_and_hlt();
     }
 }
@@ -630,7 +647,7 @@ pub fn run(boot: &BootInfo, opts: &Options<'_>) -> ! {
             kprintln!("vms: {exited} exited, {stopped} stopped");
             power::exit(power::ExitCode::Success);
         }
-        crate::agent::poll();
+        node_services();
         x86_64::instructions::interrupts::enable_and_hlt();
     }
 }
