@@ -406,7 +406,7 @@ pub mod pack {
         let base = bytes.as_ptr() as usize;
         for i in 0..b.len() {
             let (m, _) = b.entry(i).ok_or(PackError::Layout(BundleError::EntryOutOfBounds(i)))?;
-            if (m.as_ptr() as usize - base) % PAGE != 0 {
+            if !(m.as_ptr() as usize - base).is_multiple_of(PAGE) {
                 return Err(PackError::Misaligned(i));
             }
         }
@@ -453,7 +453,7 @@ pub mod pack {
             assert_eq!(got.len(), 2);
             assert_eq!(got[0], (&b"first"[..], &b"node.cfg"[..]));
             assert_eq!((got[1].0.len(), got[1].1), (5000, &b"busybox.img"[..]));
-            assert!(got.iter().all(|(m, _)| (m.as_ptr() as usize) % PAGE == 0));
+            assert!(got.iter().all(|(m, _)| (m.as_ptr() as usize).is_multiple_of(PAGE)));
             assert_eq!(
                 modules(b"CRXVMS\x00\x01rest-of-it").err(),
                 Some(PackError::Layout(BundleError::NotABundle))
