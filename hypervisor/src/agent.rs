@@ -2,23 +2,24 @@
 //! the node's stack (each a fresh verified TLS connection), its replies and the pod watch
 //! come back to it. Polled on CPU 0 from the idle loop and between vCPU slices.
 //!
-//! Pods do not run here yet: the node reports a capacity of 0 pods, so no scheduler binds
-//! one to it, and a pod bound anyway fails to start with a reason in its status.
+//! The pods bound to the node run as pod VMs ([`crate::runtime::PodVms`]); a node that
+//! cannot run VMs (no usable virtualization, or a run of boot-module VMs) reports a
+//! capacity of 0 pods, so no scheduler binds one to it.
 
 use crate::kprintln;
 use crate::net::https::{Exchange, Progress};
 use crate::net::node::{api_endpoint, authority, clock_ms, wall_micros, with_stack};
 use crate::net::stack::Stack;
 use crate::net::tls::TlsConfig;
+use crate::runtime::PodVms;
 use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
 use kubelet_lite::agent::{Agent, NodeConfig, Op, Outgoing};
 use kubelet_lite::http::{Limits, LineDecoder};
 use kubelet_lite::nodecfg::NodeBootConfig;
-use kubelet_lite::runtime::{ContainerRef, LogView, Runtime, RuntimeError, RuntimeState};
 use kubelet_lite::time::Time;
-use kubelet_lite::types::{Container, NodeSystemInfo};
+use kubelet_lite::types::NodeSystemInfo;
 
 /// Most exchanges in flight at once (the watch aside).
 const MAX_IN_FLIGHT: usize = 4;
@@ -26,29 +27,6 @@ const MAX_IN_FLIGHT: usize = 4;
 const EXCHANGE_MS: u64 = 30_000;
 /// How often the agent's timers are advanced.
 const TICK_MS: u64 = 200;
-
-/// The runtime until pod VMs are driven from the API: it starts nothing.
-struct NoPodsYet;
-
-impl Runtime for NoPodsYet {
-    fn start_container(
-        &mut self,
-        _: &ContainerRef,
-        _: &kubelet_lite::types::Pod,
-        _: &Container,
-        _: Time,
-    ) -> Result<String, RuntimeError> {
-        Err(RuntimeError::Start(String::from("this node does not run pods from the API yet")))
-    }
-    fn stop_container(&mut self, _: &str, _: u64, _: Time) {}
-    fn poll(&mut self, _: &str, _: Time) -> Option<RuntimeState> {
-        None
-    }
-    fn remove_pod(&mut self, _: &str) {}
-    fn logs(&self, _: &str, _: &str, _: &str, _: bool) -> Option<LogView> {
-        None
-    }
-}
 
 struct InFlight {
     op: Op,
@@ -65,7 +43,7 @@ struct Watch {
 pub struct NodeAgent {
     cfg: NodeBootConfig,
     agent: Agent,
-    rt: NoPodsYet,
+    rt: PodVms,
     tls: TlsConfig,
     addr: [u8; 4],
     port: u16,
@@ -83,14 +61,29 @@ fn now() -> Time {
     Time(wall_micros())
 }
 
+/// Most pods a node admits (the kubelet's default maxPods); memory is the real bound.
+pub const MAX_PODS: u32 = 110;
+
+/// What the node has: its CPUs, its memory, what of it pods may take, how many pods.
+#[derive(Debug, Clone, Copy)]
+pub struct Capacity {
+    /// CPUs.
+    pub cpus: u32,
+    /// Usable memory.
+    pub memory_kib: u64,
+    /// Memory pods may take: what is free less what the hypervisor keeps for itself.
+    pub allocatable_kib: u64,
+    /// Pods it runs at once (0 when it runs no pod VMs).
+    pub pods: u32,
+}
+
 /// What the node reports about itself.
-fn node_config(c: &NodeBootConfig, ip: [u8; 4], cpus: u32, memory_mib: u64) -> NodeConfig {
+fn node_config(c: &NodeBootConfig, ip: [u8; 4], cap: Capacity) -> NodeConfig {
     let resources = |mem_kib: u64| {
         [
-            ("cpu", alloc::format!("{cpus}")),
+            ("cpu", alloc::format!("{}", cap.cpus)),
             ("memory", alloc::format!("{mem_kib}Ki")),
-            // No pods until pod VMs are driven from the API.
-            ("pods", String::from("0")),
+            ("pods", alloc::format!("{}", cap.pods)),
             ("ephemeral-storage", String::from("0")),
         ]
         .into_iter()
@@ -104,8 +97,8 @@ fn node_config(c: &NodeBootConfig, ip: [u8; 4], cpus: u32, memory_mib: u64) -> N
         name: c.node_name.clone(),
         internal_ip: alloc::format!("{}", crate::net::config::Dotted(ip)),
         kubelet_port: 10250,
-        capacity: resources(memory_mib * 1024),
-        allocatable: resources(memory_mib * 1024),
+        capacity: resources(cap.memory_kib),
+        allocatable: resources(cap.allocatable_kib),
         node_info: NodeSystemInfo {
             machine_id: boot_id.clone(),
             system_uuid: boot_id.clone(),
@@ -122,8 +115,9 @@ fn node_config(c: &NodeBootConfig, ip: [u8; 4], cpus: u32, memory_mib: u64) -> N
     }
 }
 
-/// Starts the agent for the cluster in `c` once the network is up.
-pub fn start(c: &NodeBootConfig, cpus: u32, memory_mib: u64) {
+/// Starts the agent for the cluster in `c` once the network is up; its pods run from the
+/// images of `store`.
+pub fn start(c: &NodeBootConfig, cap: Capacity, store: crate::images::Store) {
     let started = with_stack(|s| {
         let ip = s.config().map(|k| k.addr)?;
         let deadline = clock_ms() + 10_000;
@@ -138,11 +132,11 @@ pub fn start(c: &NodeBootConfig, cpus: u32, memory_mib: u64) {
         Ok(e) => e,
         Err(why) => return kprintln!("node: {why}; not joining the cluster"),
     };
-    let agent = Agent::new(node_config(c, ip, cpus, memory_mib), now());
+    let agent = Agent::new(node_config(c, ip, cap), now());
     *AGENT.lock() = Some(NodeAgent {
         cfg: c.clone(),
         agent,
-        rt: NoPodsYet,
+        rt: PodVms::new(store),
         tls,
         addr,
         port,

@@ -65,11 +65,34 @@ pub fn kmain(boot: &'static BootInfo) -> ! {
     }
     let cluster = crate::node::config(boot);
     crate::net::node::start(&parsed.options, cluster.as_ref());
+    // A node of a cluster runs its pods as VMs, unless the boot modules bring VMs to run.
+    let runs_pods = cluster.is_some() && !crate::vm::manager::has_guest(boot) && cpu::virt().name() != "none";
     if let Some(c) = &cluster {
-        crate::agent::start(c, cpus, memory_mib);
+        let (store, refused) = crate::images::Store::from_modules(&crate::node::image_modules(boot));
+        for why in refused {
+            kprintln!("node: {why}; left out of the image store");
+        }
+        let names: alloc::vec::Vec<&str> =
+            store.images().iter().flat_map(|i| i.names.iter().map(|n| n.as_str())).collect();
+        kprintln!(
+            "node: image store: {}",
+            if names.is_empty() { alloc::string::String::from("empty") } else { names.join(", ") }
+        );
+        let free_kib = (crate::mm::free_frames() as u64) * 4;
+        let cap = crate::agent::Capacity {
+            cpus,
+            memory_kib: memory_mib * 1024,
+            allocatable_kib: free_kib.saturating_sub(crate::vm::memory::HOST_RESERVE_BYTES >> 10),
+            pods: if runs_pods { crate::agent::MAX_PODS } else { 0 },
+        };
+        crate::agent::start(c, cap, store);
     }
     if crate::vm::manager::has_guest(boot) {
         crate::vm::manager::run(boot, &parsed.options);
+    }
+    if runs_pods {
+        let why = crate::vm::manager::serve_node();
+        kprintln!("node: cannot run pod VMs: {why}");
     }
     loop {
         crate::agent::poll();

@@ -36,6 +36,8 @@ pub mod logger;
 #[cfg(target_os = "none")]
 pub mod node;
 #[cfg(target_os = "none")]
+pub mod runtime;
+#[cfg(target_os = "none")]
 pub mod selftest;
 
 #[cfg(target_os = "none")]

@@ -60,6 +60,8 @@ struct World {
     total: u32,
     /// Lines written under the lock, printed by [`with_world`] once it is released.
     out: String,
+    /// A node's world: VMs come and go at run time and the CPUs never finish.
+    node: bool,
 }
 
 static WORLD: Mutex<Option<World>> = Mutex::new(None);
@@ -233,9 +235,10 @@ fn cpu_loop() {
         let Some(pick) = with_world(|w| w.sched.pick(sched_cpu, now)) else {
             return;
         };
+        let node = with_world(|w| w.node).unwrap_or(false);
         let (v, vm, mut slice) = match pick {
-            Pick::Done => return,
-            Pick::Idle { .. } => {
+            Pick::Done if !node => return,
+            Pick::Done | Pick::Idle { .. } => {
                 // The 100 Hz timer (or any interrupt) wakes us.
                 x86_64::instructions::interrupts::enable_and_hlt();
                 continue;
@@ -326,8 +329,13 @@ fn cpu_loop() {
                     Err(false)
                 }
                 Action::Block { until_ns } => {
+                    let rec = w.vms.get(vm.0);
+                    // A command that came while the guest decided to sleep wakes it at once.
+                    if rec.and_then(|r| r.pod.as_ref()).is_some_and(|p| !p.commands.is_empty()) {
+                        return w.sched.keep_running(v, now).ok_or(false);
+                    }
                     // SLEEP_UNTIL times are the VM's monotonic clock.
-                    let start = w.vms.get(vm.0).map_or(0, |r| r.start_ns);
+                    let start = rec.map_or(0, |r| r.start_ns);
                     w.sched.block(v, until_ns.map(|t| t.saturating_add(start)), now);
                     Err(false)
                 }
@@ -368,6 +376,151 @@ fn enable_this_cpu() {
     }
 }
 
+/// Enables the backend on every CPU that can run vCPUs; the scheduler CPUs.
+fn enable_all(backend: &'static dyn Backend) -> Vec<u32> {
+    *BACKEND.lock() = Some(backend);
+    let online = smp::online_cpus();
+    for c in 0..online {
+        if let Err(e) = smp::run_on(c, enable_this_cpu) {
+            warn!("cpu{c}: enabling virtualization: {e}");
+            ENABLE_FAILED.fetch_or(1 << (c % 64), Ordering::Relaxed);
+        }
+    }
+    let failed = ENABLE_FAILED.load(Ordering::Relaxed);
+    let cpus: Vec<u32> = (0..online).filter(|c| failed & (1 << (c % 64)) == 0).collect();
+    info!("vm: backend {}, {} CPU(s) run vCPUs", backend.name(), cpus.len());
+    set_wall_clock(rtc::read_ns().unwrap_or(0));
+    cpus
+}
+
+/// A node's pod VMs: enables the backend on every CPU and starts each CPU's vCPU loop with
+/// no VM; pods come and go through [`start_pod_vm`] and [`kill_vm`]. On success this CPU
+/// runs its loop (and the node's agent between slices) for good; without a usable
+/// backend it returns the reason, and the node runs on without pods.
+pub fn serve_node() -> String {
+    let backend = match virt::detect() {
+        Ok(b) => b,
+        Err(e) => return alloc::format!("{e}"),
+    };
+    let cpus = enable_all(backend);
+    if cpus.is_empty() {
+        return String::from("no CPU could enable virtualization");
+    }
+    let w = World {
+        sched: Scheduler::new(cpus.len()),
+        vms: Vec::new(),
+        cpus: cpus.clone(),
+        exited: 0,
+        stopped: 0,
+        finalized: 0,
+        total: 0,
+        out: String::new(),
+        node: true,
+    };
+    *WORLD.lock() = Some(w);
+    let me = percpu::cpu_index();
+    for &c in cpus.iter().filter(|&&c| c != me) {
+        if let Err(e) = smp::post(c, cpu_loop) {
+            error!("cpu{c}: cannot start its vCPU loop: {e}");
+        }
+    }
+    kprintln!("node: pod VMs run on {} CPU(s) ({})", cpus.len(), backend.name());
+    loop {
+        if cpus.contains(&me) {
+            cpu_loop();
+        }
+        crate::agent::poll();
+        x86_64::instructions::interrupts::enable_and_hlt();
+    }
+}
+
+/// Whether the node runs pod VMs ([`serve_node`] found a backend).
+pub fn node_runs_vms() -> bool {
+    without_interrupts(|| WORLD.lock().as_ref().is_some_and(|w| w.node))
+}
+
+/// Builds and starts a node's pod VM for `parts` (an image bundle and a managed spec),
+/// with one vCPU. The error says why the pod cannot run.
+pub fn start_pod_vm(
+    parts: &setup::PodParts<'static>,
+    mem_bytes: u64,
+    millicores: Option<u32>,
+) -> Result<VmId, String> {
+    let Some(backend) = backend() else {
+        return Err(String::from("this node has no usable hardware virtualization"));
+    };
+    let index = with_world(|w| w.vms.len()).ok_or_else(|| String::from("the node does not run pod VMs"))?;
+    let index = u32::try_from(index).unwrap_or(u32::MAX);
+    let created_ns = time::now_ns();
+    let target = Target {
+        format: backend.nested_format(),
+        insn: backend.hypercall_insn(),
+        free_frames: crate::mm::free_frames() as u64,
+        module_hpa: direct::physical(parts.bundle.bytes()),
+    };
+    // Built outside the world lock: zeroing guest memory takes a while.
+    let prepared = setup::prepare_pod(parts, index, mem_bytes, KernelFrames, &target)?;
+    with_world(|w| {
+        let vm = w.sched.add_vm(millicores);
+        w.vms.push(VmRec::running(index, created_ns, prepared));
+        match w.sched.add_vcpu(vm) {
+            Ok(_) => Ok(vm),
+            Err(e) => {
+                end_vm(w, vm, End::Stopped(StopReason::VcpuFailed("no CPU can run vCPUs")));
+                if let Some(r) = w.vms.get_mut(vm.0) {
+                    r.mem = None;
+                }
+                Err(alloc::format!("cannot place the pod VM's vCPU: {e:?}"))
+            }
+        }
+    })
+    .unwrap_or_else(|| Err(String::from("the node does not run pod VMs")))
+}
+
+/// Queues `cmd` for a pod VM's guest and wakes it; false if it was refused.
+pub fn pod_command(vm: VmId, cmd: crx_abi::pod::Command) -> bool {
+    with_world(|w| {
+        let now = time::now_ns();
+        let ok = w
+            .vms
+            .get_mut(vm.0)
+            .filter(|r| r.end.is_none())
+            .and_then(|r| r.pod.as_mut())
+            .is_some_and(|p| p.command(cmd, now));
+        if ok {
+            w.sched.wake_vm(vm);
+        }
+        ok
+    })
+    .unwrap_or(false)
+}
+
+/// Runs `f` on a pod VM's pod state and how the VM ended (if it has).
+pub fn with_pod<R>(vm: VmId, f: impl FnOnce(&super::pod::PodState, Option<End>) -> R) -> Option<R> {
+    with_world(|w| {
+        let r = w.vms.get(vm.0)?;
+        r.pod.as_ref().map(|p| f(p, r.end))
+    })
+    .flatten()
+}
+
+/// Stops a VM (its vCPUs are torn down by their CPUs, and its memory comes back).
+pub fn kill_vm(vm: VmId) {
+    with_world(|w| {
+        end_vm(w, vm, End::Stopped(StopReason::Killed));
+        w.sched.wake_vm(vm);
+    });
+}
+
+/// Forgets an ended VM's pod state (its logs).
+pub fn release_vm(vm: VmId) {
+    with_world(|w| {
+        if let Some(r) = w.vms.get_mut(vm.0).filter(|r| r.end.is_some()) {
+            r.pod = None;
+        }
+    });
+}
+
 /// Whether a guest module was given.
 pub fn has_guest(boot: &BootInfo) -> bool {
     crate::node::guest_module(boot).is_some()
@@ -404,18 +557,7 @@ pub fn run(boot: &BootInfo, opts: &Options<'_>) -> ! {
             power::exit(power::ExitCode::Success);
         }
     };
-    *BACKEND.lock() = Some(backend);
-    let online = smp::online_cpus();
-    for c in 0..online {
-        if let Err(e) = smp::run_on(c, enable_this_cpu) {
-            warn!("cpu{c}: enabling virtualization: {e}");
-            ENABLE_FAILED.fetch_or(1 << (c % 64), Ordering::Relaxed);
-        }
-    }
-    let failed = ENABLE_FAILED.load(Ordering::Relaxed);
-    let cpus: Vec<u32> = (0..online).filter(|c| failed & (1 << (c % 64)) == 0).collect();
-    info!("vm: backend {}, {} CPU(s) run vCPUs", backend.name(), cpus.len());
-    set_wall_clock(rtc::read_ns().unwrap_or(0));
+    let cpus = enable_all(backend);
 
     let mut w = World {
         sched: Scheduler::new(cpus.len()),
@@ -426,6 +568,7 @@ pub fn run(boot: &BootInfo, opts: &Options<'_>) -> ! {
         finalized: 0,
         total: n,
         out: String::new(),
+        node: false,
     };
     for i in 0..n {
         let created_ns = time::now_ns();

@@ -21,6 +21,7 @@ pub mod manager;
 pub mod memory;
 pub mod pod;
 pub mod podlog;
+pub mod podspec;
 pub mod rng;
 pub mod sched;
 #[cfg(target_os = "none")]

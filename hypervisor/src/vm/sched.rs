@@ -288,6 +288,15 @@ impl Scheduler {
         }
     }
 
+    /// Wakes `vm`'s blocked vCPUs: their CPUs pick them at the next pass.
+    pub fn wake_vm(&mut self, vm: VmId) {
+        for v in self.vcpus.iter_mut().filter(|v| v.vm == vm.0) {
+            if let State::Blocked { until } = &mut v.state {
+                *until = 0;
+            }
+        }
+    }
+
     /// Live vCPUs of `vm`.
     pub fn live_vcpus(&self, vm: VmId) -> usize {
         self.vcpus.iter().filter(|v| v.vm == vm.0 && v.state != State::Done).count()
@@ -372,6 +381,20 @@ mod tests {
         let diff = ran[0].abs_diff(ran[1]);
         assert!(diff <= SLICE_NS, "hogs {} vs {} ms", ran[0] / MS, ran[1] / MS);
         assert!(ran[0] + ran[1] + ran[2] >= 990 * MS, "the CPU was kept busy");
+    }
+
+    #[test]
+    fn a_woken_vm_runs_before_its_deadline() {
+        let mut s = Scheduler::new(1);
+        let vm = s.add_vm(None);
+        let (v, _) = s.add_vcpu(vm).unwrap();
+        assert!(matches!(s.pick(0, 0), Pick::Run { vcpu, .. } if vcpu == v));
+        s.block(v, Some(u64::MAX), 0);
+        assert_eq!(s.pick(0, 10 * MS), Pick::Idle { until_ns: Some(u64::MAX) });
+        s.wake_vm(VmId(5)); // another VM: nothing moves
+        assert_eq!(s.pick(0, 10 * MS), Pick::Idle { until_ns: Some(u64::MAX) });
+        s.wake_vm(vm);
+        assert!(matches!(s.pick(0, 11 * MS), Pick::Run { vcpu, .. } if vcpu == v));
     }
 
     #[test]

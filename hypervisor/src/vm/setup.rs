@@ -220,6 +220,34 @@ pub fn prepare<F: FrameSource>(
     Ok(Prepared { mem, loaded, pod })
 }
 
+/// Builds a node's pod VM: `mem_bytes` of memory (if the host keeps its reserve), the
+/// crx-guest of `parts`' image bundle, its layers mapped from the bundle's frames
+/// (`target.module_hpa` is the bundle's host physical address), and the pod state for
+/// `parts.spec`. The error is the reason the pod cannot run.
+pub fn prepare_pod<F: FrameSource>(
+    parts: &PodParts<'static>,
+    index: u32,
+    mem_bytes: u64,
+    frames: F,
+    target: &Target,
+) -> Result<Prepared<F>, String> {
+    if !memory::leaves_host_reserve(target.free_frames, mem_bytes) {
+        return Err(format!(
+            "the node has no room for a pod VM of {} MiB (it keeps {} MiB for itself)",
+            mem_bytes >> 20,
+            memory::HOST_RESERVE_BYTES >> 20
+        ));
+    }
+    let json = parts.spec.to_json().map_err(|e| format!("{e}"))?;
+    let mut mem = GuestMemory::new(frames, mem_bytes, target.format).map_err(|e| format!("{e}"))?;
+    let spec = LoadSpec { vm_index: index, vm_count: 1, vcpus: 1, insn: target.insn, cmdline: "" };
+    let loaded =
+        loader::load(&mut mem, parts.bundle.guest(), &spec).map_err(|e| format!("crx-guest: {e}"))?;
+    let layers = parts.map_layers(&mut mem, target.module_hpa).map_err(|e| format!("image: {e}"))?;
+    let pod = PodState::new(&parts.spec, alloc::sync::Arc::from(json), layers);
+    Ok(Prepared { mem, loaded, pod: Some(pod) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,6 +313,33 @@ mod tests {
             assert_eq!(vm.mem.translate_shared(layer.gpa), Some(MODULE_HPA + layer.offset as u64));
         }
         assert_eq!(vm.mem.shared_bytes(), 3 * PAGE_SIZE, "one page and two pages");
+    }
+
+    #[test]
+    fn a_node_pod_vm_runs_its_image_bundles_guest_and_layers() {
+        let mut b = crx_abi::pod::bundle::pack_image(
+            &code_at_1mib(&[0xf4]),
+            br#"{"names":["busybox"]}"#,
+            &[(b"layer", LayerKind::Tar)],
+        );
+        b.resize(b.len().next_multiple_of(PAGE_SIZE as usize), 0);
+        let bundle = PodBundle::parse(leak(b)).unwrap();
+        let spec = PodSpec::from_json(
+            br#"{"name":"default.p","managed":true,"containers":[{"name":"c","command":["sh"]}]}"#,
+        )
+        .unwrap();
+        let parts = PodParts { bundle, spec };
+        let vm = prepare_pod(&parts, 7, 4 << 20, Arena::new(64), &target(1 << 20)).unwrap();
+        let pod = vm.pod.as_ref().unwrap();
+        assert!(pod.managed);
+        assert_eq!(PodSpec::from_json(&pod.spec_json).unwrap(), parts.spec);
+        assert_eq!(
+            vm.mem.translate_shared(crx_abi::layout::LAYERS_BASE),
+            Some(MODULE_HPA + bundle.layer(0).unwrap().offset as u64)
+        );
+        assert_eq!(vm.loaded.params.vm_index, 7);
+        let e = prepare_pod(&parts, 7, 4 << 20, Arena::new(64), &target(100)).err().unwrap();
+        assert!(e.contains("no room for a pod VM of 4 MiB"), "{e}");
     }
 
     #[test]
