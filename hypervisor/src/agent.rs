@@ -61,6 +61,9 @@ fn now() -> Time {
     Time(wall_micros())
 }
 
+/// The port the node's kubelet endpoint listens on.
+pub const KUBELET_PORT: u16 = 10250;
+
 /// Most pods a node admits (the kubelet's default maxPods); memory is the real bound.
 pub const MAX_PODS: u32 = 110;
 
@@ -95,8 +98,12 @@ fn node_config(c: &NodeBootConfig, ip: [u8; 4], cap: Capacity) -> NodeConfig {
     let boot_id: String = id.iter().map(|b| alloc::format!("{b:02x}")).collect();
     NodeConfig {
         name: c.node_name.clone(),
-        internal_ip: alloc::format!("{}", crate::net::config::Dotted(ip)),
-        kubelet_port: 10250,
+        // As a kubelet's --node-ip: the address the control plane reaches, when forwarded.
+        internal_ip: c
+            .node_ip
+            .clone()
+            .unwrap_or_else(|| alloc::format!("{}", crate::net::config::Dotted(ip))),
+        kubelet_port: i32::from(c.kubelet_port.unwrap_or(KUBELET_PORT)),
         capacity: resources(cap.memory_kib),
         allocatable: resources(cap.allocatable_kib),
         node_info: NodeSystemInfo {

@@ -103,6 +103,16 @@ struct Term {
     message: Option<String>,
 }
 
+/// The containerID the API shows: the runtime's id when it names its scheme
+/// (`crx://...`), else `lite://` and the id.
+fn container_id(id: &str) -> String {
+    if id.contains("://") {
+        id.to_string()
+    } else {
+        format!("lite://{id}")
+    }
+}
+
 impl Term {
     fn to_api(&self) -> ContainerStateTerminated {
         let usual = if self.code == 0 { "Completed" } else { "Error" };
@@ -112,7 +122,7 @@ impl Term {
             message: self.message.clone(),
             started_at: Some(self.started.rfc3339()),
             finished_at: Some(self.finished.rfc3339()),
-            container_id: Some(format!("lite://{}", self.id)),
+            container_id: Some(container_id(&self.id)),
         }
     }
 }
@@ -534,7 +544,7 @@ impl PodWorker {
                             CState::Terminated(t) => Some(&t.id),
                             _ => None,
                         })
-                        .map(|id| format!("lite://{id}")),
+                        .map(|id| container_id(id)),
                     ready: running && !self.killing,
                     started: Some(running),
                     restart_count: c.restarts,

@@ -96,6 +96,27 @@ impl Up {
         }
     }
 
+    /// Waits at most `timeout` for a line holding `needle`.
+    fn wait_line_containing(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let found = self
+                .lines
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .find(|l| l.contains(needle))
+                .cloned();
+            if let Some(l) = found {
+                return l;
+            }
+            if Instant::now() >= deadline {
+                panic!("no line with `{needle}` from cluster up within {timeout:?}:\n{}", self.output());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
         if self.status.is_some() {
             return self.status;
@@ -135,6 +156,123 @@ fn kubectl(kubeconfig: &str, args: &[&str]) -> String {
     o.stdout
 }
 
+/// How long a pod may take to reach the state a test waits for.
+const POD_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Polls `kubectl get pod NAME -o jsonpath=PATH` until `ok` holds of its output.
+fn wait_pod(
+    up: &Up,
+    kubeconfig: &str,
+    name: &str,
+    path: &str,
+    what: &str,
+    ok: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + POD_TIMEOUT;
+    loop {
+        let got = kubectl(kubeconfig, &["get", "pod", name, "-o", &format!("jsonpath={path}")]);
+        if ok(&got) {
+            return got;
+        }
+        if Instant::now() >= deadline {
+            let describe = kubectl(kubeconfig, &["describe", "pod", name]);
+            panic!(
+                "pod {name} is not {what} within {POD_TIMEOUT:?} (last {got:?}):\n{describe}\n{}",
+                up.output()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn pod_yaml(name: &str, policy: &str, grace: u32, image: &str, script: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  restartPolicy: {policy}\n  \
+         terminationGracePeriodSeconds: {grace}\n  containers:\n  - name: main\n    image: {image}\n    \
+         command: [\"sh\", \"-c\", {script:?}]\n"
+    )
+}
+
+/// Pods applied with kubectl run as pod VMs: their phases, exit codes, restarts, deletion and
+/// a missing image, as the API reports them, and their output on the node's console.
+fn pods_run_as_vms_on_both_nodes(up: &mut Up, kubeconfig: &str) {
+    let dir = target_dir().join("cluster-up-test-pods");
+    std::fs::create_dir_all(&dir).expect("creating the pods directory");
+    let pods = [
+        ("done", "Never", 30, "busybox", "echo hello from a pod VM; exit 0"),
+        ("three", "Never", 30, "busybox", "echo about to fail; exit 3"),
+        ("crash", "Always", 30, "busybox", "echo crashing; exit 1"),
+        (
+            "sleeper",
+            "Always",
+            20,
+            "busybox",
+            "trap 'echo got TERM; exit 0' TERM; echo sleeping; sleep 3600 & wait",
+        ),
+        ("noimage", "Never", 30, "nginx:1.27", "true"),
+    ];
+    for (name, policy, grace, image, script) in pods {
+        let file = dir.join(format!("{name}.yaml"));
+        std::fs::write(&file, pod_yaml(name, policy, grace, image, script)).expect("writing a pod");
+        kubectl(kubeconfig, &["apply", "-f", &file.display().to_string()]);
+    }
+    wait_pod(up, kubeconfig, "done", "{.status.phase}", "Succeeded", |p| p == "Succeeded");
+    let code = wait_pod(
+        up,
+        kubeconfig,
+        "done",
+        "{.status.containerStatuses[0].state.terminated.reason}",
+        "Completed",
+        |r| !r.is_empty(),
+    );
+    assert_eq!(code, "Completed");
+    up.wait_line_containing("default.done/main> hello from", POD_TIMEOUT);
+    wait_pod(up, kubeconfig, "three", "{.status.phase}", "Failed", |p| p == "Failed");
+    let code = kubectl(
+        kubeconfig,
+        &["get", "pod", "three", "-o", "jsonpath={.status.containerStatuses[0].state.terminated.exitCode}"],
+    );
+    assert_eq!(code, "3", "exit code of three");
+    // A crash loop restarts inside its VM, with CrashLoopBackOff between the runs.
+    wait_pod(
+        up,
+        kubeconfig,
+        "crash",
+        "{.status.containerStatuses[0].restartCount}",
+        "restarted twice",
+        |n| n.parse::<u32>().is_ok_and(|n| n >= 2),
+    );
+    wait_pod(
+        up,
+        kubeconfig,
+        "crash",
+        "{.status.containerStatuses[0].state.waiting.reason}",
+        "in CrashLoopBackOff",
+        |r| r == "CrashLoopBackOff",
+    );
+    let reason = wait_pod(
+        up,
+        kubeconfig,
+        "noimage",
+        "{.status.containerStatuses[0].state.waiting.message}",
+        "ErrImagePull",
+        |m| !m.is_empty(),
+    );
+    assert!(reason.contains("is not in this node's image store"), "{reason}");
+    // kubectl delete: SIGTERM reaches the container, which ends, and the VM is torn down.
+    wait_pod(up, kubeconfig, "sleeper", "{.status.phase}", "Running", |p| p == "Running");
+    up.wait_line_containing("default.sleeper/main> sleeping", POD_TIMEOUT);
+    let started = Instant::now();
+    kubectl(kubeconfig, &["delete", "pod", "sleeper", "--timeout=60s"]);
+    assert!(started.elapsed() < Duration::from_secs(60), "delete took {:?}", started.elapsed());
+    up.wait_line_containing("default.sleeper/main> got TERM", POD_TIMEOUT);
+    let nodes = kubectl(
+        kubeconfig,
+        &["get", "pods", "-o", "jsonpath={range .items[*]}{.spec.nodeName}{\"\\n\"}{end}"],
+    );
+    assert!(nodes.contains("n1") && nodes.contains("n2"), "pods did not land on both nodes:\n{nodes}");
+}
+
 #[test]
 fn cluster_up_brings_two_nodes_ready_and_stops_cleanly_on_sigterm() {
     // Built before the clock starts, so the run's own builds are quick.
@@ -171,6 +309,8 @@ fn cluster_up_brings_two_nodes_ready_and_stops_cleanly_on_sigterm() {
     assert!(port(&n1) > 0 && port(&n2) > 0, "kubelet ports:\n{table}\n{}", up.output());
     assert_ne!(port(&n1), port(&n2), "the nodes share a kubelet port:\n{table}");
     assert_ne!(port(&n1), 10250, "n1 reports its own port, not the forwarded one:\n{table}\n{}", up.output());
+
+    pods_run_as_vms_on_both_nodes(&mut up, &kubeconfig);
 
     let status = up.terminate(STOP_TIMEOUT);
     let out = up.output();
