@@ -434,11 +434,20 @@ pub fn up(opts: &Options, stop: &dyn Fn() -> bool) -> Result<(), Error> {
     }
     let default_images = ["busybox".to_string()];
     let image_args = if opts.images.is_empty() { &default_images[..] } else { &opts.images[..] };
-    let wanted = image_args.iter().map(|a| NodeImage::from_arg(a)).collect::<Result<Vec<_>, _>>()?;
-    let kernel = image::build_kernel()?;
-    let guest = crate::pod::build_guest_kernel()?;
-    let elf = fs::read(&guest).map_err(|e| Error::io(format!("reading {}", guest.display()), e))?;
-    let bundles = wanted.iter().map(|i| i.bundle(&elf)).collect::<Result<Vec<_>, _>>()?;
+    let built = (|| -> Result<_, Error> {
+        let wanted = image_args.iter().map(|a| NodeImage::from_arg(a)).collect::<Result<Vec<_>, _>>()?;
+        let kernel = image::build_kernel()?;
+        let guest = crate::pod::build_guest_kernel()?;
+        let elf = fs::read(&guest).map_err(|e| Error::io(format!("reading {}", guest.display()), e))?;
+        let bundles = wanted.iter().map(|i| i.bundle(&elf)).collect::<Result<Vec<_>, _>>()?;
+        Ok((wanted, kernel, bundles))
+    })();
+    let (wanted, kernel, bundles) = match built {
+        Ok(b) => b,
+        // A Ctrl-C on the terminal reaches cargo too, whose build then fails: a stop, not an error.
+        Err(_) if stop() => return Ok(()),
+        Err(e) => return Err(e),
+    };
     for (i, name) in wanted.iter().zip(node::image_module_names(&bundles)) {
         say(&format!("image {name}: {} ({})", i.dir.display(), i.names.join(", ")));
     }
