@@ -67,18 +67,10 @@ pub fn kmain(boot: &'static BootInfo) -> ! {
     let cluster = crate::node::config(boot);
     crate::net::node::start(&parsed.options, cluster.as_ref());
     // A node of a cluster runs its pods as VMs, unless the boot modules bring VMs to run.
-    let runs_pods = cluster.is_some() && !crate::vm::manager::has_guest(boot) && cpu::virt().name() != "none";
+    let runs_pods =
+        cluster.is_some() && !crate::vm::manager::has_guest(boot) && !matches!(cpu::virt(), cpu::Virt::None);
     if let Some(c) = &cluster {
-        let (store, refused) = crate::images::Store::from_modules(&crate::node::image_modules(boot));
-        for why in refused {
-            kprintln!("node: {why}; left out of the image store");
-        }
-        let names: alloc::vec::Vec<&str> =
-            store.images().iter().flat_map(|i| i.names.iter().map(|n| n.as_str())).collect();
-        kprintln!(
-            "node: image store: {}",
-            if names.is_empty() { alloc::string::String::from("empty") } else { names.join(", ") }
-        );
+        let store = crate::node::image_store(boot);
         let free_kib = (crate::mm::free_frames() as u64) * 4;
         let cap = crate::agent::Capacity {
             cpus,

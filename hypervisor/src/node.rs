@@ -57,7 +57,16 @@ pub fn guest_module(boot: &BootInfo) -> Option<&'static [u8]> {
         .find(|m| !NodeBootConfig::is_module(m) && !crx_abi::pod::bundle::is_image_bundle(m))
 }
 
-/// The image bundles among the boot modules: the node's image store.
-pub fn image_modules(boot: &BootInfo) -> Vec<&'static [u8]> {
-    modules(boot).into_iter().filter(|m| crx_abi::pod::bundle::is_image_bundle(m)).collect()
+/// The node's image store, from the image bundles among the boot modules; what it holds
+/// and each bundle left out are reported.
+pub fn image_store(boot: &BootInfo) -> crate::images::Store {
+    let bundles: Vec<&'static [u8]> =
+        modules(boot).into_iter().filter(|m| crx_abi::pod::bundle::is_image_bundle(m)).collect();
+    let (store, refused) = crate::images::Store::from_modules(&bundles);
+    for why in refused {
+        kprintln!("node: {why}; left out of the image store");
+    }
+    let names: Vec<&str> = store.images().iter().flat_map(|i| i.names.iter().map(|n| n.as_str())).collect();
+    kprintln!("node: image store: {}", if names.is_empty() { "empty".into() } else { names.join(", ") });
+    store
 }

@@ -580,12 +580,7 @@ fn wait_ready(
                 )));
             }
         }
-        if let Some(status) = cp.exited() {
-            return Err(Error::Missing(format!(
-                "the control plane exited ({status}); its log:\n{}",
-                tail_file(&cp.log, TAIL_LINES)
-            )));
-        }
+        control_plane_alive(cp)?;
         if Instant::now() >= next_poll {
             next_poll = Instant::now() + Duration::from_secs(2);
             match readiness(&opts.kubectl, &admin_kubeconfig(), &cache) {
@@ -627,6 +622,17 @@ fn wait_ready(
     }
 }
 
+/// An error with the tail of its log once the control plane has exited.
+fn control_plane_alive(cp: &mut ControlPlane) -> Result<(), Error> {
+    match cp.exited() {
+        None => Ok(()),
+        Some(status) => Err(Error::Missing(format!(
+            "the control plane exited ({status}); its log:\n{}",
+            tail_file(&cp.log, TAIL_LINES)
+        ))),
+    }
+}
+
 /// Echoes the consoles until `stop()`; a node whose emulator ends is reported and the
 /// others run on; the control plane's end ends the run with an error.
 fn follow(cp: &mut ControlPlane, nodes: &mut [Node], stop: &dyn Fn() -> bool) -> Result<(), Error> {
@@ -640,12 +646,7 @@ fn follow(cp: &mut ControlPlane, nodes: &mut [Node], stop: &dyn Fn() -> bool) ->
                 ));
             }
         }
-        if let Some(status) = cp.exited() {
-            return Err(Error::Missing(format!(
-                "the control plane exited ({status}); its log:\n{}",
-                tail_file(&cp.log, TAIL_LINES)
-            )));
-        }
+        control_plane_alive(cp)?;
         thread::sleep(Duration::from_millis(100));
     }
     Ok(())

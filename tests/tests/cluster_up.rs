@@ -72,48 +72,32 @@ impl Up {
 
     /// The first line starting with `prefix`, waiting at most `timeout`.
     fn wait_line(&mut self, prefix: &str, timeout: Duration) -> String {
+        self.wait_for(|l| l.starts_with(prefix), &format!("a line `{prefix}...`"), timeout)
+    }
+
+    /// The first line holding `needle`, waiting at most `timeout`.
+    fn wait_line_containing(&mut self, needle: &str, timeout: Duration) -> String {
+        self.wait_for(|l| l.contains(needle), &format!("a line with `{needle}`"), timeout)
+    }
+
+    /// The first line for which `ok` holds; a failure (timeout, or cluster up ending first)
+    /// shows everything it printed.
+    fn wait_for(&mut self, ok: impl Fn(&str) -> bool, what: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         loop {
-            let found = self
-                .lines
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .find(|l| l.starts_with(prefix))
-                .cloned();
+            let found = self.lines.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|l| ok(l)).cloned();
             if let Some(l) = found {
                 return l;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 self.status = Some(status);
                 std::thread::sleep(Duration::from_millis(200));
-                panic!("cluster up exited ({status}) before a line `{prefix}...`:\n{}", self.output());
+                panic!("cluster up exited ({status}) before {what}:\n{}", self.output());
             }
             if Instant::now() >= deadline {
-                panic!("no line `{prefix}...` from cluster up within {timeout:?}:\n{}", self.output());
+                panic!("no {what} from cluster up within {timeout:?}:\n{}", self.output());
             }
             std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Waits at most `timeout` for a line holding `needle`.
-    fn wait_line_containing(&mut self, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let found = self
-                .lines
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .find(|l| l.contains(needle))
-                .cloned();
-            if let Some(l) = found {
-                return l;
-            }
-            if Instant::now() >= deadline {
-                panic!("no line with `{needle}` from cluster up within {timeout:?}:\n{}", self.output());
-            }
-            std::thread::sleep(Duration::from_millis(200));
         }
     }
 

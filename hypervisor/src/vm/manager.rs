@@ -64,6 +64,23 @@ struct World {
     node: bool,
 }
 
+impl World {
+    /// A world of `cpus` scheduler CPUs, expecting `total` VMs (0 for a node's world).
+    fn new(cpus: Vec<u32>, total: u32, node: bool) -> World {
+        World {
+            sched: Scheduler::new(cpus.len()),
+            vms: Vec::new(),
+            cpus,
+            exited: 0,
+            stopped: 0,
+            finalized: 0,
+            total,
+            out: String::new(),
+            node,
+        }
+    }
+}
+
 static WORLD: Mutex<Option<World>> = Mutex::new(None);
 static BACKEND: Mutex<Option<&'static dyn Backend>> = Mutex::new(None);
 /// Bit i: CPU i could not enable virtualization.
@@ -235,7 +252,9 @@ struct Local {
 /// The loop every CPU runs: pick, run, handle, until no vCPU is left here.
 fn cpu_loop() {
     let me = percpu::cpu_index();
-    let Some(sched_cpu) = with_world(|w| w.cpus.iter().position(|&c| c == me)).flatten() else {
+    let Some((sched_cpu, node)) =
+        with_world(|w| w.cpus.iter().position(|&c| c == me).map(|i| (i, w.node))).flatten()
+    else {
         return;
     };
     let Some(backend) = backend() else {
@@ -252,7 +271,6 @@ fn cpu_loop() {
         let Some(pick) = with_world(|w| w.sched.pick(sched_cpu, now)) else {
             return;
         };
-        let node = with_world(|w| w.node).unwrap_or(false);
         let (v, vm, mut slice) = match pick {
             Pick::Done if !node => return,
             Pick::Done | Pick::Idle { .. } => {
@@ -423,18 +441,7 @@ pub fn serve_node() -> String {
     if cpus.is_empty() {
         return String::from("no CPU could enable virtualization");
     }
-    let w = World {
-        sched: Scheduler::new(cpus.len()),
-        vms: Vec::new(),
-        cpus: cpus.clone(),
-        exited: 0,
-        stopped: 0,
-        finalized: 0,
-        total: 0,
-        out: String::new(),
-        node: true,
-    };
-    *WORLD.lock() = Some(w);
+    *WORLD.lock() = Some(World::new(cpus.clone(), 0, true));
     let me = percpu::cpu_index();
     for &c in cpus.iter().filter(|&&c| c != me) {
         if let Err(e) = smp::post(c, cpu_loop) {
@@ -449,11 +456,6 @@ pub fn serve_node() -> String {
         node_services();
         x86_64::instructions::interrupts::enable_and_hlt();
     }
-}
-
-/// Whether the node runs pod VMs ([`serve_node`] found a backend).
-pub fn node_runs_vms() -> bool {
-    without_interrupts(|| WORLD.lock().as_ref().is_some_and(|w| w.node))
 }
 
 /// Builds and starts a node's pod VM for `parts` (an image bundle and a managed spec),
@@ -523,10 +525,8 @@ pub fn with_pod<R>(vm: VmId, f: impl FnOnce(&super::pod::PodState, Option<End>) 
 
 /// Stops a VM (its vCPUs are torn down by their CPUs, and its memory comes back).
 pub fn kill_vm(vm: VmId) {
-    with_world(|w| {
-        end_vm(w, vm, End::Stopped(StopReason::Killed));
-        w.sched.wake_vm(vm);
-    });
+    // The scheduler wakes the vCPUs of an ended VM, so their CPUs tear them down.
+    with_world(|w| end_vm(w, vm, End::Stopped(StopReason::Killed)));
 }
 
 /// Forgets an ended VM's pod state (its logs).
@@ -576,17 +576,7 @@ pub fn run(boot: &BootInfo, opts: &Options<'_>) -> ! {
     };
     let cpus = enable_all(backend);
 
-    let mut w = World {
-        sched: Scheduler::new(cpus.len()),
-        vms: Vec::new(),
-        cpus,
-        exited: 0,
-        stopped: 0,
-        finalized: 0,
-        total: n,
-        out: String::new(),
-        node: false,
-    };
+    let mut w = World::new(cpus, n, false);
     for i in 0..n {
         let created_ns = time::now_ns();
         let target = Target {
