@@ -8,9 +8,10 @@
 
 use crate::kprintln;
 use crate::net::https::{Exchange, Progress};
+use crate::net::kubelet::KubeletServer;
 use crate::net::node::{api_endpoint, authority, clock_ms, wall_micros, with_stack};
 use crate::net::stack::Stack;
-use crate::net::tls::TlsConfig;
+use crate::net::tls::{ServerTlsConfig, TlsConfig};
 use crate::runtime::PodVms;
 use alloc::collections::VecDeque;
 use alloc::string::String;
@@ -50,6 +51,9 @@ pub struct NodeAgent {
     queue: VecDeque<Outgoing>,
     in_flight: Vec<InFlight>,
     watch: Option<Watch>,
+    /// The kubelet's HTTPS endpoint (containerLogs), when the configuration has its
+    /// certificate.
+    kubelet: Option<KubeletServer>,
     next_tick_ms: u64,
     said_registered: bool,
     last_refusal: Option<u16>,
@@ -140,6 +144,7 @@ pub fn start(c: &NodeBootConfig, cap: Capacity, store: crate::images::Store) {
         Err(why) => return kprintln!("node: {why}; not joining the cluster"),
     };
     let agent = Agent::new(node_config(c, ip, cap), now());
+    let kubelet = serve_kubelet(c);
     *AGENT.lock() = Some(NodeAgent {
         cfg: c.clone(),
         agent,
@@ -150,11 +155,50 @@ pub fn start(c: &NodeBootConfig, cap: Capacity, store: crate::images::Store) {
         queue: VecDeque::new(),
         in_flight: Vec::new(),
         watch: None,
+        kubelet,
         next_tick_ms: 0,
         said_registered: false,
         last_refusal: None,
     });
     kprintln!("node: joining as {} via {}", c.node_name, c.server);
+}
+
+/// The kubelet's HTTPS endpoint on [`KUBELET_PORT`], serving with the configuration's
+/// certificate to clients certified by the cluster CA; `None`, said on the console, when
+/// the configuration has no certificate or it is unusable.
+fn serve_kubelet(c: &NodeBootConfig) -> Option<KubeletServer> {
+    let (Some(cert), Some(key)) = (&c.kubelet_certificate, &c.kubelet_key) else {
+        kprintln!(
+            "node: the configuration has no kubelet serving certificate: kubectl logs cannot reach this node"
+        );
+        return None;
+    };
+    let tls = match ServerTlsConfig::new(
+        c.certificate_authority.as_bytes(),
+        cert.as_bytes(),
+        key.as_bytes(),
+        crate::net::node::wall_seconds,
+        crate::arch::random::fill,
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            kprintln!("node: kubelet endpoint: {e}; kubectl logs cannot reach this node");
+            return None;
+        }
+    };
+    match with_stack(|s| KubeletServer::new(s, KUBELET_PORT, tls)) {
+        Some(Ok(k)) => {
+            kprintln!(
+                "node: kubelet endpoint listening on port {KUBELET_PORT} (HTTPS, clients of the cluster CA)"
+            );
+            Some(k)
+        }
+        Some(Err(e)) => {
+            kprintln!("node: kubelet endpoint: {e}");
+            None
+        }
+        None => None,
+    }
 }
 
 /// Moves the network and the agent along; for the idle loop and CPU 0's vCPU loop.
@@ -214,6 +258,11 @@ impl NodeAgent {
             self.finish(s, f, progress);
         }
         self.pump_watch(s);
+        if let Some(k) = self.kubelet.as_mut() {
+            if let Some(line) = k.poll(s, &self.rt, ms, now()) {
+                kprintln!("node: {line}");
+            }
+        }
         if !self.said_registered && self.agent.registered() {
             self.said_registered = true;
             kprintln!(

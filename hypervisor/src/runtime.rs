@@ -238,7 +238,12 @@ impl Runtime for PodVms {
             let log = if previous { c.previous.as_ref()? } else { &c.lines };
             let lines =
                 log.lines().map(|l| LogLine { time: wall_of(l.at_ns), text: l.text.clone() }).collect();
-            Some(LogView { lines, running: !previous && c.exit.is_none() && end.is_none() && c.starts > 0 })
+            Some(LogView {
+                lines,
+                first: log.dropped(),
+                instance: u64::from(c.starts).saturating_sub(u64::from(previous)),
+                running: !previous && c.exit.is_none() && end.is_none() && c.starts > 0,
+            })
         })
         .flatten()
     }

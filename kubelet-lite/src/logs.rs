@@ -101,10 +101,12 @@ impl LogRequest {
     }
 }
 
-/// Where a follow stream stands: lines and bytes already sent.
+/// Where a follow stream stands: the container instance followed, the number of its next
+/// line, and the bytes already sent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Cursor {
-    pub line: usize,
+    pub instance: u64,
+    pub line: u64,
     pub bytes_sent: u64,
 }
 
@@ -142,8 +144,15 @@ pub fn render_from(
         })
     })?;
     let first = cursor.is_none();
-    let mut cur = cursor.unwrap_or_default();
-    let mut start = cur.line.min(view.lines.len());
+    let kept = view.lines.len() as u64;
+    let mut cur = cursor.unwrap_or(Cursor { instance: view.instance, line: view.first, bytes_sent: 0 });
+    if cur.instance != view.instance {
+        // The instance followed has ended and the container was started again.
+        return Ok(LogChunk { bytes: Vec::new(), cursor: cur, done: true });
+    }
+    // Lines the runtime dropped while the stream waited are skipped.
+    let mut start =
+        usize::try_from(cur.line.saturating_sub(view.first).min(kept)).unwrap_or(view.lines.len());
     if first {
         if let Some(n) = req.tail_lines {
             start = view.lines.len().saturating_sub(usize::try_from(n).unwrap_or(usize::MAX));
@@ -159,7 +168,7 @@ pub fn render_from(
     for l in view.lines.get(start..).unwrap_or(&[]) {
         render_line(&mut bytes, l, req.timestamps);
     }
-    cur.line = view.lines.len();
+    cur.line = view.first + kept;
     let mut limited = false;
     if let Some(limit) = req.limit_bytes {
         let left = limit.saturating_sub(cur.bytes_sent);
@@ -175,7 +184,7 @@ pub fn render_from(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::ContainerRef;
+    use crate::runtime::{ContainerRef, LogView};
     use crate::sim::SimRuntime;
     use crate::types::Container;
 
@@ -228,6 +237,53 @@ mod tests {
         let since = render_from(&req("sinceSeconds=1"), &rt, t0.plus_secs(2), None).unwrap();
         assert_eq!(since.bytes, b"three\n");
         assert!(matches!(render_from(&req("previous=true"), &rt, t0, None), Err(LogError::NoContainer(_))));
+    }
+
+    /// A runtime holding one fixed view.
+    struct Fixed(LogView);
+
+    impl Runtime for Fixed {
+        fn start_container(
+            &mut self,
+            _: &ContainerRef,
+            _: &crate::types::Pod,
+            _: &Container,
+            _: Time,
+        ) -> Result<String, crate::runtime::RuntimeError> {
+            Err(crate::runtime::RuntimeError::Start("fixed".into()))
+        }
+        fn stop_container(&mut self, _: &str, _: u64, _: Time) {}
+        fn poll(&mut self, _: &str, _: Time) -> Option<crate::runtime::RuntimeState> {
+            None
+        }
+        fn remove_pod(&mut self, _: &str) {}
+        fn logs(&self, _: &str, _: &str, _: &str, _: bool) -> Option<LogView> {
+            Some(self.0.clone())
+        }
+    }
+
+    fn view(first: u64, instance: u64, texts: &[&str]) -> Fixed {
+        let lines = texts.iter().map(|t| LogLine { time: Time::from_secs(1), text: t.to_string() }).collect();
+        Fixed(LogView { lines, first, instance, running: true })
+    }
+
+    #[test]
+    fn follow_skips_dropped_lines_and_ends_with_the_instance() {
+        let req = LogRequest::parse("/containerLogs/default/p/app?follow=true").unwrap();
+        let t = Time::from_secs(2);
+        let c1 = render_from(&req, &view(10, 1, &["k", "l"]), t, None).unwrap();
+        assert_eq!((c1.bytes.as_slice(), c1.cursor.line), (&b"k\nl\n"[..], 12));
+        // Two more lines arrived and the oldest kept ones were dropped.
+        let c2 = render_from(&req, &view(13, 1, &["n", "o"]), t, Some(c1.cursor)).unwrap();
+        assert_eq!((c2.bytes.as_slice(), c2.done), (&b"n\no\n"[..], false));
+        let c3 = render_from(&req, &view(13, 1, &["n", "o"]), t, Some(c2.cursor)).unwrap();
+        assert_eq!((c3.bytes.as_slice(), c3.done), (&b""[..], false));
+        // The container restarted: the stream of the old instance ends.
+        let c4 = render_from(&req, &view(0, 2, &["new"]), t, Some(c3.cursor)).unwrap();
+        assert_eq!((c4.bytes.as_slice(), c4.done), (&b""[..], true));
+        // tailLines counts kept lines.
+        let tail = LogRequest::parse("/containerLogs/default/p/app?tailLines=1").unwrap();
+        assert_eq!(render_from(&tail, &view(10, 1, &["k", "l"]), t, None).unwrap().bytes, b"l\n");
     }
 
     #[test]

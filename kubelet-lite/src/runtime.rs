@@ -44,6 +44,11 @@ pub struct LogLine {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogView {
     pub lines: Vec<LogLine>,
+    /// How many older lines of this instance the runtime no longer keeps: `lines[0]` is
+    /// line number `first` of the instance.
+    pub first: u64,
+    /// Which instance of the container this is (it changes when the container restarts).
+    pub instance: u64,
     /// True while the container may still write more.
     pub running: bool,
 }

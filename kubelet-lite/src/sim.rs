@@ -231,7 +231,7 @@ impl Runtime for SimRuntime {
             self.by_name.get(&(namespace.to_string(), pod.to_string(), container.to_string()))?;
         let id = if previous { prev.as_ref()? } else { cur };
         let c = self.containers.get(id)?;
-        Some(LogView { lines: c.lines.clone(), running: c.exit.is_none() })
+        Some(LogView { lines: c.lines.clone(), first: 0, instance: 0, running: c.exit.is_none() })
     }
 }
 

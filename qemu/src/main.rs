@@ -439,7 +439,14 @@ fn build(
     setup::ensure(setup::ISO)?;
     // Checked before the (slow) kernel build, so a bad kubeconfig fails at once.
     let config = match node {
-        Some((k, name)) => Some(qemu::node::from_kubeconfig(k, name, &qemu::node::Reach::default())?),
+        Some((k, name)) => {
+            let mut c = qemu::node::from_kubeconfig(k, name, &qemu::node::Reach::default())?;
+            // The kubelet endpoint's certificate, self-signed as a kubelet makes its own.
+            let (cert, key) = qemu::cluster::kubelet_serving_certificate(name)?;
+            c.kubelet_certificate = Some(cert);
+            c.kubelet_key = Some(key);
+            Some(c)
+        }
         None => None,
     };
     // A node without images can run nothing: busybox unless told otherwise.

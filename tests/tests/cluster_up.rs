@@ -194,6 +194,7 @@ fn pods_run_as_vms_on_both_nodes(up: &mut Up, kubeconfig: &str) {
             "trap 'echo got TERM; exit 0' TERM; echo sleeping; sleep 3600 & wait",
         ),
         ("noimage", "Never", 30, "nginx:1.27", "true"),
+        ("counter", "Never", 30, "busybox", "for i in 1 2 3 4 5; do echo line $i; sleep 1; done"),
     ];
     for (name, policy, grace, image, script) in pods {
         let file = dir.join(format!("{name}.yaml"));
@@ -211,12 +212,22 @@ fn pods_run_as_vms_on_both_nodes(up: &mut Up, kubeconfig: &str) {
     );
     assert_eq!(code, "Completed");
     up.wait_line_containing("default.done/main> hello from", POD_TIMEOUT);
+    // kubectl logs reaches the node's own HTTPS endpoint through the API server.
+    assert_eq!(kubectl(kubeconfig, &["logs", "done"]), "hello from a pod VM\n");
     wait_pod(up, kubeconfig, "three", "{.status.phase}", "Failed", |p| p == "Failed");
     let code = kubectl(
         kubeconfig,
         &["get", "pod", "three", "-o", "jsonpath={.status.containerStatuses[0].state.terminated.exitCode}"],
     );
     assert_eq!(code, "3", "exit code of three");
+    let stamped = kubectl(kubeconfig, &["logs", "three", "--timestamps", "--tail=1"]);
+    let (stamp, text) = stamped.trim_end().split_once(' ').unwrap_or_default();
+    assert_eq!(text, "about to fail", "{stamped:?}");
+    assert!(stamp.len() == 30 && stamp.starts_with("20") && stamp.ends_with('Z'), "{stamped:?}");
+    // Follow: every line, and kubectl returns when the container ends.
+    wait_pod(up, kubeconfig, "counter", "{.status.phase}", "Running", |p| p != "Pending");
+    let followed = kubectl(kubeconfig, &["logs", "-f", "counter"]);
+    assert_eq!(followed, "line 1\nline 2\nline 3\nline 4\nline 5\n");
     // A crash loop restarts inside its VM, with CrashLoopBackOff between the runs.
     wait_pod(
         up,
@@ -234,6 +245,7 @@ fn pods_run_as_vms_on_both_nodes(up: &mut Up, kubeconfig: &str) {
         "in CrashLoopBackOff",
         |r| r == "CrashLoopBackOff",
     );
+    assert_eq!(kubectl(kubeconfig, &["logs", "crash", "--previous"]), "crashing\n");
     let reason = wait_pod(
         up,
         kubeconfig,
@@ -255,6 +267,67 @@ fn pods_run_as_vms_on_both_nodes(up: &mut Up, kubeconfig: &str) {
         &["get", "pods", "-o", "jsonpath={range .items[*]}{.spec.nodeName}{\"\\n\"}{end}"],
     );
     assert!(nodes.contains("n1") && nodes.contains("n2"), "pods did not land on both nodes:\n{nodes}");
+}
+
+/// A GET of `path` from the node's kubelet endpoint at 127.0.0.1:`port` over TLS (the
+/// node's certificate not verified: it is self-signed), with the control plane's kubelet
+/// client certificate or none; what came back, or `refused: ...`.
+fn kubelet_get(port: u16, path: &str, certified: bool) -> String {
+    let pki = target_dir().join("cluster").join("control-plane").join("pki");
+    let script = r#"
+import socket, ssl, sys
+port, path, crt, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+if crt:
+    ctx.load_cert_chain(crt, key)
+try:
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=120))
+    s.sendall(("GET %s HTTP/1.1\r\nHost: node\r\n\r\n" % path).encode())
+    data = b""
+    while True:
+        piece = s.recv(65536)
+        if not piece:
+            break
+        data += piece
+    print(data.decode(errors="replace"), end="")
+except (OSError, ssl.SSLError) as e:
+    print("refused: %s" % e)
+"#;
+    let (crt, key) = if certified {
+        (
+            pki.join("apiserver-kubelet-client.crt").display().to_string(),
+            pki.join("apiserver-kubelet-client.key").display().to_string(),
+        )
+    } else {
+        (String::new(), String::new())
+    };
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", script, &port.to_string(), path, &crt, &key]);
+    let o = run_for(cmd, Duration::from_secs(180));
+    assert!(o.ok, "python3 failed:\n{}", o.stderr);
+    o.stdout
+}
+
+/// The node's kubelet endpoint answers the API server's client certificate and refuses a
+/// client without one, saying so on the console.
+fn kubelet_endpoint_serves_only_the_cluster_ca(up: &Up, port: u16) {
+    let ok = kubelet_get(port, "/healthz", true);
+    assert!(ok.starts_with("HTTP/1.1 200 OK\r\n") && ok.ends_with("\r\n\r\nok"), "{ok}\n{}", up.output());
+    let refused = kubelet_get(port, "/healthz", false);
+    assert!(
+        refused.starts_with("refused: ") || refused.is_empty(),
+        "a client without a certificate got {refused:?}\n{}",
+        up.output()
+    );
+    let gone = kubelet_get(port, "/containerLogs/default/nothing/main", true);
+    assert!(gone.starts_with("HTTP/1.1 404 "), "{gone}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !up.output().contains("n1| node: kubelet endpoint: refused a client: ") {
+        assert!(Instant::now() < deadline, "n1 did not report the refused client:\n{}", up.output());
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]
@@ -294,6 +367,7 @@ fn cluster_up_brings_two_nodes_ready_and_stops_cleanly_on_sigterm() {
     assert_ne!(port(&n1), port(&n2), "the nodes share a kubelet port:\n{table}");
     assert_ne!(port(&n1), 10250, "n1 reports its own port, not the forwarded one:\n{table}\n{}", up.output());
 
+    kubelet_endpoint_serves_only_the_cluster_ca(&up, port(&n1));
     pods_run_as_vms_on_both_nodes(&mut up, &kubeconfig);
 
     let status = up.terminate(STOP_TIMEOUT);

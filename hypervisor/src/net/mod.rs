@@ -18,6 +18,7 @@ pub mod dma;
 pub mod e1000;
 pub mod e1000_regs;
 pub mod https;
+pub mod kubelet;
 #[cfg(target_os = "none")]
 pub mod node;
 pub mod stack;

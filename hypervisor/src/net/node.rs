@@ -165,7 +165,7 @@ fn lookup(s: &mut Stack, host: Host<'_>, deadline: u64) -> Result<config::Ipv4, 
 /// The wall clock in seconds since the Unix epoch: the CMOS clock at the first call, moved
 /// on by the TSC. 0 when the CMOS clock holds no valid date (every certificate then looks
 /// not yet valid, so TLS fails with a reason rather than trusting a wrong time).
-fn wall_seconds() -> u64 {
+pub fn wall_seconds() -> u64 {
     static AT_BOOT: spin::Once<Option<u64>> = spin::Once::new();
     let base = *AT_BOOT.call_once(|| crate::arch::rtc::read_ns().map(|ns| ns.saturating_sub(time::now_ns())));
     base.map_or(0, |b| (b + time::now_ns()) / 1_000_000_000)

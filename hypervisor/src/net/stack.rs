@@ -502,23 +502,24 @@ impl Stack {
     }
 }
 
+/// Two stacks joined by a made-up cable, for tests here and of what runs over the stack.
 #[cfg(test)]
-mod tests {
+pub mod testnet {
     use super::*;
     use crate::net::config::parse_mode;
     use crate::net::NicError;
     use std::collections::VecDeque;
     use std::sync::{Arc, Mutex};
 
-    type Queue = Arc<Mutex<VecDeque<Vec<u8>>>>;
+    pub type Queue = Arc<Mutex<VecDeque<Vec<u8>>>>;
 
     /// One end of a made-up cable; `drop_every` loses every Nth frame sent.
-    struct End {
-        mac: Mac,
-        out: Queue,
-        inbox: Queue,
-        sent: usize,
-        drop_every: usize,
+    pub struct End {
+        pub mac: Mac,
+        pub out: Queue,
+        pub inbox: Queue,
+        pub sent: usize,
+        pub drop_every: usize,
     }
 
     impl Nic for End {
@@ -552,7 +553,7 @@ mod tests {
         }
     }
 
-    fn cable(drop_every: usize) -> (Box<End>, Box<End>, Queue) {
+    pub fn cable(drop_every: usize) -> (Box<End>, Box<End>, Queue) {
         let ab: Queue = Default::default();
         let ba: Queue = Default::default();
         let a = End { mac: Mac([2, 0, 0, 0, 0, 1]), out: ab.clone(), inbox: ba.clone(), sent: 0, drop_every };
@@ -560,20 +561,27 @@ mod tests {
         (Box::new(a), Box::new(b), ab)
     }
 
-    fn pair(drop_every: usize) -> (Stack, Stack, Queue) {
+    pub fn pair(drop_every: usize) -> (Stack, Stack, Queue) {
         let (a, b, ab) = cable(drop_every);
         let a = Stack::new(a, &parse_mode("10.0.0.1/24,10.0.0.254,10.0.0.53").unwrap(), 1, 0).unwrap();
         let b = Stack::new(b, &parse_mode("10.0.0.2/24").unwrap(), 2, 0).unwrap();
         (a, b, ab)
     }
 
-    fn pump(a: &mut Stack, b: &mut Stack, t: &mut u64, rounds: usize) {
+    pub fn pump(a: &mut Stack, b: &mut Stack, t: &mut u64, rounds: usize) {
         for _ in 0..rounds {
             *t += 10;
             a.poll(*t);
             b.poll(*t);
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testnet::*;
+    use super::*;
+    use crate::net::config::parse_mode;
 
     #[test]
     fn a_static_address_is_reported_once() {

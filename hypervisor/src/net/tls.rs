@@ -1,15 +1,18 @@
-//! A TLS client session without I/O, for connections the kernel makes over its TCP stack.
+//! TLS sessions without I/O, for connections over the kernel's TCP stack: the client side of
+//! the node's connections to the API server, and the server side of its kubelet endpoint.
 //!
 //! [`TlsConfig`] turns a PEM bundle of trusted CA certificates, a wall clock and a source
 //! of random bytes into a rustls client configuration (TLS 1.3 and 1.2, the pure-Rust
-//! RustCrypto provider). [`TlsSession`] is one connection: the caller moves bytes between
-//! it and a TCP socket ([`TlsSession::feed`] what was read, [`TlsSession::take_outgoing`]
-//! what to write) and exchanges plaintext with [`TlsSession::write`] and
-//! [`TlsSession::read`]. Every buffer it keeps is bounded, so a hostile server cannot make
+//! RustCrypto provider); [`ServerTlsConfig`] does the same for a server with its own
+//! certificate and key that accepts only clients whose certificate chains to the CA bundle.
+//! A [`Session`] is one connection, a [`TlsSession`] (client) or a [`TlsServerSession`]:
+//! the caller moves bytes between it and a TCP socket ([`Session::feed`] what was read,
+//! [`Session::take_outgoing`] what to write) and exchanges plaintext with
+//! [`Session::write`] and [`Session::read`]. Every buffer it keeps is bounded, so a hostile server cannot make
 //! it grow without end: what does not fit is refused (`feed` takes fewer bytes, `write`
 //! accepts fewer) or, when it can never fit, is a [`TlsError`].
 //!
-//! Inside it drives rustls' unbuffered client over an incoming buffer it owns.
+//! Inside it drives rustls' unbuffered connection over an incoming buffer it owns.
 #![forbid(unsafe_code)]
 
 use alloc::boxed::Box;
@@ -18,15 +21,16 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::time::Duration;
 
-use rustls::client::UnbufferedClientConnection;
+use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
 use rustls::crypto::{CryptoProvider, GetRandomFailed, SecureRandom};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection, WebPkiClientVerifier};
 use rustls::time_provider::TimeProvider;
 use rustls::unbuffered::{
     ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus, WriteTraffic,
 };
-use rustls::{ClientConfig, ProtocolVersion, RootCertStore};
+use rustls::{ClientConfig, CommonState, ProtocolVersion, RootCertStore, ServerConfig};
 
 /// The largest TLS record on the wire: a 5-byte header and at most 2^14 + 2048 bytes of
 /// ciphertext (TLS 1.2's limit; TLS 1.3's is 2^14 + 256).
@@ -58,6 +62,8 @@ pub enum TlsError {
     BadCaCertificate,
     /// The server name is neither a DNS name nor an IP address.
     BadServerName,
+    /// A server's own certificate chain or private key is unusable; why.
+    BadIdentity(&'static str),
     /// rustls failed: the configuration, the handshake (e.g. a certificate problem) or a
     /// record from the peer.
     Tls(rustls::Error),
@@ -80,6 +86,7 @@ impl fmt::Display for TlsError {
                 f.write_str("CA bundle: a certificate is not a usable trust anchor")
             }
             TlsError::BadServerName => f.write_str("server name is neither a DNS name nor an IP address"),
+            TlsError::BadIdentity(why) => write!(f, "serving certificate: {why}"),
             TlsError::Tls(e) => write!(f, "tls: {e}"),
             TlsError::IncomingOverflow => {
                 write!(f, "peer sent more than {INCOMING_LIMIT} bytes that could not be processed")
@@ -137,6 +144,22 @@ pub fn pem_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsE
     Ok(certs)
 }
 
+/// The RustCrypto provider drawing its random bytes from `rng`. rustls wants the source for
+/// the program's life: each call keeps one small allocation for good.
+fn provider(rng: RandomFill) -> Arc<CryptoProvider> {
+    let random: &'static Random = Box::leak(Box::new(Random(rng)));
+    Arc::new(CryptoProvider { secure_random: random, ..rustls_rustcrypto::provider() })
+}
+
+/// The trust anchors of the PEM bundle `ca_pem`.
+fn roots(ca_pem: &[u8]) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in pem_certificates(ca_pem)? {
+        roots.add(cert).map_err(|_| TlsError::BadCaCertificate)?;
+    }
+    Ok(roots)
+}
+
 /// A TLS client configuration, shared by the sessions made from it.
 #[derive(Clone)]
 pub struct TlsConfig {
@@ -157,13 +180,8 @@ impl TlsConfig {
     /// rustls wants its random source for the program's life: each call keeps one small
     /// allocation for good, so make configurations once, not per connection.
     pub fn new(ca_pem: &[u8], now: fn() -> u64, rng: RandomFill) -> Result<Self, TlsError> {
-        let mut roots = RootCertStore::empty();
-        for cert in pem_certificates(ca_pem)? {
-            roots.add(cert).map_err(|_| TlsError::BadCaCertificate)?;
-        }
-        let random: &'static Random = Box::leak(Box::new(Random(rng)));
-        let provider = CryptoProvider { secure_random: random, ..rustls_rustcrypto::provider() };
-        let config = ClientConfig::builder_with_details(Arc::new(provider), Arc::new(Clock(now)))
+        let roots = roots(ca_pem)?;
+        let config = ClientConfig::builder_with_details(provider(rng), Arc::new(Clock(now)))
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
             .with_root_certificates(roots)
             .with_no_client_auth();
@@ -176,9 +194,90 @@ impl TlsConfig {
     }
 }
 
-/// One TLS client connection, driven by the caller over a TCP socket.
-pub struct TlsSession {
-    conn: UnbufferedClientConnection,
+/// A TLS server configuration: the server's certificate chain and key, and the CA bundle
+/// its clients' certificates must chain to. Shared by the sessions made from it.
+#[derive(Clone)]
+pub struct ServerTlsConfig {
+    config: Arc<ServerConfig>,
+}
+
+impl fmt::Debug for ServerTlsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerTlsConfig").finish_non_exhaustive()
+    }
+}
+
+impl ServerTlsConfig {
+    /// A configuration serving `chain_pem` (the server's certificate first) with the PKCS#8
+    /// `key_pem`, to clients that present a certificate chaining to a CA of `client_ca_pem`,
+    /// valid at `now` (Unix seconds). Offers TLS 1.3 and 1.2. Like [`TlsConfig::new`], each
+    /// call keeps one small allocation for good.
+    pub fn new(
+        client_ca_pem: &[u8],
+        chain_pem: &[u8],
+        key_pem: &[u8],
+        now: fn() -> u64,
+        rng: RandomFill,
+    ) -> Result<Self, TlsError> {
+        let roots = Arc::new(roots(client_ca_pem)?);
+        let chain = pem_certificates(chain_pem)
+            .map_err(|_| TlsError::BadIdentity("no certificate in the serving certificate's PEM"))?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem)
+            .map_err(|_| TlsError::BadIdentity("the private key is not PEM PKCS#8, SEC1 or PKCS#1"))?;
+        let provider = provider(rng);
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+            .build()
+            .map_err(|_| TlsError::BadCaCertificate)?;
+        let config = ServerConfig::builder_with_details(provider, Arc::new(Clock(now)))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .map_err(|_| {
+                TlsError::BadIdentity("the key does not match the certificate or is not supported")
+            })?;
+        Ok(ServerTlsConfig { config: Arc::new(config) })
+    }
+}
+
+/// What a [`Session`] needs of rustls' unbuffered client or server connection.
+pub trait Role {
+    /// The connection's side-specific data.
+    type Data;
+    /// Processes the records of `incoming` (rustls' `process_tls_records`).
+    fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data>;
+    /// The state both sides share.
+    fn common(&self) -> &CommonState;
+}
+
+impl Role for UnbufferedClientConnection {
+    type Data = ClientConnectionData;
+    fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(incoming)
+    }
+    fn common(&self) -> &CommonState {
+        self
+    }
+}
+
+impl Role for UnbufferedServerConnection {
+    type Data = ServerConnectionData;
+    fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(incoming)
+    }
+    fn common(&self) -> &CommonState {
+        self
+    }
+}
+
+/// A TLS client connection.
+pub type TlsSession = Session<UnbufferedClientConnection>;
+
+/// A TLS server connection.
+pub type TlsServerSession = Session<UnbufferedServerConnection>;
+
+/// One TLS connection, driven by the caller over a TCP socket.
+pub struct Session<C: Role> {
+    conn: C,
     /// Received bytes rustls has not consumed yet.
     incoming: Vec<u8>,
     /// Bytes to send to the peer.
@@ -195,7 +294,7 @@ pub struct TlsSession {
     closed: bool,
 }
 
-impl fmt::Debug for TlsSession {
+impl<C: Role> fmt::Debug for Session<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TlsSession")
             .field("handshaking", &self.is_handshaking())
@@ -212,8 +311,26 @@ impl TlsSession {
     /// once.
     pub fn new(config: &TlsConfig, server_name: &str) -> Result<Self, TlsError> {
         let name = ServerName::try_from(server_name).map_err(|_| TlsError::BadServerName)?.to_owned();
-        let conn = UnbufferedClientConnection::new(config.config.clone(), name)?;
-        let mut s = TlsSession {
+        Session::over(UnbufferedClientConnection::new(config.config.clone(), name)?)
+    }
+}
+
+impl TlsServerSession {
+    /// A session for a client that has just connected: it waits for the ClientHello.
+    pub fn accept(config: &ServerTlsConfig) -> Result<Self, TlsError> {
+        Session::over(UnbufferedServerConnection::new(config.config.clone())?)
+    }
+
+    /// Whether the client presented a certificate (which the configuration verified).
+    pub fn client_verified(&self) -> bool {
+        !self.conn.common().is_handshaking()
+            && self.conn.common().peer_certificates().is_some_and(|c| !c.is_empty())
+    }
+}
+
+impl<C: Role> Session<C> {
+    fn over(conn: C) -> Result<Self, TlsError> {
+        let mut s = Session {
             conn,
             incoming: Vec::new(),
             outgoing: Vec::new(),
@@ -310,7 +427,7 @@ impl TlsSession {
 
     /// Whether the handshake is still going on.
     pub fn is_handshaking(&self) -> bool {
-        self.conn.is_handshaking()
+        self.conn.common().is_handshaking()
     }
 
     /// Whether the peer sent close_notify: no more data will come.
@@ -338,7 +455,7 @@ impl TlsSession {
 
     /// The negotiated protocol, "TLSv1.3" or "TLSv1.2", once known.
     pub fn protocol_version(&self) -> Option<&'static str> {
-        match self.conn.protocol_version()? {
+        match self.conn.common().protocol_version()? {
             ProtocolVersion::TLSv1_3 => Some("TLSv1.3"),
             ProtocolVersion::TLSv1_2 => Some("TLSv1.2"),
             _ => Some("other"),
@@ -372,7 +489,7 @@ impl TlsSession {
                 // Leave the remaining records encrypted until the caller reads.
                 return Ok(());
             }
-            let UnbufferedStatus { mut discard, state } = self.conn.process_tls_records(&mut self.incoming);
+            let UnbufferedStatus { mut discard, state } = self.conn.process(&mut self.incoming);
             let mut stop = false;
             match state.map_err(TlsError::Tls)? {
                 ConnectionState::ReadTraffic(mut traffic) => {
@@ -383,8 +500,8 @@ impl TlsSession {
                     }
                 }
                 ConnectionState::ReadEarlyData(_) => {
-                    // Early data is what a server receives: a client never gets here.
-                    return Err(TlsError::Internal("early data state on a client"));
+                    // Only a server that offers 0-RTT gets here, and ours do not.
+                    return Err(TlsError::Internal("early data without offering it"));
                 }
                 ConnectionState::EncodeTlsData(mut encode) => {
                     let start = self.outgoing.len();
@@ -479,34 +596,41 @@ fn finish(out: &mut Vec<u8>, start: usize, r: Result<usize, EncryptError>) -> Re
     }
 }
 
+/// Certificates and peers for tests of TLS and of what runs over it.
 #[cfg(test)]
-mod tests {
+pub mod testpki {
     use super::*;
     use alloc::string::String;
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
     use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-    use rustls::{CertificateError, ServerConnection, SupportedProtocolVersion};
-    use std::io::{Read, Write};
+    use rustls::{ClientConnection, SupportedProtocolVersion};
 
     /// Our clock in the tests: 2027-01-15.
-    const NOW: u64 = 1_800_000_000;
+    pub const NOW: u64 = 1_800_000_000;
 
-    fn now() -> u64 {
+    pub fn now() -> u64 {
         NOW
     }
 
-    fn os_random(buf: &mut [u8]) -> Result<(), ()> {
+    #[allow(clippy::result_unit_err, reason = "the signature of RandomFill")]
+    pub fn os_random(buf: &mut [u8]) -> Result<(), ()> {
         getrandom::getrandom(buf).map_err(|_| ())
     }
 
     /// A CA and a server certificate signed by it.
-    struct Pki {
-        ca_pem: String,
-        chain: Vec<CertificateDer<'static>>,
-        key: PrivateKeyDer<'static>,
+    pub struct Pki {
+        pub ca_pem: String,
+        pub chain: Vec<CertificateDer<'static>>,
+        pub key: PrivateKeyDer<'static>,
+        /// The server's chain and key as PEM.
+        pub chain_pem: String,
+        pub key_pem: String,
+        /// A client certificate from the same CA, and its key.
+        pub client_chain: Vec<CertificateDer<'static>>,
+        pub client_key: PrivateKeyDer<'static>,
     }
 
-    fn pki(names: &[&str], expired: bool) -> Pki {
+    pub fn pki(names: &[&str], expired: bool) -> Pki {
         let ca_key = KeyPair::generate().unwrap();
         let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
         // Each CA its own name: one CA is not mistaken for another's.
@@ -527,12 +651,61 @@ mod tests {
             params.not_after = rcgen::date_time_ymd(2020, 1, 1);
         }
         let cert = params.signed_by(&key, &issuer).unwrap();
+        let client_key = KeyPair::generate().unwrap();
+        let mut client = CertificateParams::new(Vec::<String>::new()).unwrap();
+        client.distinguished_name.push(DnType::CommonName, "kube-apiserver-kubelet-client");
+        client.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let client_cert = client.signed_by(&client_key, &issuer).unwrap();
         Pki {
             ca_pem: ca_cert.pem(),
             chain: vec![cert.der().clone(), ca_cert.der().clone()],
             key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            chain_pem: format!("{}{}", cert.pem(), ca_cert.pem()),
+            key_pem: key.serialize_pem(),
+            client_chain: vec![client_cert.der().clone()],
+            client_key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(client_key.serialize_der())),
         }
     }
+
+    /// A std rustls client, with the client certificate of `pki` when `with_cert`.
+    pub fn std_client(
+        trust: &Pki,
+        id: Option<&Pki>,
+        versions: &[&'static SupportedProtocolVersion],
+    ) -> ClientConnection {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = RootCertStore::empty();
+        roots.add(trust.chain[1].clone()).unwrap();
+        let b = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots);
+        let cfg = match id {
+            Some(p) => b.with_client_auth_cert(p.client_chain.clone(), p.client_key.clone_key()).unwrap(),
+            None => b.with_no_client_auth(),
+        };
+        ClientConnection::new(Arc::new(cfg), ServerName::try_from("node.test").unwrap()).unwrap()
+    }
+
+    pub fn serving(pki: &Pki, client_ca: &str) -> ServerTlsConfig {
+        ServerTlsConfig::new(
+            client_ca.as_bytes(),
+            pki.chain_pem.as_bytes(),
+            pki.key_pem.as_bytes(),
+            now,
+            os_random,
+        )
+        .unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testpki::*;
+    use super::*;
+    use alloc::string::String;
+    use rustls::{CertificateError, ClientConnection, ServerConnection, SupportedProtocolVersion};
+    use std::io::{Read, Write};
 
     fn server(pki: &Pki, versions: &[&'static SupportedProtocolVersion]) -> ServerConnection {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -904,5 +1077,142 @@ mod tests {
             TlsSession::new(&cfg, "api.test"),
             Err(TlsError::Tls(rustls::Error::FailedToGetRandomBytes))
         ));
+    }
+
+    /// Moves bytes between a std client and our server session until both are quiet; the
+    /// first error of our side, or the client's.
+    fn pump_server(
+        c: &mut ClientConnection,
+        s: &mut TlsServerSession,
+        s_got: &mut Vec<u8>,
+        c_got: &mut Vec<u8>,
+    ) -> Result<(), String> {
+        for _ in 0..1000 {
+            let mut to_server = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut to_server).unwrap();
+            }
+            let mut off = 0;
+            while off < to_server.len() {
+                off += s.feed(&to_server[off..]).map_err(|e| format!("server: {e}"))?;
+                s.read(s_got).map_err(|e| format!("server: {e}"))?;
+            }
+            let mut to_client = Vec::new();
+            s.take_outgoing(&mut to_client);
+            let mut rd = &to_client[..];
+            while !rd.is_empty() {
+                c.read_tls(&mut rd).unwrap();
+                c.process_new_packets().map_err(|e| format!("client: {e}"))?;
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = c.reader().read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    c_got.extend_from_slice(&buf[..n]);
+                }
+            }
+            if to_server.is_empty() && to_client.is_empty() {
+                return Ok(());
+            }
+        }
+        panic!("the pair never went quiet");
+    }
+
+    #[test]
+    fn a_server_session_serves_clients_certified_by_the_ca() {
+        let pki = pki(&["node.test"], false);
+        for versions in [&[&rustls::version::TLS13][..], &[&rustls::version::TLS12][..]] {
+            let cfg = serving(&pki, &pki.ca_pem);
+            let mut s = TlsServerSession::accept(&cfg).unwrap();
+            assert!(!s.wants_write(), "a server waits for the ClientHello");
+            let mut c = std_client(&pki, Some(&pki), versions);
+            c.writer().write_all(b"GET /containerLogs/a/b/c HTTP/1.1\r\n\r\n").unwrap();
+            let (mut got, mut c_got) = (Vec::new(), Vec::new());
+            pump_server(&mut c, &mut s, &mut got, &mut c_got).unwrap();
+            assert!(!s.is_handshaking());
+            assert!(s.client_verified());
+            assert_eq!(got, b"GET /containerLogs/a/b/c HTTP/1.1\r\n\r\n");
+            let expect = if versions[0] == &rustls::version::TLS13 { "TLSv1.3" } else { "TLSv1.2" };
+            assert_eq!(s.protocol_version(), Some(expect));
+            // 200 KB back: more than a session queues at once.
+            let answer = body(200_000);
+            let mut at = 0;
+            while at < answer.len() {
+                at += s.write(&answer[at..]).unwrap();
+                pump_server(&mut c, &mut s, &mut got, &mut c_got).unwrap();
+            }
+            s.close().unwrap();
+            pump_server(&mut c, &mut s, &mut got, &mut c_got).unwrap();
+            assert!(c_got == answer);
+        }
+    }
+
+    #[test]
+    fn a_server_session_refuses_clients_without_a_certificate_from_the_ca() {
+        let pki = pki(&["node.test"], false);
+        let other = self::pki(&["node.test"], false);
+        // No certificate at all.
+        let mut s = TlsServerSession::accept(&serving(&pki, &pki.ca_pem)).unwrap();
+        let mut c = std_client(&pki, None, &[&rustls::version::TLS13]);
+        c.writer().write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let mut got = Vec::new();
+        let e = pump_server(&mut c, &mut s, &mut got, &mut Vec::new()).unwrap_err();
+        assert!(e.starts_with("server:"), "{e}");
+        assert!(got.is_empty(), "nothing reaches the server's reader");
+        assert!(!s.client_verified());
+        // A certificate from another CA, over TLS 1.3 and 1.2.
+        for versions in [&[&rustls::version::TLS13][..], &[&rustls::version::TLS12][..]] {
+            let mut s = TlsServerSession::accept(&serving(&pki, &pki.ca_pem)).unwrap();
+            let mut c = std_client(&pki, Some(&other), versions);
+            c.writer().write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+            let mut got = Vec::new();
+            let e = pump_server(&mut c, &mut s, &mut got, &mut Vec::new()).unwrap_err();
+            assert!(e.contains("certificate") || e.contains("UnknownIssuer"), "{e}");
+            assert!(got.is_empty());
+        }
+        // Junk instead of a ClientHello.
+        let mut s = TlsServerSession::accept(&serving(&pki, &pki.ca_pem)).unwrap();
+        let mut x = 0x9e37_79b9u32;
+        let junk: Vec<u8> = (0..100_000)
+            .map(|_| {
+                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (x >> 24) as u8
+            })
+            .collect();
+        let failed = junk.chunks(1000).any(|piece| s.feed(piece).is_err());
+        assert!(failed, "junk must end the session");
+        assert!(s.incoming.len() <= INCOMING_LIMIT);
+    }
+
+    #[test]
+    fn serving_identities_are_checked() {
+        let pki = pki(&["node.test"], false);
+        let other = self::pki(&["node.test"], false);
+        let cfg = |chain: &str, key: &str| {
+            ServerTlsConfig::new(pki.ca_pem.as_bytes(), chain.as_bytes(), key.as_bytes(), now, os_random)
+                .map(|_| ())
+        };
+        assert!(cfg(&pki.chain_pem, &pki.key_pem).is_ok());
+        // A key that is not the certificate's: the provider cannot tell at set-up, but no
+        // client accepts the handshake.
+        let wrong = ServerTlsConfig::new(
+            pki.ca_pem.as_bytes(),
+            pki.chain_pem.as_bytes(),
+            other.key_pem.as_bytes(),
+            now,
+            os_random,
+        )
+        .unwrap();
+        let mut s = TlsServerSession::accept(&wrong).unwrap();
+        let mut c = std_client(&pki, Some(&pki), &[&rustls::version::TLS13]);
+        let e = pump_server(&mut c, &mut s, &mut Vec::new(), &mut Vec::new()).unwrap_err();
+        assert!(e.starts_with("client:"), "{e}");
+        assert!(matches!(cfg("", &pki.key_pem), Err(TlsError::BadIdentity(_))));
+        assert!(matches!(cfg(&pki.chain_pem, "no key"), Err(TlsError::BadIdentity(_))));
+        assert_eq!(
+            ServerTlsConfig::new(b"", pki.chain_pem.as_bytes(), pki.key_pem.as_bytes(), now, os_random)
+                .map(|_| ()),
+            Err(TlsError::NoCertificates)
+        );
     }
 }

@@ -52,7 +52,7 @@ impl LineLog {
                 let room = MAX_LINE - self.partial[s].len();
                 let (take, more) = rest.split_at(room.min(rest.len()));
                 if self.partial[s].try_reserve(take.len()).is_err() {
-                    self.dropped += 1;
+                    // Out of memory: the rest of this output is lost, the lines kept stay.
                     return;
                 }
                 self.partial[s].extend_from_slice(take);
@@ -97,7 +97,8 @@ impl LineLog {
         self.lines.iter()
     }
 
-    /// Lines dropped to stay within the bound.
+    /// Lines dropped to stay within the bound: the first kept line is line number
+    /// `dropped()` of the instance.
     pub fn dropped(&self) -> u64 {
         self.dropped
     }
