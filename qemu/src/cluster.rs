@@ -16,6 +16,7 @@
 //! control plane reaches each node's kubelet port 10250 through a forwarded host port
 //! (`hostfwd`), which the node reports with InternalIP 127.0.0.1.
 
+use crate::cluster_run::Job;
 use crate::emulator::{Bochs, Network, NicModel, Qemu, FORWARD_ADDR, HOST_ADDR};
 use crate::image::{self, target_dir};
 use crate::machine::{Line, Machine};
@@ -421,6 +422,12 @@ pub fn check(opts: &Options) -> Result<(), Error> {
 /// the control plane. Ok after a requested stop; an error when a step fails or the nodes do
 /// not all become Ready in time (everything started is stopped first).
 pub fn up(opts: &Options, stop: &dyn Fn() -> bool) -> Result<(), Error> {
+    up_with(opts, stop, None)
+}
+
+/// [`up`], then `job` (when given) instead of echoing the consoles: the run ends when the
+/// job is over.
+pub fn up_with(opts: &Options, stop: &dyn Fn() -> bool, mut job: Option<&mut Job>) -> Result<(), Error> {
     check(opts)?;
     let _lock = lock_cluster_dir()?;
     let names: Vec<String> = (1..=opts.nodes).map(node_name).collect();
@@ -428,6 +435,7 @@ pub fn up(opts: &Options, stop: &dyn Fn() -> bool) -> Result<(), Error> {
     say("building the kernel, crx-guest and images");
     crate::setup::ensure(crate::setup::QEMU)?;
     crate::setup::ensure(crate::setup::BUSYBOX)?;
+    crate::setup::ensure(crate::setup::KUBECTL)?;
     if opts.bochs {
         crate::setup::ensure(crate::setup::ISO)?;
         crate::setup::ensure(crate::setup::BOCHS)?;
@@ -527,10 +535,18 @@ pub fn up(opts: &Options, stop: &dyn Fn() -> bool) -> Result<(), Error> {
             eprint!("{table}");
         }
         let admin = fs::canonicalize(admin_kubeconfig()).unwrap_or_else(|_| admin_kubeconfig());
-        say("every node is Ready; the consoles follow (NAME| line); stop with Ctrl-C");
-        println!("export KUBECONFIG={}", admin.display());
-        let _ = std::io::stdout().flush();
-        follow(&mut cp, &mut nodes, stop)
+        if job.is_some() {
+            say(&format!(
+                "every node is Ready (KUBECONFIG={}; consoles in {})",
+                admin.display(),
+                cluster_dir().display()
+            ));
+        } else {
+            say("every node is Ready; the consoles follow (NAME| line); stop with Ctrl-C");
+            println!("export KUBECONFIG={}", admin.display());
+            let _ = std::io::stdout().flush();
+        }
+        follow(&mut cp, &mut nodes, stop, job.as_deref_mut().map(|j| (j, admin.as_path())))
     })();
     say(&format!(
         "stopping {} and the control plane",
@@ -633,12 +649,23 @@ fn control_plane_alive(cp: &mut ControlPlane) -> Result<(), Error> {
     }
 }
 
-/// Echoes the consoles until `stop()`; a node whose emulator ends is reported and the
-/// others run on; the control plane's end ends the run with an error.
-fn follow(cp: &mut ControlPlane, nodes: &mut [Node], stop: &dyn Fn() -> bool) -> Result<(), Error> {
+/// Echoes the consoles until `stop()` (or, with a job, keeps them in their logs and moves the
+/// job along until it is over); a node whose emulator ends is reported and the others run
+/// on; the control plane's end ends the run with an error.
+fn follow(
+    cp: &mut ControlPlane,
+    nodes: &mut [Node],
+    stop: &dyn Fn() -> bool,
+    mut job: Option<(&mut Job, &Path)>,
+) -> Result<(), Error> {
     while !stop() {
+        if let Some((j, kubeconfig)) = job.as_mut() {
+            if let Some(done) = j.step(kubeconfig) {
+                return done;
+            }
+        }
         for n in nodes.iter_mut() {
-            if let Some(status) = n.pump(true) {
+            if let Some(status) = n.pump(job.is_none()) {
                 say(&format!(
                     "node {}'s emulator exited ({status}); the others run on. The last lines of its console:\n{}",
                     n.name,

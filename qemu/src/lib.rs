@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod cluster_run;
 pub mod console;
 pub mod emulator;
 pub mod image;

@@ -161,6 +161,38 @@ enum ClusterVerb {
     /// consoles (`nI| line`) until Ctrl-C or SIGTERM, and stop everything.
     #[command(after_help = CLUSTER_UP_HELP)]
     Up(ClusterUpArgs),
+    /// Bring a cluster up as `cluster up` does, apply one pod running COMMAND (image busybox
+    /// unless --pod-image says otherwise) with kubectl, print its output as `kubectl logs`
+    /// gives it, tear everything down and exit with the container's exit code.
+    #[command(after_help = CLUSTER_RUN_HELP)]
+    Run(ClusterRunArgs),
+}
+
+const CLUSTER_RUN_HELP: &str = "\
+Output:
+  stdout  the pod's log, as `kubectl logs run` gives it
+  stderr  each step: building, booting, Ready, apply, Running, the pod's end
+
+Exit status:
+  N      the container's exit code
+  1      a step failed: a node not Ready, the pod unable to start (e.g. ErrImagePull) or not
+         done within --timeout
+  125    the pod ended without an exit code
+  130    stopped by Ctrl-C or SIGTERM";
+
+#[derive(clap::Args)]
+struct ClusterRunArgs {
+    #[command(flatten)]
+    up: ClusterUpArgs,
+    /// The pod's image [default: busybox].
+    #[arg(long, default_value = "busybox")]
+    pod_image: String,
+    /// How long the pod may take from apply to its end, seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    /// The container's command and arguments.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    command: Vec<String>,
 }
 
 const CLUSTER_UP_HELP: &str = "\
@@ -389,7 +421,15 @@ fn main() -> ExitCode {
         Verb::Bench { qemu_runs, bochs_runs, vm_runs, only } => bench(qemu_runs, bochs_runs, vm_runs, &only),
         Verb::Vm { verb: VmVerb::BuildGuests } => build_guests(),
         Verb::Image { verb: ImageVerb::Busybox { out } } => image_busybox(&out),
-        Verb::Cluster { verb: ClusterVerb::Up(args) } => cluster_up(&args),
+        Verb::Cluster { verb: ClusterVerb::Up(args) } => cluster_up(&args, None),
+        Verb::Cluster { verb: ClusterVerb::Run(args) } => {
+            let pod = qemu::cluster_run::RunPod {
+                image: args.pod_image.clone(),
+                command: args.command.clone(),
+                timeout: Duration::from_secs(args.timeout),
+            };
+            cluster_up(&args.up, Some(pod))
+        }
         Verb::ControlPlane { dir, listen, insecure_http, nodes } => {
             return match control_plane::run(&control_plane::Config { dir, listen, insecure_http, nodes }) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -729,7 +769,7 @@ extern "C" fn on_stop_signal(_: nix::libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
-fn cluster_up(args: &ClusterUpArgs) -> Result<ExitCode, Error> {
+fn cluster_up(args: &ClusterUpArgs, pod: Option<qemu::cluster_run::RunPod>) -> Result<ExitCode, Error> {
     use nix::sys::signal::{signal, SigHandler, Signal};
     for sig in [Signal::SIGINT, Signal::SIGTERM] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
@@ -752,8 +792,18 @@ fn cluster_up(args: &ClusterUpArgs) -> Result<ExitCode, Error> {
         control_plane: vec![exe.display().to_string(), "control-plane".into()],
         kubectl: kubectl.into(),
     };
-    qemu::cluster::up(&opts, &|| INTERRUPTED.load(Ordering::SeqCst))?;
-    Ok(ExitCode::SUCCESS)
+    let stop = || INTERRUPTED.load(Ordering::SeqCst);
+    let Some(pod) = pod else {
+        qemu::cluster::up(&opts, &stop)?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    let mut job = qemu::cluster_run::Job::new(pod, &opts.kubectl, &qemu::cluster::cluster_dir());
+    qemu::cluster::up_with(&opts, &stop, Some(&mut job))?;
+    Ok(match job.exit_code {
+        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(125)),
+        None if stop() => ExitCode::from(130),
+        None => ExitCode::from(125),
+    })
 }
 
 /// Resolves `--kernel` values: an existing file, or a test guest's name (built once).

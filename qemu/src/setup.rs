@@ -77,6 +77,9 @@ pub const CONTROL_PLANE: &[Need] = &[
     file(PYTHON_KUBERNETES, "python3-kubernetes"),
 ];
 
+/// What driving a cluster needs: kubectl.
+pub const KUBECTL: &[Need] = &[program("kubectl", "kubectl")];
+
 /// What booting the ISO under UEFI firmware in QEMU needs (besides QEMU and the ISO).
 pub const UEFI: &[Need] =
     &[file(crate::emulator::OVMF_CODE, "ovmf"), file(crate::emulator::OVMF_VARS, "ovmf")];

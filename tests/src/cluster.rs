@@ -137,6 +137,8 @@ impl Drop for ControlPlane {
 /// What a finished command printed.
 pub struct Output {
     pub ok: bool,
+    /// The exit code (None when a signal ended it).
+    pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
 }
@@ -176,6 +178,7 @@ pub fn run_for(mut cmd: Command, timeout: Duration) -> Output {
     };
     Output {
         ok: status.success(),
+        code: status.code(),
         stdout: t_out.join().unwrap_or_default(),
         stderr: t_err.join().unwrap_or_default(),
     }

@@ -1,0 +1,72 @@
+//! `cargo xtask cluster run -- COMMAND...`, the README's first command, as a user runs it: a
+//! cluster with one hypervisor node comes up, the pod runs through the API, its output comes
+//! back on stdout as `kubectl logs` gives it, the run exits with the container's code and
+//! leaves nothing running. A pod that cannot start (its image is not in the node's store)
+//! ends the run with status 1 and the reason.
+
+use qemu::image::{repo_root, target_dir};
+use std::process::Command;
+use std::time::Duration;
+use tests::cluster::run_for;
+use tests::{emulator_slot, ok, processes_with};
+
+/// How long one run may take once everything is built.
+const RUN_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn xtask() -> std::path::PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(repo_root()).args(["build", "--quiet", "-p", "qemu", "--bin", "xtask"]);
+    let o = run_for(cmd, Duration::from_secs(900));
+    assert!(o.ok, "building xtask failed:\n{}", o.stderr);
+    target_dir().join("debug").join("xtask")
+}
+
+fn cluster_run(args: &[&str]) -> (Option<i32>, String, String) {
+    let mut cmd = Command::new(xtask());
+    cmd.current_dir(repo_root()).args(["cluster", "run"]).args(args);
+    let o = run_for(cmd, RUN_TIMEOUT);
+    (o.code, o.stdout, o.stderr)
+}
+
+fn nothing_left(stderr: &str) {
+    std::thread::sleep(Duration::from_millis(500));
+    for marker in [
+        target_dir().join("cluster").join("control-plane").display().to_string(),
+        target_dir().join("nodes").join("n1.pack").display().to_string(),
+    ] {
+        let left = processes_with(&marker);
+        assert!(left.is_empty(), "processes left running with {marker}: {left:?}\n{stderr}");
+    }
+}
+
+#[test]
+fn cluster_run_shows_the_pods_logs_and_exits_with_its_code() {
+    tests::kernel();
+    ok(qemu::pod::build_guest_kernel());
+    ok(qemu::pod::ensure_busybox_image());
+    let _slot = emulator_slot();
+    let (code, stdout, stderr) =
+        cluster_run(&["--", "sh", "-c", "echo hello from a pod VM; echo to stderr >&2; uname -n; exit 3"]);
+    assert_eq!(stdout, "hello from a pod VM\nto stderr\ndefault.run\n", "stderr:\n{stderr}");
+    assert_eq!(code, Some(3), "stderr:\n{stderr}");
+    for step in [
+        "node n1 is Ready",
+        "kubectl apply -f",
+        "kubectl logs run",
+        "pod run: Failed (Error, exit code 3)",
+        "cluster: stopped",
+    ] {
+        assert!(stderr.contains(step), "no {step:?} in:\n{stderr}");
+    }
+    nothing_left(&stderr);
+
+    let (code, stdout, stderr) = cluster_run(&["--pod-image", "nginx:1.27", "--", "true"]);
+    assert_eq!(code, Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stderr.contains("ErrImagePull") && stderr.contains("is not in this node's image store"),
+        "{stderr}"
+    );
+    assert!(stdout.is_empty(), "{stdout}");
+    nothing_left(&stderr);
+}
