@@ -60,6 +60,8 @@ pub struct Options {
     pub control_plane: Vec<String>,
     /// kubectl.
     pub kubectl: PathBuf,
+    /// QEMU nodes get an e1000 (Intel 82540EM) instead of virtio-net.
+    pub e1000: bool,
 }
 
 /// `target/cluster/`: the control plane's state, the nodes' ISOs and console logs.
@@ -484,7 +486,10 @@ pub fn up_with(opts: &Options, stop: &dyn Fn() -> bool, mut job: Option<&mut Job
             let bochs = opts.bochs && i == 0;
             let kubeconfig = state.join("nodes").join(format!("{name}.kubeconfig"));
             let cfg = node_config(&kubeconfig, name, api_port, kubelet_ports[i], bochs)?;
-            let net = node_network(api_port, kubelet_ports[i], bochs);
+            let mut net = node_network(api_port, kubelet_ports[i], bochs);
+            if opts.e1000 {
+                net.model = NicModel::E1000;
+            }
             let machine = if bochs {
                 let module = node::write_module(&cfg)?;
                 let written = node::write_image_modules(&bundles)?;
@@ -506,8 +511,9 @@ pub fn up_with(opts: &Options, stop: &dyn Fn() -> bool, mut job: Option<&mut Job
             } else {
                 let pack = node::write_boot_pack(&cfg, &bundles)?;
                 say(&format!(
-                    "booting node {name} under QEMU (AMD SVM, virtio-net, {} CPUs, {} MiB) with {}; kubelet \
+                    "booting node {name} under QEMU (AMD SVM, {}, {} CPUs, {} MiB) with {}; kubelet \
                      port 10250 at 127.0.0.1:{}",
+                    if opts.e1000 { "e1000" } else { "virtio-net" },
                     opts.smp,
                     opts.mem_mib,
                     pack.display(),
@@ -734,6 +740,7 @@ mod tests {
             ready_timeout: Duration::from_secs(1),
             control_plane: vec![],
             kubectl: "kubectl".into(),
+            e1000: false,
         };
         assert!(check(&o).unwrap_err().to_string().contains("--nodes must be 1 to 8"));
         assert!(check(&Options { nodes: 9, ..o.clone() }).is_err());

@@ -236,6 +236,9 @@ struct ClusterUpArgs {
     /// How long to wait for every node to be Ready, seconds [default: 180, 600 with --bochs].
     #[arg(long, value_name = "SECONDS")]
     ready_timeout: Option<u64>,
+    /// Give the QEMU nodes an e1000 (Intel 82540EM) instead of virtio-net.
+    #[arg(long)]
+    e1000: bool,
 }
 
 /// The parts of `cargo xtask bench`.
@@ -791,6 +794,7 @@ fn cluster_up(args: &ClusterUpArgs, pod: Option<qemu::cluster_run::RunPod>) -> R
         ready_timeout: Duration::from_secs(args.ready_timeout.unwrap_or(if args.bochs { 600 } else { 180 })),
         control_plane: vec![exe.display().to_string(), "control-plane".into()],
         kubectl: kubectl.into(),
+        e1000: args.e1000,
     };
     let stop = || INTERRUPTED.load(Ordering::SeqCst);
     let Some(pod) = pod else {

@@ -2,7 +2,8 @@
 //! cluster with one hypervisor node comes up, the pod runs through the API, its output comes
 //! back on stdout as `kubectl logs` gives it, the run exits with the container's code and
 //! leaves nothing running. A pod that cannot start (its image is not in the node's store)
-//! ends the run with status 1 and the reason.
+//! ends the run with status 1 and the reason. The nodes: QEMU (AMD SVM) with an e1000, Bochs
+//! (Intel VMX) with its e1000, QEMU with virtio-net.
 
 use qemu::image::{repo_root, target_dir};
 use std::process::Command;
@@ -34,6 +35,7 @@ fn nothing_left(stderr: &str) {
     for marker in [
         target_dir().join("cluster").join("control-plane").display().to_string(),
         target_dir().join("nodes").join("n1.pack").display().to_string(),
+        target_dir().join("bochs").join("cluster-n1.bochsrc").display().to_string(),
     ] {
         let left = processes_with(&marker);
         assert!(left.is_empty(), "processes left running with {marker}: {left:?}\n{stderr}");
@@ -46,8 +48,14 @@ fn cluster_run_shows_the_pods_logs_and_exits_with_its_code() {
     ok(qemu::pod::build_guest_kernel());
     ok(qemu::pod::ensure_busybox_image());
     let _slot = emulator_slot();
-    let (code, stdout, stderr) =
-        cluster_run(&["--", "sh", "-c", "echo hello from a pod VM; echo to stderr >&2; uname -n; exit 3"]);
+    // The node on an e1000 (cluster_up.rs covers virtio-net).
+    let (code, stdout, stderr) = cluster_run(&[
+        "--e1000",
+        "--",
+        "sh",
+        "-c",
+        "echo hello from a pod VM; echo to stderr >&2; uname -n; exit 3",
+    ]);
     assert_eq!(stdout, "hello from a pod VM\nto stderr\ndefault.run\n", "stderr:\n{stderr}");
     assert_eq!(code, Some(3), "stderr:\n{stderr}");
     for step in [
@@ -59,6 +67,12 @@ fn cluster_run_shows_the_pods_logs_and_exits_with_its_code() {
     ] {
         assert!(stderr.contains(step), "no {step:?} in:\n{stderr}");
     }
+    nothing_left(&stderr);
+
+    // A VT-x node: Bochs, with its e1000.
+    let (code, stdout, stderr) = cluster_run(&["--bochs", "--", "sh", "-c", "echo hello from VT-x; exit 0"]);
+    assert_eq!((code, stdout.as_str()), (Some(0), "hello from VT-x\n"), "stderr:\n{stderr}");
+    assert!(stderr.contains("under Bochs (Intel VMX, e1000)"), "{stderr}");
     nothing_left(&stderr);
 
     let (code, stdout, stderr) = cluster_run(&["--pod-image", "nginx:1.27", "--", "true"]);

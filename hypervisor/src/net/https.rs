@@ -161,3 +161,105 @@ impl Exchange {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::stack::testnet::{corpus, pair, pump};
+    use crate::net::stack::TcpState;
+    use crate::net::tls::testpki::{now, os_random, pki, Pki};
+    use rustls::ServerConnection;
+    use std::io::{Read, Write};
+
+    /// Answers one HTTPS request on stack `b` with `answer`, then closes; the client's
+    /// exchange on stack `a` must end (done or failed) without panicking. Returns how it ended.
+    fn answer_with(pki: &Pki, answer: &[u8]) -> (Progress, Option<u16>, usize) {
+        let (mut a, mut b, _) = pair(0);
+        let provider = alloc::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(pki.chain.clone(), pki.key.clone_key())
+            .unwrap();
+        let mut server = ServerConnection::new(alloc::sync::Arc::new(cfg)).unwrap();
+        server.set_buffer_limit(None);
+        let listener = b.tcp_listen(443).unwrap();
+        let tls = TlsConfig::new(pki.ca_pem.as_bytes(), now, os_random).unwrap();
+        let request = b"GET /api/v1/pods?watch=true HTTP/1.1\r\nHost: api.test\r\n\r\n";
+        let limits = Limits { max_head_bytes: 4096, max_body_bytes: 64 * 1024, max_line_bytes: 4096 };
+        let mut x = Exchange::start(&mut a, &tls, [10, 0, 0, 2], 443, "api.test", request, limits).unwrap();
+        let (mut t, mut answered, mut body) = (0, false, 0);
+        let mut buf = [0u8; 4096];
+        for _ in 0..5_000 {
+            pump(&mut a, &mut b, &mut t, 1);
+            if let Ok(n) = b.tcp_recv(listener, &mut buf) {
+                let mut rd = &buf[..n];
+                while !rd.is_empty() {
+                    server.read_tls(&mut rd).unwrap();
+                    if server.process_new_packets().is_err() {
+                        break;
+                    }
+                }
+            }
+            let mut got = [0u8; 1024];
+            if !answered && server.reader().read(&mut got).is_ok_and(|n| n > 0) {
+                answered = true;
+                server.writer().write_all(answer).unwrap();
+                server.send_close_notify();
+            }
+            let mut out = Vec::new();
+            while server.wants_write() {
+                server.write_tls(&mut out).unwrap();
+            }
+            let mut at = 0;
+            while at < out.len() {
+                match b.tcp_send(listener, &out[at..]) {
+                    Ok(0) => pump(&mut a, &mut b, &mut t, 1),
+                    Ok(n) => at += n,
+                    Err(_) => break,
+                }
+            }
+            if answered && !server.wants_write() && b.tcp_state(listener) == Ok(TcpState::Open) {
+                let _ = b.tcp_close(listener);
+            }
+            let p = x.pump(&mut a);
+            body += x.take_body().len();
+            assert!(body <= limits.max_body_bytes, "the body exceeds its limit");
+            if p != Progress::Pending {
+                let status = x.status();
+                x.close(&mut a);
+                return (p, status, body);
+            }
+        }
+        panic!("the exchange did not end on {:?}", String::from_utf8_lossy(&answer[..answer.len().min(200)]));
+    }
+
+    #[test]
+    fn the_fuzz_corpora_of_replies_go_through_the_kernel_transport() {
+        let pki = pki(&["api.test"], false);
+        let (mut done, mut failed) = (0, 0);
+        for name in ["http_response", "watch_lines", "agent_replies"] {
+            for input in corpus(name) {
+                match answer_with(&pki, &input) {
+                    (Progress::Done, _, _) => done += 1,
+                    (Progress::Failed(why), _, _) => {
+                        assert!(!why.is_empty());
+                        failed += 1
+                    }
+                    (Progress::Pending, _, _) => unreachable!(),
+                }
+            }
+        }
+        // Each input ended, one way or the other (the corpora are raw bytes for their parsers,
+        // so most are not well-formed replies here).
+        assert!(done + failed >= 3 * 7, "{done} done, {failed} failed");
+        // A whole answer arrives and is parsed.
+        let (p, status, body) = answer_with(&pki, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+        assert_eq!((p, status, body), (Progress::Done, Some(200), 5));
+        // A body longer than its limit fails rather than grows.
+        let mut huge = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n".to_vec();
+        huge.resize(huge.len() + 100_000, b'x');
+        assert!(matches!(answer_with(&pki, &huge).0, Progress::Failed(_)));
+    }
+}

@@ -256,10 +256,10 @@ impl KubeletServer {
                     c.finish(answer(431, "request head too large"), now_ms)
                 }
                 Err(e) => c.finish(answer(400, &format!("{e}")), now_ms),
-                Ok(Some((head, _))) => {
-                    self.counters.answered += 1;
-                    c.begin(&head.method, &head.target, rt, now_ms, wall);
-                }
+                Ok(Some((head, _))) => c.begin(&head.method, &head.target, rt, now_ms, wall),
+            }
+            if !matches!(c.phase, Phase::Head(_)) {
+                self.counters.answered += 1;
             }
         }
         if let Phase::Follow { req, cursor, next_ms } = &mut c.phase {
@@ -400,7 +400,7 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::stack::testnet::{pair, pump};
+    use crate::net::stack::testnet::{corpus, pair, pump};
     use crate::net::tls::testpki::{now, os_random, pki, std_client, Pki};
     use kubelet_lite::runtime::ContainerRef;
     use kubelet_lite::sim::SimRuntime;
@@ -693,5 +693,36 @@ mod tests {
             net.a.tcp_remove(t).unwrap();
         }
         assert_eq!(body(&net.get(&pki, &mut rt, "/containerLogs/default/p/app", 5_000)), "x\n");
+    }
+
+    #[test]
+    fn the_fuzz_corpora_of_requests_are_answered_or_refused() {
+        let pki = pki(&["node.test"], false);
+        let mut net = Net::new(&pki);
+        let mut rt = runtime("echo x");
+        let mut inputs = corpus("http_request");
+        inputs.extend(
+            corpus("log_request").into_iter().map(|t| [b"GET ", &t[..], b" HTTP/1.1\r\n\r\n"].concat()),
+        );
+        let count = inputs.len();
+        for input in inputs {
+            let mut c = Client::connect(&mut net.a, std_client(&pki, Some(&pki), &[&rustls::version::TLS13]));
+            c.tls.writer().write_all(&input).unwrap();
+            for _ in 0..(HEAD_MS + 2_000) / 500 {
+                net.run(&mut rt, &mut [&mut c], 500);
+                if c.ended.is_some() {
+                    break;
+                }
+            }
+            assert!(c.ended.is_some(), "no end for {:?}", String::from_utf8_lossy(&input));
+            let text = c.text();
+            assert!(text.is_empty() || text.starts_with("HTTP/1.1 "), "{text}");
+            net.a.tcp_remove(c.tcp).unwrap();
+        }
+        net.run(&mut rt, &mut [], LINGER_MS + 1_000);
+        assert_eq!(net.server.connections(), 0, "every connection ended");
+        let k = net.server.counters();
+        assert_eq!(k.accepted, count as u64);
+        assert!(k.answered + k.timed_out >= count as u64 - k.refused, "{k:?}");
     }
 }

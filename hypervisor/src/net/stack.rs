@@ -575,6 +575,32 @@ pub mod testnet {
             b.poll(*t);
         }
     }
+
+    /// Some inputs of the fuzz corpus `name`, and a few cuts and flips of each.
+    pub fn corpus(name: &str) -> Vec<Vec<u8>> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(name);
+        let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+            .collect();
+        seeds.sort();
+        assert!(!seeds.is_empty(), "{} is empty", dir.display());
+        let mut all = Vec::new();
+        for s in seeds {
+            for cut in [s.len() / 3, s.len() / 2, s.len().saturating_sub(1)] {
+                all.push(s[..cut].to_vec());
+            }
+            for at in [0, s.len() / 4, s.len() / 2] {
+                let mut f = s.clone();
+                if let Some(b) = f.get_mut(at) {
+                    *b ^= 0x5a;
+                }
+                all.push(f);
+            }
+            all.push(s);
+        }
+        all
+    }
 }
 
 #[cfg(test)]
