@@ -86,9 +86,11 @@ pub mod nr {
     /// for a container index outside the pod spec or another stream, and in a VM that is
     /// not a pod.
     pub const LOG_WRITE: u64 = 9;
-    /// `(container_index, exit_code) -> 0`: records the end of a container with its exit
-    /// code (`exit_code as i32`; 128 + N when killed by signal N). The VM keeps running.
-    /// A second report for the same container is [`crate::Error::Invalid`].
+    /// `(container_index, exit_code, flags) -> 0`: records the end of a container with its
+    /// exit code (`exit_code as i32`; 128 + N when killed by signal N) and
+    /// [`crate::EXIT_OOM_KILLED`] in `flags` when the guest's out-of-memory killer ended a
+    /// process of the container. The VM keeps running. A second report for the same
+    /// container, or an unknown flag, is [`crate::Error::Invalid`].
     pub const CONTAINER_EXIT: u64 = 10;
     /// `(ptr, len) -> total length`: copies the first `min(len, total)` bytes of the pod
     /// spec JSON ([`crate::pod::PodSpec`]) into the buffer and returns the total length
@@ -108,6 +110,9 @@ pub mod nr {
 
 /// [`nr::LOG_WRITE`] stream: the container's standard output.
 pub const STREAM_STDOUT: u64 = 1;
+/// `CONTAINER_EXIT` flag: a process of the container was killed because guest memory ran
+/// out (the kubelet's `OOMKilled`).
+pub const EXIT_OOM_KILLED: u64 = 1;
 /// [`nr::LOG_WRITE`] stream: the container's standard error.
 pub const STREAM_STDERR: u64 = 2;
 /// Longest log write taken in one hypercall; longer ones are cut (the count says).

@@ -179,6 +179,15 @@ impl Runtime for PodVms {
             }
             let started_at = wall_of(c.started_ns);
             Some(match (c.exit, end) {
+                (Some(code), _) if c.oom_killed => RuntimeState::Exited {
+                    code,
+                    started_at,
+                    finished_at: wall_of(c.ended_ns),
+                    reason: Some(String::from("OOMKilled")),
+                    message: Some(String::from(
+                        "a process of the container was killed: the pod VM ran out of memory",
+                    )),
+                },
                 (Some(code), _) => RuntimeState::exited(code, started_at, wall_of(c.ended_ns)),
                 (None, None) => RuntimeState::Running { started_at },
                 (None, Some(end)) => {

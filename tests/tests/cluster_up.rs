@@ -201,6 +201,13 @@ fn pods_run_as_vms_on_both_nodes(up: &mut Up, kubeconfig: &str) {
         std::fs::write(&file, pod_yaml(name, policy, grace, image, script)).expect("writing a pod");
         kubectl(kubeconfig, &["apply", "-f", &file.display().to_string()]);
     }
+    // A pod whose VM (32 MiB, its memory limit) runs out of memory.
+    let oom =
+        pod_yaml("oom", "Never", 30, "busybox", "echo start; x=0123456789abcdef; while :; do x=$x$x; done")
+            + "    resources: {limits: {memory: 32Mi}}\n";
+    let file = dir.join("oom.yaml");
+    std::fs::write(&file, oom).expect("writing a pod");
+    kubectl(kubeconfig, &["apply", "-f", &file.display().to_string()]);
     wait_pod(up, kubeconfig, "done", "{.status.phase}", "Succeeded", |p| p == "Succeeded");
     let code = wait_pod(
         up,
@@ -255,6 +262,15 @@ fn pods_run_as_vms_on_both_nodes(up: &mut Up, kubeconfig: &str) {
         |m| !m.is_empty(),
     );
     assert!(reason.contains("is not in this node's image store"), "{reason}");
+    let oom = wait_pod(
+        up,
+        kubeconfig,
+        "oom",
+        "{.status.containerStatuses[0].state.terminated.reason} {.status.containerStatuses[0].state.terminated.exitCode}",
+        "terminated",
+        |r| !r.trim().is_empty(),
+    );
+    assert_eq!(oom, "OOMKilled 137", "the pod VM that ran out of memory");
     // kubectl delete: SIGTERM reaches the container, which ends, and the VM is torn down.
     wait_pod(up, kubeconfig, "sleeper", "{.status.phase}", "Running", |p| p == "Running");
     up.wait_line_containing("default.sleeper/main> sleeping", POD_TIMEOUT);

@@ -71,9 +71,11 @@ impl Hv {
         )
     }
 
-    /// Reports a container's end.
-    pub fn container_exit(&self, container: u32, code: i32) -> Result<u64, Error> {
-        self.raw(podabi::nr::CONTAINER_EXIT, u64::from(container), i64::from(code) as u64, 0, 0)
+    /// Reports a container's end, and whether the out-of-memory killer ended one of its
+    /// processes.
+    pub fn container_exit(&self, container: u32, code: i32, oom_killed: bool) -> Result<u64, Error> {
+        let flags = if oom_killed { crx_abi::EXIT_OOM_KILLED } else { 0 };
+        self.raw(podabi::nr::CONTAINER_EXIT, u64::from(container), i64::from(code) as u64, flags, 0)
     }
 
     /// Copies the pod spec into `buf`; returns its total length.

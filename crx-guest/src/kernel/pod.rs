@@ -221,10 +221,12 @@ fn fail(k: &mut Kernel, i: u32, msg: &str, how: Exit) {
     match k.containers.get(i as usize).and_then(|c| c.root) {
         Some(pid) => k.terminate(pid, how),
         None => {
+            let mut oom_killed = false;
             if let Some(c) = k.containers.get_mut(i as usize) {
                 c.exit = Some(how.container_code());
+                oom_killed = c.oom_killed;
             }
-            let _ = k.hv.container_exit(i, how.container_code());
+            let _ = k.hv.container_exit(i, how.container_code(), oom_killed);
         }
     }
 }
@@ -284,8 +286,11 @@ pub fn start(kt: KernelTables, pool: FramePool, params: &BootParams, heap_bytes:
     k.specs = spec.containers.clone();
     k.pod_name = spec.name.clone();
     k.process_limit = (spec.process_limit as usize).max(1);
-    k.containers =
-        spec.containers.iter().map(|c| Container { name: c.name.clone(), root: None, exit: None }).collect();
+    k.containers = spec
+        .containers
+        .iter()
+        .map(|c| Container { name: c.name.clone(), root: None, exit: None, oom_killed: false })
+        .collect();
     tick_fs_time(&mut k);
     k.layers_error = apply_layers(&mut k).err();
     ensure_dir(&mut k.fs, b"/tmp", 0o1777);

@@ -108,6 +108,8 @@ pub struct Container {
     pub root: Option<Pid>,
     /// Its exit code once ended.
     pub exit: Option<i32>,
+    /// Whether the out-of-memory killer ended one of its processes (this run).
+    pub oom_killed: bool,
 }
 
 /// The whole kernel state.
@@ -379,17 +381,19 @@ impl Kernel {
     /// Ends container `container` with `how` and every process left in it.
     pub fn end_container(&mut self, container: u32, how: Exit) {
         let code = how.container_code();
+        let mut oom_killed = false;
         if let Some(c) = self.containers.get_mut(container as usize) {
             if c.exit.is_some() {
                 return;
             }
             c.exit = Some(code);
+            oom_killed = c.oom_killed;
             c.root = None;
             if !self.pod_log {
                 klog!("container {} exited with code {}", c.name, code);
             }
         }
-        let _ = self.hv.container_exit(container, code);
+        let _ = self.hv.container_exit(container, code, oom_killed);
         // The rest of the container goes with its first process.
         let others: Vec<Pid> =
             self.procs.values().filter(|p| p.container == container).map(|p| p.pid).collect();
@@ -402,6 +406,9 @@ impl Kernel {
     /// Ends the running process after an allocation failure.
     pub fn oom_kill(&mut self, pid: Pid) {
         let (exe, c) = self.procs.get(&pid).map(|p| (p.exe.clone(), p.container)).unwrap_or_default();
+        if let Some(k) = self.containers.get_mut(c as usize) {
+            k.oom_killed = true;
+        }
         let msg = alloc::format!("crx: pid {pid} ({exe}) OOM-killed: guest memory exhausted\n");
         self.log_output(c, 2, msg.as_bytes());
         if self.pod_log {

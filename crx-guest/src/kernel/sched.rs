@@ -64,6 +64,7 @@ impl Kernel {
         }
         c.exit = None;
         c.root = None;
+        c.oom_killed = false;
         super::pod::start_container_at(self, i);
     }
 

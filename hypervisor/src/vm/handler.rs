@@ -82,8 +82,9 @@ pub trait Services {
     }
     /// Takes output of a container (called only after [`Services::pod_log_ok`]).
     fn pod_log(&mut self, _container: u64, _stream: u64, _bytes: &[u8]) {}
-    /// Records a container's end; false for an unknown container or a second report.
-    fn container_exit(&mut self, _container: u64, _code: i32) -> bool {
+    /// Records a container's end (and whether the guest's out-of-memory killer ended one of
+    /// its processes); false for an unknown container or a second report.
+    fn container_exit(&mut self, _container: u64, _code: i32, _oom_killed: bool) -> bool {
         false
     }
     /// The pod spec JSON, in a pod VM.
@@ -222,7 +223,7 @@ fn hypercall(regs: &mut GuestRegs, svc: &mut impl Services) -> Action {
             }
         }
         nr::CONTAINER_EXIT => {
-            if svc.container_exit(a0, a1 as i32) {
+            if a2 & !crx_abi::EXIT_OOM_KILLED == 0 && svc.container_exit(a0, a1 as i32, a2 != 0) {
                 Ok(0)
             } else {
                 Err(Error::Invalid)
@@ -416,11 +417,11 @@ mod tests {
                 let _ = p.log(container, stream, bytes, 0, |l| lines.push(l.to_string()));
             }
         }
-        fn container_exit(&mut self, container: u64, code: i32) -> bool {
+        fn container_exit(&mut self, container: u64, code: i32, oom_killed: bool) -> bool {
             let lines = &mut self.lines;
-            self.pod
-                .as_mut()
-                .is_some_and(|p| p.exit(container, code, 0, |l| lines.push(l.to_string())).is_ok())
+            self.pod.as_mut().is_some_and(|p| {
+                p.exit(container, code, oom_killed, 0, |l| lines.push(l.to_string())).is_ok()
+            })
         }
         fn pod_spec(&self) -> Option<alloc::sync::Arc<[u8]>> {
             self.pod.as_ref().map(|p| p.spec_json.clone())
@@ -507,11 +508,22 @@ mod tests {
         let lines_before = s.lines.len();
         assert_eq!(call4(&mut s, nr::CONTAINER_EXIT, [0, 0xffff_ffff_0000_0003, 0, 0]), (Action::Advance, 0));
         assert_eq!(call4(&mut s, nr::CONTAINER_EXIT, [0, 4, 0, 0]), (Action::Advance, INVALID), "twice");
+        assert_eq!(
+            call4(&mut s, nr::CONTAINER_EXIT, [1, 137, 2, 0]),
+            (Action::Advance, INVALID),
+            "unknown flag"
+        );
         assert_eq!(call4(&mut s, nr::CONTAINER_EXIT, [7, 0, 0, 0]), (Action::Advance, INVALID));
         assert_eq!(s.lines[lines_before..], ["web/app> world", "web/app: exited with code 3"]);
         let app = &s.pod.as_ref().unwrap().containers[0];
+        assert!(!app.oom_killed);
         let (a, b) = app.log.contents();
         assert_eq!([a, b].concat(), b"hello\nworld");
+        assert_eq!(
+            call4(&mut s, nr::CONTAINER_EXIT, [1, 137, crx_abi::EXIT_OOM_KILLED, 0]),
+            (Action::Advance, 0)
+        );
+        assert!(s.pod.as_ref().unwrap().containers[1].oom_killed);
     }
 
     #[test]

@@ -118,6 +118,8 @@ pub struct Container {
     limit: RateLimit,
     /// Its exit code, once reported.
     pub exit: Option<i32>,
+    /// Whether the guest's out-of-memory killer ended one of its processes (this instance).
+    pub oom_killed: bool,
     /// The current instance's lines, for `kubectl logs`.
     pub lines: LineLog,
     /// The previous instance's lines, once it was restarted (`kubectl logs --previous`).
@@ -246,6 +248,7 @@ impl PodState {
                 err: LineBuffer::default(),
                 limit: RateLimit::new(BURST_LINES, LINES_PER_SEC),
                 exit: None,
+                oom_killed: false,
                 lines: LineLog::new(LOG_BYTES),
                 previous: None,
                 starts: u32::from(!spec.managed),
@@ -281,6 +284,7 @@ impl PodState {
                 c.previous = Some(core::mem::replace(&mut c.lines, LineLog::new(LOG_BYTES)));
             }
             c.exit = None;
+            c.oom_killed = false;
             c.starts += 1;
             c.started_ns = now_ns;
         }
@@ -338,6 +342,7 @@ impl PodState {
         &mut self,
         container: u64,
         code: i32,
+        oom_killed: bool,
         now_ns: u64,
         mut emit: impl FnMut(PodLine<'_>),
     ) -> Result<(), PodError> {
@@ -351,6 +356,7 @@ impl PodState {
         }
         Self::flush(pod, c, now_ns, &mut emit);
         c.exit = Some(code);
+        c.oom_killed = oom_killed;
         c.ended_ns = now_ns;
         emit(PodLine::Exited { pod, container: &c.name, code });
         Ok(())
@@ -470,7 +476,7 @@ mod tests {
             p.log(0, 2, b"oops\n", 0, &mut *e).unwrap();
             p.log(0, 1, b"lo\n\x1b[31mred\n", 0, &mut *e).unwrap();
             p.log(1, 1, b"partial", 0, &mut *e).unwrap();
-            p.exit(1, 3, 0, &mut *e).unwrap();
+            p.exit(1, 3, false, 0, &mut *e).unwrap();
         });
         assert_eq!(
             out,
@@ -494,9 +500,9 @@ mod tests {
             assert_eq!(p.log(u64::MAX, 1, b"x", 0, &mut *e), Err(PodError::NoContainer(u64::MAX)));
             assert_eq!(p.log(0, 0, b"x", 0, &mut *e), Err(PodError::BadStream(0)));
             assert_eq!(p.log(0, 3, b"x", 0, &mut *e), Err(PodError::BadStream(3)));
-            assert_eq!(p.exit(5, 0, 0, &mut *e), Err(PodError::NoContainer(5)));
-            assert_eq!(p.exit(0, 0, 0, &mut *e), Ok(()));
-            assert_eq!(p.exit(0, 1, 0, &mut *e), Err(PodError::AlreadyExited(0)));
+            assert_eq!(p.exit(5, 0, false, 0, &mut *e), Err(PodError::NoContainer(5)));
+            assert_eq!(p.exit(0, 0, false, 0, &mut *e), Ok(()));
+            assert_eq!(p.exit(0, 1, false, 0, &mut *e), Err(PodError::AlreadyExited(0)));
         });
         assert_eq!(out, ["demo/main: exited with code 0"]);
         assert!(p.containers[0].log.is_empty());
@@ -507,7 +513,7 @@ mod tests {
         let mut p = pod();
         let out = run(|e| {
             p.log(1, 1, b"half", 0, &mut *e).unwrap();
-            p.exit(0, 0, 0, &mut *e).unwrap();
+            p.exit(0, 0, false, 0, &mut *e).unwrap();
             assert_eq!(p.vm_ended(VmEnd::Stopped(StopReason::TripleFault), 0, &mut *e), Some(0));
         });
         assert_eq!(
@@ -545,7 +551,7 @@ mod tests {
                 p.log(1, 1, format!("side {k}\n").as_bytes(), SEC + k * 100, &mut count).unwrap();
             }
         }
-        p.exit(0, 0, SEC + SEC / 1000, &mut count).unwrap();
+        p.exit(0, 0, false, SEC + SEC / 1000, &mut count).unwrap();
         assert_eq!(main_lines, u64::from(BURST_LINES));
         assert_eq!(dropped, 10_000 - u64::from(BURST_LINES), "every refused line is counted");
         assert_eq!(side.len(), 10, "the neighbour's lines all come through: {side:?}");
@@ -562,7 +568,7 @@ mod tests {
             for _ in 0..BURST_LINES {
                 p.log(1, 2, b"y\n", SEC, &mut *e).unwrap();
             }
-            p.exit(1, 1, SEC, &mut *e).unwrap();
+            p.exit(1, 1, false, SEC, &mut *e).unwrap();
         });
         let tail: Vec<&str> =
             out.iter().map(String::as_str).filter(|l| !l.ends_with("> x") && !l.ends_with("> y")).collect();
@@ -596,7 +602,7 @@ mod tests {
         let quiet = |_: PodLine<'_>| {};
         // Nothing has started: an exit report is refused, and there is no command.
         assert_eq!(p.next_command(), 0);
-        assert!(p.exit(0, 0, 1, quiet).is_err());
+        assert!(p.exit(0, 0, false, 1, quiet).is_err());
         assert!(p.command(Command::Start { container: 0 }, 10));
         assert!(!p.command(Command::Start { container: 0 }, 11), "running already");
         assert!(!p.command(Command::Start { container: 9 }, 11), "no such container");
@@ -611,17 +617,19 @@ mod tests {
             quiet,
         )
         .unwrap();
-        p.exit(0, 3, 30, quiet).unwrap();
-        assert!(p.exit(0, 3, 31, quiet).is_err(), "one end per instance");
+        p.exit(0, 137, true, 30, quiet).unwrap();
+        assert!(p.containers[0].oom_killed);
+        assert!(p.exit(0, 3, false, 31, quiet).is_err(), "one end per instance");
         assert_eq!(
             (p.containers[0].exit, p.containers[0].started_ns, p.containers[0].ended_ns),
-            (Some(3), 10, 30)
+            (Some(137), 10, 30)
         );
         // The restart: a new instance, the old lines kept as the previous one.
         assert!(p.command(Command::Start { container: 0 }, 40));
         assert_eq!((p.containers[0].exit, p.containers[0].starts), (None, 2));
+        assert!(!p.containers[0].oom_killed, "a new instance was not OOM-killed");
         p.log(0, 2, b"second", 50, quiet).unwrap();
-        p.exit(0, 0, 60, quiet).unwrap();
+        p.exit(0, 0, false, 60, quiet).unwrap();
         let prev: Vec<_> =
             p.containers[0].previous.as_ref().unwrap().lines().map(|l| l.text.clone()).collect();
         let cur: Vec<_> = p.containers[0].lines.lines().map(|l| (l.stream, l.text.clone())).collect();

@@ -184,10 +184,10 @@ impl Services for Svc<'_> {
             });
         }
     }
-    fn container_exit(&mut self, container: u64, code: i32) -> bool {
+    fn container_exit(&mut self, container: u64, code: i32, oom_killed: bool) -> bool {
         let out = &mut *self.out;
         self.vm.pod.as_mut().is_some_and(|p| {
-            p.exit(container, code, time::now_ns(), |line| {
+            p.exit(container, code, oom_killed, time::now_ns(), |line| {
                 let _ = writeln!(out, "{line}");
             })
             .is_ok()
