@@ -189,6 +189,8 @@ pub enum Error {
     Fault = -2,
     /// An argument is out of range.
     Invalid = -3,
+    /// The call was made from guest user mode (CPL > 0): only the guest kernel may call.
+    Denied = -4,
 }
 
 impl Error {
@@ -203,6 +205,7 @@ impl Error {
             -1 => Err(Error::NoSys),
             -2 => Err(Error::Fault),
             -3 => Err(Error::Invalid),
+            -4 => Err(Error::Denied),
             _ => Ok(raw),
         }
     }

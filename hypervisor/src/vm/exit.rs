@@ -92,8 +92,12 @@ pub enum ExitKind {
     Cpuid,
     /// HLT.
     Hlt,
-    /// VMCALL / VMMCALL: number and arguments in the registers.
-    Hypercall,
+    /// VMCALL / VMMCALL: number and arguments in the registers; `cpl`, the privilege level
+    /// it was made at (only the guest kernel, CPL 0, may make hypercalls).
+    Hypercall {
+        /// The guest's CPL at the exit.
+        cpl: u8,
+    },
     /// IN/OUT (string forms included, `string` set). The value is in `rax` for OUT.
     Io {
         /// Port.
@@ -152,7 +156,11 @@ impl ExitKind {
     pub fn is_instruction(&self) -> bool {
         matches!(
             self,
-            ExitKind::Cpuid | ExitKind::Hlt | ExitKind::Hypercall | ExitKind::Msr { .. } | ExitKind::Xsetbv
+            ExitKind::Cpuid
+                | ExitKind::Hlt
+                | ExitKind::Hypercall { .. }
+                | ExitKind::Msr { .. }
+                | ExitKind::Xsetbv
         )
     }
 }

@@ -108,7 +108,14 @@ pub fn handle(exit: &Exit, regs: &mut GuestRegs, svc: &mut impl Services) -> Act
         return Action::Stop(StopReason::BadInstructionLength { len: exit.instr_len });
     }
     match exit.kind {
-        ExitKind::Hypercall => hypercall(regs, svc),
+        // From guest user mode: the guest kernel let a process through, and the hypervisor
+        // does not take calls from it (the guest sees Denied, as from a call that does not
+        // exist for it).
+        ExitKind::Hypercall { cpl: 1.. } => {
+            regs.rax = Error::Denied.to_raw();
+            Action::Advance
+        }
+        ExitKind::Hypercall { cpl: 0 } => hypercall(regs, svc),
         ExitKind::Cpuid => {
             let [a, b, c, d] = guest_cpuid(regs.rax as u32, regs.rcx as u32, svc);
             regs.rax = u64::from(a);
@@ -453,16 +460,30 @@ mod tests {
 
     fn call(svc: &mut Fake, n: u64, a0: u64, a1: u64) -> (Action, u64) {
         let mut r = GuestRegs { rax: n, rdi: a0, rsi: a1, ..GuestRegs::default() };
-        let a = handle(&exit(ExitKind::Hypercall), &mut r, svc);
+        let a = handle(&exit(ExitKind::Hypercall { cpl: 0 }), &mut r, svc);
         (a, r.rax)
     }
 
     const FAULT: u64 = Error::Fault.to_raw();
     const INVALID: u64 = Error::Invalid.to_raw();
 
+    #[test]
+    fn hypercalls_from_guest_user_mode_are_denied() {
+        let mut s = Fake::pod();
+        for cpl in [1, 3] {
+            for n in [nr::EXIT, nr::CONTAINER_EXIT, nr::LOG_WRITE, nr::VERSION, nr::POD_CONTROL] {
+                let mut r = GuestRegs { rax: n, rdi: 0, rsi: 1, ..GuestRegs::default() };
+                let a = handle(&exit(ExitKind::Hypercall { cpl }), &mut r, &mut s);
+                assert_eq!((a, r.rax), (Action::Advance, Error::Denied.to_raw()), "call {n} at CPL {cpl}");
+            }
+        }
+        assert!(s.pod.as_ref().unwrap().containers.iter().all(|c| c.exit.is_none()), "nothing happened");
+        assert_eq!(call(&mut s, nr::VERSION, 0, 0), (Action::Advance, u64::from(ABI_VERSION)));
+    }
+
     fn call4(svc: &mut Fake, n: u64, a: [u64; 4]) -> (Action, u64) {
         let mut r = GuestRegs { rax: n, rdi: a[0], rsi: a[1], rdx: a[2], r10: a[3], ..GuestRegs::default() };
-        let act = handle(&exit(ExitKind::Hypercall), &mut r, svc);
+        let act = handle(&exit(ExitKind::Hypercall { cpl: 0 }), &mut r, svc);
         (act, r.rax)
     }
 
@@ -750,8 +771,12 @@ mod tests {
         let mut s = Fake::new();
         s.mem[0..2].copy_from_slice(b"hi");
         for len in [0u8, 16, 255] {
-            for kind in [ExitKind::Hypercall, ExitKind::Cpuid, ExitKind::Hlt, ExitKind::Msr { write: false }]
-            {
+            for kind in [
+                ExitKind::Hypercall { cpl: 0 },
+                ExitKind::Cpuid,
+                ExitKind::Hlt,
+                ExitKind::Msr { write: false },
+            ] {
                 let mut r = GuestRegs { rax: nr::CONSOLE_WRITE, rdi: 0, rsi: 2, ..GuestRegs::default() };
                 let a = handle(&Exit { kind, instr_len: len, guest_ns: 0 }, &mut r, &mut s);
                 assert_eq!(a, Action::Stop(StopReason::BadInstructionLength { len }), "{kind:?} len {len}");
@@ -767,7 +792,11 @@ mod tests {
         );
         assert_eq!(a, Action::Resume);
         let mut r = GuestRegs { rax: nr::VERSION, ..GuestRegs::default() };
-        let a = handle(&Exit { kind: ExitKind::Hypercall, instr_len: 15, guest_ns: 0 }, &mut r, &mut s);
+        let a = handle(
+            &Exit { kind: ExitKind::Hypercall { cpl: 0 }, instr_len: 15, guest_ns: 0 },
+            &mut r,
+            &mut s,
+        );
         assert_eq!(a, Action::Advance);
     }
 

@@ -422,6 +422,7 @@ impl SvmVcpu {
             info2: v.read(ctl::EXITINFO2),
             rip: v.read(save::RIP),
             nrip: self.caps.nrips.then(|| v.read(ctl::NRIP)),
+            cpl: v.read::<u8>(save::CPL) & 3,
         }
     }
 

@@ -190,7 +190,7 @@ fn run_program(mut v: Box<dyn Vcpu>) -> Verdict {
         return Err("RDMSR exit with the wrong RIP or RCX");
     }
     v.apply(&e, &Action::Advance);
-    let e = expect(&mut v, ExitKind::Hypercall, 3, "sixth exit is not VMMCALL (3 bytes)")?;
+    let e = expect(&mut v, ExitKind::Hypercall { cpl: 0 }, 3, "sixth exit is not VMMCALL (3 bytes)")?;
     let r = *v.regs();
     if r.rip != AT_VMMCALL || r.rax != crx_abi::nr::EXIT || r.rbx != 0x1234_5678 || r.rcx != 0xc000_0100 {
         return Err("hypercall registers wrong (RIP, RAX = EXIT, RBX kept, RCX)");

@@ -325,6 +325,8 @@ pub struct RawExit {
     pub rip: u64,
     /// nRIP when the CPU saves it (CPUID 8000_000Ah EDX[3]), else `None`.
     pub nrip: Option<u64>,
+    /// The guest's CPL (VMCB state save area, APM 15.5.1).
+    pub cpl: u8,
 }
 
 /// Longest x86 instruction.
@@ -397,7 +399,7 @@ pub fn decode(raw: &RawExit) -> (ExitKind, u8) {
     let kind = match raw.code {
         code::CPUID => ExitKind::Cpuid,
         code::HLT => ExitKind::Hlt,
-        code::VMMCALL => ExitKind::Hypercall,
+        code::VMMCALL => ExitKind::Hypercall { cpl: raw.cpl },
         code::IOIO => decode_io(raw.info1),
         code::MSR => ExitKind::Msr { write: raw.info1 & 1 != 0 },
         code::NPF => ExitKind::NestedPageFault { gpa: raw.info2, access: decode_npf_access(raw.info1) },
@@ -669,14 +671,16 @@ mod tests {
     }
 
     fn raw(code: u64, info1: u64, info2: u64) -> RawExit {
-        RawExit { code, info1, info2, rip: 0x1000, nrip: None }
+        RawExit { code, info1, info2, rip: 0x1000, nrip: None, cpl: 0 }
     }
 
     #[test]
     fn lengths_without_nrip_use_encodings() {
         assert_eq!(decode(&raw(code::CPUID, 0, 0)), (ExitKind::Cpuid, 2));
         assert_eq!(decode(&raw(code::HLT, 0, 0)), (ExitKind::Hlt, 1));
-        assert_eq!(decode(&raw(code::VMMCALL, 0, 0)), (ExitKind::Hypercall, 3));
+        assert_eq!(decode(&raw(code::VMMCALL, 0, 0)), (ExitKind::Hypercall { cpl: 0 }, 3));
+        let user = RawExit { cpl: 3, ..raw(code::VMMCALL, 0, 0) };
+        assert_eq!(decode(&user), (ExitKind::Hypercall { cpl: 3 }, 3));
         assert_eq!(decode(&raw(code::MSR, 1, 0)), (ExitKind::Msr { write: true }, 2));
         assert_eq!(decode(&raw(code::MSR, 0, 0)), (ExitKind::Msr { write: false }, 2));
         assert_eq!(decode(&raw(code::XSETBV, 0, 0)), (ExitKind::Forbidden("xsetbv"), 3));

@@ -150,7 +150,7 @@ fn run_guest(v: &mut dyn Vcpu) -> Verdict {
     expect(v, "invd exit", ExitKind::Forbidden("invd"), 2)?;
     // SAFETY: LSTAR exists on every x86_64 CPU.
     let host_lstar = unsafe { super::insn::rdmsr(msr::LSTAR) };
-    expect(v, "vmcall after LSTAR round trip", ExitKind::Hypercall, 3)?;
+    expect(v, "vmcall after LSTAR round trip", ExitKind::Hypercall { cpl: 0 }, 3)?;
     // SAFETY: as above.
     let host_after = unsafe { super::insn::rdmsr(msr::LSTAR) };
     if v.regs().rax != 0x1234 {
@@ -160,7 +160,7 @@ fn run_guest(v: &mut dyn Vcpu) -> Verdict {
     if host_after != host_lstar {
         return Err("the host's LSTAR changed across a guest run");
     }
-    expect(v, "exit hypercall", ExitKind::Hypercall, 3)?;
+    expect(v, "exit hypercall", ExitKind::Hypercall { cpl: 0 }, 3)?;
     if v.regs().rax != crx_abi::nr::EXIT {
         return Err("exit hypercall: rax is not the hypercall number");
     }

@@ -603,6 +603,7 @@ impl VmxVcpu {
             instr_len: r(field::EXIT_INSTRUCTION_LEN) as u32,
             interruption_info: r(field::EXIT_INTERRUPTION_INFO) as u32,
             interruption_error: r(field::EXIT_INTERRUPTION_ERROR_CODE) as u32,
+            cpl: ((r(field::GUEST_SS_ACCESS) >> 5) & 3) as u8,
         };
         if reason & EXIT_REASON_ENTRY_FAILURE == 0 {
             self.launched = true;

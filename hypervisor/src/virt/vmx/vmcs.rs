@@ -349,6 +349,8 @@ pub mod field {
     pub const GUEST_IDTR_LIMIT: u32 = 0x4812;
     /// Guest ES access rights; CS, SS, DS, FS, GS, LDTR, TR follow 2 apart.
     pub const GUEST_ES_ACCESS: u32 = 0x4814;
+    /// Guest SS access rights (its DPL is the CPL).
+    pub const GUEST_SS_ACCESS: u32 = 0x4818;
     /// Guest interruptibility state.
     pub const GUEST_INTERRUPTIBILITY: u32 = 0x4824;
     /// Guest activity state.
@@ -656,6 +658,8 @@ pub struct RawExit {
     pub interruption_info: u32,
     /// VM-exit interruption error code.
     pub interruption_error: u32,
+    /// The guest's CPL: SS.DPL (SDM Vol. 3 24.4.1).
+    pub cpl: u8,
 }
 
 /// Whether VM_EXIT_INSTRUCTION_LEN is meaningful for basic exit `reason` (SDM 28.2.5):
@@ -737,7 +741,7 @@ pub fn decode_exit(raw: &RawExit) -> (ExitKind, u8) {
         reason::TRIPLE_FAULT => ExitKind::TripleFault,
         reason::CPUID => ExitKind::Cpuid,
         reason::HLT => ExitKind::Hlt,
-        reason::VMCALL => ExitKind::Hypercall,
+        reason::VMCALL => ExitKind::Hypercall { cpl: raw.cpl },
         reason::IO => decode_io(raw.qualification),
         reason::RDMSR => ExitKind::Msr { write: false },
         reason::WRMSR => ExitKind::Msr { write: true },
@@ -899,7 +903,9 @@ mod tests {
     fn basic_exits_decode() {
         assert_eq!(decode_exit(&exit(10, 0, 2)), (ExitKind::Cpuid, 2));
         assert_eq!(decode_exit(&exit(12, 0, 1)), (ExitKind::Hlt, 1));
-        assert_eq!(decode_exit(&exit(18, 0, 3)), (ExitKind::Hypercall, 3));
+        assert_eq!(decode_exit(&exit(18, 0, 3)), (ExitKind::Hypercall { cpl: 0 }, 3));
+        let user = RawExit { cpl: 3, ..exit(18, 0, 3) };
+        assert_eq!(decode_exit(&user), (ExitKind::Hypercall { cpl: 3 }, 3));
         assert_eq!(decode_exit(&exit(31, 0, 2)), (ExitKind::Msr { write: false }, 2));
         assert_eq!(decode_exit(&exit(32, 0, 2)), (ExitKind::Msr { write: true }, 2));
         assert_eq!(decode_exit(&exit(1, 0, 9)), (ExitKind::Preempted, 0));
