@@ -52,11 +52,10 @@ pub struct PodVms {
     pods: BTreeMap<String, PodVm>,
 }
 
-/// The wall-clock time of monotonic `ns`.
+/// The wall-clock time of monotonic `ns` (the same every time it is asked, so a
+/// container's start and end times stay what they were first reported as).
 fn wall_of(ns: u64) -> Time {
-    let now_ns = crate::arch::time::now_ns();
-    let now_us = crate::net::node::wall_micros();
-    Time(now_us.saturating_sub(now_ns.saturating_sub(ns) / 1000))
+    Time(crate::net::node::wall_micros_at(ns))
 }
 
 fn parse_id(id: &str) -> Option<(&str, usize, u32)> {

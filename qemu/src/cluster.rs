@@ -5,7 +5,11 @@
 //! the InternalIP and kubelet port the control plane reaches it at, a kubelet serving
 //! certificate) and the image bundles it can run. The run waits until kubectl shows every
 //! node Ready, prints `export KUBECONFIG=...`, and then follows the consoles until it is
-//! told to stop; then it stops every node and the control plane.
+//! told to stop; then it stops every node and the control plane. It prints the pid of the
+//! control plane and of every node's emulator; once the cluster is up, a node whose
+//! emulator ends is reported and the others run on, and a control plane that exits is
+//! started again on the same state directory and port (at most
+//! [`CONTROL_PLANE_RESTARTS`] times).
 //!
 //! How a node reaches the API server: QEMU forwards the node's connections to
 //! 10.0.2.100:PORT to the control plane at 127.0.0.1:PORT (`guestfwd`, one `busybox nc` per
@@ -40,6 +44,8 @@ pub const MAX_NODES: u32 = 8;
 pub const CONTROL_PLANE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How many console lines a failure shows.
 pub const TAIL_LINES: usize = 40;
+/// How many times a run restarts a control plane that exits once the cluster is up.
+pub const CONTROL_PLANE_RESTARTS: u32 = 5;
 
 /// What `cluster up` starts.
 #[derive(Debug, Clone)]
@@ -164,23 +170,51 @@ pub struct ControlPlane {
     pub url: String,
     /// The file its output goes to.
     pub log: PathBuf,
+    /// What started it, for a restart: the program, the state directory, the nodes.
+    program: Vec<String>,
+    dir: PathBuf,
+    nodes: Vec<String>,
 }
 
 impl ControlPlane {
     /// Starts `program` (`xtask control-plane`) with `--dir DIR --listen 127.0.0.1:0 --node
-    /// NAME...` and waits for its ready line.
+    /// NAME...` and waits for its ready line; its output goes to `log`, emptied first.
     pub fn start(
         program: &[String],
         dir: &Path,
         nodes: &[String],
         log: &Path,
     ) -> Result<ControlPlane, Error> {
+        ControlPlane::spawn(program, dir, nodes, log, "127.0.0.1:0", false)
+    }
+
+    /// Starts it again after it has exited: the same program, state directory, nodes and
+    /// port (nodes and kubeconfigs keep reaching it there), its output appended to the log.
+    pub fn restart(&self) -> Result<ControlPlane, Error> {
+        let listen = format!("127.0.0.1:{}", self.port()?);
+        ControlPlane::spawn(&self.program, &self.dir, &self.nodes, &self.log, &listen, true)
+    }
+
+    fn spawn(
+        program: &[String],
+        dir: &Path,
+        nodes: &[String],
+        log: &Path,
+        listen: &str,
+        append: bool,
+    ) -> Result<ControlPlane, Error> {
         let (exe, first) =
             program.split_first().ok_or_else(|| Error::Usage("no control-plane program".into()))?;
-        let out = File::create(log).map_err(|e| Error::io(format!("creating {}", log.display()), e))?;
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(log)
+            .map_err(|e| Error::io(format!("opening {}", log.display()), e))?;
         let err = out.try_clone().map_err(|e| Error::io(format!("opening {}", log.display()), e))?;
         let mut cmd = Command::new(exe);
-        cmd.args(first).arg("--dir").arg(dir).args(["--listen", "127.0.0.1:0"]);
+        cmd.args(first).arg("--dir").arg(dir).args(["--listen", listen]);
         for n in nodes {
             cmd.args(["--node", n]);
         }
@@ -199,7 +233,14 @@ impl ControlPlane {
                 }
             }
         });
-        let mut cp = ControlPlane { child, url: String::new(), log: log.to_path_buf() };
+        let mut cp = ControlPlane {
+            child,
+            url: String::new(),
+            log: log.to_path_buf(),
+            program: program.to_vec(),
+            dir: dir.to_path_buf(),
+            nodes: nodes.to_vec(),
+        };
         let deadline = Instant::now() + CONTROL_PLANE_TIMEOUT;
         loop {
             match rx.recv_timeout(Duration::from_millis(200)) {
@@ -233,6 +274,11 @@ impl ControlPlane {
             .next()
             .and_then(|p| p.trim_end_matches('/').parse().ok())
             .ok_or_else(|| Error::Missing(format!("the control plane's URL {} has no port", self.url)))
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Whether it has exited, and how.
@@ -474,7 +520,13 @@ pub fn up_with(opts: &Options, stop: &dyn Fn() -> bool, mut job: Option<&mut Job
     let mut cp =
         ControlPlane::start(&opts.control_plane, &state, &names, &cluster_dir().join("control-plane.log"))?;
     let api_port = cp.port()?;
-    say(&format!("control plane ready: {} (state {}, log {})", cp.url, state.display(), cp.log.display()));
+    say(&format!(
+        "control plane ready: {} (pid {}, state {}, log {})",
+        cp.url,
+        cp.pid(),
+        state.display(),
+        cp.log.display()
+    ));
 
     let kubelet_ports = free_ports(names.len())?;
     let mut nodes: Vec<Node> = Vec::new();
@@ -507,7 +559,9 @@ pub fn up_with(opts: &Options, stop: &dyn Fn() -> bool, mut job: Option<&mut Job
                     kubelet_ports[i]
                 ));
                 let node = Bochs { mem_mib: opts.mem_mib, net: Some(net), ..Bochs::new(&iso) };
-                Machine::bochs(&format!("cluster-{name}"), &node)?
+                let machine = Machine::bochs(&format!("cluster-{name}"), &node)?;
+                say(&format!("{name}: Bochs runs in process group {} (script, pid {0})", machine.pid()));
+                machine
             } else {
                 let pack = node::write_boot_pack(&cfg, &bundles)?;
                 say(&format!(
@@ -526,7 +580,9 @@ pub fn up_with(opts: &Options, stop: &dyn Fn() -> bool, mut job: Option<&mut Job
                     net: Some(net),
                     ..Qemu::new(&kernel)
                 };
-                Machine::qemu(name, &node)?
+                let machine = Machine::qemu(name, &node)?;
+                say(&format!("{name}: QEMU pid {}", machine.pid()));
+                machine
             };
             nodes.push(Node::new(name, machine, kubelet_ports[i], bochs)?);
         }
@@ -656,14 +712,17 @@ fn control_plane_alive(cp: &mut ControlPlane) -> Result<(), Error> {
 }
 
 /// Echoes the consoles until `stop()` (or, with a job, keeps them in their logs and moves the
-/// job along until it is over); a node whose emulator ends is reported and the others run
-/// on; the control plane's end ends the run with an error.
+/// job along until it is over). A node whose emulator ends is reported and the others run
+/// on. A control plane that exits is reported and started again on the same state directory
+/// and port, at most [`CONTROL_PLANE_RESTARTS`] times in a run; past that the run ends with
+/// an error.
 fn follow(
     cp: &mut ControlPlane,
     nodes: &mut [Node],
     stop: &dyn Fn() -> bool,
     mut job: Option<(&mut Job, &Path)>,
 ) -> Result<(), Error> {
+    let mut restarts = 0;
     while !stop() {
         if let Some((j, kubeconfig)) = job.as_mut() {
             if let Some(done) = j.step(kubeconfig) {
@@ -673,16 +732,66 @@ fn follow(
         for n in nodes.iter_mut() {
             if let Some(status) = n.pump(job.is_none()) {
                 say(&format!(
-                    "node {}'s emulator exited ({status}); the others run on. The last lines of its console:\n{}",
+                    "node {}'s emulator (pid {}) exited ({status}); the others run on. The last lines of its \
+                     console:\n{}",
                     n.name,
+                    n.machine.pid(),
                     n.tail(TAIL_LINES)
                 ));
             }
         }
-        control_plane_alive(cp)?;
+        if let Some(status) = cp.exited() {
+            say(&format!("the control plane (pid {}) exited ({status})", cp.pid()));
+            let Some(new) = restart_control_plane(cp, &mut restarts, stop)? else {
+                return Ok(());
+            };
+            *cp = new;
+            say(&format!(
+                "control plane ready again: {} (pid {}, restart {restarts} of at most {CONTROL_PLANE_RESTARTS})",
+                cp.url,
+                cp.pid()
+            ));
+        }
         thread::sleep(Duration::from_millis(100));
     }
     Ok(())
+}
+
+/// Starts an exited control plane again, counting each attempt in `restarts`: `None` when
+/// the run is told to stop meanwhile, an error with the tail of its log once
+/// [`CONTROL_PLANE_RESTARTS`] attempts are used up.
+fn restart_control_plane(
+    cp: &ControlPlane,
+    restarts: &mut u32,
+    stop: &dyn Fn() -> bool,
+) -> Result<Option<ControlPlane>, Error> {
+    loop {
+        if stop() {
+            return Ok(None);
+        }
+        if *restarts >= CONTROL_PLANE_RESTARTS {
+            return Err(Error::Missing(format!(
+                "the control plane exited and was restarted {restarts} time(s) already; not again. Its log \
+                 ({}):\n{}",
+                cp.log.display(),
+                tail_file(&cp.log, TAIL_LINES)
+            )));
+        }
+        *restarts += 1;
+        say(&format!(
+            "restarting the control plane on {} and port {} (restart {restarts} of at most \
+             {CONTROL_PLANE_RESTARTS})",
+            cp.dir.display(),
+            cp.port().unwrap_or(0)
+        ));
+        match cp.restart() {
+            Ok(new) => return Ok(Some(new)),
+            Err(e) => {
+                say(&format!("the control plane did not come back: {e}"));
+                thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -727,6 +836,48 @@ mod tests {
         let ports = free_ports(3).unwrap();
         assert!(ports[0] != ports[1] && ports[1] != ports[2] && ports[0] != ports[2], "{ports:?}");
         assert_eq!(node_name(2), "n2");
+    }
+
+    #[test]
+    fn an_exited_control_plane_comes_back_on_its_port_a_bounded_number_of_times() {
+        let dir = std::env::temp_dir().join(format!("cluster-restart-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("control-plane.log");
+        // A stand-in server: `sh -c SCRIPT cp --dir D --listen ADDR --node n1` prints the ready
+        // line for the port it is given (4242 for port 0) and its arguments, then exits.
+        let script = r#"port=${4##*:}; [ "$port" = 0 ] && port=4242
+echo "control plane ready: https://127.0.0.1:$port"; echo "started with $*" >&2; exit 3"#;
+        let program: Vec<String> = vec!["/bin/sh".into(), "-c".into(), script.into(), "cp".into()];
+        let mut cp = ControlPlane::start(&program, &dir, &["n1".to_string()], &log).unwrap();
+        assert_eq!(cp.url, "https://127.0.0.1:4242");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while cp.exited().is_none() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(cp.exited().and_then(|s| s.code()), Some(3));
+        let mut restarts = 0;
+        let again = restart_control_plane(&cp, &mut restarts, &|| false).unwrap().unwrap();
+        assert_eq!((again.url.as_str(), restarts), ("https://127.0.0.1:4242", 1));
+        // The first start's output is kept; the restart listened on the same port.
+        let text = fs::read_to_string(&log).unwrap();
+        let started: Vec<&str> = text.lines().filter(|l| l.starts_with("started with")).collect();
+        assert_eq!(started.len(), 2, "{text}");
+        assert!(started[0].contains("--listen 127.0.0.1:0 --node n1"), "{text}");
+        assert!(
+            started[1].contains(&format!("--dir {} --listen 127.0.0.1:4242 --node n1", dir.display())),
+            "{text}"
+        );
+        // The budget is bounded, and a stop is not an error.
+        let mut used = CONTROL_PLANE_RESTARTS;
+        let err = restart_control_plane(&again, &mut used, &|| false).err().unwrap().to_string();
+        assert!(
+            err.contains("restarted 5 time(s) already; not again") && err.contains("started with"),
+            "{err}"
+        );
+        assert!(restart_control_plane(&again, &mut restarts, &|| true).unwrap().is_none());
+        assert_eq!(restarts, 1);
+        drop((cp, again));
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

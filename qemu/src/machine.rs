@@ -173,6 +173,12 @@ impl Machine {
         &self.name
     }
 
+    /// The process the run started: the emulator itself under QEMU, the `script` that runs
+    /// Bochs under a pseudo-terminal. It leads the run's process group.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Time since the emulator started.
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()

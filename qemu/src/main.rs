@@ -158,7 +158,8 @@ enum ClusterVerb {
     /// Build the kernel, crx-guest and the images, start the control plane (state in
     /// target/cluster/) and boot nodes n1..nN, each with its own credential; wait until
     /// kubectl shows every node Ready, print `export KUBECONFIG=...`, then echo the nodes'
-    /// consoles (`nI| line`) until Ctrl-C or SIGTERM, and stop everything.
+    /// consoles (`nI| line`) until Ctrl-C or SIGTERM, and stop everything. A control plane
+    /// that exits meanwhile is restarted (at most 5 times); a node that ends is reported.
     #[command(after_help = CLUSTER_UP_HELP)]
     Up(ClusterUpArgs),
     /// Bring a cluster up as `cluster up` does, apply one pod running COMMAND (image busybox
@@ -206,14 +207,26 @@ Nodes:
   connection to the host, so n1's network is unrestricted (it reaches the host's loopback at
   10.0.2.2, every port).
 
+Processes:
+  It prints the control plane's pid (`cluster: control plane ready: URL (pid N, ...)`) and
+  each node's (`cluster: nI: QEMU pid N`; under Bochs the process group of the `script`
+  that runs it). Killing a node's QEMU powers the node off: the run says so (`cluster: node
+  nI's emulator (pid N) exited (...); the others run on`) with the tail of its console, and
+  the node turns NotReady in kubectl once the control plane's 50 s grace period has passed.
+  A control plane that exits once every node was Ready is reported (`cluster: the control
+  plane (pid N) exited (...)`) and started again on the same state directory and port
+  (`cluster: control plane ready again: URL (pid M, restart K of at most 5)`); the nodes and
+  kubeconfigs reach it there as before.
+
 Files:
   target/cluster/control-plane/    the control plane's state (admin.kubeconfig, nodes/)
-  target/cluster/control-plane.log the control plane's output
+  target/cluster/control-plane.log the control plane's output (restarts append to it)
   target/cluster/nI.console.log    node nI's console
 
 Exit status:
   0      stopped by Ctrl-C or SIGTERM
-  1      a step failed, or not every node was Ready in time (the node's console tail is shown)";
+  1      a step failed, not every node was Ready in time (the node's console tail is shown),
+         or the control plane exited after its 5 restarts";
 
 #[derive(clap::Args)]
 struct ClusterUpArgs {

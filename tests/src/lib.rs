@@ -3,6 +3,7 @@
 //! keeps one busy). Control-plane tests: see [`cluster`].
 
 pub mod cluster;
+pub mod up;
 
 use qemu::image;
 use qemu::{Error, Machine, Ready, Virt};

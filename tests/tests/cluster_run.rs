@@ -9,22 +9,13 @@ use qemu::image::{repo_root, target_dir};
 use std::process::Command;
 use std::time::Duration;
 use tests::cluster::run_for;
-use tests::{emulator_slot, ok, processes_with};
+use tests::{emulator_slot, processes_with};
 
 /// How long one run may take once everything is built.
 const RUN_TIMEOUT: Duration = Duration::from_secs(300);
 
-fn xtask() -> std::path::PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(repo_root()).args(["build", "--quiet", "-p", "qemu", "--bin", "xtask"]);
-    let o = run_for(cmd, Duration::from_secs(900));
-    assert!(o.ok, "building xtask failed:\n{}", o.stderr);
-    target_dir().join("debug").join("xtask")
-}
-
 fn cluster_run(args: &[&str]) -> (Option<i32>, String, String) {
-    let mut cmd = Command::new(xtask());
+    let mut cmd = Command::new(tests::up::xtask());
     cmd.current_dir(repo_root()).args(["cluster", "run"]).args(args);
     let o = run_for(cmd, RUN_TIMEOUT);
     (o.code, o.stdout, o.stderr)
@@ -44,9 +35,7 @@ fn nothing_left(stderr: &str) {
 
 #[test]
 fn cluster_run_shows_the_pods_logs_and_exits_with_its_code() {
-    tests::kernel();
-    ok(qemu::pod::build_guest_kernel());
-    ok(qemu::pod::ensure_busybox_image());
+    tests::up::build_cluster_parts();
     let _slot = emulator_slot();
     // The node on an e1000 (cluster_up.rs covers virtio-net).
     let (code, stdout, stderr) = cluster_run(&[

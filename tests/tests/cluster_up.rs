@@ -4,184 +4,16 @@
 //! Ready at InternalIP 127.0.0.1 with kubelet ports of their own; a SIGTERM stops the run
 //! with status 0 and leaves no emulator or control plane behind.
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use qemu::image::{repo_root, target_dir};
-use std::io::{BufRead, BufReader, Read};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use qemu::image::target_dir;
+use std::process::Command;
 use std::time::{Duration, Instant};
 use tests::cluster::run_for;
-use tests::{emulator_slot, ok, processes_with};
-
-/// How long `cluster up` may take to print its export line once everything is built.
-const UP_TIMEOUT: Duration = Duration::from_secs(240);
-/// How long it may take to stop after SIGTERM.
-const STOP_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The runner's binary, built once.
-fn xtask() -> std::path::PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(repo_root()).args(["build", "--quiet", "-p", "qemu", "--bin", "xtask"]);
-    let o = run_for(cmd, Duration::from_secs(900));
-    assert!(o.ok, "building xtask failed:\n{}", o.stderr);
-    target_dir().join("debug").join("xtask")
-}
-
-/// A `cluster up` child: its output lines (stdout and stderr, in arrival order), and on drop
-/// a SIGTERM, then SIGKILL, so a failing test leaves nothing running.
-struct Up {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    status: Option<ExitStatus>,
-}
-
-impl Up {
-    fn start(nodes: u32) -> Up {
-        let mut child = Command::new(xtask())
-            .args(["cluster", "up", "--nodes", &nodes.to_string()])
-            .current_dir(repo_root())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .expect("starting xtask cluster up");
-        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-        let streams: Vec<Box<dyn Read + Send>> = vec![
-            Box::new(child.stdout.take().expect("piped stdout")),
-            Box::new(child.stderr.take().expect("piped stderr")),
-        ];
-        for s in streams {
-            let lines = Arc::clone(&lines);
-            std::thread::spawn(move || {
-                for l in BufReader::new(s).lines() {
-                    let Ok(l) = l else { break };
-                    lines.lock().unwrap_or_else(|p| p.into_inner()).push(l);
-                }
-            });
-        }
-        Up { child, lines, status: None }
-    }
-
-    fn output(&self) -> String {
-        self.lines.lock().unwrap_or_else(|p| p.into_inner()).join("\n")
-    }
-
-    /// The first line starting with `prefix`, waiting at most `timeout`.
-    fn wait_line(&mut self, prefix: &str, timeout: Duration) -> String {
-        self.wait_for(|l| l.starts_with(prefix), &format!("a line `{prefix}...`"), timeout)
-    }
-
-    /// The first line holding `needle`, waiting at most `timeout`.
-    fn wait_line_containing(&mut self, needle: &str, timeout: Duration) -> String {
-        self.wait_for(|l| l.contains(needle), &format!("a line with `{needle}`"), timeout)
-    }
-
-    /// The first line for which `ok` holds; a failure (timeout, or cluster up ending first)
-    /// shows everything it printed.
-    fn wait_for(&mut self, ok: impl Fn(&str) -> bool, what: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let found = self.lines.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|l| ok(l)).cloned();
-            if let Some(l) = found {
-                return l;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                self.status = Some(status);
-                std::thread::sleep(Duration::from_millis(200));
-                panic!("cluster up exited ({status}) before {what}:\n{}", self.output());
-            }
-            if Instant::now() >= deadline {
-                panic!("no {what} from cluster up within {timeout:?}:\n{}", self.output());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        if self.status.is_some() {
-            return self.status;
-        }
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-        }
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                self.status = Some(status);
-                return self.status;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        None
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        if self.terminate(STOP_TIMEOUT).is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn kubectl(kubeconfig: &str, args: &[&str]) -> String {
-    let mut cmd = Command::new("/usr/bin/kubectl");
-    cmd.env("KUBECONFIG", kubeconfig)
-        .arg("--cache-dir")
-        .arg(target_dir().join("cluster-up-test-cache"))
-        .args(args);
-    let o = run_for(cmd, Duration::from_secs(60));
-    assert!(o.ok, "kubectl {args:?} failed:\n{}", o.stderr);
-    o.stdout
-}
-
-/// How long a pod may take to reach the state a test waits for.
-const POD_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Polls `kubectl get pod NAME -o jsonpath=PATH` until `ok` holds of its output.
-fn wait_pod(
-    up: &Up,
-    kubeconfig: &str,
-    name: &str,
-    path: &str,
-    what: &str,
-    ok: impl Fn(&str) -> bool,
-) -> String {
-    let deadline = Instant::now() + POD_TIMEOUT;
-    loop {
-        let got = kubectl(kubeconfig, &["get", "pod", name, "-o", &format!("jsonpath={path}")]);
-        if ok(&got) {
-            return got;
-        }
-        if Instant::now() >= deadline {
-            let describe = kubectl(kubeconfig, &["describe", "pod", name]);
-            panic!(
-                "pod {name} is not {what} within {POD_TIMEOUT:?} (last {got:?}):\n{describe}\n{}",
-                up.output()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-fn pod_yaml(name: &str, policy: &str, grace: u32, image: &str, script: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  restartPolicy: {policy}\n  \
-         terminationGracePeriodSeconds: {grace}\n  containers:\n  - name: main\n    image: {image}\n    \
-         command: [\"sh\", \"-c\", {script:?}]\n"
-    )
-}
+use tests::up::{apply_pod, build_cluster_parts, kubectl, pod_yaml, wait_pod, Up, POD_TIMEOUT, STOP_TIMEOUT};
+use tests::{emulator_slot, processes_with};
 
 /// Pods applied with kubectl run as pod VMs: their phases, exit codes, restarts, deletion and
 /// a missing image, as the API reports them, and their output on the node's console.
 fn pods_run_as_vms_on_both_nodes(up: &mut Up, kubeconfig: &str) {
-    let dir = target_dir().join("cluster-up-test-pods");
-    std::fs::create_dir_all(&dir).expect("creating the pods directory");
     let pods = [
         ("done", "Never", 30, "busybox", "echo hello from a pod VM; exit 0"),
         ("three", "Never", 30, "busybox", "echo about to fail; exit 3"),
@@ -197,17 +29,13 @@ fn pods_run_as_vms_on_both_nodes(up: &mut Up, kubeconfig: &str) {
         ("counter", "Never", 30, "busybox", "for i in 1 2 3 4 5; do echo line $i; sleep 1; done"),
     ];
     for (name, policy, grace, image, script) in pods {
-        let file = dir.join(format!("{name}.yaml"));
-        std::fs::write(&file, pod_yaml(name, policy, grace, image, script)).expect("writing a pod");
-        kubectl(kubeconfig, &["apply", "-f", &file.display().to_string()]);
+        apply_pod(kubeconfig, &pod_yaml(name, policy, grace, image, script, None), name);
     }
     // A pod whose VM (32 MiB, its memory limit) runs out of memory.
+    let script = "echo start; x=0123456789abcdef; while :; do x=$x$x; done";
     let oom =
-        pod_yaml("oom", "Never", 30, "busybox", "echo start; x=0123456789abcdef; while :; do x=$x$x; done")
-            + "    resources: {limits: {memory: 32Mi}}\n";
-    let file = dir.join("oom.yaml");
-    std::fs::write(&file, oom).expect("writing a pod");
-    kubectl(kubeconfig, &["apply", "-f", &file.display().to_string()]);
+        pod_yaml("oom", "Never", 30, "busybox", script, None) + "    resources: {limits: {memory: 32Mi}}\n";
+    apply_pod(kubeconfig, &oom, "oom");
     wait_pod(up, kubeconfig, "done", "{.status.phase}", "Succeeded", |p| p == "Succeeded");
     let code = wait_pod(
         up,
@@ -349,14 +177,10 @@ fn kubelet_endpoint_serves_only_the_cluster_ca(up: &Up, port: u16) {
 #[test]
 fn cluster_up_brings_two_nodes_ready_and_stops_cleanly_on_sigterm() {
     // Built before the clock starts, so the run's own builds are quick.
-    tests::kernel();
-    ok(qemu::pod::build_guest_kernel());
-    ok(qemu::pod::ensure_busybox_image());
+    build_cluster_parts();
     let _slot = emulator_slot();
-    let mut up = Up::start(2);
-    let export = up.wait_line("export KUBECONFIG=", UP_TIMEOUT);
-    let kubeconfig = export.trim_start_matches("export KUBECONFIG=").to_string();
-    assert!(kubeconfig.starts_with('/') && kubeconfig.ends_with("admin.kubeconfig"), "{export}");
+    let mut up = Up::start(&["--nodes", "2"]);
+    let kubeconfig = up.kubeconfig();
     let table = kubectl(
         &kubeconfig,
         &[

@@ -93,6 +93,9 @@ pub struct Kernel {
     frames: FrameAllocator<'static>,
     root: u64,
     stacks_next: u64,
+    /// Frames the kernel's run-time mappings hold (heap, stacks, MMIO above 4 GiB), their
+    /// page tables included. They stay mapped for good.
+    mapped: usize,
 }
 
 impl Kernel {
@@ -103,6 +106,13 @@ impl Kernel {
     /// Maps `pages` fresh zeroed frames at `virt` with `flags`. On failure the pages
     /// mapped so far are unmapped and their frames returned.
     pub fn map_fresh(&mut self, virt: u64, pages: u64, flags: Flags) -> Result<(), MmError> {
+        let before = self.frames.free_count();
+        let r = self.map_fresh_pages(virt, pages, flags);
+        self.mapped += before.saturating_sub(self.frames.free_count());
+        r
+    }
+
+    fn map_fresh_pages(&mut self, virt: u64, pages: u64, flags: Flags) -> Result<(), MmError> {
         for k in 0..pages {
             let v = virt + k * PAGE_SIZE;
             let r = self.frames.alloc().map_err(MmError::Frames).and_then(|f| {
@@ -232,7 +242,7 @@ pub fn init_tables(boot: &BootInfo) -> Result<Built, MmError> {
     }
     KERNEL_CR3.store(root, Ordering::Release);
     NX.store(nx, Ordering::Relaxed);
-    *KERNEL.lock() = Some(Kernel { frames: fa, root, stacks_next: STACKS_START });
+    *KERNEL.lock() = Some(Kernel { frames: fa, root, stacks_next: STACKS_START, mapped: 0 });
     Ok(Built { usable_bytes: boot.usable_bytes(), image_bytes: img.image.1 - img.image.0 })
 }
 
@@ -257,6 +267,14 @@ pub fn ram_top() -> Option<u64> {
 /// Free frames (0 before `init`).
 pub fn free_frames() -> usize {
     with(|k| k.frames.free_count()).unwrap_or(0)
+}
+
+/// Free frames and the frames the kernel's run-time mappings hold (its heap, which grows
+/// and never shrinks, stacks and MMIO mappings, with their page tables), read together so
+/// that a frame the heap takes meanwhile is counted once. Their sum changes only when a
+/// frame is taken or returned by anyone else (VMs, DMA, the backends).
+pub fn frame_census() -> (usize, usize) {
+    with(|k| (k.frames.free_count(), k.mapped)).unwrap_or((0, 0))
 }
 
 /// Takes one frame.
@@ -330,25 +348,33 @@ pub fn map_mmio(paddr: u64, len: u64) -> Result<(), MmError> {
     }
     let flags = Flags::WRITABLE | Flags::NO_CACHE | Flags::WRITE_THROUGH | nx();
     with(|k| {
-        let mut a = start;
-        while a < end {
-            let big = PageSize::Size2M.bytes();
-            if a.is_multiple_of(big) && end - a >= big {
-                match k.tables().map(a, a, PageSize::Size2M, flags) {
-                    Ok(()) => {
-                        a += big;
-                        continue;
-                    }
-                    Err(MapError::AlreadyMapped(_) | MapError::Misaligned(_)) => {}
-                    Err(e) => return Err(MmError::Map(e)),
+        let before = k.frames.free_count();
+        let r = map_mmio_locked(k, start, end, flags);
+        k.mapped += before.saturating_sub(k.frames.free_count());
+        r
+    })
+    .unwrap_or(Err(MmError::NotInitialized))
+}
+
+/// [`map_mmio`]'s work under the lock: `[start, end)`, page-aligned.
+fn map_mmio_locked(k: &mut Kernel, start: u64, end: u64, flags: Flags) -> Result<(), MmError> {
+    let mut a = start;
+    while a < end {
+        let big = PageSize::Size2M.bytes();
+        if a.is_multiple_of(big) && end - a >= big {
+            match k.tables().map(a, a, PageSize::Size2M, flags) {
+                Ok(()) => {
+                    a += big;
+                    continue;
                 }
-            }
-            match k.tables().map(a, a, PageSize::Size4K, flags) {
-                Ok(()) | Err(MapError::AlreadyMapped(_)) => a += PAGE_SIZE,
+                Err(MapError::AlreadyMapped(_) | MapError::Misaligned(_)) => {}
                 Err(e) => return Err(MmError::Map(e)),
             }
         }
-        Ok(())
-    })
-    .unwrap_or(Err(MmError::NotInitialized))
+        match k.tables().map(a, a, PageSize::Size4K, flags) {
+            Ok(()) | Err(MapError::AlreadyMapped(_)) => a += PAGE_SIZE,
+            Err(e) => return Err(MmError::Map(e)),
+        }
+    }
+    Ok(())
 }

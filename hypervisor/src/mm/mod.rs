@@ -109,7 +109,8 @@ pub use selftests::SELFTESTS;
 
 #[cfg(target_os = "none")]
 pub use kernel::{
-    alloc_frame, alloc_run, alloc_zeroed_frame, free_frame, free_frames, free_run, kernel_cr3, map_mmio,
+    alloc_frame, alloc_run, alloc_zeroed_frame, frame_census, free_frame, free_frames, free_run, kernel_cr3,
+    map_mmio,
 };
 
 /// Builds the frame allocator, switches to the kernel's page tables and starts the heap.

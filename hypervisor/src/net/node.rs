@@ -162,13 +162,24 @@ fn lookup(s: &mut Stack, host: Host<'_>, deadline: u64) -> Result<config::Ipv4, 
     }
 }
 
-/// The wall clock in seconds since the Unix epoch: the CMOS clock at the first call, moved
-/// on by the TSC. 0 when the CMOS clock holds no valid date (every certificate then looks
-/// not yet valid, so TLS fails with a reason rather than trusting a wrong time).
-pub fn wall_seconds() -> u64 {
+/// The wall clock in nanoseconds since the Unix epoch: the CMOS clock at the first call,
+/// moved on by the TSC; `None` when the CMOS clock holds no valid date.
+fn wall_ns() -> Option<u64> {
+    wall_ns_at(time::now_ns())
+}
+
+/// The wall clock at monotonic time `mono_ns` (see [`wall_ns`]).
+fn wall_ns_at(mono_ns: u64) -> Option<u64> {
     static AT_BOOT: spin::Once<Option<u64>> = spin::Once::new();
     let base = *AT_BOOT.call_once(|| crate::arch::rtc::read_ns().map(|ns| ns.saturating_sub(time::now_ns())));
-    base.map_or(0, |b| (b + time::now_ns()) / 1_000_000_000)
+    base.map(|b| b.saturating_add(mono_ns))
+}
+
+/// The wall clock in seconds since the Unix epoch (see [`wall_ns`]). 0 when the CMOS clock
+/// holds no valid date (every certificate then looks not yet valid, so TLS fails with a
+/// reason rather than trusting a wrong time).
+pub fn wall_seconds() -> u64 {
+    wall_ns().map_or(0, |ns| ns / 1_000_000_000)
 }
 
 /// With a cluster configuration: connect to the API server, verify its certificate against
@@ -253,9 +264,17 @@ pub fn clock_ms() -> u64 {
     now_ms()
 }
 
-/// The wall clock in microseconds since the Unix epoch (see [`wall_seconds`]).
+/// The wall clock in microseconds since the Unix epoch (see [`wall_ns`]), whole seconds and
+/// fraction from one reading, so it never steps back; without a valid CMOS date, the time
+/// since boot (it still moves on, for the agent's timers).
 pub fn wall_micros() -> u64 {
-    wall_seconds().saturating_mul(1_000_000) + (time::now_ns() / 1000) % 1_000_000
+    wall_micros_at(time::now_ns())
+}
+
+/// [`wall_micros`] at monotonic time `mono_ns`: the same instant gives the same answer
+/// whenever it is asked.
+pub fn wall_micros_at(mono_ns: u64) -> u64 {
+    wall_ns_at(mono_ns).unwrap_or(mono_ns) / 1000
 }
 
 /// `net.check=HOST:PORT`: look the host up, connect, send an HTTP/1.0 request for `/`,

@@ -11,6 +11,14 @@
 //!
 //! Pod mode (see [`super::setup`]): one VM, whose pod hypercalls reach a
 //! [`super::pod::PodState`] whose console lines are described in [`super::pod`].
+//!
+//! Node mode ([`serve_node`]): pod VMs come and go, each with
+//! `node: pod VM vm<i> for <name> starts: frames_free=<F> kernel_frames=<K>` (the frame
+//! counts just before its memory was taken) and, once its last vCPU and its memory are
+//! gone, `node: pod VM vm<i> released: frames_free=<F> kernel_frames=<K>` after its
+//! accounting line. `kernel_frames` counts the frames the kernel's heap, stacks and MMIO
+//! mappings hold (`mm::frame_census`); the heap grows and never shrinks, so
+//! `frames_free + kernel_frames` is what a VM that returned everything leaves unchanged.
 //! Containers that have not exited when the VM ends are reported before the `vm<i>:` end
 //! line.
 //!
@@ -231,6 +239,16 @@ fn finish_vcpu(w: &mut World, v: VcpuId, vm: VmId) {
         rec.exits,
         tables + rec.backend_bytes
     );
+    if w.node {
+        // Every vCPU of the VM is gone (each CPU drops its own before it gets here) and so
+        // is its memory: what the VM took is back.
+        let (free, kernel) = crate::mm::frame_census();
+        let _ = writeln!(
+            w.out,
+            "node: pod VM vm{} released: frames_free={free} kernel_frames={kernel}",
+            rec.index
+        );
+    }
     info!(
         "vm{}: {} ms guest cpu, {} MiB guest memory, {} KiB host overhead ({} KiB nested tables), {} exits",
         rec.index,
@@ -471,10 +489,11 @@ pub fn start_pod_vm(
     let index = with_world(|w| w.vms.len()).ok_or_else(|| String::from("the node does not run pod VMs"))?;
     let index = u32::try_from(index).unwrap_or(u32::MAX);
     let created_ns = time::now_ns();
+    let (free_before, kernel_before) = crate::mm::frame_census();
     let target = Target {
         format: backend.nested_format(),
         insn: backend.hypercall_insn(),
-        free_frames: crate::mm::free_frames() as u64,
+        free_frames: free_before as u64,
         module_hpa: direct::physical(parts.bundle.bytes()),
     };
     // Built outside the world lock: zeroing guest memory takes a while.
@@ -483,7 +502,14 @@ pub fn start_pod_vm(
         let vm = w.sched.add_vm(millicores);
         w.vms.push(VmRec::running(index, created_ns, prepared));
         match w.sched.add_vcpu(vm) {
-            Ok(_) => Ok(vm),
+            Ok(_) => {
+                let _ = writeln!(
+                    w.out,
+                    "node: pod VM vm{index} for {} starts: frames_free={free_before} kernel_frames={kernel_before}",
+                    parts.spec.name
+                );
+                Ok(vm)
+            }
             Err(e) => {
                 end_vm(w, vm, End::Stopped(StopReason::VcpuFailed("no CPU can run vCPUs")));
                 if let Some(r) = w.vms.get_mut(vm.0) {
