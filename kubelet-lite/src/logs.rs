@@ -189,23 +189,8 @@ mod tests {
     use crate::types::Container;
 
     fn setup(script: &str) -> (SimRuntime, Time) {
-        let mut rt = SimRuntime::new();
         let t0 = Time::from_secs(1_733_911_200);
-        let c = ContainerRef {
-            namespace: "default".into(),
-            pod: "p".into(),
-            pod_uid: "u".into(),
-            container: "app".into(),
-        };
-        let spec = Container {
-            name: "app".into(),
-            image: Some("busybox".into()),
-            command: Some(["sh", "-c", script].iter().map(|s| s.to_string()).collect()),
-            ..Default::default()
-        };
-        crate::runtime::Runtime::start_container(&mut rt, &c, &crate::types::Pod::default(), &spec, t0)
-            .unwrap();
-        (rt, t0)
+        (SimRuntime::with_one_container(script, t0), t0)
     }
 
     #[test]

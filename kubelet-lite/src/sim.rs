@@ -156,6 +156,27 @@ impl SimRuntime {
         Self::default()
     }
 
+    /// A runtime with one container, `app` of pod `default/p` (uid `u`), running
+    /// `sh -c SCRIPT` from `at`: a fixture for what reads a runtime's logs.
+    pub fn with_one_container(script: &str, at: Time) -> Self {
+        let mut rt = Self::new();
+        let c = ContainerRef {
+            namespace: "default".into(),
+            pod: "p".into(),
+            pod_uid: "u".into(),
+            container: "app".into(),
+        };
+        let spec = Container {
+            name: "app".into(),
+            image: Some("busybox".into()),
+            command: Some(["sh", "-c", script].iter().map(|s| s.to_string()).collect()),
+            ..Default::default()
+        };
+        // A script always starts in the simulated runtime.
+        let _ = Runtime::start_container(&mut rt, &c, &Pod::default(), &spec, at);
+        rt
+    }
+
     /// Advances every container to `now` (so logs are current for readers).
     pub fn advance_all(&mut self, now: Time) {
         for c in self.containers.values_mut() {

@@ -360,3 +360,8 @@ pub fn kubectl_logged(cp: &ControlPlane, logs: &Logs, args: &[&str]) -> String {
     assert!(o.ok, "kubectl {args:?} failed:\nstdout: {}\nstderr: {}{}", o.stdout, o.stderr, logs.dump());
     o.stdout
 }
+
+/// Seconds since the epoch of a `metav1.Time` or `MicroTime` (RFC 3339).
+pub fn unix_seconds(t: &str) -> Option<i64> {
+    wire::time::parse(t).map(|(s, _)| s)
+}

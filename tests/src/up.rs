@@ -274,3 +274,38 @@ pub fn apply_pod(kubeconfig: &str, yaml: &str, name: &str) {
     std::fs::write(&file, yaml).expect("writing a pod");
     kubectl(kubeconfig, &["apply", "-f", &file.display().to_string()]);
 }
+
+/// The processes a cluster run may leave behind: its control plane, and the QEMU and Bochs
+/// nodes n1..=`nodes`.
+pub fn cluster_markers(nodes: u32) -> Vec<String> {
+    let mut m = vec![target_dir().join("cluster").join("control-plane").display().to_string()];
+    for i in 1..=nodes {
+        m.push(target_dir().join("nodes").join(format!("n{i}.pack")).display().to_string());
+        m.push(target_dir().join("bochs").join(format!("cluster-n{i}.bochsrc")).display().to_string());
+    }
+    m
+}
+
+/// Fails, showing `context`, when a process with one of `markers` in its command line still
+/// runs (after a moment for the last ones to go).
+pub fn nothing_left(markers: &[String], context: &str) {
+    std::thread::sleep(Duration::from_millis(500));
+    for marker in markers {
+        let left = crate::processes_with(marker);
+        assert!(left.is_empty(), "processes left running with {marker}: {left:?}\n{context}");
+    }
+}
+
+impl Up {
+    /// SIGTERM; the run must stop within [`STOP_TIMEOUT`] with status 0, say so, and leave
+    /// no process of its `nodes` nodes or its control plane.
+    pub fn stop_cleanly(&mut self, nodes: u32) {
+        let status = self.terminate(STOP_TIMEOUT);
+        let out = self.output();
+        let status = status
+            .unwrap_or_else(|| panic!("cluster up did not stop within {STOP_TIMEOUT:?} of SIGTERM:\n{out}"));
+        assert_eq!(status.code(), Some(0), "cluster up's status after SIGTERM ({status}):\n{out}");
+        assert!(out.contains("cluster: stopped"), "cluster up did not say it stopped everything:\n{out}");
+        nothing_left(&cluster_markers(nodes), &out);
+    }
+}

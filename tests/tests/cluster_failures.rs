@@ -18,16 +18,15 @@
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use qemu::image::target_dir;
 use regex::Regex;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+use tests::cluster::unix_seconds;
+use tests::emulator_slot;
 use tests::up::{
     apply_pod, build_cluster_parts, get_json, kubectl, pod_yaml, try_kubectl, wait_pod, Up, POD_TIMEOUT,
-    STOP_TIMEOUT,
 };
-use tests::{emulator_slot, processes_with};
 
 /// The control plane's node grace period (control-plane/src/scheduler.rs `NODE_GRACE`).
 const NODE_GRACE: Duration = Duration::from_secs(50);
@@ -399,22 +398,6 @@ fn now_secs() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
 }
 
-/// Seconds since the epoch of a `metav1.Time`/`MicroTime` (`YYYY-MM-DDTHH:MM:SS[.frac]Z`).
-fn unix_seconds(t: &str) -> Option<i64> {
-    if t.len() < 20 {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * ((mo + 9) % 12) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Some((era * 146_097 + doe - 719_468) * 86_400 + h * 3600 + mi * 60 + s)
-}
-
 /// Runs one scenario and says how long it took.
 fn scenario(name: &str, f: impl FnOnce()) {
     let started = Instant::now();
@@ -436,21 +419,7 @@ fn node_failures_in_a_two_node_cluster() {
     scenario("control plane restart", || control_plane_restart_loses_and_duplicates_nothing(&mut up, &kc));
     scenario("powered-off node", || powered_off_node_becomes_not_ready(&mut up, &kc));
 
-    let status = up.terminate(STOP_TIMEOUT);
-    let out = up.output();
-    let status = status
-        .unwrap_or_else(|| panic!("cluster up did not stop within {STOP_TIMEOUT:?} of SIGTERM:\n{out}"));
-    assert_eq!(status.code(), Some(0), "cluster up's status after SIGTERM ({status}):\n{out}");
-    assert!(out.contains("cluster: stopped"), "cluster up did not say it stopped everything:\n{out}");
-    std::thread::sleep(Duration::from_millis(500));
-    for marker in [
-        target_dir().join("cluster").join("control-plane").display().to_string(),
-        target_dir().join("nodes").join("n1.pack").display().to_string(),
-        target_dir().join("nodes").join("n2.pack").display().to_string(),
-    ] {
-        let left = processes_with(&marker);
-        assert!(left.is_empty(), "processes left running with {marker}: {left:?}\n{out}");
-    }
+    up.stop_cleanly(2);
     eprintln!("scenario: all in {:.1} s", started.elapsed().as_secs_f64());
 }
 

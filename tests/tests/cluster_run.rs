@@ -5,11 +5,12 @@
 //! ends the run with status 1 and the reason. The nodes: QEMU (AMD SVM) with an e1000, Bochs
 //! (Intel VMX) with its e1000, QEMU with virtio-net.
 
-use qemu::image::{repo_root, target_dir};
+use qemu::image::repo_root;
 use std::process::Command;
 use std::time::Duration;
 use tests::cluster::run_for;
-use tests::{emulator_slot, processes_with};
+use tests::emulator_slot;
+use tests::up::{cluster_markers, nothing_left};
 
 /// How long one run may take once everything is built.
 const RUN_TIMEOUT: Duration = Duration::from_secs(300);
@@ -19,18 +20,6 @@ fn cluster_run(args: &[&str]) -> (Option<i32>, String, String) {
     cmd.current_dir(repo_root()).args(["cluster", "run"]).args(args);
     let o = run_for(cmd, RUN_TIMEOUT);
     (o.code, o.stdout, o.stderr)
-}
-
-fn nothing_left(stderr: &str) {
-    std::thread::sleep(Duration::from_millis(500));
-    for marker in [
-        target_dir().join("cluster").join("control-plane").display().to_string(),
-        target_dir().join("nodes").join("n1.pack").display().to_string(),
-        target_dir().join("bochs").join("cluster-n1.bochsrc").display().to_string(),
-    ] {
-        let left = processes_with(&marker);
-        assert!(left.is_empty(), "processes left running with {marker}: {left:?}\n{stderr}");
-    }
 }
 
 #[test]
@@ -56,13 +45,13 @@ fn cluster_run_shows_the_pods_logs_and_exits_with_its_code() {
     ] {
         assert!(stderr.contains(step), "no {step:?} in:\n{stderr}");
     }
-    nothing_left(&stderr);
+    nothing_left(&cluster_markers(1), &stderr);
 
     // A VT-x node: Bochs, with its e1000.
     let (code, stdout, stderr) = cluster_run(&["--bochs", "--", "sh", "-c", "echo hello from VT-x; exit 0"]);
     assert_eq!((code, stdout.as_str()), (Some(0), "hello from VT-x\n"), "stderr:\n{stderr}");
     assert!(stderr.contains("under Bochs (Intel VMX, e1000)"), "{stderr}");
-    nothing_left(&stderr);
+    nothing_left(&cluster_markers(1), &stderr);
 
     let (code, stdout, stderr) = cluster_run(&["--pod-image", "nginx:1.27", "--", "true"]);
     assert_eq!(code, Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
@@ -71,5 +60,5 @@ fn cluster_run_shows_the_pods_logs_and_exits_with_its_code() {
         "{stderr}"
     );
     assert!(stdout.is_empty(), "{stdout}");
-    nothing_left(&stderr);
+    nothing_left(&cluster_markers(1), &stderr);
 }

@@ -8,8 +8,8 @@ use qemu::image::target_dir;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tests::cluster::run_for;
-use tests::up::{apply_pod, build_cluster_parts, kubectl, pod_yaml, wait_pod, Up, POD_TIMEOUT, STOP_TIMEOUT};
-use tests::{emulator_slot, processes_with};
+use tests::emulator_slot;
+use tests::up::{apply_pod, build_cluster_parts, kubectl, pod_yaml, wait_pod, Up, POD_TIMEOUT};
 
 /// Pods applied with kubectl run as pod VMs: their phases, exit codes, restarts, deletion and
 /// a missing image, as the API reports them, and their output on the node's console.
@@ -210,20 +210,5 @@ fn cluster_up_brings_two_nodes_ready_and_stops_cleanly_on_sigterm() {
     kubelet_endpoint_serves_only_the_cluster_ca(&up, port(&n1));
     pods_run_as_vms_on_both_nodes(&mut up, &kubeconfig);
 
-    let status = up.terminate(STOP_TIMEOUT);
-    let out = up.output();
-    let status = status
-        .unwrap_or_else(|| panic!("cluster up did not stop within {STOP_TIMEOUT:?} of SIGTERM:\n{out}"));
-    assert_eq!(status.code(), Some(0), "cluster up's status after SIGTERM ({status}):\n{out}");
-    assert!(out.contains("cluster: stopped"), "cluster up did not say it stopped everything:\n{out}");
-    std::thread::sleep(Duration::from_millis(500));
-    let state = target_dir().join("cluster").join("control-plane");
-    for marker in [
-        state.display().to_string(),
-        target_dir().join("nodes").join("n1.pack").display().to_string(),
-        target_dir().join("nodes").join("n2.pack").display().to_string(),
-    ] {
-        let left = processes_with(&marker);
-        assert!(left.is_empty(), "processes left running with {marker}: {left:?}\n{out}");
-    }
+    up.stop_cleanly(2);
 }

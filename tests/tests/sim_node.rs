@@ -39,26 +39,6 @@ fn restart_count(pod: &Value) -> i64 {
     container(pod)["restartCount"].as_i64().unwrap_or(-1)
 }
 
-/// Seconds since the epoch of a `metav1.Time` (`YYYY-MM-DDTHH:MM:SSZ`, optionally with a fraction).
-fn unix_seconds(t: &str) -> Option<i64> {
-    let b = t.as_bytes();
-    if b.len() < 20 {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    // Days from the civil date (proleptic Gregorian), as in Howard Hinnant's algorithm.
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + h * 3600 + mi * 60 + s)
-}
-
 /// Starts a control plane and a node named n1 and waits until the node is Ready.
 fn cluster(dir: &Path, listen: &str) -> (ControlPlane, SimNode, Logs) {
     let sim_node = sim_node_binary();

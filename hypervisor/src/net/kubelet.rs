@@ -402,9 +402,7 @@ mod tests {
     use super::*;
     use crate::net::stack::testnet::{corpus, pair, pump};
     use crate::net::tls::testpki::{now, os_random, pki, std_client, Pki};
-    use kubelet_lite::runtime::ContainerRef;
     use kubelet_lite::sim::SimRuntime;
-    use kubelet_lite::types::{Container, Pod};
     use rustls::ClientConnection;
     use std::io::{Read, Write};
 
@@ -418,21 +416,7 @@ mod tests {
 
     /// A runtime with container `app` of pod `default/p` running `script` from t = 0.
     fn runtime(script: &str) -> SimRuntime {
-        let mut rt = SimRuntime::new();
-        let c = ContainerRef {
-            namespace: "default".into(),
-            pod: "p".into(),
-            pod_uid: "u".into(),
-            container: "app".into(),
-        };
-        let spec = Container {
-            name: "app".into(),
-            image: Some("busybox".into()),
-            command: Some(["sh", "-c", script].iter().map(|s| s.to_string()).collect()),
-            ..Default::default()
-        };
-        Runtime::start_container(&mut rt, &c, &Pod::default(), &spec, wall(0)).unwrap();
-        rt
+        SimRuntime::with_one_container(script, wall(0))
     }
 
     /// A client over stack `a`: TCP to the server, std rustls on it.
