@@ -10,6 +10,7 @@ pub mod image;
 pub mod machine;
 pub mod modgraph;
 pub mod node;
+pub mod nodebench;
 pub mod oci;
 pub mod pod;
 pub mod setup;
