@@ -11,6 +11,7 @@ pub mod image;
 pub mod machine;
 pub mod modgraph;
 pub mod node;
+pub mod nodebench;
 pub mod oci;
 pub mod pod;
 pub mod setup;
@@ -48,6 +49,9 @@ pub enum Error {
     /// A combination of options the runner cannot carry out; the message says why.
     #[error("{0}")]
     Usage(String),
+    /// The run was told to stop (Ctrl-C or SIGTERM) and stopped what it had started.
+    #[error("interrupted")]
+    Interrupted,
     /// A wait ran out of time.
     #[error("timed out after {after:?} waiting for {what}\n{log}")]
     Timeout {

@@ -184,6 +184,16 @@ impl Machine {
         self.started.elapsed()
     }
 
+    /// When the emulator started (a [`Line`]'s `at` counts from here).
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// The process id of the emulator's process (for QEMU, QEMU itself).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything printed so far.
     pub fn lines(&self) -> Vec<Line> {
         lock(&self.shared).lines.clone()

@@ -98,7 +98,7 @@ enum Verb {
         args: Vec<String>,
     },
     /// Measure boot-to-ready time under QEMU (PVH, 4 CPUs) and Bochs (ISO, 2 CPUs), then VM
-    /// figures (the `bench` guest) on each backend.
+    /// figures (the `bench` guest) on each backend, then a cluster node as kubectl sees it.
     Bench {
         /// Boots under QEMU.
         #[arg(long, default_value_t = 5)]
@@ -112,6 +112,15 @@ enum Verb {
         /// Measure only these parts (comma-separated); all of them by default.
         #[arg(long, value_enum, value_delimiter = ',')]
         only: Vec<BenchPart>,
+        /// Node runs: each boots a QEMU node and starts a sim-node (0 skips the node figures).
+        #[arg(long, default_value_t = 5)]
+        node_runs: usize,
+        /// Pods applied to each node of a node run, kept running until it stops.
+        #[arg(long, default_value_t = 3)]
+        node_pods: usize,
+        /// Extra QEMU node runs under `-icount shift=0`.
+        #[arg(long, default_value_t = 2)]
+        node_icount_runs: usize,
     },
     /// Run guest kernels as VMs of the hypervisor.
     Vm {
@@ -265,6 +274,9 @@ enum BenchPart {
     Pod,
     /// Debian's Linux kernel to its init, the baseline for the pod figure.
     Linux,
+    /// A hypervisor node as kubectl sees it (power-on to Ready, apply to Running and to the
+    /// first log line, memory per pod VM), against sim-node and the boot figures.
+    Node,
 }
 
 #[derive(Subcommand)]
@@ -434,7 +446,10 @@ fn main() -> ExitCode {
         Verb::Test { args } => test(&args),
         Verb::Lint => lint(),
         Verb::SimNode { args } => sim_node(&args),
-        Verb::Bench { qemu_runs, bochs_runs, vm_runs, only } => bench(qemu_runs, bochs_runs, vm_runs, &only),
+        Verb::Bench { qemu_runs, bochs_runs, vm_runs, only, node_runs, node_pods, node_icount_runs } => {
+            let node = NodeBench { runs: node_runs, pods: node_pods, icount_runs: node_icount_runs };
+            bench(qemu_runs, bochs_runs, vm_runs, &only, node)
+        }
         Verb::Vm { verb: VmVerb::BuildGuests } => build_guests(),
         Verb::Image { verb: ImageVerb::Busybox { out } } => image_busybox(&out),
         Verb::Cluster { verb: ClusterVerb::Up(args) } => cluster_up(&args, None),
@@ -996,9 +1011,22 @@ fn pod_run(args: &PodRunArgs) -> Result<u8, Error> {
     Ok(status)
 }
 
-fn bench(qemu_runs: usize, bochs_runs: usize, vm_runs: usize, only: &[BenchPart]) -> Result<ExitCode, Error> {
+/// The node part's counts (`--node-runs`, `--node-pods`, `--node-icount-runs`).
+struct NodeBench {
+    runs: usize,
+    pods: usize,
+    icount_runs: usize,
+}
+
+fn bench(
+    qemu_runs: usize,
+    bochs_runs: usize,
+    vm_runs: usize,
+    only: &[BenchPart],
+    node: NodeBench,
+) -> Result<ExitCode, Error> {
     let part = |p: BenchPart| only.is_empty() || only.contains(&p);
-    setup::ensure(&needs(&[setup::ISO, setup::QEMU, setup::BOCHS]))?;
+    setup::ensure(&needs(&[setup::ISO, setup::QEMU, setup::BOCHS, setup::BUSYBOX]))?;
     let kernel = image::build_kernel()?;
     if part(BenchPart::Boot) {
         bench_boot(&kernel, qemu_runs, bochs_runs)?;
@@ -1011,6 +1039,87 @@ fn bench(qemu_runs: usize, bochs_runs: usize, vm_runs: usize, only: &[BenchPart]
         if part(BenchPart::Linux) {
             bench_linux(pod_instructions);
         }
+    }
+    if part(BenchPart::Node) && node.runs > 0 {
+        return bench_node(&kernel, &node);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The node figures (qemu::nodebench): a control plane, then per run a sim-node and a QEMU
+/// node, each given busybox pods; then the icount runs. SIGINT and SIGTERM stop every
+/// process it started before the run ends (status 130).
+fn bench_node(kernel: &std::path::Path, node: &NodeBench) -> Result<ExitCode, Error> {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    use qemu::nodebench::{self, Figures};
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        if let Err(e) = unsafe { signal(sig, SigHandler::Handler(on_stop_signal)) } {
+            println!("  node figures: not measured: cannot catch {sig}: {e}");
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    let exe = std::env::current_exe().map_err(|e| Error::io("finding this program", e))?;
+    let kubectl =
+        if std::path::Path::new("/usr/bin/kubectl").exists() { "/usr/bin/kubectl" } else { "kubectl" };
+    let opts = nodebench::Options {
+        runs: node.runs,
+        pods: node.pods,
+        icount_runs: node.icount_runs,
+        smp: 2,
+        mem_mib: 512,
+        kernel: kernel.to_path_buf(),
+        control_plane: vec![exe.display().to_string(), "control-plane".into()],
+        kubectl: kubectl.into(),
+    };
+    let result = nodebench::run(&opts, &|| INTERRUPTED.load(Ordering::SeqCst));
+    println!();
+    let f: Figures = match result {
+        Ok(f) => f,
+        Err(Error::Interrupted) => {
+            eprintln!(
+                "bench: interrupted; the emulators, sim-nodes and the control plane it started are stopped"
+            );
+            return Ok(ExitCode::from(130));
+        }
+        Err(e) => {
+            println!("Node figures: not measured: {e}");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    println!(
+        "Node figures (printed, not judged): {} run(s), each a fresh QEMU node (tcg, {} CPUs, {} MiB, PVH",
+        f.hypervisor.len(),
+        opts.smp,
+        opts.mem_mib
+    );
+    println!(
+        "with its module pack) and a fresh sim-node (kubelet-lite on the host, simulated runtime) of one"
+    );
+    println!(
+        "control plane, each given {} busybox pod(s) one after the other, `echo` then `sleep`, no limits.",
+        f.pods
+    );
+    println!("Every figure is wall-clock seconds on this machine, seen by kubectl (watches on nodes and");
+    println!("pods; `kubectl logs` polled one call after another) or on the node's console; power-on is");
+    println!("the emulator's start, apply the start of `kubectl apply`. `ratio` is the row's median over");
+    println!("the median of row #N. `icount` rows ran QEMU with -icount shift=0: still wall-clock, since");
+    println!("slirp, the control plane and kubectl run in real time.");
+    println!();
+    let timing = nodebench::timing_rows(&f);
+    print!("{}", nodebench::table(&timing, 1));
+    println!();
+    println!("Host memory per running pod VM: the node's own accounting (`vmI: memory` lines: guest memory,");
+    println!(
+        "and nested tables plus vCPU and FPU state), and QEMU's VmRSS ({} pod(s) running vs none, same",
+        f.pods
+    );
+    println!("node, after {} s idle each), in MiB unless named:", nodebench::SETTLE.as_secs());
+    println!();
+    print!("{}", nodebench::table(&nodebench::memory_rows(&f), timing.len() + 1));
+    if let Some(why) = &f.failed {
+        println!();
+        println!("  node figures: a run failed, so the figures above are of the runs before it: {why}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -261,6 +261,23 @@ fn finish_vcpu(w: &mut World, v: VcpuId, vm: VmId) {
     w.finalized += 1;
 }
 
+/// `vm<i>: memory guest_bytes=<n> overhead_bytes=<n>`: what a VM of a node holds on the host
+/// while it runs, its guest memory and the overhead the `accounting` line gives at its end
+/// (nested tables, vCPU and FPU state). Written when each of its vCPUs has been created (a
+/// pod VM has one).
+fn memory_line(out: &mut String, r: &VmRec) {
+    let Some(mem) = r.mem.as_ref() else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "vm{}: memory guest_bytes={} overhead_bytes={}",
+        r.index,
+        mem.size_bytes(),
+        mem.table_bytes() + r.backend_bytes
+    );
+}
+
 /// A vCPU living on this CPU.
 struct Local {
     vcpu: Box<dyn Vcpu>,
@@ -328,6 +345,9 @@ fn cpu_loop() {
                     with_world(|w| {
                         if let Some(r) = w.vms.get_mut(vm.0) {
                             r.backend_bytes += extra;
+                            if w.node {
+                                memory_line(&mut w.out, r);
+                            }
                         }
                     });
                     slot.insert(l);
