@@ -189,11 +189,6 @@ impl Machine {
         self.started
     }
 
-    /// The process id of the emulator's process (for QEMU, QEMU itself).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Everything printed so far.
     pub fn lines(&self) -> Vec<Line> {
         lock(&self.shared).lines.clone()
