@@ -116,6 +116,8 @@ pub struct Machine {
     /// A process outside the child's process group to kill with it: the file holding its
     /// pid, and a string its command line must contain (so a reused pid is left alone).
     inner: Option<(PathBuf, String)>,
+    /// The child's process group, killed if the runner is stopped by a signal.
+    _group: Option<crate::reaper::Registration>,
 }
 
 impl Machine {
@@ -138,7 +140,17 @@ impl Machine {
             let shared = Arc::clone(&shared);
             thread::spawn(move || collect(stream, kind, started, &shared));
         }
-        Ok(Machine { name: name.to_string(), child, status: None, shared, cursor: 0, started, inner: None })
+        let _group = crate::reaper::register(child.id());
+        Ok(Machine {
+            name: name.to_string(),
+            child,
+            status: None,
+            shared,
+            cursor: 0,
+            started,
+            inner: None,
+            _group,
+        })
     }
 
     /// Boots a QEMU node.

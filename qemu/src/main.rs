@@ -416,6 +416,11 @@ struct VmRunArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A signal ends the run and every emulator it started; verbs that stop in order install
+    // their own handlers over this one.
+    if let Err(e) = qemu::reaper::install() {
+        eprintln!("xtask: cannot catch SIGINT/SIGTERM ({e}): an interrupted run may leave emulators behind");
+    }
     let result = match cli.verb {
         Verb::Build { cmdline, kubeconfig, node_name, images } => match (kubeconfig, node_name) {
             (Some(k), Some(n)) => build(&cmdline, Some((&k, &n)), &images),
