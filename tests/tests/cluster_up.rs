@@ -11,6 +11,50 @@ use tests::cluster::run_for;
 use tests::emulator_slot;
 use tests::up::{apply_pod, build_cluster_parts, kubectl, pod_yaml, wait_pod, Up, POD_TIMEOUT};
 
+/// What kubectl showed of the `crash` pod's runs: for each restart count seen, the last
+/// terminated run's start and end (seconds since the epoch).
+#[derive(Debug, Default)]
+struct CrashLoop {
+    runs: std::collections::BTreeMap<u32, (i64, i64)>,
+}
+
+impl CrashLoop {
+    /// Polls the pod until `done(restart count, what was seen)`, noting each run's times. Run 1
+    /// is the first; while run k+1 runs the restart count is k and the last terminated run is
+    /// run k; once run k+1 has ended (waiting in CrashLoopBackOff, or terminated), it is run
+    /// k+1.
+    fn watch(&mut self, up: &Up, kubeconfig: &str, done: impl Fn(u32, &Self) -> bool) {
+        let path = "jsonpath={.status.containerStatuses[0].restartCount}|\
+                    {.status.containerStatuses[0].state.running.startedAt}|\
+                    {.status.containerStatuses[0].lastState.terminated.startedAt}|\
+                    {.status.containerStatuses[0].lastState.terminated.finishedAt}";
+        let deadline = Instant::now() + POD_TIMEOUT;
+        loop {
+            let got = kubectl(kubeconfig, &["get", "pod", "crash", "-o", path]);
+            let f: Vec<&str> = got.trim().split('|').collect();
+            let n = f.first().and_then(|n| n.parse::<u32>().ok()).unwrap_or(0);
+            let running = f.get(1).is_some_and(|t| !t.is_empty());
+            let time = |i: usize| f.get(i).and_then(|t| tests::cluster::unix_seconds(t));
+            if let (Some(start), Some(end)) = (time(2), time(3)) {
+                let run = if running { n } else { n + 1 };
+                self.runs.entry(run).or_insert((start, end));
+            }
+            if done(n, self) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "crash restarted {n} times: {self:?}\n{}", up.output());
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// Seconds between the end of run `n - 1` and the start of run `n`.
+    fn delay_before(&self, n: u32) -> Option<i64> {
+        let (_, end) = self.runs.get(&(n - 1))?;
+        let (start, _) = self.runs.get(&n)?;
+        Some(start - end)
+    }
+}
+
 /// Pods applied with kubectl run as pod VMs: their phases, exit codes, restarts, deletion and
 /// a missing image, as the API reports them, and their output on the node's console.
 fn pods_run_as_vms_on_both_nodes(up: &mut Up, kubeconfig: &str) {
@@ -64,14 +108,8 @@ fn pods_run_as_vms_on_both_nodes(up: &mut Up, kubeconfig: &str) {
     let followed = kubectl(kubeconfig, &["logs", "-f", "counter"]);
     assert_eq!(followed, "line 1\nline 2\nline 3\nline 4\nline 5\n");
     // A crash loop restarts inside its VM, with CrashLoopBackOff between the runs.
-    wait_pod(
-        up,
-        kubeconfig,
-        "crash",
-        "{.status.containerStatuses[0].restartCount}",
-        "restarted twice",
-        |n| n.parse::<u32>().is_ok_and(|n| n >= 2),
-    );
+    let mut crash = CrashLoop::default();
+    crash.watch(up, kubeconfig, |restarts, _| restarts >= 2);
     wait_pod(
         up,
         kubeconfig,
@@ -106,6 +144,13 @@ fn pods_run_as_vms_on_both_nodes(up: &mut Up, kubeconfig: &str) {
     kubectl(kubeconfig, &["delete", "pod", "sleeper", "--timeout=60s"]);
     assert!(started.elapsed() < Duration::from_secs(60), "delete took {:?}", started.elapsed());
     up.wait_line_containing("default.sleeper/main> got TERM", POD_TIMEOUT);
+    // The crash loop's delays grow: about 10 s before its third run, 20 s before its fourth.
+    crash.watch(up, kubeconfig, |_, c| c.runs.contains_key(&4));
+    let delay = |n: u32| {
+        crash.delay_before(n + 1).unwrap_or_else(|| panic!("no delay before run {}: {crash:?}", n + 1))
+    };
+    let (d3, d4) = (delay(2), delay(3));
+    assert!(d3 >= 9 && d4 >= 19 && d4 > d3, "crash loop delays {d3} s then {d4} s: {crash:?}");
     let nodes = kubectl(
         kubeconfig,
         &["get", "pods", "-o", "jsonpath={range .items[*]}{.spec.nodeName}{\"\\n\"}{end}"],
