@@ -109,6 +109,9 @@ pub struct NodeRun {
     pub rss_pods_kib: Option<u64>,
     /// The node's `vm<i>: memory` lines.
     pub vm_memory: Vec<VmMemory>,
+    /// Host CPU the idle node took (Ready, no pod) over [`SETTLE`], % of one core: what its
+    /// polled NIC, stack and agent cost when there is nothing to do.
+    pub idle_cpu_pct: Option<f64>,
 }
 
 impl NodeRun {
@@ -337,6 +340,18 @@ pub fn memory_rows(f: &Figures) -> Vec<Row> {
         2,
         Some(accounted),
     );
+    let sim_idle = add(
+        "sim-node: host CPU when idle, % of a core".into(),
+        f.sim.iter().filter_map(|r| r.idle_cpu_pct).collect(),
+        1,
+        None,
+    );
+    add(
+        "hypervisor: host CPU when idle, % of a core".into(),
+        h.iter().filter_map(|r| r.idle_cpu_pct).collect(),
+        1,
+        Some(sim_idle),
+    );
     rows
 }
 
@@ -499,6 +514,29 @@ fn pause(d: Duration, stop: &dyn Fn() -> bool) -> Result<(), Error> {
         thread::sleep(Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())));
     }
     Ok(())
+}
+
+/// The CPU time of a process (user + system) in clock ticks, from a `/proc/PID/stat` text.
+pub fn cpu_ticks(stat: &str) -> Option<u64> {
+    // The command name is in parentheses and may hold spaces: count fields after the last.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state is field 3, utime field 14, stime field 15.
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Process `pid`'s CPU use over `span` (spent waiting here), % of one core.
+fn cpu_pct_over(pid: u32, span: Duration, stop: &dyn Fn() -> bool) -> Result<Option<f64>, Error> {
+    let ticks = || fs::read_to_string(format!("/proc/{pid}/stat")).ok().as_deref().and_then(cpu_ticks);
+    // The kernel's USER_HZ, 100 on Linux's every architecture that matters here.
+    const USER_HZ: f64 = 100.0;
+    let (before, t0) = (ticks(), Instant::now());
+    pause(span, stop)?;
+    let (after, took) = (ticks(), t0.elapsed().as_secs_f64());
+    // Tick counts over seconds are far below 2^53: the conversions are exact.
+    Ok(before.zip(after).map(|(b, a)| a.saturating_sub(b) as f64 / USER_HZ / took * 100.0))
 }
 
 /// QEMU's resident set, KiB.
@@ -706,6 +744,7 @@ impl Sections<'_> {
             true => Err(Error::Missing(format!("sim-node {name} exited; its log is {}", log.display()))),
         };
         run.ready = Some(self.wait_ready(name, started, &mut alive)?);
+        run.idle_cpu_pct = cpu_pct_over(child.child.id(), SETTLE, self.stop)?;
         for j in 1..=self.opts.pods {
             run.pods.push(self.pod(&format!("{name}-p{j}"), name, None)?);
         }
@@ -754,7 +793,7 @@ impl Sections<'_> {
             Some(status) => Err(Error::Missing(format!("the emulator exited ({status})"))),
         };
         run.ready = Some(self.wait_ready(name, started, &mut alive)?);
-        pause(SETTLE, self.stop)?;
+        run.idle_cpu_pct = cpu_pct_over(machine.pid(), SETTLE, self.stop)?;
         // Read after the pause: the node registers as Ready, so kubectl may see it before
         // the kernel has the answer and prints its line.
         let lines = machine.lines();
@@ -777,6 +816,14 @@ impl Sections<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_time_comes_from_proc_stat() {
+        let stat = "1234 (qemu-system (x) 86) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 5 0";
+        assert_eq!(cpu_ticks(stat), Some(325));
+        assert_eq!(cpu_ticks("1 (init) S 0"), None);
+        assert_eq!(cpu_ticks("no parenthesis"), None);
+    }
 
     #[test]
     fn vm_rss_comes_from_proc_status() {
@@ -879,10 +926,17 @@ mod tests {
             rss_none_kib: Some(70 << 10),
             rss_pods_kib: Some((70 << 10) + 2 * (65 << 10)),
             vm_memory: vec![vm, VmMemory { vm: 1, ..vm }],
+            idle_cpu_pct: Some(50.0),
         };
         // A second run whose registered line never came: its sample is left out.
         let h2 = NodeRun { registered: None, ready_line: ms(500), ..h.clone() };
-        let s = NodeRun { name: "bench-sim1".into(), ready: ms(100), pods: pods(400), ..NodeRun::default() };
+        let s = NodeRun {
+            name: "bench-sim1".into(),
+            ready: ms(100),
+            pods: pods(400),
+            idle_cpu_pct: Some(2.0),
+            ..NodeRun::default()
+        };
         let f = Figures { hypervisor: vec![h.clone(), h2], sim: vec![s], pods: 2, ..Figures::default() };
         assert_eq!(h.rss_growth_per_pod_kib(), Some(65.0 * 1024.0));
         assert_eq!(NodeRun { pods: vec![], ..h.clone() }.rss_growth_per_pod_kib(), None);
@@ -917,6 +971,11 @@ mod tests {
         assert_eq!(c(4).1, w("2 70.0 70.0"), "{m}");
         assert_eq!(c(5), ("qemu VmRSS, 2 pod(s) running, MiB".into(), w("2 200.0 200.0 2.86 x #13")));
         assert_eq!(c(6), ("qemu VmRSS growth per running pod VM, MiB".into(), w("2 65.00 65.00 1.01 x #12")));
+        assert_eq!(c(7).1, w("1 2.0 2.0"), "{m}");
+        assert_eq!(
+            c(8),
+            ("hypervisor: host CPU when idle, % of a core".into(), w("2 50.0 50.0 25.00 x #16"))
+        );
 
         let with_icount = Figures { icount: vec![h], ..f };
         let t = timing_rows(&with_icount);
