@@ -189,24 +189,52 @@ fn parse_header(input: &[u8], start: usize) -> Result<usize, GzipError> {
 /// At most `limit_bytes` of output are produced; more is [`GzipError::TooLarge`].
 pub fn gunzip(input: &[u8], limit_bytes: usize) -> Result<Vec<u8>, GzipError> {
     let mut out: Vec<u8> = Vec::new();
+    let mut full = false;
+    gunzip_chunks(input, limit_bytes, |chunk| {
+        if out.try_reserve(chunk.len()).is_err() {
+            full = true;
+        } else {
+            out.extend_from_slice(chunk);
+        }
+    })?;
+    if full {
+        return Err(GzipError::TooLarge { limit_bytes });
+    }
+    Ok(out)
+}
+
+/// Decompresses a gzip stream as [`gunzip`] does, handing the output to `sink` a piece at a
+/// time (at most 8 KiB each) instead of holding it: what hashes or unpacks a large layer
+/// needs only the compressed bytes in memory. Returns the decompressed length. Output
+/// already handed over stays handed over when an error is found later (a bad trailer, say),
+/// so a caller must not trust it before the call returns `Ok`.
+pub fn gunzip_chunks(
+    input: &[u8],
+    limit_bytes: usize,
+    mut sink: impl FnMut(&[u8]),
+) -> Result<usize, GzipError> {
+    let mut total = 0usize;
     let mut start = 0usize;
     let mut state = InflateState::new_boxed(DataFormat::Raw);
+    let mut chunk = [0u8; 8192];
     loop {
         let data_at = parse_header(input, start)?;
         state.reset(DataFormat::Raw);
-        let member_start = out.len();
+        let mut member_crc = 0u32;
+        let mut member_len = 0u32;
         let mut at = data_at;
-        let mut chunk = [0u8; 8192];
         loop {
             let rest = input.get(at..).unwrap_or(&[]);
             let res = inflate(&mut state, rest, &mut chunk, MZFlush::None);
             at += res.bytes_consumed;
             let produced = chunk.get(..res.bytes_written).unwrap_or(&[]);
-            if out.len().saturating_add(produced.len()) > limit_bytes {
+            if total.saturating_add(produced.len()) > limit_bytes {
                 return Err(GzipError::TooLarge { limit_bytes });
             }
-            out.try_reserve(produced.len()).map_err(|_| GzipError::TooLarge { limit_bytes })?;
-            out.extend_from_slice(produced);
+            total += produced.len();
+            member_crc = crc32_update(member_crc, produced);
+            member_len = member_len.wrapping_add(produced.len() as u32);
+            sink(produced);
             match res.status {
                 Ok(MZStatus::StreamEnd) => break,
                 Ok(_) => {
@@ -220,22 +248,16 @@ pub fn gunzip(input: &[u8], limit_bytes: usize) -> Result<Vec<u8>, GzipError> {
         }
         let expected_crc = le32(input, at)?;
         let expected_size = le32(input, at + 4)?;
-        let member = out.get(member_start..).unwrap_or(&[]);
-        let actual_crc = crc32(member);
-        if actual_crc != expected_crc {
-            return Err(GzipError::CrcMismatch { expected: expected_crc, actual: actual_crc });
+        if member_crc != expected_crc {
+            return Err(GzipError::CrcMismatch { expected: expected_crc, actual: member_crc });
         }
-        let actual_size = member.len() as u32;
-        if actual_size != expected_size {
-            return Err(GzipError::SizeMismatch { expected: expected_size, actual: actual_size });
+        if member_len != expected_size {
+            return Err(GzipError::SizeMismatch { expected: expected_size, actual: member_len });
         }
         start = at + 8;
         let rest = input.get(start..).unwrap_or(&[]);
-        if rest.is_empty() {
-            return Ok(out);
-        }
-        if rest.iter().all(|&b| b == 0) {
-            return Ok(out);
+        if rest.is_empty() || rest.iter().all(|&b| b == 0) {
+            return Ok(total);
         }
         if rest.first() != Some(&0x1f) {
             return Err(GzipError::TrailingGarbage { offset: start });
