@@ -50,29 +50,47 @@ pub struct Request {
     /// Content type of `body`; `None` when there is no body.
     pub content_type: Option<&'static str>,
     pub body: Vec<u8>,
+    /// More header fields, sent after the standard ones; an `accept` or `authorization`
+    /// here replaces the client's own.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Request {
     /// A request without a body.
     pub fn new(method: Method, path: String) -> Self {
-        Request { method, path, content_type: None, body: Vec::new() }
+        Request { method, path, content_type: None, body: Vec::new(), headers: Vec::new() }
     }
     /// A request with a body of the given content type.
     pub fn with_body(method: Method, path: String, content_type: &'static str, body: Vec<u8>) -> Self {
-        Request { method, path, content_type: Some(content_type), body }
+        Request { method, path, content_type: Some(content_type), body, headers: Vec::new() }
+    }
+    /// The request with one more header field.
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    fn has_header(&self, name: &str) -> bool {
+        self.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
     }
 
     /// The request's bytes on the wire. `host` goes in the Host header; `token`, when
     /// given, in `Authorization: Bearer`. The connection is closed after the response.
     pub fn encode(&self, host: &str, token: Option<&str>) -> Vec<u8> {
         let mut out = format!(
-            "{} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: kubelet-lite/0.1\r\nAccept: application/json\r\nConnection: close\r\n",
+            "{} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: kubelet-lite/0.1\r\nConnection: close\r\n",
             self.method.as_str(),
             self.path,
             host
         );
-        if let Some(t) = token {
+        if !self.has_header("accept") {
+            out.push_str("Accept: application/json\r\n");
+        }
+        if let Some(t) = token.filter(|_| !self.has_header("authorization")) {
             out.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        for (name, value) in &self.headers {
+            out.push_str(&format!("{name}: {value}\r\n"));
         }
         if let Some(ct) = self.content_type {
             out.push_str(&format!("Content-Type: {ct}\r\n"));
@@ -150,7 +168,16 @@ pub use wire::http::ResponseHead;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Response {
     pub status: u16,
+    /// Header names lower-cased, values trimmed.
+    pub headers: wire::http::Headers,
     pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first value of the header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        wire::http::header(&self.headers, name)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -406,8 +433,8 @@ impl<T: Transport> Client<T> {
             }
             p.feed(buf.get(..n).unwrap_or(&[]))?;
         }
-        let status = p.head().map(|h| h.status).ok_or(HttpError::Truncated)?;
-        Ok(Response { status, body: p.take_body() })
+        let head = p.head().cloned().ok_or(HttpError::Truncated)?;
+        Ok(Response { status: head.status, headers: head.headers, body: p.take_body() })
     }
 
     /// Sends `req` and returns a stream positioned after the response head.
@@ -436,6 +463,11 @@ pub struct Stream<'a, T: Transport> {
 }
 
 impl<T: Transport> Stream<'_, T> {
+    /// The first value of the response header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.parser.head().and_then(|h| h.header(name))
+    }
+
     /// The next body bytes; `Ok(None)` once the body is complete.
     pub fn next_bytes(&mut self) -> Result<Option<Vec<u8>>, HttpError> {
         loop {
@@ -680,6 +712,21 @@ mod tests {
         assert_eq!(lines, vec![b"{\"type\":\"ADDED\",\"n\":1}".to_vec(), b"{\"type\":2}".to_vec()]);
         assert!(String::from_utf8_lossy(&c.transport.written).contains("GET /w HTTP/1.1"));
         assert!(c.send(&Request::new(Method::Get, "/b".into())).is_err());
+    }
+
+    #[test]
+    fn request_headers_replace_the_defaults() {
+        let plain = String::from_utf8(Request::new(Method::Get, "/a".into()).encode("h", Some("t"))).unwrap();
+        assert!(
+            plain.contains("Accept: application/json\r\n") && plain.contains("Authorization: Bearer t\r\n")
+        );
+        let req = Request::new(Method::Get, "/a".into())
+            .with_header("Accept", "application/vnd.oci.image.index.v1+json")
+            .with_header("Authorization", "Basic dTpw");
+        let wire = String::from_utf8(req.encode("h", Some("t"))).unwrap();
+        assert!(wire.contains("\r\nAccept: application/vnd.oci.image.index.v1+json\r\n"), "{wire}");
+        assert!(wire.contains("\r\nAuthorization: Basic dTpw\r\n"), "{wire}");
+        assert!(!wire.contains("application/json") && !wire.contains("Bearer"), "{wire}");
     }
 
     #[test]
