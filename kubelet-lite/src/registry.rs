@@ -1,0 +1,663 @@
+//! Pulling an image from an OCI distribution registry (the v2 API): the manifest by tag or
+//! digest, from an index or manifest list the linux/amd64 manifest, then the config and the
+//! layers, every blob checked against its digest and size as it streams in and the config's
+//! diff_ids against the uncompressed layers. Anonymous, bearer-token and basic
+//! authentication.
+//!
+//! Sans-I/O like the rest of the crate: connections come from a [`Connector`] the host
+//! supplies (TCP, TLS, or a fake in tests), over kubelet-lite's [`http::Client`].
+//!
+//! No-panic contract: every byte from a registry or a token server is an allegation.
+//! [`pull`] returns an [`Image`] whose every byte was verified, or a [`PullError`]; it never
+//! panics, and it holds no more than the caller's [`PullOptions::max_image_bytes`] of blobs
+//! plus one manifest of at most [`PullOptions::max_manifest_bytes`]. Blobs go through a
+//! [`BlobVerifier`] a read at a time, so a later step can hand them on as they arrive
+//! instead of keeping them.
+
+pub mod auth;
+pub mod manifest;
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt;
+
+use base64::Engine;
+use crx_abi::pod::ImageConfig;
+use crx_abi::LayerKind;
+use sha2::{Digest, Sha256};
+
+use crate::http::{self, Client, HttpError, Limits, Method, Request, Transport};
+use crate::image::{Reference, DEFAULT_REGISTRY};
+use auth::Challenge;
+use manifest::{Descriptor, Parsed};
+
+/// How a connection is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    /// Plain TCP: only for registries the user named insecure.
+    Http,
+    /// TLS.
+    Https,
+}
+
+/// Opens connections for the puller: one per request.
+pub trait Connector {
+    /// The connection.
+    type Conn: Transport;
+    /// A connection to `host` (`name[:port]`; port 80 or 443 by `scheme` when it names
+    /// none), not yet connected: the client calls [`Transport::connect`].
+    fn open(&mut self, scheme: Scheme, host: &str) -> Result<Self::Conn, HttpError>;
+}
+
+/// What a pull may do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PullOptions {
+    /// How to reach the registry.
+    pub scheme: Scheme,
+    /// Basic credentials `(user, password)`: sent to a token server that asks, or to the
+    /// registry on a `Basic` challenge; never unasked.
+    pub credentials: Option<(String, String)>,
+    /// The most bytes the config and the layers (as stored, compressed) may add up to.
+    pub max_image_bytes: u64,
+    /// The most bytes of one manifest or index.
+    pub max_manifest_bytes: usize,
+    /// The most bytes the layers may add up to uncompressed (checked while the diff_ids are).
+    pub max_unpacked_bytes: u64,
+}
+
+/// The bound on a manifest of the default options.
+pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
+/// The bound on a token server's response and on a registry's error body.
+const MAX_SMALL_BODY: usize = 64 * 1024;
+
+impl PullOptions {
+    /// Anonymous, over `scheme`, with at most `max_image_bytes` of blobs, 4 MiB manifests and
+    /// four times the blobs' bound uncompressed.
+    pub fn new(scheme: Scheme, max_image_bytes: u64) -> Self {
+        PullOptions {
+            scheme,
+            credentials: None,
+            max_image_bytes,
+            max_manifest_bytes: MAX_MANIFEST_BYTES,
+            max_unpacked_bytes: max_image_bytes.saturating_mul(4),
+        }
+    }
+}
+
+/// One layer, as the registry stores it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layer {
+    /// `sha256:...` of `bytes`.
+    pub digest: String,
+    /// The manifest's media type for it.
+    pub media_type: String,
+    /// How `bytes` are compressed.
+    pub kind: LayerKind,
+    /// The layer, verified.
+    pub bytes: Vec<u8>,
+}
+
+/// A pulled image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Image {
+    /// The digest of the image manifest (for an index, of the chosen platform's manifest).
+    pub manifest_digest: String,
+    /// The image description: the reference it was pulled by (normalised), the config's
+    /// digest as its id, Entrypoint, Cmd, Env and WorkingDir.
+    pub config: ImageConfig,
+    /// The layers, bottom first.
+    pub layers: Vec<Layer>,
+}
+
+/// Why a pull failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PullError {
+    /// No connection to a server could be made or kept.
+    Unreachable { host: String, message: String },
+    /// The exchange broke off or was not HTTP.
+    Http { what: String, error: HttpError },
+    /// 404: the repository, the tag or the blob is not there.
+    NotFound { what: String, code: Option<String> },
+    /// 401 after every way of authenticating that was offered.
+    Unauthorized { what: String, code: Option<String> },
+    /// 403.
+    Denied { what: String, code: Option<String> },
+    /// Another status than 200.
+    Status { what: String, status: u16, code: Option<String> },
+    /// A blob or manifest does not hash to the digest it was asked for.
+    DigestMismatch { digest: String, actual: String },
+    /// A blob or manifest is not the size its descriptor gives.
+    SizeMismatch { digest: String, expected: u64, actual: u64 },
+    /// A manifest, config or layer kind this node cannot use.
+    UnsupportedMediaType(String),
+    /// An index without a linux/amd64 image (the platforms it has).
+    NoPlatform(String),
+    /// The config is for another platform.
+    WrongPlatform { os: String, architecture: String },
+    /// The image's blobs exceed the caller's limit.
+    TooLarge { limit_bytes: u64, needed_bytes: u64 },
+    /// A manifest exceeds its bound.
+    ManifestTooLarge { limit_bytes: usize },
+    /// A layer exceeds the bound on unpacked bytes.
+    UnpackedTooLarge { limit_bytes: u64 },
+    /// JSON that is not what it should be.
+    Json { what: &'static str, message: String },
+    /// A digest in a manifest or config that is not `sha256:` and 64 hex digits.
+    BadDigest(String),
+    /// A `WWW-Authenticate` header that cannot be followed.
+    BadChallenge(String),
+    /// A token realm over plain HTTP for a registry spoken to over TLS.
+    InsecureRealm(String),
+    /// The uncompressed layer does not hash to the config's diff_id.
+    DiffIdMismatch { layer: String, expected: String, actual: String },
+    /// The number of diff_ids is not the number of layers.
+    DiffIdCount { layers: usize, diff_ids: usize },
+    /// A gzip layer does not decompress.
+    Gzip { layer: String, message: String },
+}
+
+fn code_suffix(code: &Option<String>) -> String {
+    code.as_ref().map(|c| format!(" ({c})")).unwrap_or_default()
+}
+
+impl fmt::Display for PullError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PullError::Unreachable { host, message } => write!(f, "registry {host} unreachable: {message}"),
+            PullError::Http { what, error } => write!(f, "fetching {what}: {error}"),
+            PullError::NotFound { what, code } => write!(f, "{what} not found{}", code_suffix(code)),
+            PullError::Unauthorized { what, code } => {
+                write!(f, "{what}: 401 unauthorized{}", code_suffix(code))
+            }
+            PullError::Denied { what, code } => write!(f, "{what}: 403 denied{}", code_suffix(code)),
+            PullError::Status { what, status, code } => {
+                write!(f, "{what}: unexpected status {status}{}", code_suffix(code))
+            }
+            PullError::DigestMismatch { digest, actual } => {
+                write!(f, "digest mismatch: {digest} has content hashing to {actual}")
+            }
+            PullError::SizeMismatch { digest, expected, actual } => {
+                write!(f, "size mismatch: {digest} is {actual} bytes, its descriptor says {expected}")
+            }
+            PullError::UnsupportedMediaType(t) => write!(f, "unsupported media type {t}"),
+            PullError::NoPlatform(offered) => {
+                write!(f, "no linux/amd64 image in the index (it has: {offered})")
+            }
+            PullError::WrongPlatform { os, architecture } => {
+                write!(f, "the image is for {os}/{architecture}, not linux/amd64")
+            }
+            PullError::TooLarge { limit_bytes, needed_bytes } => {
+                write!(f, "the image is {needed_bytes} bytes, over the limit of {limit_bytes}")
+            }
+            PullError::ManifestTooLarge { limit_bytes } => {
+                write!(f, "manifest larger than {limit_bytes} bytes")
+            }
+            PullError::UnpackedTooLarge { limit_bytes } => {
+                write!(f, "the layers unpack to more than {limit_bytes} bytes")
+            }
+            PullError::Json { what, message } => write!(f, "malformed {what}: {message}"),
+            PullError::BadDigest(d) => write!(f, "invalid digest {d:?} (only sha256 is supported)"),
+            PullError::BadChallenge(m) => write!(f, "unusable authentication challenge: {m}"),
+            PullError::InsecureRealm(r) => {
+                write!(f, "token realm {r} is plain HTTP for a registry reached over TLS")
+            }
+            PullError::DiffIdMismatch { layer, expected, actual } => {
+                write!(f, "layer {layer} unpacks to {actual}, the config's diff_id is {expected}")
+            }
+            PullError::DiffIdCount { layers, diff_ids } => {
+                write!(f, "the manifest has {layers} layers but the config {diff_ids} diff_ids")
+            }
+            PullError::Gzip { layer, message } => write!(f, "layer {layer}: {message}"),
+        }
+    }
+}
+
+fn hex_digest(hash: &[u8]) -> String {
+    let mut s = String::with_capacity(7 + 2 * hash.len());
+    s.push_str("sha256:");
+    for b in hash {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// `sha256:<hex>` of `bytes`.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    hex_digest(&Sha256::digest(bytes))
+}
+
+/// Checks a blob as it streams in: its size never past the descriptor's, its sha256 at the
+/// end. The bytes are kept; a streaming consumer would pass them on instead.
+#[derive(Clone, Debug)]
+pub struct BlobVerifier {
+    digest: String,
+    size: u64,
+    hasher: Sha256,
+    bytes: Vec<u8>,
+}
+
+impl BlobVerifier {
+    /// A verifier for the blob `digest` of `size` bytes.
+    pub fn new(digest: &str, size: u64) -> Self {
+        BlobVerifier { digest: digest.to_string(), size, hasher: Sha256::new(), bytes: Vec::new() }
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    /// The next bytes; more than the descriptor's size is an error at once.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<(), PullError> {
+        let after = self.received().saturating_add(chunk.len() as u64);
+        if after > self.size {
+            return Err(PullError::SizeMismatch {
+                digest: self.digest.clone(),
+                expected: self.size,
+                actual: after,
+            });
+        }
+        self.hasher.update(chunk);
+        self.bytes.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    /// The end of the blob: the bytes, if they are the size and hash they should be.
+    pub fn finish(self) -> Result<Vec<u8>, PullError> {
+        if self.received() != self.size {
+            return Err(PullError::SizeMismatch {
+                digest: self.digest,
+                expected: self.size,
+                actual: self.bytes.len() as u64,
+            });
+        }
+        let actual = hex_digest(&self.hasher.finalize());
+        if actual != self.digest {
+            return Err(PullError::DigestMismatch { digest: self.digest, actual });
+        }
+        Ok(self.bytes)
+    }
+}
+
+/// The registry's API host for a reference's registry (Docker Hub's is not `docker.io`).
+pub fn api_host(registry: &str) -> &str {
+    if registry == DEFAULT_REGISTRY {
+        "registry-1.docker.io"
+    } else {
+        registry
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Auth {
+    None,
+    Basic(String),
+    Bearer(String),
+}
+
+/// What a successful exchange returns besides the body.
+struct Head {
+    content_type: Option<String>,
+    docker_digest: Option<String>,
+}
+
+/// Where a body goes.
+enum Sink<'a> {
+    /// A small body, up to the given bound (manifests, tokens).
+    Bounded(&'a mut Vec<u8>, usize),
+    /// A blob, verified.
+    Blob(&'a mut BlobVerifier),
+}
+
+struct Session<'c, C: Connector> {
+    connector: &'c mut C,
+    opts: &'c PullOptions,
+    host: String,
+    repository: String,
+    auth: Auth,
+}
+
+/// The first error code of a registry's error body (`{"errors":[{"code":"..."}]}`).
+fn error_code(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct E {
+        code: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Es {
+        errors: Vec<E>,
+    }
+    let es: Es = serde_json::from_slice(body).ok()?;
+    let code = es.errors.into_iter().next()?.code;
+    code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_').then(|| code.chars().take(64).collect())
+}
+
+/// A body past its sink's bound.
+fn too_large(sink: &Sink<'_>) -> PullError {
+    match sink {
+        Sink::Bounded(_, limit) => PullError::ManifestTooLarge { limit_bytes: *limit },
+        Sink::Blob(v) => PullError::SizeMismatch {
+            digest: v.digest.clone(),
+            expected: v.size,
+            actual: v.received().saturating_add(1),
+        },
+    }
+}
+
+impl<C: Connector> Session<'_, C> {
+    fn http_error(&self, host: &str, what: &str, error: HttpError) -> PullError {
+        match error {
+            HttpError::Transport(message) => PullError::Unreachable { host: host.to_string(), message },
+            error => PullError::Http { what: what.to_string(), error },
+        }
+    }
+
+    /// One GET to `host` over `scheme`, its body into `sink`. Returns the status, the head
+    /// and (for a status other than 200) the error body.
+    fn exchange(
+        &mut self,
+        scheme: Scheme,
+        host: &str,
+        req: &Request,
+        what: &str,
+        sink: &mut Sink<'_>,
+    ) -> Result<(u16, Head, Option<String>, Vec<u8>), PullError> {
+        let conn = self.connector.open(scheme, host).map_err(|e| self.http_error(host, what, e))?;
+        let max_body_bytes = match sink {
+            Sink::Bounded(_, max) => *max,
+            Sink::Blob(v) => usize::try_from(v.size).unwrap_or(usize::MAX),
+        };
+        let limits = Limits { max_body_bytes: max_body_bytes.max(MAX_SMALL_BODY), ..Limits::default() };
+        let mut client = Client::new(conn, host.to_string(), None, limits);
+        let mut stream = match client.open_stream(req) {
+            Ok(stream) => stream,
+            Err(HttpError::BodyTooLarge) => return Err(too_large(sink)),
+            Err(e) => return Err(self.http_error(host, what, e)),
+        };
+        let status = stream.status;
+        let head = Head {
+            content_type: stream.header("content-type").map(str::to_string),
+            docker_digest: stream.header("docker-content-digest").map(str::to_string),
+        };
+        let challenge = stream.header("www-authenticate").map(str::to_string);
+        if status != 200 {
+            let mut body = Vec::new();
+            while let Ok(Some(b)) = stream.next_bytes() {
+                body.extend_from_slice(&b);
+                if body.len() > MAX_SMALL_BODY {
+                    break;
+                }
+            }
+            return Ok((status, head, challenge, body));
+        }
+        if let Sink::Blob(v) = sink {
+            let length = stream.header("content-length").map(|l| l.parse::<u64>());
+            if let Some(Ok(length)) = length {
+                if length != v.size {
+                    return Err(PullError::SizeMismatch {
+                        digest: v.digest.clone(),
+                        expected: v.size,
+                        actual: length,
+                    });
+                }
+            }
+        }
+        loop {
+            let chunk = match stream.next_bytes() {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(HttpError::BodyTooLarge) => return Err(too_large(sink)),
+                Err(e) => return Err(self.http_error(host, what, e)),
+            };
+            match sink {
+                Sink::Bounded(buf, limit) => {
+                    if buf.len().saturating_add(chunk.len()) > *limit {
+                        return Err(PullError::ManifestTooLarge { limit_bytes: *limit });
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+                Sink::Blob(v) => v.push(&chunk)?,
+            }
+        }
+        Ok((status, head, challenge, Vec::new()))
+    }
+
+    fn authorization(&self) -> Option<String> {
+        match &self.auth {
+            Auth::None => None,
+            Auth::Basic(b) => Some(format!("Basic {b}")),
+            Auth::Bearer(t) => Some(format!("Bearer {t}")),
+        }
+    }
+
+    fn basic(&self) -> Option<String> {
+        self.opts
+            .credentials
+            .as_ref()
+            .map(|(u, p)| base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}")))
+    }
+
+    /// Answers a challenge: a token from the realm, or the basic credentials. `false` when
+    /// there is nothing new to try.
+    fn authenticate(&mut self, challenge: Option<&str>) -> Result<bool, PullError> {
+        let Some(challenge) = challenge else { return Ok(false) };
+        match auth::parse_challenge(challenge)? {
+            Challenge::Basic => match self.basic() {
+                Some(b) if !matches!(self.auth, Auth::Basic(_)) => {
+                    self.auth = Auth::Basic(b);
+                    Ok(true)
+                }
+                _ => Ok(false),
+            },
+            Challenge::Bearer { realm, service, scope } => {
+                if matches!(self.auth, Auth::Bearer(_)) {
+                    return Ok(false);
+                }
+                let url = auth::parse_realm(&realm, self.opts.scheme)?;
+                let scope = scope.unwrap_or_else(|| format!("repository:{}:pull", self.repository));
+                let mut path = url.path.clone();
+                let mut sep = if path.contains('?') { '&' } else { '?' };
+                for (k, v) in [("service", service.as_deref()), ("scope", Some(scope.as_str()))] {
+                    if let Some(v) = v {
+                        path.push_str(&format!("{sep}{k}={}", http::encode_query(v)));
+                        sep = '&';
+                    }
+                }
+                let mut req = Request::new(Method::Get, path);
+                if let Some(b) = self.basic() {
+                    req = req.with_header("Authorization", &format!("Basic {b}"));
+                }
+                let mut body = Vec::new();
+                let what = format!("a token from {}", url.host);
+                let (status, _, _, err) = self.exchange(
+                    url.scheme,
+                    &url.host,
+                    &req,
+                    &what,
+                    &mut Sink::Bounded(&mut body, MAX_SMALL_BODY),
+                )?;
+                match status {
+                    200 => {}
+                    401 => return Err(PullError::Unauthorized { what, code: error_code(&err) }),
+                    403 => return Err(PullError::Denied { what, code: error_code(&err) }),
+                    status => return Err(PullError::Status { what, status, code: error_code(&err) }),
+                }
+                self.auth = Auth::Bearer(auth::parse_token(&body)?);
+                Ok(true)
+            }
+        }
+    }
+
+    /// A GET to the registry, answering at most two challenges (a basic one may lead to a
+    /// token, as a token server may ask for credentials).
+    fn get(
+        &mut self,
+        path: String,
+        accept: Option<&str>,
+        what: &str,
+        sink: &mut Sink<'_>,
+    ) -> Result<Head, PullError> {
+        let host = self.host.clone();
+        for _ in 0..3 {
+            let mut req = Request::new(Method::Get, path.clone());
+            if let Some(a) = accept {
+                req = req.with_header("Accept", a);
+            }
+            if let Some(a) = self.authorization() {
+                req = req.with_header("Authorization", &a);
+            }
+            let (status, head, challenge, err) = self.exchange(self.opts.scheme, &host, &req, what, sink)?;
+            let code = error_code(&err);
+            match status {
+                200 => return Ok(head),
+                401 => {
+                    if !self.authenticate(challenge.as_deref())? {
+                        return Err(PullError::Unauthorized { what: what.to_string(), code });
+                    }
+                }
+                403 => return Err(PullError::Denied { what: what.to_string(), code }),
+                404 => return Err(PullError::NotFound { what: what.to_string(), code }),
+                status => return Err(PullError::Status { what: what.to_string(), status, code }),
+            }
+        }
+        Err(PullError::Unauthorized { what: what.to_string(), code: None })
+    }
+
+    /// A manifest by tag or digest; `expect` is its descriptor when known. Returns its
+    /// digest, the parse and the bytes.
+    fn manifest(
+        &mut self,
+        reference: &str,
+        expect: Option<&Descriptor>,
+    ) -> Result<(String, Parsed), PullError> {
+        let limit = self.opts.max_manifest_bytes;
+        if let Some(d) = expect {
+            if d.size > limit as u64 {
+                return Err(PullError::ManifestTooLarge { limit_bytes: limit });
+            }
+        }
+        let mut body = Vec::new();
+        let path = format!("/v2/{}/manifests/{reference}", self.repository);
+        let what = format!("manifest {}:{reference}", self.repository);
+        let head =
+            self.get(path, Some(manifest::MANIFEST_ACCEPT), &what, &mut Sink::Bounded(&mut body, limit))?;
+        let digest = sha256_digest(&body);
+        let wanted =
+            expect.map(|d| d.digest.as_str()).or(manifest::valid_digest(reference).then_some(reference));
+        if let Some(w) = wanted {
+            if digest != w {
+                return Err(PullError::DigestMismatch { digest: w.to_string(), actual: digest });
+            }
+        } else if let Some(d) = head.docker_digest.as_deref().filter(|d| manifest::valid_digest(d)) {
+            if d != digest {
+                return Err(PullError::DigestMismatch { digest: d.to_string(), actual: digest });
+            }
+        }
+        if let Some(d) = expect {
+            if d.size != body.len() as u64 {
+                return Err(PullError::SizeMismatch { digest, expected: d.size, actual: body.len() as u64 });
+            }
+        }
+        let parsed = manifest::parse_manifest(head.content_type.as_deref(), &body)?;
+        Ok((digest, parsed))
+    }
+
+    fn blob(&mut self, d: &Descriptor) -> Result<Vec<u8>, PullError> {
+        let mut v = BlobVerifier::new(&d.digest, d.size);
+        let path = format!("/v2/{}/blobs/{}", self.repository, d.digest);
+        let what = format!("blob {}", d.digest);
+        self.get(path, None, &what, &mut Sink::Blob(&mut v))?;
+        v.finish()
+    }
+}
+
+/// The sha256 of a layer uncompressed, within `budget` bytes (decreased by what it unpacks to).
+fn diff_id(layer: &Layer, budget: &mut u64, limit_bytes: u64) -> Result<String, PullError> {
+    match layer.kind {
+        LayerKind::Tar => {
+            *budget = budget
+                .checked_sub(layer.bytes.len() as u64)
+                .ok_or(PullError::UnpackedTooLarge { limit_bytes })?;
+            Ok(sha256_digest(&layer.bytes))
+        }
+        LayerKind::TarGzip => {
+            let mut h = Sha256::new();
+            let cap = usize::try_from(*budget).unwrap_or(usize::MAX);
+            let n = crx_fs::gzip::gunzip_chunks(&layer.bytes, cap, |c| h.update(c)).map_err(|e| match e {
+                crx_fs::gzip::GzipError::TooLarge { .. } => PullError::UnpackedTooLarge { limit_bytes },
+                e => PullError::Gzip { layer: layer.digest.clone(), message: e.to_string() },
+            })?;
+            *budget = budget.saturating_sub(n as u64);
+            Ok(hex_digest(&h.finalize()))
+        }
+    }
+}
+
+/// Pulls `reference` through `connector`: see the module doc.
+pub fn pull<C: Connector>(
+    connector: &mut C,
+    reference: &Reference,
+    opts: &PullOptions,
+) -> Result<Image, PullError> {
+    let mut s = Session {
+        connector,
+        opts,
+        host: api_host(&reference.registry).to_string(),
+        repository: reference.repository.clone(),
+        auth: Auth::None,
+    };
+    let first = reference.digest.as_deref().or(reference.tag.as_deref()).unwrap_or(crate::image::DEFAULT_TAG);
+    let (mut manifest_digest, mut parsed) = s.manifest(first, None)?;
+    if let Parsed::Index(manifests) = &parsed {
+        let chosen = manifest::choose_platform(manifests)?.clone();
+        (manifest_digest, parsed) = s.manifest(&chosen.digest, Some(&chosen))?;
+    }
+    let Parsed::Manifest { config, layers } = parsed else {
+        return Err(PullError::UnsupportedMediaType("an index inside an index".to_string()));
+    };
+    if !matches!(config.media_type.as_str(), manifest::OCI_CONFIG | manifest::DOCKER_CONFIG) {
+        return Err(PullError::UnsupportedMediaType(config.media_type.chars().take(120).collect()));
+    }
+    let kinds = layers.iter().map(|l| manifest::layer_kind(&l.media_type)).collect::<Result<Vec<_>, _>>()?;
+    let needed_bytes = layers.iter().fold(config.size, |sum, l| sum.saturating_add(l.size));
+    if needed_bytes > opts.max_image_bytes {
+        return Err(PullError::TooLarge { limit_bytes: opts.max_image_bytes, needed_bytes });
+    }
+    let config_bytes = s.blob(&config)?;
+    let c = manifest::parse_config(&config_bytes)?;
+    if c.rootfs.diff_ids.len() != layers.len() {
+        return Err(PullError::DiffIdCount { layers: layers.len(), diff_ids: c.rootfs.diff_ids.len() });
+    }
+    let mut out = Vec::with_capacity(layers.len());
+    let mut budget = opts.max_unpacked_bytes;
+    for ((d, kind), expected) in layers.iter().zip(kinds).zip(&c.rootfs.diff_ids) {
+        let bytes = s.blob(d)?;
+        let layer = Layer { digest: d.digest.clone(), media_type: d.media_type.clone(), kind, bytes };
+        let actual = diff_id(&layer, &mut budget, opts.max_unpacked_bytes)?;
+        if &actual != expected {
+            return Err(PullError::DiffIdMismatch {
+                layer: layer.digest,
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        out.push(layer);
+    }
+    let run = c.config.unwrap_or_default();
+    Ok(Image {
+        manifest_digest,
+        config: ImageConfig {
+            names: alloc::vec![reference.to_string()],
+            id: config.digest,
+            entrypoint: run.entrypoint.unwrap_or_default(),
+            cmd: run.cmd.unwrap_or_default(),
+            env: run.env.unwrap_or_default(),
+            working_dir: run.working_dir.unwrap_or_default(),
+        },
+        layers: out,
+    })
+}
+
+#[cfg(test)]
+mod tests;
