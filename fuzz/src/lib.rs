@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 pub type Target = (&'static str, fn(&[u8]));
 
 /// Every target.
-pub const TARGETS: [Target; 9] = [
+pub const TARGETS: [Target; 10] = [
     ("http_response", http_response),
     ("watch_lines", watch_lines),
     ("agent_replies", agent_replies),
@@ -37,7 +37,45 @@ pub const TARGETS: [Target; 9] = [
     ("selectors", selectors),
     ("log_request", log_request),
     ("protobuf", protobuf),
+    ("registry_manifest", registry_manifest),
 ];
+
+/// kubelet-lite's registry manifest and index parser (the first byte picks the response's
+/// Content-Type), platform choice and layer kinds; the image config parser and the
+/// `WWW-Authenticate` and token parsers on the same bytes.
+pub fn registry_manifest(data: &[u8]) {
+    use kubelet_lite::registry::{auth, manifest};
+    let (kind, body) = data.split_first().map_or((0, data), |(k, b)| (*k, b));
+    let content_type = match kind % 7 {
+        0 => None,
+        1 => Some(manifest::OCI_INDEX),
+        2 => Some(manifest::OCI_MANIFEST),
+        3 => Some(manifest::DOCKER_LIST),
+        4 => Some(manifest::DOCKER_MANIFEST),
+        5 => Some("application/json"),
+        _ => Some("application/vnd.oci.image.manifest.v1+json; charset=utf-8"),
+    };
+    match manifest::parse_manifest(content_type, body) {
+        Ok(manifest::Parsed::Index(m)) => {
+            let _ = manifest::choose_platform(&m).map(|d| d.digest.len());
+        }
+        Ok(manifest::Parsed::Manifest { config, layers }) => {
+            let _ = manifest::layer_kind(&config.media_type);
+            for l in &layers {
+                let _ = manifest::layer_kind(&l.media_type);
+            }
+        }
+        Err(e) => {
+            let _ = e.to_string();
+        }
+    }
+    let _ = manifest::parse_config(body);
+    let _ = auth::parse_token(body);
+    let text = String::from_utf8_lossy(body);
+    if let Ok(auth::Challenge::Bearer { realm, .. }) = auth::parse_challenge(&text) {
+        let _ = auth::parse_realm(&realm, kubelet_lite::registry::Scheme::Https);
+    }
+}
 
 /// kubelet-lite's HTTP/1.1 response parser, fed in two pieces split at the first byte's value.
 pub fn http_response(data: &[u8]) {

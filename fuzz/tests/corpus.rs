@@ -202,7 +202,8 @@ target_tests!(
     patch,
     selectors,
     log_request,
-    protobuf
+    protobuf,
+    registry_manifest
 );
 
 #[test]
