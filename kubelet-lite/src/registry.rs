@@ -191,7 +191,7 @@ impl fmt::Display for PullError {
                 write!(f, "the image is {needed_bytes} bytes, over the limit of {limit_bytes}")
             }
             PullError::ManifestTooLarge { limit_bytes } => {
-                write!(f, "manifest larger than {limit_bytes} bytes")
+                write!(f, "a manifest or token reply larger than {limit_bytes} bytes")
             }
             PullError::UnpackedTooLarge { limit_bytes } => {
                 write!(f, "the layers unpack to more than {limit_bytes} bytes")
