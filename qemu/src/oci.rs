@@ -16,20 +16,12 @@ use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// `application/vnd.oci.image.index.v1+json`.
-pub const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-/// `application/vnd.oci.image.manifest.v1+json`.
-pub const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-/// `application/vnd.oci.image.config.v1+json`.
-pub const MEDIA_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-/// `application/vnd.oci.image.layer.v1.tar`.
-pub const MEDIA_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
-/// `application/vnd.oci.image.layer.v1.tar+gzip`.
-pub const MEDIA_LAYER_TAR_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-/// Docker's name for a gzip layer, found in images converted from Docker.
-pub const MEDIA_DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-/// Docker's manifest media type.
-pub const MEDIA_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+// The media types, as the node's registry client knows them.
+pub use kubelet_lite::registry::manifest::{
+    DOCKER_LAYER_GZIP as MEDIA_DOCKER_LAYER, DOCKER_MANIFEST as MEDIA_DOCKER_MANIFEST,
+    OCI_CONFIG as MEDIA_CONFIG, OCI_INDEX as MEDIA_INDEX, OCI_LAYER_GZIP as MEDIA_LAYER_TAR_GZIP,
+    OCI_LAYER_TAR as MEDIA_LAYER_TAR, OCI_MANIFEST as MEDIA_MANIFEST,
+};
 
 /// The content of a new image's `etc/hello.txt`.
 pub const HELLO_TXT: &str = "hello from the busybox image\n";
