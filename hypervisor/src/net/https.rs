@@ -5,7 +5,8 @@
 #![forbid(unsafe_code)]
 
 use super::config::Ipv4;
-use super::stack::{NetError, Stack, Tcp};
+use super::pipe::TlsPipe;
+use super::stack::{Stack, Tcp};
 use super::tls::{TlsConfig, TlsSession};
 use alloc::format;
 use alloc::string::String;
@@ -27,8 +28,7 @@ pub enum Progress {
 pub struct Exchange {
     tcp: Option<Tcp>,
     tls: TlsSession,
-    to_tcp: Vec<u8>,
-    from_tcp: Vec<u8>,
+    pipe: TlsPipe,
     plain: Vec<u8>,
     parser: ResponseParser,
     tcp_closed: bool,
@@ -60,8 +60,7 @@ impl Exchange {
         Ok(Exchange {
             tcp: Some(tcp),
             tls: session,
-            to_tcp: Vec::new(),
-            from_tcp: Vec::new(),
+            pipe: TlsPipe::default(),
             plain: Vec::new(),
             parser: ResponseParser::new(limits),
             tcp_closed: false,
@@ -80,34 +79,13 @@ impl Exchange {
             return Progress::Failed(why.clone());
         }
         let Some(t) = self.tcp else { return Progress::Done };
-        self.tls.take_outgoing(&mut self.to_tcp);
-        if !self.to_tcp.is_empty() {
-            match s.tcp_send(t, &self.to_tcp) {
-                Ok(n) => drop(self.to_tcp.drain(..n)),
-                Err(_) => return self.fail(String::from("connection refused or reset")),
-            }
+        if let Err(e) = self.pipe.transmit(s, t, &mut self.tls) {
+            return self.fail(format!("{e}"));
         }
-        let mut buf = [0u8; 4096];
-        // A bounded number of reads per pump, so one busy connection cannot hold the CPU.
-        for _ in 0..16 {
-            match s.tcp_recv(t, &mut buf) {
-                Ok(0) => break,
-                Ok(n) => self.from_tcp.extend_from_slice(&buf[..n]),
-                Err(NetError::Closed) => {
-                    self.tcp_closed = true;
-                    break;
-                }
-                Err(e) => return self.fail(format!("{e}")),
-            }
-            if self.from_tcp.len() >= 64 * 1024 {
-                break;
-            }
-        }
-        if !self.from_tcp.is_empty() {
-            match self.tls.feed(&self.from_tcp) {
-                Ok(n) => drop(self.from_tcp.drain(..n)),
-                Err(e) => return self.fail(format!("TLS: {e}")),
-            }
+        // A bounded read per pump, so one busy connection cannot hold the CPU.
+        match self.pipe.receive(s, t, &mut self.tls, 64 * 1024) {
+            Ok(closed) => self.tcp_closed |= closed,
+            Err(e) => return self.fail(format!("{e}")),
         }
         if let Err(e) = self.tls.read(&mut self.plain) {
             return self.fail(format!("TLS: {e}"));
@@ -121,7 +99,7 @@ impl Exchange {
         if self.parser.is_complete() {
             return Progress::Done;
         }
-        let ended = self.tls.peer_closed() || (self.tcp_closed && self.from_tcp.is_empty());
+        let ended = self.tls.peer_closed() || (self.tcp_closed && !self.pipe.has_received());
         if ended {
             if self.parser.head().is_none() {
                 let why = if self.tls.is_handshaking() {

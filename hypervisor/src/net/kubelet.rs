@@ -12,6 +12,7 @@
 //! [`KubeletServer::poll`] between polls of the stack, with the time passed in.
 #![forbid(unsafe_code)]
 
+use super::pipe::{PipeError, TlsPipe};
 use super::stack::{NetError, Stack, Tcp, TcpState};
 use super::tls::{ServerTlsConfig, TlsServerSession};
 use alloc::format;
@@ -67,12 +68,19 @@ struct Conn {
     phase: Phase,
     /// Plaintext of the answer not yet taken by TLS.
     out: Vec<u8>,
-    /// Ciphertext not yet taken by TCP.
-    wire: Vec<u8>,
-    /// Ciphertext received and not yet taken by TLS.
-    from_tcp: Vec<u8>,
+    /// Ciphertext both ways.
+    pipe: TlsPipe,
     opened_ms: u64,
     progress_ms: u64,
+}
+
+impl From<PipeError> for Ended {
+    fn from(e: PipeError) -> Self {
+        match e {
+            PipeError::Reset(_) => Ended::Gone,
+            PipeError::Tls(e) => Ended::Tls(format!("{e}")),
+        }
+    }
 }
 
 /// Why a connection ends without an orderly close.
@@ -209,8 +217,7 @@ impl KubeletServer {
                                 tls,
                                 phase: Phase::Head(Vec::new()),
                                 out: Vec::new(),
-                                wire: Vec::new(),
-                                from_tcp: Vec::new(),
+                                pipe: TlsPipe::default(),
                                 opened_ms: now_ms,
                                 progress_ms: now_ms,
                             });
@@ -288,7 +295,7 @@ impl KubeletServer {
                 c.tls.close().map_err(|e| Ended::Tls(format!("{e}")))?;
                 c.transmit(s, now_ms)?;
             }
-            if tls_closed && c.wire.is_empty() && !tcp_closed {
+            if tls_closed && !c.pipe.has_unsent() && !tcp_closed {
                 tcp_closed = true;
                 let _ = s.tcp_close(c.tcp);
             }
@@ -296,7 +303,7 @@ impl KubeletServer {
             let closed = matches!(s.tcp_state(c.tcp), Ok(TcpState::Closed) | Err(_));
             return Ok(!(closed || now_ms.saturating_sub(since_ms) > LINGER_MS));
         }
-        if !c.wire.is_empty() && now_ms.saturating_sub(c.progress_ms) > STALL_MS {
+        if c.pipe.has_unsent() && now_ms.saturating_sub(c.progress_ms) > STALL_MS {
             return Err(Ended::TimedOut);
         }
         Ok(true)
@@ -304,32 +311,12 @@ impl KubeletServer {
 }
 
 impl Conn {
-    /// Reads what the client sent and hands it to TLS.
+    /// Reads what the client sent and hands it to TLS. A client that closes ends the
+    /// connection, unless an answer is on its way: that is still delivered.
     fn receive(&mut self, s: &mut Stack) -> Result<(), Ended> {
-        let mut buf = [0u8; 4096];
-        let mut read = 0;
-        while read < READ_PER_POLL && self.from_tcp.len() < READ_PER_POLL {
-            match s.tcp_recv(self.tcp, &mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    read += n;
-                    self.from_tcp.extend_from_slice(&buf[..n]);
-                }
-                Err(_) => {
-                    // The client closed: an answer still on its way is delivered, nothing
-                    // more is read.
-                    if matches!(self.phase, Phase::Closing { .. }) {
-                        break;
-                    }
-                    return Err(Ended::Gone);
-                }
-            }
-        }
-        if !self.from_tcp.is_empty() {
-            let n = self.tls.feed(&self.from_tcp).map_err(|e| Ended::Tls(format!("{e}")))?;
-            self.from_tcp.drain(..n);
-        }
-        if self.tls.peer_closed() && !matches!(self.phase, Phase::Closing { .. }) {
+        let closed = self.pipe.receive(s, self.tcp, &mut self.tls, READ_PER_POLL).map_err(Ended::from)?;
+        let closing = matches!(self.phase, Phase::Closing { .. });
+        if (closed || self.tls.peer_closed()) && !closing {
             return Err(Ended::Gone);
         }
         Ok(())
@@ -341,17 +328,8 @@ impl Conn {
             let n = self.tls.write(&self.out).map_err(|e| Ended::Tls(format!("{e}")))?;
             self.out.drain(..n);
         }
-        self.tls.take_outgoing(&mut self.wire);
-        if !self.wire.is_empty() {
-            match s.tcp_send(self.tcp, &self.wire) {
-                Ok(0) => {}
-                Ok(n) => {
-                    self.wire.drain(..n);
-                    self.progress_ms = now_ms;
-                }
-                Err(_) => return Err(Ended::Gone),
-            }
-        } else {
+        let sent = self.pipe.transmit(s, self.tcp, &mut self.tls).map_err(Ended::from)?;
+        if sent > 0 || !self.pipe.has_unsent() {
             self.progress_ms = now_ms;
         }
         Ok(())

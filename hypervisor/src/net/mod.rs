@@ -21,6 +21,7 @@ pub mod https;
 pub mod kubelet;
 #[cfg(target_os = "none")]
 pub mod node;
+pub mod pipe;
 pub mod stack;
 pub mod tls;
 #[cfg(target_os = "none")]
