@@ -226,29 +226,7 @@ impl Response {
     }
 }
 
-/// The reason phrase for a status code.
-pub fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        201 => "Created",
-        202 => "Accepted",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        406 => "Not Acceptable",
-        409 => "Conflict",
-        410 => "Gone",
-        413 => "Request Entity Too Large",
-        415 => "Unsupported Media Type",
-        422 => "Unprocessable Entity",
-        500 => "Internal Server Error",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        _ => "Unknown",
-    }
-}
+pub use wire::http::reason;
 
 /// Writes a response with a Content-Length.
 pub fn write_response(w: &mut (impl Write + ?Sized), resp: &Response, keep_alive: bool) -> io::Result<()> {

@@ -42,19 +42,9 @@ fn with_message(status: String, body: &[u8]) -> String {
 
 /// The same for a response already parsed: its status code and body.
 pub fn describe_status(code: u16, body: &[u8]) -> String {
-    let reason = match code {
-        200 => "OK",
-        201 => "Created",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        409 => "Conflict",
-        422 => "Unprocessable Entity",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        _ => "",
+    let reason = match wire::http::reason(code) {
+        "Unknown" => "",
+        r => r,
     };
     with_message(String::from(format!("{code} {reason}").trim_end()), body)
 }

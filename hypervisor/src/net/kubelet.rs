@@ -107,14 +107,7 @@ pub struct KubeletServer {
 
 /// A whole answer with a text body.
 fn answer(code: u16, text: &str) -> Vec<u8> {
-    let reason = match code {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        431 => "Request Header Fields Too Large",
-        _ => "Error",
-    };
+    let reason = wire::http::reason(code);
     let allow = if code == 405 { "Allow: GET\r\n" } else { "" };
     format!(
         "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n{allow}Content-Length: {}\r\nConnection: close\r\n\r\n{text}",
