@@ -722,13 +722,15 @@ fn set_default(m: &mut Map<String, Value>, key: &str, value: Value) {
 
 /// `Always` for an image without a tag or with `:latest` (digests count as tagged), else `IfNotPresent`.
 pub fn default_pull_policy(image: &str) -> &'static str {
-    if image.contains('@') {
-        return "IfNotPresent";
-    }
-    let last = image.rsplit('/').next().unwrap_or(image);
+    let (name, digest) = match image.split_once('@') {
+        Some((name, _)) => (name, true),
+        None => (image, false),
+    };
+    let last = name.rsplit('/').next().unwrap_or(name);
     match last.rsplit_once(':') {
-        Some((_, "latest")) | None => "Always",
-        Some(_) => "IfNotPresent",
+        Some((_, "latest")) => "Always",
+        None if !digest => "Always",
+        _ => "IfNotPresent",
     }
 }
 
@@ -1124,6 +1126,7 @@ mod tests {
         assert_eq!(default_pull_policy("localhost:5000/busybox"), "Always");
         assert_eq!(default_pull_policy("localhost:5000/busybox:1"), "IfNotPresent");
         assert_eq!(default_pull_policy("busybox@sha256:abc"), "IfNotPresent");
+        assert_eq!(default_pull_policy("busybox:latest@sha256:abc"), "Always");
     }
 
     #[test]

@@ -31,6 +31,17 @@ impl Image {
     pub fn size_bytes(&self) -> u64 {
         self.bundle.layers().map(|l| l.bytes.len() as u64).sum()
     }
+
+    /// What the node reports about it: its names, its id (the config's digest, as a
+    /// runtime reports an image it did not pull) and its size.
+    pub fn info(&self) -> kubelet_lite::runtime::ImageInfo {
+        let id = if self.config.id.is_empty() {
+            self.names.first().cloned().unwrap_or_default()
+        } else {
+            self.config.id.clone()
+        };
+        kubelet_lite::runtime::ImageInfo { names: self.names.clone(), id, size_bytes: self.size_bytes() }
+    }
 }
 
 /// Why a pod's image cannot be had.

@@ -23,7 +23,9 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use crx_abi::pod::Command;
-use kubelet_lite::runtime::{ContainerRef, LogLine, LogView, Runtime, RuntimeError, RuntimeState};
+use kubelet_lite::runtime::{
+    ContainerRef, ImageInfo, LogLine, LogView, PullStatus, RegistryAuth, Runtime, RuntimeError, RuntimeState,
+};
 use kubelet_lite::time::Time;
 use kubelet_lite::types::{Container, Pod};
 
@@ -254,5 +256,21 @@ impl Runtime for PodVms {
             })
         })
         .flatten()
+    }
+
+    fn image_status(&self, image: &str) -> Option<ImageInfo> {
+        self.store.lookup(image).ok().map(|i| i.info())
+    }
+
+    /// The images of the boot modules are the node's: a pull finds them there.
+    fn pull_image(&mut self, image: &str, _auth: &[RegistryAuth], _now: Time) -> PullStatus {
+        match self.store.lookup(image) {
+            Ok(i) => PullStatus::Pulled(i.info()),
+            Err(e) => PullStatus::Failed(e.to_string()),
+        }
+    }
+
+    fn list_images(&self) -> Vec<ImageInfo> {
+        self.store.images().iter().map(|i| i.info()).collect()
     }
 }

@@ -27,9 +27,9 @@ use crate::pods::{pod_requests, PodEvent, PodWorker};
 use crate::runtime::Runtime;
 use crate::time::Time;
 use crate::types::{
-    DaemonEndpoint, DeleteOptions, Event, EventSource, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints,
-    NodeSpec, NodeStatus, NodeSystemInfo, ObjectMeta, ObjectReference, Pod, PodList, Preconditions,
-    ResourceList, Status, WatchEvent,
+    ContainerImage, DaemonEndpoint, DeleteOptions, Event, EventSource, Node, NodeAddress, NodeCondition,
+    NodeDaemonEndpoints, NodeSpec, NodeStatus, NodeSystemInfo, ObjectMeta, ObjectReference, Pod, PodList,
+    Preconditions, ResourceList, Status, WatchEvent,
 };
 use wire::quantity;
 
@@ -215,6 +215,27 @@ pub struct Agent {
     event_seq: u64,
     dropped_events: u64,
     next_ip: u32,
+    /// The runtime's images as Node.status.images reports them.
+    images: Vec<ContainerImage>,
+}
+
+/// Most images Node.status.images lists (the kubelet's `nodeStatusMaxImages`).
+pub const MAX_NODE_IMAGES: usize = 50;
+/// Most names listed per image (the kubelet's `maxNamesPerImageInNodeStatus`).
+pub const MAX_NAMES_PER_IMAGE: usize = 5;
+
+/// The images as the kubelet lists them: largest first, at most [`MAX_NODE_IMAGES`], each
+/// with at most [`MAX_NAMES_PER_IMAGE`] names.
+pub fn node_images(mut images: Vec<crate::runtime::ImageInfo>) -> Vec<ContainerImage> {
+    images.sort_by(|a, b| b.size_bytes.cmp(&a.size_bytes).then_with(|| a.names.cmp(&b.names)));
+    images
+        .into_iter()
+        .take(MAX_NODE_IMAGES)
+        .map(|i| ContainerImage {
+            names: i.names.into_iter().take(MAX_NAMES_PER_IMAGE).collect(),
+            size_bytes: i64::try_from(i.size_bytes).unwrap_or(i64::MAX),
+        })
+        .collect()
 }
 
 /// An event to deliver.
@@ -291,6 +312,7 @@ impl Agent {
             event_seq: 0,
             dropped_events: 0,
             next_ip: 2,
+            images: Vec::new(),
         }
     }
 
@@ -397,6 +419,7 @@ impl Agent {
                 kubelet_endpoint: DaemonEndpoint { port: self.cfg.kubelet_port },
             },
             node_info: self.cfg.node_info.clone(),
+            images: self.images.clone(),
         }
     }
 
@@ -582,6 +605,7 @@ impl Agent {
         }
 
         // Node status.
+        self.images = node_images(rt.list_images());
         // As the kubelet does, the computed status is compared with the server's copy, not with
         // what was sent last: a status changed by someone else (the node lifecycle controller
         // marking the node Unknown) is put right at the next update.

@@ -184,9 +184,57 @@ pub fn normalize(s: &str) -> Result<String, RefError> {
     Reference::parse(s).map(|r| r.to_string())
 }
 
+/// When the node pulls a container's image (`imagePullPolicy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// At every container start, even when the image is on the node.
+    Always,
+    /// Only when the image is not on the node.
+    IfNotPresent,
+    /// Never: the image must be on the node.
+    Never,
+}
+
+impl PullPolicy {
+    /// The policy a container names, else the API server's default for its image: Always
+    /// for a reference whose tag is `latest` (named, or implied by naming neither tag nor
+    /// digest), IfNotPresent otherwise. A value that is none of the three counts as
+    /// IfNotPresent (the API server does not admit one).
+    pub fn of(named: Option<&str>, image: &str) -> PullPolicy {
+        match named {
+            Some("Always") => PullPolicy::Always,
+            Some("Never") => PullPolicy::Never,
+            Some(_) => PullPolicy::IfNotPresent,
+            None => match Reference::parse(image) {
+                Ok(r) if r.tag.as_deref() == Some(DEFAULT_TAG) => PullPolicy::Always,
+                _ => PullPolicy::IfNotPresent,
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pull_policy_defaults_as_the_api_server_does() {
+        let d = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        for (image, want) in [
+            ("busybox", PullPolicy::Always),
+            ("busybox:latest", PullPolicy::Always),
+            ("127.0.0.1:5000/busybox", PullPolicy::Always),
+            ("busybox:1.36", PullPolicy::IfNotPresent),
+            (&format!("busybox@{d}"), PullPolicy::IfNotPresent),
+            (&format!("busybox:latest@{d}"), PullPolicy::Always),
+            ("Not A Reference", PullPolicy::IfNotPresent),
+        ] {
+            assert_eq!(PullPolicy::of(None, image), want, "{image}");
+        }
+        assert_eq!(PullPolicy::of(Some("Never"), "busybox"), PullPolicy::Never);
+        assert_eq!(PullPolicy::of(Some("Always"), "busybox:1.36"), PullPolicy::Always);
+        assert_eq!(PullPolicy::of(Some("IfNotPresent"), "busybox"), PullPolicy::IfNotPresent);
+    }
 
     const D: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 

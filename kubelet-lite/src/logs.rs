@@ -245,6 +245,20 @@ mod tests {
         fn logs(&self, _: &str, _: &str, _: &str, _: bool) -> Option<LogView> {
             Some(self.0.clone())
         }
+        fn image_status(&self, _: &str) -> Option<crate::runtime::ImageInfo> {
+            None
+        }
+        fn pull_image(
+            &mut self,
+            _: &str,
+            _: &[crate::runtime::RegistryAuth],
+            _: Time,
+        ) -> crate::runtime::PullStatus {
+            crate::runtime::PullStatus::Failed("fixed".into())
+        }
+        fn list_images(&self) -> Vec<crate::runtime::ImageInfo> {
+            Vec::new()
+        }
     }
 
     fn view(first: u64, instance: u64, texts: &[&str]) -> Fixed {

@@ -7,7 +7,10 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use crate::runtime::{ContainerRef, Runtime, RuntimeError, RuntimeState};
+use crate::image::PullPolicy;
+use crate::runtime::{
+    ContainerRef, ImageInfo, PullStatus, RegistryAuth, Runtime, RuntimeError, RuntimeState,
+};
 use crate::time::Time;
 use crate::types::{
     Container, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
@@ -19,6 +22,17 @@ use wire::quantity;
 pub const BACKOFF_INITIAL_SECS: u64 = 10;
 /// Largest CrashLoopBackOff delay, in seconds.
 pub const BACKOFF_MAX_SECS: u64 = 300;
+
+/// The delay after the `failures`-th failure in a row: 10 s doubling to 300 s (the
+/// kubelet's back-off for restarts and for image pulls alike).
+fn backoff_secs(failures: u32) -> u64 {
+    BACKOFF_INITIAL_SECS.saturating_mul(1u64 << failures.saturating_sub(1).min(31)).min(BACKOFF_MAX_SECS)
+}
+
+/// `1.234s`, as the kubelet writes a pull's duration.
+fn seconds(ms: u64) -> String {
+    format!("{}.{:03}s", ms / 1000, ms % 1000)
+}
 
 /// An event a pod worker wants recorded against its pod.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -142,8 +156,108 @@ struct Ctr {
     state: CState,
     last: Option<Term>,
     next_start: Time,
-    pulled: bool,
     start_failures: u32,
+    /// The image last made ready for it (its imageID in the status).
+    image: Option<ImageInfo>,
+    /// True when the image is ready for the next start (by the pull policy).
+    image_ready: bool,
+    /// A pull under way, started then.
+    pulling: Option<Time>,
+    /// Failed pulls in a row, and the earliest time of the next one.
+    pull_failures: u32,
+    next_pull: Time,
+}
+
+fn is_waiting(state: &CState, why: &str) -> bool {
+    matches!(state, CState::Waiting { reason, .. } if reason == why)
+}
+
+/// Makes sure the node has the container's image for its next start, by its pull policy.
+/// True when it has; otherwise the container waits (ContainerCreating while a pull runs;
+/// ErrImagePull, then ImagePullBackOff until the back-off has passed; ErrImageNeverPull)
+/// and the worker asks again at its next sync.
+fn ensure_image(
+    c: &mut Ctr,
+    auth: &[RegistryAuth],
+    rt: &mut dyn Runtime,
+    now: Time,
+    events: &mut Vec<PodEvent>,
+) -> bool {
+    let image = c.spec.image.clone().unwrap_or_default();
+    let name = c.spec.name.clone();
+    let waiting =
+        |reason: &str, message: String| CState::Waiting { reason: reason.into(), message: Some(message) };
+    if c.pulling.is_none() {
+        if now < c.next_pull {
+            if !is_waiting(&c.state, "ImagePullBackOff") {
+                let msg = format!("Back-off pulling image \"{image}\"");
+                events.push(ev("Normal", "BackOff", msg.clone(), Some(&name)));
+                events.push(ev("Warning", "Failed", "Error: ImagePullBackOff".into(), Some(&name)));
+                c.state = waiting("ImagePullBackOff", msg);
+            }
+            return false;
+        }
+        let policy = PullPolicy::of(c.spec.image_pull_policy.as_deref(), &image);
+        match (policy, rt.image_status(&image)) {
+            (PullPolicy::Never | PullPolicy::IfNotPresent, Some(info)) => {
+                let msg = format!("Container image \"{image}\" already present on machine");
+                events.push(ev("Normal", "Pulled", msg, Some(&name)));
+                c.image = Some(info);
+                return true;
+            }
+            (PullPolicy::Never, None) => {
+                if !is_waiting(&c.state, "ErrImageNeverPull") {
+                    let msg = format!("Container image \"{image}\" is not present with pull policy of Never");
+                    events.push(ev("Warning", "ErrImageNeverPull", msg.clone(), Some(&name)));
+                    events.push(ev("Warning", "Failed", "Error: ErrImageNeverPull".into(), Some(&name)));
+                    c.state = waiting("ErrImageNeverPull", msg);
+                }
+                return false;
+            }
+            _ => {
+                events.push(ev("Normal", "Pulling", format!("Pulling image \"{image}\""), Some(&name)));
+                c.pulling = Some(now);
+            }
+        }
+    }
+    let since = c.pulling.unwrap_or(now);
+    match rt.pull_image(&image, auth, now) {
+        PullStatus::Pulling => {
+            c.state = waiting("ContainerCreating", format!("Pulling image \"{image}\""));
+            false
+        }
+        PullStatus::Pulled(info) => {
+            let took = seconds(now.millis_since(since));
+            events.push(ev(
+                "Normal",
+                "Pulled",
+                format!(
+                    "Successfully pulled image \"{image}\" in {took} ({took} including waiting). Image size: {} bytes.",
+                    info.size_bytes
+                ),
+                Some(&name),
+            ));
+            c.pulling = None;
+            c.pull_failures = 0;
+            c.image = Some(info);
+            true
+        }
+        PullStatus::Failed(why) => {
+            let msg = format!("failed to pull image \"{image}\": {why}");
+            events.push(ev(
+                "Warning",
+                "Failed",
+                format!("Failed to pull image \"{image}\": {why}"),
+                Some(&name),
+            ));
+            events.push(ev("Warning", "Failed", "Error: ErrImagePull".into(), Some(&name)));
+            c.pulling = None;
+            c.pull_failures = c.pull_failures.saturating_add(1);
+            c.next_pull = now.plus_secs(backoff_secs(c.pull_failures));
+            c.state = waiting("ErrImagePull", msg);
+            false
+        }
+    }
 }
 
 /// Runs one pod.
@@ -162,6 +276,8 @@ pub struct PodWorker {
     conds: BTreeMap<&'static str, (bool, Time)>,
     host_ip: String,
     pod_ip: String,
+    /// Registry credentials from the pod's imagePullSecrets.
+    pub auth: Vec<RegistryAuth>,
 }
 
 impl PodWorker {
@@ -184,8 +300,12 @@ impl PodWorker {
                 state: CState::Waiting { reason: "ContainerCreating".into(), message: None },
                 last: None,
                 next_start: now,
-                pulled: false,
                 start_failures: 0,
+                image: None,
+                image_ready: false,
+                pulling: None,
+                pull_failures: 0,
+                next_pull: now,
             })
             .collect();
         PodWorker {
@@ -201,6 +321,7 @@ impl PodWorker {
             conds: BTreeMap::new(),
             host_ip,
             pod_ip,
+            auth: Vec::new(),
         }
     }
 
@@ -360,29 +481,17 @@ impl PodWorker {
                 }
                 continue;
             }
-            let image = c.spec.image.clone().unwrap_or_default();
-            let name = c.spec.name.clone();
-            if !c.pulled {
-                events.push(ev("Normal", "Pulling", format!("Pulling image \"{image}\""), Some(&name)));
+            if !c.image_ready {
+                if !ensure_image(c, &self.auth, rt, now, events) {
+                    continue;
+                }
+                c.image_ready = true;
             }
+            let name = c.spec.name.clone();
             match rt.start_container(&cref, &self.pod, &c.spec, now) {
                 Ok(id) => {
-                    if !c.pulled {
-                        events.push(ev(
-                            "Normal",
-                            "Pulled",
-                            format!("Successfully pulled image \"{image}\" in 0s (0s including waiting)"),
-                            Some(&name),
-                        ));
-                        c.pulled = true;
-                    } else {
-                        events.push(ev(
-                            "Normal",
-                            "Pulled",
-                            format!("Container image \"{image}\" already present on machine"),
-                            Some(&name),
-                        ));
-                    }
+                    // The next start checks the image again, as the pull policy says.
+                    c.image_ready = false;
                     events.push(ev("Normal", "Created", format!("Created container: {name}"), Some(&name)));
                     events.push(ev("Normal", "Started", format!("Started container {name}"), Some(&name)));
                     if c.last.is_some() {
@@ -394,16 +503,16 @@ impl PodWorker {
                 }
                 Err(e) => {
                     let reason = match e {
-                        RuntimeError::ImagePull(_) => "ErrImagePull",
+                        RuntimeError::ImagePull(_) => {
+                            c.image_ready = false;
+                            "ErrImagePull"
+                        }
                         RuntimeError::Start(_) => "RunContainerError",
                     };
                     events.push(ev("Warning", "Failed", format!("{e}"), Some(&name)));
                     events.push(ev("Warning", "Failed", format!("Error: {reason}"), Some(&name)));
                     c.start_failures = c.start_failures.saturating_add(1);
-                    let delay = BACKOFF_INITIAL_SECS
-                        .saturating_mul(1u64 << c.start_failures.saturating_sub(1).min(31))
-                        .min(BACKOFF_MAX_SECS);
-                    c.next_start = now.plus_secs(delay);
+                    c.next_start = now.plus_secs(backoff_secs(c.start_failures));
                     c.state = CState::Waiting { reason: reason.into(), message: Some(format!("{e}")) };
                 }
             }
@@ -535,7 +644,7 @@ impl PodWorker {
                 let image = c.spec.image.clone().unwrap_or_default();
                 ContainerStatus {
                     name: c.spec.name.clone(),
-                    image_id: format!("lite://{image}"),
+                    image_id: c.image.as_ref().map(|i| i.id.clone()).unwrap_or_default(),
                     image,
                     container_id: c
                         .id
@@ -730,6 +839,116 @@ mod tests {
         assert_eq!(cstate(&w).waiting.and_then(|x| x.reason), Some("ErrImagePull".into()));
         assert_eq!(w.status().phase.as_deref(), Some("Pending"));
         assert!(ev.iter().any(|e| e.reason == "Failed" && e.type_ == "Warning"));
+    }
+
+    fn waiting(w: &PodWorker) -> (Option<String>, Option<String>) {
+        let st = cstate(w).waiting.unwrap_or_default();
+        (st.reason, st.message)
+    }
+
+    #[test]
+    fn a_pull_in_progress_is_reported_then_the_container_starts() {
+        let t0 = Time::from_secs(1_000_000);
+        let mut rt = SimRuntime::new();
+        rt.pull_micros = 2_500_000;
+        let mut ev: Vec<PodEvent> = Vec::new();
+        let mut w = worker(pod("Always", "sleep infinity"), t0);
+        w.sync(&mut rt, t0, &mut ev);
+        assert_eq!(
+            waiting(&w),
+            (Some("ContainerCreating".into()), Some("Pulling image \"busybox:1.36\"".into()))
+        );
+        assert_eq!(w.status().phase.as_deref(), Some("Pending"));
+        w.sync(&mut rt, t0.plus_secs(1), &mut ev);
+        assert_eq!(rt.pulls_started, 1, "one pull, not one per sync");
+        w.sync(&mut rt, t0.plus_secs(3), &mut ev);
+        assert!(cstate(&w).running.is_some());
+        let reasons: Vec<_> = ev.iter().map(|e| e.reason.as_str()).collect();
+        assert_eq!(reasons, ["Pulling", "Pulled", "Created", "Started"]);
+        assert_eq!(
+            ev[1].message,
+            "Successfully pulled image \"busybox:1.36\" in 3.000s (3.000s including waiting). Image size: 30 bytes."
+        );
+        let st = &w.status().container_statuses[0];
+        assert_eq!(st.image_id, "lite://docker.io/library/busybox:1.36");
+    }
+
+    #[test]
+    fn a_failed_pull_backs_off_and_is_retried() {
+        let t0 = Time::from_secs(1_000_000);
+        let mut rt = SimRuntime::new();
+        rt.failing_images.push("busybox:1.36".into());
+        let mut ev: Vec<PodEvent> = Vec::new();
+        let mut w = worker(pod("Always", "sleep infinity"), t0);
+        w.sync(&mut rt, t0, &mut ev);
+        let (reason, message) = waiting(&w);
+        assert_eq!(reason.as_deref(), Some("ErrImagePull"));
+        assert!(message.unwrap().contains("not found"));
+        assert!(ev.iter().any(|e| e.type_ == "Warning" && e.message == "Error: ErrImagePull"));
+        w.sync(&mut rt, t0.plus_secs(1), &mut ev);
+        assert_eq!(
+            waiting(&w),
+            (Some("ImagePullBackOff".into()), Some("Back-off pulling image \"busybox:1.36\"".into()))
+        );
+        assert_eq!(ev.iter().filter(|e| e.reason == "BackOff").count(), 1);
+        // Retries after 10 s, then 20 s, 40 s...
+        let mut pulls = Vec::new();
+        for s in 1..200u64 {
+            let before = rt.pulls_started;
+            w.sync(&mut rt, t0.plus_secs(s), &mut ev);
+            if rt.pulls_started > before {
+                pulls.push(s);
+            }
+        }
+        assert_eq!(pulls, [10, 30, 70, 150]);
+        // The registry has it again: the next retry pulls it and the container runs.
+        rt.failing_images.clear();
+        for s in 200..400u64 {
+            w.sync(&mut rt, t0.plus_secs(s), &mut ev);
+        }
+        assert!(cstate(&w).running.is_some());
+        assert_eq!(w.status().phase.as_deref(), Some("Running"));
+    }
+
+    #[test]
+    fn pull_policies() {
+        let t0 = Time::from_secs(1_000_000);
+        let mut rt = SimRuntime::new();
+        let mut ev: Vec<PodEvent> = Vec::new();
+        // Never, and the image is not there.
+        let mut p = pod("Always", "sleep infinity");
+        p.spec.containers[0].image_pull_policy = Some("Never".into());
+        let mut w = worker(p.clone(), t0);
+        w.sync(&mut rt, t0, &mut ev);
+        w.sync(&mut rt, t0.plus_secs(1), &mut ev);
+        assert_eq!(waiting(&w).0.as_deref(), Some("ErrImageNeverPull"));
+        assert_eq!(ev.iter().filter(|e| e.reason == "ErrImageNeverPull").count(), 1);
+        assert_eq!(rt.pulls_started, 0);
+        // IfNotPresent pulls once; a second pod of the image finds it.
+        let mut q = pod("Always", "sleep infinity");
+        q.spec.containers[0].image_pull_policy = Some("IfNotPresent".into());
+        let mut a = worker(q.clone(), t0);
+        a.sync(&mut rt, t0, &mut ev);
+        q.metadata.uid = Some("uid-2".into());
+        ev.clear();
+        let mut b = worker(q, t0);
+        b.sync(&mut rt, t0, &mut ev);
+        assert_eq!(rt.pulls_started, 1);
+        assert!(ev
+            .iter()
+            .any(|e| e.message == "Container image \"busybox:1.36\" already present on machine"));
+        // Now Never finds it too.
+        w.sync(&mut rt, t0.plus_secs(2), &mut ev);
+        assert!(cstate(&w).running.is_some());
+        // Always pulls at every start, restarts included.
+        let mut r = pod("Always", "exit 1");
+        r.spec.containers[0].image_pull_policy = Some("Always".into());
+        let mut c = worker(r, t0);
+        for s in 0..12 {
+            c.sync(&mut rt, t0.plus_secs(s), &mut ev);
+        }
+        assert_eq!(rt.pulls_started, 4, "three starts of the Always container");
+        assert_eq!(c.status().container_statuses[0].restart_count, 2);
     }
 
     #[test]

@@ -71,6 +71,49 @@ impl fmt::Display for RuntimeError {
     }
 }
 
+/// An image the runtime holds: what Node.status.images and a container status's imageID
+/// report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// The names it answers to, normalised (`docker.io/library/busybox:1.36`) and by digest
+    /// (`docker.io/library/busybox@sha256:...`).
+    pub names: Vec<String>,
+    /// The imageID a container status shows: `REPOSITORY@sha256:MANIFEST` for a pulled image.
+    pub id: String,
+    /// Bytes it takes on the node.
+    pub size_bytes: u64,
+}
+
+/// Where a pull stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PullStatus {
+    /// Under way: ask again later.
+    Pulling,
+    /// Done: the image is on the node.
+    Pulled(ImageInfo),
+    /// Failed, with the reason (for the container's ErrImagePull message).
+    Failed(String),
+}
+
+/// Credentials for one registry, from a pod's imagePullSecrets.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryAuth {
+    /// The registry they are for, as an image reference names it (`127.0.0.1:5000`).
+    pub registry: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "RegistryAuth {{ registry: {:?}, username: {:?}, password: <hidden> }}",
+            self.registry, self.username
+        )
+    }
+}
+
 /// A container runtime: starts and stops containers, reports their state and keeps their
 /// logs (the current and the previous instance of each container).
 pub trait Runtime {
@@ -93,4 +136,12 @@ pub trait Runtime {
     fn remove_pod(&mut self, pod_uid: &str);
     /// The log of the current (or, with `previous`, the last exited) instance of a container.
     fn logs(&self, namespace: &str, pod: &str, container: &str, previous: bool) -> Option<LogView>;
+    /// The image `image` names, if the node holds it.
+    fn image_status(&self, image: &str) -> Option<ImageInfo>;
+    /// Starts pulling `image` (with the credentials among `auth` for its registry), or, if a
+    /// pull of it is under way, says how it stands. A pull's result is given once: the next
+    /// call after [`PullStatus::Pulled`] or [`PullStatus::Failed`] starts a new pull.
+    fn pull_image(&mut self, image: &str, auth: &[RegistryAuth], now: Time) -> PullStatus;
+    /// Every image the node holds.
+    fn list_images(&self) -> Vec<ImageInfo>;
 }

@@ -9,7 +9,10 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use crate::runtime::{ContainerRef, LogLine, LogView, Runtime, RuntimeError, RuntimeState};
+use crate::image::Reference;
+use crate::runtime::{
+    ContainerRef, ImageInfo, LogLine, LogView, PullStatus, RegistryAuth, Runtime, RuntimeError, RuntimeState,
+};
 use crate::time::Time;
 use crate::types::{Container, Pod};
 
@@ -148,6 +151,24 @@ pub struct SimRuntime {
     by_name: BTreeMap<(String, String, String), (String, Option<String>)>,
     /// Images whose pull fails (for tests).
     pub failing_images: Vec<String>,
+    /// How long a simulated pull takes, in microseconds.
+    pub pull_micros: u64,
+    /// The images pulled, by normalised reference.
+    images: BTreeMap<String, ImageInfo>,
+    /// Pulls under way: normalised reference → when they finish.
+    pulls: BTreeMap<String, Time>,
+    /// How many pulls have started (for tests).
+    pub pulls_started: u64,
+}
+
+/// A pulled image's simulated description: its id names the reference, its size is the
+/// reference's length.
+fn sim_image(reference: &str) -> ImageInfo {
+    ImageInfo {
+        names: alloc::vec![reference.to_string()],
+        id: format!("lite://{reference}"),
+        size_bytes: reference.len() as u64,
+    }
 }
 
 impl SimRuntime {
@@ -253,6 +274,37 @@ impl Runtime for SimRuntime {
         let id = if previous { prev.as_ref()? } else { cur };
         let c = self.containers.get(id)?;
         Some(LogView { lines: c.lines.clone(), first: 0, instance: 0, running: c.exit.is_none() })
+    }
+
+    fn image_status(&self, image: &str) -> Option<ImageInfo> {
+        self.images.get(&Reference::parse(image).ok()?.to_string()).cloned()
+    }
+
+    /// Every pull succeeds after [`SimRuntime::pull_micros`], but those of
+    /// [`SimRuntime::failing_images`] and of references that do not parse.
+    fn pull_image(&mut self, image: &str, _auth: &[RegistryAuth], now: Time) -> PullStatus {
+        let reference = match Reference::parse(image) {
+            Ok(r) => r.to_string(),
+            Err(e) => return PullStatus::Failed(format!("{e}")),
+        };
+        let done_at = *self.pulls.entry(reference.clone()).or_insert_with(|| {
+            self.pulls_started += 1;
+            Time(now.0.saturating_add(self.pull_micros))
+        });
+        if now < done_at {
+            return PullStatus::Pulling;
+        }
+        self.pulls.remove(&reference);
+        if self.failing_images.iter().any(|f| f == image || *f == reference) {
+            return PullStatus::Failed(format!("{reference}: not found"));
+        }
+        let info = sim_image(&reference);
+        self.images.insert(reference, info.clone());
+        PullStatus::Pulled(info)
+    }
+
+    fn list_images(&self) -> Vec<ImageInfo> {
+        self.images.values().cloned().collect()
     }
 }
 

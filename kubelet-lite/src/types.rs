@@ -98,6 +98,19 @@ pub struct NodeStatus {
     pub daemon_endpoints: NodeDaemonEndpoints,
     #[serde(default)]
     pub node_info: NodeSystemInfo,
+    /// The images the node holds, largest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ContainerImage>,
+}
+
+/// core/v1 `ContainerImage`: the names an image answers to and its size.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerImage {
+    #[serde(default)]
+    pub names: Vec<String>,
+    #[serde(default)]
+    pub size_bytes: i64,
 }
 
 /// core/v1 `NodeCondition`.
@@ -195,6 +208,16 @@ pub struct PodSpec {
     pub active_deadline_seconds: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub termination_grace_period_seconds: Option<i64>,
+    /// Secrets (`kubernetes.io/dockerconfigjson`) holding registry credentials for the pulls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_secrets: Option<Vec<LocalObjectReference>>,
+}
+
+/// core/v1 `LocalObjectReference`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LocalObjectReference {
+    #[serde(default)]
+    pub name: String,
 }
 
 /// core/v1 `Container` (the parts used here).
@@ -214,6 +237,10 @@ pub struct Container {
     pub working_dir: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// `Always`, `IfNotPresent` or `Never` (the API server defaults it; see
+    /// [`crate::images::pull_policy`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<String>,
 }
 
 /// core/v1 `EnvVar` (a literal `value`; `valueFrom` sources are not read).
