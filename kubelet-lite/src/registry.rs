@@ -108,6 +108,48 @@ pub struct Image {
     pub config: ImageConfig,
     /// The layers, bottom first.
     pub layers: Vec<Layer>,
+    /// Bytes of the config blob.
+    pub config_size: u64,
+}
+
+impl Image {
+    /// Bytes of the config and the layers, as the registry stores them.
+    pub fn size_bytes(&self) -> u64 {
+        self.layers.iter().fold(self.config_size, |sum, l| sum.saturating_add(l.bytes.len() as u64))
+    }
+
+    /// `REPOSITORY@sha256:MANIFEST` (`docker.io/library/busybox@sha256:...`): the imageID
+    /// of the pulled image, and the name its digest answers to.
+    pub fn repo_digest(&self) -> String {
+        let name = self.config.names.first().map(String::as_str).unwrap_or_default();
+        let repo = match Reference::parse(name) {
+            Ok(r) => r.name(),
+            Err(_) => name.to_string(),
+        };
+        format!("{repo}@{}", self.manifest_digest)
+    }
+
+    /// What the node reports about it: its names (the reference it was pulled by, and its
+    /// repository digest), the repository digest as its id, and its size.
+    pub fn info(&self) -> crate::runtime::ImageInfo {
+        let digest = self.repo_digest();
+        let mut names = self.config.names.clone();
+        if !names.contains(&digest) {
+            names.push(digest.clone());
+        }
+        crate::runtime::ImageInfo { names, id: digest, size_bytes: self.size_bytes() }
+    }
+}
+
+/// How the node reaches `registry` (as an image reference names it): plain HTTP only when the
+/// node's configuration lists it among its insecure registries (as containerd's does), TLS
+/// otherwise.
+pub fn scheme_for(registry: &str, insecure: &[String]) -> Scheme {
+    if insecure.iter().any(|i| i == registry) {
+        Scheme::Http
+    } else {
+        Scheme::Https
+    }
 }
 
 /// Why a pull failed.
@@ -649,13 +691,14 @@ pub fn pull<C: Connector>(
         manifest_digest,
         config: ImageConfig {
             names: alloc::vec![reference.to_string()],
-            id: config.digest,
+            id: config.digest.clone(),
             entrypoint: run.entrypoint.unwrap_or_default(),
             cmd: run.cmd.unwrap_or_default(),
             env: run.env.unwrap_or_default(),
             working_dir: run.working_dir.unwrap_or_default(),
         },
         layers: out,
+        config_size: config.size,
     })
 }
 

@@ -6,6 +6,7 @@
 //! how the API server proves itself when it fetches logs.
 #![forbid(unsafe_code)]
 
+pub mod images;
 pub mod kubeconfig;
 pub mod transport;
 
@@ -19,10 +20,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use kubelet_lite::agent::{Agent, NodeConfig, Op};
 use kubelet_lite::http::{Client, Limits, LineDecoder, Request};
 use kubelet_lite::logs::{render_from, LogRequest};
-use kubelet_lite::sim::SimRuntime;
 use kubelet_lite::time::Time;
 use kubelet_lite::types::NodeSystemInfo;
 
+use images::{NodeRuntime, PullConfig, Registries};
 use kubeconfig::Kubeconfig;
 use transport::{Endpoint, NetTransport};
 use wire::http::HeadLimits;
@@ -30,7 +31,7 @@ use wire::http::HeadLimits;
 /// The agent and the runtime, shared by the main loop, the watch and the log server.
 struct Shared {
     agent: Agent,
-    rt: SimRuntime,
+    rt: NodeRuntime,
 }
 
 type State = Arc<Mutex<Shared>>;
@@ -172,7 +173,7 @@ fn serve_logs(tcp: TcpStream, tls: Arc<rustls::ServerConfig>, state: State) -> s
     };
     let first = {
         let mut g = lock(&state);
-        g.rt.advance_all(now());
+        g.rt.sim.advance_all(now());
         render_from(&req, &g.rt, now(), None)
     };
     let mut chunk = match first {
@@ -197,7 +198,7 @@ fn serve_logs(tcp: TcpStream, tls: Arc<rustls::ServerConfig>, state: State) -> s
         thread::sleep(Duration::from_millis(200));
         let next = {
             let mut g = lock(&state);
-            g.rt.advance_all(now());
+            g.rt.sim.advance_all(now());
             render_from(&req, &g.rt, now(), Some(chunk.cursor))
         };
         match next {
@@ -258,8 +259,9 @@ fn run_watch(ep: Endpoint, token: Option<String>, req: Request, state: State) {
     lock(&state).agent.on_watch_end(now(), result);
 }
 
-/// Runs the node until the process is killed.
-pub fn run(kubeconfig: &Path, name: &str) -> Result<(), String> {
+/// Runs the node until the process is killed; with `pull`, images are pulled from their
+/// registries as it says, else simulated.
+pub fn run(kubeconfig: &Path, name: &str, pull: Option<PullConfig>) -> Result<(), String> {
     let kc = Kubeconfig::load(kubeconfig).map_err(|e| e.to_string())?;
     let tls = match (&kc.ca_pem, kc.server.starts_with("https://")) {
         (Some(ca), true) => Some(transport::tls_config(ca)?),
@@ -273,7 +275,7 @@ pub fn run(kubeconfig: &Path, name: &str) -> Result<(), String> {
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     let state: State = Arc::new(Mutex::new(Shared {
         agent: Agent::new(host_node_config(name, port), now()),
-        rt: SimRuntime::new(),
+        rt: NodeRuntime::new(pull.map(Registries::new)),
     }));
     {
         let state = state.clone();

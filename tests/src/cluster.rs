@@ -293,12 +293,18 @@ pub struct SimNode {
 
 impl SimNode {
     pub fn start(kubeconfig: &Path, name: &str, log: &Path) -> Self {
+        Self::start_with(kubeconfig, name, log, &[])
+    }
+
+    /// A node started with more arguments (`--pull-images`, `--insecure-registry R`...).
+    pub fn start_with(kubeconfig: &Path, name: &str, log: &Path, args: &[&str]) -> Self {
         let out = std::fs::File::create(log).expect("creating the sim-node log");
         let err = out.try_clone().expect("cloning the sim-node log");
         let child = Command::new(sim_node_binary())
             .arg("--kubeconfig")
             .arg(kubeconfig)
             .args(["--name", name])
+            .args(args)
             .stdout(out)
             .stderr(err)
             .spawn()
