@@ -10,6 +10,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
+use core::future::Future;
 
 use wire::http::{HeadError, HeadLimits};
 
@@ -399,6 +400,105 @@ pub trait Transport {
     fn write_all(&mut self, buf: &[u8]) -> Result<(), HttpError>;
     /// Reads some bytes into `buf`; `Ok(0)` is end of file.
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, HttpError>;
+}
+
+/// A connection whose operations may have to wait for the network: each returns a future
+/// that a runtime without threads polls again later (the kernel's transport answers
+/// `Pending` while its socket has nothing for it). Every [`Transport`] is one, whose futures
+/// are ready at their first poll.
+pub trait AsyncTransport {
+    /// Opens a fresh connection to the server, closing any previous one.
+    fn connect(&mut self) -> impl Future<Output = Result<(), HttpError>>;
+    /// Writes all of `buf`.
+    fn write_all(&mut self, buf: &[u8]) -> impl Future<Output = Result<(), HttpError>>;
+    /// Reads some bytes into `buf`; `Ok(0)` is end of file.
+    fn read(&mut self, buf: &mut [u8]) -> impl Future<Output = Result<usize, HttpError>>;
+}
+
+impl<T: Transport> AsyncTransport for T {
+    fn connect(&mut self) -> impl Future<Output = Result<(), HttpError>> {
+        core::future::ready(Transport::connect(self))
+    }
+    fn write_all(&mut self, buf: &[u8]) -> impl Future<Output = Result<(), HttpError>> {
+        core::future::ready(Transport::write_all(self, buf))
+    }
+    fn read(&mut self, buf: &mut [u8]) -> impl Future<Output = Result<usize, HttpError>> {
+        core::future::ready(Transport::read(self, buf))
+    }
+}
+
+/// Runs `f` to its end, polling it again whenever it waits: for futures over [`Transport`]s,
+/// which never do.
+pub fn block_on<F: Future>(f: F) -> F::Output {
+    let mut f = core::pin::pin!(f);
+    let mut cx = core::task::Context::from_waker(core::task::Waker::noop());
+    loop {
+        if let core::task::Poll::Ready(out) = f.as_mut().poll(&mut cx) {
+            return out;
+        }
+        core::hint::spin_loop();
+    }
+}
+
+/// A response read as it arrives over an [`AsyncTransport`]: one request per connection.
+pub struct AsyncStream<'a, T: AsyncTransport> {
+    transport: &'a mut T,
+    parser: ResponseParser,
+    /// The response status.
+    pub status: u16,
+    ended: bool,
+}
+
+impl<'a, T: AsyncTransport> AsyncStream<'a, T> {
+    /// Connects, sends `req` naming `host` and authenticating with `token`, and reads the
+    /// response head.
+    pub async fn open(
+        transport: &'a mut T,
+        host: &str,
+        token: Option<&str>,
+        req: &Request,
+        limits: Limits,
+    ) -> Result<AsyncStream<'a, T>, HttpError> {
+        transport.connect().await?;
+        transport.write_all(&req.encode(host, token)).await?;
+        let mut parser = ResponseParser::new(limits);
+        let mut buf = [0u8; 4096];
+        while parser.head().is_none() {
+            let n = transport.read(&mut buf).await?;
+            if n == 0 {
+                return Err(HttpError::Truncated);
+            }
+            parser.feed(buf.get(..n).unwrap_or(&[]))?;
+        }
+        let status = parser.head().map(|h| h.status).unwrap_or(0);
+        Ok(AsyncStream { transport, parser, status, ended: false })
+    }
+
+    /// The first value of the response header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.parser.head().and_then(|h| h.header(name))
+    }
+
+    /// The next body bytes; `Ok(None)` once the body is complete.
+    pub async fn next_bytes(&mut self) -> Result<Option<Vec<u8>>, HttpError> {
+        loop {
+            let pending = self.parser.take_body();
+            if !pending.is_empty() {
+                return Ok(Some(pending));
+            }
+            if self.ended || self.parser.is_complete() {
+                return Ok(None);
+            }
+            let mut buf = [0u8; 16384];
+            let n = self.transport.read(&mut buf).await?;
+            if n == 0 {
+                self.parser.finish()?;
+                self.ended = true;
+                continue;
+            }
+            self.parser.feed(buf.get(..n).unwrap_or(&[]))?;
+        }
+    }
 }
 
 /// An HTTP/1.1 client: one connection per request.

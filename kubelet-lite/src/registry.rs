@@ -27,7 +27,7 @@ use crx_abi::pod::ImageConfig;
 use crx_abi::LayerKind;
 use sha2::{Digest, Sha256};
 
-use crate::http::{self, Client, HttpError, Limits, Method, Request, Transport};
+use crate::http::{self, AsyncStream, AsyncTransport, HttpError, Limits, Method, Request};
 use crate::image::{Reference, DEFAULT_REGISTRY};
 use auth::Challenge;
 use manifest::{Descriptor, Parsed};
@@ -43,8 +43,8 @@ pub enum Scheme {
 
 /// Opens connections for the puller: one per request.
 pub trait Connector {
-    /// The connection.
-    type Conn: Transport;
+    /// The connection (a blocking [`http::Transport`] is one).
+    type Conn: AsyncTransport;
     /// A connection to `host` (`name[:port]`; port 80 or 443 by `scheme` when it names
     /// none), not yet connected: the client calls [`Transport::connect`].
     fn open(&mut self, scheme: Scheme, host: &str) -> Result<Self::Conn, HttpError>;
@@ -397,7 +397,7 @@ impl<C: Connector> Session<'_, C> {
 
     /// One GET to `host` over `scheme`, its body into `sink`. Returns the status, the head
     /// and (for a status other than 200) the error body.
-    fn exchange(
+    async fn exchange(
         &mut self,
         scheme: Scheme,
         host: &str,
@@ -405,14 +405,13 @@ impl<C: Connector> Session<'_, C> {
         what: &str,
         sink: &mut Sink<'_>,
     ) -> Result<(u16, Head, Option<String>, Vec<u8>), PullError> {
-        let conn = self.connector.open(scheme, host).map_err(|e| self.http_error(host, what, e))?;
+        let mut conn = self.connector.open(scheme, host).map_err(|e| self.http_error(host, what, e))?;
         let max_body_bytes = match sink {
             Sink::Bounded(_, max) => *max,
             Sink::Blob(v) => usize::try_from(v.size).unwrap_or(usize::MAX),
         };
         let limits = Limits { max_body_bytes: max_body_bytes.max(MAX_SMALL_BODY), ..Limits::default() };
-        let mut client = Client::new(conn, host.to_string(), None, limits);
-        let mut stream = match client.open_stream(req) {
+        let mut stream = match AsyncStream::open(&mut conn, host, None, req, limits).await {
             Ok(stream) => stream,
             Err(HttpError::BodyTooLarge) => return Err(too_large(sink)),
             Err(e) => return Err(self.http_error(host, what, e)),
@@ -425,7 +424,7 @@ impl<C: Connector> Session<'_, C> {
         let challenge = stream.header("www-authenticate").map(str::to_string);
         if status != 200 {
             let mut body = Vec::new();
-            while let Ok(Some(b)) = stream.next_bytes() {
+            while let Ok(Some(b)) = stream.next_bytes().await {
                 body.extend_from_slice(&b);
                 if body.len() > MAX_SMALL_BODY {
                     break;
@@ -446,7 +445,7 @@ impl<C: Connector> Session<'_, C> {
             }
         }
         loop {
-            let chunk = match stream.next_bytes() {
+            let chunk = match stream.next_bytes().await {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) => break,
                 Err(HttpError::BodyTooLarge) => return Err(too_large(sink)),
@@ -482,7 +481,7 @@ impl<C: Connector> Session<'_, C> {
 
     /// Answers a challenge: a token from the realm, or the basic credentials. `false` when
     /// there is nothing new to try.
-    fn authenticate(&mut self, challenge: Option<&str>) -> Result<bool, PullError> {
+    async fn authenticate(&mut self, challenge: Option<&str>) -> Result<bool, PullError> {
         let Some(challenge) = challenge else { return Ok(false) };
         match auth::parse_challenge(challenge)? {
             Challenge::Basic => match self.basic() {
@@ -512,13 +511,15 @@ impl<C: Connector> Session<'_, C> {
                 }
                 let mut body = Vec::new();
                 let what = format!("a token from {}", url.host);
-                let (status, _, _, err) = self.exchange(
-                    url.scheme,
-                    &url.host,
-                    &req,
-                    &what,
-                    &mut Sink::Bounded(&mut body, MAX_SMALL_BODY),
-                )?;
+                let (status, _, _, err) = self
+                    .exchange(
+                        url.scheme,
+                        &url.host,
+                        &req,
+                        &what,
+                        &mut Sink::Bounded(&mut body, MAX_SMALL_BODY),
+                    )
+                    .await?;
                 match status {
                     200 => {}
                     401 => return Err(PullError::Unauthorized { what, code: error_code(&err) }),
@@ -533,7 +534,7 @@ impl<C: Connector> Session<'_, C> {
 
     /// A GET to the registry, answering at most two challenges (a basic one may lead to a
     /// token, as a token server may ask for credentials).
-    fn get(
+    async fn get(
         &mut self,
         path: String,
         accept: Option<&str>,
@@ -549,12 +550,13 @@ impl<C: Connector> Session<'_, C> {
             if let Some(a) = self.authorization() {
                 req = req.with_header("Authorization", &a);
             }
-            let (status, head, challenge, err) = self.exchange(self.opts.scheme, &host, &req, what, sink)?;
+            let (status, head, challenge, err) =
+                self.exchange(self.opts.scheme, &host, &req, what, sink).await?;
             let code = error_code(&err);
             match status {
                 200 => return Ok(head),
                 401 => {
-                    if !self.authenticate(challenge.as_deref())? {
+                    if !self.authenticate(challenge.as_deref()).await? {
                         return Err(PullError::Unauthorized { what: what.to_string(), code });
                     }
                 }
@@ -568,7 +570,7 @@ impl<C: Connector> Session<'_, C> {
 
     /// A manifest by tag or digest; `expect` is its descriptor when known. Returns its
     /// digest, the parse and the bytes.
-    fn manifest(
+    async fn manifest(
         &mut self,
         reference: &str,
         expect: Option<&Descriptor>,
@@ -582,8 +584,9 @@ impl<C: Connector> Session<'_, C> {
         let mut body = Vec::new();
         let path = format!("/v2/{}/manifests/{reference}", self.repository);
         let what = format!("manifest {}:{reference}", self.repository);
-        let head =
-            self.get(path, Some(manifest::MANIFEST_ACCEPT), &what, &mut Sink::Bounded(&mut body, limit))?;
+        let head = self
+            .get(path, Some(manifest::MANIFEST_ACCEPT), &what, &mut Sink::Bounded(&mut body, limit))
+            .await?;
         let digest = sha256_digest(&body);
         let wanted =
             expect.map(|d| d.digest.as_str()).or(manifest::valid_digest(reference).then_some(reference));
@@ -605,11 +608,11 @@ impl<C: Connector> Session<'_, C> {
         Ok((digest, parsed))
     }
 
-    fn blob(&mut self, d: &Descriptor) -> Result<Vec<u8>, PullError> {
+    async fn blob(&mut self, d: &Descriptor) -> Result<Vec<u8>, PullError> {
         let mut v = BlobVerifier::new(&d.digest, d.size);
         let path = format!("/v2/{}/blobs/{}", self.repository, d.digest);
         let what = format!("blob {}", d.digest);
-        self.get(path, None, &what, &mut Sink::Blob(&mut v))?;
+        self.get(path, None, &what, &mut Sink::Blob(&mut v)).await?;
         v.finish()
     }
 }
@@ -636,8 +639,19 @@ fn diff_id(layer: &Layer, budget: &mut u64, limit_bytes: u64) -> Result<String, 
     }
 }
 
-/// Pulls `reference` through `connector`: see the module doc.
+/// Pulls `reference` through `connector` whose connections never wait (blocking
+/// [`http::Transport`]s): see the module doc.
 pub fn pull<C: Connector>(
+    connector: &mut C,
+    reference: &Reference,
+    opts: &PullOptions,
+) -> Result<Image, PullError> {
+    http::block_on(pull_async(connector, reference, opts))
+}
+
+/// Pulls `reference` through `connector`, waiting as its connections do: a runtime without
+/// threads polls the future between its other work.
+pub async fn pull_async<C: Connector>(
     connector: &mut C,
     reference: &Reference,
     opts: &PullOptions,
@@ -650,10 +664,10 @@ pub fn pull<C: Connector>(
         auth: Auth::None,
     };
     let first = reference.digest.as_deref().or(reference.tag.as_deref()).unwrap_or(crate::image::DEFAULT_TAG);
-    let (mut manifest_digest, mut parsed) = s.manifest(first, None)?;
+    let (mut manifest_digest, mut parsed) = s.manifest(first, None).await?;
     if let Parsed::Index(manifests) = &parsed {
         let chosen = manifest::choose_platform(manifests)?.clone();
-        (manifest_digest, parsed) = s.manifest(&chosen.digest, Some(&chosen))?;
+        (manifest_digest, parsed) = s.manifest(&chosen.digest, Some(&chosen)).await?;
     }
     let Parsed::Manifest { config, layers } = parsed else {
         return Err(PullError::UnsupportedMediaType("an index inside an index".to_string()));
@@ -666,7 +680,7 @@ pub fn pull<C: Connector>(
     if needed_bytes > opts.max_image_bytes {
         return Err(PullError::TooLarge { limit_bytes: opts.max_image_bytes, needed_bytes });
     }
-    let config_bytes = s.blob(&config)?;
+    let config_bytes = s.blob(&config).await?;
     let c = manifest::parse_config(&config_bytes)?;
     if c.rootfs.diff_ids.len() != layers.len() {
         return Err(PullError::DiffIdCount { layers: layers.len(), diff_ids: c.rootfs.diff_ids.len() });
@@ -674,7 +688,7 @@ pub fn pull<C: Connector>(
     let mut out = Vec::with_capacity(layers.len());
     let mut budget = opts.max_unpacked_bytes;
     for ((d, kind), expected) in layers.iter().zip(kinds).zip(&c.rootfs.diff_ids) {
-        let bytes = s.blob(d)?;
+        let bytes = s.blob(d).await?;
         let layer = Layer { digest: d.digest.clone(), media_type: d.media_type.clone(), kind, bytes };
         let actual = diff_id(&layer, &mut budget, opts.max_unpacked_bytes)?;
         if &actual != expected {

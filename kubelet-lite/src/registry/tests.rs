@@ -231,7 +231,7 @@ impl Connector for Fake {
     }
 }
 
-impl Transport for Conn {
+impl crate::http::Transport for Conn {
     fn connect(&mut self) -> Result<(), HttpError> {
         if self.reg.borrow().down {
             return Err(HttpError::Transport("connection refused".into()));
@@ -670,4 +670,71 @@ fn manifest_parser_refuses_bad_descriptors() {
         parse_manifest(Some("text/html"), b"{\"schemaVersion\":2}"),
         Err(PullError::UnsupportedMediaType(_))
     ));
+}
+
+/// A connection whose every operation waits once (answers `Pending`) before it is done, as
+/// the kernel's does while its socket is empty.
+struct Waiting(Conn);
+
+struct WaitingFake(Rc<RefCell<Registry>>);
+
+impl Connector for WaitingFake {
+    type Conn = Waiting;
+    fn open(&mut self, scheme: Scheme, host: &str) -> Result<Waiting, HttpError> {
+        Fake(self.0.clone()).open(scheme, host).map(Waiting)
+    }
+}
+
+/// A future that is pending at its first poll.
+async fn wait_once() {
+    let mut waited = false;
+    core::future::poll_fn(|_| {
+        if waited {
+            core::task::Poll::Ready(())
+        } else {
+            waited = true;
+            core::task::Poll::Pending
+        }
+    })
+    .await
+}
+
+impl AsyncTransport for Waiting {
+    async fn connect(&mut self) -> Result<(), HttpError> {
+        wait_once().await;
+        crate::http::Transport::connect(&mut self.0)
+    }
+    async fn write_all(&mut self, buf: &[u8]) -> Result<(), HttpError> {
+        wait_once().await;
+        crate::http::Transport::write_all(&mut self.0, buf)
+    }
+    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, HttpError> {
+        wait_once().await;
+        crate::http::Transport::read(&mut self.0, buf)
+    }
+}
+
+#[test]
+fn a_pull_over_connections_that_wait_is_polled_to_its_end() {
+    let mut reg = Registry::new(Mode::Bearer);
+    let m = reg.add_image(OCI_MANIFEST, OCI_CONFIG, "amd64");
+    reg.tag("1.36", OCI_MANIFEST, &m);
+    let shared = Rc::new(RefCell::new(reg));
+    let reference = Reference::parse(&reference("1.36")).unwrap();
+    let opts = opts();
+    let mut connector = WaitingFake(shared.clone());
+    let mut fut = core::pin::pin!(pull_async(&mut connector, &reference, &opts));
+    let mut cx = core::task::Context::from_waker(core::task::Waker::noop());
+    let mut polls = 0;
+    let img = loop {
+        polls += 1;
+        if let core::task::Poll::Ready(r) = core::future::Future::poll(fut.as_mut(), &mut cx) {
+            break r.unwrap();
+        }
+        assert!(polls < 100_000, "the pull never ends");
+    };
+    assert_eq!(img.manifest_digest, sha256_digest(&m));
+    // Six exchanges (manifest, token, manifest again, config, two layers), each waiting at
+    // its connect, its write and every read.
+    assert!(polls > 6 * 3, "{polls} polls: the pull did not wait");
 }
