@@ -8,6 +8,8 @@
 //! `Debug` or `Display`.
 #![forbid(unsafe_code)]
 
+use alloc::collections::BTreeMap;
+use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
@@ -15,9 +17,11 @@ use serde::{Deserialize, Serialize};
 
 /// The first bytes of a node configuration module.
 pub const MAGIC: &[u8; 9] = b"CRXNODE1\n";
-/// The largest module accepted: room for the largest CA bundle, kubelet certificate
-/// chain, key and token, with JSON's escapes.
-pub const MAX_MODULE: usize = 320 * 1024;
+/// The largest module accepted: room for the largest CA bundles (the cluster's and the
+/// registries'), kubelet certificate chain, key and token, with JSON's escapes.
+pub const MAX_MODULE: usize = 480 * 1024;
+/// Most registries named in [`Registries::insecure`] and [`Registries::endpoints`] each.
+pub const MAX_REGISTRIES: usize = 32;
 /// The largest CA bundle accepted.
 pub const MAX_CA: usize = 128 * 1024;
 /// The longest bearer token accepted.
@@ -61,6 +65,79 @@ pub struct NodeBootConfig {
     /// holding an ECDSA P-256 key. Never shown by `Debug` or `Display`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubelet_key: Option<String>,
+    /// How the node reaches image registries.
+    #[serde(default, skip_serializing_if = "Registries::is_empty")]
+    pub registries: Registries,
+}
+
+/// How the node reaches image registries (what containerd's registry configuration says).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Registries {
+    /// Registries (`host[:port]`, as image references name them) reached over plain HTTP;
+    /// every other registry is reached over TLS.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub insecure: Vec<String>,
+    /// Where the node connects for a registry that is not where its name says: registry →
+    /// `HOST:PORT` (an IPv4 address or a DNS name). For example the registry a host names
+    /// `127.0.0.1:5000`, which a node under QEMU reaches through a forward at
+    /// `10.0.2.100:5000`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub endpoints: BTreeMap<String, String>,
+    /// The CA bundle (PEM) HTTPS registries are verified against; without one, only
+    /// insecure registries can be pulled from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_authority: Option<String>,
+}
+
+impl Registries {
+    /// True when nothing is configured.
+    pub fn is_empty(&self) -> bool {
+        self.insecure.is_empty() && self.endpoints.is_empty() && self.certificate_authority.is_none()
+    }
+
+    /// Where to connect for `registry`: its endpoint, else the registry itself.
+    pub fn endpoint<'a>(&'a self, registry: &'a str) -> &'a str {
+        self.endpoints.get(registry).map(String::as_str).unwrap_or(registry)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let is_registry =
+            |r: &str| crate::image::Reference::parse(&format!("{r}/x")).is_ok_and(|x| x.registry == r);
+        if self.insecure.len() > MAX_REGISTRIES || self.endpoints.len() > MAX_REGISTRIES {
+            return Err(format!(
+                "at most {MAX_REGISTRIES} insecure registries and {MAX_REGISTRIES} endpoints"
+            ));
+        }
+        for r in self.insecure.iter().chain(self.endpoints.keys()) {
+            if !is_registry(r) {
+                return Err(format!("{r:?} is not a registry (HOST[:PORT], as an image reference names it)"));
+            }
+        }
+        for (r, e) in &self.endpoints {
+            let ok = e.rsplit_once(':').is_some_and(|(h, p)| {
+                (is_ipv4(h) || is_host_name(h))
+                    && p.parse::<u16>().is_ok_and(|n| n > 0)
+                    && !p.starts_with(['0', '+'])
+            });
+            if !ok {
+                return Err(format!("the endpoint of {r} is not HOST:PORT: {e:?}"));
+            }
+        }
+        if let Some(ca) = &self.certificate_authority {
+            if ca.len() > MAX_CA {
+                return Err(String::from("the certificate authority is larger than 128 KiB"));
+            }
+            match pem_certificates(ca) {
+                Err(why) => return Err(format!("certificate authority: {why}")),
+                Ok(c) if c.is_empty() => {
+                    return Err(String::from("certificate authority: no PEM CERTIFICATE block"))
+                }
+                Ok(_) => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 /// An API server address.
@@ -103,6 +180,8 @@ pub enum NodeConfigError {
     BadKubeletKey(&'static str),
     /// Only one of `kubeletCertificate` and `kubeletKey` is given.
     KubeletCertificateWithoutKey,
+    /// `registries` holds something unusable.
+    BadRegistries(String),
 }
 
 impl fmt::Display for NodeConfigError {
@@ -127,6 +206,7 @@ impl fmt::Display for NodeConfigError {
             NodeConfigError::KubeletCertificateWithoutKey => {
                 f.write_str("kubeletCertificate and kubeletKey come together: give both or neither")
             }
+            NodeConfigError::BadRegistries(why) => write!(f, "registries: {why}"),
         }
     }
 }
@@ -143,6 +223,7 @@ impl fmt::Debug for NodeBootConfig {
             .field("kubelet_port", &self.kubelet_port)
             .field("kubelet_certificates", &self.kubelet_certificate.as_deref().map(certificates_in))
             .field("kubelet_key", &self.kubelet_key.as_ref().map(|k| alloc::format!("<{} bytes>", k.len())))
+            .field("registries", &self.registries)
             .finish()
     }
 }
@@ -422,7 +503,7 @@ impl NodeBootConfig {
                 check_kubelet_key(key).map_err(NodeConfigError::BadKubeletKey)?;
             }
         }
-        Ok(())
+        self.registries.check().map_err(NodeConfigError::BadRegistries)
     }
 
     /// Whether `bytes` claims to be a node configuration (its header).
@@ -477,6 +558,7 @@ mod tests {
             kubelet_port: None,
             kubelet_certificate: None,
             kubelet_key: None,
+            registries: Default::default(),
         }
     }
 
@@ -685,9 +767,50 @@ mod tests {
             token: "t".repeat(MAX_TOKEN),
             ..serving()
         };
+        let c = NodeBootConfig {
+            registries: Registries { certificate_authority: Some(big_pem(MAX_CA)), ..Default::default() },
+            ..c
+        };
         let m = c.to_module().unwrap();
         assert!(m.len() <= MAX_MODULE, "{}", m.len());
         assert_eq!(NodeBootConfig::from_module(&m).unwrap(), c);
+    }
+
+    #[test]
+    fn registries() {
+        let mut r = Registries { insecure: alloc::vec!["127.0.0.1:5000".into()], ..Default::default() };
+        r.endpoints.insert("127.0.0.1:5000".into(), "10.0.2.100:5000".into());
+        r.endpoints.insert("registry.example".into(), "mirror.example:443".into());
+        let c = NodeBootConfig { registries: r.clone(), ..good() };
+        let m = c.to_module().unwrap();
+        assert_eq!(NodeBootConfig::from_module(&m).unwrap().registries, r);
+        assert_eq!(r.endpoint("127.0.0.1:5000"), "10.0.2.100:5000");
+        assert_eq!(r.endpoint("docker.io"), "docker.io");
+        let bad = |f: &dyn Fn(&mut Registries)| {
+            let mut r = r.clone();
+            f(&mut r);
+            match (NodeBootConfig { registries: r, ..good() }).check() {
+                Err(NodeConfigError::BadRegistries(why)) => why,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(bad(&|r| r.insecure.push("http://x".into())).contains("not a registry"));
+        assert!(bad(&|r| r.insecure.push("a.example/path".into())).contains("not a registry"));
+        assert!(bad(&|r| {
+            r.endpoints.insert("a.example".into(), "10.0.2.100".into());
+        })
+        .contains("not HOST:PORT"));
+        assert!(bad(&|r| {
+            r.endpoints.insert("a.example".into(), "10.0.2.100:0".into());
+        })
+        .contains("not HOST:PORT"));
+        assert!(bad(&|r| r.certificate_authority = Some("no pem".into())).contains("no PEM"));
+        assert!(
+            bad(&|r| r.insecure = alloc::vec!["a.example".into(); MAX_REGISTRIES + 1]).contains("at most")
+        );
+        let unknown = br#"CRXNODE1
+{"nodeName":"n","server":"https://10.0.0.1","certificateAuthority":"x","token":"t","registries":{"mirrors":{}}}"#;
+        assert!(matches!(NodeBootConfig::from_module(unknown), Err(NodeConfigError::Json(_))));
     }
 
     #[test]

@@ -813,6 +813,7 @@ mod tests {
             kubelet_port: Some(40000),
             kubelet_certificate: Some(cert),
             kubelet_key: Some(key.clone()),
+            registries: Default::default(),
         };
         c.check().unwrap();
         let shown = format!("{c} {c:?}");

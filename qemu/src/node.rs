@@ -45,6 +45,7 @@ pub fn from_kubeconfig(path: &Path, name: &str, reach: &Reach) -> Result<NodeBoo
         kubelet_port: None,
         kubelet_certificate: None,
         kubelet_key: None,
+        registries: Default::default(),
     };
     c.check().map_err(|e| bad(e.to_string()))?;
     Ok(c)
@@ -327,6 +328,7 @@ mod tests {
             kubelet_port: Some(40100),
             kubelet_certificate: None,
             kubelet_key: None,
+            registries: Default::default(),
         };
         let img = image_bundle(b"\x7fELF", &image(), &["busybox".into()]).unwrap();
         let path = write_boot_pack(&cfg, std::slice::from_ref(&img)).unwrap();
