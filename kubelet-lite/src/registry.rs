@@ -64,6 +64,9 @@ pub struct PullOptions {
     pub max_manifest_bytes: usize,
     /// The most bytes the layers may add up to uncompressed (checked while the diff_ids are).
     pub max_unpacked_bytes: u64,
+    /// Keep each compressed layer uncompressed too ([`Layer::unpacked`]), from the same pass
+    /// that checks its diff_id: for a node that inflates a layer once, at pull time.
+    pub unpack: bool,
 }
 
 /// The bound on a manifest of the default options.
@@ -81,6 +84,7 @@ impl PullOptions {
             max_image_bytes,
             max_manifest_bytes: MAX_MANIFEST_BYTES,
             max_unpacked_bytes: max_image_bytes.saturating_mul(4),
+            unpack: false,
         }
     }
 }
@@ -96,6 +100,20 @@ pub struct Layer {
     pub kind: LayerKind,
     /// The layer, verified.
     pub bytes: Vec<u8>,
+    /// With [`PullOptions::unpack`], a compressed layer's tar (its sha256 is the diff_id).
+    pub unpacked: Option<Vec<u8>>,
+}
+
+impl Layer {
+    /// The layer's tar: [`Layer::unpacked`] when it was compressed and unpacked, else the
+    /// bytes of a plain tar layer; `None` for a compressed layer that was not unpacked.
+    pub fn tar(&self) -> Option<&[u8]> {
+        match (self.kind, &self.unpacked) {
+            (LayerKind::Tar, _) => Some(&self.bytes),
+            (LayerKind::TarGzip, Some(u)) => Some(u),
+            (LayerKind::TarGzip, None) => None,
+        }
+    }
 }
 
 /// A pulled image.
@@ -197,6 +215,8 @@ pub enum PullError {
     DiffIdCount { layers: usize, diff_ids: usize },
     /// A gzip layer does not decompress.
     Gzip { layer: String, message: String },
+    /// The node has no memory left to hold this many bytes of the image.
+    OutOfMemory { bytes: u64 },
 }
 
 fn code_suffix(code: &Option<String>) -> String {
@@ -251,6 +271,9 @@ impl fmt::Display for PullError {
                 write!(f, "the manifest has {layers} layers but the config {diff_ids} diff_ids")
             }
             PullError::Gzip { layer, message } => write!(f, "layer {layer}: {message}"),
+            PullError::OutOfMemory { bytes } => {
+                write!(f, "the node has no memory left to hold {bytes} bytes of the image")
+            }
         }
     }
 }
@@ -299,6 +322,9 @@ impl BlobVerifier {
                 expected: self.size,
                 actual: after,
             });
+        }
+        if self.bytes.try_reserve(chunk.len()).is_err() {
+            return Err(PullError::OutOfMemory { bytes: after });
         }
         self.hasher.update(chunk);
         self.bytes.extend_from_slice(chunk);
@@ -617,24 +643,45 @@ impl<C: Connector> Session<'_, C> {
     }
 }
 
-/// The sha256 of a layer uncompressed, within `budget` bytes (decreased by what it unpacks to).
-fn diff_id(layer: &Layer, budget: &mut u64, limit_bytes: u64) -> Result<String, PullError> {
+/// The sha256 of a layer uncompressed, within `budget` bytes (decreased by what it unpacks
+/// to); with `keep`, the uncompressed bytes of a compressed layer too.
+fn diff_id(
+    layer: &Layer,
+    budget: &mut u64,
+    limit_bytes: u64,
+    keep: bool,
+) -> Result<(String, Option<Vec<u8>>), PullError> {
     match layer.kind {
         LayerKind::Tar => {
             *budget = budget
                 .checked_sub(layer.bytes.len() as u64)
                 .ok_or(PullError::UnpackedTooLarge { limit_bytes })?;
-            Ok(sha256_digest(&layer.bytes))
+            Ok((sha256_digest(&layer.bytes), None))
         }
         LayerKind::TarGzip => {
             let mut h = Sha256::new();
+            let mut kept = keep.then(Vec::new);
+            let mut out_of_memory = false;
             let cap = usize::try_from(*budget).unwrap_or(usize::MAX);
-            let n = crx_fs::gzip::gunzip_chunks(&layer.bytes, cap, |c| h.update(c)).map_err(|e| match e {
+            let sink = |c: &[u8]| {
+                h.update(c);
+                if let Some(k) = kept.as_mut() {
+                    if k.try_reserve(c.len()).is_ok() {
+                        k.extend_from_slice(c);
+                    } else {
+                        out_of_memory = true;
+                    }
+                }
+            };
+            let n = crx_fs::gzip::gunzip_chunks(&layer.bytes, cap, sink).map_err(|e| match e {
                 crx_fs::gzip::GzipError::TooLarge { .. } => PullError::UnpackedTooLarge { limit_bytes },
                 e => PullError::Gzip { layer: layer.digest.clone(), message: e.to_string() },
             })?;
+            if out_of_memory {
+                return Err(PullError::OutOfMemory { bytes: n as u64 });
+            }
             *budget = budget.saturating_sub(n as u64);
-            Ok(hex_digest(&h.finalize()))
+            Ok((hex_digest(&h.finalize()), kept))
         }
     }
 }
@@ -689,8 +736,10 @@ pub async fn pull_async<C: Connector>(
     let mut budget = opts.max_unpacked_bytes;
     for ((d, kind), expected) in layers.iter().zip(kinds).zip(&c.rootfs.diff_ids) {
         let bytes = s.blob(d).await?;
-        let layer = Layer { digest: d.digest.clone(), media_type: d.media_type.clone(), kind, bytes };
-        let actual = diff_id(&layer, &mut budget, opts.max_unpacked_bytes)?;
+        let mut layer =
+            Layer { digest: d.digest.clone(), media_type: d.media_type.clone(), kind, bytes, unpacked: None };
+        let (actual, unpacked) = diff_id(&layer, &mut budget, opts.max_unpacked_bytes, opts.unpack)?;
+        layer.unpacked = unpacked;
         if &actual != expected {
             return Err(PullError::DiffIdMismatch {
                 layer: layer.digest,

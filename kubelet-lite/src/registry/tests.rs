@@ -272,6 +272,23 @@ fn reference(tag: &str) -> String {
     format!("{HOST}/{REPO}:{tag}")
 }
 
+#[test]
+fn unpacked_layers_are_kept_on_request() {
+    let mut reg = Registry::new(Mode::Anonymous);
+    let m = reg.add_image(OCI_MANIFEST, OCI_CONFIG, "amd64");
+    reg.tag("1.36", OCI_MANIFEST, &m);
+    let (r, _) = run(reg, &reference("1.36"), &PullOptions { unpack: true, ..opts() });
+    let img = r.unwrap();
+    assert_eq!(img.layers[0].tar(), Some(&b"layer one tar bytes"[..]));
+    assert_eq!(img.layers[1].tar(), Some(&b"layer two: a plain tar"[..]));
+    assert_eq!(img.layers[1].unpacked, None, "a plain tar is not copied");
+    let mut reg = Registry::new(Mode::Anonymous);
+    let m = reg.add_image(OCI_MANIFEST, OCI_CONFIG, "amd64");
+    reg.tag("1.36", OCI_MANIFEST, &m);
+    let img = run(reg, &reference("1.36"), &opts()).0.unwrap();
+    assert_eq!(img.layers[0].tar(), None);
+}
+
 fn check_image(img: &Image, reference: &str) {
     assert_eq!(img.config.names, vec![Reference::parse(reference).unwrap().to_string()]);
     assert_eq!(img.config.entrypoint, vec!["/bin/sh"]);
