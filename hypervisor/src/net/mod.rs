@@ -22,6 +22,7 @@ pub mod kubelet;
 #[cfg(target_os = "none")]
 pub mod node;
 pub mod pipe;
+pub mod registry;
 pub mod stack;
 pub mod tls;
 #[cfg(target_os = "none")]

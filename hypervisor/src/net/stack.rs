@@ -377,6 +377,11 @@ impl Stack {
         p
     }
 
+    /// TCP sockets open (connections and listeners).
+    pub fn tcp_sockets(&self) -> usize {
+        self.tcp_open
+    }
+
     /// Opens a connection to `addr:port`; [`Stack::tcp_state`] says when it is open.
     pub fn tcp_connect(&mut self, addr: Ipv4, port: u16) -> Result<Tcp, NetError> {
         if self.config.is_none() {
