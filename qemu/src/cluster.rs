@@ -319,7 +319,7 @@ impl Drop for ControlPlane {
 }
 
 /// The last `n` lines of a file.
-fn tail_file(path: &Path, n: usize) -> String {
+pub(crate) fn tail_file(path: &Path, n: usize) -> String {
     let text = fs::read_to_string(path).unwrap_or_else(|e| format!("({}: {e})", path.display()));
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")

@@ -15,6 +15,7 @@ pub mod nodebench;
 pub mod oci;
 pub mod pod;
 pub mod reaper;
+pub mod registry;
 pub mod setup;
 pub mod vm;
 
@@ -71,6 +72,14 @@ pub enum Error {
         /// Its status.
         status: ExitStatus,
         /// Everything it printed.
+        log: String,
+    },
+    /// A helper program (the test registry, skopeo, htpasswd) failed or exited early.
+    #[error("{what}\n{log}")]
+    Helper {
+        /// What failed, and how.
+        what: String,
+        /// The end of what it printed.
         log: String,
     },
 }

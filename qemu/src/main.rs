@@ -702,6 +702,7 @@ fn test(args: &[String]) -> Result<ExitCode, Error> {
         setup::BUSYBOX,
         setup::STATIC_C,
         setup::CONTROL_PLANE,
+        setup::REGISTRY,
     ]))?;
     setup::ensure_kernel_target()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

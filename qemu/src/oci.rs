@@ -565,23 +565,27 @@ pub fn busybox_layer(busybox: &[u8]) -> Result<Vec<u8>, ImageError> {
     tar_entries(&entries)
 }
 
+/// Stores `bytes` as a blob of the layout at `root` (creating `blobs/sha256/` when needed)
+/// and returns its descriptor with `media_type`, no platform and no annotations.
+pub fn write_blob(root: &Path, bytes: &[u8], media_type: &str) -> Result<Descriptor, ImageError> {
+    let blobs = root.join("blobs").join("sha256");
+    fs::create_dir_all(&blobs).map_err(io(format!("creating {}", blobs.display())))?;
+    let digest = sha256_digest(bytes);
+    let path = blob_path(root, &digest)?;
+    fs::write(&path, bytes).map_err(io(format!("writing {}", path.display())))?;
+    Ok(Descriptor {
+        media_type: media_type.into(),
+        digest,
+        size: bytes.len() as u64,
+        platform: None,
+        annotations: BTreeMap::new(),
+    })
+}
+
 /// Writes an OCI image layout at `out` with the given layers (uncompressed tars, stored
 /// gzipped) and run config. Returns the manifest's digest.
 pub fn write_layout(out: &Path, tars: &[Vec<u8>], run: RunConfig) -> Result<String, ImageError> {
-    let blobs = out.join("blobs").join("sha256");
-    fs::create_dir_all(&blobs).map_err(io(format!("creating {}", blobs.display())))?;
-    let put = |bytes: &[u8], media_type: &str| -> Result<Descriptor, ImageError> {
-        let digest = sha256_digest(bytes);
-        let path = blob_path(out, &digest)?;
-        fs::write(&path, bytes).map_err(io(format!("writing {}", path.display())))?;
-        Ok(Descriptor {
-            media_type: media_type.into(),
-            digest,
-            size: bytes.len() as u64,
-            platform: None,
-            annotations: BTreeMap::new(),
-        })
-    };
+    let put = |bytes: &[u8], media_type: &str| write_blob(out, bytes, media_type);
     let mut layers = Vec::new();
     let mut diff_ids = Vec::new();
     for t in tars {

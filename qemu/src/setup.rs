@@ -80,6 +80,14 @@ pub const CONTROL_PLANE: &[Need] = &[
 /// What driving a cluster needs: kubectl.
 pub const KUBECTL: &[Need] = &[program("kubectl", "kubectl")];
 
+/// What the registry tests need: the reference registry (CNCF distribution), skopeo to push
+/// images to it, and htpasswd for its bcrypt password file.
+pub const REGISTRY: &[Need] = &[
+    program("docker-registry", "docker-registry"),
+    program("skopeo", "skopeo"),
+    program("htpasswd", "apache2-utils"),
+];
+
 /// What booting the ISO under UEFI firmware in QEMU needs (besides QEMU and the ISO).
 pub const UEFI: &[Need] =
     &[file(crate::emulator::OVMF_CODE, "ovmf"), file(crate::emulator::OVMF_VARS, "ovmf")];
