@@ -148,7 +148,7 @@ pub fn start(c: &NodeBootConfig, cap: Capacity, store: crate::images::Store) {
     *AGENT.lock() = Some(NodeAgent {
         cfg: c.clone(),
         agent,
-        rt: PodVms::new(store),
+        rt: PodVms::new(store, pulls(c)),
         tls,
         addr,
         port,
@@ -161,6 +161,33 @@ pub fn start(c: &NodeBootConfig, cap: Capacity, store: crate::images::Store) {
         last_refusal: None,
     });
     kprintln!("node: joining as {} via {}", c.node_name, c.server);
+}
+
+/// How the node reaches registries, from its configuration; said on the console.
+fn pulls(c: &NodeBootConfig) -> Option<crate::runtime::Pulls> {
+    let r = &c.registries;
+    let tls = match &r.certificate_authority {
+        None => None,
+        Some(ca) => {
+            match TlsConfig::new(ca.as_bytes(), crate::net::node::wall_seconds, crate::arch::random::fill) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    kprintln!("node: registry CA bundle: {e}; only insecure registries are pulled from");
+                    None
+                }
+            }
+        }
+    };
+    if r.insecure.is_empty() && tls.is_none() {
+        kprintln!("node: no registry configured: pods run the images the boot image carries");
+    } else {
+        let insecure = if r.insecure.is_empty() { String::from("none") } else { r.insecure.join(", ") };
+        kprintln!(
+            "node: pulls images over {}; insecure registries: {insecure}",
+            if tls.is_some() { "HTTPS (registry CA bundle)" } else { "plain HTTP only" }
+        );
+    }
+    Some(crate::runtime::Pulls { registries: r.clone(), tls })
 }
 
 /// The kubelet's HTTPS endpoint on [`KUBELET_PORT`], serving with the configuration's
@@ -207,6 +234,7 @@ pub fn poll() {
     let Some(mut held) = AGENT.try_lock() else { return };
     let Some(a) = held.as_mut() else { return };
     with_stack(|s| a.step(s));
+    a.rt.pump_pulls();
 }
 
 impl NodeAgent {

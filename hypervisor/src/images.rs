@@ -1,9 +1,11 @@
 //! The node's image store: the images its pods can run, keyed by normalised reference
-//! (`docker.io/library/busybox:latest`). Today every image comes from an image bundle among
-//! the boot modules (`crx_abi::pod::bundle`, `IMAGE_MAGIC`: crx-guest, the image's
-//! description and its layers), so an air-gapped node runs what its boot image carries. A
-//! store filled by pulls adds images here the same way: a description and layers held once
-//! per node, mapped read-only into every pod VM that uses them.
+//! (`docker.io/library/busybox:latest`) and, for a pulled image, by repository digest.
+//! Images come from the image bundles among the boot modules (`crx_abi::pod::bundle`,
+//! `IMAGE_MAGIC`: crx-guest, the image's description and its layers), so an air-gapped node
+//! runs what its boot image carries, and from pulls ([`Store::add_pulled`]): the pulled
+//! image's layers, inflated once at pull time, are packed into a bundle of the same layout
+//! in frames of their own, held once per node and mapped read-only into every pod VM that
+//! uses them.
 //!
 //! Bundles are allegations: a malformed one is left out with its reason, never a panic.
 #![forbid(unsafe_code)]
@@ -22,8 +24,11 @@ pub struct Image {
     pub names: Vec<String>,
     /// Its description (entrypoint, cmd, env, working directory).
     pub config: ImageConfig,
-    /// Its bundle: crx-guest and the layers, in the module's frames.
+    /// Its bundle: crx-guest and the layers, in the module's frames (or the frames a pull
+    /// filled).
     pub bundle: PodBundle<'static>,
+    /// For a pulled image, its repository digest (`REPOSITORY@sha256:MANIFEST`).
+    pub repo_digest: Option<String>,
 }
 
 impl Image {
@@ -32,13 +37,14 @@ impl Image {
         self.bundle.layers().map(|l| l.bytes.len() as u64).sum()
     }
 
-    /// What the node reports about it: its names, its id (the config's digest, as a
-    /// runtime reports an image it did not pull) and its size.
+    /// What the node reports about it: its names, its id (the repository digest of a pulled
+    /// image; the config's digest, as a runtime reports an image it did not pull) and its
+    /// size.
     pub fn info(&self) -> kubelet_lite::runtime::ImageInfo {
-        let id = if self.config.id.is_empty() {
-            self.names.first().cloned().unwrap_or_default()
-        } else {
-            self.config.id.clone()
+        let id = match &self.repo_digest {
+            Some(d) => d.clone(),
+            None if self.config.id.is_empty() => self.names.first().cloned().unwrap_or_default(),
+            None => self.config.id.clone(),
         };
         kubelet_lite::runtime::ImageInfo { names: self.names.clone(), id, size_bytes: self.size_bytes() }
     }
@@ -78,6 +84,8 @@ impl core::fmt::Display for LookupError {
 #[derive(Debug, Default)]
 pub struct Store {
     images: Vec<Image>,
+    /// The crx-guest pulled images run with: the first image bundle's.
+    guest: Option<&'static [u8]>,
 }
 
 impl Store {
@@ -88,7 +96,10 @@ impl Store {
         let mut refused = Vec::new();
         for (i, m) in modules.iter().enumerate() {
             match Self::parse(m) {
-                Ok(image) => store.images.push(image),
+                Ok(image) => {
+                    store.guest.get_or_insert(image.bundle.guest());
+                    store.images.push(image)
+                }
                 Err(e) => refused.push(format!("image bundle {i}: {e}")),
             }
         }
@@ -106,7 +117,49 @@ impl Store {
             let r = Reference::parse(n).map_err(|e| format!("name {n:?}: {e}"))?;
             names.push(format!("{r}"));
         }
-        Ok(Image { names, config, bundle })
+        Ok(Image { names, config, bundle, repo_digest: None })
+    }
+
+    /// Adds a pulled image: its layers' tars, crx-guest and its description packed into one
+    /// bundle that `hold` copies into frames of its own. Names the image answers to leave
+    /// any older image that had them (a tag that moved). Returns what the node reports.
+    pub fn add_pulled(
+        &mut self,
+        image: &kubelet_lite::registry::Image,
+        hold: impl FnOnce(&[u8]) -> Option<&'static [u8]>,
+    ) -> Result<kubelet_lite::runtime::ImageInfo, String> {
+        let guest = self.guest.ok_or_else(|| {
+            String::from("this node has no crx-guest to run pulled images with (its boot image carries no image bundle)")
+        })?;
+        let mut layers = Vec::new();
+        for l in &image.layers {
+            let tar = l.tar().ok_or_else(|| format!("layer {} was not unpacked", l.digest))?;
+            layers.push((tar, crx_abi::LayerKind::Tar));
+        }
+        let config = serde_json::to_vec(&image.config).map_err(|e| format!("image description: {e}"))?;
+        let packed = crx_abi::pod::bundle::pack_image(guest, &config, &layers);
+        let bytes = hold(&packed).ok_or_else(|| {
+            format!("no {} KiB of contiguous memory left for the image", packed.len().div_ceil(1024))
+        })?;
+        drop(packed);
+        let bundle = PodBundle::parse(bytes).map_err(|e| format!("{e}"))?;
+        let repo_digest = image.repo_digest();
+        let mut names = Vec::new();
+        for n in image.config.names.iter().chain(core::iter::once(&repo_digest)) {
+            if let Ok(r) = Reference::parse(n) {
+                let n = format!("{r}");
+                if !names.contains(&n) {
+                    names.push(n);
+                }
+            }
+        }
+        for old in &mut self.images {
+            old.names.retain(|n| !names.contains(n));
+        }
+        let added = Image { names, config: image.config.clone(), bundle, repo_digest: Some(repo_digest) };
+        let info = added.info();
+        self.images.push(added);
+        Ok(info)
     }
 
     /// The image `reference` names (normalised first: `busybox` finds
@@ -120,9 +173,9 @@ impl Store {
         })
     }
 
-    /// Every image.
-    pub fn images(&self) -> &[Image] {
-        &self.images
+    /// Every image that answers to a name.
+    pub fn images(&self) -> impl Iterator<Item = &Image> {
+        self.images.iter().filter(|i| !i.names.is_empty())
     }
 }
 
@@ -165,6 +218,53 @@ mod tests {
         assert!(empty.lookup("busybox").unwrap_err().to_string().ends_with("which is empty"));
     }
 
+    fn pulled(tag: &str, manifest: &str, layer: &[u8]) -> kubelet_lite::registry::Image {
+        use kubelet_lite::registry::{Image, Layer};
+        Image {
+            manifest_digest: manifest.into(),
+            config: ImageConfig {
+                names: alloc::vec![format!("127.0.0.1:5000/tools/x:{tag}")],
+                id: "sha256:c0".into(),
+                cmd: alloc::vec!["sh".into()],
+                ..Default::default()
+            },
+            layers: alloc::vec![Layer {
+                digest: "sha256:l".into(),
+                media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+                kind: LayerKind::TarGzip,
+                bytes: b"gzip bytes".to_vec(),
+                unpacked: Some(layer.to_vec()),
+            }],
+            config_size: 100,
+        }
+    }
+
+    #[test]
+    fn pulled_images_answer_to_their_tag_and_digest_and_a_moved_tag_moves() {
+        let (mut store, _) = Store::from_modules(&[image(r#"["busybox"]"#)]);
+        let d1 = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+        let info = store.add_pulled(&pulled("v1", d1, b"tar one"), |b| Some(leak(b.to_vec()))).unwrap();
+        assert_eq!(info.id, format!("127.0.0.1:5000/tools/x@{d1}"));
+        assert_eq!(info.names, [String::from("127.0.0.1:5000/tools/x:v1"), info.id.clone()]);
+        let i = store.lookup("127.0.0.1:5000/tools/x:v1").unwrap();
+        let layer = i.bundle.layers().next().unwrap();
+        assert_eq!((layer.bytes, layer.kind), (&b"tar one"[..], LayerKind::Tar), "held inflated");
+        assert_eq!(i.bundle.guest(), b"\x7fELF", "the boot image's crx-guest");
+        assert!(store.lookup(&format!("127.0.0.1:5000/tools/x@{d1}")).is_ok());
+        // The tag moves to a new image; the old one keeps its digest.
+        let d2 = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+        store.add_pulled(&pulled("v1", d2, b"tar two"), |b| Some(leak(b.to_vec()))).unwrap();
+        let now = store.lookup("127.0.0.1:5000/tools/x:v1").unwrap();
+        assert_eq!(now.repo_digest.as_deref(), Some(&*format!("127.0.0.1:5000/tools/x@{d2}")));
+        assert!(store.lookup(&format!("127.0.0.1:5000/tools/x@{d1}")).is_ok());
+        assert_eq!(store.images().count(), 3);
+        // No memory, or no crx-guest on the node.
+        let e = store.add_pulled(&pulled("v2", d2, b"x"), |_| None).unwrap_err();
+        assert!(e.contains("no ") && e.contains("memory"), "{e}");
+        let e = Store::default().add_pulled(&pulled("v2", d2, b"x"), |b| Some(leak(b.to_vec()))).unwrap_err();
+        assert!(e.contains("no crx-guest"), "{e}");
+    }
+
     #[test]
     fn malformed_bundles_are_left_out_with_a_reason() {
         let good = image(r#"["busybox"]"#);
@@ -175,7 +275,7 @@ mod tests {
         let unknown = leak(pack_image(b"\x7fELF", br#"{"names":["a"],"surprise":1}"#, &[]));
         let cut = leak(good[..20].to_vec());
         let (store, refused) = Store::from_modules(&[good, pod, bad_json, no_names, bad_name, unknown, cut]);
-        assert_eq!(store.images().len(), 1);
+        assert_eq!(store.images().count(), 1);
         assert_eq!(refused.len(), 6, "{refused:?}");
         assert!(refused[0].contains("not an image bundle"), "{}", refused[0]);
         assert!(refused[3].contains("UPPER"), "{}", refused[3]);

@@ -6,23 +6,38 @@
 //! A container id is `crx://UID/INDEX/START`: the pod, the container's index in the pod
 //! spec and which start of it this is.
 //!
+//! Images: those of the boot modules, and those pulled from registries
+//! ([`PodVms::pump_pulls`] polls each pull, a future over the node's stack, from the
+//! agent's loop). A registry the node cannot reach (neither insecure nor covered by a
+//! registry CA bundle) is not asked: an image of it that the boot image carries is used as
+//! it is.
+//!
 //! Stopping: SIGTERM to the container's processes; SIGKILL once the grace period has
 //! passed; if the container still runs [`KILL_WAIT_SECS`] after that (a guest that does
 //! not take commands), the whole VM is stopped. A VM the hypervisor stops (a broken or
 //! hostile guest) or that runs out of memory ends its running containers with a reason.
 
 use crate::images::Store;
+use crate::net::node::NodeStack;
+use crate::net::registry::RegistryConnector;
+use crate::net::tls::TlsConfig;
 use crate::vm::exit::StopReason;
 use crate::vm::manager;
 use crate::vm::podspec;
 use crate::vm::sched::VmId;
 use crate::vm::services::End;
 use crate::vm::setup::PodParts;
+use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
+use core::future::Future;
+use core::pin::Pin;
 use crx_abi::pod::Command;
+use kubelet_lite::image::Reference;
+use kubelet_lite::nodecfg::Registries;
+use kubelet_lite::registry::{self, PullError, PullOptions, Scheme};
 use kubelet_lite::runtime::{
     ContainerRef, ImageInfo, LogLine, LogView, PullStatus, RegistryAuth, Runtime, RuntimeError, RuntimeState,
 };
@@ -48,10 +63,35 @@ struct PodVm {
     stops: BTreeMap<usize, Stop>,
 }
 
+type PullFuture = Pin<Box<dyn Future<Output = Result<registry::Image, PullError>> + Send>>;
+
+/// A pull under way, or its result until it is asked for.
+struct Pull {
+    future: Option<PullFuture>,
+    done: Option<Result<ImageInfo, String>>,
+}
+
+/// How the node reaches registries.
+pub struct Pulls {
+    /// The node configuration's registries.
+    pub registries: Registries,
+    /// Its registry CA bundle, made into a TLS configuration.
+    pub tls: Option<TlsConfig>,
+}
+
 /// The runtime.
 pub struct PodVms {
     store: Store,
     pods: BTreeMap<String, PodVm>,
+    pulling: Option<Pulls>,
+    pulls: BTreeMap<String, Pull>,
+}
+
+/// The most bytes of free memory one image may take, compressed and inflated together:
+/// half of what is free, so a pull cannot starve the node.
+fn image_budget_bytes() -> u64 {
+    let (free, _) = crate::mm::frame_census();
+    (free as u64).saturating_mul(crate::mm::PAGE_SIZE) / 2
 }
 
 /// The wall-clock time of monotonic `ns` (the same every time it is asked, so a
@@ -69,9 +109,63 @@ fn parse_id(id: &str) -> Option<(&str, usize, u32)> {
 }
 
 impl PodVms {
-    /// A runtime over `store`.
-    pub fn new(store: Store) -> PodVms {
-        PodVms { store, pods: BTreeMap::new() }
+    /// A runtime over `store`, pulling from registries as `pulling` says (never with `None`).
+    pub fn new(store: Store, pulling: Option<Pulls>) -> PodVms {
+        PodVms { store, pods: BTreeMap::new(), pulling, pulls: BTreeMap::new() }
+    }
+
+    /// Whether the node may ask `registry` for images: it is insecure, or a registry CA
+    /// bundle is configured.
+    fn reaches(&self, registry: &str) -> bool {
+        self.pulling
+            .as_ref()
+            .is_some_and(|p| p.tls.is_some() || p.registries.insecure.iter().any(|r| r == registry))
+    }
+
+    fn start_pull(&self, reference: Reference, auth: &[RegistryAuth]) -> Result<PullFuture, String> {
+        let p = self.pulling.as_ref().ok_or_else(|| String::from("this node pulls from no registry"))?;
+        let scheme = registry::scheme_for(&reference.registry, &p.registries.insecure);
+        if scheme == Scheme::Https && p.tls.is_none() {
+            return Err(format!(
+                "registry {} is neither insecure in the node's configuration nor covered by a registry CA bundle",
+                reference.registry
+            ));
+        }
+        let budget = image_budget_bytes();
+        let mut opts = PullOptions::new(scheme, budget / 3);
+        opts.max_unpacked_bytes = budget.saturating_sub(opts.max_image_bytes);
+        opts.unpack = true;
+        opts.credentials = auth
+            .iter()
+            .find(|a| a.registry == reference.registry)
+            .map(|a| (a.username.clone(), a.password.clone()));
+        let connector = RegistryConnector::new(NodeStack, p.registries.endpoints.clone(), p.tls.clone());
+        Ok(Box::pin(async move {
+            let mut connector = connector;
+            registry::pull_async(&mut connector, &reference, &opts).await
+        }))
+    }
+
+    /// Moves every pull along; a finished one puts its image in the store. For the agent's
+    /// loop, outside the stack's lock.
+    pub fn pump_pulls(&mut self) {
+        crate::net::node::next_pull_round();
+        let mut cx = core::task::Context::from_waker(core::task::Waker::noop());
+        for (reference, pull) in self.pulls.iter_mut() {
+            let Some(f) = pull.future.as_mut() else { continue };
+            let core::task::Poll::Ready(result) = f.as_mut().poll(&mut cx) else { continue };
+            pull.future = None;
+            pull.done = Some(match result {
+                Ok(image) => {
+                    let added = self.store.add_pulled(&image, crate::mm::direct::hold_bytes);
+                    if let Ok(info) = &added {
+                        log::info!("images: pulled {reference} ({} bytes): {}", info.size_bytes, info.id);
+                    }
+                    added
+                }
+                Err(e) => Err(e.to_string()),
+            });
+        }
     }
 
     /// The image store.
@@ -262,15 +356,42 @@ impl Runtime for PodVms {
         self.store.lookup(image).ok().map(|i| i.info())
     }
 
-    /// The images of the boot modules are the node's: a pull finds them there.
-    fn pull_image(&mut self, image: &str, _auth: &[RegistryAuth], _now: Time) -> PullStatus {
-        match self.store.lookup(image) {
-            Ok(i) => PullStatus::Pulled(i.info()),
-            Err(e) => PullStatus::Failed(e.to_string()),
+    /// Pulls from the image's registry when the node reaches it; an image of another
+    /// registry that the boot image carries is used as it is.
+    fn pull_image(&mut self, image: &str, auth: &[RegistryAuth], _now: Time) -> PullStatus {
+        let reference = match Reference::parse(image) {
+            Ok(r) => r,
+            Err(e) => return PullStatus::Failed(format!("invalid image reference: {e}")),
+        };
+        let key = reference.to_string();
+        if let Some(pull) = self.pulls.get_mut(&key) {
+            return match pull.done.take() {
+                None => PullStatus::Pulling,
+                Some(done) => {
+                    self.pulls.remove(&key);
+                    match done {
+                        Ok(info) => PullStatus::Pulled(info),
+                        Err(why) => PullStatus::Failed(why),
+                    }
+                }
+            };
+        }
+        if !self.reaches(&reference.registry) {
+            return match self.store.lookup(image) {
+                Ok(i) => PullStatus::Pulled(i.info()),
+                Err(e) => PullStatus::Failed(e.to_string()),
+            };
+        }
+        match self.start_pull(reference, auth) {
+            Ok(future) => {
+                self.pulls.insert(key, Pull { future: Some(future), done: None });
+                PullStatus::Pulling
+            }
+            Err(why) => PullStatus::Failed(why),
         }
     }
 
     fn list_images(&self) -> Vec<ImageInfo> {
-        self.store.images().iter().map(|i| i.info()).collect()
+        self.store.images().map(|i| i.info()).collect()
     }
 }

@@ -157,6 +157,63 @@ pub fn node_network(api_port: u16, kubelet_port: u16, bochs: bool) -> Network {
     net
 }
 
+/// Points a node at the registry on the host's 127.0.0.1:`port`: the registry is insecure
+/// (plain HTTP) in its configuration, and reached at QEMU's forward 10.0.2.100:`port` (a
+/// Bochs node, unrestricted, at the slirp host 10.0.2.2), while pods name it as the host
+/// does, `127.0.0.1:PORT/...`.
+pub fn use_registry(cfg: &mut NodeBootConfig, net: &mut Network, port: u16, bochs: bool) {
+    let registry = format!("127.0.0.1:{port}");
+    let host = if bochs { HOST_ADDR } else { FORWARD_ADDR };
+    cfg.registries.insecure.push(registry.clone());
+    cfg.registries.endpoints.insert(registry, format!("{host}:{port}"));
+    if !bochs {
+        net.guest_forwards.push((port, port));
+    }
+}
+
+/// The port the cluster's registry takes when it is free.
+pub const REGISTRY_PORT: u16 = 5000;
+
+/// The cluster's registry (`target/cluster/registry`, on [`REGISTRY_PORT`] or, when that is
+/// taken, a free port) holding every image the nodes carry: each under the repository and
+/// tag it answers to, and the busybox demo image as `busybox:latest` and
+/// `busybox:VERSION` too. Returns it and the references pushed.
+pub fn start_registry(wanted: &[NodeImage]) -> Result<(crate::registry::Registry, Vec<String>), Error> {
+    let dir = cluster_dir().join("registry");
+    if dir.exists() {
+        fs::remove_dir_all(&dir).map_err(|e| Error::io(format!("clearing {}", dir.display()), e))?;
+    }
+    let port = std::net::TcpListener::bind(("127.0.0.1", REGISTRY_PORT)).ok().map(|_| REGISTRY_PORT);
+    let registry = crate::registry::Registry::start(&dir, port, None)?;
+    let mut pushed = Vec::new();
+    for image in wanted {
+        let mut tags: Vec<String> = Vec::new();
+        for n in &image.names {
+            let Ok(r) = kubelet_lite::image::Reference::parse(n) else { continue };
+            let repo = r.repository.strip_prefix("library/").unwrap_or(&r.repository).to_string();
+            tags.push(format!("{repo}:{}", r.tag.as_deref().unwrap_or("latest")));
+        }
+        if image.names.iter().any(|n| n == "busybox") {
+            if let Some(v) = busybox_version() {
+                tags.push(format!("busybox:{v}"));
+            }
+        }
+        for t in tags {
+            registry.push(&image.dir, &t, crate::registry::Format::Oci)?;
+            pushed.push(format!("{}/{t}", registry.addr()));
+        }
+    }
+    Ok((registry, pushed))
+}
+
+/// The host busybox's version (`1.35.0`), from its banner.
+fn busybox_version() -> Option<String> {
+    let out = Command::new(crate::setup::BUSYBOX_PATH).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = text.lines().next()?.split_whitespace().nth(1)?.strip_prefix('v')?;
+    v.bytes().all(|b| b.is_ascii_digit() || b == b'.').then(|| v.to_string())
+}
+
 /// Says what `cluster up` is doing.
 fn say(what: &str) {
     eprintln!("cluster: {what}");
@@ -511,6 +568,18 @@ pub fn up_with(opts: &Options, stop: &dyn Fn() -> bool, mut job: Option<&mut Job
         return Ok(());
     }
 
+    say("starting the image registry");
+    let (registry, pushed) = start_registry(&wanted)?;
+    say(&format!(
+        "registry ready: {} (pid {}, log {}) holding {}; push your own with skopeo copy \
+         --dest-tls-verify=false oci:DIR docker://{}/NAME:TAG",
+        registry.addr(),
+        registry.pid().unwrap_or(0),
+        registry.log_path().display(),
+        pushed.join(", "),
+        registry.addr()
+    ));
+
     say("starting the control plane");
     let state = state_dir();
     if state.exists() {
@@ -537,8 +606,9 @@ pub fn up_with(opts: &Options, stop: &dyn Fn() -> bool, mut job: Option<&mut Job
             }
             let bochs = opts.bochs && i == 0;
             let kubeconfig = state.join("nodes").join(format!("{name}.kubeconfig"));
-            let cfg = node_config(&kubeconfig, name, api_port, kubelet_ports[i], bochs)?;
+            let mut cfg = node_config(&kubeconfig, name, api_port, kubelet_ports[i], bochs)?;
             let mut net = node_network(api_port, kubelet_ports[i], bochs);
+            use_registry(&mut cfg, &mut net, registry.port(), bochs);
             if opts.e1000 {
                 net.model = NicModel::E1000;
             }
@@ -623,6 +693,7 @@ pub fn up_with(opts: &Options, stop: &dyn Fn() -> bool, mut job: Option<&mut Job
         let _ = n.machine.stop();
     }
     cp.stop();
+    drop(registry);
     say("stopped");
     result
 }

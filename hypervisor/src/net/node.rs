@@ -128,10 +128,48 @@ pub fn start(opts: &Options<'_>, cluster: Option<&NodeBootConfig>) {
 pub fn poll() {
     let Some(mut held) = STACK.try_lock() else { return };
     if let Some(s) = held.as_mut() {
+        if let Some(mut orphans) = ORPHANS.try_lock() {
+            for t in orphans.drain(..) {
+                let _ = s.tcp_remove(t);
+            }
+        }
         match s.poll(now_ms()) {
             Some(Event::Up(c)) => kprintln!("net: {c}"),
             Some(Event::Down) => kprintln!("net: lease lost; asking again"),
             None => {}
+        }
+    }
+}
+
+/// Sockets of dropped registry connections that could not be given back at once (the stack
+/// was busy): [`poll`] removes them.
+static ORPHANS: spin::Mutex<alloc::vec::Vec<super::stack::Tcp>> = spin::Mutex::new(alloc::vec::Vec::new());
+/// The round of polling registry connections are in ([`next_pull_round`]).
+static PULL_ROUND: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Starts a new round of polling for registry connections (each hands out a bounded
+/// number of bytes per round).
+pub fn next_pull_round() {
+    PULL_ROUND.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// The node's stack and clock, as registry connections reach them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NodeStack;
+
+impl super::registry::StackAccess for NodeStack {
+    fn with<R>(&self, f: impl FnOnce(&mut Stack) -> R) -> Option<R> {
+        with_stack(f)
+    }
+    fn now_ms(&self) -> u64 {
+        now_ms()
+    }
+    fn round(&self) -> u64 {
+        PULL_ROUND.load(core::sync::atomic::Ordering::Relaxed)
+    }
+    fn release(&self, t: super::stack::Tcp) {
+        if with_stack(|s| s.tcp_remove(t)).is_none() {
+            ORPHANS.lock().push(t);
         }
     }
 }
