@@ -68,6 +68,8 @@ pub struct Options {
     pub kubectl: PathBuf,
     /// QEMU nodes get an e1000 (Intel 82540EM) instead of virtio-net.
     pub e1000: bool,
+    /// More registries on this machine (`127.0.0.1:PORT`) the nodes pull from over plain HTTP.
+    pub insecure_registries: Vec<String>,
 }
 
 /// `target/cluster/`: the control plane's state, the nodes' ISOs and console logs.
@@ -163,6 +165,9 @@ pub fn node_network(api_port: u16, kubelet_port: u16, bochs: bool) -> Network {
 /// does, `127.0.0.1:PORT/...`.
 pub fn use_registry(cfg: &mut NodeBootConfig, net: &mut Network, port: u16, bochs: bool) {
     let registry = format!("127.0.0.1:{port}");
+    if cfg.registries.insecure.contains(&registry) {
+        return;
+    }
     let host = if bochs { HOST_ADDR } else { FORWARD_ADDR };
     cfg.registries.insecure.push(registry.clone());
     cfg.registries.endpoints.insert(registry, format!("{host}:{port}"));
@@ -512,6 +517,22 @@ fn lock_cluster_dir() -> Result<File, Error> {
     }
 }
 
+/// The ports of `--insecure-registry 127.0.0.1:PORT` values.
+fn registry_ports(opts: &Options) -> Result<Vec<u16>, Error> {
+    opts.insecure_registries
+        .iter()
+        .map(|r| {
+            r.strip_prefix("127.0.0.1:").and_then(|p| p.parse::<u16>().ok()).filter(|p| *p > 0).ok_or_else(
+                || {
+                    Error::Usage(format!(
+                        "--insecure-registry {r}: give 127.0.0.1:PORT, a registry on this machine"
+                    ))
+                },
+            )
+        })
+        .collect()
+}
+
 /// Checks the options before anything is built.
 pub fn check(opts: &Options) -> Result<(), Error> {
     if opts.nodes == 0 || opts.nodes > MAX_NODES {
@@ -534,6 +555,7 @@ pub fn up(opts: &Options, stop: &dyn Fn() -> bool) -> Result<(), Error> {
 /// job is over.
 pub fn up_with(opts: &Options, stop: &dyn Fn() -> bool, mut job: Option<&mut Job>) -> Result<(), Error> {
     check(opts)?;
+    let extra_registries = registry_ports(opts)?;
     let _lock = lock_cluster_dir()?;
     let names: Vec<String> = (1..=opts.nodes).map(node_name).collect();
 
@@ -609,6 +631,9 @@ pub fn up_with(opts: &Options, stop: &dyn Fn() -> bool, mut job: Option<&mut Job
             let mut cfg = node_config(&kubeconfig, name, api_port, kubelet_ports[i], bochs)?;
             let mut net = node_network(api_port, kubelet_ports[i], bochs);
             use_registry(&mut cfg, &mut net, registry.port(), bochs);
+            for port in &extra_registries {
+                use_registry(&mut cfg, &mut net, *port, bochs);
+            }
             if opts.e1000 {
                 net.model = NicModel::E1000;
             }
@@ -964,8 +989,14 @@ echo "control plane ready: https://127.0.0.1:$port"; echo "started with $*" >&2;
             control_plane: vec![],
             kubectl: "kubectl".into(),
             e1000: false,
+            insecure_registries: vec![],
         };
         assert!(check(&o).unwrap_err().to_string().contains("--nodes must be 1 to 8"));
+        let with = |r: &str| Options { nodes: 1, insecure_registries: vec![r.into()], ..o.clone() };
+        assert_eq!(registry_ports(&with("127.0.0.1:5001")).unwrap(), [5001]);
+        for bad in ["10.0.0.1:5000", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:x"] {
+            assert!(registry_ports(&with(bad)).is_err(), "{bad}");
+        }
         assert!(check(&Options { nodes: 9, ..o.clone() }).is_err());
         assert!(check(&Options { nodes: 2, smp: 0, ..o.clone() }).is_err());
         assert!(check(&Options { nodes: 2, ..o }).is_ok());

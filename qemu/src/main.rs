@@ -261,6 +261,10 @@ struct ClusterUpArgs {
     /// Give the QEMU nodes an e1000 (Intel 82540EM) instead of virtio-net.
     #[arg(long)]
     e1000: bool,
+    /// Another registry on this machine the nodes pull from over plain HTTP (repeatable):
+    /// 127.0.0.1:PORT, forwarded to every node as the cluster's own registry is.
+    #[arg(long = "insecure-registry", value_name = "127.0.0.1:PORT")]
+    insecure_registries: Vec<String>,
 }
 
 /// The parts of `cargo xtask bench`.
@@ -829,6 +833,7 @@ fn cluster_up(args: &ClusterUpArgs, pod: Option<qemu::cluster_run::RunPod>) -> R
         control_plane: vec![exe.display().to_string(), "control-plane".into()],
         kubectl: kubectl.into(),
         e1000: args.e1000,
+        insecure_registries: args.insecure_registries.clone(),
     };
     let stop = || INTERRUPTED.load(Ordering::SeqCst);
     let Some(pod) = pod else {
