@@ -148,7 +148,7 @@ pub fn start(c: &NodeBootConfig, cap: Capacity, store: crate::images::Store) {
     *AGENT.lock() = Some(NodeAgent {
         cfg: c.clone(),
         agent,
-        rt: PodVms::new(store, pulls(c)),
+        rt: PodVms::new(store, pulls(c), cap.memory_kib.saturating_mul(1024)),
         tls,
         addr,
         port,

@@ -10,23 +10,67 @@
 //! Bundles are allegations: a malformed one is left out with its reason, never a panic.
 #![forbid(unsafe_code)]
 
+use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
+use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use crx_abi::pod::bundle::PodBundle;
 use crx_abi::pod::ImageConfig;
+use crx_abi::LayerKind;
 use kubelet_lite::image::Reference;
 
-/// One image the node holds.
+/// A page size, for the layer checks.
+const PAGE: u64 = 4096;
+
+/// Contiguous frames that hold one pulled layer; given back (`release`) when the last
+/// image and VM holding them let go.
+#[derive(Debug)]
+pub struct Held {
+    /// The first frame's host physical address.
+    pub phys: u64,
+    /// How many frames.
+    pub frames: usize,
+    release: fn(u64, usize),
+}
+
+impl Held {
+    /// Frames `phys..phys + frames * 4096`, given back with `release(phys, frames)`.
+    pub fn new(phys: u64, frames: usize, release: fn(u64, usize)) -> Held {
+        Held { phys, frames, release }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        (self.release)(self.phys, self.frames);
+    }
+}
+
+/// One layer of an image, where the host holds it.
 #[derive(Debug, Clone)]
+pub struct ImageLayer {
+    /// The host physical address of its first byte (page-aligned).
+    pub hpa: u64,
+    /// Its length in bytes; the whole last page is the image's.
+    pub len: u64,
+    /// How its bytes are stored.
+    pub kind: LayerKind,
+    /// The frames of a pulled layer (none for a boot module's, which stay for good).
+    hold: Option<Arc<Held>>,
+}
+
+/// One image the node holds. Pod VMs keep an `Arc` of the image they run for as long as
+/// their memory maps its layers, so its frames outlive an eviction until the last such VM
+/// is gone.
+#[derive(Debug)]
 pub struct Image {
-    /// What it answers to, normalised.
-    pub names: Vec<String>,
     /// Its description (entrypoint, cmd, env, working directory).
     pub config: ImageConfig,
-    /// Its bundle: crx-guest and the layers, in the module's frames (or the frames a pull
-    /// filled).
-    pub bundle: PodBundle<'static>,
+    /// The crx-guest its pods run.
+    pub guest: &'static [u8],
+    /// Its layers, lowest first.
+    pub layers: Vec<ImageLayer>,
     /// For a pulled image, its repository digest (`REPOSITORY@sha256:MANIFEST`).
     pub repo_digest: Option<String>,
 }
@@ -34,19 +78,30 @@ pub struct Image {
 impl Image {
     /// Bytes its layers take.
     pub fn size_bytes(&self) -> u64 {
-        self.bundle.layers().map(|l| l.bytes.len() as u64).sum()
+        self.layers.iter().map(|l| l.len).sum()
     }
 
-    /// What the node reports about it: its names, its id (the repository digest of a pulled
-    /// image; the config's digest, as a runtime reports an image it did not pull) and its
-    /// size.
-    pub fn info(&self) -> kubelet_lite::runtime::ImageInfo {
+    /// Frames its pulled layers hold (0 for a boot module's image). A layer another image
+    /// shares counts for each.
+    pub fn held_frames(&self) -> usize {
+        self.layers.iter().filter_map(|l| l.hold.as_ref()).map(|h| h.frames).sum()
+    }
+
+    /// Whether it came from a pull (and may be evicted).
+    pub fn pulled(&self) -> bool {
+        self.repo_digest.is_some()
+    }
+
+    /// What the node reports about it, answering to `names`: its id (the repository digest
+    /// of a pulled image; the config's digest, as a runtime reports an image it did not
+    /// pull) and its size.
+    pub fn info(&self, names: &[String]) -> kubelet_lite::runtime::ImageInfo {
         let id = match &self.repo_digest {
             Some(d) => d.clone(),
-            None if self.config.id.is_empty() => self.names.first().cloned().unwrap_or_default(),
+            None if self.config.id.is_empty() => names.first().cloned().unwrap_or_default(),
             None => self.config.id.clone(),
         };
-        kubelet_lite::runtime::ImageInfo { names: self.names.clone(), id, size_bytes: self.size_bytes() }
+        kubelet_lite::runtime::ImageInfo { names: names.to_vec(), id, size_bytes: self.size_bytes() }
     }
 }
 
@@ -80,12 +135,46 @@ impl core::fmt::Display for LookupError {
     }
 }
 
+/// When unused pulled images are evicted: once more than `high_percent` of the node's
+/// memory is in use, least recently used first, until at most `low_percent` is (the
+/// kubelet's image GC thresholds, 85 and 80, applied to memory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GcPolicy {
+    pub high_percent: u64,
+    pub low_percent: u64,
+}
+
+impl Default for GcPolicy {
+    fn default() -> Self {
+        GcPolicy { high_percent: 85, low_percent: 80 }
+    }
+}
+
+struct Entry {
+    /// What it answers to, normalised.
+    names: Vec<String>,
+    image: Arc<Image>,
+    /// When a pod last used it (or it was pulled), in the caller's clock.
+    last_used: u64,
+}
+
 /// The store.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Store {
-    images: Vec<Image>,
+    images: Vec<Entry>,
     /// The crx-guest pulled images run with: the first image bundle's.
     guest: Option<&'static [u8]>,
+    /// Pulled layers by blob digest, held once however many images have them.
+    layers: BTreeMap<String, Weak<Held>>,
+}
+
+impl core::fmt::Debug for Store {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Store")
+            .field("images", &self.images.len())
+            .field("layers", &self.layers.len())
+            .finish()
+    }
 }
 
 impl Store {
@@ -96,9 +185,9 @@ impl Store {
         let mut refused = Vec::new();
         for (i, m) in modules.iter().enumerate() {
             match Self::parse(m) {
-                Ok(image) => {
-                    store.guest.get_or_insert(image.bundle.guest());
-                    store.images.push(image)
+                Ok((names, image)) => {
+                    store.guest.get_or_insert(image.guest);
+                    store.images.push(Entry { names, image: Arc::new(image), last_used: 0 })
                 }
                 Err(e) => refused.push(format!("image bundle {i}: {e}")),
             }
@@ -106,7 +195,7 @@ impl Store {
         (store, refused)
     }
 
-    fn parse(m: &'static [u8]) -> Result<Image, String> {
+    fn parse(m: &'static [u8]) -> Result<(Vec<String>, Image), String> {
         let bundle = PodBundle::parse(m).map_err(|e| format!("{e}"))?;
         if !bundle.is_image() {
             return Err(String::from("a pod bundle, not an image bundle"));
@@ -117,16 +206,40 @@ impl Store {
             let r = Reference::parse(n).map_err(|e| format!("name {n:?}: {e}"))?;
             names.push(format!("{r}"));
         }
-        Ok(Image { names, config, bundle, repo_digest: None })
+        // The module is mapped where it lies (the direct map: its address is its host
+        // physical address), so each layer must start on a page and its last page must be
+        // the module's.
+        let base = m.as_ptr() as u64;
+        let mut layers = Vec::new();
+        for (i, l) in bundle.layers().enumerate() {
+            let hpa =
+                base.checked_add(l.offset as u64).ok_or_else(|| format!("layer {i} past the module"))?;
+            if !hpa.is_multiple_of(PAGE) {
+                return Err(format!("layer {i} is not page-aligned in host memory (the boot module is not)"));
+            }
+            let end = (l.offset as u64)
+                .checked_add(l.bytes.len() as u64)
+                .and_then(|e| e.checked_next_multiple_of(PAGE));
+            if end.is_none_or(|e| e > m.len() as u64) {
+                return Err(format!(
+                    "layer {i}'s last page runs past the boot module (pad the bundle to 4 KiB)"
+                ));
+            }
+            layers.push(ImageLayer { hpa, len: l.bytes.len() as u64, kind: l.kind, hold: None });
+        }
+        Ok((names, Image { config, guest: bundle.guest(), layers, repo_digest: None }))
     }
 
-    /// Adds a pulled image: its layers' tars, crx-guest and its description packed into one
-    /// bundle that `hold` copies into frames of its own. Names the image answers to leave
-    /// any older image that had them (a tag that moved). Returns what the node reports.
+    /// Adds a pulled image: crx-guest, its description, and its layers' tars, each layer
+    /// held once per node (by blob digest: a layer another image already holds is not
+    /// copied again), in frames `hold` copies it into. Names the image answers to leave any
+    /// older image that had them (a tag that moved). `now` marks it used. Returns what the
+    /// node reports.
     pub fn add_pulled(
         &mut self,
         image: &kubelet_lite::registry::Image,
-        hold: impl FnOnce(&[u8]) -> Option<&'static [u8]>,
+        now: u64,
+        mut hold: impl FnMut(&[u8]) -> Option<Held>,
     ) -> Result<kubelet_lite::runtime::ImageInfo, String> {
         let guest = self.guest.ok_or_else(|| {
             String::from("this node has no crx-guest to run pulled images with (its boot image carries no image bundle)")
@@ -134,15 +247,27 @@ impl Store {
         let mut layers = Vec::new();
         for l in &image.layers {
             let tar = l.tar().ok_or_else(|| format!("layer {} was not unpacked", l.digest))?;
-            layers.push((tar, crx_abi::LayerKind::Tar));
+            let held = match self.layers.get(&l.digest).and_then(Weak::upgrade) {
+                Some(h) => h,
+                None => {
+                    let h = Arc::new(hold(tar).ok_or_else(|| {
+                        format!(
+                            "no {} KiB of contiguous memory left for layer {}",
+                            tar.len().div_ceil(1024),
+                            l.digest
+                        )
+                    })?);
+                    self.layers.insert(l.digest.clone(), Arc::downgrade(&h));
+                    h
+                }
+            };
+            layers.push(ImageLayer {
+                hpa: held.phys,
+                len: tar.len() as u64,
+                kind: LayerKind::Tar,
+                hold: Some(held),
+            });
         }
-        let config = serde_json::to_vec(&image.config).map_err(|e| format!("image description: {e}"))?;
-        let packed = crx_abi::pod::bundle::pack_image(guest, &config, &layers);
-        let bytes = hold(&packed).ok_or_else(|| {
-            format!("no {} KiB of contiguous memory left for the image", packed.len().div_ceil(1024))
-        })?;
-        drop(packed);
-        let bundle = PodBundle::parse(bytes).map_err(|e| format!("{e}"))?;
         let repo_digest = image.repo_digest();
         let mut names = Vec::new();
         for n in image.config.names.iter().chain(core::iter::once(&repo_digest)) {
@@ -156,26 +281,83 @@ impl Store {
         for old in &mut self.images {
             old.names.retain(|n| !names.contains(n));
         }
-        let added = Image { names, config: image.config.clone(), bundle, repo_digest: Some(repo_digest) };
-        let info = added.info();
-        self.images.push(added);
+        // An image left with no name can no longer be asked for (pod VMs that run it keep
+        // its layers until they end).
+        self.images.retain(|e| !e.names.is_empty());
+        let added = Image { config: image.config.clone(), guest, layers, repo_digest: Some(repo_digest) };
+        let info = added.info(&names);
+        self.images.push(Entry { names, image: Arc::new(added), last_used: now });
+        self.prune_layers();
         Ok(info)
+    }
+
+    fn prune_layers(&mut self) {
+        self.layers.retain(|_, w| w.strong_count() > 0);
     }
 
     /// The image `reference` names (normalised first: `busybox` finds
     /// `docker.io/library/busybox:latest`).
-    pub fn lookup(&self, reference: &str) -> Result<&Image, LookupError> {
+    pub fn lookup(&self, reference: &str) -> Result<Arc<Image>, LookupError> {
         let r = Reference::parse(reference).map_err(|e| LookupError::BadReference(format!("{e}")))?;
         let want = format!("{r}");
-        self.images.iter().find(|i| i.names.contains(&want)).ok_or_else(|| LookupError::NotFound {
-            reference: want,
-            have: self.images.iter().flat_map(|i| i.names.iter().cloned()).collect(),
+        self.images.iter().find(|e| e.names.contains(&want)).map(|e| e.image.clone()).ok_or_else(|| {
+            LookupError::NotFound {
+                reference: want,
+                have: self.images.iter().flat_map(|e| e.names.iter().cloned()).collect(),
+            }
         })
     }
 
-    /// Every image that answers to a name.
-    pub fn images(&self) -> impl Iterator<Item = &Image> {
-        self.images.iter().filter(|i| !i.names.is_empty())
+    /// What the node reports about the image `reference` names, if it holds it.
+    pub fn info_of(&self, reference: &str) -> Option<kubelet_lite::runtime::ImageInfo> {
+        let want = format!("{}", Reference::parse(reference).ok()?);
+        self.images.iter().find(|e| e.names.contains(&want)).map(|e| e.image.info(&e.names))
+    }
+
+    /// Marks the image `reference` names as used at `now`.
+    pub fn touch(&mut self, reference: &str, now: u64) {
+        let Ok(r) = Reference::parse(reference) else { return };
+        let want = format!("{r}");
+        if let Some(e) = self.images.iter_mut().find(|e| e.names.contains(&want)) {
+            e.last_used = now;
+        }
+    }
+
+    /// Every image with the names it answers to.
+    pub fn images(&self) -> impl Iterator<Item = (&[String], &Image)> {
+        self.images.iter().map(|e| (e.names.as_slice(), &*e.image))
+    }
+
+    /// What the node reports about each image.
+    pub fn infos(&self) -> Vec<kubelet_lite::runtime::ImageInfo> {
+        self.images.iter().map(|e| e.image.info(&e.names)).collect()
+    }
+
+    /// Bytes the pulled layers hold (each once).
+    pub fn pulled_bytes(&self) -> u64 {
+        self.layers.values().filter_map(Weak::upgrade).map(|h| h.frames as u64 * PAGE).sum()
+    }
+
+    /// Evicts pulled images no pod VM holds, least recently used first, while `pressed()`
+    /// says memory is short. An image in use is never evicted. Returns the evicted images'
+    /// names.
+    pub fn evict_unused(&mut self, mut pressed: impl FnMut() -> bool) -> Vec<String> {
+        let mut evicted = Vec::new();
+        while pressed() {
+            let victim = self
+                .images
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.image.pulled() && Arc::strong_count(&e.image) == 1)
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(i, _)| i);
+            let Some(i) = victim else { break };
+            let e = self.images.remove(i);
+            evicted.push(e.names.first().cloned().unwrap_or_default());
+            drop(e);
+            self.prune_layers();
+        }
+        evicted
     }
 }
 
@@ -186,8 +368,32 @@ mod tests {
     use crx_abi::pod::bundle::{pack, pack_image};
     use crx_abi::LayerKind;
 
-    fn leak(v: Vec<u8>) -> &'static [u8] {
-        Box::leak(v.into_boxed_slice())
+    /// `v` zero-padded to whole pages at a page-aligned address, for good (as a boot loader
+    /// places a module).
+    fn leak(mut v: Vec<u8>) -> &'static [u8] {
+        v.resize(v.len().next_multiple_of(PAGE as usize).max(PAGE as usize), 0);
+        let buf: &'static mut [u8] = Box::leak(alloc::vec![0u8; v.len() + PAGE as usize].into_boxed_slice());
+        let skew = (buf.as_ptr() as usize) % PAGE as usize;
+        let at = if skew == 0 { 0 } else { PAGE as usize - skew };
+        let out = &mut buf[at..at + v.len()];
+        out.copy_from_slice(&v);
+        out
+    }
+
+    std::thread_local! {
+        /// Frames the fake holder has handed out and taken back on this thread.
+        static FRAMES: core::cell::Cell<(usize, usize)> = const { core::cell::Cell::new((0, 0)) };
+    }
+
+    /// Holds a layer at a made-up address, counting frames out and back.
+    fn fake_hold(b: &[u8]) -> Option<Held> {
+        let frames = b.len().div_ceil(PAGE as usize).max(1);
+        let (out, back) = FRAMES.get();
+        FRAMES.set((out + frames, back));
+        Some(Held::new(0x1000_0000 + (out as u64) * PAGE, frames, |_, n| {
+            let (out, back) = FRAMES.get();
+            FRAMES.set((out, back + n));
+        }))
     }
 
     fn image(names: &str) -> &'static [u8] {
@@ -219,7 +425,7 @@ mod tests {
     }
 
     fn pulled(tag: &str, manifest: &str, layer: &[u8]) -> kubelet_lite::registry::Image {
-        use kubelet_lite::registry::{Image, Layer};
+        use kubelet_lite::registry::{sha256_digest, Image, Layer};
         Image {
             manifest_digest: manifest.into(),
             config: ImageConfig {
@@ -229,7 +435,7 @@ mod tests {
                 ..Default::default()
             },
             layers: alloc::vec![Layer {
-                digest: "sha256:l".into(),
+                digest: sha256_digest(layer),
                 media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
                 kind: LayerKind::TarGzip,
                 bytes: b"gzip bytes".to_vec(),
@@ -239,30 +445,73 @@ mod tests {
         }
     }
 
+    const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+    const D3: &str = "sha256:3333333333333333333333333333333333333333333333333333333333333333";
+
     #[test]
     fn pulled_images_answer_to_their_tag_and_digest_and_a_moved_tag_moves() {
         let (mut store, _) = Store::from_modules(&[image(r#"["busybox"]"#)]);
-        let d1 = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
-        let info = store.add_pulled(&pulled("v1", d1, b"tar one"), |b| Some(leak(b.to_vec()))).unwrap();
-        assert_eq!(info.id, format!("127.0.0.1:5000/tools/x@{d1}"));
+        let info = store.add_pulled(&pulled("v1", D1, b"tar one"), 1, fake_hold).unwrap();
+        assert_eq!(info.id, format!("127.0.0.1:5000/tools/x@{D1}"));
         assert_eq!(info.names, [String::from("127.0.0.1:5000/tools/x:v1"), info.id.clone()]);
         let i = store.lookup("127.0.0.1:5000/tools/x:v1").unwrap();
-        let layer = i.bundle.layers().next().unwrap();
-        assert_eq!((layer.bytes, layer.kind), (&b"tar one"[..], LayerKind::Tar), "held inflated");
-        assert_eq!(i.bundle.guest(), b"\x7fELF", "the boot image's crx-guest");
-        assert!(store.lookup(&format!("127.0.0.1:5000/tools/x@{d1}")).is_ok());
+        assert_eq!((i.layers[0].len, i.layers[0].kind), (7, LayerKind::Tar), "held inflated");
+        assert_eq!(i.guest, b"\x7fELF", "the boot image's crx-guest");
+        assert!(store.lookup(&format!("127.0.0.1:5000/tools/x@{D1}")).is_ok());
         // The tag moves to a new image; the old one keeps its digest.
-        let d2 = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
-        store.add_pulled(&pulled("v1", d2, b"tar two"), |b| Some(leak(b.to_vec()))).unwrap();
+        store.add_pulled(&pulled("v1", D2, b"tar two"), 2, fake_hold).unwrap();
         let now = store.lookup("127.0.0.1:5000/tools/x:v1").unwrap();
-        assert_eq!(now.repo_digest.as_deref(), Some(&*format!("127.0.0.1:5000/tools/x@{d2}")));
-        assert!(store.lookup(&format!("127.0.0.1:5000/tools/x@{d1}")).is_ok());
+        assert_eq!(now.repo_digest.as_deref(), Some(&*format!("127.0.0.1:5000/tools/x@{D2}")));
+        assert!(store.lookup(&format!("127.0.0.1:5000/tools/x@{D1}")).is_ok());
         assert_eq!(store.images().count(), 3);
         // No memory, or no crx-guest on the node.
-        let e = store.add_pulled(&pulled("v2", d2, b"x"), |_| None).unwrap_err();
+        let e = store.add_pulled(&pulled("v2", D3, b"x"), 3, |_| None).unwrap_err();
         assert!(e.contains("no ") && e.contains("memory"), "{e}");
-        let e = Store::default().add_pulled(&pulled("v2", d2, b"x"), |b| Some(leak(b.to_vec()))).unwrap_err();
+        let e = Store::default().add_pulled(&pulled("v2", D3, b"x"), 3, fake_hold).unwrap_err();
         assert!(e.contains("no crx-guest"), "{e}");
+    }
+
+    #[test]
+    fn a_layer_is_held_once_and_evicted_images_give_their_frames_back_unless_in_use() {
+        FRAMES.set((0, 0));
+        let (mut store, _) = Store::from_modules(&[image(r#"["busybox"]"#)]);
+        let big = alloc::vec![7u8; 3 * PAGE as usize];
+        store.add_pulled(&pulled("a", D1, &big), 10, fake_hold).unwrap();
+        // Another image with the same layer does not copy it again.
+        store.add_pulled(&pulled("b", D2, &big), 20, fake_hold).unwrap();
+        assert_eq!(FRAMES.get(), (3, 0));
+        assert_eq!(store.pulled_bytes(), 3 * PAGE);
+        store.add_pulled(&pulled("c", D3, b"small"), 30, fake_hold).unwrap();
+        assert_eq!(FRAMES.get(), (4, 0));
+        // A pod VM holds "c"; the boot image's busybox is never evicted.
+        let in_use = store.lookup("127.0.0.1:5000/tools/x:c").unwrap();
+        let evicted = store.evict_unused(|| true);
+        assert_eq!(
+            evicted,
+            ["127.0.0.1:5000/tools/x:a", "127.0.0.1:5000/tools/x:b"],
+            "least recently used first"
+        );
+        assert_eq!(FRAMES.get(), (4, 3), "the shared layer went back once, with the last image using it");
+        assert!(store.lookup("busybox").is_ok() && store.lookup("127.0.0.1:5000/tools/x:c").is_ok());
+        // Evicting stops once the pressure is gone.
+        drop(in_use);
+        store.add_pulled(&pulled("a", D1, &big), 40, fake_hold).unwrap();
+        let mut asked = 0;
+        let evicted = store.evict_unused(|| {
+            asked += 1;
+            asked == 1
+        });
+        assert_eq!(evicted, ["127.0.0.1:5000/tools/x:c"], "c was used least recently");
+        assert_eq!(FRAMES.get(), (7, 4));
+        // A VM that still maps an evicted image keeps its frames until it lets go.
+        let held = store.lookup("127.0.0.1:5000/tools/x:a").unwrap();
+        store.touch("127.0.0.1:5000/tools/x:a", 50);
+        assert!(store.evict_unused(|| true).is_empty(), "in use");
+        drop(held);
+        assert_eq!(store.evict_unused(|| true).len(), 1);
+        assert_eq!(FRAMES.get(), (7, 7), "every frame is back");
+        assert_eq!(store.pulled_bytes(), 0);
     }
 
     #[test]

@@ -66,7 +66,7 @@ pub fn image_store(boot: &BootInfo) -> crate::images::Store {
     for why in refused {
         kprintln!("node: {why}; left out of the image store");
     }
-    let names: Vec<&str> = store.images().flat_map(|i| i.names.iter().map(|n| n.as_str())).collect();
+    let names: Vec<&str> = store.images().flat_map(|(names, _)| names.iter().map(|n| n.as_str())).collect();
     kprintln!("node: image store: {}", if names.is_empty() { "empty".into() } else { names.join(", ") });
     store
 }

@@ -17,7 +17,7 @@
 //! not take commands), the whole VM is stopped. A VM the hypervisor stops (a broken or
 //! hostile guest) or that runs out of memory ends its running containers with a reason.
 
-use crate::images::Store;
+use crate::images::{GcPolicy, Held, Store};
 use crate::net::node::NodeStack;
 use crate::net::registry::RegistryConnector;
 use crate::net::tls::TlsConfig;
@@ -26,7 +26,7 @@ use crate::vm::manager;
 use crate::vm::podspec;
 use crate::vm::sched::VmId;
 use crate::vm::services::End;
-use crate::vm::setup::PodParts;
+use crate::vm::setup::LayerMap;
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::format;
@@ -63,6 +63,17 @@ struct PodVm {
     stops: BTreeMap<usize, Stop>,
 }
 
+/// Holds a layer in frames of its own, given back to the allocator when the last image and
+/// pod VM that use it let go.
+fn hold_layer(bytes: &[u8]) -> Option<Held> {
+    let (phys, frames) = crate::mm::direct::hold_bytes(bytes)?;
+    Some(Held::new(phys, frames, |phys, frames| {
+        if let Err(e) = crate::mm::free_run(phys, frames) {
+            log::warn!("images: giving back a layer's frames: {e}");
+        }
+    }))
+}
+
 type PullFuture = Pin<Box<dyn Future<Output = Result<registry::Image, PullError>> + Send>>;
 
 /// A pull under way, or its result until it is asked for.
@@ -85,6 +96,20 @@ pub struct PodVms {
     pods: BTreeMap<String, PodVm>,
     pulling: Option<Pulls>,
     pulls: BTreeMap<String, Pull>,
+    /// The node's usable memory.
+    memory_bytes: u64,
+    gc: GcPolicy,
+    next_gc_ms: u64,
+}
+
+/// Monotonic milliseconds, for when images were last used.
+fn now_ms() -> u64 {
+    crate::arch::time::now_ns() / 1_000_000
+}
+
+/// Bytes of free frames.
+fn free_bytes() -> u64 {
+    (crate::mm::frame_census().0 as u64).saturating_mul(crate::mm::PAGE_SIZE)
 }
 
 /// The most bytes of free memory one image may take, compressed and inflated together:
@@ -109,9 +134,49 @@ fn parse_id(id: &str) -> Option<(&str, usize, u32)> {
 }
 
 impl PodVms {
-    /// A runtime over `store`, pulling from registries as `pulling` says (never with `None`).
-    pub fn new(store: Store, pulling: Option<Pulls>) -> PodVms {
-        PodVms { store, pods: BTreeMap::new(), pulling, pulls: BTreeMap::new() }
+    /// A runtime over `store` on a node of `memory_bytes`, pulling from registries as
+    /// `pulling` says (never with `None`).
+    pub fn new(store: Store, pulling: Option<Pulls>, memory_bytes: u64) -> PodVms {
+        PodVms {
+            store,
+            pods: BTreeMap::new(),
+            pulling,
+            pulls: BTreeMap::new(),
+            memory_bytes,
+            gc: GcPolicy::default(),
+            next_gc_ms: 0,
+        }
+    }
+
+    /// Whether more than `percent` of the node's memory is in use.
+    fn above(&self, percent: u64) -> bool {
+        let used = self.memory_bytes.saturating_sub(free_bytes());
+        used.saturating_mul(100) > self.memory_bytes.saturating_mul(percent)
+    }
+
+    /// Evicts unused pulled images while `pressed()`, saying which and why on the console.
+    fn evict(&mut self, pressed: impl FnMut() -> bool, why: &str) {
+        for name in self.store.evict_unused(pressed) {
+            crate::kprintln!("node: image {name} evicted {why}");
+        }
+    }
+
+    /// The image GC: above the high threshold of memory in use, unused pulled images are
+    /// evicted until the low one is reached. At most once a second.
+    fn collect_images(&mut self) {
+        let now = now_ms();
+        if now < self.next_gc_ms {
+            return;
+        }
+        self.next_gc_ms = now + 1000;
+        if self.above(self.gc.high_percent) {
+            let (memory, low) = (self.memory_bytes, self.gc.low_percent);
+            let why = format!("(more than {}% of the node's memory in use)", self.gc.high_percent);
+            self.evict(
+                || memory.saturating_sub(free_bytes()).saturating_mul(100) > memory.saturating_mul(low),
+                &why,
+            );
+        }
     }
 
     /// Whether the node may ask `registry` for images: it is insecure, or a registry CA
@@ -149,6 +214,7 @@ impl PodVms {
     /// Moves every pull along; a finished one puts its image in the store. For the agent's
     /// loop, outside the stack's lock.
     pub fn pump_pulls(&mut self) {
+        self.collect_images();
         crate::net::node::next_pull_round();
         let mut cx = core::task::Context::from_waker(core::task::Waker::noop());
         for (reference, pull) in self.pulls.iter_mut() {
@@ -157,9 +223,14 @@ impl PodVms {
             pull.future = None;
             pull.done = Some(match result {
                 Ok(image) => {
-                    let added = self.store.add_pulled(&image, crate::mm::direct::hold_bytes);
+                    let added = self.store.add_pulled(&image, now_ms(), hold_layer);
                     if let Ok(info) = &added {
-                        log::info!("images: pulled {reference} ({} bytes): {}", info.size_bytes, info.id);
+                        let frames = self.store.lookup(reference).map(|i| i.held_frames()).unwrap_or(0);
+                        log::info!(
+                            "images: pulled {reference} ({} bytes in {frames} frames): {}",
+                            info.size_bytes,
+                            info.id
+                        );
                     }
                     added
                 }
@@ -177,18 +248,27 @@ impl PodVms {
         let first = pod.spec.containers.first().and_then(|x| x.image.as_deref()).unwrap_or("");
         let image = self.store.lookup(first).map_err(|e| RuntimeError::ImagePull(e.to_string()))?;
         let store = &self.store;
-        let bundle_of =
-            |x: &Container| store.lookup(x.image.as_deref().unwrap_or("")).map(|i| i.bundle.bytes().as_ptr());
-        if pod.spec.containers.iter().any(|x| bundle_of(x).ok() != Some(image.bundle.bytes().as_ptr())) {
+        let same = |x: &Container| {
+            store.lookup(x.image.as_deref().unwrap_or("")).is_ok_and(|i| alloc::sync::Arc::ptr_eq(&i, &image))
+        };
+        if !pod.spec.containers.iter().all(same) {
             return Err(RuntimeError::Start(String::from(
                 "the containers of a pod VM share one root filesystem: every container must name the same image",
             )));
         }
+        self.store.touch(first, now_ms());
         let name = podspec::vm_name(&c.namespace, &c.pod, &c.pod_uid);
         let plan = podspec::plan(pod, &name, |_| Ok(&image.config)).map_err(RuntimeError::Start)?;
-        let parts = PodParts { bundle: image.bundle, spec: plan.spec };
-        let vm =
-            manager::start_pod_vm(&parts, plan.mem_bytes, plan.millicores).map_err(RuntimeError::Start)?;
+        // Room for the VM first: unused pulled images go before a pod is refused.
+        let need = plan.mem_bytes.saturating_add(crate::vm::memory::HOST_RESERVE_BYTES);
+        self.evict(|| free_bytes() < need, "to make room for a pod VM");
+        let layers: Vec<LayerMap> =
+            image.layers.iter().map(|l| LayerMap { hpa: l.hpa, len: l.len, kind: l.kind }).collect();
+        let holder: alloc::sync::Arc<dyn core::any::Any + Send + Sync> = image.clone();
+        let pod_image = manager::PodImage { guest: image.guest, layers: &layers, holder };
+        let vm = manager::start_pod_vm(pod_image, &plan.spec, plan.mem_bytes, plan.millicores)
+            .map_err(RuntimeError::Start)?;
+        let spec = plan.spec;
         log::info!(
             "pod {}/{}: VM {} with {} MiB{}",
             c.namespace,
@@ -197,7 +277,7 @@ impl PodVms {
             plan.mem_bytes >> 20,
             plan.millicores.map(|m| format!(", {m} millicores")).unwrap_or_default()
         );
-        let containers = parts.spec.containers.iter().map(|x| x.name.clone()).collect();
+        let containers = spec.containers.iter().map(|x| x.name.clone()).collect();
         self.pods.insert(
             c.pod_uid.clone(),
             PodVm {
@@ -353,7 +433,7 @@ impl Runtime for PodVms {
     }
 
     fn image_status(&self, image: &str) -> Option<ImageInfo> {
-        self.store.lookup(image).ok().map(|i| i.info())
+        self.store.info_of(image)
     }
 
     /// Pulls from the image's registry when the node reaches it; an image of another
@@ -377,9 +457,11 @@ impl Runtime for PodVms {
             };
         }
         if !self.reaches(&reference.registry) {
-            return match self.store.lookup(image) {
-                Ok(i) => PullStatus::Pulled(i.info()),
-                Err(e) => PullStatus::Failed(e.to_string()),
+            return match self.store.info_of(image) {
+                Some(info) => PullStatus::Pulled(info),
+                None => PullStatus::Failed(
+                    self.store.lookup(image).err().map(|e| e.to_string()).unwrap_or_default(),
+                ),
             };
         }
         match self.start_pull(reference, auth) {
@@ -392,6 +474,6 @@ impl Runtime for PodVms {
     }
 
     fn list_images(&self) -> Vec<ImageInfo> {
-        self.store.images().map(|i| i.info()).collect()
+        self.store.infos()
     }
 }

@@ -42,24 +42,23 @@ pub fn physical(bytes: &'static [u8]) -> u64 {
     bytes.as_ptr() as u64
 }
 
-/// Copies `bytes` into contiguous frames of their own, zero-padded to whole pages, held for
-/// the rest of the run, and returns those pages through the direct map (read-only from
-/// here on). `None` when no such run of frames is free.
-pub fn hold_bytes(bytes: &[u8]) -> Option<&'static [u8]> {
+/// Copies `bytes` into contiguous frames of their own, zero-padded to whole pages, and
+/// returns where they are: (host physical address, frames). The caller owns the frames
+/// (and gives them back with `free_run` once nothing maps them). `None` when no such run
+/// of frames is free.
+pub fn hold_bytes(bytes: &[u8]) -> Option<(u64, usize)> {
     let page = super::PAGE_SIZE as usize;
     let frames = bytes.len().div_ceil(page).max(1);
     let phys = super::alloc_run(frames, super::PAGE_SIZE).ok()?;
     let len = frames * page;
     // SAFETY: the allocator just gave us `frames` frames at `phys`, which no one else uses
-    // and which are never returned, and all RAM is identity-mapped read-write: writing
-    // `len` bytes there touches only those frames.
+    // yet, and all RAM is identity-mapped read-write: writing `len` bytes there touches
+    // only those frames.
     unsafe {
         core::ptr::copy_nonoverlapping(bytes.as_ptr(), phys as *mut u8, bytes.len());
         core::ptr::write_bytes((phys as *mut u8).add(bytes.len()), 0, len - bytes.len());
     }
-    // SAFETY: the same frames, now written and held for good: nothing writes them again,
-    // so a shared slice of them stays valid and unchanged for the rest of the run.
-    Some(unsafe { core::slice::from_raw_parts(phys as *const u8, len) })
+    Some((phys, frames))
 }
 
 /// Boot module `index`'s bytes, when the loader gave one inside usable RAM.

@@ -231,6 +231,8 @@ fn finish_vcpu(w: &mut World, v: VcpuId, vm: VmId) {
     };
     let (mem_bytes, tables) = (mem.size_bytes(), mem.table_bytes());
     drop(mem);
+    // Nothing maps the image's frames any more.
+    rec.holder = None;
     let _ = writeln!(
         w.out,
         "vm{}: accounting guest_ns={} exits={} overhead_bytes={}",
@@ -496,10 +498,19 @@ pub fn serve_node() -> String {
     }
 }
 
-/// Builds and starts a node's pod VM for `parts` (an image bundle and a managed spec),
-/// with one vCPU. The error says why the pod cannot run.
+/// Where a pod VM's image is: its crx-guest, its layers' frames, and what holds them (kept
+/// with the VM's memory and let go after it, so the frames outlive every mapping of them).
+pub struct PodImage<'a> {
+    pub guest: &'a [u8],
+    pub layers: &'a [setup::LayerMap],
+    pub holder: alloc::sync::Arc<dyn core::any::Any + Send + Sync>,
+}
+
+/// Builds and starts a node's pod VM of `image` for `spec` (a managed spec), with one
+/// vCPU. The error says why the pod cannot run.
 pub fn start_pod_vm(
-    parts: &setup::PodParts<'static>,
+    image: PodImage<'_>,
+    spec: &crx_abi::pod::PodSpec,
     mem_bytes: u64,
     millicores: Option<u32>,
 ) -> Result<VmId, String> {
@@ -514,19 +525,22 @@ pub fn start_pod_vm(
         format: backend.nested_format(),
         insn: backend.hypercall_insn(),
         free_frames: free_before as u64,
-        module_hpa: direct::physical(parts.bundle.bytes()),
+        module_hpa: 0,
     };
     // Built outside the world lock: zeroing guest memory takes a while.
-    let prepared = setup::prepare_pod(parts, index, mem_bytes, KernelFrames, &target)?;
+    let prepared =
+        setup::prepare_pod(image.guest, image.layers, spec, index, mem_bytes, KernelFrames, &target)?;
     with_world(|w| {
         let vm = w.sched.add_vm(millicores);
-        w.vms.push(VmRec::running(index, created_ns, prepared));
+        let mut rec = VmRec::running(index, created_ns, prepared);
+        rec.holder = Some(image.holder);
+        w.vms.push(rec);
         match w.sched.add_vcpu(vm) {
             Ok(_) => {
                 let _ = writeln!(
                     w.out,
                     "node: pod VM vm{index} for {} starts: frames_free={free_before} kernel_frames={kernel_before}",
-                    parts.spec.name
+                    spec.name
                 );
                 Ok(vm)
             }
@@ -534,6 +548,7 @@ pub fn start_pod_vm(
                 end_vm(w, vm, End::Stopped(StopReason::VcpuFailed("no CPU can run vCPUs")));
                 if let Some(r) = w.vms.get_mut(vm.0) {
                     r.mem = None;
+                    r.holder = None;
                 }
                 Err(alloc::format!("cannot place the pod VM's vCPU: {e:?}"))
             }

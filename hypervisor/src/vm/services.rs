@@ -55,6 +55,9 @@ pub struct VmRec {
     pub rng: Rng,
     /// The pod this VM runs, in pod mode.
     pub pod: Option<PodState>,
+    /// What holds the frames its memory maps read-only (a pulled image's layers): let go
+    /// only after the memory is.
+    pub holder: Option<alloc::sync::Arc<dyn core::any::Any + Send + Sync>>,
 }
 
 impl VmRec {
@@ -74,6 +77,7 @@ impl VmRec {
             backend_bytes: 0,
             rng: Rng::new(time::rdtsc() ^ (u64::from(index) << 32)),
             pod,
+            holder: None,
         }
     }
 
@@ -102,6 +106,7 @@ impl VmRec {
             backend_bytes: 0,
             rng: Rng::new(0),
             pod: None,
+            holder: None,
         }
     }
 }

@@ -43,6 +43,40 @@ pub struct PodParts<'m> {
     pub spec: PodSpec,
 }
 
+/// A layer to map into a pod VM read-only: `len` bytes of host frames from `hpa` on (a
+/// page boundary; the whole last page is the layer's holder's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerMap {
+    pub hpa: u64,
+    pub len: u64,
+    pub kind: crx_abi::LayerKind,
+}
+
+/// Maps `layers` read-only into `mem`, each in its own page-rounded window of the layer
+/// area from `crx_abi::layout::LAYERS_BASE` on, in order; returns the records the guest
+/// reads.
+pub fn map_layer_list<F: FrameSource>(
+    mem: &mut GuestMemory<F>,
+    layers: &[LayerMap],
+) -> Result<Vec<LayerInfo>, PodSetupError> {
+    let mut gpa = crx_abi::layout::LAYERS_BASE;
+    let end = crx_abi::layout::LAYERS_BASE + crx_abi::layout::LAYERS_SIZE;
+    let mut infos = Vec::new();
+    for (i, l) in layers.iter().enumerate() {
+        if !l.hpa.is_multiple_of(PAGE_SIZE) {
+            return Err(PodSetupError::LayerNotPageAligned(i));
+        }
+        let window = l.len.checked_next_multiple_of(PAGE_SIZE).ok_or(PodSetupError::LayerPastModule(i))?;
+        if gpa.checked_add(window).is_none_or(|e| e > end) {
+            return Err(PodSetupError::Map(i, MemError::BadShared { gpa, hpa: l.hpa, len: l.len }));
+        }
+        mem.map_shared_readonly(gpa, l.hpa, l.len).map_err(|e| PodSetupError::Map(i, e))?;
+        infos.push(LayerInfo { gpa, len: l.len, kind: l.kind as u32, _pad: 0 });
+        gpa += window;
+    }
+    Ok(infos)
+}
+
 /// Why a pod could not be set up.
 #[derive(Debug)]
 pub enum PodSetupError {
@@ -91,22 +125,17 @@ impl<'m> PodParts<'m> {
         module_hpa: u64,
     ) -> Result<Vec<LayerInfo>, PodSetupError> {
         let module_len = self.bundle.bytes().len() as u64;
-        let mut infos = Vec::new();
+        let mut maps = Vec::new();
         for (i, layer) in self.bundle.layers().enumerate() {
             let hpa = module_hpa.checked_add(layer.offset as u64).ok_or(PodSetupError::LayerPastModule(i))?;
-            if !hpa.is_multiple_of(PAGE_SIZE) {
-                return Err(PodSetupError::LayerNotPageAligned(i));
-            }
             // The whole last page must be the module's, so the guest sees nothing else.
             let end = (layer.offset as u64).checked_add(layer.bytes.len() as u64);
             if end.and_then(|e| e.checked_next_multiple_of(PAGE_SIZE)).is_none_or(|e| e > module_len) {
                 return Err(PodSetupError::LayerPastModule(i));
             }
-            mem.map_shared_readonly(layer.gpa, hpa, layer.bytes.len() as u64)
-                .map_err(|e| PodSetupError::Map(i, e))?;
-            infos.push(layer.info());
+            maps.push(LayerMap { hpa, len: layer.bytes.len() as u64, kind: layer.kind });
         }
-        Ok(infos)
+        map_layer_list(mem, &maps)
     }
 }
 
@@ -221,11 +250,12 @@ pub fn prepare<F: FrameSource>(
 }
 
 /// Builds a node's pod VM: `mem_bytes` of memory (if the host keeps its reserve), the
-/// crx-guest of `parts`' image bundle, its layers mapped from the bundle's frames
-/// (`target.module_hpa` is the bundle's host physical address), and the pod state for
-/// `parts.spec`. The error is the reason the pod cannot run.
+/// crx-guest `guest`, its image's `layers` mapped read-only from the frames that hold them,
+/// and the pod state for `pod_spec`. The error is the reason the pod cannot run.
 pub fn prepare_pod<F: FrameSource>(
-    parts: &PodParts<'static>,
+    guest: &[u8],
+    layers: &[LayerMap],
+    pod_spec: &PodSpec,
     index: u32,
     mem_bytes: u64,
     frames: F,
@@ -238,13 +268,12 @@ pub fn prepare_pod<F: FrameSource>(
             memory::HOST_RESERVE_BYTES >> 20
         ));
     }
-    let json = parts.spec.to_json().map_err(|e| format!("{e}"))?;
+    let json = pod_spec.to_json().map_err(|e| format!("{e}"))?;
     let mut mem = GuestMemory::new(frames, mem_bytes, target.format).map_err(|e| format!("{e}"))?;
     let spec = LoadSpec { vm_index: index, vm_count: 1, vcpus: 1, insn: target.insn, cmdline: "" };
-    let loaded =
-        loader::load(&mut mem, parts.bundle.guest(), &spec).map_err(|e| format!("crx-guest: {e}"))?;
-    let layers = parts.map_layers(&mut mem, target.module_hpa).map_err(|e| format!("image: {e}"))?;
-    let pod = PodState::new(&parts.spec, alloc::sync::Arc::from(json), layers);
+    let loaded = loader::load(&mut mem, guest, &spec).map_err(|e| format!("crx-guest: {e}"))?;
+    let layers = map_layer_list(&mut mem, layers).map_err(|e| format!("image: {e}"))?;
+    let pod = PodState::new(pod_spec, alloc::sync::Arc::from(json), layers);
     Ok(Prepared { mem, loaded, pod: Some(pod) })
 }
 
@@ -329,7 +358,12 @@ mod tests {
         )
         .unwrap();
         let parts = PodParts { bundle, spec };
-        let vm = prepare_pod(&parts, 7, 4 << 20, Arena::new(64), &target(1 << 20)).unwrap();
+        let l0 = bundle.layer(0).unwrap();
+        let layers =
+            [LayerMap { hpa: MODULE_HPA + l0.offset as u64, len: l0.bytes.len() as u64, kind: l0.kind }];
+        let guest = bundle.guest();
+        let vm =
+            prepare_pod(guest, &layers, &parts.spec, 7, 4 << 20, Arena::new(64), &target(1 << 20)).unwrap();
         let pod = vm.pod.as_ref().unwrap();
         assert!(pod.managed);
         assert_eq!(PodSpec::from_json(&pod.spec_json).unwrap(), parts.spec);
@@ -338,8 +372,20 @@ mod tests {
             Some(MODULE_HPA + bundle.layer(0).unwrap().offset as u64)
         );
         assert_eq!(vm.loaded.params.vm_index, 7);
-        let e = prepare_pod(&parts, 7, 4 << 20, Arena::new(64), &target(100)).err().unwrap();
+        let e =
+            prepare_pod(guest, &layers, &parts.spec, 7, 4 << 20, Arena::new(64), &target(100)).err().unwrap();
         assert!(e.contains("no room for a pod VM of 4 MiB"), "{e}");
+        // A layer off a page boundary, or past the layer window.
+        let skewed = [LayerMap { hpa: MODULE_HPA + 8, ..layers[0] }];
+        let e = prepare_pod(guest, &skewed, &parts.spec, 7, 4 << 20, Arena::new(64), &target(1 << 20))
+            .err()
+            .unwrap();
+        assert!(e.contains("not page-aligned"), "{e}");
+        let huge = [LayerMap { len: crx_abi::layout::LAYERS_SIZE + 1, ..layers[0] }];
+        let e = prepare_pod(guest, &huge, &parts.spec, 7, 4 << 20, Arena::new(64), &target(1 << 20))
+            .err()
+            .unwrap();
+        assert!(e.contains("mapping layer 0"), "{e}");
     }
 
     #[test]
