@@ -80,6 +80,8 @@ type PullFuture = Pin<Box<dyn Future<Output = Result<registry::Image, PullError>
 struct Pull {
     future: Option<PullFuture>,
     done: Option<Result<ImageInfo, String>>,
+    /// When it started (monotonic ms).
+    started_ms: u64,
 }
 
 /// How the node reaches registries.
@@ -223,11 +225,13 @@ impl PodVms {
             pull.future = None;
             pull.done = Some(match result {
                 Ok(image) => {
+                    let took_ms = now_ms().saturating_sub(pull.started_ms);
                     let added = self.store.add_pulled(&image, now_ms(), hold_layer);
                     if let Ok(info) = &added {
                         let frames = self.store.lookup(reference).map(|i| i.held_frames()).unwrap_or(0);
-                        log::info!(
-                            "images: pulled {reference} ({} bytes in {frames} frames): {}",
+                        crate::kprintln!(
+                            "node: pulled {reference}: {} bytes from the registry in {took_ms} ms, held inflated as {} bytes in {frames} frames: {}",
+                            image.size_bytes(),
                             info.size_bytes,
                             info.id
                         );
@@ -466,7 +470,7 @@ impl Runtime for PodVms {
         }
         match self.start_pull(reference, auth) {
             Ok(future) => {
-                self.pulls.insert(key, Pull { future: Some(future), done: None });
+                self.pulls.insert(key, Pull { future: Some(future), done: None, started_ms: now_ms() });
                 PullStatus::Pulling
             }
             Err(why) => PullStatus::Failed(why),
