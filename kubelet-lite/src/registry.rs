@@ -64,6 +64,9 @@ pub struct PullOptions {
     pub max_manifest_bytes: usize,
     /// The most bytes the layers may add up to uncompressed (checked while the diff_ids are).
     pub max_unpacked_bytes: u64,
+    /// The most layers an image may have (a pod VM's root filesystem takes at most
+    /// `crx_abi::pod::bundle::MAX_LAYERS`).
+    pub max_layers: usize,
     /// Keep each compressed layer uncompressed too ([`Layer::unpacked`]), from the same pass
     /// that checks its diff_id: for a node that inflates a layer once, at pull time.
     pub unpack: bool,
@@ -84,6 +87,7 @@ impl PullOptions {
             max_image_bytes,
             max_manifest_bytes: MAX_MANIFEST_BYTES,
             max_unpacked_bytes: max_image_bytes.saturating_mul(4),
+            max_layers: crx_abi::pod::bundle::MAX_LAYERS,
             unpack: false,
         }
     }
@@ -217,6 +221,8 @@ pub enum PullError {
     Gzip { layer: String, message: String },
     /// The node has no memory left to hold this many bytes of the image.
     OutOfMemory { bytes: u64 },
+    /// More layers than a pod VM takes.
+    TooManyLayers { layers: usize, limit: usize },
 }
 
 fn code_suffix(code: &Option<String>) -> String {
@@ -271,6 +277,9 @@ impl fmt::Display for PullError {
                 write!(f, "the manifest has {layers} layers but the config {diff_ids} diff_ids")
             }
             PullError::Gzip { layer, message } => write!(f, "layer {layer}: {message}"),
+            PullError::TooManyLayers { layers, limit } => {
+                write!(f, "the image has {layers} layers, more than the {limit} a pod VM takes")
+            }
             PullError::OutOfMemory { bytes } => {
                 write!(f, "the node has no memory left to hold {bytes} bytes of the image")
             }
@@ -721,6 +730,9 @@ pub async fn pull_async<C: Connector>(
     };
     if !matches!(config.media_type.as_str(), manifest::OCI_CONFIG | manifest::DOCKER_CONFIG) {
         return Err(PullError::UnsupportedMediaType(config.media_type.chars().take(120).collect()));
+    }
+    if layers.len() > opts.max_layers {
+        return Err(PullError::TooManyLayers { layers: layers.len(), limit: opts.max_layers });
     }
     let kinds = layers.iter().map(|l| manifest::layer_kind(&l.media_type)).collect::<Result<Vec<_>, _>>()?;
     let needed_bytes = layers.iter().fold(config.size, |sum, l| sum.saturating_add(l.size));

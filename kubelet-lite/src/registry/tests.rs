@@ -273,6 +273,16 @@ fn reference(tag: &str) -> String {
 }
 
 #[test]
+fn an_image_with_more_layers_than_a_pod_vm_takes_is_refused_before_its_blobs() {
+    let mut reg = Registry::new(Mode::Anonymous);
+    let m = reg.add_image(OCI_MANIFEST, OCI_CONFIG, "amd64");
+    reg.tag("1.36", OCI_MANIFEST, &m);
+    let (r, reg) = run(reg, &reference("1.36"), &PullOptions { max_layers: 1, ..opts() });
+    assert_eq!(r.unwrap_err(), PullError::TooManyLayers { layers: 2, limit: 1 });
+    assert_eq!(reg.log.len(), 1, "only the manifest was fetched");
+}
+
+#[test]
 fn unpacked_layers_are_kept_on_request() {
     let mut reg = Registry::new(Mode::Anonymous);
     let m = reg.add_image(OCI_MANIFEST, OCI_CONFIG, "amd64");
