@@ -6,6 +6,8 @@
 //! A connection is plain TCP for registries the node's configuration lists as insecure and
 //! TLS (verified against the registry CA bundle) for every other; it dials the registry's
 //! configured endpoint when it has one, and resolves a host name through the stack's DNS.
+//! An endpoint is a route to the registry: the certificate is verified for the registry's
+//! own name, as the API server's is for `tls-server-name`.
 //! Pure over a [`StackAccess`], so it is tested on the host against a second stack.
 //!
 //! Bounds: 30 s to connect, 30 s of silence while reading, at most [`ROUND_BYTES`] handed
@@ -97,6 +99,7 @@ impl<A: StackAccess + Clone> Connector for RegistryConnector<A> {
         let dial = self.endpoints.get(host).map(String::as_str).unwrap_or(host);
         let default = if scheme == Scheme::Https { 443 } else { 80 };
         let (name, port) = host_port(dial, default)?;
+        let (tls_name, _) = host_port(host, default)?;
         let tls = match scheme {
             Scheme::Http => None,
             Scheme::Https => Some(self.tls.clone().ok_or_else(|| {
@@ -109,6 +112,7 @@ impl<A: StackAccess + Clone> Connector for RegistryConnector<A> {
         Ok(RegistryConn {
             access: self.access.clone(),
             name,
+            tls_name,
             port,
             tls_config: tls,
             phase: Phase::Idle,
@@ -135,7 +139,10 @@ enum Phase {
 /// One connection to a registry (or its token server).
 pub struct RegistryConn<A: StackAccess> {
     access: A,
+    /// The host dialled.
     name: String,
+    /// The name the certificate must carry: the registry's.
+    tls_name: String,
     port: u16,
     tls_config: Option<TlsConfig>,
     phase: Phase,
@@ -221,7 +228,7 @@ impl<A: StackAccess> RegistryConn<A> {
                         Ok(TcpState::Opening) => return Poll::Pending,
                         Ok(TcpState::Open | TcpState::PeerClosed) => {
                             if let Some(cfg) = &self.tls_config {
-                                match TlsSession::new(cfg, &self.name) {
+                                match TlsSession::new(cfg, &self.tls_name) {
                                     Ok(session) => self.tls = Some(session),
                                     Err(e) => return Poll::Ready(Err(self.fail(s, format!("TLS: {e}")))),
                                 }
@@ -573,5 +580,93 @@ mod tests {
         for bad in ["10.0.2", "10.0.2.256", "a.b.c.d", "1.2.3.4.5", ""] {
             assert_eq!(ipv4(bad), None, "{bad}");
         }
+    }
+
+    /// A TLS registry on 10.0.2.2:443 whose certificate is for `registry.test`, reached
+    /// through an endpoint: the client verifies the registry's name, not the endpoint's.
+    fn tls_get(cert_names: &[&str], ca_of: &str) -> Result<(u16, Vec<u8>), HttpError> {
+        use crate::net::tls::testpki::{now, os_random, pki};
+        use rustls::ServerConnection;
+        use std::io::{Read, Write};
+        let server_pki = pki(cert_names, false);
+        let ca = if ca_of == "server" { server_pki.ca_pem.clone() } else { pki(&["other"], false).ca_pem };
+        let provider = alloc::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(server_pki.chain.clone(), server_pki.key.clone_key())
+            .unwrap();
+        let mut server = ServerConnection::new(alloc::sync::Arc::new(cfg)).unwrap();
+        let net = shared();
+        let l = net.0.borrow_mut().b.tcp_listen(443).unwrap();
+        let tls = TlsConfig::new(ca.as_bytes(), now, os_random).unwrap();
+        let mut endpoints = BTreeMap::new();
+        endpoints.insert("registry.test".to_string(), "10.0.0.2:443".to_string());
+        let mut c = RegistryConnector::new(net.clone(), endpoints, Some(tls));
+        let run = async {
+            let mut conn = c.open(Scheme::Https, "registry.test")?;
+            let req = Request::new(Method::Get, "/v2/".into());
+            let mut stream =
+                AsyncStream::open(&mut conn, "registry.test", None, &req, Limits::default()).await?;
+            let mut body = Vec::new();
+            while let Some(b) = stream.next_bytes().await? {
+                body.extend_from_slice(&b);
+            }
+            Ok((stream.status, body))
+        };
+        let mut run = core::pin::pin!(run);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut answered = false;
+        for _ in 0..100_000 {
+            if let Poll::Ready(r) = run.as_mut().poll(&mut cx) {
+                return r;
+            }
+            let mut n = net.0.borrow_mut();
+            n.round += 1;
+            n.t += 10;
+            let t = n.t;
+            n.a.poll(t);
+            n.b.poll(t);
+            let mut buf = [0u8; 4096];
+            while let Ok(k) = n.b.tcp_recv(l, &mut buf) {
+                if k == 0 {
+                    break;
+                }
+                let mut rd = &buf[..k];
+                while !rd.is_empty() {
+                    if server.read_tls(&mut rd).is_err() || server.process_new_packets().is_err() {
+                        break;
+                    }
+                }
+            }
+            let mut got = [0u8; 1024];
+            if !answered && server.reader().read(&mut got).is_ok_and(|k| k > 0) {
+                answered = true;
+                server.writer().write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}").unwrap();
+                server.send_close_notify();
+            }
+            let mut out = Vec::new();
+            while server.wants_write() {
+                server.write_tls(&mut out).unwrap();
+            }
+            let mut at = 0;
+            while at < out.len() {
+                match n.b.tcp_send(l, &out[at..]) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => at += k,
+                }
+            }
+        }
+        panic!("no outcome");
+    }
+
+    #[test]
+    fn an_https_registry_is_verified_for_its_own_name_through_its_endpoint() {
+        assert_eq!(tls_get(&["registry.test"], "server").unwrap(), (200, b"{}".to_vec()));
+        let e = tls_get(&["10.0.0.2"], "server").unwrap_err().to_string();
+        assert!(e.contains("TLS"), "a certificate for the endpoint, not the registry: {e}");
+        let e = tls_get(&["registry.test"], "other").unwrap_err().to_string();
+        assert!(e.contains("TLS"), "a certificate of another CA: {e}");
     }
 }
