@@ -439,6 +439,7 @@ mod tests {
                 media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
                 kind: LayerKind::TarGzip,
                 bytes: b"gzip bytes".to_vec(),
+                size: 10,
                 unpacked: Some(layer.to_vec()),
             }],
             config_size: 100,

@@ -80,7 +80,7 @@ type PullFuture = Pin<Box<dyn Future<Output = Result<registry::Image, PullError>
 struct Pull {
     future: Option<PullFuture>,
     done: Option<Result<ImageInfo, String>>,
-    /// When it started (monotonic ms).
+    /// When it was first polled (monotonic ms); once done, when it finished.
     started_ms: u64,
 }
 
@@ -114,11 +114,19 @@ fn free_bytes() -> u64 {
     (crate::mm::frame_census().0 as u64).saturating_mul(crate::mm::PAGE_SIZE)
 }
 
-/// The most bytes of free memory one image may take, compressed and inflated together:
-/// half of what is free, so a pull cannot starve the node.
+/// Most pulls under way at once (the others wait their turn, reported as pulling): the
+/// kubelet's `maxParallelImagePulls`, so pulls cannot take every socket of the stack.
+const MAX_PARALLEL_PULLS: usize = 2;
+
+/// How long a finished pull's result waits to be asked for before it is dropped (its pod
+/// went away meanwhile).
+const PULL_RESULT_KEEP_MS: u64 = 600_000;
+
+/// The most bytes of free memory one image may take, compressed and inflated together: a
+/// quarter of what is free, so the parallel pulls together cannot starve the node.
 fn image_budget_bytes() -> u64 {
     let (free, _) = crate::mm::frame_census();
-    (free as u64).saturating_mul(crate::mm::PAGE_SIZE) / 2
+    (free as u64).saturating_mul(crate::mm::PAGE_SIZE) / 4
 }
 
 /// The wall-clock time of monotonic `ns` (the same every time it is asked, so a
@@ -219,13 +227,24 @@ impl PodVms {
         self.collect_images();
         crate::net::node::next_pull_round();
         let mut cx = core::task::Context::from_waker(core::task::Waker::noop());
+        let now = now_ms();
+        self.pulls
+            .retain(|_, p| p.future.is_some() || now.saturating_sub(p.started_ms) < PULL_RESULT_KEEP_MS);
+        let mut running = 0;
         for (reference, pull) in self.pulls.iter_mut() {
             let Some(f) = pull.future.as_mut() else { continue };
+            if running == MAX_PARALLEL_PULLS {
+                // Not polled yet: it waits its turn (a future does nothing until polled).
+                pull.started_ms = now;
+                continue;
+            }
+            running += 1;
             let core::task::Poll::Ready(result) = f.as_mut().poll(&mut cx) else { continue };
             pull.future = None;
+            let took_ms = now_ms().saturating_sub(pull.started_ms);
+            pull.started_ms = now_ms();
             pull.done = Some(match result {
                 Ok(image) => {
-                    let took_ms = now_ms().saturating_sub(pull.started_ms);
                     let added = self.store.add_pulled(&image, now_ms(), hold_layer);
                     if let Ok(info) = &added {
                         let frames = self.store.lookup(reference).map(|i| i.held_frames()).unwrap_or(0);

@@ -102,8 +102,11 @@ pub struct Layer {
     pub media_type: String,
     /// How `bytes` are compressed.
     pub kind: LayerKind,
-    /// The layer, verified.
+    /// The layer, verified (empty for a compressed layer kept unpacked: the tar is what
+    /// is used, and the compressed bytes are let go as soon as it is checked).
     pub bytes: Vec<u8>,
+    /// Bytes of the layer as the registry stores it.
+    pub size: u64,
     /// With [`PullOptions::unpack`], a compressed layer's tar (its sha256 is the diff_id).
     pub unpacked: Option<Vec<u8>>,
 }
@@ -137,7 +140,7 @@ pub struct Image {
 impl Image {
     /// Bytes of the config and the layers, as the registry stores them.
     pub fn size_bytes(&self) -> u64 {
-        self.layers.iter().fold(self.config_size, |sum, l| sum.saturating_add(l.bytes.len() as u64))
+        self.layers.iter().fold(self.config_size, |sum, l| sum.saturating_add(l.size))
     }
 
     /// `REPOSITORY@sha256:MANIFEST` (`docker.io/library/busybox@sha256:...`): the imageID
@@ -748,9 +751,18 @@ pub async fn pull_async<C: Connector>(
     let mut budget = opts.max_unpacked_bytes;
     for ((d, kind), expected) in layers.iter().zip(kinds).zip(&c.rootfs.diff_ids) {
         let bytes = s.blob(d).await?;
-        let mut layer =
-            Layer { digest: d.digest.clone(), media_type: d.media_type.clone(), kind, bytes, unpacked: None };
+        let mut layer = Layer {
+            digest: d.digest.clone(),
+            media_type: d.media_type.clone(),
+            kind,
+            bytes,
+            size: d.size,
+            unpacked: None,
+        };
         let (actual, unpacked) = diff_id(&layer, &mut budget, opts.max_unpacked_bytes, opts.unpack)?;
+        if unpacked.is_some() {
+            layer.bytes = Vec::new();
+        }
         layer.unpacked = unpacked;
         if &actual != expected {
             return Err(PullError::DiffIdMismatch {
