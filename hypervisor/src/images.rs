@@ -31,13 +31,53 @@ pub struct Held {
     pub phys: u64,
     /// How many frames.
     pub frames: usize,
+    /// Bytes of the layer (the rest of the last frame is zero).
+    pub len: u64,
     release: fn(u64, usize),
 }
 
 impl Held {
-    /// Frames `phys..phys + frames * 4096`, given back with `release(phys, frames)`.
-    pub fn new(phys: u64, frames: usize, release: fn(u64, usize)) -> Held {
-        Held { phys, frames, release }
+    /// Frames `phys..phys + frames * 4096` holding `len` bytes of a layer, given back with
+    /// `release(phys, frames)`.
+    pub fn new(phys: u64, frames: usize, len: u64, release: fn(u64, usize)) -> Held {
+        Held { phys, frames, len, release }
+    }
+}
+
+/// The pulled layers the node holds, by blob digest, with the diff_id each was checked
+/// against: shared between the store and the pulls under way (which fill it), each entry
+/// weak, so a layer lives as long as an image or a pod VM has it.
+#[derive(Clone, Default)]
+pub struct LayerCache(Arc<spin::Mutex<LayerMap>>);
+
+/// Blob digest → the layer held for it and the diff_id it was checked against.
+type LayerMap = BTreeMap<String, (Weak<Held>, String)>;
+
+impl LayerCache {
+    /// The layer held for blob `digest`, if it is still held and was checked against
+    /// `diff_id`.
+    pub fn get(&self, digest: &str, diff_id: &str) -> Option<Arc<Held>> {
+        let map = self.0.lock();
+        map.get(digest).filter(|(_, d)| d == diff_id).and_then(|(w, _)| w.upgrade())
+    }
+
+    /// Notes a layer just stored.
+    pub fn insert(&self, digest: &str, diff_id: &str, held: &Arc<Held>) {
+        self.0.lock().insert(digest.into(), (Arc::downgrade(held), diff_id.into()));
+    }
+
+    /// Forgets layers nothing holds any more.
+    fn prune(&self) {
+        self.0.lock().retain(|_, (w, _)| w.strong_count() > 0);
+    }
+
+    /// Bytes of frames the held layers take.
+    fn bytes(&self) -> u64 {
+        self.0.lock().values().filter_map(|(w, _)| w.upgrade()).map(|h| h.frames as u64 * PAGE).sum()
+    }
+
+    fn len(&self) -> usize {
+        self.0.lock().len()
     }
 }
 
@@ -164,8 +204,8 @@ pub struct Store {
     images: Vec<Entry>,
     /// The crx-guest pulled images run with: the first image bundle's.
     guest: Option<&'static [u8]>,
-    /// Pulled layers by blob digest, held once however many images have them.
-    layers: BTreeMap<String, Weak<Held>>,
+    /// Pulled layers, held once however many images have them.
+    layers: LayerCache,
 }
 
 impl core::fmt::Debug for Store {
@@ -230,44 +270,31 @@ impl Store {
         Ok((names, Image { config, guest: bundle.guest(), layers, repo_digest: None }))
     }
 
-    /// Adds a pulled image: crx-guest, its description, and its layers' tars, each layer
-    /// held once per node (by blob digest: a layer another image already holds is not
-    /// copied again), in frames `hold` copies it into. Names the image answers to leave any
-    /// older image that had them (a tag that moved). `now` marks it used. Returns what the
-    /// node reports.
+    /// The layer cache pulls fill.
+    pub fn layer_cache(&self) -> LayerCache {
+        self.layers.clone()
+    }
+
+    /// Adds a pulled image: crx-guest, its description, and its layers (`stored`, in order,
+    /// as the pull put them in the layer cache). Names the image answers to leave any older
+    /// image that had them (a tag that moved). `now` marks it used. Returns what the node
+    /// reports.
     pub fn add_pulled(
         &mut self,
         image: &kubelet_lite::registry::Image,
+        stored: Vec<Arc<Held>>,
         now: u64,
-        mut hold: impl FnMut(&[u8]) -> Option<Held>,
     ) -> Result<kubelet_lite::runtime::ImageInfo, String> {
         let guest = self.guest.ok_or_else(|| {
             String::from("this node has no crx-guest to run pulled images with (its boot image carries no image bundle)")
         })?;
-        let mut layers = Vec::new();
-        for l in &image.layers {
-            let tar = l.tar().ok_or_else(|| format!("layer {} was not unpacked", l.digest))?;
-            let held = match self.layers.get(&l.digest).and_then(Weak::upgrade) {
-                Some(h) => h,
-                None => {
-                    let h = Arc::new(hold(tar).ok_or_else(|| {
-                        format!(
-                            "no {} KiB of contiguous memory left for layer {}",
-                            tar.len().div_ceil(1024),
-                            l.digest
-                        )
-                    })?);
-                    self.layers.insert(l.digest.clone(), Arc::downgrade(&h));
-                    h
-                }
-            };
-            layers.push(ImageLayer {
-                hpa: held.phys,
-                len: tar.len() as u64,
-                kind: LayerKind::Tar,
-                hold: Some(held),
-            });
+        if stored.len() != image.layers.len() {
+            return Err(format!("{} layers pulled for an image of {}", stored.len(), image.layers.len()));
         }
+        let layers = stored
+            .into_iter()
+            .map(|h| ImageLayer { hpa: h.phys, len: h.len, kind: LayerKind::Tar, hold: Some(h) })
+            .collect();
         let repo_digest = image.repo_digest();
         let mut names = Vec::new();
         for n in image.config.names.iter().chain(core::iter::once(&repo_digest)) {
@@ -277,6 +304,20 @@ impl Store {
                     names.push(n);
                 }
             }
+        }
+        // The same image pulled by another name: one entry, answering to every name.
+        if let Some(e) = self.images.iter_mut().find(|e| e.image.repo_digest.as_ref() == Some(&repo_digest)) {
+            let new: Vec<String> = names.iter().filter(|n| !e.names.contains(n)).cloned().collect();
+            e.names.extend(new.iter().cloned());
+            e.last_used = now;
+            let (names, info) = (e.names.clone(), e.image.info(&e.names));
+            for other in &mut self.images {
+                if other.image.repo_digest.as_ref() != Some(&repo_digest) {
+                    other.names.retain(|n| !names.contains(n));
+                }
+            }
+            self.images.retain(|e| !e.names.is_empty());
+            return Ok(info);
         }
         for old in &mut self.images {
             old.names.retain(|n| !names.contains(n));
@@ -292,7 +333,7 @@ impl Store {
     }
 
     fn prune_layers(&mut self) {
-        self.layers.retain(|_, w| w.strong_count() > 0);
+        self.layers.prune();
     }
 
     /// The image `reference` names (normalised first: `busybox` finds
@@ -335,7 +376,7 @@ impl Store {
 
     /// Bytes the pulled layers hold (each once).
     pub fn pulled_bytes(&self) -> u64 {
-        self.layers.values().filter_map(Weak::upgrade).map(|h| h.frames as u64 * PAGE).sum()
+        self.layers.bytes()
     }
 
     /// Evicts pulled images no pod VM holds, least recently used first, while `pressed()`
@@ -386,14 +427,37 @@ mod tests {
     }
 
     /// Holds a layer at a made-up address, counting frames out and back.
-    fn fake_hold(b: &[u8]) -> Option<Held> {
+    fn fake_hold(b: &[u8]) -> Held {
         let frames = b.len().div_ceil(PAGE as usize).max(1);
         let (out, back) = FRAMES.get();
         FRAMES.set((out + frames, back));
-        Some(Held::new(0x1000_0000 + (out as u64) * PAGE, frames, |_, n| {
+        Held::new(0x1000_0000 + (out as u64) * PAGE, frames, b.len() as u64, |_, n| {
             let (out, back) = FRAMES.get();
             FRAMES.set((out, back + n));
-        }))
+        })
+    }
+
+    /// What a pull does with the layer cache: a layer it holds is reused, any other is
+    /// held anew and noted; then the image goes into the store.
+    fn pull_into_store(
+        store: &mut Store,
+        image: &kubelet_lite::registry::Image,
+        now: u64,
+    ) -> Result<kubelet_lite::runtime::ImageInfo, String> {
+        let cache = store.layer_cache();
+        let stored = image
+            .layers
+            .iter()
+            .map(|l| {
+                let diff_id = kubelet_lite::registry::sha256_digest(l.tar().unwrap());
+                cache.get(&l.digest, &diff_id).unwrap_or_else(|| {
+                    let h = Arc::new(fake_hold(l.tar().unwrap()));
+                    cache.insert(&l.digest, &diff_id, &h);
+                    h
+                })
+            })
+            .collect();
+        store.add_pulled(image, stored, now)
     }
 
     fn image(names: &str) -> &'static [u8] {
@@ -453,7 +517,7 @@ mod tests {
     #[test]
     fn pulled_images_answer_to_their_tag_and_digest_and_a_moved_tag_moves() {
         let (mut store, _) = Store::from_modules(&[image(r#"["busybox"]"#)]);
-        let info = store.add_pulled(&pulled("v1", D1, b"tar one"), 1, fake_hold).unwrap();
+        let info = pull_into_store(&mut store, &pulled("v1", D1, b"tar one"), 1).unwrap();
         assert_eq!(info.id, format!("127.0.0.1:5000/tools/x@{D1}"));
         assert_eq!(info.names, [String::from("127.0.0.1:5000/tools/x:v1"), info.id.clone()]);
         let i = store.lookup("127.0.0.1:5000/tools/x:v1").unwrap();
@@ -461,15 +525,30 @@ mod tests {
         assert_eq!(i.guest, b"\x7fELF", "the boot image's crx-guest");
         assert!(store.lookup(&format!("127.0.0.1:5000/tools/x@{D1}")).is_ok());
         // The tag moves to a new image; the old one keeps its digest.
-        store.add_pulled(&pulled("v1", D2, b"tar two"), 2, fake_hold).unwrap();
+        pull_into_store(&mut store, &pulled("v1", D2, b"tar two"), 2).unwrap();
         let now = store.lookup("127.0.0.1:5000/tools/x:v1").unwrap();
         assert_eq!(now.repo_digest.as_deref(), Some(&*format!("127.0.0.1:5000/tools/x@{D2}")));
         assert!(store.lookup(&format!("127.0.0.1:5000/tools/x@{D1}")).is_ok());
         assert_eq!(store.images().count(), 3);
-        // No memory, or no crx-guest on the node.
-        let e = store.add_pulled(&pulled("v2", D3, b"x"), 3, |_| None).unwrap_err();
-        assert!(e.contains("no ") && e.contains("memory"), "{e}");
-        let e = Store::default().add_pulled(&pulled("v2", D3, b"x"), 3, fake_hold).unwrap_err();
+        // The same image by digest: one entry, answering to its tag and its digest still.
+        let by_digest = kubelet_lite::registry::Image {
+            config: ImageConfig {
+                names: alloc::vec![format!("127.0.0.1:5000/tools/x@{D2}")],
+                ..pulled("v1", D2, b"tar two").config
+            },
+            ..pulled("v1", D2, b"tar two")
+        };
+        let count = store.images().count();
+        let info = pull_into_store(&mut store, &by_digest, 3).unwrap();
+        assert_eq!(store.images().count(), count);
+        assert_eq!(
+            info.names,
+            [String::from("127.0.0.1:5000/tools/x:v1"), format!("127.0.0.1:5000/tools/x@{D2}")]
+        );
+        // Layers that do not match the image, or no crx-guest on the node.
+        let e = store.add_pulled(&pulled("v2", D3, b"x"), Vec::new(), 3).unwrap_err();
+        assert!(e.contains("0 layers pulled for an image of 1"), "{e}");
+        let e = pull_into_store(&mut Store::default(), &pulled("v2", D3, b"x"), 3).unwrap_err();
         assert!(e.contains("no crx-guest"), "{e}");
     }
 
@@ -478,12 +557,12 @@ mod tests {
         FRAMES.set((0, 0));
         let (mut store, _) = Store::from_modules(&[image(r#"["busybox"]"#)]);
         let big = alloc::vec![7u8; 3 * PAGE as usize];
-        store.add_pulled(&pulled("a", D1, &big), 10, fake_hold).unwrap();
+        pull_into_store(&mut store, &pulled("a", D1, &big), 10).unwrap();
         // Another image with the same layer does not copy it again.
-        store.add_pulled(&pulled("b", D2, &big), 20, fake_hold).unwrap();
+        pull_into_store(&mut store, &pulled("b", D2, &big), 20).unwrap();
         assert_eq!(FRAMES.get(), (3, 0));
         assert_eq!(store.pulled_bytes(), 3 * PAGE);
-        store.add_pulled(&pulled("c", D3, b"small"), 30, fake_hold).unwrap();
+        pull_into_store(&mut store, &pulled("c", D3, b"small"), 30).unwrap();
         assert_eq!(FRAMES.get(), (4, 0));
         // A pod VM holds "c"; the boot image's busybox is never evicted.
         let in_use = store.lookup("127.0.0.1:5000/tools/x:c").unwrap();
@@ -497,7 +576,7 @@ mod tests {
         assert!(store.lookup("busybox").is_ok() && store.lookup("127.0.0.1:5000/tools/x:c").is_ok());
         // Evicting stops once the pressure is gone.
         drop(in_use);
-        store.add_pulled(&pulled("a", D1, &big), 40, fake_hold).unwrap();
+        pull_into_store(&mut store, &pulled("a", D1, &big), 40).unwrap();
         let mut asked = 0;
         let evicted = store.evict_unused(|| {
             asked += 1;

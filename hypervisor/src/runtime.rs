@@ -17,7 +17,8 @@
 //! not take commands), the whole VM is stopped. A VM the hypervisor stops (a broken or
 //! hostile guest) or that runs out of memory ends its running containers with a reason.
 
-use crate::images::{GcPolicy, Held, Store};
+use crate::images::{GcPolicy, Held, LayerCache, Store};
+use crate::mm::direct::FrameRun;
 use crate::net::node::NodeStack;
 use crate::net::registry::RegistryConnector;
 use crate::net::tls::TlsConfig;
@@ -37,7 +38,7 @@ use core::pin::Pin;
 use crx_abi::pod::Command;
 use kubelet_lite::image::Reference;
 use kubelet_lite::nodecfg::Registries;
-use kubelet_lite::registry::{self, PullError, PullOptions, Scheme};
+use kubelet_lite::registry::{self, LayerStore, PullError, PullOptions, Scheme};
 use kubelet_lite::runtime::{
     ContainerRef, ImageInfo, LogLine, LogView, PullStatus, RegistryAuth, Runtime, RuntimeError, RuntimeState,
 };
@@ -63,18 +64,81 @@ struct PodVm {
     stops: BTreeMap<usize, Stop>,
 }
 
-/// Holds a layer in frames of its own, given back to the allocator when the last image and
-/// pod VM that use it let go.
-fn hold_layer(bytes: &[u8]) -> Option<Held> {
-    let (phys, frames) = crate::mm::direct::hold_bytes(bytes)?;
-    Some(Held::new(phys, frames, |phys, frames| {
-        if let Err(e) = crate::mm::free_run(phys, frames) {
-            log::warn!("images: giving back a layer's frames: {e}");
-        }
-    }))
+/// Gives a pulled layer's frames back once the last image and pod VM using it let go.
+fn release_layer(phys: u64, frames: usize) {
+    if let Err(e) = crate::mm::free_run(phys, frames) {
+        log::warn!("images: giving back a layer's frames: {e}");
+    }
 }
 
-type PullFuture = Pin<Box<dyn Future<Output = Result<registry::Image, PullError>> + Send>>;
+/// The layer store of a pull on the node: each tar written straight into frames of its own
+/// as it is inflated (sized by the gzip trailer or the tar's length), kept in the node's
+/// layer cache once its diff_id is checked.
+struct FrameLayers {
+    cache: LayerCache,
+    /// The layer being written: its digest, its frames, bytes written, bytes expected.
+    current: Option<(String, FrameRun, usize, usize)>,
+}
+
+impl LayerStore for FrameLayers {
+    type Stored = alloc::sync::Arc<Held>;
+
+    fn reuse(&mut self, digest: &str, diff_id: &str) -> Option<Self::Stored> {
+        self.cache.get(digest, diff_id)
+    }
+
+    fn begin(&mut self, digest: &str, len_hint: u64) -> Result<(), PullError> {
+        let len = usize::try_from(len_hint).map_err(|_| PullError::OutOfMemory { bytes: len_hint })?;
+        let frames = len.div_ceil(crate::mm::PAGE_SIZE as usize);
+        let run = FrameRun::new(frames).ok_or(PullError::OutOfMemory { bytes: len_hint })?;
+        self.current = Some((digest.into(), run, 0, len));
+        Ok(())
+    }
+
+    fn write(&mut self, chunk: &[u8]) -> Result<(), PullError> {
+        let Some((digest, run, at, len)) = self.current.as_mut() else {
+            return Err(PullError::Gzip {
+                layer: String::new(),
+                message: String::from("a write before its layer"),
+            });
+        };
+        if at.saturating_add(chunk.len()) > *len || !run.write(*at, chunk) {
+            return Err(PullError::Gzip {
+                layer: digest.clone(),
+                message: format!("inflates past the {len} bytes its gzip trailer gives"),
+            });
+        }
+        *at += chunk.len();
+        Ok(())
+    }
+
+    fn finish(&mut self, diff_id: &str) -> Result<Self::Stored, PullError> {
+        let Some((digest, mut run, at, len)) = self.current.take() else {
+            return Err(PullError::Gzip {
+                layer: String::new(),
+                message: String::from("no layer to finish"),
+            });
+        };
+        if at != len {
+            return Err(PullError::Gzip {
+                layer: digest,
+                message: format!("inflates to {at} bytes, its gzip trailer gives {len}"),
+            });
+        }
+        run.zero_from(at);
+        let (phys, frames) = run.into_raw();
+        let held = alloc::sync::Arc::new(Held::new(phys, frames, at as u64, release_layer));
+        self.cache.insert(&digest, diff_id, &held);
+        Ok(held)
+    }
+
+    fn abort(&mut self) {
+        self.current = None;
+    }
+}
+
+type PullFuture =
+    Pin<Box<dyn Future<Output = Result<(registry::Image, Vec<alloc::sync::Arc<Held>>), PullError>> + Send>>;
 
 /// A pull under way, or its result until it is asked for.
 struct Pull {
@@ -209,15 +273,16 @@ impl PodVms {
         let budget = image_budget_bytes();
         let mut opts = PullOptions::new(scheme, budget / 3);
         opts.max_unpacked_bytes = budget.saturating_sub(opts.max_image_bytes);
-        opts.unpack = true;
+
         opts.credentials = auth
             .iter()
             .find(|a| a.registry == reference.registry)
             .map(|a| (a.username.clone(), a.password.clone()));
         let connector = RegistryConnector::new(NodeStack, p.registries.endpoints.clone(), p.tls.clone());
+        let layers = FrameLayers { cache: self.store.layer_cache(), current: None };
         Ok(Box::pin(async move {
-            let mut connector = connector;
-            registry::pull_async(&mut connector, &reference, &opts).await
+            let (mut connector, mut layers) = (connector, layers);
+            registry::pull_into(&mut connector, &reference, &opts, &mut layers).await
         }))
     }
 
@@ -244,8 +309,8 @@ impl PodVms {
             let took_ms = now_ms().saturating_sub(pull.started_ms);
             pull.started_ms = now_ms();
             pull.done = Some(match result {
-                Ok(image) => {
-                    let added = self.store.add_pulled(&image, now_ms(), hold_layer);
+                Ok((image, stored)) => {
+                    let added = self.store.add_pulled(&image, stored, now_ms());
                     if let Ok(info) = &added {
                         let frames = self.store.lookup(reference).map(|i| i.held_frames()).unwrap_or(0);
                         crate::kprintln!(

@@ -715,6 +715,186 @@ pub async fn pull_async<C: Connector>(
     reference: &Reference,
     opts: &PullOptions,
 ) -> Result<Image, PullError> {
+    let (mut s, resolved) = resolve(connector, reference, opts).await?;
+    let mut out = Vec::with_capacity(resolved.layers.len());
+    let mut budget = opts.max_unpacked_bytes;
+    for ((d, kind), expected) in resolved.layers.iter().zip(&resolved.kinds).zip(&resolved.diff_ids) {
+        let bytes = s.blob(d).await?;
+        let mut layer = Layer {
+            digest: d.digest.clone(),
+            media_type: d.media_type.clone(),
+            kind: *kind,
+            bytes,
+            size: d.size,
+            unpacked: None,
+        };
+        let (actual, unpacked) = diff_id(&layer, &mut budget, opts.max_unpacked_bytes, opts.unpack)?;
+        if unpacked.is_some() {
+            layer.bytes = Vec::new();
+        }
+        layer.unpacked = unpacked;
+        if &actual != expected {
+            return Err(PullError::DiffIdMismatch {
+                layer: layer.digest,
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        out.push(layer);
+    }
+    Ok(resolved.image(reference, out))
+}
+
+/// Where a node keeps the layers it pulls: each layer's tar written as it is inflated, and
+/// what it already holds, so that a layer is neither fetched nor inflated twice.
+pub trait LayerStore {
+    /// What a stored layer is to the node.
+    type Stored;
+    /// The layer already held for blob `digest`, if its tar hashes to `diff_id`.
+    fn reuse(&mut self, digest: &str, diff_id: &str) -> Option<Self::Stored>;
+    /// Starts the tar of blob `digest`: `len_hint` bytes, as a plain tar's size or a gzip
+    /// trailer says (an allegation: the bytes written are what counts).
+    fn begin(&mut self, digest: &str, len_hint: u64) -> Result<(), PullError>;
+    /// The tar's next bytes.
+    fn write(&mut self, chunk: &[u8]) -> Result<(), PullError>;
+    /// The tar is whole and hashes to `diff_id`: keep it.
+    fn finish(&mut self, diff_id: &str) -> Result<Self::Stored, PullError>;
+    /// The tar failed a check or the pull ended: let go of what was written.
+    fn abort(&mut self);
+}
+
+/// The size a gzip member says it inflates to (its trailer's ISIZE, modulo 2^32).
+fn gzip_isize(gz: &[u8]) -> Option<u64> {
+    let tail: [u8; 4] = gz.get(gz.len().checked_sub(4)?..)?.try_into().ok()?;
+    Some(u64::from(u32::from_le_bytes(tail)))
+}
+
+/// Inflates (or copies) one verified blob into `store`, checking its diff_id; `budget` is
+/// what the layers may still unpack to.
+fn store_layer<S: LayerStore>(
+    store: &mut S,
+    d: &Descriptor,
+    kind: LayerKind,
+    bytes: &[u8],
+    expected: &str,
+    budget: &mut u64,
+    limit_bytes: u64,
+) -> Result<S::Stored, PullError> {
+    let mut h = Sha256::new();
+    let written = match kind {
+        LayerKind::Tar => {
+            *budget =
+                budget.checked_sub(bytes.len() as u64).ok_or(PullError::UnpackedTooLarge { limit_bytes })?;
+            store.begin(&d.digest, bytes.len() as u64)?;
+            h.update(bytes);
+            store.write(bytes)
+        }
+        LayerKind::TarGzip => {
+            store.begin(&d.digest, gzip_isize(bytes).unwrap_or(0))?;
+            let mut failed = None;
+            let cap = usize::try_from(*budget).unwrap_or(usize::MAX);
+            let sink = |c: &[u8]| {
+                h.update(c);
+                if failed.is_none() {
+                    failed = store.write(c).err();
+                }
+            };
+            match crx_fs::gzip::gunzip_chunks(bytes, cap, sink) {
+                Ok(n) => {
+                    *budget = budget.saturating_sub(n as u64);
+                    failed.map_or(Ok(()), Err)
+                }
+                Err(crx_fs::gzip::GzipError::TooLarge { .. }) => {
+                    Err(PullError::UnpackedTooLarge { limit_bytes })
+                }
+                Err(e) => Err(PullError::Gzip { layer: d.digest.clone(), message: e.to_string() }),
+            }
+        }
+    };
+    let actual = hex_digest(&h.finalize());
+    match written {
+        Err(e) => {
+            store.abort();
+            Err(e)
+        }
+        Ok(()) if actual != expected => {
+            store.abort();
+            Err(PullError::DiffIdMismatch { layer: d.digest.clone(), expected: expected.to_string(), actual })
+        }
+        Ok(()) => store.finish(expected).inspect_err(|_| store.abort()),
+    }
+}
+
+/// Pulls `reference` as [`pull_async`] does, each layer's tar going into `store` as it is
+/// inflated (a layer `store` already holds is neither fetched nor inflated), so at most one
+/// compressed layer is held in memory at a time. The image's layers come back without bytes;
+/// the stored layers, in order, beside them.
+pub async fn pull_into<C: Connector, S: LayerStore>(
+    connector: &mut C,
+    reference: &Reference,
+    opts: &PullOptions,
+    store: &mut S,
+) -> Result<(Image, Vec<S::Stored>), PullError> {
+    let (mut s, resolved) = resolve(connector, reference, opts).await?;
+    let mut out = Vec::with_capacity(resolved.layers.len());
+    let mut stored = Vec::with_capacity(resolved.layers.len());
+    let mut budget = opts.max_unpacked_bytes;
+    for ((d, kind), expected) in resolved.layers.iter().zip(&resolved.kinds).zip(&resolved.diff_ids) {
+        let held = match store.reuse(&d.digest, expected) {
+            Some(held) => held,
+            None => {
+                let bytes = s.blob(d).await?;
+                store_layer(store, d, *kind, &bytes, expected, &mut budget, opts.max_unpacked_bytes)?
+            }
+        };
+        stored.push(held);
+        out.push(Layer {
+            digest: d.digest.clone(),
+            media_type: d.media_type.clone(),
+            kind: *kind,
+            bytes: Vec::new(),
+            size: d.size,
+            unpacked: None,
+        });
+    }
+    Ok((resolved.image(reference, out), stored))
+}
+
+/// What a pull learns before its layers: the manifest, the config, the layers to fetch.
+struct Resolved {
+    manifest_digest: String,
+    config: Descriptor,
+    run: manifest::RunConfig,
+    layers: Vec<Descriptor>,
+    kinds: Vec<LayerKind>,
+    diff_ids: Vec<String>,
+}
+
+impl Resolved {
+    fn image(self, reference: &Reference, layers: Vec<Layer>) -> Image {
+        let run = self.run;
+        Image {
+            manifest_digest: self.manifest_digest,
+            config: ImageConfig {
+                names: alloc::vec![reference.to_string()],
+                id: self.config.digest.clone(),
+                entrypoint: run.entrypoint.unwrap_or_default(),
+                cmd: run.cmd.unwrap_or_default(),
+                env: run.env.unwrap_or_default(),
+                working_dir: run.working_dir.unwrap_or_default(),
+            },
+            layers,
+            config_size: self.config.size,
+        }
+    }
+}
+
+/// The manifest (through an index to the linux/amd64 one), its checks, and the config.
+async fn resolve<'c, C: Connector>(
+    connector: &'c mut C,
+    reference: &Reference,
+    opts: &'c PullOptions,
+) -> Result<(Session<'c, C>, Resolved), PullError> {
     let mut s = Session {
         connector,
         opts,
@@ -747,46 +927,8 @@ pub async fn pull_async<C: Connector>(
     if c.rootfs.diff_ids.len() != layers.len() {
         return Err(PullError::DiffIdCount { layers: layers.len(), diff_ids: c.rootfs.diff_ids.len() });
     }
-    let mut out = Vec::with_capacity(layers.len());
-    let mut budget = opts.max_unpacked_bytes;
-    for ((d, kind), expected) in layers.iter().zip(kinds).zip(&c.rootfs.diff_ids) {
-        let bytes = s.blob(d).await?;
-        let mut layer = Layer {
-            digest: d.digest.clone(),
-            media_type: d.media_type.clone(),
-            kind,
-            bytes,
-            size: d.size,
-            unpacked: None,
-        };
-        let (actual, unpacked) = diff_id(&layer, &mut budget, opts.max_unpacked_bytes, opts.unpack)?;
-        if unpacked.is_some() {
-            layer.bytes = Vec::new();
-        }
-        layer.unpacked = unpacked;
-        if &actual != expected {
-            return Err(PullError::DiffIdMismatch {
-                layer: layer.digest,
-                expected: expected.clone(),
-                actual,
-            });
-        }
-        out.push(layer);
-    }
     let run = c.config.unwrap_or_default();
-    Ok(Image {
-        manifest_digest,
-        config: ImageConfig {
-            names: alloc::vec![reference.to_string()],
-            id: config.digest.clone(),
-            entrypoint: run.entrypoint.unwrap_or_default(),
-            cmd: run.cmd.unwrap_or_default(),
-            env: run.env.unwrap_or_default(),
-            working_dir: run.working_dir.unwrap_or_default(),
-        },
-        layers: out,
-        config_size: config.size,
-    })
+    Ok((s, Resolved { manifest_digest, config, run, layers, kinds, diff_ids: c.rootfs.diff_ids }))
 }
 
 #[cfg(test)]

@@ -42,23 +42,65 @@ pub fn physical(bytes: &'static [u8]) -> u64 {
     bytes.as_ptr() as u64
 }
 
-/// Copies `bytes` into contiguous frames of their own, zero-padded to whole pages, and
-/// returns where they are: (host physical address, frames). The caller owns the frames
-/// (and gives them back with `free_run` once nothing maps them). `None` when no such run
-/// of frames is free.
-pub fn hold_bytes(bytes: &[u8]) -> Option<(u64, usize)> {
-    let page = super::PAGE_SIZE as usize;
-    let frames = bytes.len().div_ceil(page).max(1);
-    let phys = super::alloc_run(frames, super::PAGE_SIZE).ok()?;
-    let len = frames * page;
-    // SAFETY: the allocator just gave us `frames` frames at `phys`, which no one else uses
-    // yet, and all RAM is identity-mapped read-write: writing `len` bytes there touches
-    // only those frames.
-    unsafe {
-        core::ptr::copy_nonoverlapping(bytes.as_ptr(), phys as *mut u8, bytes.len());
-        core::ptr::write_bytes((phys as *mut u8).add(bytes.len()), 0, len - bytes.len());
+/// Contiguous frames owned by their holder, written through the direct map and given back
+/// on drop (unless [`FrameRun::into_raw`] hands them on).
+pub struct FrameRun {
+    phys: u64,
+    frames: usize,
+}
+
+impl FrameRun {
+    /// `frames` (at least one) contiguous frames, not zeroed; `None` when no such run is
+    /// free.
+    pub fn new(frames: usize) -> Option<FrameRun> {
+        let frames = frames.max(1);
+        let phys = super::alloc_run(frames, super::PAGE_SIZE).ok()?;
+        Some(FrameRun { phys, frames })
     }
-    Some((phys, frames))
+
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        self.frames * super::PAGE_SIZE as usize
+    }
+
+    /// Never: a run holds at least one frame.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Copies `data` to offset `at`; `false` (and nothing written) when it does not fit.
+    pub fn write(&mut self, at: usize, data: &[u8]) -> bool {
+        if at.checked_add(data.len()).is_none_or(|end| end > self.len()) {
+            return false;
+        }
+        // SAFETY: the range is inside the run (checked above), whose frames this handle owns
+        // alone; all RAM is identity-mapped read-write.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), (self.phys as *mut u8).add(at), data.len()) };
+        true
+    }
+
+    /// Zeroes everything from offset `at` to the end.
+    pub fn zero_from(&mut self, at: usize) {
+        let at = at.min(self.len());
+        // SAFETY: as in `write`: `at..len` is inside the run.
+        unsafe { core::ptr::write_bytes((self.phys as *mut u8).add(at), 0, self.len() - at) };
+    }
+
+    /// Hands the frames on: (host physical address, frames). The caller gives them back with
+    /// `free_run` once nothing maps them.
+    pub fn into_raw(self) -> (u64, usize) {
+        let raw = (self.phys, self.frames);
+        core::mem::forget(self);
+        raw
+    }
+}
+
+impl Drop for FrameRun {
+    fn drop(&mut self) {
+        if let Err(e) = super::free_run(self.phys, self.frames) {
+            warn!("mm: giving back a run of {} frames at {:#x}: {e}", self.frames, self.phys);
+        }
+    }
 }
 
 /// Boot module `index`'s bytes, when the loader gave one inside usable RAM.

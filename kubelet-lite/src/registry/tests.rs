@@ -765,3 +765,101 @@ fn a_pull_over_connections_that_wait_is_polled_to_its_end() {
     // its connect, its write and every read.
     assert!(polls > 6 * 3, "{polls} polls: the pull did not wait");
 }
+
+/// A layer store in memory: tars by blob digest, with what was begun, aborted and kept.
+#[derive(Default)]
+struct Tars {
+    kept: BTreeMap<String, (String, Vec<u8>)>,
+    current: Option<(String, u64, Vec<u8>)>,
+    /// Refuse writes past this many bytes of one tar (a node out of frames).
+    room: Option<usize>,
+    aborted: usize,
+}
+
+impl LayerStore for Tars {
+    type Stored = Vec<u8>;
+    fn reuse(&mut self, digest: &str, diff_id: &str) -> Option<Vec<u8>> {
+        self.kept.get(digest).filter(|(d, _)| d == diff_id).map(|(_, t)| t.clone())
+    }
+    fn begin(&mut self, digest: &str, len_hint: u64) -> Result<(), PullError> {
+        self.current = Some((digest.into(), len_hint, Vec::new()));
+        Ok(())
+    }
+    fn write(&mut self, chunk: &[u8]) -> Result<(), PullError> {
+        let (_, _, t) = self.current.as_mut().unwrap();
+        if self.room.is_some_and(|r| t.len() + chunk.len() > r) {
+            return Err(PullError::OutOfMemory { bytes: (t.len() + chunk.len()) as u64 });
+        }
+        t.extend_from_slice(chunk);
+        Ok(())
+    }
+    fn finish(&mut self, diff_id: &str) -> Result<Vec<u8>, PullError> {
+        let (digest, hint, tar) = self.current.take().unwrap();
+        assert_eq!(hint, tar.len() as u64, "the length hint of {digest}");
+        self.kept.insert(digest, (diff_id.into(), tar.clone()));
+        Ok(tar)
+    }
+    fn abort(&mut self) {
+        self.current = None;
+        self.aborted += 1;
+    }
+}
+
+fn run_into(reg: Registry, reference: &str, tars: &mut Tars) -> (Result<Vec<Vec<u8>>, PullError>, Registry) {
+    let shared = Rc::new(RefCell::new(reg));
+    let r = crate::http::block_on(pull_into(
+        &mut Fake(shared.clone()),
+        &Reference::parse(reference).unwrap(),
+        &opts(),
+        tars,
+    ));
+    let reg = Rc::try_unwrap(shared).ok().unwrap().into_inner();
+    (
+        r.map(|(img, stored)| {
+            assert!(img.layers.iter().all(|l| l.bytes.is_empty() && l.unpacked.is_none()));
+            stored
+        }),
+        reg,
+    )
+}
+
+#[test]
+fn layers_go_into_the_store_as_they_inflate_and_a_held_layer_is_not_fetched_again() {
+    let mut reg = Registry::new(Mode::Anonymous);
+    let m = reg.add_image(OCI_MANIFEST, OCI_CONFIG, "amd64");
+    reg.tag("1.36", OCI_MANIFEST, &m);
+    reg.tag("again", OCI_MANIFEST, &m);
+    let mut tars = Tars::default();
+    let (r, reg) = run_into(reg, &reference("1.36"), &mut tars);
+    assert_eq!(r.unwrap(), [b"layer one tar bytes".to_vec(), b"layer two: a plain tar".to_vec()]);
+    let blobs = reg.log.iter().filter(|l| l.path.contains("/blobs/")).count();
+    assert_eq!(blobs, 3, "config and two layers");
+    // The same layers again: only the manifest and the config are fetched.
+    let (r, reg) = run_into(reg, &reference("again"), &mut tars);
+    assert_eq!(r.unwrap().len(), 2);
+    assert_eq!(reg.log.iter().filter(|l| l.path.contains("/blobs/")).count(), blobs + 1);
+    assert_eq!(tars.aborted, 0);
+}
+
+#[test]
+fn a_layer_that_fails_its_diff_id_or_finds_no_room_is_let_go() {
+    let mut reg = Registry::new(Mode::Anonymous);
+    let l1 = gz(b"the real tar");
+    let cfg = format!(
+        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
+        sha256_digest(b"another tar")
+    );
+    let m = reg.add_image_with(OCI_MANIFEST, OCI_CONFIG, cfg.as_bytes(), &[(DOCKER_LAYER_GZIP, l1)]);
+    reg.tag("bad", OCI_MANIFEST, &m);
+    let mut tars = Tars::default();
+    let (r, _) = run_into(reg, &reference("bad"), &mut tars);
+    assert!(matches!(r, Err(PullError::DiffIdMismatch { .. })), "{r:?}");
+    assert_eq!((tars.aborted, tars.kept.len()), (1, 0));
+    let mut reg = Registry::new(Mode::Anonymous);
+    let m = reg.add_image(OCI_MANIFEST, OCI_CONFIG, "amd64");
+    reg.tag("1.36", OCI_MANIFEST, &m);
+    let mut tars = Tars { room: Some(4), ..Tars::default() };
+    let (r, _) = run_into(reg, &reference("1.36"), &mut tars);
+    assert!(matches!(r, Err(PullError::OutOfMemory { .. })), "{r:?}");
+    assert_eq!((tars.aborted, tars.kept.len()), (1, 0));
+}
