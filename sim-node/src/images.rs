@@ -101,15 +101,26 @@ impl Registries {
         self.images.iter().find(|i| i.names.iter().any(|n| n == reference))
     }
 
-    /// Keeps `info`: the names it answers to leave the images that had them (a tag that
-    /// moved), and an image left with no name is forgotten.
+    /// Keeps `info`: the names it answers to leave the other images that had them (a tag
+    /// that moved), and an image left with no name is forgotten. An image already held (the
+    /// same id, pulled again by digest or by another tag) keeps its names and gains the new
+    /// ones.
     fn keep(&mut self, info: ImageInfo) {
-        self.images.retain(|i| i.id != info.id);
-        for i in &mut self.images {
+        for i in self.images.iter_mut().filter(|i| i.id != info.id) {
             i.names.retain(|n| !info.names.contains(n));
         }
         self.images.retain(|i| !i.names.is_empty());
-        self.images.push(info);
+        match self.images.iter_mut().find(|i| i.id == info.id) {
+            Some(held) => {
+                for n in info.names {
+                    if !held.names.contains(&n) {
+                        held.names.push(n);
+                    }
+                }
+                held.size_bytes = info.size_bytes;
+            }
+            None => self.images.push(info),
+        }
     }
 
     fn start(&self, reference: Reference, auth: &[RegistryAuth]) -> Slot {
@@ -263,5 +274,24 @@ mod tests {
         assert_eq!(r.find("x@a").map(|i| i.names.clone()), Some(vec!["x@a".to_string()]));
         r.keep(img("c", &["x@a"]));
         assert_eq!(r.images.len(), 2, "an image with no name left is forgotten");
+    }
+
+    #[test]
+    fn the_same_image_pulled_by_another_name_keeps_the_names_it_had() {
+        let mut r = Registries::new(PullConfig::default());
+        let img = |names: &[&str]| ImageInfo {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            id: "x@sha256:a".into(),
+            size_bytes: 7,
+        };
+        r.keep(img(&["x:1", "x@sha256:a"]));
+        // By digest (with pull policy Always), then by a second tag of the same manifest.
+        r.keep(img(&["x@sha256:a"]));
+        r.keep(img(&["x:2", "x@sha256:a"]));
+        assert_eq!(r.images.len(), 1);
+        assert_eq!(r.images[0].names, ["x:1", "x@sha256:a", "x:2"]);
+        for name in ["x:1", "x:2", "x@sha256:a"] {
+            assert_eq!(r.find(name).map(|i| i.id.as_str()), Some("x@sha256:a"), "{name}");
+        }
     }
 }

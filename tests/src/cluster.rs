@@ -18,13 +18,32 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the server may take to print its ready line.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// `cargo` in the repository, for building a binary from inside a test. The variables cargo
+/// sets for the test it runs (`CARGO_PKG_NAME`, `CARGO_MANIFEST_DIR`...) are left out: some
+/// build scripts (ring's) are rerun when they change, so with them every build made from a
+/// test, and every `cargo test` after it, would rebuild those crates and all that depends
+/// on them.
+pub fn cargo_command() -> Command {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(repo_root());
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        let for_the_test =
+            ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_"].iter().any(|p| name.starts_with(p))
+                || matches!(name, "CARGO_CRATE_NAME" | "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR");
+        if for_the_test {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
 /// The `control-plane` binary, built once.
 pub fn binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .current_dir(repo_root())
+        let status = cargo_command()
             .args(["build", "--quiet", "-p", "control-plane", "--bin", "control-plane"])
             .status()
             .expect("running cargo build");
@@ -269,17 +288,8 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
 pub fn sim_node_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(repo_root()).args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "sim-node",
-            "--bin",
-            "sim-node",
-        ]);
+        let mut cmd = cargo_command();
+        cmd.args(["build", "--quiet", "--release", "-p", "sim-node", "--bin", "sim-node"]);
         let o = run_for(cmd, BUILD_TIMEOUT);
         assert!(o.ok, "building sim-node failed:\n{}", o.stderr);
         target_dir().join("release").join("sim-node")
