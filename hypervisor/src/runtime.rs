@@ -561,6 +561,15 @@ impl Runtime for PodVms {
         }
     }
 
+    /// The pod VM of a finished pod is stopped: its memory comes back, its containers'
+    /// ends and logs stay with its record.
+    fn stop_pod_sandbox(&mut self, pod_uid: &str) {
+        if let Some(p) = self.pods.get(pod_uid) {
+            log::info!("pod {}/{}: done; stopping its VM", p.namespace, p.name);
+            manager::kill_vm(p.vm);
+        }
+    }
+
     fn list_images(&self) -> Vec<ImageInfo> {
         self.store.infos()
     }

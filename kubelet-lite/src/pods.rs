@@ -278,6 +278,7 @@ pub struct PodWorker {
     pod_ip: String,
     /// Registry credentials from the pod's imagePullSecrets.
     pub auth: Vec<RegistryAuth>,
+    sandbox_stopped: bool,
 }
 
 impl PodWorker {
@@ -322,6 +323,7 @@ impl PodWorker {
             host_ip,
             pod_ip,
             auth: Vec::new(),
+            sandbox_stopped: false,
         }
     }
 
@@ -518,6 +520,12 @@ impl PodWorker {
             }
         }
         self.update_conditions(now);
+        // A pod that is done gives back what its sandbox holds (its containers' states and
+        // logs stay), as the kubelet stops a terminated pod's sandbox.
+        if !self.sandbox_stopped && self.is_finished() {
+            self.sandbox_stopped = true;
+            rt.stop_pod_sandbox(&self.uid);
+        }
     }
 
     /// (phase, reason, message) by the kubelet's rules.
@@ -733,6 +741,9 @@ mod tests {
         assert_eq!((term.exit_code, term.reason.as_deref()), (0, Some("Completed")));
         assert!(s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "False"));
         assert!(w.is_finished());
+        assert!(rt.sandboxes_stopped.is_empty() || rt.sandboxes_stopped == ["uid-1"]);
+        w.sync(&mut rt, t0.plus_secs(5), &mut ev);
+        assert_eq!(rt.sandboxes_stopped, ["uid-1"], "a finished pod's sandbox is stopped once");
 
         let mut w = worker(pod("Never", "exit 3"), t0);
         w.sync(&mut rt, t0, &mut ev);

@@ -144,4 +144,8 @@ pub trait Runtime {
     fn pull_image(&mut self, image: &str, auth: &[RegistryAuth], now: Time) -> PullStatus;
     /// Every image the node holds.
     fn list_images(&self) -> Vec<ImageInfo>;
+    /// The pod is done (no container runs or will run again): what its sandbox holds can
+    /// go (a pod VM's memory), while its containers' states and logs stay until
+    /// [`Runtime::remove_pod`].
+    fn stop_pod_sandbox(&mut self, _pod_uid: &str) {}
 }

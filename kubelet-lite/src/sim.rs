@@ -159,6 +159,8 @@ pub struct SimRuntime {
     pulls: BTreeMap<String, Time>,
     /// How many pulls have started (for tests).
     pub pulls_started: u64,
+    /// The pods whose sandbox was stopped, in order (for tests).
+    pub sandboxes_stopped: Vec<String>,
 }
 
 /// A pulled image's simulated description: its id names the reference, its size is the
@@ -305,6 +307,10 @@ impl Runtime for SimRuntime {
 
     fn list_images(&self) -> Vec<ImageInfo> {
         self.images.values().cloned().collect()
+    }
+
+    fn stop_pod_sandbox(&mut self, pod_uid: &str) {
+        self.sandboxes_stopped.push(pod_uid.to_string());
     }
 }
 

@@ -275,10 +275,13 @@ pub fn apply_pod(kubeconfig: &str, yaml: &str, name: &str) {
     kubectl(kubeconfig, &["apply", "-f", &file.display().to_string()]);
 }
 
-/// The processes a cluster run may leave behind: its control plane, and the QEMU and Bochs
+/// The processes a cluster run may leave behind: its control plane, its registry, and the QEMU and Bochs
 /// nodes n1..=`nodes`.
 pub fn cluster_markers(nodes: u32) -> Vec<String> {
-    let mut m = vec![target_dir().join("cluster").join("control-plane").display().to_string()];
+    let mut m = vec![
+        target_dir().join("cluster").join("control-plane").display().to_string(),
+        target_dir().join("cluster").join("registry").display().to_string(),
+    ];
     for i in 1..=nodes {
         m.push(target_dir().join("nodes").join(format!("n{i}.pack")).display().to_string());
         m.push(target_dir().join("bochs").join(format!("cluster-n{i}.bochsrc")).display().to_string());
