@@ -122,12 +122,39 @@ impl Store {
 
     /// Adds a pulled image: its layers' tars, crx-guest and its description packed into one
     /// bundle that `hold` copies into frames of its own. Names the image answers to leave
-    /// any older image that had them (a tag that moved). Returns what the node reports.
+    /// any older image that had them (a tag that moved). A manifest of a repository the
+    /// store already holds (another tag of it, or the same one pulled again) is not held
+    /// twice: its names join the image that has its frames, and `hold` is not called.
+    /// Returns what the node reports.
     pub fn add_pulled(
         &mut self,
         image: &kubelet_lite::registry::Image,
         hold: impl FnOnce(&[u8]) -> Option<&'static [u8]>,
     ) -> Result<kubelet_lite::runtime::ImageInfo, String> {
+        let repo_digest = image.repo_digest();
+        let mut names = Vec::new();
+        for n in image.config.names.iter().chain(core::iter::once(&repo_digest)) {
+            if let Ok(r) = Reference::parse(n) {
+                let n = format!("{r}");
+                if !names.contains(&n) {
+                    names.push(n);
+                }
+            }
+        }
+        let held = self.images.iter().position(|i| i.repo_digest.as_deref() == Some(repo_digest.as_str()));
+        for (i, old) in self.images.iter_mut().enumerate() {
+            if Some(i) != held {
+                old.names.retain(|n| !names.contains(n));
+            }
+        }
+        if let Some(same) = held.and_then(|i| self.images.get_mut(i)) {
+            for n in names {
+                if !same.names.contains(&n) {
+                    same.names.push(n);
+                }
+            }
+            return Ok(same.info());
+        }
         let guest = self.guest.ok_or_else(|| {
             String::from("this node has no crx-guest to run pulled images with (its boot image carries no image bundle)")
         })?;
@@ -143,19 +170,6 @@ impl Store {
         })?;
         drop(packed);
         let bundle = PodBundle::parse(bytes).map_err(|e| format!("{e}"))?;
-        let repo_digest = image.repo_digest();
-        let mut names = Vec::new();
-        for n in image.config.names.iter().chain(core::iter::once(&repo_digest)) {
-            if let Ok(r) = Reference::parse(n) {
-                let n = format!("{r}");
-                if !names.contains(&n) {
-                    names.push(n);
-                }
-            }
-        }
-        for old in &mut self.images {
-            old.names.retain(|n| !names.contains(n));
-        }
         let added = Image { names, config: image.config.clone(), bundle, repo_digest: Some(repo_digest) };
         let info = added.info();
         self.images.push(added);
@@ -258,11 +272,35 @@ mod tests {
         assert_eq!(now.repo_digest.as_deref(), Some(&*format!("127.0.0.1:5000/tools/x@{d2}")));
         assert!(store.lookup(&format!("127.0.0.1:5000/tools/x@{d1}")).is_ok());
         assert_eq!(store.images().count(), 3);
-        // No memory, or no crx-guest on the node.
-        let e = store.add_pulled(&pulled("v2", d2, b"x"), |_| None).unwrap_err();
+        // No memory, or no crx-guest on the node (for a manifest it does not hold yet).
+        let d3 = "sha256:3333333333333333333333333333333333333333333333333333333333333333";
+        let e = store.add_pulled(&pulled("v2", d3, b"x"), |_| None).unwrap_err();
         assert!(e.contains("no ") && e.contains("memory"), "{e}");
-        let e = Store::default().add_pulled(&pulled("v2", d2, b"x"), |b| Some(leak(b.to_vec()))).unwrap_err();
+        let e = Store::default().add_pulled(&pulled("v2", d3, b"x"), |b| Some(leak(b.to_vec()))).unwrap_err();
         assert!(e.contains("no crx-guest"), "{e}");
+    }
+
+    #[test]
+    fn another_tag_of_a_held_manifest_takes_no_frames() {
+        let (mut store, _) = Store::from_modules(&[image(r#"["busybox"]"#)]);
+        let d1 = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+        store.add_pulled(&pulled("v1", d1, b"tar one"), |b| Some(leak(b.to_vec()))).unwrap();
+        let bundle = store.lookup("127.0.0.1:5000/tools/x:v1").unwrap().bundle.bytes().as_ptr();
+        for tag in ["v1-again", "v1"] {
+            let info = store.add_pulled(&pulled(tag, d1, b"tar one"), |_| panic!("held twice")).unwrap();
+            assert_eq!(info.id, format!("127.0.0.1:5000/tools/x@{d1}"));
+        }
+        assert_eq!(store.images().count(), 2, "the boot image and one pulled image");
+        for r in ["127.0.0.1:5000/tools/x:v1", "127.0.0.1:5000/tools/x:v1-again"] {
+            assert_eq!(store.lookup(r).unwrap().bundle.bytes().as_ptr(), bundle, "{r}");
+        }
+        let names = &store.lookup("127.0.0.1:5000/tools/x:v1").unwrap().names;
+        assert_eq!(names.len(), 3, "{names:?}");
+        // A tag that moves to a new manifest leaves the held image, which keeps the others.
+        let d2 = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+        store.add_pulled(&pulled("v1-again", d2, b"tar two"), |b| Some(leak(b.to_vec()))).unwrap();
+        assert_eq!(store.lookup("127.0.0.1:5000/tools/x:v1").unwrap().bundle.bytes().as_ptr(), bundle);
+        assert_ne!(store.lookup("127.0.0.1:5000/tools/x:v1-again").unwrap().bundle.bytes().as_ptr(), bundle);
     }
 
     #[test]
