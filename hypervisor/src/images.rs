@@ -595,6 +595,27 @@ mod tests {
     }
 
     #[test]
+    fn another_tag_of_a_held_manifest_takes_no_frames() {
+        FRAMES.set((0, 0));
+        let (mut store, _) = Store::from_modules(&[image(r#"["busybox"]"#)]);
+        pull_into_store(&mut store, &pulled("v1", D1, b"tar one"), 1).unwrap();
+        let first = store.lookup("127.0.0.1:5000/tools/x:v1").unwrap();
+        for tag in ["v1-again", "v1"] {
+            let info = pull_into_store(&mut store, &pulled(tag, D1, b"tar one"), 2).unwrap();
+            assert_eq!(info.id, format!("127.0.0.1:5000/tools/x@{D1}"));
+        }
+        assert_eq!(FRAMES.get(), (1, 0), "held once");
+        assert_eq!(store.images().count(), 2, "the boot image and one pulled image");
+        for r in ["127.0.0.1:5000/tools/x:v1", "127.0.0.1:5000/tools/x:v1-again"] {
+            assert!(Arc::ptr_eq(&store.lookup(r).unwrap(), &first), "{r}");
+        }
+        // A tag that moves to a new manifest leaves the held image, which keeps the others.
+        pull_into_store(&mut store, &pulled("v1-again", D2, b"tar two"), 3).unwrap();
+        assert!(Arc::ptr_eq(&store.lookup("127.0.0.1:5000/tools/x:v1").unwrap(), &first));
+        assert!(!Arc::ptr_eq(&store.lookup("127.0.0.1:5000/tools/x:v1-again").unwrap(), &first));
+    }
+
+    #[test]
     fn malformed_bundles_are_left_out_with_a_reason() {
         let good = image(r#"["busybox"]"#);
         let pod = leak(pack(b"\x7fELF", br#"{"name":"p","containers":[]}"#, &[]));

@@ -22,6 +22,10 @@ use wire::quantity;
 pub const BACKOFF_INITIAL_SECS: u64 = 10;
 /// Largest CrashLoopBackOff delay, in seconds.
 pub const BACKOFF_MAX_SECS: u64 = 300;
+/// How long a failed pull stays `ErrImagePull` (its message saying why) before the
+/// container shows `ImagePullBackOff`: as long as the kubelet waits before it syncs a pod
+/// whose sync failed again, so the failure reaches the API server and those who watch it.
+pub const PULL_ERROR_SHOWN_SECS: u64 = 10;
 
 /// The delay after the `failures`-th failure in a row: 10 s doubling to 300 s (the
 /// kubelet's back-off for restarts and for image pulls alike).
@@ -163,8 +167,9 @@ struct Ctr {
     image_ready: bool,
     /// A pull under way, started then.
     pulling: Option<Time>,
-    /// Failed pulls in a row, and the earliest time of the next one.
+    /// Failed pulls in a row, when the last one failed, and the earliest time of the next.
     pull_failures: u32,
+    pull_failed: Time,
     next_pull: Time,
 }
 
@@ -174,7 +179,8 @@ fn is_waiting(state: &CState, why: &str) -> bool {
 
 /// Makes sure the node has the container's image for its next start, by its pull policy.
 /// True when it has; otherwise the container waits (ContainerCreating while a pull runs;
-/// ErrImagePull, then ImagePullBackOff until the back-off has passed; ErrImageNeverPull)
+/// ErrImagePull for [`PULL_ERROR_SHOWN_SECS`], then ImagePullBackOff until the back-off has
+/// passed; ErrImageNeverPull)
 /// and the worker asks again at its next sync.
 fn ensure_image(
     c: &mut Ctr,
@@ -189,7 +195,9 @@ fn ensure_image(
         |reason: &str, message: String| CState::Waiting { reason: reason.into(), message: Some(message) };
     if c.pulling.is_none() {
         if now < c.next_pull {
-            if !is_waiting(&c.state, "ImagePullBackOff") {
+            let fresh =
+                is_waiting(&c.state, "ErrImagePull") && now < c.pull_failed.plus_secs(PULL_ERROR_SHOWN_SECS);
+            if !fresh && !is_waiting(&c.state, "ImagePullBackOff") {
                 let msg = format!("Back-off pulling image \"{image}\"");
                 events.push(ev("Normal", "BackOff", msg.clone(), Some(&name)));
                 events.push(ev("Warning", "Failed", "Error: ImagePullBackOff".into(), Some(&name)));
@@ -253,6 +261,7 @@ fn ensure_image(
             events.push(ev("Warning", "Failed", "Error: ErrImagePull".into(), Some(&name)));
             c.pulling = None;
             c.pull_failures = c.pull_failures.saturating_add(1);
+            c.pull_failed = now;
             c.next_pull = now.plus_secs(backoff_secs(c.pull_failures));
             c.state = waiting("ErrImagePull", msg);
             false
@@ -306,6 +315,7 @@ impl PodWorker {
                 image_ready: false,
                 pulling: None,
                 pull_failures: 0,
+                pull_failed: now,
                 next_pull: now,
             })
             .collect();
@@ -896,22 +906,39 @@ mod tests {
         assert_eq!(reason.as_deref(), Some("ErrImagePull"));
         assert!(message.unwrap().contains("not found"));
         assert!(ev.iter().any(|e| e.type_ == "Warning" && e.message == "Error: ErrImagePull"));
+        // The failure is shown, not replaced by the back-off at the next sync.
         w.sync(&mut rt, t0.plus_secs(1), &mut ev);
-        assert_eq!(
-            waiting(&w),
-            (Some("ImagePullBackOff".into()), Some("Back-off pulling image \"busybox:1.36\"".into()))
-        );
-        assert_eq!(ev.iter().filter(|e| e.reason == "BackOff").count(), 1);
-        // Retries after 10 s, then 20 s, 40 s...
+        assert_eq!(waiting(&w).0.as_deref(), Some("ErrImagePull"));
+        assert_eq!(ev.iter().filter(|e| e.reason == "BackOff").count(), 0);
+        // Retries after 10 s, then 20 s, 40 s...; each failure shows for 10 s, then the
+        // back-off until the next try (none after the first: its back-off is 10 s too).
         let mut pulls = Vec::new();
+        let mut shown = Vec::new();
         for s in 1..200u64 {
             let before = rt.pulls_started;
             w.sync(&mut rt, t0.plus_secs(s), &mut ev);
             if rt.pulls_started > before {
                 pulls.push(s);
             }
+            let reason = waiting(&w).0.unwrap_or_default();
+            if shown.last().is_none_or(|(_, r)| *r != reason) {
+                shown.push((s, reason));
+            }
         }
         assert_eq!(pulls, [10, 30, 70, 150]);
+        let want: Vec<(u64, String)> =
+            [(1, "ErrImagePull"), (20, "ImagePullBackOff"), (30, "ErrImagePull"), (40, "ImagePullBackOff")]
+                .into_iter()
+                .chain([(70, "ErrImagePull"), (80, "ImagePullBackOff"), (150, "ErrImagePull")])
+                .chain([(160, "ImagePullBackOff")])
+                .map(|(s, r)| (s, r.to_string()))
+                .collect();
+        assert_eq!(shown, want);
+        assert_eq!(
+            waiting(&w),
+            (Some("ImagePullBackOff".into()), Some("Back-off pulling image \"busybox:1.36\"".into()))
+        );
+        assert_eq!(ev.iter().filter(|e| e.reason == "BackOff").count(), 4);
         // The registry has it again: the next retry pulls it and the container runs.
         rt.failing_images.clear();
         for s in 200..400u64 {
