@@ -144,6 +144,8 @@ pub enum HttpError {
     LineTooLarge,
     /// The connection closed before the response was complete.
     Truncated,
+    /// The connection closed before a byte of the response came.
+    NoAnswer,
 }
 
 impl fmt::Display for HttpError {
@@ -158,6 +160,7 @@ impl fmt::Display for HttpError {
             HttpError::BodyTooLarge => f.write_str("response body too large"),
             HttpError::LineTooLarge => f.write_str("watch event too large"),
             HttpError::Truncated => f.write_str("connection closed before the response was complete"),
+            HttpError::NoAnswer => f.write_str("connection closed before any answer"),
         }
     }
 }
@@ -463,11 +466,13 @@ impl<'a, T: AsyncTransport> AsyncStream<'a, T> {
         transport.write_all(&req.encode(host, token)).await?;
         let mut parser = ResponseParser::new(limits);
         let mut buf = [0u8; 4096];
+        let mut any = false;
         while parser.head().is_none() {
             let n = transport.read(&mut buf).await?;
             if n == 0 {
-                return Err(HttpError::Truncated);
+                return Err(if any { HttpError::Truncated } else { HttpError::NoAnswer });
             }
+            any = true;
             parser.feed(buf.get(..n).unwrap_or(&[]))?;
         }
         let status = parser.head().map(|h| h.status).unwrap_or(0);

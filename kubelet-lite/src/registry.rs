@@ -452,6 +452,14 @@ impl<C: Connector> Session<'_, C> {
         let mut stream = match AsyncStream::open(&mut conn, host, None, req, limits).await {
             Ok(stream) => stream,
             Err(HttpError::BodyTooLarge) => return Err(too_large(sink)),
+            // Closed before a byte of an answer: nothing listens behind the connection (a
+            // forward or proxy whose far end is down).
+            Err(HttpError::NoAnswer) => {
+                return Err(PullError::Unreachable {
+                    host: host.to_string(),
+                    message: HttpError::NoAnswer.to_string(),
+                })
+            }
             Err(e) => return Err(self.http_error(host, what, e)),
         };
         let status = stream.status;

@@ -566,6 +566,14 @@ fn lying_content_length() {
     reg.raw.insert(path.clone(), raw);
     let e = run(reg, &reference("1.36"), &opts()).0.unwrap_err();
     assert!(matches!(e, PullError::Http { error: HttpError::Truncated, .. }), "{e}");
+    // A connection that closes before a byte (a forward whose far end is down).
+    let mut reg = mk();
+    reg.raw.insert(path.clone(), Vec::new());
+    let e = run(reg, &reference("1.36"), &opts()).0.unwrap_err();
+    assert!(
+        matches!(&e, PullError::Unreachable { message, .. } if message.contains("before any answer")),
+        "{e}"
+    );
     // Chunked, and more bytes than the descriptor's size.
     let mut reg = mk();
     let mut raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
