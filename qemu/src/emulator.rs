@@ -109,9 +109,13 @@ impl Network {
         let mut s = format!("user,model={},restrict={restrict},mac={}", self.model.qemu_model(), self.mac);
         for (guest, host) in &self.guest_forwards {
             // `cmd:` opens a fresh host connection for every guest connection (a `tcp:`
-            // target is one connection, made at start-up).
+            // target is one connection, made at start-up). slirp gives the command the guest's
+            // connection as stdin, stdout and stderr: nc's complaint about a host port where
+            // nothing listens must not reach the guest as if the server had said it, so its
+            // stderr goes to /dev/null (through a shell) and the guest sees the connection
+            // close without an answer.
             s.push_str(&format!(
-                ",guestfwd=tcp:{FORWARD_ADDR}:{guest}-cmd:{} nc 127.0.0.1 {host}",
+                ",guestfwd=tcp:{FORWARD_ADDR}:{guest}-cmd:/bin/sh -c \"exec {} nc 127.0.0.1 {host} 2>/dev/null\"",
                 crate::setup::BUSYBOX_PATH
             ));
         }
@@ -486,7 +490,7 @@ mod tests {
         assert_eq!(
             args[i + 1],
             "user,model=virtio-net-pci,restrict=on,mac=52:54:00:12:34:56,\
-             guestfwd=tcp:10.0.2.100:443-cmd:/bin/busybox nc 127.0.0.1 40001,\
+             guestfwd=tcp:10.0.2.100:443-cmd:/bin/sh -c \"exec /bin/busybox nc 127.0.0.1 40001 2>/dev/null\",\
              hostfwd=tcp:127.0.0.1:40002-:10250"
         );
         assert_eq!(args.iter().filter(|a| *a == "-nic").count(), 1);
