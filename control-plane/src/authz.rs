@@ -9,10 +9,15 @@
 //! - pods bound to it (`spec.nodeName`): get, list/watch with `fieldSelector=spec.nodeName=<name>`,
 //!   update/patch their status, delete them;
 //! - its Lease in `kube-node-lease` (named after the node): get, create, update, patch, delete;
-//! - events (core/v1 and events.k8s.io/v1): create, update, patch.
+//! - events (core/v1 and events.k8s.io/v1): create, update, patch;
+//! - secrets a pod bound to it uses (its `imagePullSecrets`, secret volumes, environment from
+//!   secrets: the graph edges secret → pod → node): get one by name, or list/watch one with
+//!   `fieldSelector=metadata.name=<name>` (the name the apiserver's request info takes from
+//!   such a selector); never create, update, patch or delete one, nor list or watch them all.
 //!
 //! Anything else is 403 Forbidden with kube-apiserver's message. The decision is a pure
-//! function of the request's attributes; the caller looks up the node a pod is bound to.
+//! function of the request's attributes and of what the [`Graph`] says about the objects they
+//! name; the caller answers from its store.
 
 use crate::api::status::ApiError;
 use crate::auth::User;
@@ -42,6 +47,28 @@ pub struct Attributes<'a> {
     pub name: &'a str,
     /// The `fieldSelector` query parameter.
     pub field_selector: Option<&'a str>,
+}
+
+/// The relationships the Node authorizer's graph holds, looked up where the objects are kept.
+pub trait Graph {
+    /// The node the pod `namespace/name` is bound to, if the pod exists and is bound.
+    fn pod_node(&self, namespace: &str, name: &str) -> Option<String>;
+    /// Whether a pod bound to `node` in `namespace` uses the secret `name`.
+    fn node_uses_secret(&self, node: &str, namespace: &str, name: &str) -> bool;
+}
+
+/// The name a list or watch asks for with `fieldSelector=metadata.name=<name>` (among any other
+/// requirements), as the apiserver's request info takes it: only a valid path segment.
+pub fn selected_name(field_selector: Option<&str>) -> Option<String> {
+    let sel = FieldSelector::parse(field_selector?).ok()?;
+    sel.requirements.into_iter().find_map(|r| match r {
+        crate::selector::FieldRequirement::Equals(f, v)
+            if f == "metadata.name" && !v.is_empty() && v != "." && v != ".." && !v.contains(['/', '%']) =>
+        {
+            Some(v)
+        }
+        _ => None,
+    })
 }
 
 /// The kube-apiserver verb of a request.
@@ -79,18 +106,13 @@ fn selects_only(selector: Option<&str>, field: &str, value: &str) -> bool {
         && !sel.matches(&|f: &str| (f == field).then(|| other.clone()))
 }
 
-/// Decides a request. `pod_node` gives the node the named pod (in `attrs.namespace`) is bound
-/// to, if it exists and is bound.
-pub fn authorize(
-    user: &User,
-    attrs: &Attributes<'_>,
-    pod_node: &dyn Fn() -> Option<String>,
-) -> Result<(), ApiError> {
+/// Decides a request; `graph` answers for the objects it names.
+pub fn authorize(user: &User, attrs: &Attributes<'_>, graph: &dyn Graph) -> Result<(), ApiError> {
     if user.groups.iter().any(|g| g == MASTERS) {
         return Ok(());
     }
     let reason = match node_name(user) {
-        Some(node) => match node_allows(node, attrs, pod_node) {
+        Some(node) => match node_allows(node, attrs, graph) {
             Ok(()) => return Ok(()),
             Err(why) => why,
         },
@@ -100,8 +122,9 @@ pub fn authorize(
 }
 
 /// The Node authorizer's rules; `Err` carries its reason.
-fn node_allows(node: &str, a: &Attributes<'_>, pod_node: &dyn Fn() -> Option<String>) -> Result<(), String> {
+fn node_allows(node: &str, a: &Attributes<'_>, graph: &dyn Graph) -> Result<(), String> {
     let writes = ["create", "update", "patch", "delete"];
+    let related = || format!("no relationship found between node '{node}' and this object");
     match (a.group, a.resource, a.subresource) {
         ("", "nodes", None | Some("status")) => {
             let own = match a.verb {
@@ -119,14 +142,29 @@ fn node_allows(node: &str, a: &Attributes<'_>, pod_node: &dyn Fn() -> Option<Str
             let ok = match (a.verb, sub) {
                 ("list" | "watch", None) => selects_only(a.field_selector, "spec.nodeName", node),
                 ("get" | "delete", None) | ("get" | "update" | "patch", Some("status")) => {
-                    pod_node().as_deref() == Some(node)
+                    graph.pod_node(a.namespace, a.name).as_deref() == Some(node)
                 }
                 _ => false,
             };
             if ok {
                 Ok(())
             } else {
-                Err(format!("no relationship found between node '{node}' and this object"))
+                Err(related())
+            }
+        }
+        ("", "secrets", sub) => {
+            if !["get", "list", "watch"].contains(&a.verb) {
+                Err("can only read resources of this type".into())
+            } else if sub.is_some() {
+                Err("cannot read subresource".into())
+            } else if a.namespace.is_empty() {
+                Err("can only read namespaced object of this type".into())
+            } else if a.name.is_empty() {
+                Err("No Object name found".into())
+            } else if graph.node_uses_secret(node, a.namespace, a.name) {
+                Ok(())
+            } else {
+                Err(related())
             }
         }
         ("coordination.k8s.io", "leases", None) => {
@@ -187,8 +225,82 @@ mod tests {
         Attributes { verb, group, resource, subresource: None, namespace: ns, name, field_selector: None }
     }
 
+    /// Every pod is bound to `bound_to`; pods on `n1` use the secrets `pull` and `vol` in
+    /// `default`, pods on `n2` the secret `other`.
+    struct Fake<'a> {
+        bound_to: Option<&'a str>,
+    }
+
+    impl Graph for Fake<'_> {
+        fn pod_node(&self, _namespace: &str, _name: &str) -> Option<String> {
+            self.bound_to.map(String::from)
+        }
+        fn node_uses_secret(&self, node: &str, namespace: &str, name: &str) -> bool {
+            namespace == "default"
+                && match node {
+                    "n1" => ["pull", "vol"].contains(&name),
+                    "n2" => name == "other",
+                    _ => false,
+                }
+        }
+    }
+
     fn decide(user: &User, a: &Attributes<'_>, bound_to: Option<&str>) -> Result<(), String> {
-        authorize(user, a, &|| bound_to.map(String::from)).map_err(|e| e.message)
+        authorize(user, a, &Fake { bound_to }).map_err(|e| e.message)
+    }
+
+    #[test]
+    fn a_node_reads_only_the_secrets_its_pods_use() {
+        let n1 = node("n1");
+        let get = |name| attrs("get", "", "secrets", "default", name);
+        assert!(decide(&n1, &get("pull"), None).is_ok());
+        assert!(decide(&n1, &get("vol"), None).is_ok());
+        assert_eq!(
+            decide(&n1, &get("other"), None).unwrap_err(),
+            "secrets \"other\" is forbidden: User \"system:node:n1\" cannot get resource \"secrets\" in API group \"\" in the namespace \"default\": no relationship found between node 'n1' and this object"
+        );
+        assert!(decide(&n1, &get("nobody"), None).is_err());
+        assert!(decide(&n1, &attrs("get", "", "secrets", "kube-system", "pull"), None).is_err());
+        // One secret by name may be listed and watched (a kubelet's watch-based secret manager).
+        for verb in ["list", "watch"] {
+            let mut one = attrs(verb, "", "secrets", "default", "pull");
+            one.field_selector = Some("metadata.name=pull");
+            assert!(decide(&n1, &one, None).is_ok(), "{verb}");
+            assert_eq!(
+                decide(&n1, &attrs(verb, "", "secrets", "default", ""), None).unwrap_err(),
+                format!("secrets is forbidden: User \"system:node:n1\" cannot {verb} resource \"secrets\" in API group \"\" in the namespace \"default\": No Object name found")
+            );
+        }
+        assert!(decide(&n1, &attrs("list", "", "secrets", "", ""), None)
+            .unwrap_err()
+            .ends_with("can only read namespaced object of this type"));
+        for verb in ["create", "update", "patch", "delete", "deletecollection"] {
+            let e = decide(&n1, &attrs(verb, "", "secrets", "default", "pull"), None).unwrap_err();
+            assert!(e.ends_with(": can only read resources of this type"), "{verb}: {e}");
+        }
+        let mut sub = get("pull");
+        sub.subresource = Some("status");
+        assert!(decide(&n1, &sub, None).unwrap_err().ends_with("cannot read subresource"));
+        let admin = User { name: "admin".into(), groups: vec![MASTERS.into()] };
+        assert!(decide(&admin, &attrs("list", "", "secrets", "", ""), None).is_ok());
+    }
+
+    #[test]
+    fn a_metadata_name_selector_names_the_object() {
+        assert_eq!(selected_name(Some("metadata.name=pull")).as_deref(), Some("pull"));
+        assert_eq!(selected_name(Some("type=Opaque,metadata.name==pull")).as_deref(), Some("pull"));
+        for none in [
+            None,
+            Some(""),
+            Some("metadata.name!=pull"),
+            Some("metadata.name="),
+            Some("metadata.name=a/b"),
+            Some("metadata.name=.."),
+            Some("spec.nodeName=n1"),
+            Some("=bad"),
+        ] {
+            assert_eq!(selected_name(none), None, "{none:?}");
+        }
     }
 
     #[test]

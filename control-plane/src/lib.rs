@@ -15,6 +15,7 @@ pub mod patch;
 pub mod protobuf;
 pub mod rfc3339;
 pub mod scheduler;
+pub mod secret;
 pub mod selector;
 pub mod server;
 pub mod store;

@@ -3,7 +3,8 @@
 //!
 //! [`TYPES`] is a compact table: one row per type with its fields and a type spec per field:
 //! - scalars `string`, `int32`, `int64`, `bool`, `number`, and the named formats `time` (RFC 3339
-//!   seconds), `microtime`, `quantity`, `intorstring`;
+//!   seconds), `microtime`, `quantity`, `intorstring`, `bytes` (a Go `[]byte`: standard base64 in
+//!   JSON);
 //! - `{T}`: a map from string to `T`; `[T]`: an atomic list of `T`; `[T]@key`: a list merged by `key`
 //!   under strategic merge patch; `[T]@`: a list of scalars merged as a set;
 //! - `object`: a nested object whose fields are not described (any field accepted);
@@ -352,6 +353,14 @@ pub static TYPES: &[TypeDef] = &[
     ], []),
     ty!("EventSource", Core, "The component that reported an event.", ["component": "string", "host": "string"], []),
     ty!("EventSeries", Core, "A series of repeated events.", ["count": "int32", "lastObservedTime": "microtime"], []),
+    // --- core/v1 Secret ---
+    ty!("Secret", Core, "Named pieces of sensitive data, such as registry credentials.", [
+        "apiVersion": "string", "data": "{bytes}", "immutable": "bool", "kind": "string", "metadata": "ObjectMeta",
+        "stringData": "{string}", "type": "string",
+    ], []),
+    ty!("SecretList", Core, "A list of secrets.", [
+        "apiVersion": "string", "items": "[Secret]", "kind": "string", "metadata": "ListMeta",
+    ], ["items"]),
     // --- coordination.k8s.io/v1 ---
     ty!("Lease", Coordination, "A lease held by one holder.", [
         "apiVersion": "string", "kind": "string", "metadata": "ObjectMeta", "spec": "LeaseSpec",
@@ -374,7 +383,7 @@ pub fn type_def(name: &str) -> Option<&'static TypeDef> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Spec<'a> {
     /// A scalar or named format: `string`, `int32`, `int64`, `bool`, `number`, `time`, `microtime`,
-    /// `quantity`, `intorstring`.
+    /// `quantity`, `intorstring`, `bytes`.
     Scalar(&'a str),
     /// A map from string to the inner spec.
     Map(Box<Spec<'a>>),
@@ -387,7 +396,7 @@ pub enum Spec<'a> {
 }
 
 const SCALARS: &[&str] =
-    &["string", "int32", "int64", "bool", "number", "time", "microtime", "quantity", "intorstring"];
+    &["string", "int32", "int64", "bool", "number", "time", "microtime", "quantity", "intorstring", "bytes"];
 
 /// Parses a type spec of [`TYPES`].
 pub fn parse_spec(spec: &str) -> Spec<'_> {
@@ -428,6 +437,7 @@ static GROUP_VERSIONS: &[GroupVersion] = &[
             ("Node", "nodes", false),
             ("Namespace", "namespaces", false),
             ("Event", "events", true),
+            ("Secret", "secrets", true),
         ],
     },
     GroupVersion {
@@ -463,6 +473,7 @@ fn spec_schema(spec: &Spec<'_>, refs: &mut Vec<String>) -> Value {
         Spec::Scalar("int64") => json!({"type": "integer", "format": "int64"}),
         Spec::Scalar("bool") => json!({"type": "boolean"}),
         Spec::Scalar("number") => json!({"type": "number", "format": "double"}),
+        Spec::Scalar("bytes") => json!({"type": "string", "format": "byte"}),
         Spec::Scalar("time") => json!({"allOf": [ref_to(TIME)]}),
         Spec::Scalar("microtime") => json!({"allOf": [ref_to(MICROTIME)]}),
         Spec::Scalar("quantity") => json!({"allOf": [ref_to(QUANTITY)]}),
@@ -782,7 +793,7 @@ mod tests {
                 let p = &theirs["properties"][f];
                 let their_kind = p.get("type").and_then(Value::as_str).unwrap_or("ref");
                 let our_kind = match parse_spec(s) {
-                    Spec::Scalar("string") => "string",
+                    Spec::Scalar("string" | "bytes") => "string",
                     Spec::Scalar("int32" | "int64") => "integer",
                     Spec::Scalar("bool") => "boolean",
                     Spec::Scalar("number") => "number",
@@ -854,6 +865,20 @@ mod tests {
             json!([{"group": "coordination.k8s.io", "version": "v1", "kind": "Lease"}])
         );
         assert!(openapi_v3("apis/apps/v1").is_none());
+    }
+
+    #[test]
+    fn secrets_are_described_with_base64_data() {
+        let doc = openapi_v3("api/v1").unwrap();
+        let secret = &doc["components"]["schemas"]["io.k8s.api.core.v1.Secret"];
+        assert_eq!(
+            secret["properties"]["data"]["additionalProperties"],
+            json!({"type": "string", "format": "byte"})
+        );
+        assert_eq!(secret["properties"]["stringData"]["additionalProperties"], json!({"type": "string"}));
+        let op = &doc["paths"]["/api/v1/namespaces/{namespace}/secrets/{name}"]["patch"];
+        assert_eq!(op["x-kubernetes-group-version-kind"]["kind"], json!("Secret"));
+        assert!(doc["components"]["schemas"]["io.k8s.api.core.v1.SecretList"].is_object());
     }
 
     #[test]

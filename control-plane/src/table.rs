@@ -5,7 +5,8 @@
 //!   Container-Runtime;
 //! - pods: Name, Ready, Status, Restarts, Age; wide: IP, Node, Nominated Node, Readiness Gates;
 //! - events: Last Seen, Type, Reason, Object, Message; wide: Subobject, Source, First Seen, Count, Name;
-//! - leases: Name, Holder, Age; namespaces: Name, Status, Age; any other kind: Name, Age.
+//! - leases: Name, Holder, Age; namespaces: Name, Status, Age; secrets: Name, Type, Data (the number of
+//!   keys), Age; any other kind: Name, Age.
 //!
 //! Wide columns have priority 1 (kubectl prints them with `-o wide`). Each row carries the object as
 //! `PartialObjectMetadata` (default), the full object, or nothing, per `?includeObject=`.
@@ -161,6 +162,12 @@ fn columns(kind: &str) -> Vec<Value> {
         "Namespace" => {
             vec![name_column(), column("Status", "", "The status of the namespace", 0), age_column()]
         }
+        "Secret" => vec![
+            name_column(),
+            column("Type", "", "How the secret's data is to be read (Opaque, kubernetes.io/dockerconfigjson, ...).", 0),
+            column("Data", "", "The number of keys in the secret's data.", 0),
+            age_column(),
+        ],
         _ => vec![name_column(), age_column()],
     }
 }
@@ -459,6 +466,15 @@ pub fn to_table_with(kind: &str, items: &[Value], now: SystemTime, include: Incl
                     ],
                     None,
                 ),
+                "Secret" => (
+                    vec![
+                        json!(s(item, "/metadata/name")),
+                        json!(s(item, "/type")),
+                        json!(item.get("data").and_then(Value::as_object).map_or(0, Map::len)),
+                        json!(since(item.pointer("/metadata/creationTimestamp"), now)),
+                    ],
+                    None,
+                ),
                 "Namespace" => (
                     vec![
                         json!(s(item, "/metadata/name")),
@@ -737,6 +753,14 @@ mod tests {
             to_table("Namespace", std::slice::from_ref(&ns), at(90_000))["rows"][0]["cells"],
             json!(["default", "Active", "25h"])
         );
+        let secret = json!({"metadata": {"name": "regcred", "creationTimestamp": "2024-12-11T10:00:00Z"},
+                            "type": "kubernetes.io/dockerconfigjson", "data": {".dockerconfigjson": "e30="}});
+        let t = to_table("Secret", &[secret, json!({"metadata": {"name": "empty"}, "data": "odd"})], at(65));
+        let names: Vec<&str> =
+            t["columnDefinitions"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["Name", "Type", "Data", "Age"]);
+        assert_eq!(t["rows"][0]["cells"], json!(["regcred", "kubernetes.io/dockerconfigjson", 1, "65s"]));
+        assert_eq!(t["rows"][1]["cells"], json!(["empty", "", 0, "<unknown>"]));
         let t = to_table("Widget", &[ns], at(0));
         assert_eq!(t["rows"][0]["cells"], json!(["default", "0s"]));
         assert_eq!(IncludeObject::from_query(None), IncludeObject::Metadata);
@@ -765,6 +789,7 @@ mod tests {
             ("io.k8s.api.core.v1.Event", "firstTimestamp lastTimestamp eventTime count series.count series.lastObservedTime involvedObject.kind involvedObject.name involvedObject.fieldPath source.component source.host reportingComponent reportingInstance message reason type"),
             ("io.k8s.api.core.v1.Namespace", "status.phase"),
             ("io.k8s.api.coordination.v1.Lease", "spec.holderIdentity"),
+            ("io.k8s.api.core.v1.Secret", "type data"),
         ];
         for (root, list) in paths {
             for path in list.split(' ') {

@@ -9,8 +9,10 @@
 //! - validation ([`validate_create`], [`validate_update`]): `422 Invalid` with one cause per field error
 //!   (`Pod "p" is invalid: spec.containers[0].image: Required value`);
 //! - defaulting ([`apply_defaults`], [`prepare_for_create`]): the defaults the apiserver's registry and
-//!   admission give a Pod, Node or Namespace, the pod's `status` (phase `Pending`, QoS class), `uid`,
-//!   `creationTimestamp` and a name from `generateName`.
+//!   admission give a Pod, Node, Namespace or Secret, the pod's `status` (phase `Pending`, QoS class),
+//!   `uid`, `creationTimestamp` and a name from `generateName`.
+//!
+//! Secrets have their own rules in [`crate::secret`].
 //!
 //! The field types come from the type table in [`crate::openapi`]. Input is client JSON: nothing here
 //! panics on it.
@@ -99,6 +101,7 @@ fn go_type(spec: &Spec<'_>) -> String {
         Spec::Scalar("time") => "v1.Time".into(),
         Spec::Scalar("microtime") => "v1.MicroTime".into(),
         Spec::Scalar("quantity") => "resource.Quantity".into(),
+        Spec::Scalar("bytes") => "[]uint8".into(),
         Spec::Scalar(_) => "intstr.IntOrString".into(),
         Spec::Map(inner) => format!("map[string]{}", go_type(inner)),
         Spec::List(inner, _) => format!("[]{}", go_type(inner)),
@@ -145,6 +148,7 @@ fn check_value(v: &Value, spec: &Spec<'_>, owner: &str, path: &str, dotted: &str
         Spec::Scalar("number") => v.is_number(),
         Spec::Scalar("time" | "microtime") => v.as_str().is_some_and(|s| rfc3339::parse(s).is_some()),
         Spec::Scalar("quantity") => v.is_string() || v.is_number(),
+        Spec::Scalar("bytes") => v.is_string(),
         Spec::Scalar(_) => v.is_string() || integer_fits(v, true),
         Spec::Map(_) | Spec::Open | Spec::Ref(_) => v.is_object(),
         Spec::List(..) => v.is_array(),
@@ -171,6 +175,14 @@ fn check_value(v: &Value, spec: &Spec<'_>, owner: &str, path: &str, dotted: &str
             }
         }
         (Spec::Ref(name), Value::Object(m)) => check_object(m, name, path, dotted, out),
+        // Go decodes a []byte from base64 and reports the first bad byte.
+        (Spec::Scalar("bytes"), Value::String(text)) => {
+            if let Err(at) = crate::secret::decode_base64(text) {
+                if out.type_error.is_none() {
+                    out.type_error = Some(format!("illegal base64 data at input byte {at}"));
+                }
+            }
+        }
         _ => {}
     }
 }
@@ -240,13 +252,13 @@ fn path_parts(path: &str) -> Vec<PathPart> {
 /// The root type of a kind, when the table describes it.
 fn root_type(kind: &str) -> Option<&'static str> {
     match kind {
-        "Pod" | "Node" | "Namespace" | "Event" | "Lease" => Some(kind_static(kind)),
+        "Pod" | "Node" | "Namespace" | "Event" | "Lease" | "Secret" => Some(kind_static(kind)),
         _ => None,
     }
 }
 
 fn kind_static(kind: &str) -> &'static str {
-    ["Pod", "Node", "Namespace", "Event", "Lease"].into_iter().find(|k| *k == kind).unwrap_or("")
+    ["Pod", "Node", "Namespace", "Event", "Lease", "Secret"].into_iter().find(|k| *k == kind).unwrap_or("")
 }
 
 /// Checks a request body of `kind` against the type table: a type mismatch is an error whatever
@@ -297,12 +309,14 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    fn required(field: impl Into<String>, detail: &str) -> Self {
+    /// `Required value` (with `detail` after a colon when given).
+    pub(crate) fn required(field: impl Into<String>, detail: &str) -> Self {
         let message =
             if detail.is_empty() { "Required value".into() } else { format!("Required value: {detail}") };
         FieldError { reason: "FieldValueRequired", field: field.into(), message }
     }
-    fn invalid(field: impl Into<String>, value: &Value, detail: &str) -> Self {
+    /// `Invalid value: VALUE: detail`.
+    pub(crate) fn invalid(field: impl Into<String>, value: &Value, detail: &str) -> Self {
         FieldError {
             reason: "FieldValueInvalid",
             field: field.into(),
@@ -324,11 +338,23 @@ impl FieldError {
             message: format!("Unsupported value: {value}: supported values: {}", list.join(", ")),
         }
     }
-    fn forbidden(field: impl Into<String>, detail: &str) -> Self {
+    /// `Forbidden: detail`.
+    pub(crate) fn forbidden(field: impl Into<String>, detail: &str) -> Self {
         FieldError {
             reason: "FieldValueForbidden",
             field: field.into(),
             message: format!("Forbidden: {detail}"),
+        }
+    }
+}
+
+impl FieldError {
+    /// `Too long: must have at most MAX bytes` (the value is not shown).
+    pub(crate) fn too_long(field: impl Into<String>, max: usize) -> Self {
+        FieldError {
+            reason: "FieldValueTooLong",
+            field: field.into(),
+            message: format!("Too long: must have at most {max} bytes"),
         }
     }
 }
@@ -547,6 +573,7 @@ fn object_errors(kind: &str, obj: &Value) -> Vec<FieldError> {
         "Pod" => validate_pod(obj, &mut errors),
         "Lease" => validate_lease(obj, &mut errors),
         "Event" => validate_event(obj, &mut errors),
+        "Secret" => errors.extend(crate::secret::validate(obj)),
         _ => {}
     }
     errors
@@ -605,6 +632,10 @@ pub fn validate_update(kind: &str, old: &Value, new: &Value, status_only: bool) 
                 "field is immutable",
             ));
         }
+    }
+    if kind == "Secret" {
+        // ValidateSecretUpdate names the unchangeable fields before the secret's own checks.
+        errors.splice(0..0, crate::secret::validate_update(old, new));
     }
     if kind == "Pod" && !status_only {
         let (o, n) = (old.get("spec"), new.get("spec"));
@@ -862,7 +893,8 @@ fn default_pod(pod: &mut Value) {
 }
 
 /// Applies the defaults of `kind` that hold on every write (create and update): pod spec and
-/// container defaults, node allocatable, namespace finalizers and phase.
+/// container defaults, node allocatable, namespace finalizers and phase, a secret's type and its
+/// `stringData` merged into `data`.
 pub fn apply_defaults(kind: &str, obj: &mut Value) {
     match kind {
         "Pod" => default_pod(obj),
@@ -874,6 +906,7 @@ pub fn apply_defaults(kind: &str, obj: &mut Value) {
             }
             obj_mut(obj, "spec");
         }
+        "Secret" => crate::secret::apply_defaults(obj),
         "Namespace" => {
             // The apiserver labels every namespace with its own name.
             let name = obj.pointer("/metadata/name").and_then(Value::as_str).map(String::from);

@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 pub type Target = (&'static str, fn(&[u8]));
 
 /// Every target.
-pub const TARGETS: [Target; 10] = [
+pub const TARGETS: [Target; 11] = [
     ("http_response", http_response),
     ("watch_lines", watch_lines),
     ("agent_replies", agent_replies),
@@ -38,7 +38,20 @@ pub const TARGETS: [Target; 10] = [
     ("log_request", log_request),
     ("protobuf", protobuf),
     ("registry_manifest", registry_manifest),
+    ("pull_secrets", pull_secrets),
 ];
+
+/// kubelet-lite's reading of an image pull secret: the Secret as the API server returns it,
+/// and the same bytes as a `~/.docker/config.json`, a `~/.dockercfg` and a server name.
+pub fn pull_secrets(data: &[u8]) {
+    use kubelet_lite::pullsecrets;
+    let _ = pullsecrets::registry_auths(data);
+    let _ = pullsecrets::docker_config_json(data);
+    let _ = pullsecrets::dockercfg(data);
+    let text = String::from_utf8_lossy(data);
+    let _ = pullsecrets::registry_of(&text);
+    let _ = pullsecrets::valid_secret_name(&text);
+}
 
 /// kubelet-lite's registry manifest and index parser (the first byte picks the response's
 /// Content-Type), platform choice and layer kinds; the image config parser and the
@@ -183,7 +196,8 @@ pub fn selectors(data: &[u8]) {
     }
 }
 
-/// A Kubernetes protobuf object body (what `kubectl create namespace` sends).
+/// A Kubernetes protobuf object body (what `kubectl create namespace` and `kubectl create
+/// secret` send).
 pub fn protobuf(data: &[u8]) {
     let _ = control_plane::protobuf::decode_object(data);
 }

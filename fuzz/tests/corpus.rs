@@ -203,7 +203,8 @@ target_tests!(
     selectors,
     log_request,
     protobuf,
-    registry_manifest
+    registry_manifest,
+    pull_secrets
 );
 
 #[test]

@@ -12,6 +12,11 @@
 //! renewed every 10 s (create on 404, GET and retry on 409), lists and watches the pods
 //! bound to the node (relist on 410), runs them through [`PodWorker`]s, patches their
 //! status, records core/v1 events, and deletes terminated pods with a uid precondition.
+//! Before a pod's image pulls it reads the pod's image pull secrets (`GET .../secrets/NAME`,
+//! at most [`MAX_PULL_SECRETS`] of them, each reply at most [`MAX_SECRET_RESPONSE_BYTES`]) into
+//! registry credentials ([`crate::pullsecrets`]); one that cannot be read is a Warning event
+//! `FailedToRetrieveImagePullSecret` on the pod, and the pull goes on without it, as the
+//! kubelet's `getPullSecretsForPod` has it.
 //! Every failure backs off exponentially. Replies are parsed as allegations: malformed
 //! JSON is an error for that request, never a panic.
 
@@ -24,7 +29,8 @@ use serde_json::{json, Value};
 
 use crate::http::{encode_query, Method, Request, CONTENT_JSON, CONTENT_SMP};
 use crate::pods::{pod_requests, PodEvent, PodWorker};
-use crate::runtime::Runtime;
+use crate::pullsecrets::{registry_auths, valid_secret_name, MAX_PULL_SECRETS, MAX_SECRET_RESPONSE_BYTES};
+use crate::runtime::{RegistryAuth, Runtime};
 use crate::time::Time;
 use crate::types::{
     ContainerImage, DaemonEndpoint, DeleteOptions, Event, EventSource, Node, NodeAddress, NodeCondition,
@@ -98,6 +104,11 @@ pub enum Op {
     /// A repeat of a sent event: `PATCH .../events/NAME` with the new count.
     PatchEvent {
         id: u64,
+    },
+    /// One of a pod's image pull secrets: `GET /api/v1/namespaces/NS/secrets/NAME`.
+    GetSecret {
+        uid: String,
+        name: String,
     },
 }
 
@@ -174,6 +185,31 @@ struct Slot {
     /// When the server's copy was last found to differ and the status re-sent.
     reconciled_at: Option<Time>,
     delete: Delete,
+    /// The pod's image pull secrets being fetched.
+    secrets: Option<SecretRound>,
+}
+
+/// One reading of a pod's image pull secrets: the names asked for, in the pod's order, and
+/// what each answer gave (`None` while it is on the wire; `Err` when the secret could not be
+/// read or held no credentials that could be parsed).
+#[derive(Debug)]
+struct SecretRound {
+    names: Vec<String>,
+    answers: Vec<Option<Result<Vec<RegistryAuth>, ()>>>,
+}
+
+impl SecretRound {
+    /// A round for `names` (the first [`MAX_PULL_SECRETS`]); a name that cannot name a Secret
+    /// is answered at once as unreadable.
+    fn new(mut names: Vec<String>) -> Self {
+        names.truncate(MAX_PULL_SECRETS);
+        let answers = names.iter().map(|n| (!valid_secret_name(n)).then_some(Err(()))).collect();
+        SecretRound { names, answers }
+    }
+
+    fn done(&self) -> bool {
+        self.answers.iter().all(Option::is_some)
+    }
 }
 
 /// The node agent.
@@ -578,6 +614,45 @@ impl Agent {
         format!("/api/v1/namespaces/{ns}/pods/{name}")
     }
 
+    /// The pod as the object of its events.
+    fn pod_ref(w: &PodWorker) -> ObjectReference {
+        ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            namespace: Some(w.namespace.clone()),
+            name: Some(w.name.clone()),
+            uid: Some(w.uid.clone()),
+            ..Default::default()
+        }
+    }
+
+    /// Hands a pod's worker the credentials of a finished round of its pull secrets, with the
+    /// kubelet's Warning event when some could not be read.
+    fn finish_secrets(&mut self, uid: &str, now: Time) {
+        let Some(slot) = self.slots.get_mut(uid) else { return };
+        if !slot.secrets.as_ref().is_some_and(SecretRound::done) {
+            return;
+        }
+        let Some(round) = slot.secrets.take() else { return };
+        let mut auth = Vec::new();
+        let mut failed: Vec<&str> = Vec::new();
+        for (name, answer) in round.names.iter().zip(round.answers) {
+            match answer {
+                Some(Ok(found)) => auth.extend(found),
+                _ => failed.push(name),
+            }
+        }
+        slot.worker.set_pull_secrets(auth);
+        if !failed.is_empty() {
+            let message = format!(
+                "Unable to retrieve some image pull secrets ({}); attempting to pull the image may not succeed.",
+                failed.join(", ")
+            );
+            let (obj, ns) = (Self::pod_ref(&slot.worker), slot.worker.namespace.clone());
+            self.push_event(obj, ns, "Warning", "FailedToRetrieveImagePullSecret", message, now);
+        }
+    }
+
     /// Advances every timer and pod worker to `now` and returns the requests to send.
     pub fn tick(&mut self, now: Time, rt: &mut dyn Runtime) -> Vec<Outgoing> {
         let mut out = Vec::new();
@@ -703,10 +778,29 @@ impl Agent {
 
         // Pods.
         let mut pod_events: Vec<(ObjectReference, String, PodEvent)> = Vec::new();
+        let mut secrets_done: Vec<String> = Vec::new();
         for slot in self.slots.values_mut() {
             let w = &mut slot.worker;
             let mut evs = Vec::new();
             w.sync(rt, now, &mut evs);
+            if slot.secrets.is_none() && w.wants_pull_secrets() {
+                let round = SecretRound::new(w.pull_secret_names());
+                for (name, answer) in round.names.iter().zip(&round.answers) {
+                    if answer.is_none() {
+                        out.push(Outgoing {
+                            op: Op::GetSecret { uid: w.uid.clone(), name: name.clone() },
+                            request: Request::new(
+                                Method::Get,
+                                format!("/api/v1/namespaces/{}/secrets/{name}", w.namespace),
+                            ),
+                        });
+                    }
+                }
+                if round.done() {
+                    secrets_done.push(w.uid.clone());
+                }
+                slot.secrets = Some(round);
+            }
             let obj = ObjectReference {
                 api_version: Some("v1".into()),
                 kind: Some("Pod".into()),
@@ -750,6 +844,9 @@ impl Agent {
         for (mut obj, ns, e) in pod_events {
             obj.field_path = e.field_path;
             self.push_event(obj, ns, e.type_, &e.reason, e.message, now);
+        }
+        for uid in secrets_done {
+            self.finish_secrets(&uid, now);
         }
         let mut waiting = alloc::collections::VecDeque::new();
         while let Some(e) = self.events.pop_front() {
@@ -976,6 +1073,23 @@ impl Agent {
                     slot.delete = Delete::No;
                 }
             }
+            Op::GetSecret { uid, name } => {
+                // A reply that is not a Secret with credentials counts as a secret not read.
+                let answer = if ok && body.len() <= MAX_SECRET_RESPONSE_BYTES {
+                    registry_auths(body).map_err(|_| ())
+                } else {
+                    Err(())
+                };
+                let round = self.slots.get_mut(&uid).and_then(|s| s.secrets.as_mut());
+                if let Some(r) = round {
+                    if let Some(i) = r.names.iter().position(|n| *n == name) {
+                        if let Some(slot @ None) = r.answers.get_mut(i) {
+                            *slot = Some(answer);
+                        }
+                    }
+                }
+                self.finish_secrets(&uid, now);
+            }
             Op::PostEvent { id } | Op::PatchEvent { id } => {
                 let Some(mut e) = self.events_in_flight.remove(&id) else { return };
                 let patch = matches!(op, Op::PatchEvent { .. });
@@ -1035,14 +1149,7 @@ impl Agent {
         self.next_ip = self.next_ip.wrapping_add(1);
         let worker = PodWorker::new(pod, self.cfg.internal_ip.clone(), ip, rejected.clone(), now);
         if let Some((reason, message)) = rejected {
-            let obj = ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Pod".into()),
-                namespace: Some(worker.namespace.clone()),
-                name: Some(worker.name.clone()),
-                uid: Some(worker.uid.clone()),
-                ..Default::default()
-            };
+            let obj = Self::pod_ref(&worker);
             let m = message.strip_prefix("Pod was rejected: ").unwrap_or(&message).to_string();
             self.push_event(obj, worker.namespace.clone(), "Warning", &reason, m, now);
         }
@@ -1055,6 +1162,7 @@ impl Agent {
                 acked_rv: None,
                 reconciled_at: None,
                 delete: Delete::No,
+                secrets: None,
             },
         );
     }

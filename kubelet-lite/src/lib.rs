@@ -21,6 +21,7 @@ pub mod image;
 pub mod logs;
 pub mod nodecfg;
 pub mod pods;
+pub mod pullsecrets;
 pub mod registry;
 pub mod runtime;
 pub mod sim;

@@ -177,14 +177,27 @@ fn is_waiting(state: &CState, why: &str) -> bool {
     matches!(state, CState::Waiting { reason, .. } if reason == why)
 }
 
+/// A pod's registry credentials as its image pulls see them.
+struct Credentials<'a> {
+    /// From the pod's imagePullSecrets.
+    auth: &'a [RegistryAuth],
+    /// Whether they were fetched for the pulls starting now (always, for a pod without
+    /// imagePullSecrets).
+    fresh: bool,
+    /// A pull started with them.
+    used: bool,
+    /// A pull waits for them to be fetched again.
+    wanted: bool,
+}
+
 /// Makes sure the node has the container's image for its next start, by its pull policy.
-/// True when it has; otherwise the container waits (ContainerCreating while a pull runs;
-/// ErrImagePull for [`PULL_ERROR_SHOWN_SECS`], then ImagePullBackOff until the back-off has
-/// passed; ErrImageNeverPull)
-/// and the worker asks again at its next sync.
+/// True when it has; otherwise the container waits (ContainerCreating while a pull runs or
+/// waits for the pod's credentials; ErrImagePull for [`PULL_ERROR_SHOWN_SECS`], then
+/// ImagePullBackOff until the back-off has passed; ErrImageNeverPull) and the worker asks
+/// again at its next sync.
 fn ensure_image(
     c: &mut Ctr,
-    auth: &[RegistryAuth],
+    creds: &mut Credentials<'_>,
     rt: &mut dyn Runtime,
     now: Time,
     events: &mut Vec<PodEvent>,
@@ -222,14 +235,20 @@ fn ensure_image(
                 }
                 return false;
             }
+            _ if !creds.fresh => {
+                // The kubelet reads the pod's pull secrets before each pull.
+                creds.wanted = true;
+                return false;
+            }
             _ => {
                 events.push(ev("Normal", "Pulling", format!("Pulling image \"{image}\""), Some(&name)));
                 c.pulling = Some(now);
+                creds.used = true;
             }
         }
     }
     let since = c.pulling.unwrap_or(now);
-    match rt.pull_image(&image, auth, now) {
+    match rt.pull_image(&image, creds.auth, now) {
         PullStatus::Pulling => {
             c.state = waiting("ContainerCreating", format!("Pulling image \"{image}\""));
             false
@@ -269,6 +288,17 @@ fn ensure_image(
     }
 }
 
+/// The names in a pod's `imagePullSecrets`, each once, in order, without empty ones.
+fn pull_secret_names(pod: &Pod) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in pod.spec.image_pull_secrets.iter().flatten() {
+        if !r.name.is_empty() && !out.contains(&r.name) {
+            out.push(r.name.clone());
+        }
+    }
+    out
+}
+
 /// Runs one pod.
 #[derive(Debug)]
 pub struct PodWorker {
@@ -288,6 +318,14 @@ pub struct PodWorker {
     /// Registry credentials from the pod's imagePullSecrets.
     pub auth: Vec<RegistryAuth>,
     sandbox_stopped: bool,
+    /// Whether `auth` was fetched for the next pulls to start: true from the start for a pod
+    /// without imagePullSecrets; else set by [`PodWorker::set_pull_secrets`] and used up by
+    /// the pulls that start after it.
+    auth_fresh: bool,
+    /// A pull waits for the pod's pull secrets to be fetched.
+    auth_wanted: bool,
+    /// The pod names imagePullSecrets (a pod's spec keeps them for its life).
+    has_pull_secrets: bool,
 }
 
 impl PodWorker {
@@ -319,6 +357,7 @@ impl PodWorker {
                 next_pull: now,
             })
             .collect();
+        let has_pull_secrets = !pull_secret_names(&pod).is_empty();
         PodWorker {
             uid: pod.metadata.uid.clone().unwrap_or_default(),
             namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
@@ -334,7 +373,30 @@ impl PodWorker {
             pod_ip,
             auth: Vec::new(),
             sandbox_stopped: false,
+            auth_fresh: !has_pull_secrets,
+            auth_wanted: false,
+            has_pull_secrets,
         }
+    }
+
+    /// The names in the pod's `imagePullSecrets`, each once, in order (empty names are
+    /// skipped, as the kubelet skips them).
+    pub fn pull_secret_names(&self) -> Vec<String> {
+        pull_secret_names(&self.pod)
+    }
+
+    /// True while a pull waits for the pod's pull secrets: the host fetches them and hands
+    /// the credentials to [`PodWorker::set_pull_secrets`].
+    pub fn wants_pull_secrets(&self) -> bool {
+        self.auth_wanted
+    }
+
+    /// The credentials read from the pod's pull secrets (those that could be fetched), for
+    /// the pulls that start next.
+    pub fn set_pull_secrets(&mut self, auth: Vec<RegistryAuth>) {
+        self.auth = auth;
+        self.auth_fresh = true;
+        self.auth_wanted = false;
     }
 
     /// True if the pod was rejected at admission.
@@ -423,6 +485,7 @@ impl PodWorker {
         let policy = self.policy().to_string();
         let stop_all = self.killing;
         let desc = self.pod_desc();
+        let mut creds = Credentials { auth: &self.auth, fresh: self.auth_fresh, used: false, wanted: false };
         for i in 0..self.ctrs.len() {
             let cref = self.cref(&self.ctrs[i].spec.name);
             let c = &mut self.ctrs[i];
@@ -494,7 +557,7 @@ impl PodWorker {
                 continue;
             }
             if !c.image_ready {
-                if !ensure_image(c, &self.auth, rt, now, events) {
+                if !ensure_image(c, &mut creds, rt, now, events) {
                     continue;
                 }
                 c.image_ready = true;
@@ -529,6 +592,11 @@ impl PodWorker {
                 }
             }
         }
+        let (used, wanted) = (creds.used, creds.wanted);
+        if used && self.has_pull_secrets {
+            self.auth_fresh = false;
+        }
+        self.auth_wanted |= wanted && !self.auth_fresh;
         self.update_conditions(now);
         // A pod that is done gives back what its sandbox holds (its containers' states and
         // logs stay), as the kubelet stops a terminated pod's sandbox.

@@ -161,6 +161,9 @@ pub struct SimRuntime {
     pub pulls_started: u64,
     /// The pods whose sandbox was stopped, in order (for tests).
     pub sandboxes_stopped: Vec<String>,
+    /// Registries that want credentials (for tests): a pull from one of them fails with
+    /// `401 unauthorized` unless the pod's credentials for its registry are these.
+    pub private_registries: Vec<RegistryAuth>,
 }
 
 /// A pulled image's simulated description: its id names the reference, its size is the
@@ -283,10 +286,11 @@ impl Runtime for SimRuntime {
     }
 
     /// Every pull succeeds after [`SimRuntime::pull_micros`], but those of
-    /// [`SimRuntime::failing_images`] and of references that do not parse.
-    fn pull_image(&mut self, image: &str, _auth: &[RegistryAuth], now: Time) -> PullStatus {
-        let reference = match Reference::parse(image) {
-            Ok(r) => r.to_string(),
+    /// [`SimRuntime::failing_images`], of references that do not parse and, without the right
+    /// credentials among `auth`, from [`SimRuntime::private_registries`].
+    fn pull_image(&mut self, image: &str, auth: &[RegistryAuth], now: Time) -> PullStatus {
+        let (reference, registry) = match Reference::parse(image) {
+            Ok(r) => (r.to_string(), r.registry),
             Err(e) => return PullStatus::Failed(format!("{e}")),
         };
         let done_at = *self.pulls.entry(reference.clone()).or_insert_with(|| {
@@ -299,6 +303,11 @@ impl Runtime for SimRuntime {
         self.pulls.remove(&reference);
         if self.failing_images.iter().any(|f| f == image || *f == reference) {
             return PullStatus::Failed(format!("{reference}: not found"));
+        }
+        if let Some(wanted) = self.private_registries.iter().find(|p| p.registry == registry) {
+            if auth.iter().find(|a| a.registry == registry) != Some(wanted) {
+                return PullStatus::Failed(format!("{reference}: 401 unauthorized"));
+            }
         }
         let info = sim_image(&reference);
         self.images.insert(reference, info.clone());

@@ -7,6 +7,7 @@ use schema_check as schema;
 
 use kubelet_lite::agent::{Agent, NodeConfig, Op};
 use kubelet_lite::http::{LineDecoder, Method, Request};
+use kubelet_lite::runtime::RegistryAuth;
 use kubelet_lite::sim::SimRuntime;
 use kubelet_lite::time::Time;
 use kubelet_lite::types::NodeSystemInfo;
@@ -18,6 +19,8 @@ struct FakeApi {
     nodes: BTreeMap<String, Value>,
     leases: BTreeMap<String, Value>,
     pods: BTreeMap<String, Value>,
+    /// Secrets of the namespace `default`, by name.
+    secrets: BTreeMap<String, Value>,
     events: Vec<Value>,
     log: Vec<(Method, String, Value)>,
     /// Forced replies for the next request whose path contains the key: (status, body).
@@ -39,6 +42,7 @@ impl FakeApi {
             nodes: BTreeMap::new(),
             leases: BTreeMap::new(),
             pods: BTreeMap::new(),
+            secrets: BTreeMap::new(),
             events: Vec::new(),
             log: Vec::new(),
             inject: VecDeque::new(),
@@ -170,6 +174,13 @@ impl FakeApi {
                         (200, p)
                     }
                     Some(_) => (409, status_body(409, "Conflict")),
+                    None => (404, status_body(404, "NotFound")),
+                }
+            }
+            (Method::Get, ["api", "v1", "namespaces", "default", "secrets", name]) => {
+                assert!(body.is_null(), "a GET has no body");
+                match self.secrets.get(*name) {
+                    Some(s) => (200, s.clone()),
                     None => (404, status_body(404, "NotFound")),
                 }
             }
@@ -644,4 +655,200 @@ fn a_pod_status_changed_by_someone_else_is_put_back() {
     assert_eq!(patches(&h), before + 1);
     h.advance(30);
     assert_eq!(patches(&h), before + 1, "settled");
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A `kubernetes.io/dockerconfigjson` Secret in `default` giving `user:pass` for `server`.
+fn docker_secret(name: &str, server: &str, user: &str, pass: &str) -> Value {
+    let auth = base64(format!("{user}:{pass}").as_bytes());
+    let config = json!({"auths": {server: {"username": user, "password": pass, "auth": auth}}}).to_string();
+    json!({"kind": "Secret", "apiVersion": "v1", "metadata": {"name": name, "namespace": "default"},
+           "type": "kubernetes.io/dockerconfigjson", "data": {".dockerconfigjson": base64(config.as_bytes())}})
+}
+
+fn private_pod(h: &mut Harness, name: &str, image: &str, secrets: &[&str]) {
+    let mut p = h.add_pod(name, "Always", "sleep infinity");
+    p["spec"]["containers"][0]["image"] = json!(image);
+    p["spec"]["imagePullSecrets"] = json!(secrets.iter().map(|s| json!({"name": s})).collect::<Vec<_>>());
+    h.api.pods.insert(name.into(), p);
+}
+
+fn registry_needs(h: &mut Harness, registry: &str, user: &str, pass: &str) {
+    h.rt.private_registries.push(RegistryAuth {
+        registry: registry.into(),
+        username: user.into(),
+        password: pass.into(),
+    });
+}
+
+fn waiting_reason(h: &Harness, pod: &str) -> Value {
+    h.api.pods[pod]["status"]["containerStatuses"][0]["state"]["waiting"]["reason"].clone()
+}
+
+#[test]
+fn pulls_wait_for_the_pods_pull_secrets_and_use_their_credentials() {
+    let mut h = Harness::new();
+    registry_needs(&mut h, "127.0.0.1:5000", "u", "p");
+    h.api.secrets.insert("regcred".into(), docker_secret("regcred", "https://127.0.0.1:5000/v2/", "u", "p"));
+    private_pod(&mut h, "private", "127.0.0.1:5000/app:1", &["regcred", "regcred", ""]);
+    h.add_pod("public", "Always", "sleep infinity");
+    h.step();
+    // One GET for the name given twice (the empty one is skipped), before the pull started.
+    let gets: Vec<usize> = h
+        .api
+        .log
+        .iter()
+        .enumerate()
+        .filter(|(_, (m, p, _))| *m == Method::Get && p.contains("/secrets/"))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(gets.len(), 1, "{:?}", h.requests(Method::Get, "/secrets/"));
+    assert_eq!(h.api.log[gets[0]].1, "/api/v1/namespaces/default/secrets/regcred");
+    let first_pulling = h
+        .api
+        .log
+        .iter()
+        .position(|(_, p, b)| {
+            p.ends_with("/events") && b["reason"] == "Pulling" && b["involvedObject"]["name"] == "private"
+        })
+        .expect("a Pulling event");
+    assert!(gets[0] < first_pulling, "the secret is read before the pull");
+    assert_eq!(h.api.pods["private"]["status"]["phase"], "Running", "{:#}", h.api.pods["private"]["status"]);
+    assert_eq!(h.event_reasons("private"), ["Pulling", "Pulled", "Created", "Started"]);
+    assert_eq!(h.api.pods["public"]["status"]["phase"], "Running");
+    // Later syncs read nothing again: the image is there (IfNotPresent for a tag).
+    h.advance(30);
+    assert_eq!(h.requests(Method::Get, "/secrets/").len(), 1);
+}
+
+#[test]
+fn unreadable_pull_secrets_are_a_warning_and_the_pull_goes_on_without_them() {
+    let mut h = Harness::new();
+    registry_needs(&mut h, "127.0.0.1:5000", "u", "p");
+    // Readable, but for another registry.
+    h.api.secrets.insert("elsewhere".into(), docker_secret("elsewhere", "registry.example.com", "x", "y"));
+    let mut garbage = docker_secret("garbage", "127.0.0.1:5000", "u", "p");
+    garbage["data"][".dockerconfigjson"] = json!("not base64!");
+    h.api.secrets.insert("garbage".into(), garbage);
+    h.api.inject.push_back(("/secrets/forbidden".into(), Method::Get, 403, status_body(403, "Forbidden")));
+    let huge = json!({"kind": "Secret", "type": "kubernetes.io/dockerconfigjson", "data": {".dockerconfigjson": "A".repeat(1 << 20)}});
+    h.api.inject.push_back(("/secrets/huge".into(), Method::Get, 200, huge));
+    private_pod(
+        &mut h,
+        "private",
+        "127.0.0.1:5000/app:1",
+        &["missing", "forbidden", "garbage", "huge", "elsewhere"],
+    );
+    h.step();
+    let warnings: Vec<&Value> =
+        h.api.events.iter().filter(|e| e["reason"] == "FailedToRetrieveImagePullSecret").collect();
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    let w = warnings[0];
+    assert_eq!(w["type"], "Warning");
+    assert_eq!(
+        w["message"],
+        "Unable to retrieve some image pull secrets (missing, forbidden, garbage, huge); attempting to pull the image may not succeed."
+    );
+    assert_eq!(w["involvedObject"]["kind"], "Pod");
+    assert_eq!(w["involvedObject"]["name"], "private");
+    assert!(w["involvedObject"].get("fieldPath").is_none(), "about the pod, not a container");
+    // The pull went on, without the right credentials.
+    assert!(
+        h.api.events.iter().any(|e| e["reason"] == "Failed"
+            && e["message"].as_str().unwrap().starts_with("Failed to pull image \"127.0.0.1:5000/app:1\"")
+            && e["message"].as_str().unwrap().ends_with("401 unauthorized")),
+        "{:#?}",
+        h.api.events
+    );
+    assert!(h.api.events.iter().any(|e| e["message"] == "Error: ErrImagePull"));
+    // ErrImagePull is shown for 10 s after a failed pull, then ImagePullBackOff.
+    assert_eq!(waiting_reason(&h, "private"), "ErrImagePull");
+    assert_eq!(h.event_reasons("private")[..2], ["FailedToRetrieveImagePullSecret", "Pulling"]);
+    // The secret appears; the next pull (after the 10 s back-off) reads the secrets again and
+    // succeeds.
+    h.api.secrets.insert("missing".into(), docker_secret("missing", "http://127.0.0.1:5000", "u", "p"));
+    h.advance(5);
+    assert_eq!(h.requests(Method::Get, "/secrets/missing").len(), 1, "no reading during the back-off");
+    assert_eq!(waiting_reason(&h, "private"), "ErrImagePull", "shown until the retry at 10 s");
+    h.advance(7);
+    assert_eq!(h.requests(Method::Get, "/secrets/missing").len(), 2);
+    assert_eq!(h.api.pods["private"]["status"]["phase"], "Running", "{:#}", h.api.pods["private"]["status"]);
+    // The second reading: `missing` is there now; `elsewhere` was read both times (it only
+    // holds no credentials for this registry).
+    let second = "Unable to retrieve some image pull secrets (forbidden, garbage, huge); attempting to pull the image may not succeed.";
+    assert!(h.api.events.iter().any(|e| e["message"] == second), "{:#?}", h.api.events);
+    assert_eq!(h.requests(Method::Get, "/secrets/elsewhere").len(), 2);
+}
+
+#[test]
+fn pull_secrets_are_bounded_and_bad_names_never_reach_the_server() {
+    let mut h = Harness::new();
+    let mut names: Vec<String> = vec!["../nodes/n2".into(), "Upper".into()];
+    names.extend((0..30).map(|i| format!("s{i}")));
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    private_pod(&mut h, "many", "busybox:1.36", &refs);
+    h.step();
+    let gets = h.requests(Method::Get, "/secrets/");
+    assert_eq!(gets.len(), kubelet_lite::pullsecrets::MAX_PULL_SECRETS - 2, "{gets:?}");
+    assert!(gets.iter().all(|(p, _)| p.starts_with("/api/v1/namespaces/default/secrets/s")), "{gets:?}");
+    let listed: Vec<&str> =
+        names.iter().take(kubelet_lite::pullsecrets::MAX_PULL_SECRETS).map(String::as_str).collect();
+    let message = format!(
+        "Unable to retrieve some image pull secrets ({}); attempting to pull the image may not succeed.",
+        listed.join(", ")
+    );
+    assert!(h.api.events.iter().any(|e| e["message"] == message.as_str()), "{:#?}", h.api.events);
+    assert_eq!(h.api.pods["many"]["status"]["phase"], "Running", "public images need no credentials");
+}
+
+#[test]
+fn a_failed_fetch_on_the_wire_counts_as_unreadable() {
+    let mut h = Harness::new();
+    private_pod(&mut h, "p", "busybox:1.36", &["regcred"]);
+    h.api.secrets.insert("regcred".into(), docker_secret("regcred", "127.0.0.1:5000", "u", "p"));
+    // Drive the agent by hand: the GET's connection breaks.
+    let mut seen_get = false;
+    for _ in 0..10 {
+        let out = h.agent.tick(h.now, &mut h.rt);
+        for o in out {
+            if o.op == Op::WatchPods {
+                continue;
+            }
+            if matches!(o.op, Op::GetSecret { .. }) {
+                seen_get = true;
+                h.agent.on_response(o.op, Err(()), h.now, &mut h.rt);
+                continue;
+            }
+            let (code, body) = h.api.handle(&o.request);
+            let bytes = serde_json::to_vec(&body).unwrap();
+            h.agent.on_response(o.op, Ok((code, &bytes)), h.now, &mut h.rt);
+        }
+    }
+    assert!(seen_get);
+    assert_eq!(h.event_reasons("p")[0], "FailedToRetrieveImagePullSecret");
+    assert_eq!(h.api.pods["p"]["status"]["phase"], "Running");
+    // Answers for a pod that is gone, or a name never asked, change nothing.
+    for op in [
+        Op::GetSecret { uid: "nobody".into(), name: "regcred".into() },
+        Op::GetSecret { uid: "uid-p".into(), name: "other".into() },
+    ] {
+        h.agent.on_response(op, Ok((200, b"{}")), h.now, &mut h.rt);
+    }
+    h.step();
+    assert_eq!(h.api.pods["p"]["status"]["phase"], "Running");
 }

@@ -99,6 +99,17 @@ req("POST", "/api/v1/namespaces/default/events", event)
 req("PATCH", "/api/v1/namespaces/default/events/web.1", {"count": 2, "lastTimestamp": now}, ctype="application/strategic-merge-patch+json")
 req("GET", "/api/v1/events?fieldSelector=involvedObject.name%3Dweb")
 req("GET", "/apis/events.k8s.io/v1/namespaces/default/events")
+# Secrets: stringData merged into data, a dockerconfigjson one, a list and a Table.
+req("POST", "/api/v1/namespaces/default/secrets", {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "plain"},
+    "data": {"a": "YQ=="}, "stringData": {"b": "bee"}})
+req("POST", "/api/v1/namespaces/default/secrets", {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "regcred"},
+    "type": "kubernetes.io/dockerconfigjson", "stringData": {".dockerconfigjson": '{"auths":{"127.0.0.1:5000":{"auth":"dTpw"}}}'}})
+req("GET", "/api/v1/namespaces/default/secrets/regcred")
+req("GET", "/api/v1/secrets")
+req("GET", "/api/v1/namespaces/default/secrets", accept="application/json;as=Table;v=v1;g=meta.k8s.io,application/json")
+req("POST", "/api/v1/namespaces/default/secrets", {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "bad"},
+    "type": "kubernetes.io/dockerconfigjson", "data": {"no way": ""}})
+req("DELETE", "/api/v1/namespaces/default/secrets/plain")
 # Graceful deletion: marked, a wrong uid refused, then the node's final delete.
 req("DELETE", "/api/v1/namespaces/default/pods/web", {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"})
 req("DELETE", "/api/v1/namespaces/default/pods/web", {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0, "preconditions": {"uid": "wrong"}})
@@ -223,6 +234,8 @@ fn every_object_the_server_returns_follows_the_official_schema() {
         "core.v1.EventList",
         "coordination.v1.Lease",
         "coordination.v1.LeaseList",
+        "core.v1.Secret",
+        "core.v1.SecretList",
         "events.v1.EventList",
         "meta.v1.Status",
         "meta.v1.APIResourceList",

@@ -1107,6 +1107,69 @@ mod tests {
     }
 
     #[test]
+    fn secrets_merge_string_data_default_their_type_and_are_validated() {
+        let api = Api::new(Store::in_memory()).unwrap();
+        let path = "/api/v1/namespaces/default/secrets";
+        let body = r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"s"},"data":{"a":"YQ=="},"stringData":{"b":"bee"}}"#;
+        let (code, created) = full(api.handle(&req("POST", &format!("{path}?fieldValidation=Strict"), body)));
+        assert_eq!(code, 201, "{created}");
+        assert_eq!(created["data"], json!({"a": "YQ==", "b": "YmVl"}));
+        assert_eq!(created["type"], "Opaque");
+        assert!(created.get("stringData").is_none());
+        let (_, got) = full(api.handle(&req("GET", &format!("{path}/s"), "")));
+        assert_eq!(got["data"], created["data"]);
+        // Not base64: the decoder's 400, as Go's []byte decoding words it.
+        let (code, st) =
+            full(api.handle(&req("POST", path, r#"{"metadata":{"name":"b"},"data":{"a":"not base64!"}}"#)));
+        assert_eq!((code, st["message"].as_str()), (400, Some("Secret in version \"v1\" cannot be handled as a Secret: illegal base64 data at input byte 3")));
+        let (code, st) = full(api.handle(&req("POST", path, r#"{"metadata":{"name":"b"},"data":{"a":5}}"#)));
+        assert_eq!(code, 400, "{st}");
+        assert!(
+            st["message"].as_str().unwrap().ends_with(
+                "json: cannot unmarshal number 5 into Go struct field Secret.data of type []uint8"
+            ),
+            "{st}"
+        );
+        // A bad key and a docker config that is not JSON: 422 with both causes.
+        let bad = r#"{"metadata":{"name":"d"},"type":"kubernetes.io/dockerconfigjson","data":{".dockerconfigjson":"e30K"},"stringData":{"no way":"x",".dockerconfigjson":"{"}}"#;
+        let (code, st) = full(api.handle(&req("POST", path, bad)));
+        assert_eq!((code, st["reason"].as_str()), (422, Some("Invalid")), "{st}");
+        let fields: Vec<&str> = st["details"]["causes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["field"].as_str().unwrap())
+            .collect();
+        assert_eq!(fields, ["data[no way]", "data[.dockerconfigjson]"]);
+        assert!(st["message"].as_str().unwrap().starts_with("Secret \"d\" is invalid: ["), "{st}");
+        // The type stays; merge patches go through the same merge.
+        let mut patch = req("PATCH", &format!("{path}/s"), r#"{"type":"kubernetes.io/tls"}"#);
+        patch.headers = vec![("content-type".into(), "application/merge-patch+json".into())];
+        let (code, st) = full(api.handle(&patch));
+        assert_eq!(code, 422, "{st}");
+        assert_eq!(
+            st["details"]["causes"][0]["message"],
+            "Invalid value: \"kubernetes.io/tls\": field is immutable"
+        );
+        patch.body = br#"{"stringData":{"a":"new"}}"#.to_vec();
+        let (code, patched) = full(api.handle(&patch));
+        assert_eq!((code, &patched["data"]), (200, &json!({"a": "bmV3", "b": "YmVl"})), "{patched}");
+        // A PUT without a type keeps Opaque, so it is no change of type.
+        let mut put = patched.clone();
+        put.as_object_mut().unwrap().remove("type");
+        let (code, st) = full(api.handle(&req("PUT", &format!("{path}/s"), &put.to_string())));
+        assert_eq!(code, 200, "{st}");
+        let (code, list) = full(api.handle(&req("GET", "/api/v1/secrets?fieldSelector=type%3DOpaque", "")));
+        assert_eq!(
+            (code, list["kind"].as_str(), list["items"].as_array().map(Vec::len)),
+            (200, Some("SecretList"), Some(1))
+        );
+        let (code, _) = full(api.handle(&req("DELETE", &format!("{path}/s"), "")));
+        assert_eq!(code, 200);
+        assert_eq!(full(api.handle(&req("GET", &format!("{path}/s"), ""))).0, 404);
+    }
+
+    #[test]
     fn bound_pods_are_deleted_gracefully_and_finally_with_a_uid_precondition() {
         let api = Api::new(Store::in_memory()).unwrap();
         let pod =

@@ -69,6 +69,16 @@ pub const RESOURCES: &[Resource] = &[
         subresources: &[],
     },
     Resource {
+        group: "",
+        version: "v1",
+        plural: "secrets",
+        singular: "secret",
+        kind: "Secret",
+        namespaced: true,
+        short_names: &[],
+        subresources: &[],
+    },
+    Resource {
         group: "coordination.k8s.io",
         version: "v1",
         plural: "leases",
@@ -210,7 +220,9 @@ mod tests {
         let core = resource_list("", "v1").unwrap();
         let names: Vec<&str> =
             core["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
-        for n in ["namespaces", "nodes", "nodes/status", "pods", "pods/status", "pods/log", "events"] {
+        for n in
+            ["namespaces", "nodes", "nodes/status", "pods", "pods/status", "pods/log", "events", "secrets"]
+        {
             assert!(names.contains(&n), "{n} missing from {names:?}");
         }
         let leases = resource_list("coordination.k8s.io", "v1").unwrap();

@@ -267,20 +267,26 @@ fn handle(
 fn authorize(user: &crate::auth::User, req: &Request, api: &Api) -> Result<(), ApiError> {
     let crate::api::Route::Resource(t) = crate::api::route(&req.path) else { return Ok(()) };
     let namespace = t.namespace.as_deref().unwrap_or("");
-    let body_name;
+    let verb = crate::authz::verb(&req.method, t.name.is_some(), crate::api::is_true(req.param("watch")));
+    let other_name;
     let name = match &t.name {
         Some(n) => n.as_str(),
         None if req.method == "POST" => {
-            body_name = crate::api::parse_body(req)
+            other_name = crate::api::parse_body(req)
                 .ok()
                 .and_then(|b| b.pointer("/metadata/name").and_then(|n| n.as_str()).map(String::from))
                 .unwrap_or_default();
-            body_name.as_str()
+            other_name.as_str()
+        }
+        // A list or watch of one object by name names it, as the apiserver's request info has it.
+        None if verb == "list" || verb == "watch" => {
+            other_name = crate::authz::selected_name(req.param("fieldSelector")).unwrap_or_default();
+            other_name.as_str()
         }
         None => "",
     };
     let attrs = crate::authz::Attributes {
-        verb: crate::authz::verb(&req.method, t.name.is_some(), crate::api::is_true(req.param("watch"))),
+        verb,
         group: t.resource.group,
         resource: t.resource.plural,
         subresource: t.sub.as_deref(),
@@ -288,11 +294,25 @@ fn authorize(user: &crate::auth::User, req: &Request, api: &Api) -> Result<(), A
         name,
         field_selector: req.param("fieldSelector"),
     };
-    let pod_node = || {
-        let pod = api.store.get(&crate::store::Key::new("pods", namespace, name))?;
+    crate::authz::authorize(user, &attrs, &StoreGraph(&api.store))
+}
+
+/// The Node authorizer's graph, read from the store at each decision.
+struct StoreGraph<'a>(&'a crate::store::Store);
+
+impl crate::authz::Graph for StoreGraph<'_> {
+    fn pod_node(&self, namespace: &str, name: &str) -> Option<String> {
+        let pod = self.0.get(&crate::store::Key::new("pods", namespace, name))?;
         pod.pointer("/spec/nodeName").and_then(|n| n.as_str()).map(String::from)
-    };
-    crate::authz::authorize(user, &attrs, &pod_node)
+    }
+
+    fn node_uses_secret(&self, node: &str, namespace: &str, name: &str) -> bool {
+        let (pods, _) = self.0.list("pods", Some(namespace));
+        pods.iter().any(|p| {
+            p.pointer("/spec/nodeName").and_then(|n| n.as_str()) == Some(node)
+                && crate::secret::referenced_names(p).iter().any(|s| s == name)
+        })
+    }
 }
 
 /// Waits up to `timeout` for a TCP connection to `addr` to succeed.
