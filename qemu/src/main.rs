@@ -274,9 +274,10 @@ enum BenchPart {
     Boot,
     /// The `bench` guest's figures on each backend.
     Vm,
-    /// crx-guest's size and `busybox true` in a pod VM.
+    /// crx-guest's size and `busybox true` in a pod VM, from tar layers and from gzip
+    /// layers: guest instructions to the container's first instruction and to exit.
     Pod,
-    /// Debian's Linux kernel to its init, the baseline for the pod figure.
+    /// Debian's Linux kernel to its init, the baseline for the pod figures.
     Linux,
     /// A hypervisor node as kubectl sees it (power-on to Ready, apply to Running and to the
     /// first log line, memory per pod VM), against sim-node and the boot figures.
@@ -1046,9 +1047,9 @@ fn bench(
         if part(BenchPart::Vm) {
             bench_vms(&kernel, vm_runs)?;
         }
-        let pod_instructions = if part(BenchPart::Pod) { bench_pod(&kernel) } else { None };
+        let pod = if part(BenchPart::Pod) { Some(bench_pod(&kernel)) } else { None };
         if part(BenchPart::Linux) {
-            bench_linux(pod_instructions);
+            bench_linux(pod.as_ref());
         }
     }
     if part(BenchPart::Node) && node.runs > 0 {
@@ -1169,17 +1170,20 @@ fn bench_boot(kernel: &std::path::Path, qemu_runs: usize, bochs_runs: usize) -> 
 }
 
 /// Pod figures: crx-guest's image size, and `busybox true` in a pod VM under QEMU
-/// `-icount shift=0` (one emulated instruction per nanosecond): guest instructions from
-/// the VM's creation to the container's exit (the VM's accounting). Printed, not judged;
-/// rows that cannot be measured say why. Returns the instruction count.
-fn bench_pod(kernel: &std::path::Path) -> Option<u64> {
+/// `-icount shift=0` (one emulated instruction per nanosecond) from two bundles of the same
+/// image, one with plain tar layers (as a node holds a pulled image) and one with gzip
+/// layers (as a boot module's image bundle carries them): guest instructions from the VM's
+/// creation to the container's first instruction and to its exit (the VM's accounting).
+/// Printed, not judged; rows that cannot be measured say why.
+fn bench_pod(kernel: &std::path::Path) -> bench::PodFigures {
+    let mut figures = bench::PodFigures::default();
     println!();
     println!("Pod figures (printed, not judged; the size target is under 512 KiB):");
     let guest = match qemu::pod::build_guest_kernel() {
         Ok(g) => g,
         Err(e) => {
             println!("  crx-guest image size           not measured: {e}");
-            return None;
+            return figures;
         }
     };
     let size = std::fs::metadata(&guest).map(|m| m.len()).unwrap_or(0);
@@ -1193,59 +1197,73 @@ fn bench_pod(kernel: &std::path::Path) -> Option<u64> {
     let built = setup::ensure(setup::BUSYBOX).map_err(|e| e.to_string()).and_then(|_| {
         qemu::oci::build_busybox_image(std::path::Path::new(setup::BUSYBOX_PATH), &dir)
             .and_then(|_| qemu::oci::Image::open(&dir))
+            .and_then(|gzip| Ok((gzip.with_plain_layers()?, gzip)))
             .map_err(|e| e.to_string())
     });
-    let img = match built {
+    let (tar_img, gzip_img) = match built {
         Ok(i) => i,
         Err(e) => {
             println!("  pod `busybox true`             not measured: {e}");
-            return None;
+            return figures;
         }
     };
-    let run = qemu::pod::PodRun::new(&img, &["true".into()]);
+    let layer_bytes = |img: &qemu::oci::Image| img.layers.iter().map(|l| l.bytes.len()).sum::<usize>();
+    println!("  pod `busybox true` under qemu svm -icount shift=0, guest instructions from VM creation");
+    println!(
+        "  (busybox image, one layer: {} bytes as tar, {} as gzip):",
+        layer_bytes(&tar_img),
+        layer_bytes(&gzip_img)
+    );
+    println!("    {:<40} {:>23} {:>14} {:>7}", "layers", "to first container insn", "to exit", "exits");
     let mut host = Host::qemu(kernel);
     host.qemu_extra = vec!["-icount".into(), "shift=0".into()];
-    let result = qemu::pod::write_bundle(&guest, &img, &run, "bench-pod").and_then(|m| {
-        qemu::pod::run(
-            &host,
-            "bench-pod",
-            m,
-            String::new(),
-            "main",
-            Some(Duration::from_secs(180)),
-            &mut |_, _, _| {},
-        )
-    });
-    match result {
-        Ok(o) => {
-            let figures = o.run.report.figures(0);
-            match (o.status, figures) {
+    for (label, img, name, slot) in [
+        ("tar (as a node holds a pulled image)", &tar_img, "bench-pod-tar", &mut figures.tar),
+        ("gzip (as a boot module's bundle has it)", &gzip_img, "bench-pod-gzip", &mut figures.gzip),
+    ] {
+        let run = qemu::pod::PodRun::new(img, &["true".into()]);
+        let result = qemu::pod::write_bundle(&guest, img, &run, name).and_then(|m| {
+            qemu::pod::run(
+                &host,
+                name,
+                m,
+                String::new(),
+                "main",
+                Some(Duration::from_secs(180)),
+                &mut |_, _, _| {},
+            )
+        });
+        let why = match result {
+            Ok(o) => match (o.status, o.run.report.figures(0)) {
                 (qemu::pod::PodStatus::Exited(0), Some(f)) => {
-                    println!(
-                        "  pod `busybox true`, qemu svm   {} guest instructions from VM creation to exit, {} exits",
-                        f.guest_ns, f.exits
-                    );
-                    Some(f.guest_ns)
+                    let first = f.first_container_ns.map_or_else(|| "-".to_string(), |n| n.to_string());
+                    println!("    {label:<40} {first:>23} {:>14} {:>7}", f.guest_ns, f.exits);
+                    *slot = Some(f);
+                    continue;
                 }
-                (status, _) => {
-                    println!("  pod `busybox true`             not measured: {}", status.describe());
-                    None
-                }
-            }
-        }
-        Err(e) => {
-            println!("  pod `busybox true`             not measured: {e}");
-            None
-        }
+                (qemu::pod::PodStatus::Exited(0), None) => "no accounting line".to_string(),
+                (status, _) => status.describe(),
+            },
+            Err(e) => e.to_string(),
+        };
+        println!("    {label:<40} not measured: {why}");
     }
+    let first = |a: Option<qemu::vm::Accounting>| a.and_then(|a| a.first_container_ns);
+    let exit = |a: Option<qemu::vm::Accounting>| a.map(|a| a.guest_ns);
+    println!(
+        "    tar / gzip: to the first container instruction {}, to exit {}",
+        bench::ratio(first(figures.tar), first(figures.gzip)),
+        bench::ratio(exit(figures.tar), exit(figures.gzip))
+    );
+    figures
 }
 
 /// The Linux baseline: Debian's kernel (installed when /boot has none) boots under the same
 /// QEMU with `-icount shift=0`, one CPU, and an initramfs holding only the static busybox,
 /// which the kernel runs as init and which powers the machine off. printk's timestamps give
 /// the instructions to init and to power-off (from the kernel's clock setup on). Printed
-/// next to the pod figure from the same run, not judged.
-fn bench_linux(pod_instructions: Option<u64>) {
+/// next to the pod figures from the same run, not judged.
+fn bench_linux(pod: Option<&bench::PodFigures>) {
     println!();
     println!("Linux baseline (printed, not judged): Debian's kernel under qemu tcg -icount shift=0,");
     println!("one CPU, initramfs = the static busybox as init running `poweroff -f`; printk's clock,");
@@ -1256,11 +1274,14 @@ fn bench_linux(pod_instructions: Option<u64>) {
             let num = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
             println!("  linux {version} to init: {} instructions", num(boot.to_init_ns));
             println!("  linux {version} to power-off: {} instructions", num(boot.to_power_off_ns));
-            println!(
-                "  crx-guest pod start-to-exit / linux to-init: {}{}",
-                bench::ratio(pod_instructions, boot.to_init_ns),
-                if pod_instructions.is_none() { " (no pod figure in this run)" } else { "" }
-            );
+            match pod {
+                Some(p) => {
+                    for line in bench::pod_vs_linux(p, boot.to_init_ns) {
+                        println!("  {line}");
+                    }
+                }
+                None => println!("  crx-guest pod / linux to-init: - (no pod figures in this run)"),
+            }
         }
         Err(why) => println!("  linux baseline: not measured: {why}"),
     }
