@@ -98,7 +98,8 @@ enum Verb {
         args: Vec<String>,
     },
     /// Measure boot-to-ready time under QEMU (PVH, 4 CPUs) and Bochs (ISO, 2 CPUs), then VM
-    /// figures (the `bench` guest) on each backend, then a cluster node as kubectl sees it.
+    /// figures (the `bench` guest) on each backend, pod VMs against Linux, a cluster node as
+    /// kubectl sees it, and image pulls by a node against the host's.
     Bench {
         /// Boots under QEMU.
         #[arg(long, default_value_t = 5)]
@@ -121,6 +122,11 @@ enum Verb {
         /// Extra QEMU node runs under `-icount shift=0`.
         #[arg(long, default_value_t = 2)]
         node_icount_runs: usize,
+        /// Rounds of the pull part on its one QEMU node: each pulls busybox:1 and big:1
+        /// (imagePullPolicy Always) and starts a pod of big:1 from the held image
+        /// (IfNotPresent); the host copies each image as often (0 skips the pull figures).
+        #[arg(long, default_value_t = 3)]
+        pull_runs: usize,
     },
     /// Run guest kernels as VMs of the hypervisor.
     Vm {
@@ -282,6 +288,11 @@ enum BenchPart {
     /// A hypervisor node as kubectl sees it (power-on to Ready, apply to Running and to the
     /// first log line, memory per pod VM), against sim-node and the boot figures.
     Node,
+    /// Image pulls by a QEMU node from a local registry (busybox:1 and big:1, busybox under
+    /// 4 MiB of incompressible bytes): pull time and throughput against the host's `skopeo
+    /// copy` of the same images, and apply to Running of a pod whose image is held against
+    /// one that pulls.
+    Pull,
 }
 
 #[derive(Subcommand)]
@@ -456,8 +467,18 @@ fn main() -> ExitCode {
         Verb::Test { args } => test(&args),
         Verb::Lint => lint(),
         Verb::SimNode { args } => sim_node(&args),
-        Verb::Bench { qemu_runs, bochs_runs, vm_runs, only, node_runs, node_pods, node_icount_runs } => {
-            let node = NodeBench { runs: node_runs, pods: node_pods, icount_runs: node_icount_runs };
+        Verb::Bench {
+            qemu_runs,
+            bochs_runs,
+            vm_runs,
+            only,
+            node_runs,
+            node_pods,
+            node_icount_runs,
+            pull_runs,
+        } => {
+            let node =
+                NodeBench { runs: node_runs, pods: node_pods, icount_runs: node_icount_runs, pull_runs };
             bench(qemu_runs, bochs_runs, vm_runs, &only, node)
         }
         Verb::Vm { verb: VmVerb::BuildGuests } => build_guests(),
@@ -822,8 +843,6 @@ fn cluster_up(args: &ClusterUpArgs, pod: Option<qemu::cluster_run::RunPod>) -> R
         }
     }
     let exe = std::env::current_exe().map_err(|e| Error::io("finding this program", e))?;
-    let kubectl =
-        if std::path::Path::new("/usr/bin/kubectl").exists() { "/usr/bin/kubectl" } else { "kubectl" };
     let opts = qemu::cluster::Options {
         nodes: args.nodes,
         bochs: args.bochs,
@@ -832,7 +851,7 @@ fn cluster_up(args: &ClusterUpArgs, pod: Option<qemu::cluster_run::RunPod>) -> R
         mem_mib: args.mem,
         ready_timeout: Duration::from_secs(args.ready_timeout.unwrap_or(if args.bochs { 600 } else { 180 })),
         control_plane: vec![exe.display().to_string(), "control-plane".into()],
-        kubectl: kubectl.into(),
+        kubectl: kubectl_path(),
         e1000: args.e1000,
         insecure_registries: args.insecure_registries.clone(),
     };
@@ -1023,11 +1042,13 @@ fn pod_run(args: &PodRunArgs) -> Result<u8, Error> {
     Ok(status)
 }
 
-/// The node part's counts (`--node-runs`, `--node-pods`, `--node-icount-runs`).
+/// The node and pull parts' counts (`--node-runs`, `--node-pods`, `--node-icount-runs`,
+/// `--pull-runs`).
 struct NodeBench {
     runs: usize,
     pods: usize,
     icount_runs: usize,
+    pull_runs: usize,
 }
 
 fn bench(
@@ -1038,7 +1059,8 @@ fn bench(
     node: NodeBench,
 ) -> Result<ExitCode, Error> {
     let part = |p: BenchPart| only.is_empty() || only.contains(&p);
-    setup::ensure(&needs(&[setup::ISO, setup::QEMU, setup::BOCHS, setup::BUSYBOX]))?;
+    let registry: &[Need] = if part(BenchPart::Pull) && node.pull_runs > 0 { setup::REGISTRY } else { &[] };
+    setup::ensure(&needs(&[setup::ISO, setup::QEMU, setup::BOCHS, setup::BUSYBOX, registry]))?;
     let kernel = image::build_kernel()?;
     if part(BenchPart::Boot) {
         bench_boot(&kernel, qemu_runs, bochs_runs)?;
@@ -1053,7 +1075,119 @@ fn bench(
         }
     }
     if part(BenchPart::Node) && node.runs > 0 {
-        return bench_node(&kernel, &node);
+        let code = bench_node(&kernel, &node)?;
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            return Ok(code);
+        }
+    }
+    if part(BenchPart::Pull) && node.pull_runs > 0 {
+        return bench_pull(&kernel, node.pull_runs);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Makes SIGINT and SIGTERM set [`INTERRUPTED`], so that a bench part stops what it
+/// started; the error says which signal could not be caught.
+fn catch_stop_signals() -> Result<(), String> {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        if let Err(e) = unsafe { signal(sig, SigHandler::Handler(on_stop_signal)) } {
+            return Err(format!("cannot catch {sig}: {e}"));
+        }
+    }
+    Ok(())
+}
+
+/// kubectl: Debian's when installed, else the one on PATH.
+fn kubectl_path() -> PathBuf {
+    if std::path::Path::new("/usr/bin/kubectl").exists() { "/usr/bin/kubectl" } else { "kubectl" }.into()
+}
+
+/// The pull figures (qemu::pullbench): a registry holding busybox:1 and big:1, the host's
+/// copies of them, then one QEMU node pulling them round after round. SIGINT and SIGTERM
+/// stop every process it started before the run ends (status 130).
+fn bench_pull(kernel: &std::path::Path, runs: usize) -> Result<ExitCode, Error> {
+    use qemu::pullbench;
+    if let Err(why) = catch_stop_signals() {
+        println!("  pull figures: not measured: {why}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let exe = std::env::current_exe().map_err(|e| Error::io("finding this program", e))?;
+    let opts = pullbench::Options {
+        runs,
+        smp: 2,
+        mem_mib: 512,
+        kernel: kernel.to_path_buf(),
+        control_plane: vec![exe.display().to_string(), "control-plane".into()],
+        kubectl: kubectl_path(),
+    };
+    let result = pullbench::run(&opts, &|| INTERRUPTED.load(Ordering::SeqCst));
+    println!();
+    let f = match result {
+        Ok(f) => f,
+        Err(Error::Interrupted) => {
+            eprintln!("bench: interrupted; the emulator, registry and control plane it started are stopped");
+            return Ok(ExitCode::from(130));
+        }
+        Err(e) => {
+            println!("Pull figures: not measured: {e}");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    println!(
+        "Pull figures (printed, not judged): a registry on 127.0.0.1 (docker-registry, plain HTTP) holding"
+    );
+    println!(
+        "busybox:1 (the busybox image) and big:1 (busybox under a layer of {} MiB of incompressible bytes);",
+        pullbench::NOISE_BYTES >> 20
+    );
+    println!(
+        "the host copies each with `skopeo copy --src-tls-verify=false docker://... oci:DIR` (a fresh DIR,"
+    );
+    println!(
+        "timed from skopeo's start to its end: layers fetched and verified, not inflated), then one QEMU"
+    );
+    println!(
+        "node (tcg, {} CPUs, {} MiB, the registry reached through its forward as an insecure registry)",
+        opts.smp, opts.mem_mib
+    );
+    println!(
+        "pulls each {} time(s) for a pod with imagePullPolicy Always: fetched, verified and inflated by",
+        runs
+    );
+    println!("the node itself, timed by its `node: pulled` line (from the pull's start to its last blob");
+    println!("fetched, verified and inflated; copying the layers into frames of their own comes after). A");
+    println!("pod of big:1 with IfNotPresent then starts from the held image. Wall-clock seconds on this");
+    println!("machine; registry bytes are the config and layer blobs a pull fetches; `ratio` is the row's");
+    println!("median over the median of row #N.");
+    println!();
+    for i in &f.images {
+        let held = i.node.first().map_or_else(
+            || "-".to_string(),
+            |p| format!("{} bytes inflated in {} frames", p.held_bytes, p.frames),
+        );
+        println!("  {}: {} registry bytes; the node holds {held}", i.tag, i.registry_bytes);
+    }
+    println!();
+    print!("{}", qemu::nodebench::table(&pullbench::rows(&f), 1));
+    println!();
+    match &f.cached_event {
+        Some(e) => println!(
+            "  the cached pods' events: {} of {} say `{}`: {e}",
+            f.cached_events,
+            f.cached_running.len(),
+            pullbench::CACHED_EVENT
+        ),
+        None => println!(
+            "  the cached pods' events: none of {} says `{}`",
+            f.cached_running.len(),
+            pullbench::CACHED_EVENT
+        ),
+    }
+    if let Some(why) = &f.failed {
+        println!();
+        println!("  pull figures: a step failed, so the figures above are of the steps before it: {why}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -1062,18 +1196,13 @@ fn bench(
 /// node, each given busybox pods; then the icount runs. SIGINT and SIGTERM stop every
 /// process it started before the run ends (status 130).
 fn bench_node(kernel: &std::path::Path, node: &NodeBench) -> Result<ExitCode, Error> {
-    use nix::sys::signal::{signal, SigHandler, Signal};
     use qemu::nodebench::{self, Figures};
-    for sig in [Signal::SIGINT, Signal::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        if let Err(e) = unsafe { signal(sig, SigHandler::Handler(on_stop_signal)) } {
-            println!("  node figures: not measured: cannot catch {sig}: {e}");
-            return Ok(ExitCode::SUCCESS);
-        }
+    if let Err(why) = catch_stop_signals() {
+        println!("  node figures: not measured: {why}");
+        return Ok(ExitCode::SUCCESS);
     }
     let exe = std::env::current_exe().map_err(|e| Error::io("finding this program", e))?;
-    let kubectl =
-        if std::path::Path::new("/usr/bin/kubectl").exists() { "/usr/bin/kubectl" } else { "kubectl" };
+    let kubectl = kubectl_path();
     let opts = nodebench::Options {
         runs: node.runs,
         pods: node.pods,
@@ -1082,7 +1211,7 @@ fn bench_node(kernel: &std::path::Path, node: &NodeBench) -> Result<ExitCode, Er
         mem_mib: 512,
         kernel: kernel.to_path_buf(),
         control_plane: vec![exe.display().to_string(), "control-plane".into()],
-        kubectl: kubectl.into(),
+        kubectl,
     };
     let result = nodebench::run(&opts, &|| INTERRUPTED.load(Ordering::SeqCst));
     println!();
