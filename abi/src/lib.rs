@@ -45,6 +45,11 @@
 //! ([`pod::Command`]: start container i, again after it ended; signal its processes)
 //! before it sleeps and every so many scheduler passes, reports each end as above (once
 //! per start), and stays up when every container has ended; the node tears the VM down.
+//!
+//! Just before it first runs a container's process in user mode, the guest says so with
+//! [`nr::CONTAINER_ENTRY`]: the hypervisor notes the VM's guest time then, which is how
+//! long the guest kernel took from the VM's creation to the container's first
+//! instruction.
 #![deny(unsafe_code)]
 #![cfg_attr(not(test), no_std)]
 
@@ -52,8 +57,9 @@
 extern crate alloc;
 
 /// Version of this ABI: 2 added the pod hypercalls ([`nr::LOG_WRITE`] to
-/// [`nr::LAYER_INFO`]) and the layer window; 3 added managed pods ([`nr::POD_CONTROL`]).
-pub const ABI_VERSION: u32 = 3;
+/// [`nr::LAYER_INFO`]) and the layer window; 3 added managed pods ([`nr::POD_CONTROL`]);
+/// 4 added [`nr::CONTAINER_ENTRY`].
+pub const ABI_VERSION: u32 = 4;
 
 /// The signature CPUID leaf 0x4000_0000 returns in EBX, ECX, EDX: "CrxHvCrxHvCr".
 pub const CPUID_SIGNATURE: [u8; 12] = *b"CrxHvCrxHvCr";
@@ -106,6 +112,16 @@ pub mod nr {
     /// a command arrives, so a guest asks again each time it wakes.
     /// [`crate::Error::Invalid`] in a VM that is not a pod.
     pub const POD_CONTROL: u64 = 13;
+    /// `(container_index) -> 0`: the guest kernel is about to enter user mode for the
+    /// first time in this VM, in a process of container `container_index`. The hypervisor
+    /// notes the guest time the VM has had so far (its guest time up to the container's
+    /// first instruction, less the few instructions between this call and the entry) and
+    /// reports it with the VM's other figures; a later call changes nothing. A guest makes
+    /// it once; one that does not (or a hypervisor older than ABI 4, which answers
+    /// [`crate::Error::NoSys`]) only goes without the figure.
+    /// [`crate::Error::Invalid`] for a container index outside the pod spec, and in a VM
+    /// that is not a pod.
+    pub const CONTAINER_ENTRY: u64 = 14;
 }
 
 /// [`nr::LOG_WRITE`] stream: the container's standard output.
@@ -609,6 +625,30 @@ mod tests {
         assert_eq!(&l.as_bytes()[..8], &layout::LAYERS_BASE.to_le_bytes());
         assert_eq!(l.layer_kind(), Some(LayerKind::TarGzip));
         assert_eq!(LayerKind::from_raw(2), None);
+    }
+
+    #[test]
+    fn hypercall_numbers_are_distinct_and_dense() {
+        let all = [
+            nr::VERSION,
+            nr::CONSOLE_WRITE,
+            nr::EXIT,
+            nr::TIME_MONOTONIC,
+            nr::TIME_WALL,
+            nr::SLEEP_UNTIL,
+            nr::YIELD,
+            nr::RANDOM,
+            nr::BOOT_PARAMS,
+            nr::LOG_WRITE,
+            nr::CONTAINER_EXIT,
+            nr::POD_SPEC,
+            nr::LAYER_INFO,
+            nr::POD_CONTROL,
+            nr::CONTAINER_ENTRY,
+        ];
+        for (i, n) in all.iter().enumerate() {
+            assert_eq!(*n, i as u64, "hypercall numbers run 0, 1, 2, ... without gaps or repeats");
+        }
     }
 
     #[test]

@@ -1,13 +1,13 @@
-//! The pod parts of the hypervisor ABI (crx-abi versions 2 and 3) this kernel uses, named in one
+//! The pod parts of the hypervisor ABI (crx-abi versions 2 to 4) this kernel uses, named in one
 //! place: the pod hypercalls, the layer window and the pod spec.
 
 pub use crx_abi::layout::{LAYERS_BASE, LAYERS_SIZE};
 pub use crx_abi::pod::{Command, ContainerSpec, PodSpec, SpecError, DEFAULT_PROCESS_LIMIT};
 pub use crx_abi::{LayerInfo, LayerKind, LOG_WRITE_MAX, STREAM_STDERR, STREAM_STDOUT};
 
-/// Hypercall numbers added in ABI versions 2 and 3.
+/// Hypercall numbers added in ABI versions 2 to 4.
 pub mod nr {
-    pub use crx_abi::nr::{CONTAINER_EXIT, LAYER_INFO, LOG_WRITE, POD_CONTROL, POD_SPEC};
+    pub use crx_abi::nr::{CONTAINER_ENTRY, CONTAINER_EXIT, LAYER_INFO, LOG_WRITE, POD_CONTROL, POD_SPEC};
 }
 
 /// Whether a layer lies wholly inside the layer window.

@@ -349,16 +349,96 @@ impl LinuxBoot {
 /// `numerator / denominator` with three decimals, or `-` when either is missing or the
 /// denominator is zero.
 pub fn ratio(numerator: Option<u64>, denominator: Option<u64>) -> String {
+    ratio_places(numerator, denominator, 3)
+}
+
+/// `numerator / denominator` with `places` decimals, or `-` when either is missing or the
+/// denominator is zero.
+pub fn ratio_places(numerator: Option<u64>, denominator: Option<u64>, places: usize) -> String {
     match (numerator, denominator) {
         // Figures are instruction counts far below 2^53: the conversions are exact.
-        (Some(n), Some(d)) if d != 0 => format!("{:.3}", n as f64 / d as f64),
+        (Some(n), Some(d)) if d != 0 => format!("{:.*}", places, n as f64 / d as f64),
         _ => "-".into(),
     }
+}
+
+/// How many times fewer `numerator` is than `denominator` (`83x fewer`), or `-`.
+pub fn times_fewer(numerator: Option<u64>, denominator: Option<u64>) -> String {
+    match (numerator, denominator) {
+        // Instruction counts far below 2^53: the conversions are exact.
+        (Some(n), Some(d)) if n != 0 => format!("{:.0}x fewer", d as f64 / n as f64),
+        _ => "-".into(),
+    }
+}
+
+/// The pod figures of one run: `busybox true` in a pod VM from a bundle whose layers are
+/// plain tars (as a node holds a pulled image) and from one whose layers are gzip (as a
+/// boot module's image bundle carries them), each VM's accounting line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PodFigures {
+    /// The bundle with tar layers.
+    pub tar: Option<Accounting>,
+    /// The bundle with gzip layers.
+    pub gzip: Option<Accounting>,
+}
+
+/// The ratio the pod part aims at: the tar bundle's instructions from VM creation to the
+/// container's first instruction over Linux's to init (50 times fewer).
+pub const POD_FIRST_INSTRUCTION_GOAL: f64 = 0.02;
+
+/// The lines that set the pod figures against Linux's instructions to init: for each
+/// bundle, creation to the container's first instruction and to exit.
+pub fn pod_vs_linux(pod: &PodFigures, linux_to_init_ns: Option<u64>) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (layers, figures) in [("tar", pod.tar), ("gzip", pod.gzip)] {
+        let first = figures.and_then(|a| a.first_container_ns);
+        let exit = figures.map(|a| a.guest_ns);
+        let goal = if layers == "tar" {
+            format!("; goal: at most {POD_FIRST_INSTRUCTION_GOAL}")
+        } else {
+            String::new()
+        };
+        lines.push(format!(
+            "crx-guest pod, {layers} layers, creation -> container's first instruction / linux to-init: {} ({}{goal})",
+            ratio_places(first, linux_to_init_ns, 4),
+            times_fewer(first, linux_to_init_ns)
+        ));
+        lines.push(format!(
+            "crx-guest pod, {layers} layers, creation -> exit / linux to-init: {} ({})",
+            ratio_places(exit, linux_to_init_ns, 4),
+            times_fewer(exit, linux_to_init_ns)
+        ));
+    }
+    lines
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pod_figures_are_set_against_linux() {
+        let tar = Accounting {
+            guest_ns: 9_000_000,
+            exits: 50,
+            overhead_bytes: 0,
+            first_container_ns: Some(2_000_000),
+        };
+        let pod = PodFigures { tar: Some(tar), gzip: None };
+        let lines = pod_vs_linux(&pod, Some(200_000_000));
+        assert_eq!(
+            lines,
+            [
+                "crx-guest pod, tar layers, creation -> container's first instruction / linux to-init: 0.0100 (100x fewer; goal: at most 0.02)",
+                "crx-guest pod, tar layers, creation -> exit / linux to-init: 0.0450 (22x fewer)",
+                "crx-guest pod, gzip layers, creation -> container's first instruction / linux to-init: - (-)",
+                "crx-guest pod, gzip layers, creation -> exit / linux to-init: - (-)",
+            ]
+        );
+        let no_linux = pod_vs_linux(&pod, None);
+        assert!(no_linux[0].ends_with("to-init: - (-; goal: at most 0.02)"), "{no_linux:?}");
+        assert_eq!(times_fewer(Some(0), Some(5)), "-");
+    }
 
     #[test]
     fn vm_samples_come_from_vm0s_lines() {

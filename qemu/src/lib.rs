@@ -14,6 +14,7 @@ pub mod node;
 pub mod nodebench;
 pub mod oci;
 pub mod pod;
+pub mod pullbench;
 pub mod reaper;
 pub mod registry;
 pub mod setup;

@@ -98,7 +98,8 @@ enum Verb {
         args: Vec<String>,
     },
     /// Measure boot-to-ready time under QEMU (PVH, 4 CPUs) and Bochs (ISO, 2 CPUs), then VM
-    /// figures (the `bench` guest) on each backend, then a cluster node as kubectl sees it.
+    /// figures (the `bench` guest) on each backend, pod VMs against Linux, a cluster node as
+    /// kubectl sees it, and image pulls by a node against the host's.
     Bench {
         /// Boots under QEMU.
         #[arg(long, default_value_t = 5)]
@@ -121,6 +122,11 @@ enum Verb {
         /// Extra QEMU node runs under `-icount shift=0`.
         #[arg(long, default_value_t = 2)]
         node_icount_runs: usize,
+        /// Rounds of the pull part on its one QEMU node: each pulls busybox:1 and big:1
+        /// (imagePullPolicy Always) and starts a pod of big:1 from the held image
+        /// (IfNotPresent); the host copies each image as often (0 skips the pull figures).
+        #[arg(long, default_value_t = 3)]
+        pull_runs: usize,
     },
     /// Run guest kernels as VMs of the hypervisor.
     Vm {
@@ -274,13 +280,19 @@ enum BenchPart {
     Boot,
     /// The `bench` guest's figures on each backend.
     Vm,
-    /// crx-guest's size and `busybox true` in a pod VM.
+    /// crx-guest's size and `busybox true` in a pod VM, from tar layers and from gzip
+    /// layers: guest instructions to the container's first instruction and to exit.
     Pod,
-    /// Debian's Linux kernel to its init, the baseline for the pod figure.
+    /// Debian's Linux kernel to its init, the baseline for the pod figures.
     Linux,
     /// A hypervisor node as kubectl sees it (power-on to Ready, apply to Running and to the
     /// first log line, memory per pod VM), against sim-node and the boot figures.
     Node,
+    /// Image pulls by a QEMU node from a local registry (busybox:1 and big:1, busybox under
+    /// 4 MiB of incompressible bytes): pull time and throughput against the host's `skopeo
+    /// copy` of the same images, and apply to Running of a pod whose image is held against
+    /// one that pulls.
+    Pull,
 }
 
 #[derive(Subcommand)]
@@ -455,8 +467,18 @@ fn main() -> ExitCode {
         Verb::Test { args } => test(&args),
         Verb::Lint => lint(),
         Verb::SimNode { args } => sim_node(&args),
-        Verb::Bench { qemu_runs, bochs_runs, vm_runs, only, node_runs, node_pods, node_icount_runs } => {
-            let node = NodeBench { runs: node_runs, pods: node_pods, icount_runs: node_icount_runs };
+        Verb::Bench {
+            qemu_runs,
+            bochs_runs,
+            vm_runs,
+            only,
+            node_runs,
+            node_pods,
+            node_icount_runs,
+            pull_runs,
+        } => {
+            let node =
+                NodeBench { runs: node_runs, pods: node_pods, icount_runs: node_icount_runs, pull_runs };
             bench(qemu_runs, bochs_runs, vm_runs, &only, node)
         }
         Verb::Vm { verb: VmVerb::BuildGuests } => build_guests(),
@@ -821,8 +843,6 @@ fn cluster_up(args: &ClusterUpArgs, pod: Option<qemu::cluster_run::RunPod>) -> R
         }
     }
     let exe = std::env::current_exe().map_err(|e| Error::io("finding this program", e))?;
-    let kubectl =
-        if std::path::Path::new("/usr/bin/kubectl").exists() { "/usr/bin/kubectl" } else { "kubectl" };
     let opts = qemu::cluster::Options {
         nodes: args.nodes,
         bochs: args.bochs,
@@ -831,7 +851,7 @@ fn cluster_up(args: &ClusterUpArgs, pod: Option<qemu::cluster_run::RunPod>) -> R
         mem_mib: args.mem,
         ready_timeout: Duration::from_secs(args.ready_timeout.unwrap_or(if args.bochs { 600 } else { 180 })),
         control_plane: vec![exe.display().to_string(), "control-plane".into()],
-        kubectl: kubectl.into(),
+        kubectl: kubectl_path(),
         e1000: args.e1000,
         insecure_registries: args.insecure_registries.clone(),
     };
@@ -1022,11 +1042,13 @@ fn pod_run(args: &PodRunArgs) -> Result<u8, Error> {
     Ok(status)
 }
 
-/// The node part's counts (`--node-runs`, `--node-pods`, `--node-icount-runs`).
+/// The node and pull parts' counts (`--node-runs`, `--node-pods`, `--node-icount-runs`,
+/// `--pull-runs`).
 struct NodeBench {
     runs: usize,
     pods: usize,
     icount_runs: usize,
+    pull_runs: usize,
 }
 
 fn bench(
@@ -1037,7 +1059,8 @@ fn bench(
     node: NodeBench,
 ) -> Result<ExitCode, Error> {
     let part = |p: BenchPart| only.is_empty() || only.contains(&p);
-    setup::ensure(&needs(&[setup::ISO, setup::QEMU, setup::BOCHS, setup::BUSYBOX]))?;
+    let registry: &[Need] = if part(BenchPart::Pull) && node.pull_runs > 0 { setup::REGISTRY } else { &[] };
+    setup::ensure(&needs(&[setup::ISO, setup::QEMU, setup::BOCHS, setup::BUSYBOX, registry]))?;
     let kernel = image::build_kernel()?;
     if part(BenchPart::Boot) {
         bench_boot(&kernel, qemu_runs, bochs_runs)?;
@@ -1046,13 +1069,125 @@ fn bench(
         if part(BenchPart::Vm) {
             bench_vms(&kernel, vm_runs)?;
         }
-        let pod_instructions = if part(BenchPart::Pod) { bench_pod(&kernel) } else { None };
+        let pod = if part(BenchPart::Pod) { Some(bench_pod(&kernel)) } else { None };
         if part(BenchPart::Linux) {
-            bench_linux(pod_instructions);
+            bench_linux(pod.as_ref());
         }
     }
     if part(BenchPart::Node) && node.runs > 0 {
-        return bench_node(&kernel, &node);
+        let code = bench_node(&kernel, &node)?;
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            return Ok(code);
+        }
+    }
+    if part(BenchPart::Pull) && node.pull_runs > 0 {
+        return bench_pull(&kernel, node.pull_runs);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Makes SIGINT and SIGTERM set [`INTERRUPTED`], so that a bench part stops what it
+/// started; the error says which signal could not be caught.
+fn catch_stop_signals() -> Result<(), String> {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        if let Err(e) = unsafe { signal(sig, SigHandler::Handler(on_stop_signal)) } {
+            return Err(format!("cannot catch {sig}: {e}"));
+        }
+    }
+    Ok(())
+}
+
+/// kubectl: Debian's when installed, else the one on PATH.
+fn kubectl_path() -> PathBuf {
+    if std::path::Path::new("/usr/bin/kubectl").exists() { "/usr/bin/kubectl" } else { "kubectl" }.into()
+}
+
+/// The pull figures (qemu::pullbench): a registry holding busybox:1 and big:1, the host's
+/// copies of them, then one QEMU node pulling them round after round. SIGINT and SIGTERM
+/// stop every process it started before the run ends (status 130).
+fn bench_pull(kernel: &std::path::Path, runs: usize) -> Result<ExitCode, Error> {
+    use qemu::pullbench;
+    if let Err(why) = catch_stop_signals() {
+        println!("  pull figures: not measured: {why}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let exe = std::env::current_exe().map_err(|e| Error::io("finding this program", e))?;
+    let opts = pullbench::Options {
+        runs,
+        smp: 2,
+        mem_mib: 512,
+        kernel: kernel.to_path_buf(),
+        control_plane: vec![exe.display().to_string(), "control-plane".into()],
+        kubectl: kubectl_path(),
+    };
+    let result = pullbench::run(&opts, &|| INTERRUPTED.load(Ordering::SeqCst));
+    println!();
+    let f = match result {
+        Ok(f) => f,
+        Err(Error::Interrupted) => {
+            eprintln!("bench: interrupted; the emulator, registry and control plane it started are stopped");
+            return Ok(ExitCode::from(130));
+        }
+        Err(e) => {
+            println!("Pull figures: not measured: {e}");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    println!(
+        "Pull figures (printed, not judged): a registry on 127.0.0.1 (docker-registry, plain HTTP) holding"
+    );
+    println!(
+        "busybox:1 (the busybox image) and big:1 (busybox under a layer of {} MiB of incompressible bytes);",
+        pullbench::NOISE_BYTES >> 20
+    );
+    println!(
+        "the host copies each with `skopeo copy --src-tls-verify=false docker://... oci:DIR` (a fresh DIR,"
+    );
+    println!(
+        "timed from skopeo's start to its end: layers fetched and verified, not inflated), then one QEMU"
+    );
+    println!(
+        "node (tcg, {} CPUs, {} MiB, the registry reached through its forward as an insecure registry)",
+        opts.smp, opts.mem_mib
+    );
+    println!(
+        "pulls each {} time(s) for a pod with imagePullPolicy Always: fetched, verified and inflated by",
+        runs
+    );
+    println!("the node itself, timed by its `node: pulled` line (from the pull's start to its last blob");
+    println!("fetched, verified and inflated; copying the layers into frames of their own comes after). A");
+    println!("pod of big:1 with IfNotPresent then starts from the held image. Wall-clock seconds on this");
+    println!("machine; registry bytes are the config and layer blobs a pull fetches; `ratio` is the row's");
+    println!("median over the median of row #N.");
+    println!();
+    for i in &f.images {
+        let held = i.node.first().map_or_else(
+            || "-".to_string(),
+            |p| format!("{} bytes inflated in {} frames", p.held_bytes, p.frames),
+        );
+        println!("  {}: {} registry bytes; the node holds {held}", i.tag, i.registry_bytes);
+    }
+    println!();
+    print!("{}", qemu::nodebench::table(&pullbench::rows(&f), 1));
+    println!();
+    match &f.cached_event {
+        Some(e) => println!(
+            "  the cached pods' events: {} of {} say `{}`: {e}",
+            f.cached_events,
+            f.cached_running.len(),
+            pullbench::CACHED_EVENT
+        ),
+        None => println!(
+            "  the cached pods' events: none of {} says `{}`",
+            f.cached_running.len(),
+            pullbench::CACHED_EVENT
+        ),
+    }
+    if let Some(why) = &f.failed {
+        println!();
+        println!("  pull figures: a step failed, so the figures above are of the steps before it: {why}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -1061,18 +1196,13 @@ fn bench(
 /// node, each given busybox pods; then the icount runs. SIGINT and SIGTERM stop every
 /// process it started before the run ends (status 130).
 fn bench_node(kernel: &std::path::Path, node: &NodeBench) -> Result<ExitCode, Error> {
-    use nix::sys::signal::{signal, SigHandler, Signal};
     use qemu::nodebench::{self, Figures};
-    for sig in [Signal::SIGINT, Signal::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        if let Err(e) = unsafe { signal(sig, SigHandler::Handler(on_stop_signal)) } {
-            println!("  node figures: not measured: cannot catch {sig}: {e}");
-            return Ok(ExitCode::SUCCESS);
-        }
+    if let Err(why) = catch_stop_signals() {
+        println!("  node figures: not measured: {why}");
+        return Ok(ExitCode::SUCCESS);
     }
     let exe = std::env::current_exe().map_err(|e| Error::io("finding this program", e))?;
-    let kubectl =
-        if std::path::Path::new("/usr/bin/kubectl").exists() { "/usr/bin/kubectl" } else { "kubectl" };
+    let kubectl = kubectl_path();
     let opts = nodebench::Options {
         runs: node.runs,
         pods: node.pods,
@@ -1081,7 +1211,7 @@ fn bench_node(kernel: &std::path::Path, node: &NodeBench) -> Result<ExitCode, Er
         mem_mib: 512,
         kernel: kernel.to_path_buf(),
         control_plane: vec![exe.display().to_string(), "control-plane".into()],
-        kubectl: kubectl.into(),
+        kubectl,
     };
     let result = nodebench::run(&opts, &|| INTERRUPTED.load(Ordering::SeqCst));
     println!();
@@ -1169,17 +1299,20 @@ fn bench_boot(kernel: &std::path::Path, qemu_runs: usize, bochs_runs: usize) -> 
 }
 
 /// Pod figures: crx-guest's image size, and `busybox true` in a pod VM under QEMU
-/// `-icount shift=0` (one emulated instruction per nanosecond): guest instructions from
-/// the VM's creation to the container's exit (the VM's accounting). Printed, not judged;
-/// rows that cannot be measured say why. Returns the instruction count.
-fn bench_pod(kernel: &std::path::Path) -> Option<u64> {
+/// `-icount shift=0` (one emulated instruction per nanosecond) from two bundles of the same
+/// image, one with plain tar layers (as a node holds a pulled image) and one with gzip
+/// layers (as a boot module's image bundle carries them): guest instructions from the VM's
+/// creation to the container's first instruction and to its exit (the VM's accounting).
+/// Printed, not judged; rows that cannot be measured say why.
+fn bench_pod(kernel: &std::path::Path) -> bench::PodFigures {
+    let mut figures = bench::PodFigures::default();
     println!();
     println!("Pod figures (printed, not judged; the size target is under 512 KiB):");
     let guest = match qemu::pod::build_guest_kernel() {
         Ok(g) => g,
         Err(e) => {
             println!("  crx-guest image size           not measured: {e}");
-            return None;
+            return figures;
         }
     };
     let size = std::fs::metadata(&guest).map(|m| m.len()).unwrap_or(0);
@@ -1193,59 +1326,73 @@ fn bench_pod(kernel: &std::path::Path) -> Option<u64> {
     let built = setup::ensure(setup::BUSYBOX).map_err(|e| e.to_string()).and_then(|_| {
         qemu::oci::build_busybox_image(std::path::Path::new(setup::BUSYBOX_PATH), &dir)
             .and_then(|_| qemu::oci::Image::open(&dir))
+            .and_then(|gzip| Ok((gzip.with_plain_layers()?, gzip)))
             .map_err(|e| e.to_string())
     });
-    let img = match built {
+    let (tar_img, gzip_img) = match built {
         Ok(i) => i,
         Err(e) => {
             println!("  pod `busybox true`             not measured: {e}");
-            return None;
+            return figures;
         }
     };
-    let run = qemu::pod::PodRun::new(&img, &["true".into()]);
+    let layer_bytes = |img: &qemu::oci::Image| img.layers.iter().map(|l| l.bytes.len()).sum::<usize>();
+    println!("  pod `busybox true` under qemu svm -icount shift=0, guest instructions from VM creation");
+    println!(
+        "  (busybox image, one layer: {} bytes as tar, {} as gzip):",
+        layer_bytes(&tar_img),
+        layer_bytes(&gzip_img)
+    );
+    println!("    {:<40} {:>23} {:>14} {:>7}", "layers", "to first container insn", "to exit", "exits");
     let mut host = Host::qemu(kernel);
     host.qemu_extra = vec!["-icount".into(), "shift=0".into()];
-    let result = qemu::pod::write_bundle(&guest, &img, &run, "bench-pod").and_then(|m| {
-        qemu::pod::run(
-            &host,
-            "bench-pod",
-            m,
-            String::new(),
-            "main",
-            Some(Duration::from_secs(180)),
-            &mut |_, _, _| {},
-        )
-    });
-    match result {
-        Ok(o) => {
-            let figures = o.run.report.figures(0);
-            match (o.status, figures) {
+    for (label, img, name, slot) in [
+        ("tar (as a node holds a pulled image)", &tar_img, "bench-pod-tar", &mut figures.tar),
+        ("gzip (as a boot module's bundle has it)", &gzip_img, "bench-pod-gzip", &mut figures.gzip),
+    ] {
+        let run = qemu::pod::PodRun::new(img, &["true".into()]);
+        let result = qemu::pod::write_bundle(&guest, img, &run, name).and_then(|m| {
+            qemu::pod::run(
+                &host,
+                name,
+                m,
+                String::new(),
+                "main",
+                Some(Duration::from_secs(180)),
+                &mut |_, _, _| {},
+            )
+        });
+        let why = match result {
+            Ok(o) => match (o.status, o.run.report.figures(0)) {
                 (qemu::pod::PodStatus::Exited(0), Some(f)) => {
-                    println!(
-                        "  pod `busybox true`, qemu svm   {} guest instructions from VM creation to exit, {} exits",
-                        f.guest_ns, f.exits
-                    );
-                    Some(f.guest_ns)
+                    let first = f.first_container_ns.map_or_else(|| "-".to_string(), |n| n.to_string());
+                    println!("    {label:<40} {first:>23} {:>14} {:>7}", f.guest_ns, f.exits);
+                    *slot = Some(f);
+                    continue;
                 }
-                (status, _) => {
-                    println!("  pod `busybox true`             not measured: {}", status.describe());
-                    None
-                }
-            }
-        }
-        Err(e) => {
-            println!("  pod `busybox true`             not measured: {e}");
-            None
-        }
+                (qemu::pod::PodStatus::Exited(0), None) => "no accounting line".to_string(),
+                (status, _) => status.describe(),
+            },
+            Err(e) => e.to_string(),
+        };
+        println!("    {label:<40} not measured: {why}");
     }
+    let first = |a: Option<qemu::vm::Accounting>| a.and_then(|a| a.first_container_ns);
+    let exit = |a: Option<qemu::vm::Accounting>| a.map(|a| a.guest_ns);
+    println!(
+        "    tar / gzip: to the first container instruction {}, to exit {}",
+        bench::ratio(first(figures.tar), first(figures.gzip)),
+        bench::ratio(exit(figures.tar), exit(figures.gzip))
+    );
+    figures
 }
 
 /// The Linux baseline: Debian's kernel (installed when /boot has none) boots under the same
 /// QEMU with `-icount shift=0`, one CPU, and an initramfs holding only the static busybox,
 /// which the kernel runs as init and which powers the machine off. printk's timestamps give
 /// the instructions to init and to power-off (from the kernel's clock setup on). Printed
-/// next to the pod figure from the same run, not judged.
-fn bench_linux(pod_instructions: Option<u64>) {
+/// next to the pod figures from the same run, not judged.
+fn bench_linux(pod: Option<&bench::PodFigures>) {
     println!();
     println!("Linux baseline (printed, not judged): Debian's kernel under qemu tcg -icount shift=0,");
     println!("one CPU, initramfs = the static busybox as init running `poweroff -f`; printk's clock,");
@@ -1256,11 +1403,14 @@ fn bench_linux(pod_instructions: Option<u64>) {
             let num = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
             println!("  linux {version} to init: {} instructions", num(boot.to_init_ns));
             println!("  linux {version} to power-off: {} instructions", num(boot.to_power_off_ns));
-            println!(
-                "  crx-guest pod start-to-exit / linux to-init: {}{}",
-                bench::ratio(pod_instructions, boot.to_init_ns),
-                if pod_instructions.is_none() { " (no pod figure in this run)" } else { "" }
-            );
+            match pod {
+                Some(p) => {
+                    for line in bench::pod_vs_linux(p, boot.to_init_ns) {
+                        println!("  {line}");
+                    }
+                }
+                None => println!("  crx-guest pod / linux to-init: - (no pod figures in this run)"),
+            }
         }
         Err(why) => println!("  linux baseline: not measured: {why}"),
     }

@@ -386,7 +386,7 @@ impl Drop for Group {
 
 /// `kubectl get KIND --watch -o jsonpath=TEMPLATE`, restarted when it ends; each line it
 /// prints, with when it arrived.
-struct Watch {
+pub(crate) struct Watch {
     kind: &'static str,
     template: &'static str,
     ctx: Ctx,
@@ -397,12 +397,12 @@ struct Watch {
     restart_at: Instant,
 }
 
-const NODE_TEMPLATE: &str =
+pub(crate) const NODE_TEMPLATE: &str =
     r#"jsonpath={.metadata.name}={.status.conditions[?(@.type=="Ready")].status}{"\n"}"#;
-const POD_TEMPLATE: &str = r#"jsonpath={.metadata.name}={.status.phase}{"\n"}"#;
+pub(crate) const POD_TEMPLATE: &str = r#"jsonpath={.metadata.name}={.status.phase}{"\n"}"#;
 
 impl Watch {
-    fn start(ctx: &Ctx, kind: &'static str, template: &'static str) -> Result<Watch, Error> {
+    pub(crate) fn start(ctx: &Ctx, kind: &'static str, template: &'static str) -> Result<Watch, Error> {
         let (tx, rx) = mpsc::channel();
         let mut w = Watch {
             kind,
@@ -451,7 +451,7 @@ impl Watch {
     }
 
     /// Takes what arrived; starts kubectl again (at most once a second) if it has ended.
-    fn poll(&mut self) -> Result<(), Error> {
+    pub(crate) fn poll(&mut self) -> Result<(), Error> {
         while let Ok(l) = self.rx.try_recv() {
             self.seen.push(l);
         }
@@ -463,13 +463,13 @@ impl Watch {
     }
 
     /// When `name` was first seen with `value`.
-    fn first(&self, name: &str, value: &str) -> Option<Instant> {
+    pub(crate) fn first(&self, name: &str, value: &str) -> Option<Instant> {
         self.seen.iter().find(|(_, l)| watch_line(l) == Some((name, value))).map(|(at, _)| *at)
     }
 
     /// Waits until `deadline` at most for kubectl's first line (its list), so that nothing
     /// after this call is missed; a kind with no objects prints none.
-    fn settle(&mut self, deadline: Instant) -> Result<(), Error> {
+    pub(crate) fn settle(&mut self, deadline: Instant) -> Result<(), Error> {
         while self.seen.is_empty() && Instant::now() < deadline {
             self.poll()?;
             thread::sleep(Duration::from_millis(20));
@@ -480,15 +480,20 @@ impl Watch {
 
 /// What every step needs: kubectl and the cluster's admin view, the section's directory.
 #[derive(Clone)]
-struct Ctx {
-    kubectl: PathBuf,
-    kubeconfig: PathBuf,
-    cache: PathBuf,
-    dir: PathBuf,
+pub(crate) struct Ctx {
+    /// kubectl.
+    pub(crate) kubectl: PathBuf,
+    /// The admin kubeconfig.
+    pub(crate) kubeconfig: PathBuf,
+    /// kubectl's cache directory.
+    pub(crate) cache: PathBuf,
+    /// Where manifests, consoles and logs go.
+    pub(crate) dir: PathBuf,
 }
 
 impl Ctx {
-    fn kubectl(&self, args: &[&str]) -> Result<String, String> {
+    /// Runs kubectl with the admin view; its output, or why it failed.
+    pub(crate) fn kubectl(&self, args: &[&str]) -> Result<String, String> {
         cluster::kubectl_output(&self.kubectl, &self.kubeconfig, &self.cache, args)
     }
 }
@@ -498,7 +503,8 @@ pub fn bench_dir() -> PathBuf {
     target_dir().join("bench-node")
 }
 
-fn check_stop(stop: &dyn Fn() -> bool) -> Result<(), Error> {
+/// `Err(Interrupted)` once `stop()` says so.
+pub(crate) fn check_stop(stop: &dyn Fn() -> bool) -> Result<(), Error> {
     if stop() {
         Err(Error::Interrupted)
     } else {
@@ -507,7 +513,7 @@ fn check_stop(stop: &dyn Fn() -> bool) -> Result<(), Error> {
 }
 
 /// Sleeps `d`, looking at `stop()` every 50 ms.
-fn pause(d: Duration, stop: &dyn Fn() -> bool) -> Result<(), Error> {
+pub(crate) fn pause(d: Duration, stop: &dyn Fn() -> bool) -> Result<(), Error> {
     let until = Instant::now() + d;
     while Instant::now() < until {
         check_stop(stop)?;
@@ -638,6 +644,32 @@ pub fn run(opts: &Options, stop: &dyn Fn() -> bool) -> Result<Figures, Error> {
     }
 }
 
+/// Waits for node `name` to show Ready=True in the `nodes` watch (within
+/// [`READY_TIMEOUT`], as long as `alive()` says the node runs); its time from `since`.
+pub(crate) fn wait_ready(
+    nodes: &mut Watch,
+    name: &str,
+    since: Instant,
+    alive: &mut dyn FnMut() -> Result<(), Error>,
+    stop: &dyn Fn() -> bool,
+) -> Result<Duration, Error> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        check_stop(stop)?;
+        nodes.poll()?;
+        if let Some(at) = nodes.first(name, "True") {
+            return Ok(at.saturating_duration_since(since));
+        }
+        alive()?;
+        if Instant::now() >= deadline {
+            return Err(Error::Missing(format!(
+                "{name} did not show Ready in `kubectl get nodes --watch` within {READY_TIMEOUT:?}"
+            )));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The section's running parts, for one node at a time.
 struct Sections<'a> {
     ctx: &'a Ctx,
@@ -655,21 +687,7 @@ impl Sections<'_> {
         since: Instant,
         alive: &mut dyn FnMut() -> Result<(), Error>,
     ) -> Result<Duration, Error> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            check_stop(self.stop)?;
-            self.nodes.poll()?;
-            if let Some(at) = self.nodes.first(name, "True") {
-                return Ok(at.saturating_duration_since(since));
-            }
-            alive()?;
-            if Instant::now() >= deadline {
-                return Err(Error::Missing(format!(
-                    "{name} did not show Ready in `kubectl get nodes --watch` within {READY_TIMEOUT:?}"
-                )));
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+        wait_ready(self.nodes, name, since, alive, self.stop)
     }
 
     /// Applies pod `pod` bound to `node` and waits for it to be Running and its first line

@@ -354,6 +354,27 @@ impl Image {
     pub fn working_dir(&self) -> String {
         self.config.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into())
     }
+
+    /// The same image with every layer a plain tar (gzip layers inflated), as a node holds
+    /// an image it pulled.
+    pub fn with_plain_layers(&self) -> Result<Image, ImageError> {
+        let layers = self
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(index, l)| match l.compression {
+                Compression::None => Ok(l.clone()),
+                Compression::Gzip => {
+                    let mut raw = Vec::new();
+                    GzDecoder::new(&l.bytes[..])
+                        .read_to_end(&mut raw)
+                        .map_err(|e| ImageError::BadLayer { index, message: e.to_string() })?;
+                    Ok(Layer { bytes: raw, compression: Compression::None })
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Image { layers, config: self.config.clone(), id: self.id.clone() })
+    }
 }
 
 fn blob_path(root: &Path, digest: &str) -> Result<PathBuf, ImageError> {
@@ -685,6 +706,27 @@ mod tests {
             serde_json::from_slice(&fs::read(d.join("index.json")).unwrap()).unwrap();
         assert_eq!(index["mediaType"], MEDIA_INDEX);
         assert_eq!(index["manifests"][0]["mediaType"], MEDIA_MANIFEST);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn plain_layers_are_the_inflated_tars() {
+        let d = tmp("plain");
+        sample(&d);
+        let img = Image::open(&d).unwrap();
+        let plain = img.with_plain_layers().unwrap();
+        assert_eq!(plain.layers.len(), 1);
+        assert_eq!(plain.layers[0].compression, Compression::None);
+        let mut raw = Vec::new();
+        GzDecoder::new(&img.layers[0].bytes[..]).read_to_end(&mut raw).unwrap();
+        assert_eq!(plain.layers[0].bytes, raw);
+        assert_eq!((plain.id.as_str(), &plain.config), (img.id.as_str(), &img.config));
+        // Plain layers stay as they are; a gzip layer that is not gzip says which it is.
+        assert_eq!(plain.with_plain_layers().unwrap(), plain);
+        let mut bad = img.clone();
+        bad.layers.insert(0, Layer { bytes: b"plain".to_vec(), compression: Compression::None });
+        bad.layers.push(Layer { bytes: b"not gzip".to_vec(), compression: Compression::Gzip });
+        assert!(matches!(bad.with_plain_layers(), Err(ImageError::BadLayer { index: 2, .. })));
         fs::remove_dir_all(&d).unwrap();
     }
 

@@ -18,7 +18,9 @@
 //!
 //! - `vm<i>: <text>`: a line of VM i's console;
 //! - `vm<i>: exited with code <c>` or `vm<i>: stopped: <reason>`: VM i ended;
-//! - `vm<i>: accounting guest_ns=<ns> exits=<n> overhead_bytes=<bytes>`: its figures;
+//! - `vm<i>: accounting guest_ns=<ns> exits=<n> overhead_bytes=<bytes>[ first_container_ns=<ns>]`:
+//!   its figures (the last one when the guest said it entered a container,
+//!   `crx_abi::nr::CONTAINER_ENTRY`);
 //! - `vms: <n> exited, <m> stopped`: every VM has ended (the kernel then powers off).
 //!
 //! A guest can print text that looks like an end line, so for each VM the last end line
@@ -260,6 +262,9 @@ pub struct Accounting {
     pub exits: u64,
     /// Host memory used for the VM beyond its guest memory.
     pub overhead_bytes: u64,
+    /// Time spent in the guest until it first entered a container's process in user mode
+    /// (a pod VM's guest says when; `None` when it did not).
+    pub first_container_ns: Option<u64>,
 }
 
 /// One line of the VM contract, parsed.
@@ -304,7 +309,9 @@ impl Event {
             Regex::new(r"^exited with code (-?\d+)\s*$").expect("the exit pattern is valid")
         });
         static ACCOUNTING: LazyLock<Regex> = LazyLock::new(|| {
-            Regex::new(r"^accounting guest_ns=(\d+) exits=(\d+) overhead_bytes=(\d+)\s*$")
+            Regex::new(
+                r"^accounting guest_ns=(\d+) exits=(\d+) overhead_bytes=(\d+)(?: first_container_ns=(\d+))?\s*$",
+            )
                 .expect("the accounting pattern is valid")
         });
         static ALL: LazyLock<Regex> = LazyLock::new(|| {
@@ -334,10 +341,14 @@ impl Event {
         }
         if let Some(a) = ACCOUNTING.captures(text) {
             let n = |i: usize| a.get(i).and_then(|m| m.as_str().parse().ok());
+            let first_container_ns = match a.get(4) {
+                Some(m) => Some(m.as_str().parse().ok()?),
+                None => None,
+            };
             if let (Some(guest_ns), Some(exits), Some(overhead_bytes)) = (n(1), n(2), n(3)) {
                 return Some(Event::Accounting {
                     vm,
-                    figures: Accounting { guest_ns, exits, overhead_bytes },
+                    figures: Accounting { guest_ns, exits, overhead_bytes, first_container_ns },
                 });
             }
         }
@@ -734,9 +745,31 @@ mod tests {
             Event::parse("vm2: accounting guest_ns=5 exits=7 overhead_bytes=8192"),
             Some(Event::Accounting {
                 vm: 2,
-                figures: Accounting { guest_ns: 5, exits: 7, overhead_bytes: 8192 }
+                figures: Accounting { guest_ns: 5, exits: 7, overhead_bytes: 8192, first_container_ns: None }
             })
         );
+        assert_eq!(
+            Event::parse(
+                "vm2: accounting guest_ns=9000 exits=7 overhead_bytes=8192 first_container_ns=4000 "
+            ),
+            Some(Event::Accounting {
+                vm: 2,
+                figures: Accounting {
+                    guest_ns: 9000,
+                    exits: 7,
+                    overhead_bytes: 8192,
+                    first_container_ns: Some(4000)
+                }
+            })
+        );
+        // A figure out of range, or another field after the known ones, is no accounting line.
+        assert_eq!(
+            Event::parse(
+                "vm2: accounting guest_ns=1 exits=7 overhead_bytes=8 first_container_ns=99999999999999999999"
+            ),
+            None
+        );
+        assert_eq!(Event::parse("vm2: accounting guest_ns=1 exits=7 overhead_bytes=8 other=3"), None);
         assert_eq!(Event::parse("vms: 3 exited, 1 stopped"), Some(Event::AllEnded { exited: 3, stopped: 1 }));
         // A code out of range is no end line; a guest printing an end line stays console text.
         assert_eq!(Event::parse("vm0: exited with code 99999999999"), None);

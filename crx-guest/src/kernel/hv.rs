@@ -1,4 +1,5 @@
-//! Hypercalls to the hypervisor (ABI v1 from `crx_abi`, v2 pod calls from `podabi`).
+//! Hypercalls to the hypervisor (ABI v1 from `crx_abi`, the pod calls of v2 to v4 from
+//! `podabi`).
 //! Pointers handed over are guest-physical: kernel buffers are converted with `mm::gpa_of`.
 
 use crx_abi::{call, nr, Error, HypercallInsn, CONSOLE_WRITE_MAX};
@@ -81,6 +82,12 @@ impl Hv {
     /// Copies the pod spec into `buf`; returns its total length.
     pub fn pod_spec(&self, buf: &mut [u8]) -> Result<u64, Error> {
         self.raw(podabi::nr::POD_SPEC, gpa_of(buf.as_ptr()), buf.len() as u64, 0, 0)
+    }
+
+    /// Says that the kernel is about to enter user mode for the first time, in a process of
+    /// container `container`: the hypervisor notes the VM's guest time so far.
+    pub fn container_entry(&self, container: u32) -> Result<u64, Error> {
+        self.raw(podabi::nr::CONTAINER_ENTRY, u64::from(container), 0, 0, 0)
     }
 
     /// The node's next command for a managed pod (0: none).

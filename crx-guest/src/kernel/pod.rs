@@ -273,6 +273,7 @@ pub fn start(kt: KernelTables, pool: FramePool, params: &BootParams, heap_bytes:
         specs: Vec::new(),
         layers_error: None,
         picks_since_control: 0,
+        entered_user: false,
     };
     let (spec, pod_log) = match fetch_spec(&k, params) {
         Ok(s) => s,

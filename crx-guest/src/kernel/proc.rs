@@ -159,6 +159,9 @@ pub struct Kernel {
     pub layers_error: Option<String>,
     /// Scheduler passes since the node's commands were last read.
     pub picks_since_control: u32,
+    /// Whether a process has been switched to for user mode yet (the first switch tells
+    /// the hypervisor, `CONTAINER_ENTRY`).
+    pub entered_user: bool,
 }
 
 /// The kernel, taken by each entry and released before returning to user mode (a kernel

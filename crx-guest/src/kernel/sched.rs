@@ -178,6 +178,14 @@ impl Kernel {
             self.fpu_owner = Some(pid);
         }
         let p = self.procs.get(&pid).expect("picked process exists");
+        if !self.entered_user {
+            // Every way to user mode comes through here: the first is the container's
+            // first instruction, which the hypervisor times.
+            self.entered_user = true;
+            if self.pod_log {
+                let _ = self.hv.container_entry(p.container);
+            }
+        }
         if let Some(a) = &p.aspace {
             // `AddrSpace::new` copies the kernel half of the kernel's PML4 and the image page
             // tables into every address space, and a process's tables are freed only by

@@ -69,10 +69,17 @@ fn run(guest: &Guest) -> i32 {
         }
     }
     // The pod hypercalls mean nothing outside a pod VM.
-    for pod_only in [nr::LOG_WRITE, nr::CONTAINER_EXIT, nr::POD_SPEC, nr::LAYER_INFO, nr::POD_CONTROL] {
+    for pod_only in [
+        nr::LOG_WRITE,
+        nr::CONTAINER_EXIT,
+        nr::POD_SPEC,
+        nr::LAYER_INFO,
+        nr::POD_CONTROL,
+        nr::CONTAINER_ENTRY,
+    ] {
         check(pod_only, u64::MAX, u64::MAX, Expect::Invalid);
     }
-    for unknown in [14, 15, 0x100, 0xffff_ffff, 1 << 32, 1 << 63, u64::MAX - 1, u64::MAX] {
+    for unknown in [15, 16, 0x100, 0xffff_ffff, 1 << 32, 1 << 63, u64::MAX - 1, u64::MAX] {
         check(unknown, u64::MAX, u64::MAX, Expect::NoSys);
     }
     // A known call with garbage in its unused arguments still works.

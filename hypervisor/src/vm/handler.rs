@@ -15,9 +15,10 @@
 //!   the hypervisor bit and leaves 0x4000_0000/1; leaf 0xD reports exactly the host XCR0.
 //! * HLT blocks until the next timer tick; forbidden instructions get #UD; XSETBV may
 //!   only set XCR0 to the host's value (#UD otherwise).
-//! * Pod hypercalls (`LOG_WRITE`, `CONTAINER_EXIT`, `POD_SPEC`, `LAYER_INFO`) answer
-//!   `Invalid` in a VM that is not a pod, and for a container index, stream or layer index
-//!   that does not exist; bad pointers are `Fault` as everywhere.
+//! * Pod hypercalls (`LOG_WRITE`, `CONTAINER_EXIT`, `POD_SPEC`, `LAYER_INFO`,
+//!   `POD_CONTROL`, `CONTAINER_ENTRY`) answer `Invalid` in a VM that is not a pod, and for a
+//!   container index, stream or layer index that does not exist; bad pointers are `Fault`
+//!   as everywhere. `CONTAINER_ENTRY` notes the VM's guest time at its first call.
 //! * Nested page faults (all guest memory is mapped, so only outside it, or a write to the
 //!   read-only layer window of a pod), triple faults, failed entries, intercepted
 //!   exceptions and unknown exits stop the VM.
@@ -98,6 +99,12 @@ pub trait Services {
     /// Layer `index`'s record, in a pod VM with such a layer.
     fn layer_info(&self, _index: u64) -> Option<LayerInfo> {
         None
+    }
+    /// The guest is about to enter user mode in a process of `container`: the first time,
+    /// the VM's guest time so far is kept for its figures. False for a container the pod
+    /// does not have, and outside a pod.
+    fn container_entry(&mut self, _container: u64) -> bool {
+        false
     }
 }
 
@@ -244,6 +251,13 @@ fn hypercall(regs: &mut GuestRegs, svc: &mut impl Services) -> Action {
             None => Err(Error::Invalid),
         },
         nr::POD_CONTROL => svc.pod_control().ok_or(Error::Invalid),
+        nr::CONTAINER_ENTRY => {
+            if svc.container_entry(a0) {
+                Ok(0)
+            } else {
+                Err(Error::Invalid)
+            }
+        }
         nr::LAYER_INFO => match svc.layer_info(a0) {
             Some(info) => svc.write(a1, info.as_bytes()).map(|_| 0).map_err(|_| Error::Fault),
             None => Err(Error::Invalid),
@@ -343,6 +357,9 @@ mod tests {
         random_calls: usize,
         pod: Option<PodState>,
         lines: Vec<String>,
+        /// The VM's guest time so far, as the manager charges it before handling an exit.
+        guest_ns: u64,
+        first_container_ns: Option<u64>,
     }
 
     impl Fake {
@@ -355,6 +372,8 @@ mod tests {
                 random_calls: 0,
                 pod: None,
                 lines: Vec::new(),
+                guest_ns: 0,
+                first_container_ns: None,
             }
         }
         fn pod() -> Self {
@@ -439,6 +458,13 @@ mod tests {
         fn layer_info(&self, index: u64) -> Option<LayerInfo> {
             self.pod.as_ref().and_then(|p| p.layer(index))
         }
+        fn container_entry(&mut self, container: u64) -> bool {
+            let known = self.pod.as_ref().is_some_and(|p| p.has_container(container));
+            if known {
+                self.first_container_ns.get_or_insert(self.guest_ns);
+            }
+            known
+        }
         fn boot_params(&self) -> BootParams {
             BootParams {
                 magic: crx_abi::BOOT_MAGIC,
@@ -471,13 +497,21 @@ mod tests {
     fn hypercalls_from_guest_user_mode_are_denied() {
         let mut s = Fake::pod();
         for cpl in [1, 3] {
-            for n in [nr::EXIT, nr::CONTAINER_EXIT, nr::LOG_WRITE, nr::VERSION, nr::POD_CONTROL] {
+            for n in [
+                nr::EXIT,
+                nr::CONTAINER_EXIT,
+                nr::LOG_WRITE,
+                nr::VERSION,
+                nr::POD_CONTROL,
+                nr::CONTAINER_ENTRY,
+            ] {
                 let mut r = GuestRegs { rax: n, rdi: 0, rsi: 1, ..GuestRegs::default() };
                 let a = handle(&exit(ExitKind::Hypercall { cpl }), &mut r, &mut s);
                 assert_eq!((a, r.rax), (Action::Advance, Error::Denied.to_raw()), "call {n} at CPL {cpl}");
             }
         }
         assert!(s.pod.as_ref().unwrap().containers.iter().all(|c| c.exit.is_none()), "nothing happened");
+        assert_eq!(s.first_container_ns, None, "nothing noted");
         assert_eq!(call(&mut s, nr::VERSION, 0, 0), (Action::Advance, u64::from(ABI_VERSION)));
     }
 
@@ -496,6 +530,8 @@ mod tests {
         assert_eq!(call4(&mut s, nr::POD_SPEC, [0x100, 16, 0, 0]), (Action::Advance, INVALID));
         assert_eq!(call4(&mut s, nr::LAYER_INFO, [0, 0x100, 0, 0]), (Action::Advance, INVALID));
         assert_eq!(call4(&mut s, nr::POD_CONTROL, [0, 0, 0, 0]), (Action::Advance, INVALID));
+        assert_eq!(call4(&mut s, nr::CONTAINER_ENTRY, [0, 0, 0, 0]), (Action::Advance, INVALID));
+        assert_eq!(s.first_container_ns, None);
         assert_eq!(&s.mem[0x100..0x103], b"hi\n", "nothing written");
         assert!(s.lines.is_empty());
     }
@@ -560,6 +596,22 @@ mod tests {
         assert_eq!(call4(&mut s, nr::POD_CONTROL, [7, 7, 7, 7]), (Action::Advance, 1));
         assert_eq!(call4(&mut s, nr::POD_CONTROL, [0, 0, 0, 0]), (Action::Advance, 2 | 1 << 8 | 15 << 16));
         assert_eq!(call4(&mut s, nr::POD_CONTROL, [0, 0, 0, 0]), (Action::Advance, 0));
+    }
+
+    #[test]
+    fn container_entry_notes_the_guest_time_of_the_first_call() {
+        let mut s = Fake::pod();
+        s.guest_ns = 1_234;
+        for bad in [2, 7, u64::MAX] {
+            assert_eq!(call4(&mut s, nr::CONTAINER_ENTRY, [bad, 0, 0, 0]), (Action::Advance, INVALID));
+        }
+        assert_eq!(s.first_container_ns, None, "an unknown container notes nothing");
+        assert_eq!(call4(&mut s, nr::CONTAINER_ENTRY, [1, 9, 9, 9]), (Action::Advance, 0));
+        assert_eq!(s.first_container_ns, Some(1_234));
+        s.guest_ns = 5_000;
+        assert_eq!(call4(&mut s, nr::CONTAINER_ENTRY, [0, 0, 0, 0]), (Action::Advance, 0));
+        assert_eq!(s.first_container_ns, Some(1_234), "only the first call counts");
+        assert!(s.lines.is_empty() && s.console.is_empty(), "it prints nothing");
     }
 
     #[test]
@@ -629,7 +681,7 @@ mod tests {
         assert_eq!(call(&mut s, nr::YIELD, 0, 0), (Action::Yield, 0));
         assert_eq!(call(&mut s, nr::SLEEP_UNTIL, 5000, 0), (Action::Block { until_ns: Some(5000) }, 0));
         assert_eq!(call(&mut s, nr::SLEEP_UNTIL, 999, 0), (Action::Advance, 0), "already past");
-        for n in [14, 100, u64::MAX, Error::Fault.to_raw()] {
+        for n in [15, 100, u64::MAX, Error::Fault.to_raw()] {
             assert_eq!(call(&mut s, n, 0, 0), (Action::Advance, Error::NoSys.to_raw()));
         }
     }

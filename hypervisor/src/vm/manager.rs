@@ -233,7 +233,7 @@ fn finish_vcpu(w: &mut World, v: VcpuId, vm: VmId) {
     drop(mem);
     // Nothing maps the image's frames any more.
     rec.holder = None;
-    let _ = writeln!(
+    let _ = write!(
         w.out,
         "vm{}: accounting guest_ns={} exits={} overhead_bytes={}",
         rec.index,
@@ -241,6 +241,10 @@ fn finish_vcpu(w: &mut World, v: VcpuId, vm: VmId) {
         rec.exits,
         tables + rec.backend_bytes
     );
+    let _ = match rec.first_container_ns {
+        Some(ns) => writeln!(w.out, " first_container_ns={ns}"),
+        None => writeln!(w.out),
+    };
     if w.node {
         // Every vCPU of the VM is gone (each CPU drops its own before it gets here) and so
         // is its memory: what the VM took is back.
@@ -384,6 +388,7 @@ fn cpu_loop() {
             let now = time::now_ns();
             let action = with_world(|w| {
                 w.sched.charge(v, exit.guest_ns, now);
+                let guest_ns = w.sched.guest_ns(vm);
                 let Some(rec) = w.vms.get_mut(vm.0) else {
                     return Action::Stop(StopReason::Killed);
                 };
@@ -391,7 +396,7 @@ fn cpu_loop() {
                 if rec.end.is_some() {
                     return Action::Stop(StopReason::Killed);
                 }
-                handler::handle(&exit, l.vcpu.regs(), &mut Svc { vm: rec, out: &mut w.out })
+                handler::handle(&exit, l.vcpu.regs(), &mut Svc { vm: rec, out: &mut w.out, guest_ns })
             })
             .unwrap_or(Action::Stop(StopReason::Killed));
             l.vcpu.apply(&exit, &action);

@@ -305,6 +305,11 @@ impl PodState {
         self.get(container).map(|_| ())
     }
 
+    /// Whether the pod has container `container`.
+    pub fn has_container(&self, container: u64) -> bool {
+        self.get(container).is_ok()
+    }
+
     fn get(&self, container: u64) -> Result<&Container, PodError> {
         usize::try_from(container)
             .ok()

@@ -58,6 +58,8 @@ pub struct VmRec {
     /// What holds the frames its memory maps read-only (a pulled image's layers): let go
     /// only after the memory is.
     pub holder: Option<alloc::sync::Arc<dyn core::any::Any + Send + Sync>>,
+    /// Its guest time when the guest said it first entered a container (`CONTAINER_ENTRY`).
+    pub first_container_ns: Option<u64>,
 }
 
 impl VmRec {
@@ -78,6 +80,7 @@ impl VmRec {
             rng: Rng::new(time::rdtsc() ^ (u64::from(index) << 32)),
             pod,
             holder: None,
+            first_container_ns: None,
         }
     }
 
@@ -107,6 +110,7 @@ impl VmRec {
             rng: Rng::new(0),
             pod: None,
             holder: None,
+            first_container_ns: None,
         }
     }
 }
@@ -135,6 +139,8 @@ pub struct Svc<'a> {
     pub vm: &'a mut VmRec,
     /// Console lines to print once the world lock is released.
     pub out: &'a mut String,
+    /// The VM's guest time so far, the exit being handled included.
+    pub guest_ns: u64,
 }
 
 impl Services for Svc<'_> {
@@ -206,5 +212,12 @@ impl Services for Svc<'_> {
     }
     fn layer_info(&self, index: u64) -> Option<LayerInfo> {
         self.vm.pod.as_ref().and_then(|p| p.layer(index))
+    }
+    fn container_entry(&mut self, container: u64) -> bool {
+        let known = self.vm.pod.as_ref().is_some_and(|p| p.has_container(container));
+        if known {
+            self.vm.first_container_ns.get_or_insert(self.guest_ns);
+        }
+        known
     }
 }
