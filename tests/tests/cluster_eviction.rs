@@ -1,9 +1,13 @@
-//! The hypervisor node's image GC under memory pressure, as a user would see it: a node of
-//! 256 MiB pulls two different images from a real registry (`cluster up --insecure-registry`),
-//! runs a pod of the first to its end (the image is then unused), then a pod of the second
-//! whose memory limit takes the node past 85% in use. The node evicts the unused image
-//! (`node: image REF evicted ...` on its console, gone from Node.status.images) and never
-//! the one in use, which keeps running.
+//! The hypervisor node's image credentials and image GC, as a user would see them, on one
+//! node of 256 MiB with two real registries (`cluster up --insecure-registry`, twice):
+//! - a registry that wants a password (htpasswd): a pod whose imagePullSecrets names a
+//!   `kubectl create secret docker-registry` secret pulls and runs; one without gets
+//!   ErrImagePull with the registry's 401;
+//! - memory pressure: the node pulls two different images, runs a pod of the first to its
+//!   end (the image is then unused), then a pod of the second whose memory limit takes the
+//!   node past 85% in use. The node evicts the unused image (`node: image REF evicted ...` on
+//!   its console, gone from Node.status.images) and never the one in use, which keeps
+//!   running.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -48,8 +52,17 @@ fn node_images(kubeconfig: &str) -> Vec<String> {
         .collect()
 }
 
+/// A pod of `image` printing `text`, with `imagePullSecrets` naming `secret` when given.
+fn private_pod(name: &str, image: &str, secret: Option<&str>, text: &str) -> String {
+    let secrets = secret.map(|s| format!("  imagePullSecrets:\n  - name: {s}\n")).unwrap_or_default();
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  restartPolicy: Never\n{secrets}  \
+         containers:\n  - name: main\n    image: {image}\n    command: [\"sh\", \"-c\", \"echo {text}\"]\n"
+    )
+}
+
 #[test]
-fn an_unused_image_is_evicted_under_memory_pressure_and_the_one_in_use_is_not() {
+fn pull_secrets_reach_a_private_registry_and_unused_images_are_evicted_under_memory_pressure() {
     qemu::setup::ensure(qemu::setup::REGISTRY).expect("the registry's packages");
     qemu::setup::ensure(qemu::setup::BUSYBOX).expect("busybox-static");
     build_cluster_parts();
@@ -61,9 +74,57 @@ fn an_unused_image_is_evicted_under_memory_pressure_and_the_one_in_use_is_not() 
     registry.push(&a, "gc-a:1", qemu::registry::Format::Oci).expect("pushing a");
     registry.push(&b, "gc-b:1", qemu::registry::Format::Oci).expect("pushing b");
     let (ref_a, ref_b) = (format!("{}/gc-a:1", registry.addr()), format!("{}/gc-b:1", registry.addr()));
+    let private =
+        qemu::registry::Registry::start(&dir.join("private-registry"), None, Some(("puller", "s3cret")))
+            .expect("a registry with a password");
+    private.push(&a, "private:1", qemu::registry::Format::Oci).expect("pushing to the private registry");
+    let ref_p = format!("{}/private:1", private.addr());
 
-    let mut up = Up::start(&["--mem", "256", "--insecure-registry", &registry.addr()]);
+    let mut up = Up::start(&[
+        "--mem",
+        "256",
+        "--insecure-registry",
+        &registry.addr(),
+        "--insecure-registry",
+        &private.addr(),
+    ]);
     let kubeconfig = up.kubeconfig();
+
+    // A private registry: with the pod's pull secret the pull works, without it the reason
+    // is the registry's 401.
+    kubectl(
+        &kubeconfig,
+        &[
+            "create",
+            "secret",
+            "docker-registry",
+            "regcred",
+            &format!("--docker-server={}", private.addr()),
+            "--docker-username=puller",
+            "--docker-password=s3cret",
+        ],
+    );
+    apply_pod(&kubeconfig, &private_pod("with-secret", &ref_p, Some("regcred"), "private-ok"), "with-secret");
+    apply_pod(&kubeconfig, &private_pod("no-secret", &ref_p, None, "never"), "no-secret");
+    wait_pod(&up, &kubeconfig, "with-secret", "{.status.phase}", "Succeeded", |p| p == "Succeeded");
+    let logs = kubectl(&kubeconfig, &["logs", "with-secret"]);
+    assert_eq!(logs.trim(), "private-ok", "{}", up.output());
+    let why = wait_pod(
+        &up,
+        &kubeconfig,
+        "no-secret",
+        "{.status.containerStatuses[0].state.waiting.message}",
+        "refused with the registry's 401",
+        |m| m.contains("401"),
+    );
+    assert!(why.contains(&ref_p) && why.contains("unauthorized"), "{why}");
+    assert_eq!(
+        kubectl(&kubeconfig, &["get", "pod", "no-secret", "-o", "jsonpath={.status.phase}"]),
+        "Pending"
+    );
+    assert!(!up.output().contains("s3cret"), "the password reached the console:\n{}", up.output());
+    kubectl(&kubeconfig, &["delete", "pod", "no-secret", "with-secret", "--grace-period=0"]);
+
     // Image a: pulled, run to its end, then unused.
     apply_pod(&kubeconfig, &pod("first", &ref_a, "32Mi", "echo first"), "first");
     wait_pod(&up, &kubeconfig, "first", "{.status.phase}", "Succeeded", |p| p == "Succeeded");
@@ -78,8 +139,10 @@ fn an_unused_image_is_evicted_under_memory_pressure_and_the_one_in_use_is_not() 
     // Image b, in a pod whose memory takes the node past 85% in use.
     apply_pod(&kubeconfig, &pod("second", &ref_b, "200Mi", "echo second; sleep 3600"), "second");
     wait_pod(&up, &kubeconfig, "second", "{.status.phase}", "Running", |p| p == "Running");
-    let evicted = up.wait_line_containing("evicted", Duration::from_secs(60));
-    assert!(evicted.contains(&format!("node: image {ref_a} evicted")), "{evicted}\n{}", up.output());
+    // Least recently used first: the private registry's image (pulled before a) may go
+    // first; a goes too, as its layer is then held by nothing else.
+    let evicted = up.wait_line_containing(&format!("node: image {ref_a} evicted"), Duration::from_secs(60));
+    assert!(evicted.contains("(more than 85% of the node's memory in use)"), "{evicted}");
     let out = up.output();
     assert!(!out.contains(&format!("image {ref_b} evicted")), "the image in use was evicted:\n{out}");
     // The node says so in its status; the pod of b runs on.
@@ -100,4 +163,5 @@ fn an_unused_image_is_evicted_under_memory_pressure_and_the_one_in_use_is_not() 
     assert_eq!(kubectl(&kubeconfig, &["get", "pod", "second", "-o", "jsonpath={.status.phase}"]), "Running");
     up.stop_cleanly(1);
     drop(registry);
+    drop(private);
 }
