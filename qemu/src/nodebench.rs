@@ -478,6 +478,33 @@ impl Watch {
     }
 }
 
+/// Starts the control plane (program `control_plane`, state in `dir/control-plane`, output
+/// in `dir/control-plane.log`) with credentials for `nodes`, and kubectl watches of its nodes
+/// and pods, settled after their first listing. `part` names the bench part in what it says.
+pub(crate) fn start_watched(
+    control_plane: &[String],
+    kubectl: &Path,
+    dir: &Path,
+    nodes: &[String],
+    part: &str,
+) -> Result<(ControlPlane, Ctx, Watch, Watch), Error> {
+    let state = dir.join("control-plane");
+    let cp = ControlPlane::start(control_plane, &state, nodes, &dir.join("control-plane.log"))?;
+    eprintln!("bench: {part}: control plane {} (log {})", cp.url, cp.log.display());
+    let ctx = Ctx {
+        kubectl: kubectl.to_path_buf(),
+        kubeconfig: state.join("admin.kubeconfig"),
+        cache: dir.join("kube-cache"),
+        dir: dir.to_path_buf(),
+    };
+    let mut node_watch = Watch::start(&ctx, "nodes", NODE_TEMPLATE)?;
+    let mut pod_watch = Watch::start(&ctx, "pods", POD_TEMPLATE)?;
+    let listed = Instant::now() + Duration::from_secs(2);
+    node_watch.settle(listed)?;
+    pod_watch.settle(listed)?;
+    Ok((cp, ctx, node_watch, pod_watch))
+}
+
 /// What every step needs: kubectl and the cluster's admin view, the section's directory.
 #[derive(Clone)]
 pub(crate) struct Ctx {
@@ -598,21 +625,9 @@ pub fn run(opts: &Options, stop: &dyn Fn() -> bool) -> Result<Figures, Error> {
     let icount_names: Vec<String> = (1..=opts.icount_runs).map(|i| format!("bench-icount{i}")).collect();
     let sim_names: Vec<String> = (1..=opts.runs).map(|i| format!("bench-sim{i}")).collect();
     let all: Vec<String> = qemu_names.iter().chain(&icount_names).chain(&sim_names).cloned().collect();
-    let cp_log = dir.join("control-plane.log");
-    let cp = ControlPlane::start(&opts.control_plane, &state, &all, &cp_log)?;
-    eprintln!("bench: node: control plane {} (log {})", cp.url, cp.log.display());
-    let ctx = Ctx {
-        kubectl: opts.kubectl.clone(),
-        kubeconfig: state.join("admin.kubeconfig"),
-        cache: dir.join("kube-cache"),
-        dir: dir.clone(),
-    };
+    let (cp, ctx, mut nodes, mut pods) =
+        start_watched(&opts.control_plane, &opts.kubectl, &dir, &all, "node")?;
     let api_port = cp.port()?;
-    let mut nodes = Watch::start(&ctx, "nodes", NODE_TEMPLATE)?;
-    let mut pods = Watch::start(&ctx, "pods", POD_TEMPLATE)?;
-    let listed = Instant::now() + Duration::from_secs(2);
-    nodes.settle(listed)?;
-    pods.settle(listed)?;
 
     let mut figures = Figures { pods: opts.pods, ..Figures::default() };
     let mut sections = Sections { ctx: &ctx, nodes: &mut nodes, pods: &mut pods, opts, stop };

@@ -22,12 +22,12 @@
 //! For every pod it times `kubectl apply` (its start) to the first `kubectl get pods
 //! --watch` event with phase Running; each pod is deleted, and gone, before the next.
 
-use crate::cluster::{self, ControlPlane};
+use crate::cluster;
 use crate::emulator::Qemu;
 use crate::image::target_dir;
 use crate::machine::Machine;
 use crate::node::{self, NodeImage};
-use crate::nodebench::{self, check_stop, pause, Ctx, Row, Watch, NODE_TEMPLATE, POD_TEMPLATE};
+use crate::nodebench::{self, check_stop, pause, Ctx, Row, Watch};
 use crate::oci::{self, RunConfig, TarEntry};
 use crate::registry::{Format, Registry};
 use crate::Error;
@@ -393,25 +393,9 @@ fn on_node(
         fs::remove_dir_all(&state).map_err(|e| Error::io(format!("clearing {}", state.display()), e))?;
     }
     fs::create_dir_all(&state).map_err(|e| Error::io(format!("creating {}", state.display()), e))?;
-    let cp = ControlPlane::start(
-        &opts.control_plane,
-        &state,
-        &[name.to_string()],
-        &dir.join("control-plane.log"),
-    )?;
-    eprintln!("bench: pull: control plane {} (log {})", cp.url, cp.log.display());
-    let ctx = Ctx {
-        kubectl: opts.kubectl.clone(),
-        kubeconfig: state.join("admin.kubeconfig"),
-        cache: dir.join("kube-cache"),
-        dir: dir.to_path_buf(),
-    };
+    let (cp, ctx, mut nodes, mut pods) =
+        nodebench::start_watched(&opts.control_plane, &opts.kubectl, dir, &[name.to_string()], "pull")?;
     let api_port = cp.port()?;
-    let mut nodes = Watch::start(&ctx, "nodes", NODE_TEMPLATE)?;
-    let mut pods = Watch::start(&ctx, "pods", POD_TEMPLATE)?;
-    let listed = Instant::now() + Duration::from_secs(2);
-    nodes.settle(listed)?;
-    pods.settle(listed)?;
 
     let kubeconfig = state.join("nodes").join(format!("{name}.kubeconfig"));
     let kubelet_port =

@@ -218,6 +218,23 @@ pub fn kubectl_as(cp: &ControlPlane, kubeconfig: &Path, args: &[&str]) -> Output
     run(cmd)
 }
 
+/// `kubectl get ARGS -o json` with the admin kubeconfig, parsed.
+pub fn get_json(cp: &ControlPlane, args: &[&str]) -> Result<serde_json::Value, String> {
+    let mut all = vec!["get"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", "json"]);
+    let o = kubectl(cp, &all);
+    if !o.ok {
+        return Err(o.stderr);
+    }
+    serde_json::from_str(&o.stdout).map_err(|e| format!("{e}: {}", o.stdout))
+}
+
+/// The status of a pod's first container.
+pub fn first_container(pod: &serde_json::Value) -> &serde_json::Value {
+    &pod["status"]["containerStatuses"][0]
+}
+
 #[track_caller]
 pub fn kubectl_ok(cp: &ControlPlane, args: &[&str]) -> String {
     let o = kubectl(cp, args);

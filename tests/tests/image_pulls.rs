@@ -28,27 +28,10 @@ const NEVER_STARTS: Duration = Duration::from_secs(20);
 /// The node's name.
 const NODE: &str = "n1";
 
-/// `kubectl get ARGS -o json`, parsed.
-fn get_json(cp: &ControlPlane, args: &[&str]) -> Result<Value, String> {
-    let mut all = vec!["get"];
-    all.extend_from_slice(args);
-    all.extend_from_slice(&["-o", "json"]);
-    let o = kubectl(cp, &all);
-    if !o.ok {
-        return Err(o.stderr);
-    }
-    serde_json::from_str(&o.stdout).map_err(|e| format!("{e}: {}", o.stdout))
-}
-
-/// The status of a pod's first container.
-fn container(pod: &Value) -> &Value {
-    &pod["status"]["containerStatuses"][0]
-}
-
 /// The (reason, message) of a pod's first container while it waits; empty strings when it
 /// does not.
 fn waiting(pod: &Value) -> (String, String) {
-    let w = &container(pod)["state"]["waiting"];
+    let w = &first_container(pod)["state"]["waiting"];
     let s = |v: &Value| v.as_str().unwrap_or("").to_string();
     (s(&w["reason"]), s(&w["message"]))
 }
@@ -100,7 +83,7 @@ fn wait_pod(
 }
 
 fn running(pod: &Value) -> bool {
-    pod["status"]["phase"] == "Running" && container(pod)["state"]["running"].is_object()
+    pod["status"]["phase"] == "Running" && first_container(pod)["state"]["running"].is_object()
 }
 
 /// The events of the object `name`, oldest first. The node posts its events one at a time
@@ -357,8 +340,8 @@ fn sim_node_pulls_from_a_real_registry() {
     // after Pulling and a Pulled that gives the image's size (Node.status.images is checked
     // after step 5).
     let tagged = wait_pod(&cp, &logs, "tagged", "Running", POD_TIMEOUT, running);
-    assert_eq!(container(&tagged)["imageID"], format!("{addr}/busybox@{digest}"), "{tagged}");
-    assert_eq!(container(&tagged)["image"], img("busybox:1.36"), "{tagged}");
+    assert_eq!(first_container(&tagged)["imageID"], format!("{addr}/busybox@{digest}"), "{tagged}");
+    assert_eq!(first_container(&tagged)["image"], img("busybox:1.36"), "{tagged}");
     let pulled = Regex::new(&format!(
         r#"^Successfully pulled image "{}" in [0-9.]+s \([0-9.]+s including waiting\)\. Image size: ([0-9]+) bytes\.$"#,
         regex::escape(&img("busybox:1.36"))
@@ -384,9 +367,9 @@ fn sim_node_pulls_from_a_real_registry() {
     // 3. A Docker schema 2 manifest, and the index: its linux/amd64 manifest is the one run,
     // not the index and not the arm64 entry that comes first.
     let v2 = wait_pod(&cp, &logs, "docker-v2", "Running", POD_TIMEOUT, running);
-    assert_eq!(container(&v2)["imageID"], format!("{addr}/busybox-v2@{v2_digest}"), "{v2}");
+    assert_eq!(first_container(&v2)["imageID"], format!("{addr}/busybox-v2@{v2_digest}"), "{v2}");
     let multi = wait_pod(&cp, &logs, "multi", "Running", POD_TIMEOUT, running);
-    let multi_id = container(&multi)["imageID"].as_str().unwrap_or("").to_string();
+    let multi_id = first_container(&multi)["imageID"].as_str().unwrap_or("").to_string();
     assert_eq!(multi_id, format!("{addr}/multi@{amd64}"), "{multi}");
     assert!(!multi_id.ends_with(&index_digest) && !multi_id.ends_with(&arm64), "{multi_id}");
 
@@ -405,7 +388,7 @@ fn sim_node_pulls_from_a_real_registry() {
     let before = manifest_gets(&reg, "busybox", &digest);
     create_pod(&cp, &logs, d, "by-digest", &img(&format!("busybox@{digest}")), Some("Always"));
     let by_digest = wait_pod(&cp, &logs, "by-digest", "Running", POD_TIMEOUT, running);
-    assert_eq!(container(&by_digest)["imageID"], format!("{addr}/busybox@{digest}"), "{by_digest}");
+    assert_eq!(first_container(&by_digest)["imageID"], format!("{addr}/busybox@{digest}"), "{by_digest}");
     wait_events(&cp, &logs, "by-digest", "Pulled", |evs| {
         evs.iter().any(|e| reason(e) == "Pulled" && message(e).starts_with("Successfully pulled image"))
     });
@@ -455,7 +438,7 @@ fn sim_node_pulls_from_a_real_registry() {
     let evs = events(&cp, "broken").expect("events of broken");
     assert!(!evs.iter().any(|e| reason(e) == "Started"), "the damaged image started: {evs:#?}");
     assert!(
-        !watch.versions("broken").iter().any(|p| container(p)["state"]["running"].is_object()),
+        !watch.versions("broken").iter().any(|p| first_container(p)["state"]["running"].is_object()),
         "the damaged image ran"
     );
     let broken = get_json(&cp, &["pod", "broken"]).expect("pod broken");
@@ -490,7 +473,7 @@ fn sim_node_pulls_from_a_real_registry() {
     assert!(why.contains("unreachable"), "{why}");
     reg.restart().expect("restarting the registry");
     let offline = wait_pod(&cp, &logs, "offline", "Running after the restart", RETRY_TIMEOUT, running);
-    assert_eq!(container(&offline)["imageID"], format!("{addr}/busybox@{digest}"), "{offline}");
+    assert_eq!(first_container(&offline)["imageID"], format!("{addr}/busybox@{digest}"), "{offline}");
     let evs = wait_events(&cp, &logs, "offline", "Pulled", |evs| {
         evs.iter().any(|e| reason(e) == "Pulled" && message(e).starts_with("Successfully pulled image"))
     });

@@ -46,18 +46,6 @@ impl Drop for Scratch {
     }
 }
 
-/// `kubectl get ARGS -o json`, parsed.
-fn get_json(cp: &ControlPlane, args: &[&str]) -> Result<Value, String> {
-    let mut all = vec!["get"];
-    all.extend_from_slice(args);
-    all.extend_from_slice(&["-o", "json"]);
-    let o = kubectl(cp, &all);
-    if !o.ok {
-        return Err(o.stderr);
-    }
-    serde_json::from_str(&o.stdout).map_err(|e| format!("{e}: {}", o.stdout))
-}
-
 /// The events about the pod `pod`, oldest first.
 fn events(cp: &ControlPlane, pod: &str) -> Result<Vec<Value>, String> {
     let selector = format!("involvedObject.kind=Pod,involvedObject.name={pod}");

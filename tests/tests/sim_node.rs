@@ -18,25 +18,8 @@ const POD_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long the control plane stays down in the outage test.
 const OUTAGE: Duration = Duration::from_secs(60);
 
-/// `kubectl get ARGS -o json`, parsed.
-fn get_json(cp: &ControlPlane, args: &[&str]) -> Result<Value, String> {
-    let mut all = vec!["get"];
-    all.extend_from_slice(args);
-    all.extend_from_slice(&["-o", "json"]);
-    let o = kubectl(cp, &all);
-    if !o.ok {
-        return Err(o.stderr);
-    }
-    serde_json::from_str(&o.stdout).map_err(|e| format!("{e}: {}", o.stdout))
-}
-
-/// The status of the pod's first container.
-fn container(pod: &Value) -> &Value {
-    &pod["status"]["containerStatuses"][0]
-}
-
 fn restart_count(pod: &Value) -> i64 {
-    container(pod)["restartCount"].as_i64().unwrap_or(-1)
+    first_container(pod)["restartCount"].as_i64().unwrap_or(-1)
 }
 
 /// Starts a control plane and a node named n1 and waits until the node is Ready.
@@ -135,13 +118,13 @@ fn restart_policies_back_off_and_graceful_delete() {
     create_pod(&cp, &logs, d, "sleeper", "Never", "echo sleeping; sleep 300");
 
     let failed = wait_pod(&cp, &logs, "never-fails", "Failed", |p| p["status"]["phase"] == "Failed");
-    let term = &container(&failed)["state"]["terminated"];
+    let term = &first_container(&failed)["state"]["terminated"];
     assert_eq!(term["exitCode"], 3, "{failed}");
     assert_eq!(term["reason"], "Error", "{failed}");
     assert_eq!(restart_count(&failed), 0, "{failed}");
     let ok = wait_pod(&cp, &logs, "onfailure-ok", "Succeeded", |p| p["status"]["phase"] == "Succeeded");
     assert_eq!(restart_count(&ok), 0, "{ok}");
-    assert_eq!(container(&ok)["state"]["terminated"]["reason"], "Completed", "{ok}");
+    assert_eq!(first_container(&ok)["state"]["terminated"]["reason"], "Completed", "{ok}");
 
     // Always: restart 1 is immediate, then 10 s, then 20 s of CrashLoopBackOff. Each run's
     // start comes from the node's own timestamps: the running state while it runs, the
@@ -150,7 +133,7 @@ fn restart_policies_back_off_and_graceful_delete() {
     let mut saw_crash_loop_in_kubectl = false;
     logs.wait_for("always-crashes restarted three times", POD_TIMEOUT, || {
         let pod = get_json(&cp, &["pod", "always-crashes"])?;
-        let c = container(&pod);
+        let c = first_container(&pod);
         let n = restart_count(&pod);
         if let Some(t) = c["state"]["running"]["startedAt"].as_str().and_then(unix_seconds) {
             starts.insert(n, t);
@@ -205,8 +188,8 @@ fn server_restart_after_an_outage_loses_and_duplicates_nothing() {
     let long = wait_pod(&cp, &logs, "long", "Running", |p| p["status"]["phase"] == "Running");
     wait_pod(&cp, &logs, "finisher", "Running", |p| p["status"]["phase"] == "Running");
     let node_uid = get_json(&cp, &["node", "n1"]).expect("node n1")["metadata"]["uid"].clone();
-    let started = container(&long)["state"]["running"]["startedAt"].clone();
-    let container_id = container(&long)["containerID"].clone();
+    let started = first_container(&long)["state"]["running"]["startedAt"].clone();
+    let container_id = first_container(&long)["containerID"].clone();
     // Let the start-up events reach the server before it goes.
     logs.wait_for("Started events", Duration::from_secs(30), || {
         let g = event_groups(&cp, &logs);
@@ -240,12 +223,12 @@ fn server_restart_after_an_outage_loses_and_duplicates_nothing() {
 
     // What finished during the outage is reported; what kept running was not restarted.
     let fin = wait_pod(&cp, &logs, "finisher", "Succeeded", |p| p["status"]["phase"] == "Succeeded");
-    assert_eq!(container(&fin)["state"]["terminated"]["exitCode"], 0, "{fin}");
+    assert_eq!(first_container(&fin)["state"]["terminated"]["exitCode"], 0, "{fin}");
     let long = get_json(&cp, &["pod", "long"]).expect("pod long");
     assert_eq!(long["status"]["phase"], "Running", "{long}");
     assert_eq!(restart_count(&long), 0, "{long}");
-    assert_eq!(container(&long)["state"]["running"]["startedAt"], started, "{long}");
-    assert_eq!(container(&long)["containerID"], container_id, "{long}");
+    assert_eq!(first_container(&long)["state"]["running"]["startedAt"], started, "{long}");
+    assert_eq!(first_container(&long)["containerID"], container_id, "{long}");
     let out = kubectl_logged(&cp, &logs, &["logs", "finisher"]);
     assert!(out.contains("finishing") && out.contains("finished"), "{out:?}{}", logs.dump());
 
@@ -347,7 +330,7 @@ fn kubectl_shows_the_node_and_its_pods_as_on_a_real_cluster() {
     });
     assert_eq!(followed, "line one\nline two\nline three\n", "{}", logs.dump());
     let done = wait_pod(&cp, &logs, "talker", "Succeeded", |p| p["status"]["phase"] == "Succeeded");
-    assert_eq!(container(&done)["state"]["terminated"]["reason"], "Completed");
+    assert_eq!(first_container(&done)["state"]["terminated"]["reason"], "Completed");
     let watched = watcher.join().expect("the watch thread");
     let states: Vec<&str> = watched
         .stdout
