@@ -1157,7 +1157,7 @@ fn bench_pull(kernel: &std::path::Path, runs: usize) -> Result<ExitCode, Error> 
         runs
     );
     println!("the node itself, timed by its `node: pulled` line (from the pull's start to its last blob");
-    println!("fetched, verified and inflated; copying the layers into frames of their own comes after). A");
+    println!("fetched, verified and inflated straight into the frames the node holds it in). A");
     println!("pod of big:1 with IfNotPresent then starts from the held image. Wall-clock seconds on this");
     println!("machine; registry bytes are the config and layer blobs a pull fetches; `ratio` is the row's");
     println!("median over the median of row #N.");

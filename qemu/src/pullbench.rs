@@ -95,7 +95,7 @@ pub struct Pulled {
     /// What came from the registry: the config and the compressed layers.
     pub registry_bytes: u64,
     /// From the pull's start inside the node to its last blob fetched, verified and
-    /// inflated (the copy of the layers into frames of their own comes after).
+    /// inflated into the frames the node holds it in.
     pub ms: u64,
     /// The inflated layers the node holds.
     pub held_bytes: u64,
