@@ -246,6 +246,12 @@ impl fmt::Display for NodeBootConfig {
             let n = certificates_in(c);
             write!(f, ", kubelet serving certificate chain of {n}")?;
         }
+        if let Some(ca) = &self.registries.certificate_authority {
+            write!(f, ", registry CA {} certificate(s)", certificates_in(ca))?;
+        }
+        if !self.registries.insecure.is_empty() {
+            write!(f, ", insecure registries {}", self.registries.insecure.join(" "))?;
+        }
         Ok(())
     }
 }

@@ -41,6 +41,14 @@ enum Verb {
         /// directory's name) or REF=DIR [default: busybox].
         #[arg(long = "image", value_name = "busybox|DIR|REF=DIR", requires = "kubeconfig")]
         images: Vec<String>,
+        /// A registry the node pulls from over plain HTTP (with --kubeconfig; repeatable):
+        /// HOST[:PORT] as image references name it. Every other registry is reached over TLS.
+        #[arg(long = "insecure-registry", value_name = "HOST[:PORT]", requires = "kubeconfig")]
+        insecure_registries: Vec<String>,
+        /// The CA bundle (PEM) the node verifies HTTPS registries against (with --kubeconfig);
+        /// without one it pulls only from insecure registries.
+        #[arg(long, value_name = "FILE", requires = "kubeconfig")]
+        registry_ca: Option<PathBuf>,
     },
     /// Build, then boot a node and show its console (QEMU: quit with Ctrl-A X).
     Run {
@@ -438,10 +446,13 @@ fn main() -> ExitCode {
         eprintln!("xtask: cannot catch SIGINT/SIGTERM ({e}): an interrupted run may leave emulators behind");
     }
     let result = match cli.verb {
-        Verb::Build { cmdline, kubeconfig, node_name, images } => match (kubeconfig, node_name) {
-            (Some(k), Some(n)) => build(&cmdline, Some((&k, &n)), &images),
-            _ => build(&cmdline, None, &[]),
-        },
+        Verb::Build { cmdline, kubeconfig, node_name, images, insecure_registries, registry_ca } => {
+            match (kubeconfig, node_name) {
+                (Some(k), Some(n)) => registry_settings(&insecure_registries, registry_ca.as_deref())
+                    .and_then(|registries| build(&cmdline, Some((&k, &n, registries)), &images)),
+                _ => build(&cmdline, None, &[]),
+            }
+        }
         Verb::Run { bochs, uefi, smp, mem, cmdline, accel, timeout, nic, forwards, exposes } => {
             let firmware = if bochs {
                 Firmware::Bochs
@@ -533,20 +544,40 @@ fn needs(lists: &[&[Need]]) -> Vec<Need> {
     lists.iter().flat_map(|l| l.iter().copied()).collect()
 }
 
+/// The node configuration's registries from `build`'s options.
+fn registry_settings(
+    insecure: &[String],
+    ca: Option<&std::path::Path>,
+) -> Result<kubelet_lite::nodecfg::Registries, Error> {
+    let certificate_authority = match ca {
+        None => None,
+        Some(path) => Some(
+            std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?,
+        ),
+    };
+    Ok(kubelet_lite::nodecfg::Registries {
+        insecure: insecure.to_vec(),
+        endpoints: Default::default(),
+        certificate_authority,
+    })
+}
+
 fn build(
     cmdline: &str,
-    node: Option<(&std::path::Path, &str)>,
+    node: Option<(&std::path::Path, &str, kubelet_lite::nodecfg::Registries)>,
     images: &[String],
 ) -> Result<ExitCode, Error> {
     setup::ensure(setup::ISO)?;
     // Checked before the (slow) kernel build, so a bad kubeconfig fails at once.
     let config = match node {
-        Some((k, name)) => {
+        Some((k, name, registries)) => {
             let mut c = qemu::node::from_kubeconfig(k, name, &qemu::node::Reach::default())?;
             // The kubelet endpoint's certificate, self-signed as a kubelet makes its own.
             let (cert, key) = qemu::cluster::kubelet_serving_certificate(name)?;
             c.kubelet_certificate = Some(cert);
             c.kubelet_key = Some(key);
+            c.registries = registries;
+            c.check().map_err(|e| Error::Usage(format!("node configuration: {e}")))?;
             Some(c)
         }
         None => None,
