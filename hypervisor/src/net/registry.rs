@@ -459,12 +459,25 @@ mod tests {
         net: &Shared,
         host: &str,
         endpoints: BTreeMap<String, String>,
+        serve: impl FnMut(&mut Net),
+        max_polls: usize,
+    ) -> (Result<(u16, Vec<u8>), HttpError>, usize) {
+        fetch(net, Scheme::Http, None, host, endpoints, serve, max_polls)
+    }
+
+    /// [`get`] over `scheme`, HTTPS verified with `tls`.
+    fn fetch(
+        net: &Shared,
+        scheme: Scheme,
+        tls: Option<TlsConfig>,
+        host: &str,
+        endpoints: BTreeMap<String, String>,
         mut serve: impl FnMut(&mut Net),
         max_polls: usize,
     ) -> (Result<(u16, Vec<u8>), HttpError>, usize) {
-        let mut c = RegistryConnector::new(net.clone(), endpoints, None);
+        let mut c = RegistryConnector::new(net.clone(), endpoints, tls);
         let run = async {
-            let mut conn = c.open(Scheme::Http, host)?;
+            let mut conn = c.open(scheme, host)?;
             let req = Request::new(Method::Get, "/v2/".into());
             let limits = Limits { max_body_bytes: 1 << 20, ..Limits::default() };
             let mut stream = AsyncStream::open(&mut conn, host, None, &req, limits).await?;
@@ -603,31 +616,8 @@ mod tests {
         let tls = TlsConfig::new(ca.as_bytes(), now, os_random).unwrap();
         let mut endpoints = BTreeMap::new();
         endpoints.insert("registry.test".to_string(), "10.0.0.2:443".to_string());
-        let mut c = RegistryConnector::new(net.clone(), endpoints, Some(tls));
-        let run = async {
-            let mut conn = c.open(Scheme::Https, "registry.test")?;
-            let req = Request::new(Method::Get, "/v2/".into());
-            let mut stream =
-                AsyncStream::open(&mut conn, "registry.test", None, &req, Limits::default()).await?;
-            let mut body = Vec::new();
-            while let Some(b) = stream.next_bytes().await? {
-                body.extend_from_slice(&b);
-            }
-            Ok((stream.status, body))
-        };
-        let mut run = core::pin::pin!(run);
-        let mut cx = Context::from_waker(Waker::noop());
         let mut answered = false;
-        for _ in 0..100_000 {
-            if let Poll::Ready(r) = run.as_mut().poll(&mut cx) {
-                return r;
-            }
-            let mut n = net.0.borrow_mut();
-            n.round += 1;
-            n.t += 10;
-            let t = n.t;
-            n.a.poll(t);
-            n.b.poll(t);
+        let serve = |n: &mut Net| {
             let mut buf = [0u8; 4096];
             while let Ok(k) = n.b.tcp_recv(l, &mut buf) {
                 if k == 0 {
@@ -657,8 +647,8 @@ mod tests {
                     Ok(k) => at += k,
                 }
             }
-        }
-        panic!("no outcome");
+        };
+        fetch(&net, Scheme::Https, Some(tls), "registry.test", endpoints, serve, 100_000).0
     }
 
     #[test]
