@@ -6,8 +6,8 @@
 //!
 //! This library holds the kernel's pure logic, which builds and is tested on the host:
 //! ELF load plans ([`elf`]), the start-up stack ([`stack`]), the frame pool ([`frames`]),
-//! address-space regions ([`vma`]), process ABI details ([`posix`]), syscall names
-//! ([`sysno`]) and the pod ABI ([`podabi`]). The kernel proper (`src/main.rs` and
+//! address-space regions ([`vma`]), process ABI details ([`posix`]), thread and futex
+//! arguments ([`threads`]), syscall names ([`sysno`]) and the pod ABI ([`podabi`]). The kernel proper (`src/main.rs` and
 //! `src/kernel/`) builds only for `x86_64-unknown-none`.
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_code)]
@@ -21,4 +21,5 @@ pub mod posix;
 pub mod signal;
 pub mod stack;
 pub mod sysno;
+pub mod threads;
 pub mod vma;

@@ -299,8 +299,60 @@ pub fn place(rsp: u64) -> Result<(u64, u64), NoRoom> {
     Ok((frame, fp))
 }
 
+/// `SA_ONSTACK`: the handler runs on the thread's alternate signal stack.
+pub const SA_ONSTACK: u64 = 0x0800_0000;
+/// `ss_flags`: the thread is running on its alternate signal stack.
+pub const SS_ONSTACK: u32 = 1;
+
+/// A thread's alternate signal stack as `sigaltstack` sets it (`stack_t`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AltStack {
+    /// Lowest address.
+    pub sp: u64,
+    /// Size in bytes (0: none set).
+    pub size: u64,
+    /// `ss_flags` as set (`SS_AUTODISARM`).
+    pub flags: u32,
+}
+
+impl AltStack {
+    /// Whether `rsp` lies on this stack.
+    pub fn holds(&self, rsp: u64) -> bool {
+        self.size != 0 && rsp > self.sp && rsp - self.sp <= self.size
+    }
+
+    /// Where a handler's frame goes for a thread at `rsp` whose action has `flags`: the
+    /// top of the alternate stack for `SA_ONSTACK` when one is set and the thread is not
+    /// already on it (the red zone is kept only on the interrupted stack).
+    pub fn frame_rsp(&self, rsp: u64, flags: u64) -> u64 {
+        if flags & SA_ONSTACK != 0 && self.size != 0 && !self.holds(rsp) {
+            self.sp.wrapping_add(self.size).wrapping_add(RED_ZONE)
+        } else {
+            rsp
+        }
+    }
+
+    /// The `stack_t` a handler's `ucontext` (and `sigaltstack`'s old value) shows for a
+    /// thread at `rsp`: 24 bytes, `ss_sp`, `ss_flags`, `ss_size`.
+    pub fn to_bytes(&self, rsp: u64) -> [u8; 24] {
+        let mut b = [0u8; 24];
+        let flags = if self.size == 0 {
+            SS_DISABLE
+        } else if self.holds(rsp) {
+            SS_ONSTACK | self.flags
+        } else {
+            self.flags
+        };
+        b[0..8].copy_from_slice(&self.sp.to_le_bytes());
+        b[8..12].copy_from_slice(&flags.to_le_bytes());
+        b[16..24].copy_from_slice(&self.size.to_le_bytes());
+        b
+    }
+}
+
 /// Builds the frame for a handler of the signal in `info`, interrupting `regs`, with
-/// `old_mask` to restore on return and the interrupted FXSAVE image `fpu`.
+/// `old_mask` to restore on return and the interrupted FXSAVE image `fpu`, on the
+/// interrupted stack.
 pub fn build(
     regs: &Regs,
     fault: &FaultContext,
@@ -309,14 +361,30 @@ pub fn build(
     restorer: u64,
     fpu: &[u8; FPU_SIZE],
 ) -> Result<Frame, NoRoom> {
-    let (addr, fp) = place(regs.rsp)?;
+    build_on(regs, regs.rsp, &AltStack::default(), fault, old_mask, info, restorer, fpu)
+}
+
+/// As [`build`], with the frame placed below `frame_rsp` (less the red zone; see
+/// [`AltStack::frame_rsp`]) and `alt` shown as the `ucontext`'s `uc_stack`.
+#[allow(clippy::too_many_arguments)]
+pub fn build_on(
+    regs: &Regs,
+    frame_rsp: u64,
+    alt: &AltStack,
+    fault: &FaultContext,
+    old_mask: u64,
+    info: &SigInfo,
+    restorer: u64,
+    fpu: &[u8; FPU_SIZE],
+) -> Result<Frame, NoRoom> {
+    let (addr, fp) = place(frame_rsp)?;
     let len = (fp - addr) as usize + FPU_SIZE;
     let mut b = alloc::vec![0u8; len];
     b[0..8].copy_from_slice(&restorer.to_le_bytes());
     let uc = FRAME_UC;
     b[uc..uc + 8].copy_from_slice(&UC_FLAGS.to_le_bytes());
-    // uc_link = 0; uc_stack = { ss_sp 0, ss_flags SS_DISABLE, ss_size 0 }.
-    b[uc + 24..uc + 28].copy_from_slice(&SS_DISABLE.to_le_bytes());
+    // uc_link = 0; uc_stack = the alternate stack as the interrupted code had it.
+    b[uc + 16..uc + 40].copy_from_slice(&alt.to_bytes(regs.rsp));
     let mc = uc + UC_MCONTEXT;
     for (i, w) in regs.words().iter().enumerate() {
         b[mc + i * 8..mc + i * 8 + 8].copy_from_slice(&w.to_le_bytes());
@@ -547,5 +615,26 @@ mod tests {
         assert!(restartable(0)); // read
         assert!(!restartable(35)); // nanosleep
         assert!(!restartable(130)); // rt_sigsuspend
+    }
+
+    #[test]
+    fn alternate_stack_placement_and_stack_t() {
+        let alt = AltStack { sp: 0x10_0000, size: 0x4000, flags: 0 };
+        // SA_ONSTACK off the alternate stack: the frame goes to its top (the red zone
+        // that `place` keeps is only the interrupted stack's).
+        assert_eq!(alt.frame_rsp(0x7fff_0000, SA_ONSTACK), 0x10_4000 + RED_ZONE);
+        // Without SA_ONSTACK, or already on it: the interrupted stack.
+        assert_eq!(alt.frame_rsp(0x7fff_0000, 0), 0x7fff_0000);
+        assert_eq!(alt.frame_rsp(0x10_2000, SA_ONSTACK), 0x10_2000);
+        assert_eq!(AltStack::default().frame_rsp(0x7fff_0000, SA_ONSTACK), 0x7fff_0000);
+        let (addr, _) = place(alt.frame_rsp(0x7fff_0000, SA_ONSTACK)).expect("room");
+        assert!(alt.holds(addr), "the frame lies on the alternate stack");
+        let flags = |b: [u8; 24]| u32::from_le_bytes([b[8], b[9], b[10], b[11]]);
+        assert_eq!(flags(alt.to_bytes(0x7fff_0000)), 0);
+        assert_eq!(flags(alt.to_bytes(0x10_2000)), SS_ONSTACK);
+        assert_eq!(flags(AltStack::default().to_bytes(0)), SS_DISABLE);
+        let b = alt.to_bytes(0);
+        assert_eq!(u64::from_le_bytes(b[0..8].try_into().unwrap()), 0x10_0000);
+        assert_eq!(u64::from_le_bytes(b[16..24].try_into().unwrap()), 0x4000);
     }
 }

@@ -15,7 +15,7 @@ use super::arch::TrapFrame;
 use super::fd::close_entry;
 use super::mm::{self, AddrSpace, Oom, NX, W};
 use super::phys;
-use super::proc::{pte_flags, Kernel, MemFault, Pid, UserMem, STACK_SIZE, STACK_TOP};
+use super::proc::{pte_flags, Kernel, MemFault, Mm, Pid, Shared, UserMem, STACK_SIZE, STACK_TOP};
 
 /// The path that names the running program.
 pub const PROC_SELF_EXE: &[u8] = b"/proc/self/exe";
@@ -75,24 +75,33 @@ pub fn exec(
         Ok((loaded, plan.brk_start))
     })();
     k.fs = fs;
-    let ((aspace, regions, frame), brk_start) = result?;
+    let ((mut mm, frame), brk_start) = result?;
+    mm.brk_start = brk_start;
+    mm.brk = brk_start;
+    // The other threads of the process end (Linux's `de_thread`); the caller takes the
+    // process's id if it was not its first thread.
+    let pid = k.become_sole_thread(pid);
     let Some(p) = k.procs.get_mut(&pid) else { return Ok(()) };
-    if let Some(old) = p.aspace.replace(aspace) {
-        old.destroy(&mut k.pool);
+    if let Some(old) = p.mm.replace(Shared::new(mm)).and_then(Shared::into_sole) {
+        old.aspace.destroy(&mut k.pool);
     }
-    p.regions = regions;
-    p.brk_start = brk_start;
-    p.brk = brk_start;
+    // Descriptors and handlers stop being shared with any other process.
+    p.fds = p.fds.duplicate();
+    p.sigactions = p.sigactions.duplicate();
+    p.in_vfork = false;
     p.frame = frame;
     p.fs_base = 0;
     p.sleep_deadline = None;
     p.exe = String::from_utf8_lossy(path).into_owned();
     // Handlers do not survive the old program; ignored signals stay ignored.
-    for s in p.sigactions.iter_mut() {
+    for s in p.sigactions.borrow_mut().iter_mut() {
         if s.handler > 1 {
             *s = Action::default();
         }
     }
+    p.altstack = Default::default();
+    p.robust_list = 0;
+    p.clear_child_tid = 0;
     p.saved_mask = None;
     let closing = p.fds.take_cloexec();
     p.fpu.copy_from(&mut k.fpu_template);
@@ -107,7 +116,7 @@ pub fn exec(
 
 impl Kernel {
     /// Builds a new address space holding the program in `bytes` and its start-up stack.
-    /// Returns the space, its regions, the entry registers and the heap start.
+    /// Returns the address space with its regions, and the entry registers.
     pub fn load_program(
         &mut self,
         bytes: &[u8],
@@ -115,30 +124,29 @@ impl Kernel {
         argv: &[&[u8]],
         envp: &[&[u8]],
         execfn: &[u8],
-    ) -> Result<(AddrSpace, Regions, TrapFrame), Result<Errno, Oom>> {
-        let mut aspace = AddrSpace::new(&self.kt, &mut self.pool).map_err(Err)?;
-        let mut regions = Regions::new();
-        let r = self.fill_program(&mut aspace, &mut regions, bytes, plan, argv, envp, execfn);
+    ) -> Result<(Mm, TrapFrame), Result<Errno, Oom>> {
+        let aspace = AddrSpace::new(&self.kt, &mut self.pool).map_err(Err)?;
+        let mut mm = Mm { aspace, regions: Regions::new(), brk_start: 0, brk: 0 };
+        let r = self.fill_program(&mut mm, bytes, plan, argv, envp, execfn);
         match r {
-            Ok(frame) => Ok((aspace, regions, frame)),
+            Ok(frame) => Ok((mm, frame)),
             Err(e) => {
-                aspace.destroy(&mut self.pool);
+                mm.aspace.destroy(&mut self.pool);
                 Err(e)
             }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn fill_program(
         &mut self,
-        aspace: &mut AddrSpace,
-        regions: &mut Regions,
+        mm: &mut Mm,
         bytes: &[u8],
         plan: &LoadPlan,
         argv: &[&[u8]],
         envp: &[&[u8]],
         execfn: &[u8],
     ) -> Result<TrapFrame, Result<Errno, Oom>> {
+        let Mm { aspace, regions, .. } = mm;
         for s in &plan.segments {
             let start = s.vaddr & !(PAGE - 1);
             let end = (s.vaddr + s.memsz).div_ceil(PAGE) * PAGE;
@@ -199,7 +207,7 @@ impl Kernel {
         };
         let st =
             stack::build(STACK_TOP, argv, envp, execfn, &aux, 256 * 1024).map_err(|_| Ok(Errno::ENOMEM))?;
-        let mut m = UserMem { aspace, regions, pool: &mut self.pool };
+        let mut m = UserMem { mm, pool: &mut self.pool };
         m.write(st.rsp, &st.bytes).map_err(|e| match e {
             MemFault::Oom => Err(Oom),
             MemFault::Bad => Ok(Errno::EFAULT),

@@ -150,7 +150,7 @@ fn start_container(k: &mut Kernel, i: u32, spec: &ContainerSpec) {
             return;
         }
     };
-    let mut p = k.blank_process(pid, 0, i, aspace);
+    let mut p = k.blank_process(pid, 0, i, Some(aspace));
     p.cwd = match k.fs.lookup(Ino::ROOT, spec.working_dir.as_bytes(), true) {
         Ok(ino) if k.fs.file_type(ino) == Ok(crx_fs::FileType::Dir) => ino,
         _ => {
@@ -274,6 +274,7 @@ pub fn start(kt: KernelTables, pool: FramePool, params: &BootParams, heap_bytes:
         layers_error: None,
         picks_since_control: 0,
         entered_user: false,
+        next_futex_seq: 0,
     };
     let (spec, pod_log) = match fetch_spec(&k, params) {
         Ok(s) => s,

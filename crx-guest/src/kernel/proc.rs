@@ -8,18 +8,21 @@
 
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::cell::{Ref, RefCell, RefMut};
+use core::ops::DerefMut;
 
-use crx_fs::{Fs, Ino};
+use crx_fs::{Errno, Fs, Ino};
 use crx_guest::elf::PAGE;
 use crx_guest::frames::FramePool;
 use crx_guest::posix::{sig, Exit};
-use crx_guest::signal::{Action, FaultContext, SigInfo, CLD_EXITED, CLD_KILLED};
+use crx_guest::signal::{Action, AltStack, FaultContext, SigInfo, CLD_EXITED, CLD_KILLED};
 use crx_guest::vma::{Regions, PROT_EXEC, PROT_WRITE};
 
 use super::arch::{FpuArea, FpuFormat, OneCpu, TrapFrame};
-use super::fd::FdTable;
+use super::fd::{FdEntry, FdTable};
 use super::hv::Hv;
 use super::klog;
 use super::mm::{self, AddrSpace, KernelTables, NX, P, W};
@@ -44,13 +47,160 @@ pub enum State {
     Blocked,
     /// Ended; waiting to be reaped.
     Zombie(Exit),
+    /// A first thread that has ended while other threads of its process run: it stays
+    /// as the process's id until the last one ends.
+    Exited(Exit),
 }
 
-/// One process.
+impl State {
+    /// Whether the thread still runs or waits (it has not ended).
+    pub fn is_live(&self) -> bool {
+        matches!(self, State::Runnable | State::Blocked)
+    }
+}
+
+/// State that several threads (or a `CLONE_VM` child) may hold together: one table,
+/// reference counted, borrowed for the length of one kernel operation (the kernel runs one
+/// entry at a time, so a borrow never meets another).
+pub struct Shared<T>(Rc<RefCell<T>>);
+
+impl<T> Shared<T> {
+    /// A table of its own.
+    pub fn new(v: T) -> Shared<T> {
+        Shared(Rc::new(RefCell::new(v)))
+    }
+
+    /// Another holder of the same table (`CLONE_VM`, `CLONE_FILES`, `CLONE_SIGHAND`).
+    pub fn share(&self) -> Shared<T> {
+        Shared(Rc::clone(&self.0))
+    }
+
+    /// Reads it.
+    pub fn borrow(&self) -> Ref<'_, T> {
+        self.0.borrow()
+    }
+
+    /// Changes it.
+    pub fn borrow_mut(&self) -> RefMut<'_, T> {
+        self.0.borrow_mut()
+    }
+
+    /// The table, when this was its last holder.
+    pub fn into_sole(self) -> Option<T> {
+        Rc::try_unwrap(self.0).ok().map(RefCell::into_inner)
+    }
+
+    /// An id of the table, the same for all its holders (futex keys).
+    pub fn id(&self) -> u64 {
+        Rc::as_ptr(&self.0) as usize as u64
+    }
+}
+
+impl<T: Clone> Shared<T> {
+    /// A copy of its own (what `fork` gives the child).
+    pub fn duplicate(&self) -> Shared<T> {
+        Shared::new(self.0.borrow().clone())
+    }
+}
+
+impl Shared<FdTable> {
+    /// The entry of `fd`.
+    pub fn get(&self, fd: u64) -> Result<FdEntry, Errno> {
+        self.borrow().get(fd).cloned()
+    }
+
+    /// The description of `fd`.
+    pub fn desc(&self, fd: u64) -> Result<super::fd::Desc, Errno> {
+        self.borrow().desc(fd)
+    }
+
+    /// Sets `FD_CLOEXEC` of `fd`.
+    pub fn set_cloexec(&self, fd: u64, on: bool) -> Result<(), Errno> {
+        self.borrow_mut().set_cloexec(fd, on)
+    }
+
+    /// Installs `entry` at the lowest free slot >= `min`.
+    pub fn install(&self, entry: FdEntry, min: usize) -> Result<u64, Errno> {
+        self.borrow_mut().install(entry, min)
+    }
+
+    /// Puts `entry` at `fd`, returning what was there.
+    pub fn replace(&self, fd: u64, entry: FdEntry) -> Result<Option<FdEntry>, Errno> {
+        self.borrow_mut().replace(fd, entry)
+    }
+
+    /// Removes `fd`.
+    pub fn take(&self, fd: u64) -> Result<FdEntry, Errno> {
+        self.borrow_mut().take(fd)
+    }
+
+    /// Removes every close-on-exec descriptor.
+    pub fn take_cloexec(&self) -> Vec<FdEntry> {
+        self.borrow_mut().take_cloexec()
+    }
+}
+
+/// Signal dispositions by number, shared under `CLONE_SIGHAND`.
+pub type SigActions = Shared<[Action; 65]>;
+
+impl SigActions {
+    /// The action of signal `n` (the default for a number out of range).
+    pub fn action(&self, n: u32) -> Action {
+        self.borrow().get(n as usize).copied().unwrap_or_default()
+    }
+
+    /// Sets the action of signal `n`.
+    pub fn set_action(&self, n: u32, a: Action) {
+        if let Some(slot) = self.borrow_mut().get_mut(n as usize) {
+            *slot = a;
+        }
+    }
+}
+
+/// An address space with what describes it: shared by the threads of a process (and a
+/// `CLONE_VM` child), destroyed when its last holder goes.
+pub struct Mm {
+    /// The page tables.
+    pub aspace: AddrSpace,
+    /// User regions.
+    pub regions: Regions,
+    /// Start of the heap.
+    pub brk_start: u64,
+    /// Current end of the heap.
+    pub brk: u64,
+}
+
+/// A futex wait in progress (`FUTEX_WAIT*`), retried by the scheduler until it is woken,
+/// times out (the thread's `sleep_deadline`) or is interrupted by a signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FutexWait {
+    /// The word waited on.
+    pub key: FutexKey,
+    /// `FUTEX_WAIT_BITSET`'s bits (all for `FUTEX_WAIT`).
+    pub bitset: u32,
+    /// Order of arrival (wakes go first come, first served).
+    pub seq: u64,
+    /// Set by a wake: the wait returns 0.
+    pub woken: bool,
+}
+
+/// What identifies a futex word: a private one by its address space and virtual address,
+/// a shared one by the guest-physical address of the word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FutexKey {
+    /// `FUTEX_PRIVATE_FLAG`: (address-space id, address).
+    Private(u64, u64),
+    /// Shared: physical address.
+    Shared(u64),
+}
+
+/// One thread (a process is the thread group of its first thread, whose id it carries).
 pub struct Process {
-    /// Its id.
+    /// Its id (the thread id; the process id for the first thread of a process).
     pub pid: Pid,
-    /// Its parent's id.
+    /// The id of its process: the first thread's id (`getpid`).
+    pub tgid: Pid,
+    /// Its parent process's id.
     pub ppid: Pid,
     /// The container it belongs to.
     pub container: u32,
@@ -63,21 +213,15 @@ pub struct Process {
     /// FS base (TLS).
     pub fs_base: u64,
     /// Address space (None once ended).
-    pub aspace: Option<AddrSpace>,
-    /// User regions.
-    pub regions: Regions,
-    /// Start of the heap.
-    pub brk_start: u64,
-    /// Current end of the heap.
-    pub brk: u64,
+    pub mm: Option<Shared<Mm>>,
     /// Descriptors.
-    pub fds: FdTable,
+    pub fds: Shared<FdTable>,
     /// Working directory.
     pub cwd: Ino,
     /// File-creation mask.
     pub umask: u32,
     /// Signal dispositions as set by `rt_sigaction`, by signal number.
-    pub sigactions: Box<[Action; 65]>,
+    pub sigactions: SigActions,
     /// Blocked-signal mask.
     pub sigmask: u64,
     /// Pending signals (bit N-1 for signal N).
@@ -94,6 +238,16 @@ pub struct Process {
     pub exe: String,
     /// `set_tid_address` value.
     pub clear_child_tid: u64,
+    /// `set_robust_list` head (0: none).
+    pub robust_list: u64,
+    /// The futex wait in progress.
+    pub futex: Option<FutexWait>,
+    /// `sigaltstack`.
+    pub altstack: AltStack,
+    /// A `CLONE_VFORK` child the thread waits for (until it execs or ends).
+    pub vfork_child: Option<Pid>,
+    /// Whether a `CLONE_VFORK` parent waits for this process.
+    pub in_vfork: bool,
 }
 
 // Processes live by value in the `BTreeMap`, whose node splits move up to 11 of them through
@@ -159,6 +313,8 @@ pub struct Kernel {
     pub layers_error: Option<String>,
     /// Scheduler passes since the node's commands were last read.
     pub picks_since_control: u32,
+    /// The next futex waiter's arrival number.
+    pub next_futex_seq: u64,
     /// Whether a process has been switched to for user mode yet (the first switch tells
     /// the hypervisor, `CONTAINER_ENTRY`).
     pub entered_user: bool,
@@ -178,11 +334,9 @@ pub enum MemFault {
 }
 
 /// A process's memory seen from the kernel: checked copies through its page tables.
-pub struct UserMem<'a> {
-    /// Address space.
-    pub aspace: &'a mut AddrSpace,
-    /// Regions.
-    pub regions: &'a Regions,
+pub struct UserMem<'a, M: DerefMut<Target = Mm> = RefMut<'a, Mm>> {
+    /// Address space and regions.
+    pub mm: M,
     /// Frames.
     pub pool: &'a mut FramePool,
 }
@@ -199,22 +353,23 @@ pub fn pte_flags(prot: u32) -> u64 {
     f
 }
 
-impl UserMem<'_> {
+impl<M: DerefMut<Target = Mm>> UserMem<'_, M> {
     /// Makes the page at `va` present (demand paging); checks write permission.
     pub fn fault_in(&mut self, va: u64, write: bool) -> Result<u64, MemFault> {
         let page = va & !(PAGE - 1);
-        let region = self.regions.find(va).ok_or(MemFault::Bad)?;
+        let mm = &mut *self.mm;
+        let region = mm.regions.find(va).ok_or(MemFault::Bad)?;
         if region.prot == 0 || (write && region.prot & PROT_WRITE == 0) {
             return Err(MemFault::Bad);
         }
-        if let Some((pa, flags)) = self.aspace.translate(page) {
+        if let Some((pa, flags)) = mm.aspace.translate(page) {
             if write && flags & W == 0 {
                 return Err(MemFault::Bad);
             }
             return Ok(pa);
         }
         let pa = mm::alloc_zeroed(self.pool).map_err(|_| MemFault::Oom)?;
-        self.aspace.map(self.pool, page, pa, pte_flags(region.prot)).map_err(|_| MemFault::Oom)?;
+        mm.aspace.map(self.pool, page, pa, pte_flags(region.prot)).map_err(|_| MemFault::Oom)?;
         Ok(pa)
     }
 
@@ -278,8 +433,8 @@ impl UserMem<'_> {
 impl Kernel {
     /// The user memory of `pid`.
     pub fn mem(&mut self, pid: Pid) -> Option<UserMem<'_>> {
-        let p = self.procs.get_mut(&pid)?;
-        Some(UserMem { aspace: p.aspace.as_mut()?, regions: &p.regions, pool: &mut self.pool })
+        let p = self.procs.get(&pid)?;
+        Some(UserMem { mm: p.mm.as_ref()?.borrow_mut(), pool: &mut self.pool })
     }
 
     /// The running process.
@@ -299,26 +454,32 @@ impl Kernel {
         }
     }
 
-    /// A fresh process structure.
-    pub fn blank_process(&mut self, pid: Pid, ppid: Pid, container: u32, aspace: AddrSpace) -> Process {
+    /// A fresh process structure (a thread to be given its address space when `aspace`
+    /// is `None`).
+    pub fn blank_process(
+        &mut self,
+        pid: Pid,
+        ppid: Pid,
+        container: u32,
+        aspace: Option<AddrSpace>,
+    ) -> Process {
         let mut fpu = FpuArea::new(&self.fpu_fmt);
         fpu.copy_from(&mut self.fpu_template);
         Process {
             pid,
+            tgid: pid,
             ppid,
             container,
             state: State::Runnable,
             frame: TrapFrame::default(),
             fpu,
             fs_base: 0,
-            aspace: Some(aspace),
-            regions: Regions::new(),
-            brk_start: 0,
-            brk: 0,
-            fds: FdTable::default(),
+            mm: aspace
+                .map(|aspace| Shared::new(Mm { aspace, regions: Regions::new(), brk_start: 0, brk: 0 })),
+            fds: Shared::new(FdTable::default()),
             cwd: Ino::ROOT,
             umask: 0o022,
-            sigactions: Box::new([Action::default(); 65]),
+            sigactions: Shared::new([Action::default(); 65]),
             sigmask: 0,
             pending: 0,
             siginfo: Box::new([SigInfo::default(); 65]),
@@ -327,6 +488,11 @@ impl Kernel {
             sleep_deadline: None,
             exe: String::new(),
             clear_child_tid: 0,
+            robust_list: 0,
+            futex: None,
+            altstack: AltStack::default(),
+            vfork_child: None,
+            in_vfork: false,
         }
     }
 
@@ -335,28 +501,247 @@ impl Kernel {
         self.procs.len()
     }
 
-    /// Ends process `pid` with `how`: frees its memory and descriptors, reparents its
-    /// children, and ends its container when it was the container's first process.
-    pub fn terminate(&mut self, pid: Pid, how: Exit) {
+    /// The threads of process `tgid` that have not ended.
+    pub fn threads_of(&self, tgid: Pid) -> Vec<Pid> {
+        self.procs.values().filter(|p| p.tgid == tgid && p.state.is_live()).map(|p| p.pid).collect()
+    }
+
+    /// Lets go of what thread `pid` holds: its references to the address space, the
+    /// descriptor table and the FPU; a table goes with its last holder.
+    fn release_thread(&mut self, pid: Pid) {
         let Some(p) = self.procs.get_mut(&pid) else { return };
-        if matches!(p.state, State::Zombie(_)) {
-            return;
-        }
-        p.state = State::Zombie(how);
         p.sleep_deadline = None;
-        let container = p.container;
-        let ppid = p.ppid;
-        let aspace = p.aspace.take();
-        let fds = p.fds.take_all();
-        if let Some(a) = aspace {
-            a.destroy(&mut self.pool);
+        p.futex = None;
+        let mm = p.mm.take();
+        let fds = core::mem::replace(&mut p.fds, Shared::new(FdTable::default()));
+        if let Some(mm) = mm.and_then(Shared::into_sole) {
+            mm.aspace.destroy(&mut self.pool);
         }
-        for e in fds {
-            super::fd::close_entry(&mut self.fs, e);
+        if let Some(mut t) = fds.into_sole() {
+            for e in t.take_all() {
+                super::fd::close_entry(&mut self.fs, e);
+            }
         }
         if self.fpu_owner == Some(pid) {
             self.fpu_owner = None;
         }
+    }
+
+    /// What a thread's end tells the others (Linux's `mm_release`): its robust futexes
+    /// are marked `FUTEX_OWNER_DIED` and their waiters woken, and the `set_tid_address`
+    /// word is cleared and woken (`pthread_join`).
+    fn thread_exit_notify(&mut self, pid: Pid) {
+        let Some(p) = self.procs.get_mut(&pid) else { return };
+        let (robust, ctid) = (core::mem::take(&mut p.robust_list), core::mem::take(&mut p.clear_child_tid));
+        if p.mm.is_none() {
+            return;
+        }
+        if robust != 0 {
+            self.release_robust_list(pid, robust);
+        }
+        if ctid != 0 {
+            let written = self.mem(pid).is_some_and(|mut m| m.write(ctid, &0u32.to_le_bytes()).is_ok());
+            if written {
+                self.futex_wake_word(pid, ctid, 1);
+            }
+        }
+    }
+
+    /// Walks the robust list at `head` of the ending thread `pid` (bounded, as Linux's
+    /// `ROBUST_LIST_LIMIT`): each futex word it still owns gets `FUTEX_OWNER_DIED` and one
+    /// waiter is woken.
+    fn release_robust_list(&mut self, pid: Pid, head: u64) {
+        const OWNER_DIED: u32 = 0x4000_0000;
+        const WAITERS: u32 = 0x8000_0000;
+        const TID_MASK: u32 = 0x3fff_ffff;
+        let Some(mut m) = self.mem(pid) else { return };
+        let (Ok(first), Ok(offset), Ok(pending)) =
+            (m.read_u64(head), m.read_u64(head + 8), m.read_u64(head + 16))
+        else {
+            return;
+        };
+        drop(m);
+        let mut entries = Vec::new();
+        let mut e = first & !1;
+        while e != head && e != 0 && entries.len() < 2048 {
+            entries.push(e);
+            let next = self.mem(pid).and_then(|mut m| m.read_u64(e).ok());
+            match next {
+                Some(n) => e = n & !1,
+                None => break,
+            }
+        }
+        if pending != 0 && !entries.contains(&(pending & !1)) {
+            entries.push(pending & !1);
+        }
+        for e in entries {
+            let word = e.wrapping_add(offset);
+            let Some(mut m) = self.mem(pid) else { return };
+            let mut b = [0u8; 4];
+            if m.read(word, &mut b).is_err() {
+                continue;
+            }
+            let v = u32::from_le_bytes(b);
+            if v & TID_MASK != pid {
+                continue;
+            }
+            let new = (v & WAITERS) | OWNER_DIED;
+            let ok = m.write(word, &new.to_le_bytes()).is_ok();
+            drop(m);
+            if ok && v & WAITERS != 0 {
+                self.futex_wake_word(pid, word, 1);
+            }
+        }
+    }
+
+    /// Wakes up to `n` waiters of the futex word at `va` in `pid`'s memory, whichever way
+    /// (private or shared) they wait on it; returns how many.
+    pub fn futex_wake_word(&mut self, pid: Pid, va: u64, n: usize) -> usize {
+        let mut woken = 0;
+        if let Some(id) = self.procs.get(&pid).and_then(|p| p.mm.as_ref()).map(Shared::id) {
+            woken += self.futex_wake(FutexKey::Private(id, va), n, u32::MAX);
+        }
+        let pa = self.mem(pid).and_then(|mut m| m.fault_in(va, false).ok());
+        if let Some(pa) = pa {
+            woken += self.futex_wake(FutexKey::Shared(pa + va % PAGE), n - woken.min(n), u32::MAX);
+        }
+        woken
+    }
+
+    /// Wakes up to `n` threads waiting on `key` whose bitset meets `bitset`, first come
+    /// first served; returns how many.
+    pub fn futex_wake(&mut self, key: FutexKey, n: usize, bitset: u32) -> usize {
+        let mut waiting: Vec<(u64, Pid)> = self
+            .procs
+            .values()
+            .filter_map(|p| {
+                p.futex.filter(|w| w.key == key && !w.woken && w.bitset & bitset != 0).map(|w| (w.seq, p.pid))
+            })
+            .collect();
+        waiting.sort_unstable();
+        let mut woken = 0;
+        for (_, pid) in waiting.into_iter().take(n) {
+            if let Some(w) = self.procs.get_mut(&pid).and_then(|p| p.futex.as_mut()) {
+                w.woken = true;
+                woken += 1;
+            }
+        }
+        woken
+    }
+
+    /// Moves up to `n` waiters of `from` (not yet woken) to `to`; returns how many.
+    pub fn futex_requeue(&mut self, from: FutexKey, to: FutexKey, n: usize) -> usize {
+        let mut waiting: Vec<(u64, Pid)> = self
+            .procs
+            .values()
+            .filter_map(|p| p.futex.filter(|w| w.key == from && !w.woken).map(|w| (w.seq, p.pid)))
+            .collect();
+        waiting.sort_unstable();
+        let mut moved = 0;
+        for (_, pid) in waiting.into_iter().take(n) {
+            if let Some(w) = self.procs.get_mut(&pid).and_then(|p| p.futex.as_mut()) {
+                w.key = to;
+                moved += 1;
+            }
+        }
+        moved
+    }
+
+    /// `execve` in a thread: every other thread of its process ends (they leave without
+    /// the work a thread's end does for others: their memory is being replaced), and a
+    /// thread other than the first takes the process's id, as on Linux. Returns the id the
+    /// caller has now.
+    pub fn become_sole_thread(&mut self, pid: Pid) -> Pid {
+        let Some(tgid) = self.procs.get(&pid).map(|p| p.tgid) else { return pid };
+        let others: Vec<Pid> = self
+            .procs
+            .values()
+            .filter(|p| p.tgid == tgid && p.pid != pid && p.pid != tgid)
+            .map(|p| p.pid)
+            .collect();
+        for t in others {
+            self.release_thread(t);
+            self.procs.remove(&t);
+        }
+        if pid == tgid {
+            return pid;
+        }
+        self.release_thread(tgid);
+        let Some(leader) = self.procs.remove(&tgid) else { return pid };
+        let Some(mut me) = self.procs.remove(&pid) else { return pid };
+        me.pid = tgid;
+        me.ppid = leader.ppid;
+        if self.fpu_owner == Some(pid) {
+            self.fpu_owner = Some(tgid);
+        }
+        if self.current == pid {
+            self.current = tgid;
+        }
+        self.procs.insert(tgid, me);
+        tgid
+    }
+
+    /// `exit`: ends thread `pid` alone. The last thread of a process ends the process
+    /// (with the first thread's code when that one ended first, as Linux reports it); a
+    /// first thread that ends before the others stays as the process's id until then.
+    pub fn exit_thread(&mut self, pid: Pid, code: u8) {
+        let Some(tgid) = self.procs.get(&pid).map(|p| p.tgid) else { return };
+        let others = self.threads_of(tgid).into_iter().any(|t| t != pid);
+        if !others {
+            let how = match self.procs.get(&tgid).map(|p| p.state) {
+                Some(State::Exited(first)) if tgid != pid => first,
+                _ => Exit::Code(code),
+            };
+            self.thread_exit_notify(pid);
+            if pid != tgid {
+                self.release_thread(pid);
+                self.procs.remove(&pid);
+            }
+            self.end_process(tgid, how);
+            return;
+        }
+        self.thread_exit_notify(pid);
+        self.release_thread(pid);
+        if pid == tgid {
+            if let Some(p) = self.procs.get_mut(&pid) {
+                p.state = State::Exited(Exit::Code(code));
+            }
+        } else {
+            self.procs.remove(&pid);
+        }
+    }
+
+    /// Ends the process of thread `pid` with `how` (`exit_group`, a fatal signal, a
+    /// fault): every thread of it ends, then the process (see [`Kernel::end_process`]).
+    pub fn terminate(&mut self, pid: Pid, how: Exit) {
+        let Some(tgid) = self.procs.get(&pid).map(|p| p.tgid) else { return };
+        if self.procs.get(&tgid).is_some_and(|p| matches!(p.state, State::Zombie(_))) {
+            return;
+        }
+        let others: Vec<Pid> =
+            self.procs.values().filter(|p| p.tgid == tgid && p.pid != tgid).map(|p| p.pid).collect();
+        for t in others {
+            self.thread_exit_notify(t);
+            self.release_thread(t);
+            self.procs.remove(&t);
+        }
+        self.thread_exit_notify(tgid);
+        self.end_process(tgid, how);
+    }
+
+    /// Ends process `tgid` (whose other threads are gone) with `how`: frees its memory and
+    /// descriptors, reparents its children, and ends its container when it was the
+    /// container's first process.
+    fn end_process(&mut self, tgid: Pid, how: Exit) {
+        let Some(p) = self.procs.get_mut(&tgid) else { return };
+        if matches!(p.state, State::Zombie(_)) {
+            return;
+        }
+        p.state = State::Zombie(how);
+        let container = p.container;
+        let ppid = p.ppid;
+        self.release_thread(tgid);
+        let pid = tgid;
         // The parent hears of it (SIGCHLD is ignored unless it has a handler).
         let (code, status) = match how {
             Exit::Code(c) => (CLD_EXITED, i32::from(c)),

@@ -40,7 +40,9 @@ impl Kernel {
                         .procs
                         .values()
                         .filter(|p| {
-                            p.container == u32::from(container) && !matches!(p.state, State::Zombie(_))
+                            p.container == u32::from(container)
+                                && p.pid == p.tgid
+                                && !matches!(p.state, State::Zombie(_))
                         })
                         .map(|p| p.pid)
                         .collect();
@@ -120,7 +122,7 @@ impl Kernel {
                 if self.take_commands() {
                     continue;
                 }
-                let live = self.procs.values().any(|p| !matches!(p.state, State::Zombie(_)));
+                let live = self.procs.values().any(|p| p.state.is_live());
                 let until = if live { deadline.unwrap_or(u64::MAX) } else { u64::MAX };
                 self.hv.sleep_until(until);
                 self.take_commands();
@@ -129,12 +131,8 @@ impl Kernel {
             match deadline {
                 Some(d) => self.hv.sleep_until(d),
                 None => {
-                    let live: Vec<Pid> = self
-                        .procs
-                        .values()
-                        .filter(|p| !matches!(p.state, State::Zombie(_)))
-                        .map(|p| p.pid)
-                        .collect();
+                    let live: Vec<Pid> =
+                        self.procs.values().filter(|p| p.state.is_live()).map(|p| p.pid).collect();
                     if live.is_empty() {
                         // Containers whose processes all vanished without a first process.
                         for i in 0..self.containers.len() {
@@ -186,11 +184,11 @@ impl Kernel {
                 let _ = self.hv.container_entry(p.container);
             }
         }
-        if let Some(a) = &p.aspace {
+        if let Some(a) = p.mm.as_ref().map(|m| m.borrow().aspace.pml4) {
             // `AddrSpace::new` copies the kernel half of the kernel's PML4 and the image page
             // tables into every address space, and a process's tables are freed only by
             // `AddrSpace::destroy`, which moves off them first when they are loaded.
-            super::phys::switch_address_space(a.pml4);
+            super::phys::switch_address_space(a);
         }
         arch::set_fs_base(p.fs_base);
         p.frame

@@ -6,7 +6,7 @@
 use crx_fs::Errno;
 use crx_guest::posix::{sig, Exit};
 use crx_guest::signal::{
-    self, bit, next_deliverable, Disposition, FaultContext, Regs, SigInfo, FPU_SIZE, SA_RESETHAND,
+    self, bit, next_deliverable, Action, Disposition, FaultContext, Regs, SigInfo, FPU_SIZE, SA_RESETHAND,
     SA_RESTART, SA_RESTORER, SI_USER, UCONTEXT_SIZE,
 };
 
@@ -82,14 +82,29 @@ impl Kernel {
         self.send_signal(pid, SigInfo { signo: n, code, pid: from, status: 0, addr: None });
     }
 
-    /// Generates `info.signo` for `pid`. SIGKILL, and a signal that would end the process
-    /// and is not blocked, end it at once; an ignored, unblocked signal is dropped; anything
-    /// else becomes pending (one instance per signal number, as for Linux's standard
-    /// signals) and is delivered on the process's next return to user mode.
+    /// Generates `info.signo` for the process of thread `pid` (`kill`, `SIGCHLD`, the
+    /// node's commands): it goes to a thread of it that does not block it (the first
+    /// thread when it can), or waits in the first live thread when all block it.
     pub fn send_signal(&mut self, pid: Pid, info: SigInfo) {
+        let Some(tgid) = self.procs.get(&pid).map(|p| p.tgid) else { return };
+        let threads = self.threads_of(tgid);
+        let n = info.signo;
+        let unblocked = |t: &Pid| self.procs.get(t).is_some_and(|p| p.sigmask & bit(n) == 0);
+        let target = threads.iter().find(|t| unblocked(t)).or(threads.first()).copied();
+        if let Some(t) = target {
+            self.send_thread_signal(t, info);
+        }
+    }
+
+    /// Generates `info.signo` for thread `pid` itself (`tgkill`, `tkill`). SIGKILL, and a
+    /// signal that would end the process and is not blocked, end the whole process at
+    /// once; an ignored, unblocked signal is dropped; anything else becomes pending in the
+    /// thread (one instance per signal number, as for Linux's standard signals) and is
+    /// delivered on its next return to user mode.
+    pub fn send_thread_signal(&mut self, pid: Pid, info: SigInfo) {
         let n = info.signo;
         let Some(p) = self.procs.get_mut(&pid) else { return };
-        if matches!(p.state, State::Zombie(_)) || bit(n) == 0 {
+        if !p.state.is_live() || bit(n) == 0 {
             return;
         }
         if n == sig::SIGKILL {
@@ -97,7 +112,7 @@ impl Kernel {
             return;
         }
         let blocked = p.sigmask & bit(n) != 0;
-        let act = p.sigactions.get(n as usize).copied().unwrap_or_default();
+        let act = p.sigactions.action(n);
         match act.disposition(n) {
             Disposition::Ignore if !blocked => return,
             Disposition::Terminate if !blocked => {
@@ -118,7 +133,7 @@ impl Kernel {
     pub fn fault_signal(&mut self, pid: Pid, info: SigInfo, fault: FaultContext) -> bool {
         let n = info.signo;
         let Some(p) = self.procs.get_mut(&pid) else { return false };
-        let act = p.sigactions.get(n as usize).copied().unwrap_or_default();
+        let act = p.sigactions.action(n);
         if !matches!(act.disposition(n), Disposition::Handler(_)) || p.sigmask & bit(n) != 0 {
             return false;
         }
@@ -144,11 +159,12 @@ impl Kernel {
     pub fn interrupt_blocked(&mut self, pid: Pid) -> bool {
         loop {
             let Some(p) = self.procs.get_mut(&pid) else { return false };
-            if p.state != State::Blocked {
+            // A `CLONE_VFORK` parent waits for its child whatever comes (its clone is done).
+            if p.state != State::Blocked || p.vfork_child.is_some() {
                 return false;
             }
             let Some(n) = next_deliverable(p.pending, p.sigmask) else { return false };
-            let act = p.sigactions.get(n as usize).copied().unwrap_or_default();
+            let act = p.sigactions.action(n);
             match act.disposition(n) {
                 Disposition::Ignore => p.pending &= !bit(n),
                 Disposition::Terminate => {
@@ -158,6 +174,7 @@ impl Kernel {
                 Disposition::Handler(_) => {
                     let nr = p.frame.rax;
                     let deadline = p.sleep_deadline.take();
+                    p.futex = None;
                     p.state = State::Runnable;
                     if act.flags & SA_RESTART != 0 && signal::restartable(nr) {
                         // Back to the SYSCALL instruction (2 bytes) with the number in RAX.
@@ -202,7 +219,7 @@ impl Kernel {
                 return;
             };
             p.pending &= !bit(n);
-            let act = p.sigactions.get(n as usize).copied().unwrap_or_default();
+            let act = p.sigactions.action(n);
             let info = p.siginfo.get(n as usize).copied().unwrap_or_default();
             match act.disposition(n) {
                 Disposition::Ignore => continue,
@@ -222,7 +239,7 @@ impl Kernel {
         let fmt = self.fpu_fmt;
         let owns_fpu = self.fpu_owner == Some(pid);
         let Some(p) = self.procs.get_mut(&pid) else { return };
-        let act = p.sigactions.get(n as usize).copied().unwrap_or_default();
+        let act = p.sigactions.action(n);
         if act.flags & SA_RESTORER == 0 || act.restorer == 0 {
             // x86_64 Linux needs a restorer to return through.
             self.bad_frame(pid, "signal handler without SA_RESTORER");
@@ -235,7 +252,9 @@ impl Kernel {
         let old_mask = p.saved_mask.take().unwrap_or(p.sigmask);
         let fault = core::mem::take(&mut p.fault_ctx);
         let regs = regs_of(&p.frame);
-        let frame = match signal::build(&regs, &fault, old_mask, &info, act.restorer, &fpu) {
+        let alt = p.altstack;
+        let at = alt.frame_rsp(regs.rsp, act.flags);
+        let frame = match signal::build_on(&regs, at, &alt, &fault, old_mask, &info, act.restorer, &fpu) {
             Ok(f) => f,
             Err(_) => {
                 self.bad_frame(pid, "no room for a signal frame");
@@ -260,9 +279,7 @@ impl Kernel {
         let Some(p) = self.procs.get_mut(&pid) else { return };
         p.sigmask = act.handler_mask(n, p.sigmask);
         if act.flags & SA_RESETHAND != 0 {
-            if let Some(a) = p.sigactions.get_mut(n as usize) {
-                a.handler = 0;
-            }
+            p.sigactions.set_action(n, Action { handler: 0, ..act });
         }
         let f = &mut p.frame;
         f.rsp = frame.addr;

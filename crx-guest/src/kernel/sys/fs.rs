@@ -9,7 +9,7 @@ use crx_guest::posix::sig;
 use super::{ok, try_buf, ucstr, uread, uu64, uwrite, Fail, Sys};
 use crate::kernel::exec::PROC_SELF_EXE;
 use crate::kernel::fd::{close_entry, desc, FdEntry, Object, PipeEnd};
-use crate::kernel::proc::{Kernel, State};
+use crate::kernel::proc::Kernel;
 
 const AT_FDCWD: u64 = (-100i64) as u64;
 const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
@@ -146,7 +146,7 @@ fn write_desc(k: &mut Kernel, fdn: u64, data: &[u8], at: Option<u64>) -> Sys {
                     drop(b);
                     let me = k.current;
                     k.signal(me, sig::SIGPIPE);
-                    if k.procs.get(&me).is_none_or(|p| matches!(p.state, State::Zombie(_))) {
+                    if k.procs.get(&me).is_none_or(|p| !p.state.is_live()) {
                         return Err(Fail::Gone);
                     }
                     return Err(Errno::EPIPE.into());

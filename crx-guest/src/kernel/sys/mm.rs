@@ -8,11 +8,11 @@ use super::{fault, Fail, Sys};
 use crate::kernel::fd::Object;
 use crate::kernel::mm;
 use crate::kernel::phys;
-use crate::kernel::proc::{pte_flags, Kernel, MemFault, MMAP_TOP};
+use crate::kernel::proc::{pte_flags, Kernel, MemFault, UserMem, MMAP_TOP};
 
 pub(super) fn sys_brk(k: &mut Kernel, a: [u64; 6]) -> Sys {
     let pid = k.current;
-    let p = k.procs.get_mut(&pid).ok_or(Fail::Gone)?;
+    let UserMem { mm: mut p, pool } = k.mem(pid).ok_or(Fail::Gone)?;
     let want = a[0];
     if want < p.brk_start || want > p.brk_start + (1 << 40) {
         return Ok(p.brk);
@@ -27,15 +27,14 @@ pub(super) fn sys_brk(k: &mut Kernel, a: [u64; 6]) -> Sys {
             }
             at += PAGE;
         }
-        p.regions.insert(p.brk_start, new_end, 1 | PROT_WRITE);
+        let start = p.brk_start;
+        p.regions.insert(start, new_end, 1 | PROT_WRITE);
     } else if new_end < old_end {
         p.regions.remove(new_end, old_end);
-        if let Some(asp) = p.aspace.as_mut() {
-            let mut at = new_end;
-            while at < old_end {
-                asp.unmap(&mut k.pool, at);
-                at += PAGE;
-            }
+        let mut at = new_end;
+        while at < old_end {
+            p.aspace.unmap(pool, at);
+            at += PAGE;
         }
     }
     p.brk = want;
@@ -48,15 +47,13 @@ const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
 
 fn unmap_range(k: &mut Kernel, start: u64, end: u64) {
     let pid = k.current;
-    let Some(p) = k.procs.get_mut(&pid) else { return };
+    let Some(UserMem { mm: mut p, pool }) = k.mem(pid) else { return };
     let removed = p.regions.remove(start, end);
-    if let Some(asp) = p.aspace.as_mut() {
-        for r in removed {
-            let mut at = r.start;
-            while at < r.end {
-                asp.unmap(&mut k.pool, at);
-                at += PAGE;
-            }
+    for r in removed {
+        let mut at = r.start;
+        while at < r.end {
+            p.aspace.unmap(pool, at);
+            at += PAGE;
         }
     }
 }
@@ -73,10 +70,10 @@ pub(super) fn sys_mmap(k: &mut Kernel, a: [u64; 6]) -> Sys {
             return Err(Errno::ENOMEM.into());
         }
         if flags & MAP_FIXED_NOREPLACE != 0 && flags & MAP_FIXED == 0 {
-            let p = k.cur();
+            let m = k.mem(k.current).ok_or(Fail::Gone)?;
             let mut at = addr;
             while at < end {
-                if p.regions.find(at).is_some() {
+                if m.mm.regions.find(at).is_some() {
                     return Err(Errno::EEXIST.into());
                 }
                 at += PAGE;
@@ -85,7 +82,7 @@ pub(super) fn sys_mmap(k: &mut Kernel, a: [u64; 6]) -> Sys {
         unmap_range(k, addr, end);
         addr
     } else {
-        k.cur().regions.find_free(len, MMAP_TOP).ok_or(Errno::ENOMEM)?
+        k.mem(k.current).ok_or(Fail::Gone)?.mm.regions.find_free(len, MMAP_TOP).ok_or(Errno::ENOMEM)?
     };
     let file = if flags & MAP_ANONYMOUS == 0 {
         let d = k.cur().fds.desc(fdn)?;
@@ -99,7 +96,7 @@ pub(super) fn sys_mmap(k: &mut Kernel, a: [u64; 6]) -> Sys {
     } else {
         None
     };
-    k.cur().regions.insert(start, start + len, prot);
+    k.mem(k.current).ok_or(Fail::Gone)?.mm.regions.insert(start, start + len, prot);
     if let Some(ino) = file {
         // A private file mapping: the file's bytes are copied into fresh pages now.
         let mut at = 0u64;
@@ -119,11 +116,11 @@ pub(super) fn sys_mmap(k: &mut Kernel, a: [u64; 6]) -> Sys {
             };
             phys::write(pa, &page);
             let pid = k.current;
-            let p = k.procs.get_mut(&pid).ok_or(Fail::Gone)?;
-            if let Some(asp) = p.aspace.as_mut() {
-                if asp.map(&mut k.pool, start + at, pa, pte_flags(prot)).is_err() {
-                    return Err(fault(k, MemFault::Oom));
-                }
+            let mut m = k.mem(pid).ok_or(Fail::Gone)?;
+            let mapped = m.mm.aspace.map(m.pool, start + at, pa, pte_flags(prot));
+            drop(m);
+            if mapped.is_err() {
+                return Err(fault(k, MemFault::Oom));
             }
             at += PAGE;
         }
@@ -152,21 +149,21 @@ pub(super) fn sys_mprotect(k: &mut Kernel, a: [u64; 6]) -> Sys {
     let end = page_up(a[0].saturating_add(a[1])).ok_or(Errno::ENOMEM)?;
     let prot = a[2] as u32 & 7;
     let pid = k.current;
-    let p = k.procs.get_mut(&pid).ok_or(Fail::Gone)?;
+    let UserMem { mm: mut p, pool } = k.mem(pid).ok_or(Fail::Gone)?;
     if !p.regions.protect(a[0], end, prot) {
         return Err(Errno::ENOMEM.into());
     }
-    let Some(asp) = p.aspace.as_mut() else { return Err(Fail::Gone) };
+    let asp = &mut p.aspace;
     let mut at = a[0];
     let mut oom = false;
     while at < end {
         if let Some((pa, _)) = asp.translate(at) {
-            if prot & PROT_WRITE != 0 && k.pool.refs(pa) > 1 {
+            if prot & PROT_WRITE != 0 && pool.refs(pa) > 1 {
                 // A frame shared with a fork relative gets its own copy before it is writable.
-                match k.pool.alloc() {
+                match pool.alloc() {
                     Ok(n) => {
                         phys::copy_frame(n, pa);
-                        if asp.map(&mut k.pool, at, n, pte_flags(prot)).is_err() {
+                        if asp.map(pool, at, n, pte_flags(prot)).is_err() {
                             oom = true;
                             break;
                         }
@@ -177,13 +174,14 @@ pub(super) fn sys_mprotect(k: &mut Kernel, a: [u64; 6]) -> Sys {
                     }
                 }
             } else if prot == 0 {
-                asp.unmap(&mut k.pool, at);
+                asp.unmap(pool, at);
             } else {
                 asp.set_flags(at, pte_flags(prot));
             }
         }
         at += PAGE;
     }
+    drop(p);
     if oom {
         return Err(fault(k, MemFault::Oom));
     }

@@ -1,7 +1,7 @@
 //! The Linux x86_64 syscall table and its dispatch.
 //!
 //! [`TABLE`] maps numbers to handlers, one line each; the handlers live in one file per
-//! family ([`fs`], [`mm`], [`process`], [`signal`], [`time`], [`misc`]). Every handler has the
+//! family ([`fs`], [`futex`], [`mm`], [`process`], [`signal`], [`time`], [`misc`]). Every handler has the
 //! signature `fn(&mut Kernel, [u64; 6]) -> Sys` and reaches user memory only through the
 //! checked copies of [`UserMem`](super::proc::UserMem) (a bad pointer gives `EFAULT`). An
 //! unknown number returns `ENOSYS` and is logged once with its name. A handler that must wait
@@ -9,6 +9,7 @@
 #![deny(unsafe_code)]
 
 mod fs;
+mod futex;
 mod misc;
 mod mm;
 mod process;
@@ -134,20 +135,20 @@ const TABLE: &[(u64, Handler)] = &[
     (124, process::sys_getpgrp), // getsid
     (127, signal::sys_rt_sigpending),
     (130, signal::sys_rt_sigsuspend),
-    (131, misc::sys_zero), // sigaltstack
+    (131, signal::sys_sigaltstack),
     (157, misc::sys_zero), // prctl
     (158, process::sys_arch_prctl),
-    (186, process::sys_getpid), // gettid
+    (186, process::sys_gettid),
     (200, signal::sys_tkill),
     (201, time::sys_time),
-    (202, misc::sys_zero), // futex: single-threaded processes never wait
+    (202, futex::sys_futex),
     (204, misc::sys_sched_getaffinity),
     (217, fs::sys_getdents64),
     (218, process::sys_set_tid_address),
     (228, time::sys_clock_gettime),
     (229, time::sys_clock_getres),
     (230, time::sys_clock_nanosleep),
-    (231, process::sys_exit),
+    (231, process::sys_exit_group),
     (234, signal::sys_tgkill),
     (257, fs::sys_openat),
     (258, fs::sys_mkdirat),
@@ -160,7 +161,8 @@ const TABLE: &[(u64, Handler)] = &[
     (267, fs::sys_readlinkat),
     (268, fs::sys_fchmodat),
     (269, fs::sys_faccessat),
-    (273, misc::sys_zero), // set_robust_list
+    (273, process::sys_set_robust_list),
+    (274, process::sys_get_robust_list),
     (280, misc::sys_zero), // utimensat
     (292, fs::sys_dup3),
     (293, fs::sys_pipe2),
@@ -170,6 +172,7 @@ const TABLE: &[(u64, Handler)] = &[
     (318, misc::sys_getrandom),
     (332, fs::sys_statx),
     (334, misc::sys_enosys), // rseq: glibc copes without it
+    (435, process::sys_clone3),
     (439, fs::sys_faccessat2),
 ];
 
@@ -203,7 +206,7 @@ pub fn run_syscall(k: &mut Kernel, pid: Pid) {
         klog!("[{pid}] {}({:#x}, {:#x}, {:#x}) = {shown}", sysno::name(nr), args[0], args[1], args[2]);
     }
     let Some(p) = k.procs.get_mut(&pid) else { return };
-    if matches!(p.state, State::Zombie(_)) {
+    if !p.state.is_live() {
         return;
     }
     match r {

@@ -4,61 +4,143 @@ use alloc::vec::Vec;
 
 use crx_fs::Errno;
 use crx_guest::posix::sig;
-use crx_guest::signal::{self, bit, Action, Disposition, SI_TKILL, SI_USER};
+use crx_guest::signal::{self, bit, Action, AltStack, Disposition, SigInfo, SI_TKILL, SI_USER};
 
 use super::{uread, uu64, uwrite, Fail, Sys};
-use crate::kernel::proc::{Kernel, Pid, State};
+use crate::kernel::proc::{Kernel, Pid, Process, State};
 
-fn send(k: &mut Kernel, target: i64, signal: u64, code: i32) -> Sys {
+/// Whether `p` is a process (its first thread) that has not ended.
+fn is_process(p: &Process) -> bool {
+    p.pid == p.tgid && !matches!(p.state, State::Zombie(_))
+}
+
+/// `kill`: to the process `target` (any of its thread ids names it), or, for 0, -1 and
+/// -pgid, to every process of the caller's container (process groups are the container).
+fn send(k: &mut Kernel, target: i64, signal: u64) -> Sys {
     if signal > u64::from(sig::MAX) {
         return Err(Errno::EINVAL.into());
     }
     let me = k.current;
+    let my_tgid = k.cur().tgid;
     let container = k.cur().container;
     let targets: Vec<Pid> = if target > 0 {
-        let t = target as Pid;
-        match k.procs.get(&t) {
-            Some(p) if p.container == container && !matches!(p.state, State::Zombie(_)) => alloc::vec![t],
+        let t = k.procs.get(&(target as Pid)).map(|p| p.tgid);
+        match t.and_then(|t| k.procs.get(&t)) {
+            Some(p) if p.container == container && is_process(p) && !k.threads_of(p.pid).is_empty() => {
+                alloc::vec![p.pid]
+            }
             _ => return Err(Errno::ESRCH.into()),
         }
     } else {
-        // Process groups are the container: 0, -1 and -pgid reach every process in it.
         let mut v: Vec<Pid> = k
             .procs
             .values()
-            .filter(|p| p.container == container && !matches!(p.state, State::Zombie(_)))
-            .filter(|p| !(target == -1 && p.pid == me))
+            .filter(|p| p.container == container && is_process(p))
+            .filter(|p| !(target == -1 && p.pid == my_tgid))
             .map(|p| p.pid)
             .collect();
         // The caller last, so that the others are reached even when it ends.
-        v.sort_by_key(|&p| p == me);
+        v.sort_by_key(|&p| p == my_tgid);
         v
     };
     for t in targets {
-        k.signal_code(t, signal as u32, code, me);
+        if signal != 0 {
+            k.send_signal(
+                t,
+                SigInfo { signo: signal as u32, code: SI_USER, pid: my_tgid, status: 0, addr: None },
+            );
+        }
     }
-    if k.procs.get(&me).is_none_or(|p| matches!(p.state, State::Zombie(_))) {
+    if k.procs.get(&me).is_none_or(|p| !p.state.is_live()) {
+        return Err(Fail::Gone);
+    }
+    Ok(0)
+}
+
+/// `tgkill` and `tkill`: to thread `tid` (of process `tgid` when given).
+fn send_to_thread(k: &mut Kernel, tgid: Option<Pid>, tid: Pid, signal: u64) -> Sys {
+    if signal > u64::from(sig::MAX) {
+        return Err(Errno::EINVAL.into());
+    }
+    let me = k.current;
+    let from = k.cur().tgid;
+    let container = k.cur().container;
+    match k.procs.get(&tid) {
+        Some(p) if p.container == container && p.state.is_live() && tgid.is_none_or(|g| g == p.tgid) => {}
+        _ => return Err(Errno::ESRCH.into()),
+    }
+    if signal != 0 {
+        k.send_thread_signal(
+            tid,
+            SigInfo { signo: signal as u32, code: SI_TKILL, pid: from, status: 0, addr: None },
+        );
+    }
+    if k.procs.get(&me).is_none_or(|p| !p.state.is_live()) {
         return Err(Fail::Gone);
     }
     Ok(0)
 }
 
 pub(super) fn sys_kill(k: &mut Kernel, a: [u64; 6]) -> Sys {
-    send(k, a[0] as i32 as i64, a[1], SI_USER)
+    send(k, a[0] as i32 as i64, a[1])
 }
 
 pub(super) fn sys_tkill(k: &mut Kernel, a: [u64; 6]) -> Sys {
     if (a[0] as i32) <= 0 {
         return Err(Errno::EINVAL.into());
     }
-    send(k, a[0] as i32 as i64, a[1], SI_TKILL)
+    send_to_thread(k, None, a[0] as i32 as Pid, a[1])
 }
 
 pub(super) fn sys_tgkill(k: &mut Kernel, a: [u64; 6]) -> Sys {
-    if (a[1] as i32) <= 0 {
+    if (a[0] as i32) <= 0 || (a[1] as i32) <= 0 {
         return Err(Errno::EINVAL.into());
     }
-    send(k, a[1] as i32 as i64, a[2], SI_TKILL)
+    send_to_thread(k, Some(a[0] as i32 as Pid), a[1] as i32 as Pid, a[2])
+}
+
+/// `sigaltstack(ss, old_ss)`: `SS_DISABLE` removes the stack; a new one must be at least
+/// `MINSIGSTKSZ` (2048) bytes and cannot be changed while the thread runs on it (`EPERM`).
+/// `SS_AUTODISARM` is kept and shown but does not disarm the stack.
+pub(super) fn sys_sigaltstack(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    const SS_DISABLE: u32 = 2;
+    const SS_AUTODISARM: u32 = 1 << 31;
+    const MINSIGSTKSZ: u64 = 2048;
+    let (cur, rsp) = {
+        let p = k.cur();
+        (p.altstack, p.frame.rsp)
+    };
+    if a[0] != 0 {
+        let b = uread(k, a[0], 24)?;
+        let sp = u64::from_le_bytes(b[0..8].try_into().unwrap_or_default());
+        let flags = u32::from_le_bytes(b[8..12].try_into().unwrap_or_default());
+        let size = u64::from_le_bytes(b[16..24].try_into().unwrap_or_default());
+        if cur.holds(rsp) {
+            return Err(Errno::EPERM.into());
+        }
+        let new = if flags & SS_DISABLE != 0 {
+            if flags & !SS_DISABLE != 0 {
+                return Err(Errno::EINVAL.into());
+            }
+            AltStack::default()
+        } else {
+            if flags & !SS_AUTODISARM != 0 {
+                return Err(Errno::EINVAL.into());
+            }
+            if size < MINSIGSTKSZ {
+                return Err(Errno::ENOMEM.into());
+            }
+            if sp.checked_add(size).is_none() {
+                return Err(Errno::EINVAL.into());
+            }
+            AltStack { sp, size, flags }
+        };
+        k.cur().altstack = new;
+    }
+    if a[1] != 0 {
+        uwrite(k, a[1], &cur.to_bytes(rsp))?;
+    }
+    Ok(0)
 }
 
 pub(super) fn sys_rt_sigaction(k: &mut Kernel, a: [u64; 6]) -> Sys {
@@ -67,7 +149,7 @@ pub(super) fn sys_rt_sigaction(k: &mut Kernel, a: [u64; 6]) -> Sys {
         return Err(Errno::EINVAL.into());
     }
     let unchangeable = n == sig::SIGKILL as usize || n == sig::SIGSTOP as usize;
-    let old = k.cur().sigactions.get(n).copied().unwrap_or_default();
+    let old = k.cur().sigactions.action(n as u32);
     if a[1] != 0 {
         if unchangeable {
             return Err(Errno::EINVAL.into());
@@ -77,9 +159,7 @@ pub(super) fn sys_rt_sigaction(k: &mut Kernel, a: [u64; 6]) -> Sys {
         raw.copy_from_slice(&b);
         let new = Action::from_bytes(&raw);
         let p = k.cur();
-        if let Some(slot) = p.sigactions.get_mut(n) {
-            *slot = new;
-        }
+        p.sigactions.set_action(n as u32, new);
         // Setting a disposition that ignores the signal discards it if pending.
         if new.disposition(n as u32) == Disposition::Ignore {
             p.pending &= !bit(n as u32);
