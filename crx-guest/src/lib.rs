@@ -6,7 +6,7 @@
 //!
 //! This library holds the kernel's pure logic, which builds and is tested on the host:
 //! ELF load plans ([`elf`]), the start-up stack ([`stack`]), the frame pool ([`frames`]),
-//! address-space regions ([`vma`]), process ABI details ([`posix`]), thread and futex
+//! address-space regions ([`vma`]), process ABI details ([`posix`]), readiness ([`poll`]), thread and futex
 //! arguments ([`threads`]), syscall names ([`sysno`]) and the pod ABI ([`podabi`]). The kernel proper (`src/main.rs` and
 //! `src/kernel/`) builds only for `x86_64-unknown-none`.
 #![cfg_attr(not(test), no_std)]
@@ -17,6 +17,7 @@ extern crate alloc;
 pub mod elf;
 pub mod frames;
 pub mod podabi;
+pub mod poll;
 pub mod posix;
 pub mod signal;
 pub mod stack;

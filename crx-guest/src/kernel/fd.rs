@@ -1,9 +1,12 @@
 //! File descriptors: per-process tables of shared open-file descriptions.
 #![deny(unsafe_code)]
 
-use alloc::rc::Rc;
+use alloc::collections::BTreeMap;
+use alloc::rc::{Rc, Weak};
 use alloc::vec::Vec;
 use core::cell::RefCell;
+
+use crx_guest::poll::{EventCounter, Interest, Timer, POLLERR, POLLHUP, POLLIN, POLLOUT};
 
 use crx_fs::{Errno, Fs, OpenFile, Pipe};
 
@@ -41,6 +44,84 @@ pub enum Object {
     File(OpenFile),
     /// A pipe end.
     Pipe(PipeEnd),
+    /// `/dev/urandom` and `/dev/random`: the hypervisor's random bytes.
+    Random,
+    /// An `eventfd` counter.
+    EventFd(EventCounter),
+    /// A `timerfd` on the monotonic clock.
+    TimerFd(Timer),
+    /// An epoll set.
+    Epoll(EpollSet),
+}
+
+/// An epoll set: its descriptors by number, each with the description it was added with
+/// (weakly: closing the last descriptor of a description takes it out of every set, as
+/// on Linux) and its [`Interest`].
+#[derive(Default)]
+pub struct EpollSet {
+    /// The registrations.
+    pub items: BTreeMap<u64, (Weak<RefCell<Description>>, Interest)>,
+    /// Where the next wait starts looking (after the descriptor reported last), so that
+    /// a short `maxevents` does not starve the rest.
+    pub cursor: u64,
+}
+
+/// A description flag of this kernel's own (past the `O_*` bits Linux uses): a timerfd
+/// made on CLOCK_REALTIME.
+pub const TIMERFD_REALTIME: u32 = 1 << 30;
+
+/// Most descriptors one epoll set watches.
+pub const EPOLL_MAX_ITEMS: usize = MAX_FDS;
+
+/// How ready a description is now (`POLL*` bits), at monotonic time `now_ns`; a set's
+/// readiness looks `depth` levels into the sets it holds.
+pub fn readiness(d: &Desc, now_ns: u64, depth: u32) -> u32 {
+    let items: Vec<Weak<RefCell<Description>>> = {
+        let mut b = d.borrow_mut();
+        match &mut b.obj {
+            Object::Null | Object::Zero | Object::Random | Object::File(_) => return POLLIN | POLLOUT,
+            Object::Log { .. } => return POLLOUT,
+            Object::Pipe(p) => {
+                let pipe = p.pipe.borrow();
+                return if p.write {
+                    let mut r = if pipe.space() > 0 { POLLOUT } else { 0 };
+                    if pipe.readers() == 0 {
+                        r |= POLLERR;
+                    }
+                    r
+                } else {
+                    let mut r = if pipe.is_empty() { 0 } else { POLLIN };
+                    if pipe.writers() == 0 {
+                        r |= POLLHUP;
+                    }
+                    r
+                };
+            }
+            Object::EventFd(e) => return e.readiness(),
+            Object::TimerFd(t) => return t.readiness(now_ns),
+            Object::Epoll(set) => {
+                if depth == 0 {
+                    return 0;
+                }
+                set.items.values().filter(|(_, i)| !i.disabled).map(|(w, _)| w.clone()).collect()
+            }
+        }
+    };
+    let any = items.iter().filter_map(Weak::upgrade).any(|d| readiness(&d, now_ns, depth - 1) != 0);
+    if any {
+        POLLIN
+    } else {
+        0
+    }
+}
+
+/// The earliest expiry of a timer behind `d` (to wake a waiter in time).
+pub fn next_timer(d: &Desc) -> Option<u64> {
+    match &d.borrow().obj {
+        Object::TimerFd(t) if t.pending == 0 => t.next_ns,
+        Object::TimerFd(_) => Some(0),
+        _ => None,
+    }
 }
 
 /// An open-file description: the object and its status flags (`F_GETFL`).

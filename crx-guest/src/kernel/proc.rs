@@ -242,6 +242,8 @@ pub struct Process {
     pub robust_list: u64,
     /// The futex wait in progress.
     pub futex: Option<FutexWait>,
+    /// A `poll`/`select`/`epoll_wait` in progress, with its deadline (`u64::MAX`: none).
+    pub poll_until: Option<u64>,
     /// `sigaltstack`.
     pub altstack: AltStack,
     /// A `CLONE_VFORK` child the thread waits for (until it execs or ends).
@@ -490,6 +492,7 @@ impl Kernel {
             clear_child_tid: 0,
             robust_list: 0,
             futex: None,
+            poll_until: None,
             altstack: AltStack::default(),
             vfork_child: None,
             in_vfork: false,
@@ -512,6 +515,7 @@ impl Kernel {
         let Some(p) = self.procs.get_mut(&pid) else { return };
         p.sleep_deadline = None;
         p.futex = None;
+        p.poll_until = None;
         let mm = p.mm.take();
         let fds = core::mem::replace(&mut p.fds, Shared::new(FdTable::default()));
         if let Some(mm) = mm.and_then(Shared::into_sole) {

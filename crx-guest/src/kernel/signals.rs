@@ -175,6 +175,7 @@ impl Kernel {
                     let nr = p.frame.rax;
                     let deadline = p.sleep_deadline.take();
                     p.futex = None;
+                    p.poll_until = None;
                     p.state = State::Runnable;
                     if act.flags & SA_RESTART != 0 && signal::restartable(nr) {
                         // Back to the SYSCALL instruction (2 bytes) with the number in RAX.

@@ -34,6 +34,7 @@ fn device(path: &[u8]) -> Option<Object> {
     match path {
         b"/dev/null" | b"/dev/stdin" => Some(Object::Null),
         b"/dev/zero" => Some(Object::Zero),
+        b"/dev/urandom" | b"/dev/random" => Some(Object::Random),
         b"/dev/stdout" => Some(Object::Log { stream: 1 }),
         b"/dev/stderr" => Some(Object::Log { stream: 2 }),
         _ => None,
@@ -93,7 +94,46 @@ fn read_desc(k: &mut Kernel, fdn: u64, len: usize, at: Option<u64>) -> Result<Ve
     let n = match &mut b.obj {
         Object::Null => 0,
         Object::Zero => buf.len(),
+        Object::Random => {
+            let n = buf.len().min(1 << 16);
+            k.hv.random(&mut buf[..n]);
+            n
+        }
         Object::Log { .. } => return Err(Errno::EBADF.into()),
+        Object::Epoll(_) => return Err(Errno::EINVAL.into()),
+        Object::EventFd(e) => {
+            if buf.len() < 8 {
+                return Err(Errno::EINVAL.into());
+            }
+            match e.take() {
+                Some(v) => {
+                    buf[..8].copy_from_slice(&v.to_le_bytes());
+                    8
+                }
+                None if nonblock => return Err(Errno::EAGAIN.into()),
+                None => return Err(Fail::Block),
+            }
+        }
+        Object::TimerFd(t) => {
+            if buf.len() < 8 {
+                return Err(Errno::EINVAL.into());
+            }
+            let now = k.hv.monotonic_ns();
+            match t.take(now) {
+                Some(v) => {
+                    buf[..8].copy_from_slice(&v.to_le_bytes());
+                    8
+                }
+                None if nonblock => return Err(Errno::EAGAIN.into()),
+                None => {
+                    // Woken in time for the expiry.
+                    let next = t.next_ns;
+                    drop(b);
+                    k.cur().sleep_deadline = next;
+                    return Err(Fail::Block);
+                }
+            }
+        }
         Object::File(f) => match at {
             Some(off) => f.pread(&k.fs, off, &mut buf)?,
             None => f.read(&k.fs, &mut buf)?,
@@ -124,8 +164,19 @@ fn write_desc(k: &mut Kernel, fdn: u64, data: &[u8], at: Option<u64>) -> Sys {
     if b.flags & o::ACCMODE == o::RDONLY && !matches!(b.obj, Object::Log { .. } | Object::Pipe(_)) {
         return Err(Errno::EBADF.into());
     }
+    let nonblock = b.flags & o::NONBLOCK != 0;
     let r = match &mut b.obj {
-        Object::Null | Object::Zero => Ok(data.len()),
+        Object::Null | Object::Zero | Object::Random => Ok(data.len()),
+        Object::Epoll(_) | Object::TimerFd(_) => Err(Errno::EINVAL),
+        Object::EventFd(e) => {
+            let v = data.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
+            match v.map(|v| e.add(v)) {
+                None | Some(Err(true)) => Err(Errno::EINVAL),
+                Some(Err(false)) if nonblock => Err(Errno::EAGAIN),
+                Some(Err(false)) => return Err(Fail::Block),
+                Some(Ok(())) => Ok(8),
+            }
+        }
         Object::Log { stream } => {
             let s = *stream;
             k.log_output(container, s, data);
@@ -283,6 +334,9 @@ fn stat_of_fd(k: &mut Kernel, fdn: u64) -> Result<Stat, Fail> {
         Object::Zero => dev_stat(S_IFCHR | 0o666, 0x105),
         Object::Log { .. } => dev_stat(S_IFIFO | 0o600, 0x900),
         Object::Pipe(_) => dev_stat(S_IFIFO | 0o600, 0x901),
+        Object::Random => dev_stat(S_IFCHR | 0o666, 0x109),
+        // Anonymous inodes: no file type, as Linux's anon_inode shows them.
+        Object::EventFd(_) | Object::TimerFd(_) | Object::Epoll(_) => dev_stat(0o600, 0xa00),
     })
 }
 
@@ -301,6 +355,7 @@ fn stat_at(k: &mut Kernel, dirfd: u64, path_va: u64, flags: u64) -> Result<Stat,
     match device(&path) {
         Some(Object::Null) => return Ok(dev_stat(S_IFCHR | 0o666, 0x103)),
         Some(Object::Zero) => return Ok(dev_stat(S_IFCHR | 0o666, 0x105)),
+        Some(Object::Random) => return Ok(dev_stat(S_IFCHR | 0o666, 0x109)),
         _ => {}
     }
     let dir = dir_of(k, dirfd)?;

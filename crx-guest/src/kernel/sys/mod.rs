@@ -1,7 +1,7 @@
 //! The Linux x86_64 syscall table and its dispatch.
 //!
 //! [`TABLE`] maps numbers to handlers, one line each; the handlers live in one file per
-//! family ([`fs`], [`futex`], [`mm`], [`process`], [`signal`], [`time`], [`misc`]). Every handler has the
+//! family ([`fs`], [`futex`], [`mm`], [`poll`], [`process`], [`signal`], [`time`], [`misc`]). Every handler has the
 //! signature `fn(&mut Kernel, [u64; 6]) -> Sys` and reaches user memory only through the
 //! checked copies of [`UserMem`](super::proc::UserMem) (a bad pointer gives `EFAULT`). An
 //! unknown number returns `ENOSYS` and is logged once with its name. A handler that must wait
@@ -12,6 +12,7 @@ mod fs;
 mod futex;
 mod misc;
 mod mm;
+mod poll;
 mod process;
 mod signal;
 mod time;
@@ -55,6 +56,7 @@ const TABLE: &[(u64, Handler)] = &[
     (4, fs::sys_stat),
     (5, fs::sys_fstat),
     (6, fs::sys_lstat),
+    (7, poll::sys_poll),
     (8, fs::sys_lseek),
     (9, mm::sys_mmap),
     (10, mm::sys_mprotect),
@@ -70,6 +72,7 @@ const TABLE: &[(u64, Handler)] = &[
     (20, fs::sys_writev),
     (21, fs::sys_access),
     (22, fs::sys_pipe),
+    (23, poll::sys_select),
     (24, process::sys_sched_yield),
     (25, mm::sys_mremap),
     (28, misc::sys_zero), // madvise
@@ -143,12 +146,15 @@ const TABLE: &[(u64, Handler)] = &[
     (201, time::sys_time),
     (202, futex::sys_futex),
     (204, misc::sys_sched_getaffinity),
+    (213, poll::sys_epoll_create),
     (217, fs::sys_getdents64),
     (218, process::sys_set_tid_address),
     (228, time::sys_clock_gettime),
     (229, time::sys_clock_getres),
     (230, time::sys_clock_nanosleep),
     (231, process::sys_exit_group),
+    (232, poll::sys_epoll_wait),
+    (233, poll::sys_epoll_ctl),
     (234, signal::sys_tgkill),
     (257, fs::sys_openat),
     (258, fs::sys_mkdirat),
@@ -161,9 +167,18 @@ const TABLE: &[(u64, Handler)] = &[
     (267, fs::sys_readlinkat),
     (268, fs::sys_fchmodat),
     (269, fs::sys_faccessat),
+    (270, poll::sys_pselect6),
+    (271, poll::sys_ppoll),
     (273, process::sys_set_robust_list),
     (274, process::sys_get_robust_list),
     (280, misc::sys_zero), // utimensat
+    (281, poll::sys_epoll_pwait),
+    (283, poll::sys_timerfd_create),
+    (284, poll::sys_eventfd),
+    (286, poll::sys_timerfd_settime),
+    (287, poll::sys_timerfd_gettime),
+    (290, poll::sys_eventfd2),
+    (291, poll::sys_epoll_create1),
     (292, fs::sys_dup3),
     (293, fs::sys_pipe2),
     (302, misc::sys_prlimit64),
@@ -174,6 +189,7 @@ const TABLE: &[(u64, Handler)] = &[
     (334, misc::sys_enosys), // rseq: glibc copes without it
     (435, process::sys_clone3),
     (439, fs::sys_faccessat2),
+    (441, poll::sys_epoll_pwait2),
 ];
 
 fn lookup(nr: u64) -> Option<Handler> {
