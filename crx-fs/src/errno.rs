@@ -17,6 +17,8 @@ pub enum Errno {
     ESRCH = 3,
     /// Interrupted system call.
     EINTR = 4,
+    /// Argument list too long (or a structure larger than the kernel knows).
+    E2BIG = 7,
     /// Exec format error.
     ENOEXEC = 8,
     /// Bad file descriptor.
@@ -59,6 +61,34 @@ pub enum Errno {
     ENOTEMPTY = 39,
     /// Too many levels of symbolic links.
     ELOOP = 40,
+    /// Socket operation on a descriptor that is not a socket.
+    ENOTSOCK = 88,
+    /// Protocol not available (an unknown socket option).
+    ENOPROTOOPT = 92,
+    /// Protocol not supported.
+    EPROTONOSUPPORT = 93,
+    /// Operation not supported on this socket.
+    EOPNOTSUPP = 95,
+    /// Address family not supported.
+    EAFNOSUPPORT = 97,
+    /// Address already in use.
+    EADDRINUSE = 98,
+    /// Cannot assign the requested address.
+    EADDRNOTAVAIL = 99,
+    /// Network is unreachable.
+    ENETUNREACH = 101,
+    /// Connection reset by peer.
+    ECONNRESET = 104,
+    /// The socket is already connected.
+    EISCONN = 106,
+    /// The socket is not connected.
+    ENOTCONN = 107,
+    /// Timed out.
+    ETIMEDOUT = 110,
+    /// Connection refused.
+    ECONNREFUSED = 111,
+    /// Operation now in progress.
+    EINPROGRESS = 115,
 }
 
 impl Errno {
@@ -79,6 +109,7 @@ impl Errno {
             Errno::ENOENT => "ENOENT",
             Errno::ESRCH => "ESRCH",
             Errno::EINTR => "EINTR",
+            Errno::E2BIG => "E2BIG",
             Errno::ENOEXEC => "ENOEXEC",
             Errno::EBADF => "EBADF",
             Errno::ECHILD => "ECHILD",
@@ -100,6 +131,20 @@ impl Errno {
             Errno::ENOSYS => "ENOSYS",
             Errno::ENOTEMPTY => "ENOTEMPTY",
             Errno::ELOOP => "ELOOP",
+            Errno::ENOTSOCK => "ENOTSOCK",
+            Errno::ENOPROTOOPT => "ENOPROTOOPT",
+            Errno::EPROTONOSUPPORT => "EPROTONOSUPPORT",
+            Errno::EOPNOTSUPP => "EOPNOTSUPP",
+            Errno::EAFNOSUPPORT => "EAFNOSUPPORT",
+            Errno::EADDRINUSE => "EADDRINUSE",
+            Errno::EADDRNOTAVAIL => "EADDRNOTAVAIL",
+            Errno::ENETUNREACH => "ENETUNREACH",
+            Errno::ECONNRESET => "ECONNRESET",
+            Errno::EISCONN => "EISCONN",
+            Errno::ENOTCONN => "ENOTCONN",
+            Errno::ETIMEDOUT => "ETIMEDOUT",
+            Errno::ECONNREFUSED => "ECONNREFUSED",
+            Errno::EINPROGRESS => "EINPROGRESS",
         }
     }
 }

@@ -6,7 +6,7 @@ use alloc::rc::{Rc, Weak};
 use alloc::vec::Vec;
 use core::cell::RefCell;
 
-use crx_guest::poll::{EventCounter, Interest, Timer, POLLERR, POLLHUP, POLLIN, POLLOUT};
+use crx_guest::poll::{EventCounter, Interest, Timer, POLLERR, POLLHUP, POLLIN, POLLOUT, POLLRDHUP};
 
 use crx_fs::{Errno, Fs, OpenFile, Pipe};
 
@@ -52,6 +52,121 @@ pub enum Object {
     TimerFd(Timer),
     /// An epoll set.
     Epoll(EpollSet),
+    /// A socket of the pod's loopback network.
+    Socket(Socket),
+}
+
+/// An IPv4 address and port.
+pub type SockAddr = ([u8; 4], u16);
+
+/// A TCP socket of the pod's loopback network (127.0.0.0/8, shared by the pod's
+/// containers as a pod's network namespace is). A connection is two pipes, one per
+/// direction: closing an end is the peer's end of file (or `EPIPE`).
+pub enum Socket {
+    /// Made, maybe bound (`bind`), neither listening nor connected.
+    Fresh {
+        /// The bound address.
+        bound: Option<SockAddr>,
+    },
+    /// Listening: connections wait in the queue until `accept`.
+    Listening {
+        /// Its address.
+        addr: SockAddr,
+        /// Most connections waiting.
+        backlog: usize,
+        /// Connections not accepted yet.
+        queue: alloc::collections::VecDeque<Stream>,
+    },
+    /// A connection.
+    Stream(Stream),
+}
+
+impl Socket {
+    /// The connection, if connected.
+    pub fn stream_mut(&mut self) -> Option<&mut Stream> {
+        match self {
+            Socket::Stream(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// One end of a connection.
+pub struct Stream {
+    /// What the peer sends (None once shut down for reading).
+    pub rx: Option<PipeEnd>,
+    /// What this end sends (None once shut down for writing).
+    pub tx: Option<PipeEnd>,
+    /// This end's address.
+    pub local: SockAddr,
+    /// The peer's address.
+    pub peer: SockAddr,
+}
+
+impl Stream {
+    /// A connected pair: (the connecting end, the accepted end).
+    pub fn pair(client: SockAddr, server: SockAddr) -> (Stream, Stream) {
+        let up = Rc::new(RefCell::new(Pipe::new()));
+        let down = Rc::new(RefCell::new(Pipe::new()));
+        let c = Stream {
+            rx: Some(PipeEnd { pipe: down.clone(), write: false }),
+            tx: Some(PipeEnd { pipe: up.clone(), write: true }),
+            local: client,
+            peer: server,
+        };
+        let s = Stream {
+            rx: Some(PipeEnd { pipe: up, write: false }),
+            tx: Some(PipeEnd { pipe: down, write: true }),
+            local: server,
+            peer: client,
+        };
+        (c, s)
+    }
+
+    /// Receives into `buf`: 0 at the peer's end of file, `EAGAIN` when nothing is there.
+    pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, Errno> {
+        match &self.rx {
+            None => Ok(0),
+            Some(r) => r.pipe.borrow_mut().read(buf),
+        }
+    }
+
+    /// Sends `data`: `EPIPE` when the peer has gone or this end was shut down.
+    pub fn send(&mut self, data: &[u8]) -> Result<usize, Errno> {
+        match &self.tx {
+            None => Err(Errno::EPIPE),
+            Some(t) => t.pipe.borrow_mut().write(data),
+        }
+    }
+
+    /// `POLL*` readiness.
+    pub fn readiness(&self) -> u32 {
+        let mut r = 0;
+        match &self.rx {
+            None => r |= POLLIN | POLLRDHUP,
+            Some(e) => {
+                let p = e.pipe.borrow();
+                if !p.is_empty() {
+                    r |= POLLIN;
+                }
+                if p.writers() == 0 {
+                    r |= POLLIN | POLLRDHUP;
+                }
+            }
+        }
+        match &self.tx {
+            None => r |= POLLHUP,
+            Some(e) => {
+                let p = e.pipe.borrow();
+                if p.readers() == 0 {
+                    r |= POLLERR | POLLHUP;
+                } else if p.space() > 0 {
+                    r |= POLLOUT;
+                }
+            }
+        }
+        r
+    }
 }
 
 /// An epoll set: its descriptors by number, each with the description it was added with
@@ -98,6 +213,11 @@ pub fn readiness(d: &Desc, now_ns: u64, depth: u32) -> u32 {
                 };
             }
             Object::EventFd(e) => return e.readiness(),
+            Object::Socket(Socket::Stream(st)) => return st.readiness(),
+            Object::Socket(Socket::Listening { queue, .. }) => {
+                return if queue.is_empty() { 0 } else { POLLIN }
+            }
+            Object::Socket(Socket::Fresh { .. }) => return POLLOUT | POLLHUP,
             Object::TimerFd(t) => return t.readiness(now_ns),
             Object::Epoll(set) => {
                 if depth == 0 {

@@ -275,6 +275,8 @@ pub fn start(kt: KernelTables, pool: FramePool, params: &BootParams, heap_bytes:
         picks_since_control: 0,
         entered_user: false,
         next_futex_seq: 0,
+        ports: Default::default(),
+        next_port: 32768,
     };
     let (spec, pod_log) = match fetch_spec(&k, params) {
         Ok(s) => s,

@@ -317,6 +317,11 @@ pub struct Kernel {
     pub picks_since_control: u32,
     /// The next futex waiter's arrival number.
     pub next_futex_seq: u64,
+    /// The sockets of the pod's loopback network by the port they hold (bound,
+    /// listening or connected from); a closed socket lets its port go.
+    pub ports: BTreeMap<u16, alloc::rc::Weak<RefCell<super::fd::Description>>>,
+    /// Where the search for an ephemeral port starts.
+    pub next_port: u16,
     /// Whether a process has been switched to for user mode yet (the first switch tells
     /// the hypervisor, `CONTAINER_ENTRY`).
     pub entered_user: bool,

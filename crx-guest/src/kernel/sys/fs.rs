@@ -84,9 +84,20 @@ pub(super) fn sys_close(k: &mut Kernel, a: [u64; 6]) -> Sys {
 
 /// Reads from a description into a kernel buffer of `len` bytes.
 fn read_desc(k: &mut Kernel, fdn: u64, len: usize, at: Option<u64>) -> Result<Vec<u8>, Fail> {
+    read_desc_with(k, fdn, len, at, false)
+}
+
+/// [`read_desc`], non-blocking for this call alone when `dontwait` (`MSG_DONTWAIT`).
+pub(super) fn read_desc_with(
+    k: &mut Kernel,
+    fdn: u64,
+    len: usize,
+    at: Option<u64>,
+    dontwait: bool,
+) -> Result<Vec<u8>, Fail> {
     let d = k.cur().fds.desc(fdn)?;
     let mut b = d.borrow_mut();
-    let nonblock = b.flags & o::NONBLOCK != 0;
+    let nonblock = b.flags & o::NONBLOCK != 0 || dontwait;
     if b.flags & o::ACCMODE == o::WRONLY {
         return Err(Errno::EBADF.into());
     }
@@ -101,6 +112,14 @@ fn read_desc(k: &mut Kernel, fdn: u64, len: usize, at: Option<u64>) -> Result<Ve
         }
         Object::Log { .. } => return Err(Errno::EBADF.into()),
         Object::Epoll(_) => return Err(Errno::EINVAL.into()),
+        Object::Socket(sock) => match sock.stream_mut() {
+            None => return Err(Errno::ENOTCONN.into()),
+            Some(st) => match st.recv(&mut buf) {
+                Ok(n) => n,
+                Err(Errno::EAGAIN) if !nonblock => return Err(Fail::Block),
+                Err(e) => return Err(e.into()),
+            },
+        },
         Object::EventFd(e) => {
             if buf.len() < 8 {
                 return Err(Errno::EINVAL.into());
@@ -158,14 +177,43 @@ fn read_desc(k: &mut Kernel, fdn: u64, len: usize, at: Option<u64>) -> Result<Ve
 
 /// Writes a kernel buffer to a description.
 fn write_desc(k: &mut Kernel, fdn: u64, data: &[u8], at: Option<u64>) -> Sys {
+    write_desc_with(k, fdn, data, at, false, false)
+}
+
+/// [`write_desc`], non-blocking for this call when `dontwait`, and without SIGPIPE for a
+/// closed peer when `nosignal` (`MSG_NOSIGNAL`).
+pub(super) fn write_desc_with(
+    k: &mut Kernel,
+    fdn: u64,
+    data: &[u8],
+    at: Option<u64>,
+    dontwait: bool,
+    nosignal: bool,
+) -> Sys {
     let d = k.cur().fds.desc(fdn)?;
     let container = k.cur().container;
     let mut b = d.borrow_mut();
     if b.flags & o::ACCMODE == o::RDONLY && !matches!(b.obj, Object::Log { .. } | Object::Pipe(_)) {
         return Err(Errno::EBADF.into());
     }
-    let nonblock = b.flags & o::NONBLOCK != 0;
+    let nonblock = b.flags & o::NONBLOCK != 0 || dontwait;
     let r = match &mut b.obj {
+        Object::Socket(sock) => match sock.stream_mut() {
+            None => Err(Errno::ENOTCONN),
+            Some(st) => match st.send(data) {
+                Err(Errno::EAGAIN) if !nonblock => return Err(Fail::Block),
+                Err(Errno::EPIPE) if !nosignal => {
+                    drop(b);
+                    let me = k.current;
+                    k.signal(me, sig::SIGPIPE);
+                    if k.procs.get(&me).is_none_or(|p| !p.state.is_live()) {
+                        return Err(Fail::Gone);
+                    }
+                    return Err(Errno::EPIPE.into());
+                }
+                r => r,
+            },
+        },
         Object::Null | Object::Zero | Object::Random => Ok(data.len()),
         Object::Epoll(_) | Object::TimerFd(_) => Err(Errno::EINVAL),
         Object::EventFd(e) => {
@@ -192,7 +240,7 @@ fn write_desc(k: &mut Kernel, fdn: u64, data: &[u8], at: Option<u64>) -> Sys {
             }
             let r = p.pipe.borrow_mut().write(data);
             match r {
-                Err(Errno::EAGAIN) if b.flags & o::NONBLOCK == 0 => return Err(Fail::Block),
+                Err(Errno::EAGAIN) if !nonblock => return Err(Fail::Block),
                 Err(Errno::EPIPE) => {
                     drop(b);
                     let me = k.current;
@@ -337,6 +385,7 @@ fn stat_of_fd(k: &mut Kernel, fdn: u64) -> Result<Stat, Fail> {
         Object::Random => dev_stat(S_IFCHR | 0o666, 0x109),
         // Anonymous inodes: no file type, as Linux's anon_inode shows them.
         Object::EventFd(_) | Object::TimerFd(_) | Object::Epoll(_) => dev_stat(0o600, 0xa00),
+        Object::Socket(_) => dev_stat(0o140000 | 0o777, 0xb00),
     })
 }
 

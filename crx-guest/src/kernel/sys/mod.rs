@@ -1,7 +1,7 @@
 //! The Linux x86_64 syscall table and its dispatch.
 //!
 //! [`TABLE`] maps numbers to handlers, one line each; the handlers live in one file per
-//! family ([`fs`], [`futex`], [`mm`], [`poll`], [`process`], [`signal`], [`time`], [`misc`]). Every handler has the
+//! family ([`fs`], [`futex`], [`mm`], [`net`], [`poll`], [`process`], [`signal`], [`time`], [`misc`]). Every handler has the
 //! signature `fn(&mut Kernel, [u64; 6]) -> Sys` and reaches user memory only through the
 //! checked copies of [`UserMem`](super::proc::UserMem) (a bad pointer gives `EFAULT`). An
 //! unknown number returns `ENOSYS` and is logged once with its name. A handler that must wait
@@ -12,6 +12,7 @@ mod fs;
 mod futex;
 mod misc;
 mod mm;
+mod net;
 mod poll;
 mod process;
 mod signal;
@@ -83,6 +84,21 @@ const TABLE: &[(u64, Handler)] = &[
     (37, misc::sys_zero), // alarm
     (39, process::sys_getpid),
     (40, fs::sys_sendfile),
+    (41, net::sys_socket),
+    (42, net::sys_connect),
+    (43, net::sys_accept),
+    (44, net::sys_sendto),
+    (45, net::sys_recvfrom),
+    (46, net::sys_sendmsg),
+    (47, net::sys_recvmsg),
+    (48, net::sys_shutdown),
+    (49, net::sys_bind),
+    (50, net::sys_listen),
+    (51, net::sys_getsockname),
+    (52, net::sys_getpeername),
+    (53, net::sys_socketpair),
+    (54, net::sys_setsockopt),
+    (55, net::sys_getsockopt),
     (56, process::sys_clone),
     (57, process::sys_fork),
     (58, process::sys_fork), // vfork, as fork
@@ -177,6 +193,7 @@ const TABLE: &[(u64, Handler)] = &[
     (284, poll::sys_eventfd),
     (286, poll::sys_timerfd_settime),
     (287, poll::sys_timerfd_gettime),
+    (288, net::sys_accept4),
     (290, poll::sys_eventfd2),
     (291, poll::sys_epoll_create1),
     (292, fs::sys_dup3),
