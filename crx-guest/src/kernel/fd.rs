@@ -54,6 +54,13 @@ pub enum Object {
     Epoll(EpollSet),
     /// A socket of the pod's loopback network.
     Socket(Socket),
+    /// A file of `/proc` or `/sys`, made when it was opened.
+    Generated {
+        /// Its contents.
+        data: Vec<u8>,
+        /// The read offset.
+        pos: usize,
+    },
 }
 
 /// An IPv4 address and port.
@@ -194,7 +201,9 @@ pub fn readiness(d: &Desc, now_ns: u64, depth: u32) -> u32 {
     let items: Vec<Weak<RefCell<Description>>> = {
         let mut b = d.borrow_mut();
         match &mut b.obj {
-            Object::Null | Object::Zero | Object::Random | Object::File(_) => return POLLIN | POLLOUT,
+            Object::Null | Object::Zero | Object::Random | Object::File(_) | Object::Generated { .. } => {
+                return POLLIN | POLLOUT
+            }
             Object::Log { .. } => return POLLOUT,
             Object::Pipe(p) => {
                 let pipe = p.pipe.borrow();

@@ -276,6 +276,8 @@ pub fn start(kt: KernelTables, pool: FramePool, params: &BootParams, heap_bytes:
         entered_user: false,
         next_futex_seq: 0,
         ports: Default::default(),
+        vcpus: 1,
+        on_cpu: None,
         next_port: 32768,
     };
     let (spec, pod_log) = match fetch_spec(&k, params) {

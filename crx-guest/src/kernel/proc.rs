@@ -246,6 +246,12 @@ pub struct Process {
     pub poll_until: Option<u64>,
     /// `sigaltstack`.
     pub altstack: AltStack,
+    /// CPU time this thread has had (ns, up to its last switch off the vCPU).
+    pub cpu_ns: u64,
+    /// On a process's first thread: the CPU time of its threads that have ended.
+    pub dead_threads_ns: u64,
+    /// On a process's first thread: the CPU time of its children that were waited for.
+    pub children_ns: u64,
     /// A `CLONE_VFORK` child the thread waits for (until it execs or ends).
     pub vfork_child: Option<Pid>,
     /// Whether a `CLONE_VFORK` parent waits for this process.
@@ -317,6 +323,10 @@ pub struct Kernel {
     pub picks_since_control: u32,
     /// The next futex waiter's arrival number.
     pub next_futex_seq: u64,
+    /// The vCPUs the kernel runs on.
+    pub vcpus: usize,
+    /// The thread whose CPU time runs now, and since when (monotonic ns).
+    pub on_cpu: Option<(Pid, u64)>,
     /// The sockets of the pod's loopback network by the port they hold (bound,
     /// listening or connected from); a closed socket lets its port go.
     pub ports: BTreeMap<u16, alloc::rc::Weak<RefCell<super::fd::Description>>>,
@@ -501,12 +511,59 @@ impl Kernel {
             altstack: AltStack::default(),
             vfork_child: None,
             in_vfork: false,
+            cpu_ns: 0,
+            dead_threads_ns: 0,
+            children_ns: 0,
         }
     }
 
     /// Live (non-zombie) process count plus zombies: what the process limit counts.
     pub fn process_count(&self) -> usize {
         self.procs.len()
+    }
+
+    /// Charges the running thread's CPU time up to `now` and makes `next` the running
+    /// one (None: the vCPU idles).
+    pub fn charge_cpu(&mut self, now: u64, next: Option<Pid>) {
+        if let Some((pid, since)) = self.on_cpu {
+            if let Some(p) = self.procs.get_mut(&pid) {
+                p.cpu_ns = p.cpu_ns.saturating_add(now.saturating_sub(since));
+            }
+        }
+        self.on_cpu = next.map(|p| (p, now));
+    }
+
+    /// The CPU time of thread `pid` so far.
+    pub fn cpu_ns_of(&self, pid: Pid) -> u64 {
+        let own = self.procs.get(&pid).map_or(0, |p| p.cpu_ns);
+        match self.on_cpu {
+            Some((p, since)) if p == pid => own.saturating_add(self.hv.monotonic_ns().saturating_sub(since)),
+            _ => own,
+        }
+    }
+
+    /// The CPU time of the process of thread `pid`: its threads', the ended ones' too.
+    pub fn process_cpu_ns(&self, pid: Pid) -> u64 {
+        let Some(tgid) = self.procs.get(&pid).map(|p| p.tgid) else { return 0 };
+        let dead = self.procs.get(&tgid).map_or(0, |p| p.dead_threads_ns);
+        let threads: Vec<Pid> = self.procs.values().filter(|p| p.tgid == tgid).map(|p| p.pid).collect();
+        threads.into_iter().map(|t| self.cpu_ns_of(t)).fold(dead, u64::saturating_add)
+    }
+
+    /// Moves an ending thread's CPU time to its process's first thread.
+    fn retire_cpu(&mut self, pid: Pid) {
+        let now =
+            if self.on_cpu.is_some_and(|(p, _)| p == pid) { Some(self.hv.monotonic_ns()) } else { None };
+        if let Some(now) = now {
+            self.charge_cpu(now, None);
+        }
+        let Some((tgid, ns)) = self.procs.get_mut(&pid).map(|p| (p.tgid, core::mem::take(&mut p.cpu_ns)))
+        else {
+            return;
+        };
+        if let Some(l) = self.procs.get_mut(&tgid) {
+            l.dead_threads_ns = l.dead_threads_ns.saturating_add(ns);
+        }
     }
 
     /// The threads of process `tgid` that have not ended.
@@ -517,6 +574,7 @@ impl Kernel {
     /// Lets go of what thread `pid` holds: its references to the address space, the
     /// descriptor table and the FPU; a table goes with its last holder.
     fn release_thread(&mut self, pid: Pid) {
+        self.retire_cpu(pid);
         let Some(p) = self.procs.get_mut(&pid) else { return };
         p.sleep_deadline = None;
         p.futex = None;

@@ -124,12 +124,18 @@ impl Kernel {
                 }
                 let live = self.procs.values().any(|p| p.state.is_live());
                 let until = if live { deadline.unwrap_or(u64::MAX) } else { u64::MAX };
+                let now = self.hv.monotonic_ns();
+                self.charge_cpu(now, None);
                 self.hv.sleep_until(until);
                 self.take_commands();
                 continue;
             }
             match deadline {
-                Some(d) => self.hv.sleep_until(d),
+                Some(d) => {
+                    let now = self.hv.monotonic_ns();
+                    self.charge_cpu(now, None);
+                    self.hv.sleep_until(d)
+                }
                 None => {
                     let live: Vec<Pid> =
                         self.procs.values().filter(|p| p.state.is_live()).map(|p| p.pid).collect();
@@ -166,6 +172,10 @@ impl Kernel {
 
     /// Switches the CPU to `pid` (address space, TLS, FPU) and returns its registers.
     pub fn switch_to(&mut self, pid: Pid) -> TrapFrame {
+        if self.on_cpu.map(|(p, _)| p) != Some(pid) {
+            let now = self.hv.monotonic_ns();
+            self.charge_cpu(now, Some(pid));
+        }
         if self.fpu_owner != Some(pid) {
             if let Some(owner) = self.fpu_owner.and_then(|o| self.procs.get_mut(&o)) {
                 owner.fpu.save(&self.fpu_fmt);

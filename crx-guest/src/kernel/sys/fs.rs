@@ -45,6 +45,13 @@ fn open_at(k: &mut Kernel, dirfd: u64, path: &[u8], flags: u32, mode: u32) -> Sy
     let cloexec = flags & o::CLOEXEC != 0;
     let d = if let Some(obj) = device(path) {
         desc(obj, flags & !o::CLOEXEC)
+    } else if let Some(data) = super::procfs::generate(k, path) {
+        if flags & o::ACCMODE != o::RDONLY {
+            return Err(Errno::EACCES.into());
+        }
+        desc(Object::Generated { data, pos: 0 }, flags & !o::CLOEXEC)
+    } else if path.starts_with(b"/proc/") || path.starts_with(b"/sys/") {
+        return Err(Errno::ENOENT.into());
     } else {
         let dir = dir_of(k, dirfd)?;
         let umask = k.cur().umask;
@@ -112,6 +119,19 @@ pub(super) fn read_desc_with(
         }
         Object::Log { .. } => return Err(Errno::EBADF.into()),
         Object::Epoll(_) => return Err(Errno::EINVAL.into()),
+        Object::Generated { data, pos } => {
+            let start = match at {
+                Some(off) => usize::try_from(off).unwrap_or(usize::MAX),
+                None => *pos,
+            };
+            let src = data.get(start..).unwrap_or(&[]);
+            let n = src.len().min(buf.len());
+            buf[..n].copy_from_slice(&src[..n]);
+            if at.is_none() {
+                *pos = start + n;
+            }
+            n
+        }
         Object::Socket(sock) => match sock.stream_mut() {
             None => return Err(Errno::ENOTCONN.into()),
             Some(st) => match st.recv(&mut buf) {
@@ -216,6 +236,7 @@ pub(super) fn write_desc_with(
         },
         Object::Null | Object::Zero | Object::Random => Ok(data.len()),
         Object::Epoll(_) | Object::TimerFd(_) => Err(Errno::EINVAL),
+        Object::Generated { .. } => Err(Errno::EBADF),
         Object::EventFd(e) => {
             let v = data.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
             match v.map(|v| e.add(v)) {
@@ -351,6 +372,17 @@ pub(super) fn sys_lseek(k: &mut Kernel, a: [u64; 6]) -> Sys {
     match &mut b.obj {
         Object::File(f) => Ok(f.lseek(&k.fs, a[1] as i64, a[2] as u32)?),
         Object::Null | Object::Zero => Ok(0),
+        Object::Generated { data, pos } => {
+            let base = match a[2] {
+                0 => 0i64,
+                1 => *pos as i64,
+                2 => data.len() as i64,
+                _ => return Err(Errno::EINVAL.into()),
+            };
+            let new = base.checked_add(a[1] as i64).filter(|&n| n >= 0).ok_or(Errno::EINVAL)?;
+            *pos = new as usize;
+            Ok(new as u64)
+        }
         _ => Err(Errno::ESPIPE.into()),
     }
 }
@@ -386,6 +418,7 @@ fn stat_of_fd(k: &mut Kernel, fdn: u64) -> Result<Stat, Fail> {
         // Anonymous inodes: no file type, as Linux's anon_inode shows them.
         Object::EventFd(_) | Object::TimerFd(_) | Object::Epoll(_) => dev_stat(0o600, 0xa00),
         Object::Socket(_) => dev_stat(0o140000 | 0o777, 0xb00),
+        Object::Generated { .. } => dev_stat(0o100444, 0xc00),
     })
 }
 

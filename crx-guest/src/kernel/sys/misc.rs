@@ -68,8 +68,20 @@ pub(super) fn sys_prlimit64(k: &mut Kernel, a: [u64; 6]) -> Sys {
     Ok(0)
 }
 
+/// `getrusage(who, usage)`: RUSAGE_SELF (0), RUSAGE_CHILDREN (-1), RUSAGE_THREAD (1);
+/// CPU time is all user time.
 pub(super) fn sys_getrusage(k: &mut Kernel, a: [u64; 6]) -> Sys {
-    uwrite(k, a[1], &[0u8; 144])?;
+    let me = k.current;
+    let used = match a[0] as i32 {
+        0 => k.process_cpu_ns(me),
+        -1 => {
+            let tgid = k.cur().tgid;
+            k.procs.get(&tgid).map_or(0, |p| p.children_ns)
+        }
+        1 => k.cpu_ns_of(me),
+        _ => return Err(Errno::EINVAL.into()),
+    };
+    uwrite(k, a[1], &super::process::rusage(used))?;
     Ok(0)
 }
 
@@ -79,6 +91,7 @@ pub(super) fn sys_sysinfo(k: &mut Kernel, a: [u64; 6]) -> Sys {
     b[32..40].copy_from_slice(&((k.pool.total_frames() as u64) * PAGE).to_le_bytes());
     b[40..48].copy_from_slice(&((k.pool.free_frames() as u64) * PAGE).to_le_bytes());
     b[80..82].copy_from_slice(&(k.procs.len() as u16).to_le_bytes());
+    // mem_unit = 1 (bytes).
     b[104..108].copy_from_slice(&1u32.to_le_bytes());
     uwrite(k, a[0], &b)?;
     Ok(0)
@@ -88,6 +101,23 @@ pub(super) fn sys_sched_getaffinity(k: &mut Kernel, a: [u64; 6]) -> Sys {
     if a[1] < 8 {
         return Err(Errno::EINVAL.into());
     }
-    uwrite(k, a[2], &1u64.to_le_bytes())?;
+    // The vCPUs the pod has, whichever thread asks.
+    let mask = if k.vcpus >= 64 { u64::MAX } else { (1u64 << k.vcpus) - 1 };
+    uwrite(k, a[2], &mask.to_le_bytes())?;
     Ok(8)
+}
+
+/// `sched_setaffinity(pid, len, mask)`: accepted when the mask holds one of the pod's
+/// vCPUs (threads run on any of them regardless).
+pub(super) fn sys_sched_setaffinity(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    if a[1] < 8 {
+        return Err(Errno::EINVAL.into());
+    }
+    let b = super::uread(k, a[2], 8)?;
+    let set = u64::from_le_bytes(b[..8].try_into().unwrap_or_default());
+    let mask = if k.vcpus >= 64 { u64::MAX } else { (1u64 << k.vcpus) - 1 };
+    if set & mask == 0 {
+        return Err(Errno::EINVAL.into());
+    }
+    Ok(0)
 }

@@ -187,3 +187,40 @@ pub(super) fn sys_mprotect(k: &mut Kernel, a: [u64; 6]) -> Sys {
     }
     Ok(0)
 }
+
+const MADV_DONTNEED: u64 = 4;
+const MADV_FREE: u64 = 8;
+const MADV_REMOVE: u64 = 9;
+
+/// `madvise(addr, len, advice)`: `MADV_DONTNEED` and `MADV_FREE` give the pages of an
+/// anonymous private range back to the pool at once (they read as zero when touched
+/// again); the other advice is accepted and changes nothing. A range that is not all
+/// mapped is `ENOMEM`, an unknown advice `EINVAL`.
+pub(super) fn sys_madvise(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let (start, len, advice) = (a[0], a[1], a[2]);
+    if !start.is_multiple_of(PAGE) || advice > 100 {
+        return Err(Errno::EINVAL.into());
+    }
+    let end = page_up(start.saturating_add(len)).ok_or(Errno::EINVAL)?;
+    if end > USER_END {
+        return Err(Errno::ENOMEM.into());
+    }
+    if !matches!(advice, MADV_DONTNEED | MADV_FREE | MADV_REMOVE) {
+        return Ok(0);
+    }
+    let pid = k.current;
+    let UserMem { mm: mut p, pool } = k.mem(pid).ok_or(Fail::Gone)?;
+    let mut at = start;
+    while at < end {
+        if p.regions.find(at).is_none() {
+            return Err(Errno::ENOMEM.into());
+        }
+        at += PAGE;
+    }
+    let mut at = start;
+    while at < end {
+        p.aspace.unmap(pool, at);
+        at += PAGE;
+    }
+    Ok(0)
+}

@@ -1,7 +1,7 @@
 //! The Linux x86_64 syscall table and its dispatch.
 //!
 //! [`TABLE`] maps numbers to handlers, one line each; the handlers live in one file per
-//! family ([`fs`], [`futex`], [`mm`], [`net`], [`poll`], [`process`], [`signal`], [`time`], [`misc`]). Every handler has the
+//! family ([`fs`], [`futex`], [`mm`], [`net`], [`poll`], [`process`], [`procfs`], [`signal`], [`time`], [`misc`]). Every handler has the
 //! signature `fn(&mut Kernel, [u64; 6]) -> Sys` and reaches user memory only through the
 //! checked copies of [`UserMem`](super::proc::UserMem) (a bad pointer gives `EFAULT`). An
 //! unknown number returns `ENOSYS` and is logged once with its name. A handler that must wait
@@ -15,6 +15,7 @@ mod mm;
 mod net;
 mod poll;
 mod process;
+mod procfs;
 mod signal;
 mod time;
 
@@ -76,7 +77,8 @@ const TABLE: &[(u64, Handler)] = &[
     (23, poll::sys_select),
     (24, process::sys_sched_yield),
     (25, mm::sys_mremap),
-    (28, misc::sys_zero), // madvise
+    (26, misc::sys_zero), // msync: no shared writable file mappings to write back
+    (28, mm::sys_madvise),
     (32, fs::sys_dup),
     (33, fs::sys_dup2),
     (34, signal::sys_pause),
@@ -161,6 +163,7 @@ const TABLE: &[(u64, Handler)] = &[
     (200, signal::sys_tkill),
     (201, time::sys_time),
     (202, futex::sys_futex),
+    (203, misc::sys_sched_setaffinity),
     (204, misc::sys_sched_getaffinity),
     (213, poll::sys_epoll_create),
     (217, fs::sys_getdents64),

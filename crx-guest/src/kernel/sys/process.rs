@@ -272,10 +272,14 @@ pub(super) fn sys_wait4(k: &mut Kernel, a: [u64; 6]) -> Sys {
         if status != 0 {
             uwrite(k, status, &how.wait_status().to_le_bytes())?;
         }
+        let used = k.process_cpu_ns(pid).saturating_add(k.procs.get(&pid).map_or(0, |p| p.children_ns));
         if a[3] != 0 {
-            uwrite(k, a[3], &[0u8; 144])?;
+            uwrite(k, a[3], &rusage(used))?;
         }
         k.procs.remove(&pid);
+        if let Some(l) = k.procs.get_mut(&me) {
+            l.children_ns = l.children_ns.saturating_add(used);
+        }
         return Ok(u64::from(pid));
     }
     if options & 1 != 0 {
@@ -310,4 +314,12 @@ pub(super) fn sys_execve(k: &mut Kernel, a: [u64; 6]) -> Sys {
         }
         Err(ExecError::Oom) => Err(fault(k, MemFault::Oom)),
     }
+}
+
+/// A `struct rusage` with `used` as its user time (144 bytes; the rest is 0).
+pub(super) fn rusage(used: u64) -> [u8; 144] {
+    let mut b = [0u8; 144];
+    b[..8].copy_from_slice(&(used / 1_000_000_000).to_le_bytes());
+    b[8..16].copy_from_slice(&(used % 1_000_000_000 / 1000).to_le_bytes());
+    b
 }

@@ -5,9 +5,17 @@ use crx_fs::Errno;
 use super::{uread, uwrite, Fail, Sys};
 use crate::kernel::proc::Kernel;
 
+/// `times(buf)`: CPU times in clock ticks (100 per second), all of it user time.
 pub(super) fn sys_times(k: &mut Kernel, a: [u64; 6]) -> Sys {
     if a[0] != 0 {
-        uwrite(k, a[0], &[0u8; 32])?;
+        let me = k.current;
+        let tgid = k.cur().tgid;
+        let own = k.process_cpu_ns(me) / 10_000_000;
+        let children = k.procs.get(&tgid).map_or(0, |p| p.children_ns) / 10_000_000;
+        let mut b = [0u8; 32];
+        b[..8].copy_from_slice(&own.to_le_bytes());
+        b[16..24].copy_from_slice(&children.to_le_bytes());
+        uwrite(k, a[0], &b)?;
     }
     Ok(k.hv.monotonic_ns() / 10_000_000)
 }
@@ -29,11 +37,33 @@ fn read_timespec(k: &mut Kernel, va: u64) -> Result<u64, Fail> {
     Ok((sec as u64).saturating_mul(1_000_000_000).saturating_add(nsec as u64))
 }
 
+/// The clock `clk` now: the real-time and monotonic clocks, the calling process's and
+/// thread's CPU clocks (CLOCK_PROCESS_CPUTIME_ID, CLOCK_THREAD_CPUTIME_ID), and the CPU
+/// clocks of other threads and processes of the pod by their clock ids
+/// (`clock_getcpuclockid`, `pthread_getcpuclockid`: `~pid << 3`, bit 2 for a thread).
 fn clock_ns(k: &Kernel, clk: u64) -> Result<u64, Errno> {
-    match clk {
+    let me = k.current;
+    match clk as i32 {
         0 | 5 | 8 | 11 => Ok(k.hv.wall_ns()), // REALTIME, _COARSE, _ALARM, TAI
         1 | 4 | 6 | 7 | 9 => Ok(k.hv.monotonic_ns()), // MONOTONIC, _RAW, _COARSE, BOOTTIME
-        2 | 3 => Ok(k.hv.monotonic_ns()),     // process / thread CPU time (approximate)
+        2 => Ok(k.process_cpu_ns(me)),
+        3 => Ok(k.cpu_ns_of(me)),
+        c if c < 0 => {
+            let pid = !(c >> 3) as u32;
+            let kind = c & 3;
+            if kind == 3 {
+                return Err(Errno::EINVAL);
+            }
+            let container = k.procs.get(&me).map(|p| p.container);
+            let target = k.procs.get(&pid).filter(|p| Some(p.container) == container).ok_or(Errno::EINVAL)?;
+            if c & 4 != 0 {
+                Ok(k.cpu_ns_of(target.pid))
+            } else if target.pid == target.tgid {
+                Ok(k.process_cpu_ns(target.pid))
+            } else {
+                Err(Errno::EINVAL)
+            }
+        }
         _ => Err(Errno::EINVAL),
     }
 }
