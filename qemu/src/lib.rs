@@ -6,6 +6,7 @@ pub mod bench;
 pub mod cluster;
 pub mod cluster_run;
 pub mod console;
+pub mod cpubench;
 pub mod emulator;
 pub mod image;
 pub mod machine;

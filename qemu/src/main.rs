@@ -301,6 +301,9 @@ enum BenchPart {
     /// copy` of the same images, and apply to Running of a pod whose image is held against
     /// one that pulls.
     Pull,
+    /// CPU-bound work (a static C loop) in a pod VM against the same program as the init
+    /// of Debian's Linux kernel, both under qemu -icount shift=0.
+    Cpu,
 }
 
 #[derive(Subcommand)]
@@ -1103,6 +1106,9 @@ fn bench(
         let pod = if part(BenchPart::Pod) { Some(bench_pod(&kernel)) } else { None };
         if part(BenchPart::Linux) {
             bench_linux(pod.as_ref());
+        }
+        if part(BenchPart::Cpu) {
+            qemu::cpubench::run(&kernel);
         }
     }
     if part(BenchPart::Node) && node.runs > 0 {
