@@ -164,9 +164,11 @@ pub(super) fn sys_ppoll(k: &mut Kernel, a: [u64; 6]) -> Sys {
 
 /// `select`'s three sets over `nfds` descriptors.
 fn select_fds(k: &mut Kernel, nfds: u64, sets: [u64; 3], timeout: Option<u64>) -> Sys {
-    if nfds > MAX_FDS as u64 {
+    // As Linux: negative is EINVAL, more than the descriptor table holds is cut to it.
+    if (nfds as i32) < 0 {
         return Err(Errno::EINVAL.into());
     }
+    let nfds = nfds.min(MAX_FDS as u64);
     let words = (nfds as usize).div_ceil(64);
     wait(k, timeout, |k, last| {
         let mut ins = [Vec::new(), Vec::new(), Vec::new()];
