@@ -18,6 +18,7 @@ pub mod pod;
 pub mod pullbench;
 pub mod reaper;
 pub mod registry;
+pub mod rootfs;
 pub mod setup;
 pub mod vm;
 

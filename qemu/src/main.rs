@@ -318,8 +318,25 @@ enum PodVerb {
 enum ImageVerb {
     /// Build an OCI image layout from the host's static busybox (/bin/busybox, installed
     /// with busybox-static when missing): bin/busybox with applet links, etc/passwd,
-    /// etc/hello.txt, tmp/ (1777); Env PATH=/bin:/usr/bin, WorkingDir /.
+    /// etc/hello.txt, tmp/ (1777); Env PATH=/bin:/usr/bin, WorkingDir /. Files given with
+    /// --add go into a second layer.
     Busybox {
+        /// The directory to write the layout to.
+        #[arg(long)]
+        out: PathBuf,
+        /// A host file to add (repeatable), at PATH in the image (/bin/NAME by default),
+        /// with its mode; symlinks are followed. All of them form one layer above busybox's.
+        #[arg(long = "add", value_name = "FILE[=PATH]")]
+        add: Vec<String>,
+    },
+    /// Build a glibc-dynamic OCI image layout from this machine's own Debian programs
+    /// (gawk installed when missing): layer 1 the usr-merge links (bin -> usr/bin, lib ->
+    /// usr/lib, lib64 -> usr/lib64, ... as on the host), the dynamic loader and every
+    /// library `ldd` names for the programs, each with the symlinks on its way; layer 2
+    /// bash, coreutils (ls, sort, head, cat, ...), grep, sed and gawk in usr/bin with
+    /// sh -> bash and awk -> gawk, etc/passwd, etc/group, data/fruits.txt, data/words.txt,
+    /// root/, tmp/ (1777). Env PATH is the default one, Cmd ["bash"], WorkingDir /.
+    Debian {
         /// The directory to write the layout to.
         #[arg(long)]
         out: PathBuf,
@@ -496,7 +513,8 @@ fn main() -> ExitCode {
             bench(qemu_runs, bochs_runs, vm_runs, &only, node)
         }
         Verb::Vm { verb: VmVerb::BuildGuests } => build_guests(),
-        Verb::Image { verb: ImageVerb::Busybox { out } } => image_busybox(&out),
+        Verb::Image { verb: ImageVerb::Busybox { out, add } } => image_busybox(&out, &add),
+        Verb::Image { verb: ImageVerb::Debian { out } } => image_debian(&out),
         Verb::Cluster { verb: ClusterVerb::Up(args) } => cluster_up(&args, None),
         Verb::Cluster { verb: ClusterVerb::Run(args) } => {
             let pod = qemu::cluster_run::RunPod {
@@ -761,6 +779,9 @@ fn test(args: &[String]) -> Result<ExitCode, Error> {
         setup::BOCHS,
         setup::BUSYBOX,
         setup::STATIC_C,
+        setup::GO,
+        setup::MUSL,
+        setup::DEBIAN_IMAGE,
         setup::CONTROL_PLANE,
         setup::REGISTRY,
     ]))?;
@@ -1004,11 +1025,49 @@ fn vm_run(args: &VmRunArgs) -> Result<u8, Error> {
     Ok(status)
 }
 
-fn image_busybox(out: &std::path::Path) -> Result<ExitCode, Error> {
+fn image_busybox(out: &std::path::Path, add: &[String]) -> Result<ExitCode, Error> {
+    use std::os::unix::fs::PermissionsExt;
     setup::ensure(setup::BUSYBOX)?;
-    let digest = qemu::oci::build_busybox_image(std::path::Path::new(setup::BUSYBOX_PATH), out)
+    let mut extra = qemu::rootfs::Rootfs::new();
+    for arg in add {
+        let (file, at) = match arg.split_once('=') {
+            Some((file, at)) => (std::path::PathBuf::from(file), at.to_string()),
+            None => {
+                let file = std::path::PathBuf::from(arg);
+                let name = file
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .ok_or_else(|| Error::Usage(format!("--add {arg}: no file name")))?;
+                (file, format!("bin/{name}"))
+            }
+        };
+        let bytes = std::fs::read(&file).map_err(|e| Error::io(format!("reading {}", file.display()), e))?;
+        let mode = std::fs::metadata(&file)
+            .map_err(|e| Error::io(format!("reading {}", file.display()), e))?
+            .permissions()
+            .mode();
+        extra.file(&at, mode, bytes).map_err(|e| Error::Usage(format!("--add {arg}: {e}")))?;
+    }
+    let more = if extra.is_empty() {
+        Vec::new()
+    } else {
+        vec![extra.tar().map_err(|e| Error::Missing(e.to_string()))?]
+    };
+    let digest = qemu::oci::build_busybox_image_with(std::path::Path::new(setup::BUSYBOX_PATH), &more, out)
         .map_err(|e| Error::Missing(e.to_string()))?;
-    println!("image: {} (manifest {digest})", out.display());
+    println!("image: {} (manifest {digest}, {} layers)", out.display(), 1 + more.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn image_debian(out: &std::path::Path) -> Result<ExitCode, Error> {
+    let image = qemu::rootfs::build_debian_image(out)?;
+    println!(
+        "image: {} (manifest {}, 2 layers: {} libraries and the loader, {} programs)",
+        out.display(),
+        image.digest,
+        image.layers.library_paths.len(),
+        image.layers.program_paths.len()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

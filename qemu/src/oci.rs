@@ -157,6 +157,11 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ImageError {
     move |source| ImageError::Io { what, source }
 }
 
+/// The [`ImageError::Io`] of a failed file operation described by `what`.
+pub fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ImageError {
+    io(what)
+}
+
 fn json<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> Result<T, ImageError> {
     serde_json::from_slice(bytes).map_err(|e| ImageError::Json { what: what.into(), message: e.to_string() })
 }
@@ -640,22 +645,37 @@ fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
+/// Makes `out` ready for a new layout: old blobs would linger in a reused directory, so
+/// they are removed.
+pub fn clear_layout(out: &Path) -> Result<(), ImageError> {
+    let blobs = out.join("blobs");
+    if blobs.exists() {
+        fs::remove_dir_all(&blobs).map_err(io(format!("removing {}", blobs.display())))?;
+    }
+    Ok(())
+}
+
 /// Builds the busybox image at `out` from the static busybox binary `busybox`: config
 /// `Env PATH=/bin:/usr/bin`, `WorkingDir /`, `Cmd ["sh"]`.
 pub fn build_busybox_image(busybox: &Path, out: &Path) -> Result<String, ImageError> {
+    build_busybox_image_with(busybox, &[], out)
+}
+
+/// Builds the busybox image at `out` as [`build_busybox_image`] does, with `more` (plain
+/// tars, e.g. [`crate::rootfs::Rootfs::tar`]) as further layers above the busybox one:
+/// the test images that add programs to busybox.
+pub fn build_busybox_image_with(busybox: &Path, more: &[Vec<u8>], out: &Path) -> Result<String, ImageError> {
     let bin = fs::read(busybox).map_err(io(format!("reading {}", busybox.display())))?;
-    let layer = busybox_layer(&bin)?;
+    let mut layers = vec![busybox_layer(&bin)?];
+    layers.extend(more.iter().cloned());
     let run = RunConfig {
         entrypoint: None,
         cmd: Some(vec!["sh".into()]),
         env: Some(vec!["PATH=/bin:/usr/bin".into()]),
         working_dir: Some("/".into()),
     };
-    if out.exists() {
-        // Old blobs would linger in a reused directory; start afresh.
-        let _ = fs::remove_dir_all(out.join("blobs"));
-    }
-    write_layout(out, &[layer], run)
+    clear_layout(out)?;
+    write_layout(out, &layers, run)
 }
 
 #[cfg(test)]

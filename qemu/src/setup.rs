@@ -64,8 +64,33 @@ pub const BUSYBOX: &[Need] = &[file(BUSYBOX_PATH, "busybox-static")];
 /// Where Debian's libc6-dev puts the static C library that `gcc -static` links.
 pub const LIBC_STATIC_PATH: &str = "/usr/lib/x86_64-linux-gnu/libc.a";
 
-/// What compiling the pod tests' static C programs (`gcc -static`) needs.
+/// What compiling the pod tests' static C programs (`gcc -static`, also with `-pthread`:
+/// glibc's libc.a holds the threads since 2.34) needs.
 pub const STATIC_C: &[Need] = &[program("gcc", "gcc"), file(LIBC_STATIC_PATH, "libc6-dev")];
+
+/// What building the static Go test program (`CGO_ENABLED=0 go build`) needs: Debian's Go
+/// (1.19 on bookworm), whose standard library comes with it, so nothing is downloaded.
+pub const GO: &[Need] = &[program("go", "golang-go")];
+
+/// Where Debian's musl package puts the musl dynamic loader that `musl-gcc` programs name
+/// as their interpreter (PT_INTERP).
+pub const MUSL_LOADER_PATH: &str = "/lib/ld-musl-x86_64.so.1";
+
+/// What building the dynamically linked musl test program (`musl-gcc`) needs; the loader
+/// comes with musl-tools (its dependency `musl`).
+pub const MUSL: &[Need] = &[program("musl-gcc", "musl-tools"), file(MUSL_LOADER_PATH, "musl")];
+
+/// What building the glibc-dynamic Debian image (`image debian`) needs: the programs it
+/// copies (gawk is not in a minimal Debian; bash, coreutils, grep and sed are essential
+/// packages) and `ldd` to name their libraries.
+pub const DEBIAN_IMAGE: &[Need] = &[
+    program("bash", "bash"),
+    program("ls", "coreutils"),
+    program("grep", "grep"),
+    program("sed", "sed"),
+    program("gawk", "gawk"),
+    program("ldd", "libc-bin"),
+];
 
 /// Where Debian's python3-kubernetes puts the official Python client.
 pub const PYTHON_KUBERNETES: &str = "/usr/lib/python3/dist-packages/kubernetes/__init__.py";

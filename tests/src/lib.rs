@@ -191,6 +191,107 @@ pub fn gcc_static(source: &Path, out: &Path) {
     );
 }
 
+/// Whether `out` exists and is newer than `source`: a test program built earlier in this
+/// run (or an earlier one) from the same source.
+fn up_to_date(source: &Path, out: &Path) -> bool {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    matches!((modified(source), modified(out)), (Some(s), Some(o)) if o > s)
+}
+
+/// Builds `out` from `source` with `cmd` (which must write to the path it is given, `out`
+/// with a `.part-PID` suffix, then moved into place so that no test binary ever runs a half
+/// written program), unless `out` is newer than `source`. Panics with `hint` and the
+/// compiler's output when it fails.
+fn build_program(source: &Path, out: &Path, hint: &str, cmd: &dyn Fn(&Path) -> std::process::Command) {
+    if up_to_date(source, out) {
+        return;
+    }
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    }
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let part = out.with_file_name(format!("{name}.part-{}", std::process::id()));
+    let run = run_program(&format!("build-{name}"), &mut cmd(&part), Duration::from_secs(600));
+    run.check(run.code() == Some(0) && part.is_file(), hint);
+    std::fs::rename(&part, out).unwrap_or_else(|e| panic!("moving {} into place: {e}", part.display()));
+}
+
+/// Where the test programs are built: `target/test-programs/bin/`.
+pub fn programs_dir() -> PathBuf {
+    image::target_dir().join("test-programs").join("bin")
+}
+
+/// Compiles the C file `source` with `gcc -static -pthread -O1` into `out` (once: not again
+/// while `out` is newer than `source`), installing gcc and the static C library
+/// (libc6-dev) first when they are missing and the tests run as root.
+pub fn gcc_static_pthread(source: &Path, out: &Path) {
+    if let Err(e) = qemu::setup::ensure(qemu::setup::STATIC_C) {
+        panic!("compiling {} needs gcc and libc6-dev: {e}", source.display());
+    }
+    build_program(
+        source,
+        out,
+        "`gcc -static -pthread` could not build the test program: install the static C library \
+         with `sudo apt-get install libc6-dev` (and gcc)",
+        &|to| {
+            let mut cmd = std::process::Command::new("gcc");
+            cmd.args(["-static", "-pthread", "-O1", "-Wall", "-o"]).arg(to).arg(source);
+            cmd
+        },
+    );
+}
+
+/// Builds the Go file `source` into the static program `out` with Debian's Go
+/// (`CGO_ENABLED=0 go build -trimpath -ldflags=-s`; once: not again while `out` is newer
+/// than `source`), installing golang-go first when it is missing and the tests run as
+/// root. Go's build cache, GOPATH and HOME are under `target/go/`, and nothing is
+/// downloaded (`GOPROXY=off`: the programs use the standard library only).
+pub fn go_static(source: &Path, out: &Path) {
+    if let Err(e) = qemu::setup::ensure(qemu::setup::GO) {
+        panic!("building {} needs Go: {e}", source.display());
+    }
+    let go = image::target_dir().join("go");
+    build_program(
+        source,
+        out,
+        "`go build` could not build the test program: install Go with `sudo apt-get install golang-go`",
+        &|to| {
+            let mut cmd = std::process::Command::new("go");
+            cmd.env("CGO_ENABLED", "0")
+                .env("GOCACHE", go.join("cache"))
+                .env("GOPATH", go.join("path"))
+                .env("GOENV", "off")
+                .env("GOPROXY", "off")
+                .env("GOFLAGS", "")
+                .env("HOME", &go)
+                .args(["build", "-trimpath", "-ldflags=-s", "-o"])
+                .arg(to)
+                .arg(source);
+            cmd
+        },
+    );
+}
+
+/// Compiles the C file `source` with `musl-gcc -O1` into `out`, dynamically linked against
+/// musl (its PT_INTERP is [`qemu::setup::MUSL_LOADER_PATH`]; once: not again while `out`
+/// is newer than `source`), installing musl-tools first when it is missing and the tests
+/// run as root.
+pub fn musl_dynamic(source: &Path, out: &Path) {
+    if let Err(e) = qemu::setup::ensure(qemu::setup::MUSL) {
+        panic!("compiling {} needs musl-gcc: {e}", source.display());
+    }
+    build_program(
+        source,
+        out,
+        "`musl-gcc` could not build the test program: install it with `sudo apt-get install musl-tools`",
+        &|to| {
+            let mut cmd = std::process::Command::new("musl-gcc");
+            cmd.args(["-O1", "-Wall", "-o"]).arg(to).arg(source);
+            cmd
+        },
+    );
+}
+
 /// The processes whose command line contains `marker` (read from /proc).
 pub fn processes_with(marker: &str) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
