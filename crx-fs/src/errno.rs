@@ -17,6 +17,10 @@ pub enum Errno {
     ESRCH = 3,
     /// Interrupted system call.
     EINTR = 4,
+    /// No such device or address.
+    ENXIO = 6,
+    /// Argument list too long.
+    E2BIG = 7,
     /// Exec format error.
     ENOEXEC = 8,
     /// Bad file descriptor.
@@ -33,6 +37,8 @@ pub enum Errno {
     EFAULT = 14,
     /// File exists.
     EEXIST = 17,
+    /// No such device (e.g. a file that cannot be mapped this way).
+    ENODEV = 19,
     /// Not a directory.
     ENOTDIR = 20,
     /// Is a directory.
@@ -59,6 +65,16 @@ pub enum Errno {
     ENOTEMPTY = 39,
     /// Too many levels of symbolic links.
     ELOOP = 40,
+    /// No data available (an extended attribute that is not set).
+    ENODATA = 61,
+    /// Accessing a corrupted shared library (a bad ELF interpreter).
+    ELIBBAD = 80,
+    /// Socket operation on non-socket.
+    ENOTSOCK = 88,
+    /// Operation not supported.
+    EOPNOTSUPP = 95,
+    /// Address family not supported by protocol.
+    EAFNOSUPPORT = 97,
 }
 
 impl Errno {
@@ -79,6 +95,8 @@ impl Errno {
             Errno::ENOENT => "ENOENT",
             Errno::ESRCH => "ESRCH",
             Errno::EINTR => "EINTR",
+            Errno::ENXIO => "ENXIO",
+            Errno::E2BIG => "E2BIG",
             Errno::ENOEXEC => "ENOEXEC",
             Errno::EBADF => "EBADF",
             Errno::ECHILD => "ECHILD",
@@ -87,6 +105,7 @@ impl Errno {
             Errno::EACCES => "EACCES",
             Errno::EFAULT => "EFAULT",
             Errno::EEXIST => "EEXIST",
+            Errno::ENODEV => "ENODEV",
             Errno::ENOTDIR => "ENOTDIR",
             Errno::EISDIR => "EISDIR",
             Errno::EINVAL => "EINVAL",
@@ -100,6 +119,11 @@ impl Errno {
             Errno::ENOSYS => "ENOSYS",
             Errno::ENOTEMPTY => "ENOTEMPTY",
             Errno::ELOOP => "ELOOP",
+            Errno::ENODATA => "ENODATA",
+            Errno::ELIBBAD => "ELIBBAD",
+            Errno::ENOTSOCK => "ENOTSOCK",
+            Errno::EOPNOTSUPP => "EOPNOTSUPP",
+            Errno::EAFNOSUPPORT => "EAFNOSUPPORT",
         }
     }
 }
@@ -120,5 +144,8 @@ mod tests {
         assert_eq!(Errno::ENOTEMPTY.number(), 39);
         assert_eq!(Errno::ELOOP.neg(), -40);
         assert_eq!(Errno::ENAMETOOLONG.name(), "ENAMETOOLONG");
+        assert_eq!(Errno::ELIBBAD.number(), 80);
+        assert_eq!(Errno::ENODEV.number(), 19);
+        assert_eq!(Errno::EOPNOTSUPP.number(), 95);
     }
 }
