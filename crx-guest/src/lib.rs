@@ -5,8 +5,9 @@
 //! subset of the Linux syscall ABI, talking to the hypervisor through hypercalls.
 //!
 //! This library holds the kernel's pure logic, which builds and is tested on the host:
-//! ELF load plans ([`elf`]), the start-up stack ([`stack`]), the frame pool ([`frames`]),
-//! address-space regions ([`vma`]), process ABI details ([`posix`]), syscall names
+//! ELF load plans for programs and their interpreter ([`elf`]), the start-up stack and its
+//! auxiliary vector ([`stack`]), the frame pool ([`frames`]), the page cache of mapped files
+//! ([`pagecache`]), address-space regions ([`vma`]), process ABI details ([`posix`]), syscall names
 //! ([`sysno`]) and the pod ABI ([`podabi`]). The kernel proper (`src/main.rs` and
 //! `src/kernel/`) builds only for `x86_64-unknown-none`.
 #![cfg_attr(not(test), no_std)]
@@ -16,6 +17,7 @@ extern crate alloc;
 
 pub mod elf;
 pub mod frames;
+pub mod pagecache;
 pub mod podabi;
 pub mod posix;
 pub mod signal;

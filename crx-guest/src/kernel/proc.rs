@@ -14,6 +14,7 @@ use alloc::vec::Vec;
 use crx_fs::{Fs, Ino};
 use crx_guest::elf::PAGE;
 use crx_guest::frames::FramePool;
+use crx_guest::pagecache::PageCache;
 use crx_guest::posix::{sig, Exit};
 use crx_guest::signal::{Action, FaultContext, SigInfo, CLD_EXITED, CLD_KILLED};
 use crx_guest::vma::{Regions, PROT_EXEC, PROT_WRITE};
@@ -22,7 +23,8 @@ use super::arch::{FpuArea, FpuFormat, OneCpu, TrapFrame};
 use super::fd::FdTable;
 use super::hv::Hv;
 use super::klog;
-use super::mm::{self, AddrSpace, KernelTables, NX, P, W};
+use super::mm::{AddrSpace, KernelTables, NX, P, W};
+use super::pager;
 use super::phys;
 
 /// Process id.
@@ -118,6 +120,8 @@ pub struct Kernel {
     pub hv: Hv,
     /// Frame pool (memory budget).
     pub pool: FramePool,
+    /// The pages of mapped files, shared by the pod's processes.
+    pub cache: PageCache,
     /// Kernel page tables.
     pub kt: KernelTables,
     /// FPU save format.
@@ -185,6 +189,10 @@ pub struct UserMem<'a> {
     pub regions: &'a Regions,
     /// Frames.
     pub pool: &'a mut FramePool,
+    /// The files that file-backed regions show.
+    pub fs: &'a Fs,
+    /// Their cached pages.
+    pub cache: &'a mut PageCache,
 }
 
 /// Page-table flags for `PROT_*` bits.
@@ -200,22 +208,34 @@ pub fn pte_flags(prot: u32) -> u64 {
 }
 
 impl UserMem<'_> {
-    /// Makes the page at `va` present (demand paging); checks write permission.
+    /// Makes the page at `va` present (demand paging); checks write permission. A write to
+    /// a read-only frame of a writable region (a file page, a frame shared with the page
+    /// cache or a fork relative) copies it first.
     pub fn fault_in(&mut self, va: u64, write: bool) -> Result<u64, MemFault> {
         let page = va & !(PAGE - 1);
         let region = self.regions.find(va).ok_or(MemFault::Bad)?;
         if region.prot == 0 || (write && region.prot & PROT_WRITE == 0) {
             return Err(MemFault::Bad);
         }
-        if let Some((pa, flags)) = self.aspace.translate(page) {
-            if write && flags & W == 0 {
-                return Err(MemFault::Bad);
+        let flags = pte_flags(region.prot);
+        if let Some((pa, now)) = self.aspace.translate(page) {
+            if write && now & W == 0 {
+                return pager::copy_on_write(self.aspace, self.pool, self.cache, page, pa, flags)
+                    .map_err(|_| MemFault::Oom);
             }
             return Ok(pa);
         }
-        let pa = mm::alloc_zeroed(self.pool).map_err(|_| MemFault::Oom)?;
-        self.aspace.map(self.pool, page, pa, pte_flags(region.prot)).map_err(|_| MemFault::Oom)?;
-        Ok(pa)
+        pager::fill(self.aspace, self.pool, self.fs, self.cache, region, page, write, flags)
+            .map_err(|_| MemFault::Oom)
+    }
+
+    /// A write fault on the present page at `va`: resolved only by a copy-on-write (the
+    /// page is read-only and its region writable), else `Bad`.
+    pub fn write_fault(&mut self, va: u64) -> Result<(), MemFault> {
+        match self.aspace.translate(va & !(PAGE - 1)) {
+            Some((_, flags)) if flags & W == 0 => self.fault_in(va, true).map(drop),
+            _ => Err(MemFault::Bad),
+        }
     }
 
     /// Copies `out.len()` bytes from user address `va`.
@@ -279,7 +299,13 @@ impl Kernel {
     /// The user memory of `pid`.
     pub fn mem(&mut self, pid: Pid) -> Option<UserMem<'_>> {
         let p = self.procs.get_mut(&pid)?;
-        Some(UserMem { aspace: p.aspace.as_mut()?, regions: &p.regions, pool: &mut self.pool })
+        Some(UserMem {
+            aspace: p.aspace.as_mut()?,
+            regions: &p.regions,
+            pool: &mut self.pool,
+            fs: &self.fs,
+            cache: &mut self.cache,
+        })
     }
 
     /// The running process.
@@ -348,9 +374,11 @@ impl Kernel {
         let ppid = p.ppid;
         let aspace = p.aspace.take();
         let fds = p.fds.take_all();
+        p.regions = Regions::new();
         if let Some(a) = aspace {
             a.destroy(&mut self.pool);
         }
+        self.cache.sweep(&mut self.pool, &mut self.fs);
         for e in fds {
             super::fd::close_entry(&mut self.fs, e);
         }
