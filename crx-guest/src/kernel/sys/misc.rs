@@ -95,3 +95,15 @@ pub(super) fn sys_sched_getaffinity(k: &mut Kernel, a: [u64; 6]) -> Sys {
     uwrite(k, a[2], &1u64.to_le_bytes())?;
     Ok(8)
 }
+
+/// There are no sockets in a container: `socket` fails (glibc then does without nscd).
+pub(super) fn sys_socket(_: &mut Kernel, _: [u64; 6]) -> Sys {
+    Err(Errno::EAFNOSUPPORT.into())
+}
+
+/// A socket call on a descriptor, which is never a socket (`ENOTSOCK`; bash asks
+/// `getpeername` of its stdin).
+pub(super) fn sys_not_a_socket(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    k.cur().fds.get(a[0])?;
+    Err(Errno::ENOTSOCK.into())
+}

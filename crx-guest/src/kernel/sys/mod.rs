@@ -79,6 +79,10 @@ const TABLE: &[(u64, Handler)] = &[
     (37, misc::sys_zero), // alarm
     (39, process::sys_getpid),
     (40, fs::sys_sendfile),
+    (41, misc::sys_socket),
+    (42, misc::sys_not_a_socket), // connect
+    (51, misc::sys_not_a_socket), // getsockname
+    (52, misc::sys_not_a_socket), // getpeername
     (56, process::sys_clone),
     (57, process::sys_fork),
     (58, process::sys_fork), // vfork, as fork
@@ -135,15 +139,27 @@ const TABLE: &[(u64, Handler)] = &[
     (127, signal::sys_rt_sigpending),
     (130, signal::sys_rt_sigsuspend),
     (131, misc::sys_zero), // sigaltstack
+    (137, fs::sys_statfs),
+    (138, fs::sys_fstatfs),
     (157, misc::sys_zero), // prctl
     (158, process::sys_arch_prctl),
     (186, process::sys_getpid), // gettid
+    (188, fs::sys_setxattr),
+    (189, fs::sys_lsetxattr),
+    (190, fs::sys_fsetxattr),
+    (191, fs::sys_getxattr),
+    (192, fs::sys_lgetxattr),
+    (193, fs::sys_fgetxattr),
+    (194, fs::sys_listxattr),
+    (195, fs::sys_llistxattr),
+    (196, fs::sys_flistxattr),
     (200, signal::sys_tkill),
     (201, time::sys_time),
     (202, misc::sys_zero), // futex: single-threaded processes never wait
     (204, misc::sys_sched_getaffinity),
     (217, fs::sys_getdents64),
     (218, process::sys_set_tid_address),
+    (221, fs::sys_fadvise64),
     (228, time::sys_clock_gettime),
     (229, time::sys_clock_getres),
     (230, time::sys_clock_nanosleep),
