@@ -17,6 +17,8 @@ pub enum Errno {
     ESRCH = 3,
     /// Interrupted system call.
     EINTR = 4,
+    /// No such device or address.
+    ENXIO = 6,
     /// Argument list too long (or a structure larger than the kernel knows).
     E2BIG = 7,
     /// Exec format error.
@@ -35,6 +37,8 @@ pub enum Errno {
     EFAULT = 14,
     /// File exists.
     EEXIST = 17,
+    /// No such device (e.g. a file that cannot be mapped this way).
+    ENODEV = 19,
     /// Not a directory.
     ENOTDIR = 20,
     /// Is a directory.
@@ -61,6 +65,10 @@ pub enum Errno {
     ENOTEMPTY = 39,
     /// Too many levels of symbolic links.
     ELOOP = 40,
+    /// No data available (an extended attribute that is not set).
+    ENODATA = 61,
+    /// Accessing a corrupted shared library (a bad ELF interpreter).
+    ELIBBAD = 80,
     /// Socket operation on a descriptor that is not a socket.
     ENOTSOCK = 88,
     /// Protocol not available (an unknown socket option).
@@ -109,6 +117,7 @@ impl Errno {
             Errno::ENOENT => "ENOENT",
             Errno::ESRCH => "ESRCH",
             Errno::EINTR => "EINTR",
+            Errno::ENXIO => "ENXIO",
             Errno::E2BIG => "E2BIG",
             Errno::ENOEXEC => "ENOEXEC",
             Errno::EBADF => "EBADF",
@@ -118,6 +127,7 @@ impl Errno {
             Errno::EACCES => "EACCES",
             Errno::EFAULT => "EFAULT",
             Errno::EEXIST => "EEXIST",
+            Errno::ENODEV => "ENODEV",
             Errno::ENOTDIR => "ENOTDIR",
             Errno::EISDIR => "EISDIR",
             Errno::EINVAL => "EINVAL",
@@ -131,6 +141,8 @@ impl Errno {
             Errno::ENOSYS => "ENOSYS",
             Errno::ENOTEMPTY => "ENOTEMPTY",
             Errno::ELOOP => "ELOOP",
+            Errno::ENODATA => "ENODATA",
+            Errno::ELIBBAD => "ELIBBAD",
             Errno::ENOTSOCK => "ENOTSOCK",
             Errno::ENOPROTOOPT => "ENOPROTOOPT",
             Errno::EPROTONOSUPPORT => "EPROTONOSUPPORT",
@@ -163,6 +175,9 @@ mod tests {
     fn numbers_are_linux_x86_64() {
         assert_eq!(Errno::ENOENT.number(), 2);
         assert_eq!(Errno::ENOTEMPTY.number(), 39);
+        assert_eq!(Errno::ELIBBAD.number(), 80);
+        assert_eq!(Errno::ENODEV.number(), 19);
+        assert_eq!(Errno::EOPNOTSUPP.number(), 95);
         assert_eq!(Errno::ELOOP.neg(), -40);
         assert_eq!(Errno::ENAMETOOLONG.name(), "ENAMETOOLONG");
     }

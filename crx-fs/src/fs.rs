@@ -269,6 +269,8 @@ struct Inode {
     open: u32,
     /// The layer that last created or declared this inode (`u32::MAX` for run-time changes).
     layer: u32,
+    /// Changes with every change of the inode (see [`Fs::data_version`]).
+    version: u64,
 }
 
 impl Inode {
@@ -298,6 +300,8 @@ pub struct Fs {
     limit_bytes: usize,
     now: Timespec,
     layers: u32,
+    /// The next inode version; never handed out twice.
+    next_version: u64,
 }
 
 impl Default for Fs {
@@ -339,6 +343,7 @@ impl Fs {
             nlink: 2,
             open: 0,
             layer: 0,
+            version: 1,
         };
         Fs {
             inodes: alloc::vec![Some(root)],
@@ -348,6 +353,7 @@ impl Fs {
             limit_bytes,
             now: Timespec::default(),
             layers: 0,
+            next_version: 2,
         }
     }
 
@@ -401,9 +407,16 @@ impl Fs {
         }
     }
 
+    fn bump_version(&mut self) -> u64 {
+        let v = self.next_version;
+        self.next_version = v.wrapping_add(1);
+        v
+    }
+
     fn alloc(&mut self, node: Node, perm: u32, layer: u32) -> Result<Ino, Errno> {
         self.charge(INODE_COST_BYTES)?;
         let now = self.now;
+        let version = self.bump_version();
         let inode = Inode {
             nlink: if matches!(node, Node::Dir(_)) { 2 } else { 1 },
             node,
@@ -415,6 +428,7 @@ impl Fs {
             ctime: now,
             open: 0,
             layer,
+            version,
         };
         if let Some(slot) = self.free.pop() {
             if let Some(s) = self.inodes.get_mut(slot as usize) {
@@ -1046,11 +1060,21 @@ impl Fs {
 
     fn touch(&mut self, ino: Ino) {
         let now = self.now;
+        let version = self.bump_version();
         if let Ok(i) = self.inode_mut(ino) {
             i.mtime = now;
             i.ctime = now;
             i.layer = u32::MAX;
+            i.version = version;
         }
+    }
+
+    /// A number that names the inode's current contents: it changes with every write,
+    /// truncation or other change of the inode, and no two inodes (even one freed and one
+    /// created later in its slot) ever have the same one. A cache of file pages keyed by it
+    /// can never hand out stale bytes.
+    pub fn data_version(&self, ino: Ino) -> Result<u64, Errno> {
+        Ok(self.inode(ino)?.version)
     }
 
     fn check_new(&self, dir: Ino, name: &[u8]) -> Result<(), Errno> {

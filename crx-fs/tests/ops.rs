@@ -320,3 +320,29 @@ fn busybox_fixture() {
     assert_eq!(fs.contents(sh).unwrap(), &busybox[..]);
     assert_eq!(&fs.contents(sh).unwrap()[..4], b"\x7fELF");
 }
+
+#[test]
+fn the_data_version_changes_with_the_contents_and_is_never_reused() {
+    let mut fs = base();
+    let data = fs.lookup(Ino::ROOT, b"/etc/data", true).unwrap();
+    let v0 = fs.data_version(data).unwrap();
+    assert_eq!(fs.data_version(data), Ok(v0), "reading does not change it");
+    let mut buf = [0u8; 4];
+    fs.read(data, 0, &mut buf).unwrap();
+    assert_eq!(fs.data_version(data), Ok(v0));
+    fs.write(data, 2, b"xy").unwrap();
+    let v1 = fs.data_version(data).unwrap();
+    assert_ne!(v1, v0, "a write changes it");
+    fs.truncate(data, 3).unwrap();
+    let v2 = fs.data_version(data).unwrap();
+    assert!(v2 != v1 && v2 != v0, "a truncation changes it");
+    // A file freed and another created in its inode slot never share a version.
+    let tmp = fs.lookup(Ino::ROOT, b"/tmp", true).unwrap();
+    let a = fs.create(tmp, b"a", 0o644).unwrap();
+    let va = fs.data_version(a).unwrap();
+    fs.unlink(tmp, b"a").unwrap();
+    assert_eq!(fs.data_version(a), Err(Errno::ENOENT));
+    let b = fs.create(tmp, b"b", 0o644).unwrap();
+    assert_eq!(a, b, "the slot is reused");
+    assert_ne!(fs.data_version(b).unwrap(), va);
+}

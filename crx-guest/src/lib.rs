@@ -5,9 +5,11 @@
 //! subset of the Linux syscall ABI, talking to the hypervisor through hypercalls.
 //!
 //! This library holds the kernel's pure logic, which builds and is tested on the host:
-//! ELF load plans ([`elf`]), the start-up stack ([`stack`]), the frame pool ([`frames`]),
-//! address-space regions ([`vma`]), process ABI details ([`posix`]), readiness ([`poll`]), thread and futex
-//! arguments ([`threads`]), syscall names ([`sysno`]) and the pod ABI ([`podabi`]). The kernel proper (`src/main.rs` and
+//! ELF load plans for programs and their interpreter ([`elf`]), the start-up stack and its
+//! auxiliary vector ([`stack`]), the frame pool ([`frames`]), the page cache of mapped files
+//! ([`pagecache`]), address-space regions ([`vma`]), process ABI details ([`posix`]),
+//! readiness ([`poll`]), thread and futex arguments ([`threads`]), syscall names
+//! ([`sysno`]) and the pod ABI ([`podabi`]). The kernel proper (`src/main.rs` and
 //! `src/kernel/`) builds only for `x86_64-unknown-none`.
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_code)]
@@ -16,6 +18,7 @@ extern crate alloc;
 
 pub mod elf;
 pub mod frames;
+pub mod pagecache;
 pub mod podabi;
 pub mod poll;
 pub mod posix;

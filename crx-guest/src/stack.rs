@@ -1,5 +1,10 @@
 //! The System V x86_64 start-up stack: argc, argv, envp, auxv and the strings they point
 //! to, built as bytes for the top of a new process's stack.
+//!
+//! The auxiliary vector holds what Linux's `create_elf_tables` puts there, in its order,
+//! except `AT_SYSINFO_EHDR`: there is no vDSO, so glibc makes real `clock_gettime`,
+//! `gettimeofday`, `time` and `getcpu` system calls. `AT_HWCAP2` appears only when it is not
+//! zero, as on Linux; `AT_BASE` is the interpreter's load address (0 without one).
 
 use alloc::vec::Vec;
 
@@ -33,6 +38,8 @@ pub mod at {
     pub const PLATFORM: u64 = 15;
     /// CPU capabilities (CPUID leaf 1 EDX).
     pub const HWCAP: u64 = 16;
+    /// More CPU capabilities (`HWCAP2_*` bits).
+    pub const HWCAP2: u64 = 26;
     /// Clock ticks per second.
     pub const CLKTCK: u64 = 17;
     /// Secure mode (0).
@@ -52,10 +59,14 @@ pub struct AuxInfo {
     pub phent: u64,
     /// `AT_PHNUM`.
     pub phnum: u64,
-    /// `AT_ENTRY`.
+    /// `AT_ENTRY`: the program's entry (not the interpreter's).
     pub entry: u64,
+    /// `AT_BASE`: the interpreter's load address, 0 for a program without one.
+    pub base: u64,
     /// `AT_HWCAP`.
     pub hwcap: u64,
+    /// `AT_HWCAP2` (left out when 0).
+    pub hwcap2: u64,
     /// The bytes `AT_RANDOM` points to.
     pub random: [u8; 16],
 }
@@ -123,12 +134,14 @@ pub fn build(
         return Err(StackError::TooBig);
     }
     let addr = |off: u64| top - off;
-    let auxv: [(u64, u64); 18] = [
+    let mut auxv: Vec<(u64, u64)> = alloc::vec![
+        (at::HWCAP, aux.hwcap),
+        (at::PAGESZ, 4096),
+        (at::CLKTCK, 100),
         (at::PHDR, aux.phdr),
         (at::PHENT, aux.phent),
         (at::PHNUM, aux.phnum),
-        (at::PAGESZ, 4096),
-        (at::BASE, 0),
+        (at::BASE, aux.base),
         (at::FLAGS, 0),
         (at::ENTRY, aux.entry),
         (at::UID, 0),
@@ -136,13 +149,14 @@ pub fn build(
         (at::GID, 0),
         (at::EGID, 0),
         (at::SECURE, 0),
-        (at::HWCAP, aux.hwcap),
-        (at::CLKTCK, 100),
         (at::RANDOM, addr(random_off)),
-        (at::PLATFORM, addr(platform_off)),
-        (at::EXECFN, addr(execfn_off)),
-        (at::NULL, 0),
     ];
+    if aux.hwcap2 != 0 {
+        auxv.push((at::HWCAP2, aux.hwcap2));
+    }
+    auxv.push((at::EXECFN, addr(execfn_off)));
+    auxv.push((at::PLATFORM, addr(platform_off)));
+    auxv.push((at::NULL, 0));
     let mut words: Vec<u64> = Vec::new();
     words.push(argv.len() as u64);
     words.extend(arg_offs.iter().map(|&o| addr(o)));
@@ -192,7 +206,9 @@ mod tests {
             phent: 56,
             phnum: 10,
             entry: 0x401000,
+            base: 0,
             hwcap: 0x178bfbff,
+            hwcap2: 0,
             random: [7; 16],
         };
         let s = build(top, &[b"busybox", b"echo", b"hi"], &[b"PATH=/bin"], b"/bin/busybox", &aux, 1 << 20)
@@ -235,7 +251,9 @@ mod tests {
             phent: plan.phent,
             phnum: plan.phnum,
             entry: plan.entry,
+            base: 0,
             hwcap: 0,
+            hwcap2: 0,
             random: [1; 16],
         };
         let top = 0x7fff_ffff_0000;
@@ -255,8 +273,85 @@ mod tests {
 
     #[test]
     fn too_big_is_refused() {
-        let aux = AuxInfo { phdr: 0, phent: 56, phnum: 1, entry: 0, hwcap: 0, random: [0; 16] };
+        let aux =
+            AuxInfo { phdr: 0, phent: 56, phnum: 1, entry: 0, base: 0, hwcap: 0, hwcap2: 0, random: [0; 16] };
         let big = alloc::vec![b'x'; 5000];
         assert_eq!(build(0x1000_0000, &[&big], &[], b"x", &aux, 4096), Err(StackError::TooBig));
+    }
+
+    /// The auxiliary vector's entries in order, up to `AT_NULL`.
+    fn auxv(s: &StartStack, top: u64) -> Vec<(u64, u64)> {
+        let argc = word(s, top, s.rsp);
+        let mut at_ = s.rsp + 8 * (argc + 2);
+        while word(s, top, at_) != 0 {
+            at_ += 8;
+        }
+        at_ += 8;
+        let mut out = Vec::new();
+        loop {
+            let (k, v) = (word(s, top, at_), word(s, top, at_ + 8));
+            out.push((k, v));
+            if k == at::NULL {
+                return out;
+            }
+            at_ += 16;
+        }
+    }
+
+    #[test]
+    fn a_dynamic_program_gets_linuxs_auxv() {
+        let top = 0x7fff_ffff_0000;
+        let aux = AuxInfo {
+            phdr: 0x5555_5555_0040,
+            phent: 56,
+            phnum: 13,
+            entry: 0x5555_5557_0000,
+            base: 0x7fff_bf7c_0000,
+            hwcap: 0x178bfbff,
+            hwcap2: 2,
+            random: [9; 16],
+        };
+        let s = build(top, &[b"ls", b"-la"], &[b"A=1", b"B=2"], b"/usr/bin/ls", &aux, 1 << 20).expect("fits");
+        let v = auxv(&s, top);
+        let keys: Vec<u64> = v.iter().map(|e| e.0).collect();
+        assert_eq!(
+            keys,
+            [
+                at::HWCAP,
+                at::PAGESZ,
+                at::CLKTCK,
+                at::PHDR,
+                at::PHENT,
+                at::PHNUM,
+                at::BASE,
+                at::FLAGS,
+                at::ENTRY,
+                at::UID,
+                at::EUID,
+                at::GID,
+                at::EGID,
+                at::SECURE,
+                at::RANDOM,
+                at::HWCAP2,
+                at::EXECFN,
+                at::PLATFORM,
+                at::NULL
+            ],
+            "Linux's entries in its order, without AT_SYSINFO_EHDR (no vDSO)"
+        );
+        let get = |k: u64| v.iter().find(|e| e.0 == k).map(|e| e.1).expect("present");
+        assert_eq!(get(at::BASE), 0x7fff_bf7c_0000, "AT_BASE is the interpreter's base");
+        assert_eq!(get(at::ENTRY), 0x5555_5557_0000, "AT_ENTRY is the program's entry");
+        assert_eq!(get(at::PHDR), 0x5555_5555_0040);
+        assert_eq!(get(at::PHNUM), 13);
+        assert_eq!(get(at::HWCAP2), 2);
+        assert_eq!(get(at::SECURE), 0);
+        assert_eq!(get(at::CLKTCK), 100);
+        assert_eq!(cstr(&s, top, get(at::EXECFN)), b"/usr/bin/ls");
+        assert_eq!(cstr(&s, top, get(at::PLATFORM)), b"x86_64");
+        // Without HWCAP2 bits the entry is left out, as Linux does.
+        let s =
+            build(top, &[b"ls"], &[], b"/usr/bin/ls", &AuxInfo { hwcap2: 0, ..aux }, 1 << 20).expect("fits");
+        assert!(!auxv(&s, top).iter().any(|e| e.0 == at::HWCAP2));
     }
 }

@@ -292,6 +292,20 @@ pub fn musl_dynamic(source: &Path, out: &Path) {
     );
 }
 
+/// Compiles the C file `source` with `gcc -O1 ARGS` into `out`, dynamically linked against
+/// the host's glibc unless `args` say otherwise (installing gcc and libc6-dev first as
+/// [`gcc_static`] does). Panics with gcc's output when it cannot build.
+pub fn gcc(source: &Path, out: &Path, args: &[&str]) {
+    if let Err(e) = qemu::setup::ensure(qemu::setup::STATIC_C) {
+        panic!("compiling {} needs gcc and libc6-dev: {e}", source.display());
+    }
+    let mut cmd = std::process::Command::new("gcc");
+    cmd.arg("-O1").args(args).arg("-o").arg(out).arg(source);
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let run = run_program(&format!("gcc-{name}"), &mut cmd, Duration::from_secs(120));
+    run.check(run.code() == Some(0), &format!("gcc could not build {}", source.display()));
+}
+
 /// The processes whose command line contains `marker` (read from /proc).
 pub fn processes_with(marker: &str) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };

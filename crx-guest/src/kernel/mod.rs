@@ -12,6 +12,7 @@ mod exec;
 mod fd;
 mod hv;
 pub mod mm;
+mod pager;
 mod phys;
 mod pod;
 mod proc;

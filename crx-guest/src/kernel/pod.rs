@@ -202,6 +202,12 @@ fn start_container(k: &mut Kernel, i: u32, spec: &ContainerSpec) {
             fail(k, i, &alloc::format!("exec: {name}: permission denied"), Exit::Code(126))
         }
         Err(ExecError::Errno(e)) => fail(k, i, &alloc::format!("exec: {name}: {e}"), Exit::Code(126)),
+        // As a shell: a missing interpreter is "not found" (127), an unusable one 126.
+        Err(e @ ExecError::Interp(..)) => {
+            let why = e.interp_reason().unwrap_or_default();
+            let code = if e.errno() == Errno::ENOENT { 127 } else { 126 };
+            fail(k, i, &alloc::format!("exec: {name}: {why}"), Exit::Code(code))
+        }
         Err(ExecError::Format(e)) => fail(k, i, &alloc::format!("exec: {name}: {e}"), Exit::Code(126)),
         Err(ExecError::Oom) => {
             k.oom_kill(pid);
@@ -253,6 +259,7 @@ pub fn start(kt: KernelTables, pool: FramePool, params: &BootParams, heap_bytes:
     let mut k = Kernel {
         hv,
         pool,
+        cache: crx_guest::pagecache::PageCache::new(),
         kt,
         fpu_fmt,
         fpu_template,

@@ -17,6 +17,7 @@ use core::ops::DerefMut;
 use crx_fs::{Errno, Fs, Ino};
 use crx_guest::elf::PAGE;
 use crx_guest::frames::FramePool;
+use crx_guest::pagecache::PageCache;
 use crx_guest::posix::{sig, Exit};
 use crx_guest::signal::{Action, AltStack, FaultContext, SigInfo, CLD_EXITED, CLD_KILLED};
 use crx_guest::vma::{Regions, PROT_EXEC, PROT_WRITE};
@@ -25,7 +26,8 @@ use super::arch::{FpuArea, FpuFormat, OneCpu, TrapFrame};
 use super::fd::{FdEntry, FdTable};
 use super::hv::Hv;
 use super::klog;
-use super::mm::{self, AddrSpace, KernelTables, NX, P, W};
+use super::mm::{AddrSpace, KernelTables, NX, P, W};
+use super::pager;
 use super::phys;
 
 /// Process id.
@@ -280,6 +282,8 @@ pub struct Kernel {
     pub hv: Hv,
     /// Frame pool (memory budget).
     pub pool: FramePool,
+    /// The pages of mapped files, shared by the pod's processes.
+    pub cache: PageCache,
     /// Kernel page tables.
     pub kt: KernelTables,
     /// FPU save format.
@@ -356,6 +360,10 @@ pub struct UserMem<'a, M: DerefMut<Target = Mm> = RefMut<'a, Mm>> {
     pub mm: M,
     /// Frames.
     pub pool: &'a mut FramePool,
+    /// The files that file-backed regions show.
+    pub fs: &'a Fs,
+    /// Their cached pages.
+    pub cache: &'a mut PageCache,
 }
 
 /// Page-table flags for `PROT_*` bits.
@@ -371,7 +379,9 @@ pub fn pte_flags(prot: u32) -> u64 {
 }
 
 impl<M: DerefMut<Target = Mm>> UserMem<'_, M> {
-    /// Makes the page at `va` present (demand paging); checks write permission.
+    /// Makes the page at `va` present (demand paging); checks write permission. A write to
+    /// a read-only frame of a writable region (a file page, a frame shared with the page
+    /// cache or a fork relative) copies it first.
     pub fn fault_in(&mut self, va: u64, write: bool) -> Result<u64, MemFault> {
         let page = va & !(PAGE - 1);
         let mm = &mut *self.mm;
@@ -379,15 +389,25 @@ impl<M: DerefMut<Target = Mm>> UserMem<'_, M> {
         if region.prot == 0 || (write && region.prot & PROT_WRITE == 0) {
             return Err(MemFault::Bad);
         }
-        if let Some((pa, flags)) = mm.aspace.translate(page) {
-            if write && flags & W == 0 {
-                return Err(MemFault::Bad);
+        let flags = pte_flags(region.prot);
+        if let Some((pa, now)) = mm.aspace.translate(page) {
+            if write && now & W == 0 {
+                return pager::copy_on_write(&mut mm.aspace, self.pool, self.cache, page, pa, flags)
+                    .map_err(|_| MemFault::Oom);
             }
             return Ok(pa);
         }
-        let pa = mm::alloc_zeroed(self.pool).map_err(|_| MemFault::Oom)?;
-        mm.aspace.map(self.pool, page, pa, pte_flags(region.prot)).map_err(|_| MemFault::Oom)?;
-        Ok(pa)
+        pager::fill(&mut mm.aspace, self.pool, self.fs, self.cache, region, page, write, flags)
+            .map_err(|_| MemFault::Oom)
+    }
+
+    /// A write fault on the present page at `va`: resolved only by a copy-on-write (the
+    /// page is read-only and its region writable), else `Bad`.
+    pub fn write_fault(&mut self, va: u64) -> Result<(), MemFault> {
+        match self.mm.aspace.translate(va & !(PAGE - 1)) {
+            Some((_, flags)) if flags & W == 0 => self.fault_in(va, true).map(drop),
+            _ => Err(MemFault::Bad),
+        }
     }
 
     /// Copies `out.len()` bytes from user address `va`.
@@ -451,7 +471,7 @@ impl Kernel {
     /// The user memory of `pid`.
     pub fn mem(&mut self, pid: Pid) -> Option<UserMem<'_>> {
         let p = self.procs.get(&pid)?;
-        Some(UserMem { mm: p.mm.as_ref()?.borrow_mut(), pool: &mut self.pool })
+        Some(UserMem { mm: p.mm.as_ref()?.borrow_mut(), pool: &mut self.pool, fs: &self.fs, cache: &mut self.cache })
     }
 
     /// The running process.
@@ -581,8 +601,11 @@ impl Kernel {
         p.poll_until = None;
         let mm = p.mm.take();
         let fds = core::mem::replace(&mut p.fds, Shared::new(FdTable::default()));
-        if let Some(mm) = mm.and_then(Shared::into_sole) {
-            mm.aspace.destroy(&mut self.pool);
+        if let Some(Mm { aspace, regions, .. }) = mm.and_then(Shared::into_sole) {
+            aspace.destroy(&mut self.pool);
+            // The regions let go of their files; what only the cache holds now goes back.
+            drop(regions);
+            self.cache.sweep(&mut self.pool, &mut self.fs);
         }
         if let Some(mut t) = fds.into_sole() {
             for e in t.take_all() {

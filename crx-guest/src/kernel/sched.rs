@@ -234,9 +234,12 @@ extern "C" fn crx_trap(tf: &mut TrapFrame) -> ! {
             // A page fault on a reserved but untouched page is filled in (demand paging).
             let a = arch::cr2();
             addr = Some(a);
-            if tf.error & 1 == 0 {
-                if let Some(mut m) = k.mem(pid) {
+            if let Some(mut m) = k.mem(pid) {
+                if tf.error & 1 == 0 {
                     outcome = m.fault_in(a, tf.error & 2 != 0).map(|_| ());
+                } else if tf.error & 2 != 0 {
+                    // A write to a present read-only page: copy-on-write where allowed.
+                    outcome = m.write_fault(a);
                 }
             }
         }

@@ -773,3 +773,103 @@ pub(super) fn sys_ftruncate(k: &mut Kernel, a: [u64; 6]) -> Sys {
     k.fs.truncate(ino, a[1])?;
     Ok(0)
 }
+
+/// The inode a path-based extended-attribute call names (`follow`: not the `l` variant).
+fn xattr_target(k: &mut Kernel, path_va: u64, follow: bool) -> Result<(), Fail> {
+    let path = ucstr(k, path_va)?;
+    if device(&path).is_some() {
+        return Ok(());
+    }
+    let cwd = k.cur().cwd;
+    k.fs.lookup(cwd, &path, follow)?;
+    Ok(())
+}
+
+/// The filesystem keeps no extended attributes: none is set (`ENODATA`), the list is
+/// empty, and setting one is not supported (`EOPNOTSUPP`). `ls -l` asks for SELinux labels
+/// and ACLs this way.
+pub(super) fn sys_getxattr(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    xattr_target(k, a[0], true)?;
+    Err(Errno::ENODATA.into())
+}
+
+pub(super) fn sys_lgetxattr(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    xattr_target(k, a[0], false)?;
+    Err(Errno::ENODATA.into())
+}
+
+pub(super) fn sys_fgetxattr(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    k.cur().fds.get(a[0])?;
+    Err(Errno::ENODATA.into())
+}
+
+pub(super) fn sys_listxattr(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    xattr_target(k, a[0], true)?;
+    Ok(0)
+}
+
+pub(super) fn sys_llistxattr(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    xattr_target(k, a[0], false)?;
+    Ok(0)
+}
+
+pub(super) fn sys_flistxattr(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    k.cur().fds.get(a[0])?;
+    Ok(0)
+}
+
+pub(super) fn sys_setxattr(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    xattr_target(k, a[0], true)?;
+    Err(Errno::EOPNOTSUPP.into())
+}
+
+pub(super) fn sys_lsetxattr(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    xattr_target(k, a[0], false)?;
+    Err(Errno::EOPNOTSUPP.into())
+}
+
+pub(super) fn sys_fsetxattr(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    k.cur().fds.get(a[0])?;
+    Err(Errno::EOPNOTSUPP.into())
+}
+
+/// `TMPFS_MAGIC`: the filesystem lives in memory.
+const TMPFS_MAGIC: u64 = 0x0102_1994;
+/// `ST_VALID`: `f_flags` is meaningful.
+const ST_VALID: u64 = 0x20;
+
+/// A `struct statfs` of the pod's filesystem: blocks are its memory limit and what is left.
+fn statfs_bytes(k: &Kernel) -> [u8; 120] {
+    let total = k.fs.limit_bytes() as u64 / 4096;
+    let free = (k.fs.limit_bytes().saturating_sub(k.fs.used_bytes())) as u64 / 4096;
+    let words: [u64; 11] = [TMPFS_MAGIC, 4096, total, free, free, 0, 0, 0, 255, 4096, ST_VALID];
+    let mut b = [0u8; 120];
+    for (i, w) in words.iter().enumerate() {
+        b[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+    }
+    b
+}
+
+pub(super) fn sys_statfs(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    xattr_target(k, a[0], true)?;
+    let b = statfs_bytes(k);
+    uwrite(k, a[1], &b)?;
+    Ok(0)
+}
+
+pub(super) fn sys_fstatfs(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    k.cur().fds.get(a[0])?;
+    let b = statfs_bytes(k);
+    uwrite(k, a[1], &b)?;
+    Ok(0)
+}
+
+/// `fadvise64`: advice is taken and ignored (everything is in memory); a pipe is `ESPIPE`.
+pub(super) fn sys_fadvise64(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let d = k.cur().fds.desc(a[0])?;
+    let pipe = matches!(d.borrow().obj, Object::Pipe(_));
+    if pipe {
+        return Err(Errno::ESPIPE.into());
+    }
+    Ok(0)
+}

@@ -90,6 +90,10 @@ pub(super) fn sys_sysinfo(k: &mut Kernel, a: [u64; 6]) -> Sys {
     b[..8].copy_from_slice(&(k.hv.monotonic_ns() / 1_000_000_000).to_le_bytes());
     b[32..40].copy_from_slice(&((k.pool.total_frames() as u64) * PAGE).to_le_bytes());
     b[40..48].copy_from_slice(&((k.pool.free_frames() as u64) * PAGE).to_le_bytes());
+    // sharedram: page-cache frames that more than one mapping shows (a library's pages
+    // mapped by two processes); bufferram: every page-cache frame.
+    b[48..56].copy_from_slice(&((k.cache.shared_frames(&k.pool) as u64) * PAGE).to_le_bytes());
+    b[56..64].copy_from_slice(&((k.cache.frames() as u64) * PAGE).to_le_bytes());
     b[80..82].copy_from_slice(&(k.procs.len() as u16).to_le_bytes());
     // mem_unit = 1 (bytes).
     b[104..108].copy_from_slice(&1u32.to_le_bytes());

@@ -1,18 +1,23 @@
-//! Memory: the heap break, mappings and their protections.
+//! Memory: the heap break, mappings (anonymous and of files) and their protections.
+//!
+//! A file mapping is a region that shows the file ([`Backing`]); its pages come in on first
+//! touch through the page cache (see [`crate::kernel::pager`]). `MAP_PRIVATE` pages are
+//! copied on first write. `MAP_SHARED` is taken for reading only (it then behaves as
+//! `MAP_PRIVATE` never written): with `PROT_WRITE` it is `EACCES` on a descriptor not open
+//! for writing, as on Linux, and `ENODEV` (not supported) on one that is.
 
-use crx_fs::Errno;
+use crx_fs::{Errno, FileType, Ino};
 use crx_guest::elf::{self, PAGE, USER_END};
-use crx_guest::vma::{page_up, PROT_WRITE};
+use crx_guest::vma::{page_up, Backing, Region, PROT_WRITE};
 
-use super::{fault, Fail, Sys};
+use super::{Fail, Sys};
 use crate::kernel::fd::Object;
-use crate::kernel::mm;
-use crate::kernel::phys;
-use crate::kernel::proc::{pte_flags, Kernel, MemFault, UserMem, MMAP_TOP};
+use crate::kernel::mm::W;
+use crate::kernel::proc::{pte_flags, Kernel, UserMem, MMAP_TOP};
 
 pub(super) fn sys_brk(k: &mut Kernel, a: [u64; 6]) -> Sys {
     let pid = k.current;
-    let UserMem { mm: mut p, pool } = k.mem(pid).ok_or(Fail::Gone)?;
+    let UserMem { mm: mut p, pool, .. } = k.mem(pid).ok_or(Fail::Gone)?;
     let want = a[0];
     if want < p.brk_start || want > p.brk_start + (1 << 40) {
         return Ok(p.brk);
@@ -20,12 +25,8 @@ pub(super) fn sys_brk(k: &mut Kernel, a: [u64; 6]) -> Sys {
     let old_end = page_up(p.brk).unwrap_or(p.brk);
     let new_end = page_up(want).ok_or(Errno::ENOMEM)?;
     if new_end > old_end {
-        let mut at = old_end;
-        while at < new_end {
-            if p.regions.find(at).is_some() {
-                return Ok(p.brk);
-            }
-            at += PAGE;
+        if p.regions.overlaps(old_end, new_end) {
+            return Ok(p.brk);
         }
         let start = p.brk_start;
         p.regions.insert(start, new_end, 1 | PROT_WRITE);
@@ -41,90 +42,105 @@ pub(super) fn sys_brk(k: &mut Kernel, a: [u64; 6]) -> Sys {
     Ok(want)
 }
 
+const MAP_SHARED: u64 = 0x01;
+const MAP_PRIVATE: u64 = 0x02;
+const MAP_SHARED_VALIDATE: u64 = 0x03;
+const MAP_TYPE: u64 = 0x0f;
 const MAP_FIXED: u64 = 0x10;
 const MAP_ANONYMOUS: u64 = 0x20;
 const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
 
+/// Removes `[start, end)` from the running process's regions and page tables; the file
+/// pages and files nothing maps any more go back.
 fn unmap_range(k: &mut Kernel, start: u64, end: u64) {
     let pid = k.current;
-    let Some(UserMem { mm: mut p, pool }) = k.mem(pid) else { return };
+    let Some(UserMem { mm: mut p, pool, .. }) = k.mem(pid) else { return };
     let removed = p.regions.remove(start, end);
-    for r in removed {
+    for r in &removed {
         let mut at = r.start;
         while at < r.end {
             p.aspace.unmap(pool, at);
             at += PAGE;
         }
     }
+    drop(p);
+    if removed.iter().any(|r| r.backing.is_some()) {
+        drop(removed);
+        k.cache.sweep(&mut k.pool, &mut k.fs);
+    }
+}
+
+/// The file descriptor `fd` maps: its inode, or `None` for `/dev/zero` (anonymous).
+fn mapped_file(k: &mut Kernel, fd: u64, prot: u32, shared: bool) -> Result<Option<Ino>, Fail> {
+    let d = k.cur().fds.desc(fd)?;
+    let b = d.borrow();
+    match &b.obj {
+        Object::File(f) => {
+            if k.fs.file_type(f.ino)? != FileType::Regular {
+                return Err(Errno::ENODEV.into());
+            }
+            if !f.readable() {
+                return Err(Errno::EACCES.into());
+            }
+            if shared && prot & PROT_WRITE != 0 {
+                // Writing a file through a mapping is not supported.
+                return Err(if f.writable() { Errno::ENODEV } else { Errno::EACCES }.into());
+            }
+            Ok(Some(f.ino))
+        }
+        Object::Zero => Ok(None),
+        // Pipes and streams cannot be mapped (`EACCES`, as Linux says for them).
+        _ => Err(Errno::EACCES.into()),
+    }
 }
 
 pub(super) fn sys_mmap(k: &mut Kernel, a: [u64; 6]) -> Sys {
     let (addr, len, prot, flags, fdn, off) = (a[0], a[1], a[2] as u32 & 7, a[3], a[4], a[5]);
-    if len == 0 || addr % PAGE != 0 || off % PAGE != 0 {
+    if len == 0 || off % PAGE != 0 {
         return Err(Errno::EINVAL.into());
     }
+    let kind = flags & MAP_TYPE;
+    if kind != MAP_SHARED && kind != MAP_PRIVATE && kind != MAP_SHARED_VALIDATE {
+        return Err(Errno::EINVAL.into());
+    }
+    let shared = kind != MAP_PRIVATE;
     let len = page_up(len).filter(|&l| l < USER_END).ok_or(Errno::ENOMEM)?;
-    let start = if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0 {
+    let ino = if flags & MAP_ANONYMOUS == 0 { mapped_file(k, fdn, prot, shared)? } else { None };
+    if ino.is_some() && off.checked_add(len).is_none() {
+        return Err(Errno::EINVAL.into());
+    }
+    let fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0;
+    let start = if fixed {
+        if addr % PAGE != 0 {
+            return Err(Errno::EINVAL.into());
+        }
         let end = addr.checked_add(len).ok_or(Errno::ENOMEM)?;
         if addr < elf::USER_MIN || end > USER_END {
             return Err(Errno::ENOMEM.into());
         }
-        if flags & MAP_FIXED_NOREPLACE != 0 && flags & MAP_FIXED == 0 {
-            let m = k.mem(k.current).ok_or(Fail::Gone)?;
-            let mut at = addr;
-            while at < end {
-                if m.mm.regions.find(at).is_some() {
-                    return Err(Errno::EEXIST.into());
-                }
-                at += PAGE;
-            }
+        if flags & MAP_FIXED_NOREPLACE != 0 && k.mem(k.current).ok_or(Fail::Gone)?.mm.regions.overlaps(addr, end) {
+            return Err(Errno::EEXIST.into());
         }
-        unmap_range(k, addr, end);
         addr
     } else {
-        k.mem(k.current).ok_or(Fail::Gone)?.mm.regions.find_free(len, MMAP_TOP).ok_or(Errno::ENOMEM)?
-    };
-    let file = if flags & MAP_ANONYMOUS == 0 {
-        let d = k.cur().fds.desc(fdn)?;
-        let b = d.borrow();
-        match &b.obj {
-            Object::File(f) => Some(f.ino),
-            Object::Zero => None,
-            // Pipes and streams cannot be mapped (`EACCES`, as Linux says for them).
-            _ => return Err(Errno::EACCES.into()),
+        // A free, aligned hint below the mmap area's top is taken, as Linux does.
+        let m = k.mem(k.current).ok_or(Fail::Gone)?;
+        let hint = addr.checked_add(len).filter(|&end| {
+            addr % PAGE == 0 && addr >= elf::USER_MIN && end <= MMAP_TOP && !m.mm.regions.overlaps(addr, end)
+        });
+        match hint {
+            Some(_) => addr,
+            None => m.mm.regions.find_free(len, MMAP_TOP).ok_or(Errno::ENOMEM)?,
         }
-    } else {
-        None
     };
-    k.mem(k.current).ok_or(Fail::Gone)?.mm.regions.insert(start, start + len, prot);
-    if let Some(ino) = file {
-        // A private file mapping: the file's bytes are copied into fresh pages now.
-        let mut at = 0u64;
-        let mut page = alloc::vec![0u8; PAGE as usize];
-        while at < len {
-            page.fill(0);
-            let n = k.fs.read(ino, off + at, &mut page).unwrap_or(0);
-            if n == 0 && off + at > 0 {
-                // Past the end of the file: the pages stay untouched (zero on demand).
-                if k.fs.stat(ino).map(|s| off + at >= s.size).unwrap_or(true) {
-                    break;
-                }
-            }
-            let pa = match mm::alloc_zeroed(&mut k.pool) {
-                Ok(pa) => pa,
-                Err(_) => return Err(fault(k, MemFault::Oom)),
-            };
-            phys::write(pa, &page);
-            let pid = k.current;
-            let mut m = k.mem(pid).ok_or(Fail::Gone)?;
-            let mapped = m.mm.aspace.map(m.pool, start + at, pa, pte_flags(prot));
-            drop(m);
-            if mapped.is_err() {
-                return Err(fault(k, MemFault::Oom));
-            }
-            at += PAGE;
-        }
+    let backing = match ino {
+        Some(ino) => Some(Backing { file: k.cache.file(&mut k.fs, ino)?, offset: off, shared }),
+        None => None,
+    };
+    if fixed {
+        unmap_range(k, start, start + len);
     }
+    k.mem(k.current).ok_or(Fail::Gone)?.mm.regions.insert_region(Region { start, end: start + len, prot, backing });
     Ok(start)
 }
 
@@ -149,41 +165,36 @@ pub(super) fn sys_mprotect(k: &mut Kernel, a: [u64; 6]) -> Sys {
     let end = page_up(a[0].saturating_add(a[1])).ok_or(Errno::ENOMEM)?;
     let prot = a[2] as u32 & 7;
     let pid = k.current;
-    let UserMem { mm: mut p, pool } = k.mem(pid).ok_or(Fail::Gone)?;
+    let UserMem { mm: mut p, pool, cache, .. } = k.mem(pid).ok_or(Fail::Gone)?;
+    if prot & PROT_WRITE != 0
+        && p.regions.within(a[0], end).any(|r| r.backing.as_ref().is_some_and(|b| b.shared))
+    {
+        // A shared file mapping stays read-only (see the module documentation).
+        return Err(Errno::EACCES.into());
+    }
     if !p.regions.protect(a[0], end, prot) {
         return Err(Errno::ENOMEM.into());
     }
     let asp = &mut p.aspace;
     let mut at = a[0];
-    let mut oom = false;
     while at < end {
         if let Some((pa, _)) = asp.translate(at) {
-            if prot & PROT_WRITE != 0 && pool.refs(pa) > 1 {
-                // A frame shared with a fork relative gets its own copy before it is writable.
-                match pool.alloc() {
-                    Ok(n) => {
-                        phys::copy_frame(n, pa);
-                        if asp.map(pool, at, n, pte_flags(prot)).is_err() {
-                            oom = true;
-                            break;
-                        }
-                    }
-                    Err(_) => {
-                        oom = true;
-                        break;
-                    }
-                }
-            } else if prot == 0 {
+            if prot == 0 {
                 asp.unmap(pool, at);
             } else {
-                asp.set_flags(at, pte_flags(prot));
+                // A frame shared with the page cache or a fork relative stays read-only
+                // until written, and is then copied (`UserMem::fault_in`).
+                let mut flags = pte_flags(prot);
+                if pool.refs(pa) != 1 {
+                    flags &= !W;
+                }
+                asp.set_flags(at, flags);
             }
         }
         at += PAGE;
     }
-    drop(p);
-    if oom {
-        return Err(fault(k, MemFault::Oom));
+    if prot == 0 {
+        cache.sweep_pages(pool);
     }
     Ok(0)
 }
@@ -192,9 +203,9 @@ const MADV_DONTNEED: u64 = 4;
 const MADV_FREE: u64 = 8;
 const MADV_REMOVE: u64 = 9;
 
-/// `madvise(addr, len, advice)`: `MADV_DONTNEED` and `MADV_FREE` give the pages of an
-/// anonymous private range back to the pool at once (they read as zero when touched
-/// again); the other advice is accepted and changes nothing. A range that is not all
+/// `madvise(addr, len, advice)`: `MADV_DONTNEED` and `MADV_FREE` give the pages of a
+/// private range back to the pool at once (touched again, an anonymous page reads as zero
+/// and a file page as the file); the other advice is accepted and changes nothing. A range that is not all
 /// mapped is `ENOMEM`, an unknown advice `EINVAL`.
 pub(super) fn sys_madvise(k: &mut Kernel, a: [u64; 6]) -> Sys {
     let (start, len, advice) = (a[0], a[1], a[2]);
@@ -209,7 +220,7 @@ pub(super) fn sys_madvise(k: &mut Kernel, a: [u64; 6]) -> Sys {
         return Ok(0);
     }
     let pid = k.current;
-    let UserMem { mm: mut p, pool } = k.mem(pid).ok_or(Fail::Gone)?;
+    let UserMem { mm: mut p, pool, cache, .. } = k.mem(pid).ok_or(Fail::Gone)?;
     let mut at = start;
     while at < end {
         if p.regions.find(at).is_none() {
@@ -222,5 +233,6 @@ pub(super) fn sys_madvise(k: &mut Kernel, a: [u64; 6]) -> Sys {
         p.aspace.unmap(pool, at);
         at += PAGE;
     }
+    cache.sweep_pages(pool);
     Ok(0)
 }

@@ -4,7 +4,6 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crx_fs::Errno;
-use crx_guest::elf::ElfError;
 use crx_guest::posix::{fs_base_allowed, Exit};
 use crx_guest::signal::FaultContext;
 use crx_guest::threads::{
@@ -302,17 +301,13 @@ pub(super) fn sys_execve(k: &mut Kernel, a: [u64; 6]) -> Sys {
             }
             Err(Fail::Gone)
         }
-        Err(ExecError::Errno(e)) => Err(e.into()),
-        Err(ExecError::Format(e)) => {
-            if e == ElfError::Dynamic {
-                klog!(
-                    "execve {}: dynamically linked (no dynamic loader): ENOEXEC",
-                    String::from_utf8_lossy(&path)
-                );
-            }
-            Err(Errno::ENOEXEC.into())
-        }
         Err(ExecError::Oom) => Err(fault(k, MemFault::Oom)),
+        Err(e) => {
+            if let Some(why) = e.interp_reason() {
+                klog!("execve {}: {why}: {}", String::from_utf8_lossy(&path), e.errno().name());
+            }
+            Err(e.errno().into())
+        }
     }
 }
 
