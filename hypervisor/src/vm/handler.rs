@@ -13,7 +13,8 @@
 //!   #GP(0), as a real CPU answers for an MSR it lacks.
 //! * CPUID: the host's, less VMX, SVM, MONITOR, x2APIC, TSC-deadline and the APIC, plus
 //!   the hypervisor bit and leaves 0x4000_0000/1; leaf 0xD reports exactly the host XCR0.
-//! * HLT blocks until the next timer tick; forbidden instructions get #UD; XSETBV may
+//! * HLT blocks until the next timer tick (the CPU loop wakes it sooner for a guest timer
+//!   armed earlier); forbidden instructions get #UD; XSETBV may
 //!   only set XCR0 to the host's value (#UD otherwise).
 //! * Pod hypercalls (`LOG_WRITE`, `CONTAINER_EXIT`, `POD_SPEC`, `LAYER_INFO`,
 //!   `POD_CONTROL`, `CONTAINER_ENTRY`) answer `Invalid` in a VM that is not a pod, and for a
