@@ -20,7 +20,7 @@
 //! | RIP | the ELF entry point |
 //! | RSP | [`BootParams::stack_top`] (top of guest memory, 16-byte aligned) |
 //! | RDI | [`layout::BOOT_PARAMS`], the guest-physical address of [`BootParams`] |
-//! | RFLAGS | 0x2 (interrupts off; no interrupts are delivered) |
+//! | RFLAGS | 0x2 (interrupts off; none is delivered until the guest arms [`nr::TIMER_ARM`]) |
 //! | other GPRs | 0 |
 //!
 //! # Hypercalls
@@ -50,6 +50,32 @@
 //! [`nr::CONTAINER_ENTRY`]: the hypervisor notes the VM's guest time then, which is how
 //! long the guest kernel took from the VM's creation to the container's first
 //! instruction.
+//!
+//! # Interrupts: the one-shot timer
+//!
+//! The only interrupt a guest gets is its own timer: [`nr::TIMER_ARM`] sets a deadline on
+//! the VM's monotonic clock (the one [`nr::TIME_MONOTONIC`] reads) and a vector for the
+//! calling vCPU; once the clock has passed the deadline the hypervisor delivers that vector
+//! as an external interrupt, through the guest's IDT, as soon as the guest can take one
+//! (RFLAGS.IF = 1 and no STI or MOV SS interrupt shadow), and the timer is disarmed. A
+//! guest kernel uses it to take the CPU back from a process that never makes a syscall
+//! (crx-guest slices time between its processes with it, [`TIMER_VECTOR_DEFAULT`]).
+//!
+//! Why this mechanism and not an emulated local APIC: the hypervisor injects the event
+//! itself, through the VM-entry interruption-information field on VT-x (with
+//! interrupt-window exiting while the guest cannot take it) and a virtual interrupt
+//! (V_IRQ) on AMD-V, driven by a deadline it already keeps per vCPU. So there is no APIC
+//! page or register to emulate, no EOI to trap, it works the same on both backends, and it
+//! is tickless: nothing happens until a deadline the guest chose. The interrupt comes when
+//! the vCPU runs after the deadline: a running vCPU's entry ends at the deadline on VT-x
+//! (the VMX-preemption timer) and at the latest at the next host timer tick (10 ms) on
+//! AMD-V; a vCPU waiting for its CPU gets it when it runs again; a halted one (HLT) wakes
+//! at the deadline.
+//!
+//! The host's own fairness never depends on the guest: whether a guest keeps IF = 0, never
+//! arms the timer, never re-arms it, or arms it in the past over and over, every vCPU is
+//! still preempted by the hypervisor's slice timer exactly as before this call existed, and
+//! the other VMs run.
 #![deny(unsafe_code)]
 #![cfg_attr(not(test), no_std)]
 
@@ -58,8 +84,8 @@ extern crate alloc;
 
 /// Version of this ABI: 2 added the pod hypercalls ([`nr::LOG_WRITE`] to
 /// [`nr::LAYER_INFO`]) and the layer window; 3 added managed pods ([`nr::POD_CONTROL`]);
-/// 4 added [`nr::CONTAINER_ENTRY`].
-pub const ABI_VERSION: u32 = 4;
+/// 4 added [`nr::CONTAINER_ENTRY`]; 5 added the timer interrupt ([`nr::TIMER_ARM`]).
+pub const ABI_VERSION: u32 = 5;
 
 /// The signature CPUID leaf 0x4000_0000 returns in EBX, ECX, EDX: "CrxHvCrxHvCr".
 pub const CPUID_SIGNATURE: [u8; 12] = *b"CrxHvCrxHvCr";
@@ -122,7 +148,27 @@ pub mod nr {
     /// [`crate::Error::Invalid`] for a container index outside the pod spec, and in a VM
     /// that is not a pod.
     pub const CONTAINER_ENTRY: u64 = 14;
+    /// `(deadline_ns, vector) -> 0`: arms the calling vCPU's one-shot timer. When the VM's
+    /// monotonic clock ([`TIME_MONOTONIC`]) reaches `deadline_ns`, the hypervisor delivers
+    /// interrupt `vector` to this vCPU as an external interrupt, as soon as the guest can
+    /// take one (RFLAGS.IF = 1, no STI or MOV SS interrupt shadow); a deadline already
+    /// past fires at once. Delivery disarms the timer; arming again replaces the deadline
+    /// and the vector; `deadline_ns = u64::MAX` disarms it. There is no acknowledgement:
+    /// at most one interrupt is pending per vCPU, and an expiry while one is still pending
+    /// (the guest kept IF = 0) coalesces with it; a pending one is delivered even if the
+    /// guest arms again meanwhile. [`crate::Error::Invalid`] for a vector below 32 (the
+    /// exceptions) or above 255, and nothing changes. See the crate documentation
+    /// ("Interrupts"). A hypervisor older than ABI 5 answers [`crate::Error::NoSys`].
+    pub const TIMER_ARM: u64 = 15;
 }
+
+/// The vector crx-guest's time slices arrive on ([`nr::TIMER_ARM`]): the first one above
+/// the exceptions.
+pub const TIMER_VECTOR_DEFAULT: u8 = 0x20;
+/// The lowest vector [`nr::TIMER_ARM`] accepts (0 to 31 are exceptions).
+pub const TIMER_VECTOR_MIN: u64 = 32;
+/// [`nr::TIMER_ARM`]'s deadline that disarms the timer.
+pub const TIMER_DISARM: u64 = u64::MAX;
 
 /// [`nr::LOG_WRITE`] stream: the container's standard output.
 pub const STREAM_STDOUT: u64 = 1;

@@ -1,13 +1,15 @@
 //! The few pieces of CPU control the hostile and state-checking guests need: an IDT that
-//! turns #UD and #GP into a recorded result instead of a crash ([`probe!`](crate::probe)),
-//! 2 MiB mappings of arbitrary guest-physical addresses, and the SSE registers.
+//! turns #UD and #GP into a recorded result instead of a crash ([`probe!`](crate::probe))
+//! and counts timer interrupts ([`TICKS`]), 2 MiB mappings of arbitrary guest-physical
+//! addresses, and the SSE registers.
 //!
 //! All of it is for a guest running at CPL 0 in the hypervisor's initial state (64-bit
 //! mode, code selector 0x08, page tables reachable 1:1); none of it is run on the host.
 
 use crate::pattern::XmmState;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use crx_abi::HypercallInsn;
 
 /// Vector of the invalid-opcode exception (#UD).
 pub const UD: u8 = 6;
@@ -20,6 +22,42 @@ pub const NONE: u8 = 0xff;
 pub static CAUGHT: AtomicU8 = AtomicU8::new(NONE);
 /// Where the exception handlers resume: the end of the probed instruction, set by [`probe!`](crate::probe).
 pub static RECOVER: AtomicU64 = AtomicU64::new(0);
+
+/// The vector of the timer interrupt (`crx_abi::nr::TIMER_ARM`) the trap IDT takes.
+pub const TIMER: u8 = crx_abi::TIMER_VECTOR_DEFAULT;
+/// Timer interrupts taken so far.
+pub static TICKS: AtomicU64 = AtomicU64::new(0);
+/// When set, the timer handler arms the timer again at once, with a deadline in the past:
+/// an interrupt storm, in which the next interrupt comes right after each IRETQ, so the
+/// guest's own code never runs again; the handler itself prints [`STORM_LINE`] at the
+/// [`STORM_TICKS`]th interrupt. [`REARM_INSN`] says how to make the hypercalls.
+pub static REARM: AtomicBool = AtomicBool::new(false);
+/// The hypercall instruction the timer handler uses (a [`HypercallInsn`] number).
+pub static REARM_INSN: AtomicU8 = AtomicU8::new(0);
+/// What the storming handler prints once (a whole console line).
+pub const STORM_LINE: &str = "timer storm\n";
+/// After how many interrupts.
+pub const STORM_TICKS: u64 = 1000;
+
+/// The timer handler's work: count, and re-arm when [`REARM`] says so.
+extern "C" fn timer_tick() {
+    let ticks = TICKS.fetch_add(1, Ordering::SeqCst) + 1;
+    if REARM.load(Ordering::SeqCst) {
+        let insn = if REARM_INSN.load(Ordering::SeqCst) == HypercallInsn::Vmmcall as u8 {
+            HypercallInsn::Vmmcall
+        } else {
+            HypercallInsn::Vmcall
+        };
+        if ticks == STORM_TICKS {
+            let (ptr, len) = (STORM_LINE.as_ptr() as u64, STORM_LINE.len() as u64);
+            // SAFETY: we run as a guest of the hypervisor, identity-mapped, so the string's
+            // address is its guest-physical address; the hypervisor only reads it.
+            let _ = unsafe { crx_abi::call::hypercall(insn, crx_abi::nr::CONSOLE_WRITE, ptr, len, 0, 0) };
+        }
+        // SAFETY: as above; TIMER_ARM takes no pointer.
+        let _ = unsafe { crx_abi::call::hypercall(insn, crx_abi::nr::TIMER_ARM, 0, u64::from(TIMER), 0, 0) };
+    }
+}
 
 // The handlers record the vector and resume at RECOVER. Both are interrupt gates at CPL 0 in
 // 64-bit mode, so the CPU pushes SS, RSP, RFLAGS, CS, RIP (and, for #GP, an error code) on
@@ -40,23 +78,53 @@ core::arch::global_asm!(
     "mov qword ptr [rsp + 8], rax", // the saved RIP
     "pop rax",
     "iretq",
+    // The timer: an external interrupt, no error code. The caller-saved registers are
+    // kept around the call (soft-float code uses no vector registers); the CPU left RSP
+    // 8 bytes off 16 with its 5-word frame, and 9 pushes align it for the call.
+    ".globl guests_timer_entry",
+    "guests_timer_entry:",
+    "push rax",
+    "push rcx",
+    "push rdx",
+    "push rsi",
+    "push rdi",
+    "push r8",
+    "push r9",
+    "push r10",
+    "push r11",
+    "call {tick}",
+    "pop r11",
+    "pop r10",
+    "pop r9",
+    "pop r8",
+    "pop rdi",
+    "pop rsi",
+    "pop rdx",
+    "pop rcx",
+    "pop rax",
+    "iretq",
     ".popsection",
     caught = sym CAUGHT,
     recover = sym RECOVER,
+    tick = sym timer_tick,
 );
 
 unsafe extern "C" {
     fn guests_ud_entry();
     fn guests_gp_entry();
+    fn guests_timer_entry();
 }
 
-/// 32 gate descriptors of 16 bytes.
-struct Idt(UnsafeCell<[u64; 64]>);
+/// Gate descriptors (16 bytes each) for the exceptions and the timer.
+const GATES: usize = TIMER as usize + 1;
+
+/// The IDT: [`GATES`] descriptors of two words.
+struct Idt(UnsafeCell<[u64; 2 * GATES]>);
 
 // SAFETY: a guest has one vCPU running this code; the table is written once before LIDT.
 unsafe impl Sync for Idt {}
 
-static IDT: Idt = Idt(UnsafeCell::new([0; 64]));
+static IDT: Idt = Idt(UnsafeCell::new([0; 2 * GATES]));
 
 /// A 64-bit interrupt gate to `handler` through code selector 0x08 (SDM Vol. 3A 6.14.1).
 fn gate(handler: u64) -> [u64; 2] {
@@ -70,7 +138,8 @@ struct DescriptorPointer {
     base: u64,
 }
 
-/// Loads an IDT whose #UD and #GP handlers resume after the probed instruction; every other
+/// Loads an IDT whose #UD and #GP handlers resume after the probed instruction and whose
+/// [`TIMER`] handler counts [`TICKS`] (and re-arms when [`REARM`] is set); every other
 /// vector is absent (so any other exception ends in a triple fault).
 ///
 /// # Safety
@@ -79,15 +148,17 @@ pub unsafe fn install_trap_idt() {
     let table = IDT.0.get();
     // SAFETY: nothing else references the table yet (see the `Sync` argument).
     let entries = unsafe { &mut *table };
-    for (vector, handler) in
-        [(UD, guests_ud_entry as *const () as u64), (GP, guests_gp_entry as *const () as u64)]
-    {
+    for (vector, handler) in [
+        (UD, guests_ud_entry as *const () as u64),
+        (GP, guests_gp_entry as *const () as u64),
+        (TIMER, guests_timer_entry as *const () as u64),
+    ] {
         let [lo, hi] = gate(handler);
         let i = usize::from(vector) * 2;
         entries[i] = lo;
         entries[i + 1] = hi;
     }
-    let ptr = DescriptorPointer { limit: (64 * 8 - 1) as u16, base: table as u64 };
+    let ptr = DescriptorPointer { limit: (GATES * 16 - 1) as u16, base: table as u64 };
     // SAFETY: the table is static and complete; LIDT only changes where exceptions go.
     unsafe { core::arch::asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack)) };
 }

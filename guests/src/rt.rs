@@ -157,6 +157,12 @@ impl Guest {
         self.call0(nr::YIELD, 0)
     }
 
+    /// Arms this vCPU's one-shot timer: interrupt `vector` at monotonic `deadline_ns`.
+    pub fn timer_arm(&self, deadline_ns: u64, vector: u64) -> Result<u64, Error> {
+        // SAFETY: TIMER_ARM takes no pointer.
+        Error::result(unsafe { self.raw(nr::TIMER_ARM, deadline_ns, vector, 0, 0) })
+    }
+
     /// Fills `buf` with random bytes.
     pub fn random(&self, buf: &mut [u8]) -> Result<u64, Error> {
         // SAFETY: the hypervisor writes at most `buf.len()` bytes into `buf`, which we own.

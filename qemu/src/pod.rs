@@ -361,12 +361,29 @@ pub fn run(
     timeout: Option<Duration>,
     on_line: &mut OnPodLine<'_>,
 ) -> Result<PodOutcome, Error> {
+    run_until(host, name, module, cmdline, container, timeout, &|_| false, on_line)
+}
+
+/// As [`run`], and stops the emulator as soon as `stop` says so of the pod's lines so far
+/// (for a pod whose VM never ends on its own, such as one with a container that spins).
+#[allow(clippy::too_many_arguments)]
+pub fn run_until(
+    host: &Host,
+    name: &str,
+    module: PathBuf,
+    cmdline: String,
+    container: &str,
+    timeout: Option<Duration>,
+    stop: &dyn Fn(&PodReport) -> bool,
+    on_line: &mut OnPodLine<'_>,
+) -> Result<PodOutcome, Error> {
     let machine = host.boot_module(name, module, cmdline)?;
-    let mut pod = PodReport::default();
-    let run = vm::follow(machine, name, timeout, &|_: &Report| false, &mut |line, event| {
-        let pe = if line.console { pod.feed(&line.text) } else { None };
+    let pod = std::cell::RefCell::new(PodReport::default());
+    let run = vm::follow(machine, name, timeout, &|_: &Report| stop(&pod.borrow()), &mut |line, event| {
+        let pe = if line.console { pod.borrow_mut().feed(&line.text) } else { None };
         on_line(line, event, pe.as_ref());
     })?;
+    let pod = pod.into_inner();
     let status = PodStatus::of(&pod, container, &run);
     Ok(PodOutcome { run, pod, status })
 }

@@ -258,6 +258,54 @@ fn a_chatty_container_is_rate_limited_and_its_neighbour_still_finishes() {
     );
 }
 
+/// A CPU-bound background job that never blocks (`yes` writing to /dev/null) beside the
+/// shell: the slice timer takes the CPU from it, so the shell's sleep ends, `alive` is
+/// printed and the job is killed.
+#[test]
+fn a_busy_background_job_does_not_starve_the_shell() {
+    let o = busybox_run("pod-preempt", &["sh", "-c", BUSY_JOB_SCRIPT]);
+    check_exit(&o, 0);
+    check(&o, out(&o) == ["alive"], "the shell runs beside the busy job and prints alive");
+}
+
+const BUSY_JOB_SCRIPT: &str = "yes > /dev/null & sleep 1; echo alive; kill $!";
+
+/// Two containers of one pod: one spins for ever in a shell loop that makes no syscall at
+/// all, the other sleeps a second and prints. The sleeper finishes with its output; the pod
+/// VM itself cannot end (its other container never does), so the run stops there.
+#[test]
+fn a_spinning_container_does_not_starve_its_neighbour() {
+    let image = busybox();
+    let mut spec = PodRun::new(image, &["sh".into(), "-c".into(), "sleep 1; echo done".into()]).spec();
+    let mut spinner = spec.containers[0].clone();
+    spinner.name = "spinner".into();
+    spinner.command = vec!["sh".into(), "-c".into(), "while :; do :; done".into()];
+    spec.containers.push(spinner);
+    let guest = std::fs::read(guest_kernel()).expect("crx-guest");
+    let layers: Vec<_> = image.layers.iter().map(|l| (l.bytes.as_slice(), l.compression.kind())).collect();
+    let module = ok(pod::write_module(&ok(pod::pack(&guest, &spec, &layers)), "pod-spinner"));
+    let o = {
+        let _slot = emulator_slot();
+        let cmdline = pod::kernel_cmdline(None, "");
+        let main_ended = |p: &pod::PodReport| p.end("main").is_some();
+        ok(pod::run_until(
+            &qemu(),
+            "pod-spinner",
+            module,
+            cmdline,
+            "main",
+            Some(QEMU_TIMEOUT),
+            &main_ended,
+            &mut |_, _, _| {},
+        ))
+    };
+    check(&o, !o.run.timed_out, "the sleeping container did not finish beside the spinning one");
+    check(&o, o.status == PodStatus::Exited(0), "the sleeping container exits 0");
+    check(&o, out(&o) == ["done"], "its output comes through");
+    check(&o, o.pod.end("spinner").is_none(), "the spinning container is still running");
+    check(&o, !o.run.lines.iter().any(|l| l.text.contains("KERNEL PANIC")), "the kernel panicked");
+}
+
 #[test]
 fn sleep_one_second() {
     let o = busybox_run("pod-sleep", &["sleep", "1"]);
@@ -691,6 +739,15 @@ fn bochs_busybox_list_in_one_vm() {
         "a missing command is not found, 127",
     );
     check(&o, part("end").is_empty(), "nothing after the last marker");
+}
+
+/// [`a_busy_background_job_does_not_starve_the_shell`] on VT-x: the interrupt goes in by
+/// event injection, or waits for the interrupt window.
+#[test]
+fn bochs_a_busy_background_job_does_not_starve_the_shell() {
+    let o = run_in(&bochs(), "pod-bochs-preempt", busybox(), &["sh", "-c", BUSY_JOB_SCRIPT]);
+    check_exit(&o, 0);
+    check(&o, out(&o) == ["alive"], "the shell runs beside the busy job and prints alive");
 }
 
 #[test]

@@ -141,6 +141,59 @@ fn a_spinning_vm_does_not_starve_the_others() {
     r.check(r.status == RunStatus::Exited(0), "status should be vm0's code 0");
 }
 
+/// Hostile users of the guest timer (`TIMER_ARM`), each placed on a CPU of its own beside
+/// a well-behaved VM (placement is round robin over the 4 CPUs): one keeps its interrupt
+/// pending for ever behind `cli`, one takes a single interrupt and never arms again, one
+/// re-arms in the past from its handler (an interrupt storm), one never arms. The sleeper,
+/// the yielder and the printer beside them still finish, and each hostile VM saw what the
+/// ABI says (bad vectors refused, one interrupt only for `once`, a stream for `storm`).
+#[test]
+fn timer_abusing_vms_do_not_starve_the_others() {
+    let spec = VmSpec::each(vec![
+        guest("spin").with_cmdline("timer=cli"),
+        guest("spin").with_cmdline("timer=once"),
+        guest("spin").with_cmdline("timer=storm"),
+        guest("spin"),
+        guest("time"),
+        guest("counter").with_cmdline("lines=6"),
+        guest("time"),
+        guest("hello"),
+    ]);
+    let good = [4u32, 5, 6, 7];
+    // Stop 3 s after the good VMs have ended and the hostile ones have shown their lines
+    // (time enough for a second interrupt that should not come).
+    let done_at: Cell<Option<Instant>> = Cell::new(None);
+    let stop = |r: &Report| {
+        let shown = |vm: u32, text: &str| r.lines(vm).iter().any(|l| l == text);
+        let ready = good.iter().all(|&vm| r.end(vm).is_some())
+            && shown(1, "timer fired once")
+            && shown(2, "timer storm");
+        if ready && done_at.get().is_none() {
+            done_at.set(Some(Instant::now()));
+        }
+        done_at.get().is_some_and(|t| t.elapsed() >= Duration::from_secs(3))
+    };
+    let r = run_vms("vm-timer-abuse", &qemu(), &spec, QEMU_TIMEOUT, &stop);
+    r.check(!r.timed_out, "the good VMs did not finish beside the timer-abusing ones");
+    check_line(&r, 4, "time ok");
+    check_exit(&r, 4, 0);
+    check_counters_one(&r, 5, 8, 6);
+    check_line(&r, 6, "time ok");
+    check_exit(&r, 6, 0);
+    check_hello(&r, 7, 8);
+    for vm in 0..3 {
+        check_line(&r, vm, "timer: bad vectors refused");
+    }
+    for vm in 0..4 {
+        check_line(&r, vm, "spinning");
+        r.check(r.end(vm).is_none(), &format!("spinning vm{vm} cannot have ended"));
+    }
+    check_line(&r, 1, "timer fired once");
+    r.check(!r.lines_of(1).iter().any(|l| l.contains("twice")), "vm1 got a second interrupt it did not arm");
+    check_line(&r, 2, "timer storm");
+    r.check(!r.lines.iter().any(|l| l.text.contains("KERNEL PANIC")), "the kernel panicked");
+}
+
 #[test]
 fn sse_state_stays_with_its_vm() {
     let r = run("vm-fpu-4", &qemu(), &VmSpec::new(guest("fpu"), 4));

@@ -3,9 +3,12 @@
 //! the per-process FPU/SSE state, and the one-CPU cell the kernel state lives in. The rest of
 //! the kernel uses the safe functions here (physical memory and CR3 through [`super::phys`]).
 //!
-//! One vCPU, no interrupts: every entry into the kernel (a syscall or an exception) starts
-//! at the top of the one kernel stack, and the kernel leaves only by [`enter_user`], so no
-//! kernel context survives a return to user mode.
+//! One vCPU, and the kernel runs with interrupts off (SYSCALL clears IF through SFMASK,
+//! the IDT's gates are interrupt gates): the only interrupt, the slice timer
+//! ([`TIMER_VECTOR`], armed through the hypervisor's `TIMER_ARM`), arrives while user code
+//! runs. So every entry into the kernel (a syscall, an exception or the timer) starts at
+//! the top of the one kernel stack, and the kernel leaves only by [`enter_user`]: no kernel
+//! context survives a return to user mode.
 
 use core::arch::{asm, global_asm};
 use core::cell::UnsafeCell;
@@ -51,7 +54,7 @@ pub struct TrapFrame {
 
 impl TrapFrame {
     /// A frame that starts user code at `rip` with stack `rsp` (all other registers 0,
-    /// interrupts flag set as Linux does; no interrupts arrive anyway).
+    /// interrupts flag set as Linux does: the slice timer interrupts user code).
     pub fn user(rip: u64, rsp: u64) -> TrapFrame {
         TrapFrame {
             rip,
@@ -71,14 +74,18 @@ impl TrapFrame {
 
 /// A cell for state written once at boot on the only CPU, or only by the entry code.
 struct BootCell<T>(UnsafeCell<T>);
-// SAFETY: the kernel runs on one vCPU with interrupts off, so there is never concurrent access.
+// SAFETY: the kernel runs on one vCPU with interrupts off (the timer interrupts user code
+// only, and its handler ignores one that finds the kernel running), so there is never
+// concurrent access.
 unsafe impl<T> Sync for BootCell<T> {}
 
 /// A `RefCell` that can be a static: the kernel's state, borrowed by each kernel entry.
 pub struct OneCpu<T>(core::cell::RefCell<T>);
 
-// SAFETY: the kernel runs on one vCPU with interrupts off, so the cell is never used from two
-// contexts at once; a nested borrow on that one context is caught by the `RefCell` itself.
+// SAFETY: the kernel runs on one vCPU with interrupts off (the timer interrupts user code
+// only, where no borrow is held, and its handler touches nothing when it finds the kernel
+// running), so the cell is never used from two contexts at once; a nested borrow on that one
+// context is caught by the `RefCell` itself.
 unsafe impl<T> Sync for OneCpu<T> {}
 
 impl<T> OneCpu<T> {
@@ -174,8 +181,14 @@ struct IdtEntry {
     off_hi: u32,
     _z: u32,
 }
-static IDT: BootCell<[IdtEntry; 32]> = BootCell(UnsafeCell::new(
-    [IdtEntry { off_lo: 0, sel: 0, ist: 0, attr: 0, off_mid: 0, off_hi: 0, _z: 0 }; 32],
+/// The slice timer's vector: the IDT's one entry above the exceptions.
+pub const TIMER_VECTOR: u8 = crx_abi::TIMER_VECTOR_DEFAULT;
+// The timer stub below pushes this number.
+const _: () = assert!(TIMER_VECTOR == 0x20);
+/// IDT entries: the 32 exceptions and the timer.
+const IDT_ENTRIES: usize = TIMER_VECTOR as usize + 1;
+static IDT: BootCell<[IdtEntry; IDT_ENTRIES]> = BootCell(UnsafeCell::new(
+    [IdtEntry { off_lo: 0, sel: 0, ist: 0, attr: 0, off_mid: 0, off_hi: 0, _z: 0 }; IDT_ENTRIES],
 ));
 
 #[repr(C, packed)]
@@ -187,6 +200,7 @@ struct DescPtr {
 extern "C" {
     static crx_trap_stubs: [u64; 32];
     fn crx_syscall_entry();
+    fn crx_timer_entry();
 }
 
 // Entry stubs: each pushes a zero error code when the CPU did not, then the vector, and
@@ -260,6 +274,23 @@ crx_trap_common:
     call crx_trap
     ud2
 
+// The slice timer (vector 0x20): an external interrupt, no error code, on the current
+// stack (no IST: from user mode that is RSP0, the top of the kernel stack). `crx_timer`
+// switches processes and does not return when it interrupted user mode; when it finds the
+// kernel interrupted (which runs with IF = 0, so only a bug gets here) it returns, and the
+// frame is restored in place, back to the interrupted kernel code.
+.global crx_timer_entry
+crx_timer_entry:
+    push 0
+    push 0x20
+    PUSHREGS
+    mov rdi, rsp
+    mov rbx, rsp
+    and rsp, -16
+    call crx_timer
+    mov rdi, rbx
+    jmp crx_frame_return
+
 // SYSCALL: RCX = user RIP, R11 = user RFLAGS, RSP still the user's (AMD APM Vol. 2, 6.1.1).
 .global crx_syscall_entry
 crx_syscall_entry:
@@ -279,6 +310,7 @@ crx_syscall_entry:
 
 .global crx_enter_user
 crx_enter_user:
+crx_frame_return:
     mov rsp, rdi
     pop r15
     pop r14
@@ -363,12 +395,12 @@ pub fn in_kernel_stack_guard(addr: u64) -> bool {
 /// the SYSCALL MSRs. Call once at boot, on the kernel stack.
 ///
 /// Stacks of the exceptions (Intel SDM Vol. 3A, 6.14.5): the double fault runs on IST1, its
-/// own stack. Every other vector runs on IST2, which is the top of the kernel stack: from
+/// own stack. Every other exception runs on IST2, which is the top of the kernel stack: from
 /// user mode that is where RSP0 points anyway (every kernel entry starts there), and from
 /// kernel mode every exception is fatal (it is reported and the VM ends), so starting over
 /// at the top loses nothing and still works when the kernel stack is exhausted: a kernel
 /// stack overflow faults on the guard page and is reported as such instead of becoming a
-/// double or triple fault.
+/// double or triple fault. The timer ([`TIMER_VECTOR`]) uses no IST (see its stub).
 pub fn init() {
     let tss_addr = TSS.0.get() as u64;
     // SAFETY: boot runs once on the only CPU before anything else uses these statics.
@@ -390,21 +422,25 @@ pub fn init() {
             | (((tss_addr >> 24) & 0xff) << 56);
         gdt[6] = tss_addr >> 32;
         let idt = &mut *IDT.0.get();
-        for (i, e) in idt.iter_mut().enumerate() {
-            let h = crx_trap_stubs[i];
-            *e = IdtEntry {
-                off_lo: h as u16,
-                sel: KERNEL_CS,
-                ist: if i == 8 { 1 } else { 2 },
-                attr: 0x8e,
-                off_mid: (h >> 16) as u16,
-                off_hi: (h >> 32) as u32,
-                _z: 0,
-            };
+        // Interrupt gates (type 0xe, DPL 0: user code cannot raise them with INT n).
+        let gate = |h: u64, ist: u8| IdtEntry {
+            off_lo: h as u16,
+            sel: KERNEL_CS,
+            ist,
+            attr: 0x8e,
+            off_mid: (h >> 16) as u16,
+            off_hi: (h >> 32) as u32,
+            _z: 0,
+        };
+        for (i, e) in idt.iter_mut().take(32).enumerate() {
+            *e = gate(crx_trap_stubs[i], if i == 8 { 1 } else { 2 });
         }
+        // The timer runs on the current stack: IST2 would start over at the top of the
+        // kernel stack, under the feet of kernel code it might (by a bug) interrupt.
+        idt[usize::from(TIMER_VECTOR)] = gate(crx_timer_entry as *const () as u64, 0);
     }
     let gdtr = DescPtr { limit: (7 * 8 - 1) as u16, base: GDT.0.get() as u64 };
-    let idtr = DescPtr { limit: (32 * 16 - 1) as u16, base: IDT.0.get() as u64 };
+    let idtr = DescPtr { limit: (IDT_ENTRIES * 16 - 1) as u16, base: IDT.0.get() as u64 };
     // SAFETY: the GDT keeps the kernel selectors the CPU runs with (0x08 code, 0x10 data), so
     // reloading them is seamless; the far return reloads CS; the TSS descriptor is valid.
     unsafe {

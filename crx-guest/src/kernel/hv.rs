@@ -1,5 +1,5 @@
-//! Hypercalls to the hypervisor (ABI v1 from `crx_abi`, the pod calls of v2 to v4 from
-//! `podabi`).
+//! Hypercalls to the hypervisor (ABI v1 and v5's timer from `crx_abi`, the pod calls of v2
+//! to v4 from `podabi`).
 //! Pointers handed over are guest-physical: kernel buffers are converted with `mm::gpa_of`.
 
 use crx_abi::{call, nr, Error, HypercallInsn, CONSOLE_WRITE_MAX};
@@ -52,6 +52,12 @@ impl Hv {
     /// Blocks until the monotonic clock reaches `deadline_ns`.
     pub fn sleep_until(&self, deadline_ns: u64) {
         let _ = self.raw(nr::SLEEP_UNTIL, deadline_ns, 0, 0, 0);
+    }
+
+    /// Arms this vCPU's one-shot timer: interrupt `vector` once the monotonic clock reaches
+    /// `deadline_ns` (ABI 5; `Err(NoSys)` from an older hypervisor).
+    pub fn timer_arm(&self, deadline_ns: u64, vector: u8) -> Result<u64, Error> {
+        self.raw(nr::TIMER_ARM, deadline_ns, u64::from(vector), 0, 0)
     }
 
     /// Fills `buf` with random bytes.

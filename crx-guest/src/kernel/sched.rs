@@ -1,14 +1,22 @@
 //! The kernel's entries from user mode and the scheduler.
 //!
-//! There are no interrupts: a process runs until it makes a syscall that blocks, yields,
-//! exits or faults. A blocked syscall is retried each time the scheduler passes by (its
-//! arguments are still in the saved registers); when every process is blocked and some
-//! wait for time, the vCPU sleeps until the earliest deadline (`SLEEP_UNTIL`).
+//! Time-sliced round robin: a process runs until it makes a syscall that blocks, yields,
+//! exits or faults, or until its slice ends: when another process is alive (or the pod is
+//! managed, whose node commands the scheduler reads), every return to user mode makes sure
+//! the hypervisor's one-shot timer (`TIMER_ARM`, crx-abi 5) is armed [`SLICE_NS`] ahead,
+//! and its interrupt ([`crx_timer`]) saves the process and switches to the next one. The
+//! kernel itself is never preempted (it runs with IF = 0). On a hypervisor without the
+//! timer (`NoSys`) processes run until they block, as before. A blocked syscall is retried
+//! each time the scheduler passes by (its arguments are still in the saved registers);
+//! when every process is blocked and some wait for time, the vCPU sleeps until the
+//! earliest deadline (`SLEEP_UNTIL`).
 
 #![deny(unsafe_code)]
 
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, Ordering};
 
+use crx_abi::Error;
 use crx_guest::podabi::Command;
 use crx_guest::posix::{sig, Exit};
 use crx_guest::signal::{FaultContext, SigInfo, SEGV_ACCERR, SEGV_MAPERR};
@@ -20,6 +28,17 @@ use super::proc::{Kernel, MemFault, Pid, State, KERNEL};
 /// How many scheduler passes a managed pod makes between two reads of the node's commands
 /// while its processes keep running (it also reads them before every sleep).
 const CONTROL_EVERY_PICKS: u32 = 32;
+
+/// A process's time slice: 10 ms, the hypervisor's own slice. A shell or a sleeper beside
+/// a busy process gets its turn within one slice, and a shorter one would only add timer
+/// exits (each slice costs two hypercalls and an interrupt).
+pub const SLICE_NS: u64 = 10_000_000;
+
+/// The slice timer is armed and has not fired yet (so a return to user mode need not arm
+/// it again). Cleared by the interrupt in whatever mode it arrives.
+static SLICE_ARMED: AtomicBool = AtomicBool::new(false);
+/// The hypervisor takes `TIMER_ARM`; cleared for good when it refuses it.
+static SLICE_TIMER: AtomicBool = AtomicBool::new(true);
 
 impl Kernel {
     /// Carries out the node's pending commands (`POD_CONTROL`); true if there was any.
@@ -170,12 +189,39 @@ impl Kernel {
         }
     }
 
+    /// Before returning to user mode in `pid`: arms the slice timer, unless it is armed
+    /// already or nothing else could run (no other live process, and a pod that is not
+    /// managed). Costs two hypercalls once per slice, none on other returns.
+    fn arm_slice(&mut self, pid: Pid) {
+        if SLICE_ARMED.load(Ordering::Relaxed) || !SLICE_TIMER.load(Ordering::Relaxed) {
+            return;
+        }
+        // A managed pod's scheduler reads the node's commands every so many passes, which a
+        // lone busy process would otherwise hold off for good.
+        let others =
+            self.managed || self.procs.values().any(|p| p.pid != pid && p.state.is_live());
+        if !others {
+            return;
+        }
+        let deadline = self.hv.monotonic_ns().saturating_add(SLICE_NS);
+        match self.hv.timer_arm(deadline, arch::TIMER_VECTOR) {
+            Ok(_) => SLICE_ARMED.store(true, Ordering::Relaxed),
+            Err(e) => {
+                SLICE_TIMER.store(false, Ordering::Relaxed);
+                if e != Error::NoSys {
+                    klog!("the hypervisor refuses the slice timer ({e:?}): processes run until they block");
+                }
+            }
+        }
+    }
+
     /// Switches the CPU to `pid` (address space, TLS, FPU) and returns its registers.
     pub fn switch_to(&mut self, pid: Pid) -> TrapFrame {
         if self.on_cpu.map(|(p, _)| p) != Some(pid) {
             let now = self.hv.monotonic_ns();
             self.charge_cpu(now, Some(pid));
         }
+        self.arm_slice(pid);
         if self.fpu_owner != Some(pid) {
             if let Some(owner) = self.fpu_owner.and_then(|o| self.procs.get_mut(&o)) {
                 owner.fpu.save(&self.fpu_fmt);
@@ -307,6 +353,33 @@ fn exception_name(v: u64) -> &'static str {
         19 => "SIMD error",
         _ => "exception",
     }
+}
+
+/// Slice-timer entry from the stub: the running process's slice is over; save it and run
+/// the next one, round robin (a blocked syscall is retried on the way, as after a syscall).
+/// An interrupt that finds the kernel running (it runs with IF = 0, so only a bug gets here)
+/// is ignored: this returns and the stub resumes the interrupted code.
+// `no_mangle` (which `unsafe_code` flags): the timer stub in `arch` calls this symbol, and
+// no other item has its name.
+#[allow(unsafe_code)]
+#[no_mangle]
+extern "C" fn crx_timer(tf: &mut TrapFrame) {
+    // Delivered: the hypervisor has disarmed it, so the next return to user mode arms again.
+    SLICE_ARMED.store(false, Ordering::Relaxed);
+    if !tf.is_user() {
+        return;
+    }
+    let frame = {
+        let mut g = KERNEL.lock();
+        let Some(k) = g.as_mut() else { return };
+        let pid = k.current;
+        if let Some(p) = k.procs.get_mut(&pid) {
+            p.frame = *tf;
+        }
+        let next = k.pick_next();
+        k.resume(next)
+    };
+    arch::enter_user(&frame)
 }
 
 /// Syscall entry from the stub.

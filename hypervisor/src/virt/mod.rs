@@ -79,9 +79,18 @@ pub trait Vcpu: Send {
     /// guest time has passed (then the exit is [`crate::vm::ExitKind::Preempted`]).
     fn run(&mut self, slice_ns: u64) -> Exit;
     /// Applies the policy's decision about `exit` before the next `run`: skips the
-    /// instruction for `Advance`, `Block` and `Yield`; queues an exception for `Inject`.
-    /// `Exit` and `Stop` need nothing from the backend.
+    /// instruction for `Advance`, `Block`, `Yield` and `ArmTimer` (whose timer the caller
+    /// keeps); queues an exception for `Inject`. `Exit` and `Stop` need nothing from the
+    /// backend.
     fn apply(&mut self, exit: &Exit, action: &Action);
+    /// Queues external interrupt `vector` (32 to 255) for the guest: a later `run`
+    /// delivers it through the guest's IDT at an entry where the guest can take it
+    /// (RFLAGS.IF = 1, no STI or MOV SS shadow) and no other event is being delivered,
+    /// and asks the hardware for an exit as soon as the guest can, if it cannot at entry.
+    /// Until delivered it stays queued across entries, whatever the guest does; one is
+    /// pending at most (a second call before delivery replaces the vector). It never
+    /// blocks host interrupts or changes how long an entry may last.
+    fn queue_interrupt(&mut self, vector: u8);
     /// Host bytes this vCPU holds beyond guest RAM (VMCS/VMCB, bitmaps, save areas).
     fn overhead_bytes(&self) -> usize;
 }

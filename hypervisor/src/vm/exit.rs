@@ -125,7 +125,9 @@ pub enum ExitKind {
     /// the host's value (the policy decides); backends that refuse XSETBV themselves
     /// report [`ExitKind::Forbidden`] instead.
     Xsetbv,
-    /// The time slice ran out, or a host interrupt arrived: nothing for the guest.
+    /// The time slice ran out, a host interrupt arrived, or the guest became able to take
+    /// the interrupt it has pending (the backend delivers it at the next entry): nothing
+    /// for the policy to do.
     Preempted,
     /// The guest triple-faulted (shutdown).
     TripleFault,
@@ -152,7 +154,8 @@ pub enum ExitKind {
 
 impl ExitKind {
     /// Whether the exit is caused by one instruction that [`Action::Advance`],
-    /// [`Action::Block`] or [`Action::Yield`] skip (so its length must be 1 to 15).
+    /// [`Action::Block`], [`Action::Yield`] or [`Action::ArmTimer`] skip (so its length
+    /// must be 1 to 15).
     pub fn is_instruction(&self) -> bool {
         matches!(
             self,
@@ -281,6 +284,16 @@ pub enum Action {
     },
     /// Skip the instruction and give the CPU to another runnable vCPU.
     Yield,
+    /// Skip the instruction (as `Advance`) and arm the vCPU's one-shot timer
+    /// (`crx_abi::nr::TIMER_ARM`): at VM time `deadline_ns` (`u64::MAX`: disarm) interrupt
+    /// `vector` is queued for the guest. The timer lives with the vCPU in the CPU loop;
+    /// backends only skip the instruction.
+    ArmTimer {
+        /// VM monotonic nanoseconds.
+        deadline_ns: u64,
+        /// Interrupt vector, 32 to 255.
+        vector: u8,
+    },
     /// The VM ended with this exit code.
     Exit(i32),
     /// The VM is stopped for this reason.

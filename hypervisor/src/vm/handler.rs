@@ -13,12 +13,16 @@
 //!   #GP(0), as a real CPU answers for an MSR it lacks.
 //! * CPUID: the host's, less VMX, SVM, MONITOR, x2APIC, TSC-deadline and the APIC, plus
 //!   the hypervisor bit and leaves 0x4000_0000/1; leaf 0xD reports exactly the host XCR0.
-//! * HLT blocks until the next timer tick; forbidden instructions get #UD; XSETBV may
+//! * HLT blocks until the next timer tick (the CPU loop wakes it sooner for a guest timer
+//!   armed earlier); forbidden instructions get #UD; XSETBV may
 //!   only set XCR0 to the host's value (#UD otherwise).
 //! * Pod hypercalls (`LOG_WRITE`, `CONTAINER_EXIT`, `POD_SPEC`, `LAYER_INFO`,
 //!   `POD_CONTROL`, `CONTAINER_ENTRY`) answer `Invalid` in a VM that is not a pod, and for a
 //!   container index, stream or layer index that does not exist; bad pointers are `Fault`
 //!   as everywhere. `CONTAINER_ENTRY` notes the VM's guest time at its first call.
+//! * `TIMER_ARM` (`deadline_ns`, `vector`) gives [`Action::ArmTimer`]: the CPU loop keeps
+//!   the deadline with the vCPU and has the backend deliver the interrupt; a vector below
+//!   32 or above 255 is `Invalid` and arms nothing.
 //! * Nested page faults (all guest memory is mapped, so only outside it, or a write to the
 //!   read-only layer window of a pod), triple faults, failed entries, intercepted
 //!   exceptions and unknown exits stop the VM.
@@ -32,7 +36,7 @@ use super::exit::{Access, Action, Exit, ExitKind, GuestRegs, StopReason, MAX_INS
 use super::memory::OutOfRange;
 use crx_abi::{
     layout, nr, BootParams, Error, LayerInfo, ABI_VERSION, CONSOLE_WRITE_MAX, CPUID_LEAF, CPUID_SIGNATURE,
-    LOG_WRITE_MAX, RANDOM_MAX,
+    LOG_WRITE_MAX, RANDOM_MAX, TIMER_VECTOR_MIN,
 };
 
 /// #UD.
@@ -208,6 +212,13 @@ fn hypercall(regs: &mut GuestRegs, svc: &mut impl Services) -> Action {
             action = Action::Yield;
             Ok(0)
         }
+        nr::TIMER_ARM => match u8::try_from(a1) {
+            Ok(vector) if a1 >= TIMER_VECTOR_MIN => {
+                action = Action::ArmTimer { deadline_ns: a0, vector };
+                Ok(0)
+            }
+            _ => Err(Error::Invalid),
+        },
         nr::RANDOM => capped(a1, RANDOM_MAX).and_then(|n| {
             let mut buf = [0u8; RANDOM_MAX as usize];
             let part = buf.get_mut(..n).ok_or(Error::Invalid)?;
@@ -504,6 +515,7 @@ mod tests {
                 nr::VERSION,
                 nr::POD_CONTROL,
                 nr::CONTAINER_ENTRY,
+                nr::TIMER_ARM,
             ] {
                 let mut r = GuestRegs { rax: n, rdi: 0, rsi: 1, ..GuestRegs::default() };
                 let a = handle(&exit(ExitKind::Hypercall { cpl }), &mut r, &mut s);
@@ -681,9 +693,34 @@ mod tests {
         assert_eq!(call(&mut s, nr::YIELD, 0, 0), (Action::Yield, 0));
         assert_eq!(call(&mut s, nr::SLEEP_UNTIL, 5000, 0), (Action::Block { until_ns: Some(5000) }, 0));
         assert_eq!(call(&mut s, nr::SLEEP_UNTIL, 999, 0), (Action::Advance, 0), "already past");
-        for n in [15, 100, u64::MAX, Error::Fault.to_raw()] {
+        for n in [16, 100, u64::MAX, Error::Fault.to_raw()] {
             assert_eq!(call(&mut s, n, 0, 0), (Action::Advance, Error::NoSys.to_raw()));
         }
+    }
+
+    #[test]
+    fn timer_arm_takes_a_deadline_and_a_vector_from_32() {
+        let mut s = Fake::new();
+        let arm = |deadline_ns: u64, vector: u8| Action::ArmTimer { deadline_ns, vector };
+        assert_eq!(call(&mut s, nr::TIMER_ARM, 5_000, 0x20), (arm(5_000, 0x20), 0));
+        assert_eq!(call(&mut s, nr::TIMER_ARM, 0, 32), (arm(0, 32), 0), "a deadline in the past");
+        assert_eq!(call(&mut s, nr::TIMER_ARM, u64::MAX, 255), (arm(u64::MAX, 255), 0), "disarm");
+        for bad in [0, 2, 14, 31, 256, 0x120, 1 << 32, u64::MAX] {
+            assert_eq!(
+                call(&mut s, nr::TIMER_ARM, 5_000, bad),
+                (Action::Advance, INVALID),
+                "vector {bad:#x}"
+            );
+        }
+        // From guest user mode it is refused like every other call.
+        let mut r = GuestRegs { rax: nr::TIMER_ARM, rdi: 5_000, rsi: 0x20, ..GuestRegs::default() };
+        let a = handle(&exit(ExitKind::Hypercall { cpl: 3 }), &mut r, &mut s);
+        assert_eq!((a, r.rax), (Action::Advance, Error::Denied.to_raw()));
+        // An exit that cannot be skipped arms nothing.
+        let mut r = GuestRegs { rax: nr::TIMER_ARM, rdi: 5_000, rsi: 0x20, ..GuestRegs::default() };
+        let a =
+            handle(&Exit { kind: ExitKind::Hypercall { cpl: 0 }, instr_len: 0, guest_ns: 0 }, &mut r, &mut s);
+        assert_eq!(a, Action::Stop(StopReason::BadInstructionLength { len: 0 }));
     }
 
     #[test]

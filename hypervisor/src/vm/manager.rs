@@ -38,9 +38,10 @@ use super::exit::{Action, StopReason};
 use super::handler;
 use super::loader;
 use super::pod::VmEnd;
-use super::sched::{Pick, Scheduler, VcpuId, VmId};
+use super::sched::{Pick, Scheduler, VcpuId, VmId, TICK_NS};
 use super::services::{console_line, set_wall_clock, End, Svc, VmRec};
 use super::setup::{self, Guests, Target};
+use super::timer::GuestTimer;
 use crate::arch::{fpu, percpu, power, rtc, smp, time};
 use crate::cmdline::Options;
 use crate::kprintln;
@@ -288,6 +289,8 @@ fn memory_line(out: &mut String, r: &VmRec) {
 struct Local {
     vcpu: Box<dyn Vcpu>,
     fpu: fpu::FpuState,
+    /// Its one-shot timer (`TIMER_ARM`), in host time.
+    timer: GuestTimer,
 }
 
 /// The loop every CPU runs: pick, run, handle, until no vCPU is left here.
@@ -340,7 +343,7 @@ fn cpu_loop() {
             let made = match spec {
                 None => Err(StopReason::OutOfMemory),
                 Some((root, init)) => match (backend.create_vcpu(root, &init), fpu::FpuState::new()) {
-                    (Ok(vcpu), Some(fpu)) => Ok(Local { vcpu, fpu }),
+                    (Ok(vcpu), Some(fpu)) => Ok(Local { vcpu, fpu, timer: GuestTimer::new() }),
                     (Err(VirtError::OutOfMemory), _) | (_, None) => Err(StopReason::OutOfMemory),
                     (Err(e), _) => Err(StopReason::VcpuFailed(virt_error_name(e))),
                 },
@@ -384,7 +387,14 @@ fn cpu_loop() {
             continue;
         };
         let ended = loop {
-            let exit = l.vcpu.run(slice);
+            // The guest's timer: a deadline that has come queues its interrupt (the backend
+            // delivers it once the guest can take it); one ahead ends this entry there.
+            // It only ever shortens the slice.
+            let (due, bounded) = l.timer.before_entry(time::now_ns(), slice);
+            if let Some(vector) = due {
+                l.vcpu.queue_interrupt(vector);
+            }
+            let exit = l.vcpu.run(bounded);
             let now = time::now_ns();
             let action = with_world(|w| {
                 w.sched.charge(v, exit.guest_ns, now);
@@ -400,8 +410,15 @@ fn cpu_loop() {
             })
             .unwrap_or(Action::Stop(StopReason::Killed));
             l.vcpu.apply(&exit, &action);
+            let timer = &mut l.timer;
             let next = with_world(|w| match action {
                 Action::Resume | Action::Advance | Action::Inject { .. } => {
+                    w.sched.keep_running(v, now).ok_or(false)
+                }
+                Action::ArmTimer { deadline_ns, vector } => {
+                    // TIMER_ARM deadlines are the VM's monotonic clock, as SLEEP_UNTIL's.
+                    let start = w.vms.get(vm.0).map_or(0, |r| r.start_ns);
+                    timer.arm(deadline_ns, vector, start);
                     w.sched.keep_running(v, now).ok_or(false)
                 }
                 Action::Yield => {
@@ -414,9 +431,14 @@ fn cpu_loop() {
                     if rec.and_then(|r| r.pod.as_ref()).is_some_and(|p| !p.commands.is_empty()) {
                         return w.sched.keep_running(v, now).ok_or(false);
                     }
-                    // SLEEP_UNTIL times are the VM's monotonic clock.
+                    // SLEEP_UNTIL times are the VM's monotonic clock. A HLT (no time) ends
+                    // at the next tick, or at the guest's timer if that comes first.
                     let start = rec.map_or(0, |r| r.start_ns);
-                    w.sched.block(v, until_ns.map(|t| t.saturating_add(start)), now);
+                    let until = match until_ns {
+                        Some(t) => Some(t.saturating_add(start)),
+                        None => timer.armed().map(|_| timer.wake_by(now.saturating_add(TICK_NS))),
+                    };
+                    w.sched.block(v, until, now);
                     Err(false)
                 }
                 Action::Exit(c) => {

@@ -2,8 +2,8 @@
 //! ([`exit`]), the policy that handles exits ([`handler`]), and everything a VM is made
 //! of: its memory ([`memory`]), loaded image ([`loader`]), consoles ([`console`]), pod
 //! ([`pod`]), clock and random bytes ([`clock`], [`rng`]), its place on the CPUs
-//! ([`sched`]) and its set-up from the guest module ([`setup`]). All of these are pure and
-//! tested on the host.
+//! ([`sched`]), each vCPU's one-shot timer ([`timer`]) and its set-up from the guest
+//! module ([`setup`]). All of these are pure and tested on the host.
 //!
 //! Built only for the kernel target: `services` (one VM's record and the
 //! [`handler::Services`] the policy reaches the machine through), `manager` (the per-CPU
@@ -29,5 +29,6 @@ pub mod selftests;
 #[cfg(target_os = "none")]
 pub mod services;
 pub mod setup;
+pub mod timer;
 
 pub use exit::{Access, Action, Exit, ExitKind, GuestRegs, InitialState, NestedFormat, Segment, StopReason};

@@ -4,8 +4,9 @@
 //!   stays there (a VT-x VMCS is bound to one CPU).
 //! * Round robin with [`SLICE_NS`] slices: a vCPU whose slice ran out goes to the tail,
 //!   so a busy guest cannot starve the others on its CPU.
-//! * Blocked vCPUs (HLT: until the next tick; SLEEP_UNTIL: until a time) rejoin the head
-//!   of the queue when their time comes; a yield goes to the tail at once.
+//! * Blocked vCPUs (HLT: until the next tick, or the guest timer's deadline when that is
+//!   sooner; SLEEP_UNTIL: until a time) rejoin the head of the queue when their time comes;
+//!   a yield goes to the tail at once.
 //! * Each VM may have a CPU limit in millicores (1000 = one CPU): in every aligned
 //!   [`PERIOD_NS`] period it gets at most `limit x PERIOD_NS / 1000` ns of guest time;
 //!   a VM over it is not picked until the next period. Guest time is accounted per VM.

@@ -535,7 +535,7 @@ impl Vcpu for SvmVcpu {
 
     fn apply(&mut self, exit: &Exit, action: &Action) {
         match *action {
-            Action::Advance | Action::Block { .. } | Action::Yield => {
+            Action::Advance | Action::Block { .. } | Action::Yield | Action::ArmTimer { .. } => {
                 self.regs.rip = self.regs.rip.wrapping_add(u64::from(exit.instr_len));
                 // Skipping an instruction ends any STI / MOV SS interrupt shadow.
                 self.vmcb.write::<u64>(ctl::INTERRUPT_SHADOW, 0);
@@ -546,6 +546,16 @@ impl Vcpu for SvmVcpu {
             },
             Action::Resume | Action::Exit(_) | Action::Stop(_) => {}
         }
+    }
+
+    /// V_IRQ in the VMCB: the CPU itself delivers it when the guest's RFLAGS.IF and
+    /// interrupt shadow allow, clears V_IRQ then, and keeps it set across exits until then
+    /// (written back on #VMEXIT), so nothing is checked here. An event EVENTINJ re-delivers
+    /// (an exception, or this interrupt cut short by an exit) goes first and is not
+    /// touched; INTR stays intercepted, so host interrupts still end the entry.
+    fn queue_interrupt(&mut self, vector: u8) {
+        let vintr: u64 = self.vmcb.read(ctl::VINTR);
+        self.vmcb.write::<u64>(ctl::VINTR, vmcb::vintr_with_irq(vintr, vector));
     }
 
     fn overhead_bytes(&self) -> usize {

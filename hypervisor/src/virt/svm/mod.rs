@@ -17,6 +17,10 @@
 //!   [`crate::vm::ExitKind::Preempted`]; the host IDT takes it right after STGI. NMIs are
 //!   intercepted the same way. `slice_ns` is therefore honoured at the tick's
 //!   granularity: an entry never lasts much longer than one tick.
+//! * Guest interrupts ([`crate::virt::Vcpu::queue_interrupt`], the guest's timer): V_IRQ
+//!   with the vector in the VMCB (APM 15.21.4); the CPU delivers it when the guest's IF
+//!   and interrupt shadow allow, after any event EVENTINJ re-delivers. Checked under QEMU
+//!   TCG 7.2, which implements V_IRQ, V_INTR_PRIO and V_IGN_TPR.
 //! * MSRs without exits: EFER (in the VMCB; the guest sees SVME set, which VMRUN
 //!   requires), FS/GS/KERNEL_GS base, STAR, LSTAR, CSTAR, SFMASK. Every other RDMSR/WRMSR
 //!   exits. RDTSC/RDTSCP are not intercepted (TSC offset 0).

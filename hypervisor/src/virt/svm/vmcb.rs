@@ -37,7 +37,8 @@ pub mod ctl {
     pub const GUEST_ASID: usize = 0x058;
     /// TLB control (8 bits).
     pub const TLB_CONTROL: usize = 0x05c;
-    /// V_TPR, V_IRQ, V_INTR_MASKING (bit 24), ...
+    /// The virtual-interrupt word: V_TPR (bits 7:0), V_IRQ (8), V_INTR_PRIO (19:16),
+    /// V_IGN_TPR (20), V_INTR_MASKING (24), V_INTR_VECTOR (39:32), ...
     pub const VINTR: usize = 0x060;
     /// Interrupt shadow (bit 0).
     pub const INTERRUPT_SHADOW: usize = 0x068;
@@ -209,6 +210,32 @@ pub const MISC2_INTERCEPTS: u32 = misc2::VMRUN
 /// V_INTR_MASKING in the VINTR word: physical interrupts are masked by the host's
 /// RFLAGS.IF, not the guest's (APM 15.21.1).
 pub const V_INTR_MASKING: u64 = 1 << 24;
+/// V_TPR in the VINTR word: the guest's task priority (its CR8).
+pub const V_TPR: u64 = 0xff;
+/// V_IRQ in the VINTR word: a virtual interrupt is pending; the CPU clears it when the
+/// guest takes the interrupt and writes it back on #VMEXIT (APM 15.21.4).
+pub const V_IRQ: u64 = 1 << 8;
+/// V_INTR_PRIO: the pending virtual interrupt's priority (bits 19:16).
+pub const V_INTR_PRIO_SHIFT: u32 = 16;
+/// V_IGN_TPR: the pending virtual interrupt ignores V_TPR.
+pub const V_IGN_TPR: u64 = 1 << 20;
+/// V_INTR_VECTOR: the pending virtual interrupt's vector (bits 39:32).
+pub const V_INTR_VECTOR_SHIFT: u32 = 32;
+
+/// The VINTR word that makes external interrupt `vector` pending in the guest, from the
+/// current word `vintr` (V_TPR and V_INTR_MASKING kept): V_IRQ with the highest priority,
+/// the guest's TPR ignored. The CPU delivers it through the guest's IDT once the guest
+/// has RFLAGS.IF = 1 and no interrupt shadow, after any event EVENTINJ injects, as it
+/// takes a physical interrupt; host interrupts stay under the host's control (APM 15.21.1,
+/// 15.21.4). No intercept is needed: VINTR is not intercepted, so the guest takes it.
+pub fn vintr_with_irq(vintr: u64, vector: u8) -> u64 {
+    (vintr & (V_TPR | V_INTR_MASKING))
+        | V_IRQ
+        | (0xf << V_INTR_PRIO_SHIFT)
+        | V_IGN_TPR
+        | (u64::from(vector) << V_INTR_VECTOR_SHIFT)
+}
+
 /// NP_ENABLE (APM 15.25.3).
 pub const NP_ENABLE: u64 = 1 << 0;
 
@@ -655,6 +682,17 @@ impl AsidPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_virtual_interrupt_keeps_tpr_and_masking() {
+        let w = vintr_with_irq(V_INTR_MASKING | 0x05, 0x20);
+        assert_eq!(w, V_INTR_MASKING | 0x05 | V_IRQ | (0xf << 16) | V_IGN_TPR | (0x20 << 32));
+        // A second one replaces the first's vector; stale bits of the word are dropped.
+        let again = vintr_with_irq(w | (1 << 9), 0xff);
+        assert_eq!(again >> 32, 0xff);
+        assert_eq!(again & (1 << 9), 0);
+        assert_ne!(again & V_IRQ, 0);
+    }
 
     #[test]
     fn attributes_pack_and_unpack() {

@@ -76,16 +76,25 @@ fn probe() -> Result<Caps, VirtError> {
         pin::PREEMPTION_TIMER,
         "pin-based (external-interrupt exiting)",
     )?;
-    let proc1 = adjust(
-        pick(msr::VMX_PROCBASED, msr::VMX_TRUE_PROCBASED),
-        proc1::HLT_EXITING
-            | proc1::UNCONDITIONAL_IO_EXITING
-            | proc1::USE_MSR_BITMAPS
-            | proc1::SECONDARY_CONTROLS
-            | proc1::RDPMC_EXITING,
-        proc1::MWAIT_EXITING | proc1::MONITOR_EXITING,
-        "processor-based (HLT/I/O exiting, MSR bitmaps, secondary controls)",
-    )?;
+    let proc1_msr = pick(msr::VMX_PROCBASED, msr::VMX_TRUE_PROCBASED);
+    let proc1_required = proc1::HLT_EXITING
+        | proc1::UNCONDITIONAL_IO_EXITING
+        | proc1::USE_MSR_BITMAPS
+        | proc1::SECONDARY_CONTROLS
+        | proc1::RDPMC_EXITING;
+    let proc1_wanted = proc1::MWAIT_EXITING | proc1::MONITOR_EXITING;
+    let proc1_name = "processor-based (HLT/I/O exiting, MSR bitmaps, secondary controls)";
+    let proc1 = adjust(proc1_msr, proc1_required, proc1_wanted, proc1_name)?;
+    if proc1 & proc1::INTERRUPT_WINDOW_EXITING != 0 {
+        // It would exit at every instruction boundary where the guest has IF = 1.
+        return Err(VirtError::ControlUnavailable("interrupt-window exiting forced on"));
+    }
+    // Interrupt-window exiting is switched on per entry while a guest interrupt waits
+    // (SDM A.3.2: allowed when bit 34 of the capability MSR is 1).
+    let interrupt_window =
+        adjust(proc1_msr, proc1_required, proc1_wanted | proc1::INTERRUPT_WINDOW_EXITING, proc1_name)?
+            & proc1::INTERRUPT_WINDOW_EXITING
+            != 0;
     // Unrestricted guest stays off: guests start in 64-bit mode with paging.
     let proc2 = adjust(
         msr::VMX_PROCBASED2,
@@ -164,9 +173,10 @@ fn probe() -> Result<Caps, VirtError> {
         invept_kind,
         invvpid_kind,
         timer_shift,
+        interrupt_window,
     };
     log::info!(
-        "vmx: revision {:#x}, true controls {}, VPID {}, preemption timer {}, pin {:#x} proc {:#x} proc2 {:#x} exit {:#x} entry {:#x}",
+        "vmx: revision {:#x}, true controls {}, VPID {}, preemption timer {}, interrupt window {}, pin {:#x} proc {:#x} proc2 {:#x} exit {:#x} entry {:#x}",
         caps.revision,
         t,
         caps.invvpid_kind.is_some(),
@@ -174,6 +184,7 @@ fn probe() -> Result<Caps, VirtError> {
             Some(_) => "yes",
             None => "no",
         },
+        if caps.interrupt_window { "yes" } else { "no" },
         pin,
         proc1,
         proc2,

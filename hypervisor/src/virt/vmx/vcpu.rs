@@ -12,6 +12,14 @@
 //!   guest/host masks; the guest reads its own values from the read shadows, and a write
 //!   that would change an owned bit exits (CR access, reported as unknown).
 //! * Exceptions are not intercepted (the bitmap is 0); NMIs go to the guest.
+//! * Guest interrupts ([`Vcpu::queue_interrupt`], the guest's timer): at an entry where the
+//!   guest has RFLAGS.IF = 1, no STI or MOV SS blocking and no event of its own being
+//!   re-delivered, the VM-entry interruption-information field injects the interrupt
+//!   (type 0, external; SDM 25.8.3, 27.6.1). Otherwise "interrupt-window exiting" (SDM
+//!   25.6.2 bit 2, 26.2; it takes effect right after an entry, 27.7.5) makes the CPU exit
+//!   with reason 7 as soon as the guest can take it, and the next entry injects it and
+//!   clears the control. External-interrupt exiting and the preemption timer stay as they
+//!   are, so host interrupts and the host's slices never wait for the guest.
 
 use super::insn::{self, vmread, vmwrite};
 use super::vmcs::Caps;
@@ -159,8 +167,13 @@ pub struct VmxVcpu {
     launched: bool,
     /// Guest values of [`SWITCHED_MSRS`].
     guest_msrs: [u64; 5],
-    /// An event to inject on the next entry.
+    /// An event to inject on the next entry (a queued exception, or an event whose
+    /// delivery an exit cut short).
     pending: Option<Event>,
+    /// A guest interrupt waiting for the guest to be interruptible.
+    irq: Option<u8>,
+    /// Interrupt-window exiting is on in the VMCS.
+    window: bool,
     /// Clear STI / MOV SS blocking on the next entry (an instruction was skipped).
     clear_shadow: bool,
     caps: Caps,
@@ -312,6 +325,8 @@ impl VmxVcpu {
             launched: false,
             guest_msrs: [0; 5],
             pending: None,
+            irq: None,
+            window: false,
             clear_shadow: false,
             caps: *caps,
             host_gdtr: sgdt(),
@@ -526,12 +541,34 @@ impl VmxVcpu {
                 u64::from(hw::preemption_ticks(slice_ns, time::tsc_hz(), shift)),
             )?;
         }
+        let mut interruptibility = r(field::GUEST_INTERRUPTIBILITY);
         if self.clear_shadow {
-            let st = r(field::GUEST_INTERRUPTIBILITY);
-            w(field::GUEST_INTERRUPTIBILITY, st & !3)?;
+            interruptibility &= !hw::BLOCKING_BY_STI_OR_MOV_SS;
+            w(field::GUEST_INTERRUPTIBILITY, interruptibility)?;
             self.clear_shadow = false;
         }
-        match self.pending.take() {
+        // An event of the guest's own being delivered again goes first; a guest interrupt
+        // goes in only where the CPU itself would take one (SDM 27.3.1.5 checks exactly
+        // that for an injected external interrupt), else it waits for the window.
+        let event = match self.pending.take() {
+            Some(ev) => Some(ev),
+            None => match self.irq {
+                Some(vector)
+                    if hw::interrupt_allowed(hw::sanitize_rflags(self.regs.rflags), interruptibility) =>
+                {
+                    self.irq = None;
+                    Some(Event { info: hw::external_interrupt(vector), error_code: None, instr_len: 0 })
+                }
+                _ => None,
+            },
+        };
+        let window = self.irq.is_some() && self.caps.interrupt_window;
+        if window != self.window {
+            let bit = if window { proc1::INTERRUPT_WINDOW_EXITING } else { 0 };
+            w(field::PROC_CONTROLS, u64::from(self.caps.proc1 | bit))?;
+            self.window = window;
+        }
+        match event {
             Some(ev) => {
                 w(field::ENTRY_INTERRUPTION_INFO, u64::from(ev.info))?;
                 if let Some(code) = ev.error_code {
@@ -677,7 +714,7 @@ impl Vcpu for VmxVcpu {
 
     fn apply(&mut self, exit: &Exit, action: &Action) {
         match *action {
-            Action::Advance | Action::Block { .. } | Action::Yield => {
+            Action::Advance | Action::Block { .. } | Action::Yield | Action::ArmTimer { .. } => {
                 self.regs.rip = self.regs.rip.wrapping_add(u64::from(exit.instr_len));
                 self.clear_shadow = true;
             }
@@ -687,6 +724,10 @@ impl Vcpu for VmxVcpu {
             },
             Action::Resume | Action::Exit(_) | Action::Stop(_) => {}
         }
+    }
+
+    fn queue_interrupt(&mut self, vector: u8) {
+        self.irq = Some(vector);
     }
 
     fn overhead_bytes(&self) -> usize {

@@ -35,6 +35,9 @@ pub struct Caps {
     pub invvpid_kind: Option<u64>,
     /// The preemption timer's rate shift (IA32_VMX_MISC bits 4:0), when it is used.
     pub timer_shift: Option<u8>,
+    /// Interrupt-window exiting may be set (it is set only while a guest interrupt waits
+    /// for the guest to be interruptible; [`Caps::proc1`] never has it).
+    pub interrupt_window: bool,
 }
 
 /// Model-specific registers the backend reads or switches (SDM Vol. 4 Table 2-2).
@@ -191,6 +194,9 @@ pub mod pin {
 
 /// Primary processor-based VM-execution controls (SDM 25.6.2, Table 25-6).
 pub mod proc1 {
+    /// Interrupt-window exiting: a VM exit at the first instruction boundary where the
+    /// guest has RFLAGS.IF = 1 and no blocking by STI or MOV SS (SDM 26.2).
+    pub const INTERRUPT_WINDOW_EXITING: u32 = 1 << 2;
     /// HLT exiting.
     pub const HLT_EXITING: u32 = 1 << 7;
     /// MWAIT exiting.
@@ -562,6 +568,26 @@ pub fn injection(vector: u8, error_code: Option<u32>) -> Option<(u32, Option<u32
     Some((info, code))
 }
 
+/// Guest interruptibility state: blocking by STI (bit 0) and by MOV SS (bit 1) (SDM
+/// 25.4.2).
+pub const BLOCKING_BY_STI_OR_MOV_SS: u64 = 0b11;
+/// RFLAGS.IF.
+pub const RFLAGS_IF: u64 = 1 << 9;
+
+/// Whether VM entry may inject an external interrupt into a guest with these RFLAGS and
+/// interruptibility state: IF must be 1 and neither STI nor MOV SS may block (the entry
+/// checks of SDM 27.3.1.5 refuse anything else), as a CPU takes an interrupt.
+pub fn interrupt_allowed(rflags: u64, interruptibility: u64) -> bool {
+    rflags & RFLAGS_IF != 0 && interruptibility & BLOCKING_BY_STI_OR_MOV_SS == 0
+}
+
+/// The VM-entry interruption-information field that delivers external interrupt `vector`
+/// (SDM 25.8.3: vector in bits 7:0, type 0 in bits 10:8, no error code, valid bit 31);
+/// delivered through the guest's IDT as the CPU delivers an interrupt (SDM 27.6.1).
+pub fn external_interrupt(vector: u8) -> u32 {
+    (1 << 31) | u32::from(vector)
+}
+
 /// The message for VM-instruction error number `n` (SDM 31.4, Table 31-1).
 pub fn instruction_error(n: u32) -> &'static str {
     match n {
@@ -602,6 +628,8 @@ pub mod reason {
     pub const EXTERNAL_INTERRUPT: u16 = 1;
     /// Triple fault.
     pub const TRIPLE_FAULT: u16 = 2;
+    /// Interrupt window: the guest can take an interrupt (interrupt-window exiting).
+    pub const INTERRUPT_WINDOW: u16 = 7;
     /// CPUID.
     pub const CPUID: u16 = 10;
     /// GETSEC.
@@ -737,7 +765,11 @@ pub fn decode_exit(raw: &RawExit) -> (ExitKind, u8) {
                 ExitKind::Exception { vector: (info & 0xff) as u8, error_code }
             }
         }
-        reason::EXTERNAL_INTERRUPT | reason::PREEMPTION_TIMER => ExitKind::Preempted,
+        // An interrupt window has nothing for the policy: the backend injects the interrupt
+        // it waited for at the next entry.
+        reason::EXTERNAL_INTERRUPT | reason::PREEMPTION_TIMER | reason::INTERRUPT_WINDOW => {
+            ExitKind::Preempted
+        }
         reason::TRIPLE_FAULT => ExitKind::TripleFault,
         reason::CPUID => ExitKind::Cpuid,
         reason::HLT => ExitKind::Hlt,
@@ -888,6 +920,17 @@ mod tests {
     }
 
     #[test]
+    fn external_interrupts_need_if_and_no_shadow() {
+        assert_eq!(external_interrupt(0x20), 0x8000_0020);
+        assert_eq!(external_interrupt(0xff), 0x8000_00ff);
+        assert!(interrupt_allowed(0x202, 0));
+        assert!(!interrupt_allowed(0x002, 0), "IF clear");
+        assert!(!interrupt_allowed(0x202, 1), "blocking by STI");
+        assert!(!interrupt_allowed(0x202, 2), "blocking by MOV SS");
+        assert!(interrupt_allowed(0x202, 1 << 3), "blocking by NMI does not hold interrupts");
+    }
+
+    #[test]
     fn instruction_errors_have_messages() {
         assert_eq!(instruction_error(7), "VM entry with invalid control field(s)");
         assert_eq!(instruction_error(8), "VM entry with invalid host-state field(s)");
@@ -910,6 +953,7 @@ mod tests {
         assert_eq!(decode_exit(&exit(32, 0, 2)), (ExitKind::Msr { write: true }, 2));
         assert_eq!(decode_exit(&exit(1, 0, 9)), (ExitKind::Preempted, 0));
         assert_eq!(decode_exit(&exit(52, 0, 0)), (ExitKind::Preempted, 0));
+        assert_eq!(decode_exit(&exit(7, 0, 3)), (ExitKind::Preempted, 0), "interrupt window, no length");
         assert_eq!(decode_exit(&exit(2, 0, 0)), (ExitKind::TripleFault, 0));
         assert_eq!(decode_exit(&exit(13, 0, 2)), (ExitKind::Forbidden("invd"), 2));
         assert_eq!(decode_exit(&exit(55, 0, 3)), (ExitKind::Forbidden("xsetbv"), 3));
