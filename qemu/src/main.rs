@@ -1480,7 +1480,54 @@ fn bench_pod(kernel: &std::path::Path) -> bench::PodFigures {
         bench::ratio(first(figures.tar), first(figures.gzip)),
         bench::ratio(exit(figures.tar), exit(figures.gzip))
     );
+    let dynamic = bench_dynamic_bash(&guest, &host);
+    println!(
+        "    dynamic bash / static busybox (tar): to the first container instruction {}, to exit {}",
+        bench::ratio(first(dynamic), first(figures.tar)),
+        bench::ratio(exit(dynamic), exit(figures.tar))
+    );
     figures
+}
+
+/// `bash -c true` from the Debian image (`image debian`: glibc's bash through the image's
+/// ld.so, two tar layers) in a 128 MiB pod VM under the same `-icount` host: guest
+/// instructions to the container's first instruction (ld.so's entry) and to exit.
+fn bench_dynamic_bash(guest: &std::path::Path, host: &Host) -> Option<qemu::vm::Accounting> {
+    let label = "dynamic bash (Debian image, ld.so, tar)";
+    let dir = image::target_dir().join("bench-pod").join("debian");
+    let result = qemu::rootfs::build_debian_image(&dir)
+        .map_err(|e| e.to_string())
+        .and_then(|_| qemu::oci::Image::open(&dir).map_err(|e| e.to_string()))
+        .and_then(|img| {
+            let run = qemu::pod::PodRun::new(&img, &["bash".into(), "-c".into(), "true".into()]);
+            qemu::pod::write_bundle(guest, &img, &run, "bench-pod-bash")
+                .and_then(|m| {
+                    qemu::pod::run(
+                        host,
+                        "bench-pod-bash",
+                        m,
+                        qemu::pod::kernel_cmdline(Some(128), ""),
+                        "main",
+                        Some(Duration::from_secs(300)),
+                        &mut |_, _, _| {},
+                    )
+                })
+                .map_err(|e| e.to_string())
+        });
+    let why = match result {
+        Ok(o) => match (o.status, o.run.report.figures(0)) {
+            (qemu::pod::PodStatus::Exited(0), Some(f)) => {
+                let first = f.first_container_ns.map_or_else(|| "-".to_string(), |n| n.to_string());
+                println!("    {label:<40} {first:>23} {:>14} {:>7}", f.guest_ns, f.exits);
+                return Some(f);
+            }
+            (qemu::pod::PodStatus::Exited(0), None) => "no accounting line".to_string(),
+            (status, _) => status.describe(),
+        },
+        Err(e) => e,
+    };
+    println!("    {label:<40} not measured: {why}");
+    None
 }
 
 /// The Linux baseline: Debian's kernel (installed when /boot has none) boots under the same

@@ -50,6 +50,26 @@ fn ctest() -> &'static Path {
     })
 }
 
+/// `hostile` (tests/programs/c/hostile.c).
+fn hostile_program() -> &'static Path {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| {
+        let out = programs_dir().join("hostile");
+        gcc_static_pthread(&source("c/hostile.c"), &out);
+        out
+    })
+}
+
+/// `events` (tests/programs/c/events.c).
+fn events_program() -> &'static Path {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| {
+        let out = programs_dir().join("events");
+        gcc_static_pthread(&source("c/events.c"), &out);
+        out
+    })
+}
+
 /// `musl-hello` (tests/programs/c/musl-hello.c), dynamically linked against musl.
 fn musl_hello() -> &'static Path {
     static P: OnceLock<PathBuf> = OnceLock::new();
@@ -86,6 +106,8 @@ fn test_image() -> &'static Image {
         extra
             .file("bin/gotest", 0o755, read(gotest()))
             .and_then(|r| r.file("bin/ctest", 0o755, read(ctest())))
+            .and_then(|r| r.file("bin/hostile", 0o755, read(hostile_program())))
+            .and_then(|r| r.file("bin/events", 0o755, read(events_program())))
             .unwrap_or_else(|e| panic!("{e}"));
         busybox_plus("testprogs", &extra)
     })
@@ -122,6 +144,41 @@ fn debian() -> &'static (Image, rootfs::DebianImage) {
 
 fn debian_image() -> &'static Image {
     &debian().0
+}
+
+/// The Debian image with the test programs as a third layer (for the one Bochs run).
+fn combined_image() -> &'static Image {
+    static IMAGE: OnceLock<Image> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let mut extra = Rootfs::new();
+        extra
+            .file("usr/local/bin/gotest", 0o755, read(gotest()))
+            .and_then(|r| r.file("usr/local/bin/ctest", 0o755, read(ctest())))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let tar = extra.tar().unwrap_or_else(|e| panic!("{e}"));
+        let dir = images_dir().join("combined");
+        let _ = std::fs::remove_dir_all(&dir);
+        let base = debian_image();
+        let mut tars: Vec<Vec<u8>> = base.layers.iter().map(|l| plain(l)).collect();
+        tars.push(tar);
+        let run = oci::RunConfig { env: Some(base.env()), ..Default::default() };
+        oci::write_layout(&dir, &tars, run).unwrap_or_else(|e| panic!("{e}"));
+        Image::open(&dir).unwrap_or_else(|e| panic!("{e}"))
+    })
+}
+
+/// A layer's tar, inflated when it is gzip.
+fn plain(layer: &oci::Layer) -> Vec<u8> {
+    match layer.compression {
+        Compression::None => layer.bytes.clone(),
+        Compression::Gzip => {
+            let mut raw = Vec::new();
+            flate2::read::GzDecoder::new(&layer.bytes[..])
+                .read_to_end(&mut raw)
+                .unwrap_or_else(|e| panic!("{e}"));
+            raw
+        }
+    }
 }
 
 // ---- Cases ----
@@ -289,7 +346,9 @@ fn c_tls() -> Case {
 
 fn c_segv() -> Case {
     case("c-segv", &["ctest", "segv"], 139, |l| {
-        expect(l == ["segv: thread about to fault"], "only the thread's line, then the process is dead")
+        // A shell that ran it (a batch in a pod VM) reports the signal after it.
+        let own: Vec<&String> = l.iter().filter(|x| *x != "Segmentation fault").collect();
+        expect(own == ["segv: thread about to fault"], "only the thread's line, then the process is dead")
     })
 }
 
@@ -456,16 +515,7 @@ fn unpack(image: &Image, name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
     for (i, layer) in image.layers.iter().enumerate() {
-        let tar = match layer.compression {
-            Compression::None => layer.bytes.clone(),
-            Compression::Gzip => {
-                let mut raw = Vec::new();
-                flate2::read::GzDecoder::new(&layer.bytes[..])
-                    .read_to_end(&mut raw)
-                    .unwrap_or_else(|e| panic!("layer {i} of {name}: {e}"));
-                raw
-            }
-        };
+        let tar = plain(layer);
         let mut child = std::process::Command::new("tar")
             .args(["-x", "-f", "-", "-C"])
             .arg(&dir)
@@ -612,6 +662,84 @@ fn in_pod(image: &Image, c: &Case) -> PodOutcome {
     o
 }
 
+/// A word for `sh -c`, single-quoted.
+fn sh_quote(w: &str) -> String {
+    format!("'{}'", w.replace('\'', "'\\''"))
+}
+
+/// The lines of each case of a batch: what it printed between its `@@case NAME` and
+/// `@@exit CODE` markers, and that code.
+fn split_batch<'a>(lines: &'a [String], cases: &[Case]) -> Vec<Result<(i32, &'a [String]), String>> {
+    cases
+        .iter()
+        .map(|c| {
+            let start = lines
+                .iter()
+                .position(|l| *l == format!("@@case {}", c.name))
+                .ok_or_else(|| format!("{}: never started", c.name))?;
+            let rest = &lines[start + 1..];
+            let end = rest
+                .iter()
+                .position(|l| l.starts_with("@@exit "))
+                .ok_or_else(|| format!("{}: never ended", c.name))?;
+            let code = rest[end]["@@exit ".len()..]
+                .parse()
+                .map_err(|_| format!("{}: bad exit line {:?}", c.name, rest[end]))?;
+            Ok((code, &rest[..end]))
+        })
+        .collect()
+}
+
+/// Runs `cases` one after the other in ONE pod VM on `host` (a shell runs each between
+/// markers, so one boot carries them all) and judges each as [`in_pod`] does: its exit
+/// code and its output check on its own lines; the VM must not time out or fault.
+#[track_caller]
+fn in_pod_batch(host: &Host, image: &Image, name: &str, cases: &[Case], limit: Duration) -> PodOutcome {
+    let mut script = String::new();
+    for c in cases {
+        let argv: Vec<String> = c.argv.iter().map(|w| sh_quote(w)).collect();
+        script.push_str(&format!("echo '@@case {}'\n{}\necho \"@@exit $?\"\n", c.name, argv.join(" ")));
+    }
+    let argv = vec!["sh".to_string(), "-c".to_string(), script];
+    let mem = cases.iter().filter_map(|c| c.mem_mib).max();
+    let name = format!("programs-{name}");
+    let run = PodRun::new(image, &argv);
+    let module = ok(pod::write_bundle(guest_kernel(), image, &run, &name));
+    let o = {
+        let _slot = emulator_slot();
+        ok(pod::run(
+            host,
+            &name,
+            module,
+            pod::kernel_cmdline(mem, ""),
+            "main",
+            Some(limit),
+            &mut |_, _, _| {},
+        ))
+    };
+    check_pod(&o, !o.run.timed_out, "the run timed out");
+    check_pod(
+        &o,
+        !o.run.lines.iter().any(|l| l.text.contains("KERNEL FAULT") || l.text.contains("KERNEL PANIC")),
+        "the guest kernel faulted",
+    );
+    let lines = o.pod.lines("main");
+    let mut failures = Vec::new();
+    for (c, got) in cases.iter().zip(split_batch(lines, cases)) {
+        let verdict = got.and_then(|(code, l)| {
+            if code != c.exit {
+                return Err(format!("{}: exit code {code}, want {}", c.name, c.exit));
+            }
+            (c.check)(l).map_err(|why| format!("{}: {why}", c.name))
+        });
+        if let Err(why) = verdict {
+            failures.push(why);
+        }
+    }
+    check_pod(&o, failures.is_empty(), &format!("cases that fail in the pod: {}", failures.join("; ")));
+    o
+}
+
 // ---- Host side: the programs and the images ----
 
 #[test]
@@ -629,11 +757,7 @@ fn gotest_cases_pass_on_linux_in_the_test_image() {
 
 #[test]
 fn ctest_cases_pass_on_linux_in_the_test_image() {
-    check_on_host(
-        "testprogs-c",
-        test_image(),
-        &[c_mutex(), c_tls(), c_segv(), c_threadbomb(), c_futexfault(), c_spin(), c_spin2()],
-    );
+    check_on_host("testprogs-c", test_image(), &c_cases(false));
 }
 
 #[test]
@@ -838,114 +962,84 @@ fn xtask_image_debian_writes_the_layout() {
     assert_eq!(image.layers, debian_image().layers, "the verb and the tests build the same image");
 }
 
-// ---- In pod VMs (QEMU), crx-guest ----
+// ---- In pod VMs, crx-guest: one VM per image carries every case of it ----
 
-#[test]
-#[ignore = "needs threads in crx-guest (clone CLONE_VM|CLONE_THREAD, futex): the Go runtime starts threads at once"]
-fn go_goroutines_in_a_pod() {
-    in_pod(test_image(), &go_goroutines());
+fn go_cases() -> Vec<Case> {
+    vec![go_goroutines(), go_timers(), go_gc(), go_numcpu(), go_panic(), go_httpserver(8080)]
+}
+
+/// The C cases; `pod` adds what holds only in a pod VM (`hostile pod`).
+fn c_cases(pod: bool) -> Vec<Case> {
+    vec![
+        c_mutex(),
+        c_tls(),
+        c_segv(),
+        c_threadbomb(),
+        c_futexfault(),
+        c_spin(),
+        c_spin2(),
+        hostile(pod),
+        events(),
+    ]
+}
+
+/// `hostile`: bad arguments to the thread, futex, wait and socket calls, each with
+/// Linux's errno (tests/programs/c/hostile.c; the host run checks the expectations);
+/// `hostile pod` adds the checks that hold only in a pod VM (no IPv6, no UDP).
+fn hostile(pod: bool) -> Case {
+    let argv: &[&str] = if pod { &["hostile", "pod"] } else { &["hostile"] };
+    case("c-hostile", argv, 0, |l| {
+        let c = find(l, r"^hostile: (\d+) checks, (\d+) failed$")?;
+        expect(num::<u32>(&c[1])? >= 50 && &c[2] == "0", "every check holds")
+    })
+}
+
+/// `events`: epoll, eventfd, timerfd, poll, select, socketpair and loopback TCP across
+/// threads (tests/programs/c/events.c).
+fn events() -> Case {
+    case("c-events", &["events"], 0, |l| has(l, "events: ok"))
 }
 
 #[test]
-#[ignore = "needs threads in crx-guest (clone CLONE_VM|CLONE_THREAD, futex) and epoll_create1/epoll_ctl/epoll_pwait, pipe2 for Go's timers"]
-fn go_timers_in_a_pod() {
-    in_pod(test_image(), &go_timers());
-}
-
-#[test]
-#[ignore = "needs threads in crx-guest (clone CLONE_VM|CLONE_THREAD, futex) and tgkill preemption signals between threads"]
-fn go_gc_in_a_pod() {
-    in_pod(test_image(), &go_gc());
-}
-
-#[test]
-#[ignore = "needs threads in crx-guest (clone CLONE_VM|CLONE_THREAD, futex): the Go runtime starts threads at once"]
-fn go_numcpu_in_a_pod() {
-    let o = in_pod(test_image(), &go_numcpu());
+fn go_programs_in_a_pod() {
+    let o = in_pod_batch(&Host::qemu(kernel()), test_image(), "go", &go_cases(), 3 * QEMU_TIMEOUT);
     // A pod VM has one vCPU.
-    let cpus = numcpu(o.pod.lines("main")).map(|(c, _)| c);
-    check_pod(&o, cpus == Ok(1), "NumCPU is the pod VM's one vCPU");
+    let cpus = split_batch(o.pod.lines("main"), &[go_numcpu()]).remove(0).and_then(|(_, l)| numcpu(l));
+    check_pod(&o, cpus == Ok((1, 1)), "NumCPU and GOMAXPROCS are the pod VM's one vCPU");
 }
 
 #[test]
-#[ignore = "needs threads in crx-guest (clone CLONE_VM|CLONE_THREAD, futex): the Go runtime starts threads at once"]
-fn go_panic_in_a_pod() {
-    in_pod(test_image(), &go_panic());
-}
-
-#[test]
-#[ignore = "needs threads in crx-guest (clone CLONE_VM|CLONE_THREAD, futex) and loopback TCP sockets (socket, bind, listen, accept4, connect, setsockopt, getsockname) with epoll"]
-fn go_httpserver_answers_busybox_wget_in_a_pod() {
-    in_pod(test_image(), &go_httpserver(8080));
-}
-
-#[test]
-#[ignore = "needs threads in crx-guest (clone3/clone CLONE_VM|CLONE_THREAD, futex)"]
-fn c_mutex_and_condvars_in_a_pod() {
-    in_pod(test_image(), &c_mutex());
-}
-
-#[test]
-#[ignore = "needs threads in crx-guest (clone3/clone CLONE_VM|CLONE_THREAD|CLONE_SETTLS, futex)"]
-fn c_thread_local_storage_in_a_pod() {
-    in_pod(test_image(), &c_tls());
-}
-
-#[test]
-#[ignore = "needs threads in crx-guest (clone3/clone CLONE_VM|CLONE_THREAD): a faulting thread kills its process"]
-fn c_a_faulting_thread_kills_the_process_139_in_a_pod() {
-    let o = in_pod(test_image(), &c_segv());
+fn c_programs_with_threads_in_a_pod() {
+    let o = in_pod_batch(&Host::qemu(kernel()), test_image(), "c", &c_cases(true), 3 * QEMU_TIMEOUT);
     check_pod(
         &o,
         o.run.lines_of(0).iter().any(|l| l.contains("(/bin/ctest) killed by signal 11")),
-        "the console says the process was killed by signal 11",
+        "the console says the faulting thread's process was killed by signal 11",
     );
 }
 
 #[test]
-#[ignore = "needs threads in crx-guest (clone3/clone CLONE_VM|CLONE_THREAD, futex), bounded with EAGAIN"]
-fn c_thread_bomb_is_bounded_with_eagain_in_a_pod() {
-    let o = in_pod(test_image(), &c_threadbomb());
-    check_pod(&o, o.run.end(0).is_some(), "the pod VM ends");
+fn debian_programs_in_a_pod() {
+    in_pod_batch(
+        &Host::qemu(kernel()),
+        debian_image(),
+        "debian",
+        &[debian_bash(), debian_coreutils(), debian_grep_sed_awk()],
+        3 * QEMU_TIMEOUT,
+    );
 }
 
 #[test]
-#[ignore = "needs futex in crx-guest (today a no-op that returns 0 without reading the address)"]
-fn c_futex_on_a_wild_address_is_efault_in_a_pod() {
-    in_pod(test_image(), &c_futexfault());
-}
-
-#[test]
-fn c_spin_in_a_pod() {
-    in_pod(test_image(), &c_spin());
-}
-
-#[test]
-#[ignore = "needs threads in crx-guest (clone3/clone CLONE_VM|CLONE_THREAD, futex) and preemption, and clock_gettime(CLOCK_THREAD_CPUTIME_ID)"]
-fn c_two_spinning_threads_share_the_cpu_in_a_pod() {
-    in_pod(test_image(), &c_spin2());
-}
-
-#[test]
-#[ignore = "needs dynamic ELF in crx-guest (PT_INTERP: ld-linux-x86-64.so.2 loaded, file mmap)"]
-fn debian_bash_in_a_pod() {
-    in_pod(debian_image(), &debian_bash());
-}
-
-#[test]
-#[ignore = "needs dynamic ELF in crx-guest (PT_INTERP: ld-linux-x86-64.so.2 loaded, file mmap)"]
-fn debian_coreutils_pipeline_in_a_pod() {
-    in_pod(debian_image(), &debian_coreutils());
-}
-
-#[test]
-#[ignore = "needs dynamic ELF in crx-guest (PT_INTERP: ld-linux-x86-64.so.2 loaded, file mmap)"]
-fn debian_grep_sed_awk_in_a_pod() {
-    in_pod(debian_image(), &debian_grep_sed_awk());
-}
-
-#[test]
-#[ignore = "needs dynamic ELF in crx-guest (PT_INTERP: /lib/ld-musl-x86_64.so.1 loaded)"]
 fn musl_hello_in_a_pod() {
     in_pod(musl_image(), &musl_case());
+}
+
+/// Under Bochs (Intel VT-x): Go, pthreads and a dynamic bash, in one VM (the combined
+/// image holds the Debian layers and the test programs), to keep Bochs time low.
+#[test]
+fn go_pthreads_and_dynamic_bash_under_bochs() {
+    // The third layer (Go's and ctest's 6 MiB) needs more of the guest's filesystem budget.
+    let cases =
+        [Case { mem_mib: Some(256), ..go_goroutines() }, go_panic(), c_mutex(), c_tls(), debian_bash()];
+    in_pod_batch(&Host::bochs(kernel()), combined_image(), "bochs", &cases, 2 * tests::BOCHS_TIMEOUT);
 }

@@ -471,7 +471,12 @@ impl Kernel {
     /// The user memory of `pid`.
     pub fn mem(&mut self, pid: Pid) -> Option<UserMem<'_>> {
         let p = self.procs.get(&pid)?;
-        Some(UserMem { mm: p.mm.as_ref()?.borrow_mut(), pool: &mut self.pool, fs: &self.fs, cache: &mut self.cache })
+        Some(UserMem {
+            mm: p.mm.as_ref()?.borrow_mut(),
+            pool: &mut self.pool,
+            fs: &self.fs,
+            cache: &mut self.cache,
+        })
     }
 
     /// The running process.

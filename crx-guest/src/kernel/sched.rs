@@ -198,8 +198,7 @@ impl Kernel {
         }
         // A managed pod's scheduler reads the node's commands every so many passes, which a
         // lone busy process would otherwise hold off for good.
-        let others =
-            self.managed || self.procs.values().any(|p| p.pid != pid && p.state.is_live());
+        let others = self.managed || self.procs.values().any(|p| p.pid != pid && p.state.is_live());
         if !others {
             return;
         }

@@ -118,7 +118,9 @@ pub(super) fn sys_mmap(k: &mut Kernel, a: [u64; 6]) -> Sys {
         if addr < elf::USER_MIN || end > USER_END {
             return Err(Errno::ENOMEM.into());
         }
-        if flags & MAP_FIXED_NOREPLACE != 0 && k.mem(k.current).ok_or(Fail::Gone)?.mm.regions.overlaps(addr, end) {
+        if flags & MAP_FIXED_NOREPLACE != 0
+            && k.mem(k.current).ok_or(Fail::Gone)?.mm.regions.overlaps(addr, end)
+        {
             return Err(Errno::EEXIST.into());
         }
         addr
@@ -140,7 +142,12 @@ pub(super) fn sys_mmap(k: &mut Kernel, a: [u64; 6]) -> Sys {
     if fixed {
         unmap_range(k, start, start + len);
     }
-    k.mem(k.current).ok_or(Fail::Gone)?.mm.regions.insert_region(Region { start, end: start + len, prot, backing });
+    k.mem(k.current).ok_or(Fail::Gone)?.mm.regions.insert_region(Region {
+        start,
+        end: start + len,
+        prot,
+        backing,
+    });
     Ok(start)
 }
 
