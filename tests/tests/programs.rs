@@ -159,7 +159,7 @@ fn combined_image() -> &'static Image {
         let dir = images_dir().join("combined");
         let _ = std::fs::remove_dir_all(&dir);
         let base = debian_image();
-        let mut tars: Vec<Vec<u8>> = base.layers.iter().map(|l| plain(l)).collect();
+        let mut tars: Vec<Vec<u8>> = base.layers.iter().map(plain).collect();
         tars.push(tar);
         let run = oci::RunConfig { env: Some(base.env()), ..Default::default() };
         oci::write_layout(&dir, &tars, run).unwrap_or_else(|e| panic!("{e}"));
