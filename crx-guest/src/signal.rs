@@ -351,21 +351,9 @@ impl AltStack {
 }
 
 /// Builds the frame for a handler of the signal in `info`, interrupting `regs`, with
-/// `old_mask` to restore on return and the interrupted FXSAVE image `fpu`, on the
-/// interrupted stack.
-pub fn build(
-    regs: &Regs,
-    fault: &FaultContext,
-    old_mask: u64,
-    info: &SigInfo,
-    restorer: u64,
-    fpu: &[u8; FPU_SIZE],
-) -> Result<Frame, NoRoom> {
-    build_on(regs, regs.rsp, &AltStack::default(), fault, old_mask, info, restorer, fpu)
-}
-
-/// As [`build`], with the frame placed below `frame_rsp` (less the red zone; see
-/// [`AltStack::frame_rsp`]) and `alt` shown as the `ucontext`'s `uc_stack`.
+/// `old_mask` to restore on return and the interrupted FXSAVE image `fpu`: placed below
+/// `frame_rsp` (less the red zone; `regs.rsp` for the interrupted stack, see
+/// [`AltStack::frame_rsp`]), with `alt` shown as the `ucontext`'s `uc_stack`.
 #[allow(clippy::too_many_arguments)]
 pub fn build_on(
     regs: &Regs,
@@ -572,7 +560,8 @@ mod tests {
         let mut fpu = [0u8; FPU_SIZE];
         fpu[24] = 0x80;
         fpu[200] = 0xaa;
-        let f = build(&regs, &fault, bit(3), &info, 0x40_2000, &fpu).expect("frame");
+        let f = build_on(&regs, regs.rsp, &AltStack::default(), &fault, bit(3), &info, 0x40_2000, &fpu)
+            .expect("frame");
         assert_eq!(&f.bytes[0..8], &0x40_2000u64.to_le_bytes());
         assert_eq!(f.uc, f.addr + 8);
         assert_eq!(f.info, f.addr + 312);

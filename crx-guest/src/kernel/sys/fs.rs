@@ -6,7 +6,7 @@ use crx_fs::linux::{o, S_IFCHR, S_IFIFO};
 use crx_fs::{Errno, FileType, Ino, Pipe, Stat, Timespec};
 use crx_guest::posix::sig;
 
-use super::{ok, try_buf, ucstr, uread, uu64, uwrite, Fail, Sys};
+use super::{gather, iovecs, ok, scatter, try_buf, ucstr, uread, uu64, uwrite, Fail, Sys};
 use crate::kernel::exec::PROC_SELF_EXE;
 use crate::kernel::fd::{close_entry, desc, FdEntry, Object, PipeEnd};
 use crate::kernel::proc::Kernel;
@@ -300,32 +300,9 @@ pub(super) fn sys_pwrite64(k: &mut Kernel, a: [u64; 6]) -> Sys {
     write_desc(k, a[0], &data, Some(a[3]))
 }
 
-fn iovecs(k: &mut Kernel, va: u64, n: u64) -> Result<Vec<(u64, u64)>, Fail> {
-    if n > 1024 {
-        return Err(Errno::EINVAL.into());
-    }
-    let raw = uread(k, va, n as usize * 16)?;
-    Ok(raw
-        .chunks_exact(16)
-        .map(|c| {
-            let b = u64::from_le_bytes(c[..8].try_into().unwrap_or([0; 8]));
-            let l = u64::from_le_bytes(c[8..].try_into().unwrap_or([0; 8]));
-            (b, l)
-        })
-        .collect())
-}
-
 pub(super) fn sys_writev(k: &mut Kernel, a: [u64; 6]) -> Sys {
     let iov = iovecs(k, a[1], a[2])?;
-    // At most 1 MiB per call (a short write, as Linux allows).
-    let mut data = Vec::new();
-    for (b, l) in iov {
-        let room = (1usize << 20) - data.len();
-        if room == 0 {
-            break;
-        }
-        data.extend_from_slice(&uread(k, b, (l as usize).min(room))?);
-    }
+    let data = gather(k, &iov)?;
     write_desc(k, a[0], &data, None)
 }
 
@@ -354,15 +331,7 @@ pub(super) fn sys_readv(k: &mut Kernel, a: [u64; 6]) -> Sys {
     let iov = iovecs(k, a[1], a[2])?;
     let total: u64 = iov.iter().map(|x| x.1).sum();
     let buf = read_desc(k, a[0], total as usize, None)?;
-    let mut at = 0usize;
-    for (b, l) in iov {
-        if at >= buf.len() {
-            break;
-        }
-        let n = (l as usize).min(buf.len() - at);
-        uwrite(k, b, &buf[at..at + n])?;
-        at += n;
-    }
+    scatter(k, &iov, &buf)?;
     ok(buf.len())
 }
 

@@ -346,3 +346,47 @@ fn ustrv(k: &mut Kernel, va: u64) -> Result<Vec<Vec<u8>>, Fail> {
 fn ok(n: usize) -> Sys {
     Ok(n as u64)
 }
+
+/// Gathers the user buffers of `iov` (address, length pairs) into one kernel buffer of at
+/// most 1 MiB (a longer transfer is a short one, as Linux allows).
+fn gather(k: &mut Kernel, iov: &[(u64, u64)]) -> Result<Vec<u8>, Fail> {
+    let mut data = Vec::new();
+    for &(b, l) in iov {
+        let room = (1usize << 20) - data.len();
+        if room == 0 {
+            break;
+        }
+        data.extend_from_slice(&uread(k, b, (l as usize).min(room))?);
+    }
+    Ok(data)
+}
+
+/// Scatters `buf` over the user buffers of `iov`, in order.
+fn scatter(k: &mut Kernel, iov: &[(u64, u64)], buf: &[u8]) -> Result<(), Fail> {
+    let mut at = 0usize;
+    for &(b, l) in iov {
+        if at >= buf.len() {
+            break;
+        }
+        let n = (l as usize).min(buf.len() - at);
+        uwrite(k, b, &buf[at..at + n])?;
+        at += n;
+    }
+    Ok(())
+}
+
+/// Reads `n` (at most 1024) `struct iovec`s at `va`.
+fn iovecs(k: &mut Kernel, va: u64, n: u64) -> Result<Vec<(u64, u64)>, Fail> {
+    if n > 1024 {
+        return Err(Errno::EINVAL.into());
+    }
+    let raw = uread(k, va, n as usize * 16)?;
+    Ok(raw
+        .chunks_exact(16)
+        .map(|c| {
+            let b = u64::from_le_bytes(c[..8].try_into().unwrap_or([0; 8]));
+            let l = u64::from_le_bytes(c[8..].try_into().unwrap_or([0; 8]));
+            (b, l)
+        })
+        .collect())
+}

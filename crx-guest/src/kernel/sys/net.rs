@@ -393,34 +393,14 @@ pub(super) fn sys_recvfrom(k: &mut Kernel, a: [u64; 6]) -> Sys {
 fn msghdr_iov(k: &mut Kernel, va: u64) -> Result<Vec<(u64, u64)>, Fail> {
     let h = uread(k, va, 56)?;
     let w = |i: usize| u64::from_le_bytes(h[i..i + 8].try_into().unwrap_or_default());
-    let (iov, n) = (w(16), w(24));
-    if n > 1024 {
-        return Err(Errno::EINVAL.into());
-    }
-    let raw = uread(k, iov, n as usize * 16)?;
-    Ok(raw
-        .chunks_exact(16)
-        .map(|c| {
-            (
-                u64::from_le_bytes(c[..8].try_into().unwrap_or_default()),
-                u64::from_le_bytes(c[8..].try_into().unwrap_or_default()),
-            )
-        })
-        .collect())
+    super::iovecs(k, w(16), w(24))
 }
 
 pub(super) fn sys_sendmsg(k: &mut Kernel, a: [u64; 6]) -> Sys {
     socket_of(k, a[0])?;
     check_flags(a[2])?;
     let iov = msghdr_iov(k, a[1])?;
-    let mut data = Vec::new();
-    for (b, l) in iov {
-        let room = (1usize << 20) - data.len();
-        if room == 0 {
-            break;
-        }
-        data.extend_from_slice(&uread(k, b, (l as usize).min(room))?);
-    }
+    let data = super::gather(k, &iov)?;
     write_desc_with(k, a[0], &data, None, a[2] & MSG_DONTWAIT != 0, a[2] & MSG_NOSIGNAL != 0)
 }
 
@@ -430,15 +410,7 @@ pub(super) fn sys_recvmsg(k: &mut Kernel, a: [u64; 6]) -> Sys {
     let iov = msghdr_iov(k, a[1])?;
     let total: u64 = iov.iter().map(|x| x.1).sum();
     let buf = read_desc_with(k, a[0], total.min(1 << 20) as usize, None, a[2] & MSG_DONTWAIT != 0)?;
-    let mut at = 0usize;
-    for (b, l) in iov {
-        if at >= buf.len() {
-            break;
-        }
-        let n = (l as usize).min(buf.len() - at);
-        uwrite(k, b, &buf[at..at + n])?;
-        at += n;
-    }
+    super::scatter(k, &iov, &buf)?;
     // msg_namelen = 0, msg_controllen = 0, msg_flags = 0.
     uwrite(k, a[1] + 8, &0u32.to_le_bytes())?;
     uwrite(k, a[1] + 40, &0u64.to_le_bytes())?;
