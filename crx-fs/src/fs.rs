@@ -163,9 +163,11 @@ impl fmt::Display for LayerError {
             LayerError::BadHardLink { offset } => {
                 write!(f, "corrupt layer: hard link at byte {offset} names no earlier file")
             }
-            LayerError::NoSpace { limit_bytes } => {
-                write!(f, "layer does not fit in the memory limit of {limit_bytes} bytes")
-            }
+            LayerError::NoSpace { limit_bytes } => write!(
+                f,
+                "the image's files need more than the {limit_bytes} bytes of memory the filesystem may \
+                 take: give the pod more memory"
+            ),
         }
     }
 }

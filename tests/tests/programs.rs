@@ -422,8 +422,9 @@ fn c_spin2() -> Case {
 // The Debian image
 
 /// The Debian image's pod memory: at 64 MiB its 5.5 MiB library layer does not fit the
-/// guest's filesystem budget (half the heap, the heap 3/8 of RAM): `corrupt image: layer 1:
-/// layer does not fit in the memory limit of 3838464 bytes`.
+/// guest's filesystem budget (half the heap, the heap 3/8 of RAM): `the image cannot be
+/// used: layer 1: the image's files need more than the 3838464 bytes of memory the
+/// filesystem may take: give the pod more memory`.
 const DEBIAN_MEM_MIB: u32 = 128;
 
 fn debian_case(name: &'static str, argv: &[&str], check: fn(&[String]) -> Result<(), String>) -> Case {

@@ -133,7 +133,7 @@ fn ensure_file(fs: &mut Fs, path: &[u8], mode: u32) {
 pub fn start_container_at(k: &mut Kernel, i: u32) {
     let Some(spec) = k.specs.get(i as usize).cloned() else { return };
     match k.layers_error.clone() {
-        Some(e) => fail(k, i, &alloc::format!("corrupt image: {e}"), Exit::Code(1)),
+        Some(e) => fail(k, i, &alloc::format!("the image cannot be used: {e}"), Exit::Code(1)),
         None => start_container(k, i, &spec),
     }
 }
