@@ -955,8 +955,15 @@ echo "control plane ready: https://127.0.0.1:$port"; echo "started with $*" >&2;
         let mut restarts = 0;
         let again = restart_control_plane(&cp, &mut restarts, &|| false).unwrap().unwrap();
         assert_eq!((again.url.as_str(), restarts), ("https://127.0.0.1:4242", 1));
-        // The first start's output is kept; the restart listened on the same port.
-        let text = fs::read_to_string(&log).unwrap();
+        // The first start's output is kept; the restart listened on the same port. The
+        // restart is over at its ready line (stdout); its stderr line may land a moment later.
+        let started_lines = |t: &str| t.lines().filter(|l| l.starts_with("started with")).count();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut text = fs::read_to_string(&log).unwrap();
+        while started_lines(&text) < 2 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+            text = fs::read_to_string(&log).unwrap();
+        }
         let started: Vec<&str> = text.lines().filter(|l| l.starts_with("started with")).collect();
         assert_eq!(started.len(), 2, "{text}");
         assert!(started[0].contains("--listen 127.0.0.1:0 --node n1"), "{text}");
