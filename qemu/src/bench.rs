@@ -287,6 +287,23 @@ pub fn busybox_initramfs(busybox: &[u8]) -> Result<Vec<u8>, CpioError> {
     ])
 }
 
+/// The QEMU of a Linux baseline run: Debian's kernel `vmlinuz` with `initrd`, one CPU,
+/// 256 MiB and `-icount shift=0`, as the pod runs it is set against are measured.
+pub fn linux_qemu(
+    vmlinuz: &std::path::Path,
+    initrd: std::path::PathBuf,
+    cmdline: String,
+) -> crate::emulator::Qemu {
+    let mut node = crate::emulator::Qemu::new(vmlinuz);
+    node.cpu = "qemu64".into();
+    node.smp = 1;
+    node.mem_mib = 256;
+    node.initrd = Some(initrd);
+    node.extra = vec!["-icount".into(), "shift=0".into()];
+    node.cmdline = cmdline;
+    node
+}
+
 /// The kernel command line of the Linux baseline: busybox runs as init (argv[0] is
 /// `/bin/busybox`, so it does not pick its `init` applet) with the arguments after `--`,
 /// which make it power the machine off at once.

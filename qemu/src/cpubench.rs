@@ -15,7 +15,7 @@ use crate::machine::Machine;
 use crate::oci::{self, RunConfig, TarEntry};
 use crate::pod::{self, PodRun, PodStatus};
 use crate::vm::Host;
-use crate::{emulator::Qemu, image, setup};
+use crate::{image, setup};
 
 /// The program's source.
 pub const SOURCE: &str = include_str!("bench/cpu-loop.c");
@@ -113,13 +113,11 @@ fn in_linux(program: &Path) -> Result<LoopRun, String> {
     let dir = image::target_dir().join("bench-cpu");
     let initrd = dir.join("initramfs.cpio");
     std::fs::write(&initrd, archive).map_err(|e| format!("{}: {e}", initrd.display()))?;
-    let mut node = Qemu::new(&vmlinuz);
-    node.cpu = "qemu64".into();
-    node.smp = 1;
-    node.mem_mib = 256;
-    node.initrd = Some(initrd);
-    node.extra = vec!["-icount".into(), "shift=0".into()];
-    node.cmdline = format!("console=ttyS0 quiet rdinit=/cpu-loop panic=-1 -- {ROUNDS} poweroff");
+    let node = bench::linux_qemu(
+        &vmlinuz,
+        initrd,
+        format!("console=ttyS0 quiet rdinit=/cpu-loop panic=-1 -- {ROUNDS} poweroff"),
+    );
     let machine = Machine::qemu("bench-cpu-linux", &node).map_err(|e| e.to_string())?;
     let out = machine.wait_exit(Duration::from_secs(300)).map_err(|e| e.to_string())?;
     let found = out.console().into_iter().find_map(parse);

@@ -1569,13 +1569,7 @@ fn measure_linux() -> Result<bench::LinuxBoot, String> {
     std::fs::create_dir_all(&dir)
         .and_then(|()| std::fs::write(&initrd, archive))
         .map_err(|e| format!("{}: {e}", initrd.display()))?;
-    let mut node = Qemu::new(&vmlinuz);
-    node.cpu = "qemu64".into();
-    node.smp = 1;
-    node.mem_mib = 256;
-    node.initrd = Some(initrd);
-    node.extra = vec!["-icount".into(), "shift=0".into()];
-    node.cmdline = bench::LINUX_CMDLINE.into();
+    let node = bench::linux_qemu(&vmlinuz, initrd, bench::LINUX_CMDLINE.into());
     eprintln!("bench: booting {} under qemu -icount shift=0", vmlinuz.display());
     let machine = Machine::qemu("bench-linux", &node).map_err(|e| e.to_string())?;
     let out = machine.wait_exit(Duration::from_secs(300)).map_err(|e| e.to_string())?;

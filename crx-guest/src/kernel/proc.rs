@@ -567,12 +567,19 @@ impl Kernel {
         }
     }
 
-    /// The CPU time of the process of thread `pid`: its threads', the ended ones' too.
+    /// The CPU time of the process of thread `pid`: its threads', the ended ones' too (the
+    /// clock is read once, for the one thread that runs).
     pub fn process_cpu_ns(&self, pid: Pid) -> u64 {
         let Some(tgid) = self.procs.get(&pid).map(|p| p.tgid) else { return 0 };
         let dead = self.procs.get(&tgid).map_or(0, |p| p.dead_threads_ns);
-        let threads: Vec<Pid> = self.procs.values().filter(|p| p.tgid == tgid).map(|p| p.pid).collect();
-        threads.into_iter().map(|t| self.cpu_ns_of(t)).fold(dead, u64::saturating_add)
+        let own: u64 =
+            self.procs.values().filter(|p| p.tgid == tgid).map(|p| p.cpu_ns).fold(dead, u64::saturating_add);
+        match self.on_cpu {
+            Some((p, since)) if self.procs.get(&p).is_some_and(|t| t.tgid == tgid) => {
+                own.saturating_add(self.hv.monotonic_ns().saturating_sub(since))
+            }
+            _ => own,
+        }
     }
 
     /// Moves an ending thread's CPU time to its process's first thread.

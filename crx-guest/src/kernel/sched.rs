@@ -192,7 +192,7 @@ impl Kernel {
     /// Before returning to user mode in `pid`: arms the slice timer, unless it is armed
     /// already or nothing else could run (no other live process, and a pod that is not
     /// managed). Costs two hypercalls once per slice, none on other returns.
-    fn arm_slice(&mut self, pid: Pid) {
+    fn arm_slice(&mut self, pid: Pid, now: Option<u64>) {
         if SLICE_ARMED.load(Ordering::Relaxed) || !SLICE_TIMER.load(Ordering::Relaxed) {
             return;
         }
@@ -202,7 +202,7 @@ impl Kernel {
         if !others {
             return;
         }
-        let deadline = self.hv.monotonic_ns().saturating_add(SLICE_NS);
+        let deadline = now.unwrap_or_else(|| self.hv.monotonic_ns()).saturating_add(SLICE_NS);
         match self.hv.timer_arm(deadline, arch::TIMER_VECTOR) {
             Ok(_) => SLICE_ARMED.store(true, Ordering::Relaxed),
             Err(e) => {
@@ -216,11 +216,14 @@ impl Kernel {
 
     /// Switches the CPU to `pid` (address space, TLS, FPU) and returns its registers.
     pub fn switch_to(&mut self, pid: Pid) -> TrapFrame {
+        // One clock read serves the CPU accounting of a switch and the slice it arms.
+        let mut now = None;
         if self.on_cpu.map(|(p, _)| p) != Some(pid) {
-            let now = self.hv.monotonic_ns();
-            self.charge_cpu(now, Some(pid));
+            let t = self.hv.monotonic_ns();
+            self.charge_cpu(t, Some(pid));
+            now = Some(t);
         }
-        self.arm_slice(pid);
+        self.arm_slice(pid, now);
         if self.fpu_owner != Some(pid) {
             if let Some(owner) = self.fpu_owner.and_then(|o| self.procs.get_mut(&o)) {
                 owner.fpu.save(&self.fpu_fmt);

@@ -31,13 +31,13 @@ struct Pass {
     next_timer: Option<u64>,
 }
 
-/// Runs a wait: `pass(k, last)` looks once (`last` when it is the final look, after the
-/// deadline, when it must write its results even if nothing is ready); `timeout_ns` is
-/// `None` for no limit.
+/// Runs a wait: `pass(k, now, last)` looks once at monotonic time `now` (`last` when it is
+/// the final look, after the deadline, when it must write its results even if nothing is
+/// ready); `timeout_ns` is `None` for no limit.
 fn wait(
     k: &mut Kernel,
     timeout_ns: Option<u64>,
-    mut pass: impl FnMut(&mut Kernel, bool) -> Result<Pass, Fail>,
+    mut pass: impl FnMut(&mut Kernel, u64, bool) -> Result<Pass, Fail>,
 ) -> Sys {
     let now = k.hv.monotonic_ns();
     let until = match k.cur().poll_until {
@@ -45,7 +45,7 @@ fn wait(
         None => timeout_ns.map_or(u64::MAX, |t| now.saturating_add(t)),
     };
     let last = until != u64::MAX && now >= until;
-    let r = pass(k, last);
+    let r = pass(k, now, last);
     let p = k.cur();
     let r = match r {
         Ok(r) => r,
@@ -106,9 +106,8 @@ fn poll_fds(k: &mut Kernel, va: u64, n: u64, timeout: Option<u64>) -> Sys {
         return Err(Errno::EINVAL.into());
     }
     let n = n as usize;
-    wait(k, timeout, |k, last| {
+    wait(k, timeout, |k, now, last| {
         let mut raw = uread(k, va, n * 8)?;
-        let now = k.hv.monotonic_ns();
         let (mut ready, mut next_timer) = (0, None::<u64>);
         for c in raw.chunks_exact_mut(8) {
             let fdn = i32::from_le_bytes([c[0], c[1], c[2], c[3]]);
@@ -170,7 +169,7 @@ fn select_fds(k: &mut Kernel, nfds: u64, sets: [u64; 3], timeout: Option<u64>) -
     }
     let nfds = nfds.min(MAX_FDS as u64);
     let words = (nfds as usize).div_ceil(64);
-    wait(k, timeout, |k, last| {
+    wait(k, timeout, |k, now, last| {
         let mut ins = [Vec::new(), Vec::new(), Vec::new()];
         for (i, &va) in sets.iter().enumerate() {
             if va != 0 {
@@ -179,7 +178,6 @@ fn select_fds(k: &mut Kernel, nfds: u64, sets: [u64; 3], timeout: Option<u64>) -
                     b.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default())).collect();
             }
         }
-        let now = k.hv.monotonic_ns();
         let mut outs = [alloc::vec![0u64; words], alloc::vec![0u64; words], alloc::vec![0u64; words]];
         let (mut ready, mut next_timer) = (0, None::<u64>);
         for fdn in 0..nfds as usize {
@@ -340,8 +338,7 @@ fn epoll_wait(k: &mut Kernel, epfd: u64, va: u64, max: u64, timeout: Option<u64>
         return Err(Errno::EINVAL.into());
     }
     let ep = epoll_of(k, epfd)?;
-    wait(k, timeout, |k, _| {
-        let now = k.hv.monotonic_ns();
+    wait(k, timeout, |k, now, _| {
         // Look at the items outside the set's borrow (a watched set is looked into).
         let items: Vec<(u64, alloc::rc::Weak<core::cell::RefCell<fd::Description>>, Interest)> = {
             let b = ep.borrow();
