@@ -84,10 +84,14 @@ int main(int argc, char **argv) {
     expect("poll wild array", syscall(SYS_poll, WILD, 2, 0), EFAULT);
     expect("select with a negative count", syscall(SYS_select, -1, 0, 0, 0, 0), EINVAL);
     fd_set r;
+    /* A descriptor just closed, so it lies inside the table Linux checks
+       whatever the harness left open (Linux ignores bits past its table). */
+    int gone = dup(1);
+    close(gone);
     FD_ZERO(&r);
-    FD_SET(200, &r);
+    FD_SET(gone, &r);
     struct timeval tv = {0, 0};
-    expect("select on a closed descriptor", select(201, &r, 0, 0, &tv), EBADF);
+    expect("select on a closed descriptor", select(gone + 1, &r, 0, 0, &tv), EBADF);
     int ep = epoll_create1(0);
     expect_ok("epoll_create1", ep);
     expect("epoll_create1 bad flags", epoll_create1(1), EINVAL);
