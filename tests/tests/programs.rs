@@ -1004,9 +1004,18 @@ fn events() -> Case {
 #[test]
 fn go_programs_in_a_pod() {
     let o = in_pod_batch(&Host::qemu(kernel()), test_image(), "go", &go_cases(), 3 * QEMU_TIMEOUT);
-    // A pod VM has one vCPU.
+    // NumCPU is the pod VM's vCPUs, as crx-guest says at boot.
+    let texts: Vec<String> = o.run.lines.iter().map(|l| l.text.clone()).collect();
+    let vcpus =
+        find(&texts, r"crx: pod \S+: \d+ container\(s\), (\d+) vCPU\(s\)").and_then(|c| num::<u32>(&c[1]));
+    check_pod(&o, vcpus.is_ok(), &format!("crx-guest says how many vCPUs it has: {vcpus:?}"));
     let cpus = split_batch(o.pod.lines("main"), &[go_numcpu()]).remove(0).and_then(|(_, l)| numcpu(l));
-    check_pod(&o, cpus == Ok((1, 1)), "NumCPU and GOMAXPROCS are the pod VM's one vCPU");
+    let want = vcpus.unwrap_or_default();
+    check_pod(
+        &o,
+        cpus == Ok((want, want)),
+        &format!("NumCPU and GOMAXPROCS are the pod VM's {want} vCPU(s): {cpus:?}"),
+    );
 }
 
 #[test]

@@ -1,17 +1,26 @@
-//! Everything that touches the CPU directly: the GDT with user segments and a TSS, the IDT
-//! and its entry stubs, the SYSCALL/SYSRET MSRs, entering user mode, CR3 and FS base, and
-//! the per-process FPU/SSE state, and the one-CPU cell the kernel state lives in. The rest of
+//! Everything that touches the CPU directly: each CPU's GDT with user segments and its TSS,
+//! the IDT and its entry stubs, the SYSCALL/SYSRET MSRs, the per-CPU area reached through
+//! GS, entering user mode, CR3 and FS base, and the per-process FPU/SSE state. The rest of
 //! the kernel uses the safe functions here (physical memory and CR3 through [`super::phys`]).
 //!
-//! One vCPU, and the kernel runs with interrupts off (SYSCALL clears IF through SFMASK,
-//! the IDT's gates are interrupt gates): the only interrupt, the slice timer
-//! ([`TIMER_VECTOR`], armed through the hypervisor's `TIMER_ARM`), arrives while user code
-//! runs. So every entry into the kernel (a syscall, an exception or the timer) starts at
-//! the top of the one kernel stack, and the kernel leaves only by [`enter_user`]: no kernel
-//! context survives a return to user mode.
+//! The kernel runs with interrupts off (SYSCALL clears IF through SFMASK, the IDT's gates
+//! are interrupt gates): the only interrupt, the slice timer ([`TIMER_VECTOR`], armed
+//! through the hypervisor's `TIMER_ARM` or raised by another CPU's `VCPU_KICK`), arrives
+//! while user code runs. So every entry into the kernel (a syscall, an exception or the
+//! timer) starts at the top of its CPU's kernel stack, and the kernel leaves only by
+//! [`enter_user`]: no kernel context survives a return to user mode.
+//!
+//! Each CPU has its own kernel stack, TSS (RSP0 and the IST stacks), GDT (for its TSS
+//! descriptor), exit frame and [`PerCpu`] area. In the kernel, GS's base is the CPU's area;
+//! in user mode it is the user's (0: the kernel offers no way to set it), and every entry
+//! from user mode and every return to it swaps the two (SWAPGS with `KERNEL_GS_BASE`).
 
 use core::arch::{asm, global_asm};
 use core::cell::UnsafeCell;
+use core::ops::{Deref, DerefMut};
+use core::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+use spin::mutex::{TicketMutex, TicketMutexGuard};
 
 /// Kernel code selector.
 pub const KERNEL_CS: u16 = 0x08;
@@ -72,33 +81,30 @@ impl TrapFrame {
     }
 }
 
-/// A cell for state written once at boot on the only CPU, or only by the entry code.
+/// A cell for state written at boot, or per CPU: each CPU touches only its own slot of the
+/// arrays below (at its bring-up and in its entry and exit paths), with interrupts off.
 struct BootCell<T>(UnsafeCell<T>);
-// SAFETY: the kernel runs on one vCPU with interrupts off (the timer interrupts user code
-// only, and its handler ignores one that finds the kernel running), so there is never
-// concurrent access.
+// SAFETY: the static ones are written by the first CPU before any other starts (the IDT)
+// or are arrays whose slot `i` only CPU `i` touches (its TSS, GDT, exit frame and per-CPU
+// area), with interrupts off, so there is never concurrent access to one location.
 unsafe impl<T> Sync for BootCell<T> {}
 
-/// A `RefCell` that can be a static: the kernel's state, borrowed by each kernel entry.
-pub struct OneCpu<T>(core::cell::RefCell<T>);
+/// Most CPUs the kernel runs on (a VM with more vCPUs leaves the rest asleep).
+pub const MAX_CPUS: usize = 16;
 
-// SAFETY: the kernel runs on one vCPU with interrupts off (the timer interrupts user code
-// only, where no borrow is held, and its handler touches nothing when it finds the kernel
-// running), so the cell is never used from two contexts at once; a nested borrow on that one
-// context is caught by the `RefCell` itself.
-unsafe impl<T> Sync for OneCpu<T> {}
-
-impl<T> OneCpu<T> {
-    /// A cell holding `v`.
-    pub const fn new(v: T) -> OneCpu<T> {
-        OneCpu(core::cell::RefCell::new(v))
-    }
-
-    /// Borrows the contents (panics if already borrowed).
-    pub fn lock(&self) -> core::cell::RefMut<'_, T> {
-        self.0.borrow_mut()
-    }
+/// What a CPU's entry stubs reach through GS: its kernel stack top (`gs:[0]`), a scratch
+/// slot for the user RSP at SYSCALL (`gs:[8]`) and its index (`gs:[16]`).
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct PerCpu {
+    kstack_top: u64,
+    user_rsp: u64,
+    index: u64,
+    _pad: u64,
 }
+
+static PERCPU: BootCell<[PerCpu; MAX_CPUS]> =
+    BootCell(UnsafeCell::new([PerCpu { kstack_top: 0, user_rsp: 0, index: 0, _pad: 0 }; MAX_CPUS]));
 
 /// Bytes of the kernel stack.
 pub const KSTACK_SIZE: usize = 256 * 1024;
@@ -120,17 +126,12 @@ struct GuardedStack {
 #[no_mangle]
 static CRX_KSTACK: BootCell<GuardedStack> =
     BootCell(UnsafeCell::new(GuardedStack { guard: [0; KSTACK_GUARD], stack: [0; KSTACK_SIZE] }));
-/// The double-fault stack (IST1).
+/// The first CPU's double-fault stack (IST1).
 static IST_STACK: BootCell<Stack<IST_SIZE>> = BootCell(UnsafeCell::new(Stack([0; IST_SIZE])));
+/// Bytes of a CPU's double-fault stack.
+pub const IST_BYTES: usize = IST_SIZE;
 
-/// The kernel stack top, read by the syscall entry; and the user RSP scratch slot.
-#[no_mangle]
-static mut CRX_KSTACK_TOP: u64 = 0;
-#[no_mangle]
-static mut CRX_USER_RSP: u64 = 0;
-
-/// The frame [`enter_user`] returns through.
-static EXIT_FRAME: BootCell<TrapFrame> = BootCell(UnsafeCell::new(TrapFrame {
+const ZERO_FRAME: TrapFrame = TrapFrame {
     r15: 0,
     r14: 0,
     r13: 0,
@@ -153,8 +154,12 @@ static EXIT_FRAME: BootCell<TrapFrame> = BootCell(UnsafeCell::new(TrapFrame {
     rflags: 0,
     rsp: 0,
     ss: 0,
-}));
+};
 
+/// The frame [`enter_user`] returns through, one per CPU.
+static EXIT_FRAMES: BootCell<[TrapFrame; MAX_CPUS]> = BootCell(UnsafeCell::new([ZERO_FRAME; MAX_CPUS]));
+
+#[derive(Clone, Copy)]
 #[repr(C, packed)]
 struct Tss {
     _r0: u32,
@@ -166,9 +171,10 @@ struct Tss {
     iomap: u16,
 }
 
-static TSS: BootCell<Tss> =
-    BootCell(UnsafeCell::new(Tss { _r0: 0, rsp: [0; 3], _r1: 0, ist: [0; 7], _r2: 0, _r3: 0, iomap: 104 }));
-static GDT: BootCell<[u64; 7]> = BootCell(UnsafeCell::new([0; 7]));
+static TSS: BootCell<[Tss; MAX_CPUS]> = BootCell(UnsafeCell::new(
+    [Tss { _r0: 0, rsp: [0; 3], _r1: 0, ist: [0; 7], _r2: 0, _r3: 0, iomap: 104 }; MAX_CPUS],
+));
+static GDT: BootCell<[[u64; 7]; MAX_CPUS]> = BootCell(UnsafeCell::new([[0; 7]; MAX_CPUS]));
 
 #[derive(Clone, Copy)]
 #[repr(C)]
@@ -267,51 +273,7 @@ STUB 31,0
     push r14
     push r15
 .endm
-crx_trap_common:
-    PUSHREGS
-    mov rdi, rsp
-    and rsp, -16
-    call crx_trap
-    ud2
-
-// The slice timer (vector 0x20): an external interrupt, no error code, on the current
-// stack (no IST: from user mode that is RSP0, the top of the kernel stack). `crx_timer`
-// switches processes and does not return when it interrupted user mode; when it finds the
-// kernel interrupted (which runs with IF = 0, so only a bug gets here) it returns, and the
-// frame is restored in place, back to the interrupted kernel code.
-.global crx_timer_entry
-crx_timer_entry:
-    push 0
-    push 0x20
-    PUSHREGS
-    mov rdi, rsp
-    mov rbx, rsp
-    and rsp, -16
-    call crx_timer
-    mov rdi, rbx
-    jmp crx_frame_return
-
-// SYSCALL: RCX = user RIP, R11 = user RFLAGS, RSP still the user's (AMD APM Vol. 2, 6.1.1).
-.global crx_syscall_entry
-crx_syscall_entry:
-    mov [rip + CRX_USER_RSP], rsp
-    mov rsp, [rip + CRX_KSTACK_TOP]
-    push 0x1b
-    push [rip + CRX_USER_RSP]
-    push r11
-    push 0x23
-    push rcx
-    push 0
-    push 0x100
-    PUSHREGS
-    mov rdi, rsp
-    call crx_syscall
-    ud2
-
-.global crx_enter_user
-crx_enter_user:
-crx_frame_return:
-    mov rsp, rdi
+.macro POPREGS
     pop r15
     pop r14
     pop r13
@@ -327,8 +289,82 @@ crx_frame_return:
     pop rcx
     pop rbx
     pop rax
+.endm
+// From user mode (CS's RPL, above the vector, the error code and RIP), GS becomes the
+// kernel's first.
+crx_trap_common:
+    test qword ptr [rsp + 24], 3
+    jz 1f
+    swapgs
+1:
+    PUSHREGS
+    mov rdi, rsp
+    and rsp, -16
+    call crx_trap
+    ud2
+
+// The slice timer (vector 0x20): an external interrupt, no error code, on the current
+// stack (no IST: from user mode that is RSP0, the top of the kernel stack). `crx_timer`
+// switches processes and does not return when it interrupted user mode; when it finds the
+// kernel interrupted (which runs with IF = 0, so only a bug gets here) it returns, and the
+// frame is restored in place, back to the interrupted kernel code (GS stays the kernel's).
+.global crx_timer_entry
+crx_timer_entry:
+    push 0
+    push 0x20
+    test qword ptr [rsp + 24], 3
+    jz 1f
+    swapgs
+1:
+    PUSHREGS
+    mov rdi, rsp
+    mov rbx, rsp
+    and rsp, -16
+    call crx_timer
+    mov rdi, rbx
+    mov rsp, rdi
+    POPREGS
     add rsp, 16
     iretq
+
+// SYSCALL: RCX = user RIP, R11 = user RFLAGS, RSP still the user's (AMD APM Vol. 2, 6.1.1).
+// GS becomes the kernel's, whose area holds this CPU's stack top and a scratch slot.
+.global crx_syscall_entry
+crx_syscall_entry:
+    swapgs
+    mov gs:[8], rsp
+    mov rsp, gs:[0]
+    push 0x1b
+    push qword ptr gs:[8]
+    push r11
+    push 0x23
+    push rcx
+    push 0
+    push 0x100
+    PUSHREGS
+    mov rdi, rsp
+    call crx_syscall
+    ud2
+
+// To user mode: GS becomes the user's again right before the IRETQ.
+.global crx_enter_user
+crx_enter_user:
+    mov rsp, rdi
+    POPREGS
+    add rsp, 16
+    swapgs
+    iretq
+
+// A CPU other than the first, once the kernel is built: its tables and stack
+// (RDI = CR3, RSI = stack top, RDX = CPU index). The code is mapped at the same address
+// under the boot tables and the kernel's, so fetching carries on across the switch.
+.global crx_ap_switch
+crx_ap_switch:
+    mov cr3, rdi
+    mov rsp, rsi
+    mov rdi, rdx
+    call crx_ap_run
+    ud2
 
 .section .rodata.crx_traps, "a"
 .p2align 3
@@ -344,6 +380,7 @@ crx_trap_stubs:
 
 extern "C" {
     fn crx_enter_user(frame: *const TrapFrame) -> !;
+    fn crx_ap_switch(cr3: u64, stack_top: u64, cpu: u64) -> !;
 }
 
 const MSR_EFER: u32 = 0xC000_0080;
@@ -351,6 +388,8 @@ const MSR_STAR: u32 = 0xC000_0081;
 const MSR_LSTAR: u32 = 0xC000_0082;
 const MSR_SFMASK: u32 = 0xC000_0084;
 const MSR_FS_BASE: u32 = 0xC000_0100;
+const MSR_GS_BASE: u32 = 0xC000_0101;
+const MSR_KERNEL_GS_BASE: u32 = 0xC000_0102;
 
 /// Writes `v` to model-specific register `msr`.
 ///
@@ -391,36 +430,21 @@ pub fn in_kernel_stack_guard(addr: u64) -> bool {
     (start..end).contains(&addr)
 }
 
-/// Loads the GDT (kernel and user segments, TSS with RSP0, IST1 and IST2), the IDT, and
-/// the SYSCALL MSRs. Call once at boot, on the kernel stack.
+/// Loads the first CPU's GDT (kernel and user segments, TSS with RSP0, IST1 and IST2), the
+/// IDT, its per-CPU area and the SYSCALL MSRs. Call once at boot, on the kernel stack.
 ///
 /// Stacks of the exceptions (Intel SDM Vol. 3A, 6.14.5): the double fault runs on IST1, its
-/// own stack. Every other exception runs on IST2, which is the top of the kernel stack: from
-/// user mode that is where RSP0 points anyway (every kernel entry starts there), and from
-/// kernel mode every exception is fatal (it is reported and the VM ends), so starting over
-/// at the top loses nothing and still works when the kernel stack is exhausted: a kernel
-/// stack overflow faults on the guard page and is reported as such instead of becoming a
-/// double or triple fault. The timer ([`TIMER_VECTOR`]) uses no IST (see its stub).
+/// own stack. Every other exception runs on IST2, which is the top of the CPU's kernel
+/// stack: from user mode that is where RSP0 points anyway (every kernel entry starts
+/// there), and from kernel mode every exception is fatal (it is reported and the VM ends),
+/// so starting over at the top loses nothing and still works when the kernel stack is
+/// exhausted: a kernel stack overflow faults on the guard page and is reported as such
+/// instead of becoming a double or triple fault. The timer ([`TIMER_VECTOR`]) uses no IST
+/// (see its stub).
 pub fn init() {
-    let tss_addr = TSS.0.get() as u64;
-    // SAFETY: boot runs once on the only CPU before anything else uses these statics.
+    // SAFETY: boot runs once on the first CPU before any other starts; the IDT is written
+    // here only and read by every CPU afterwards.
     unsafe {
-        let tss = &mut *TSS.0.get();
-        tss.rsp[0] = kernel_stack_top();
-        tss.ist[0] = IST_STACK.0.get() as u64 + IST_SIZE as u64;
-        tss.ist[1] = kernel_stack_top();
-        CRX_KSTACK_TOP = kernel_stack_top();
-        let gdt = &mut *GDT.0.get();
-        gdt[1] = 0x00af_9a00_0000_ffff; // kernel code: L, P, DPL 0
-        gdt[2] = 0x00cf_9200_0000_ffff; // kernel data
-        gdt[3] = 0x00cf_f200_0000_ffff; // user data, DPL 3
-        gdt[4] = 0x00af_fa00_0000_ffff; // user code, L, DPL 3
-        let limit = (core::mem::size_of::<Tss>() - 1) as u64;
-        gdt[5] = (limit & 0xffff)
-            | ((tss_addr & 0xff_ffff) << 16)
-            | (0x89 << 40)
-            | (((tss_addr >> 24) & 0xff) << 56);
-        gdt[6] = tss_addr >> 32;
         let idt = &mut *IDT.0.get();
         // Interrupt gates (type 0xe, DPL 0: user code cannot raise them with INT n).
         let gate = |h: u64, ist: u8| IdtEntry {
@@ -439,10 +463,43 @@ pub fn init() {
         // kernel stack, under the feet of kernel code it might (by a bug) interrupt.
         idt[usize::from(TIMER_VECTOR)] = gate(crx_timer_entry as *const () as u64, 0);
     }
-    let gdtr = DescPtr { limit: (7 * 8 - 1) as u16, base: GDT.0.get() as u64 };
+    init_cpu(0, kernel_stack_top(), IST_STACK.0.get() as u64 + IST_SIZE as u64);
+}
+
+/// Sets up CPU `cpu` (running on it): its TSS (RSP0 and IST2 = `kstack_top`, IST1 =
+/// `ist_top`), its GDT, the shared IDT, GS for its per-CPU area, the SYSCALL MSRs and the
+/// SSE bits of CR4. `cpu` is below [`MAX_CPUS`] and each CPU calls this once for itself.
+pub fn init_cpu(cpu: usize, kstack_top: u64, ist_top: u64) {
+    let cpu = cpu.min(MAX_CPUS - 1);
+    // SAFETY: slot `cpu` of these arrays belongs to this CPU alone, which runs this once
+    // with interrupts off before it uses them.
+    let (tss_addr, gdt_addr, area) = unsafe {
+        let tss = &mut (*TSS.0.get())[cpu];
+        tss.rsp[0] = kstack_top;
+        tss.ist[0] = ist_top;
+        tss.ist[1] = kstack_top;
+        let tss_addr = tss as *mut Tss as u64;
+        let gdt = &mut (*GDT.0.get())[cpu];
+        gdt[1] = 0x00af_9a00_0000_ffff; // kernel code: L, P, DPL 0
+        gdt[2] = 0x00cf_9200_0000_ffff; // kernel data
+        gdt[3] = 0x00cf_f200_0000_ffff; // user data, DPL 3
+        gdt[4] = 0x00af_fa00_0000_ffff; // user code, L, DPL 3
+        let limit = (core::mem::size_of::<Tss>() - 1) as u64;
+        gdt[5] = (limit & 0xffff)
+            | ((tss_addr & 0xff_ffff) << 16)
+            | (0x89 << 40)
+            | (((tss_addr >> 24) & 0xff) << 56);
+        gdt[6] = tss_addr >> 32;
+        let area = &mut (*PERCPU.0.get())[cpu];
+        *area = PerCpu { kstack_top, user_rsp: 0, index: cpu as u64, _pad: 0 };
+        (tss_addr, gdt.as_ptr() as u64, area as *mut PerCpu as u64)
+    };
+    let _ = tss_addr;
+    let gdtr = DescPtr { limit: (7 * 8 - 1) as u16, base: gdt_addr };
     let idtr = DescPtr { limit: (IDT_ENTRIES * 16 - 1) as u16, base: IDT.0.get() as u64 };
     // SAFETY: the GDT keeps the kernel selectors the CPU runs with (0x08 code, 0x10 data), so
-    // reloading them is seamless; the far return reloads CS; the TSS descriptor is valid.
+    // reloading them is seamless; the far return reloads CS; the TSS descriptor is valid and
+    // not busy (each CPU has its own).
     unsafe {
         asm!(
             "lgdt [{g}]",
@@ -465,6 +522,14 @@ pub fn init() {
         );
     }
     let _ = TSS_SEL;
+    // SAFETY: GS's base becomes this CPU's area (the kernel reads it only through
+    // `cpu_index` and the entry stubs, which expect it there), after the selector reload
+    // above that zeroed it; the user's GS base starts at 0 in KERNEL_GS_BASE.
+    unsafe {
+        wrmsr(MSR_GS_BASE, area);
+        wrmsr(MSR_KERNEL_GS_BASE, 0);
+    }
+    GS_READY.store(true, core::sync::atomic::Ordering::Relaxed);
     // SYSCALL enters at CS 0x08/SS 0x10; SYSRET returns to CS 0x20|3 and SS 0x18|3
     // (STAR[63:48] + 16 and + 8, AMD APM Vol. 2, 6.1.1).
     // SAFETY: STAR takes the kernel selectors of the GDT just loaded (0x08 code, 0x10 data)
@@ -493,6 +558,37 @@ pub fn init() {
     };
 }
 
+/// Set once the first CPU's GS points at its area.
+static GS_READY: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// This CPU's index (from its per-CPU area; 0 before [`init`] has set GS). A CPU other
+/// than the first calls it only after its own [`init_cpu`].
+pub fn cpu_index() -> usize {
+    if !GS_READY.load(core::sync::atomic::Ordering::Relaxed) {
+        return 0;
+    }
+    let v: u64;
+    // SAFETY: in the kernel GS's base is this CPU's `PerCpu` (set by `init_cpu`, swapped
+    // back at every entry from user mode), whose third quadword is the index.
+    unsafe { asm!("mov {}, gs:[16]", out(reg) v, options(nostack, readonly, preserves_flags)) };
+    v as usize
+}
+
+/// Moves a CPU other than the first from the boot tables and the stack the hypervisor gave
+/// it to the kernel's tables (`cr3`) and its own kernel stack, and runs
+/// `crx_ap_run(cpu)` there.
+///
+/// # Safety
+///
+/// `cr3` must be the kernel's own tables (which map the kernel image at its load address as
+/// the boot tables do), and `stack_top` the top of a stack mapped by them that nothing else
+/// uses, 16-byte aligned.
+pub unsafe fn ap_switch(cr3: u64, stack_top: u64, cpu: usize) -> ! {
+    // SAFETY: the caller guarantees the tables and the stack; the stub touches no memory
+    // before the switch.
+    unsafe { crx_ap_switch(cr3, stack_top, cpu as u64) }
+}
+
 /// Returns to user mode with `frame`'s registers. The kernel stack is abandoned.
 pub fn enter_user(frame: &TrapFrame) -> ! {
     let mut f = *frame;
@@ -500,11 +596,13 @@ pub fn enter_user(frame: &TrapFrame) -> ! {
     f.cs = u64::from(USER_CS);
     f.ss = u64::from(USER_DS);
     f.rflags = (f.rflags & 0xcd5) | 0x202;
-    // SAFETY: EXIT_FRAME is only written here, right before the stub reads it; the stub
-    // restores the registers and IRETQs to ring 3 with user selectors.
+    let cpu = cpu_index().min(MAX_CPUS - 1);
+    // SAFETY: this CPU's exit frame is only written here, by this CPU, right before the stub
+    // reads it; the stub restores the registers and IRETQs to ring 3 with user selectors.
     unsafe {
-        *EXIT_FRAME.0.get() = f;
-        crx_enter_user(EXIT_FRAME.0.get())
+        let slot = &mut (*EXIT_FRAMES.0.get())[cpu];
+        *slot = f;
+        crx_enter_user(slot)
     }
 }
 
@@ -681,4 +779,67 @@ pub fn fpu_reset() {
     // SAFETY: resetting x87 and loading the default MXCSR affects only FPU state, which no
     // kernel code uses (the kernel is built soft-float).
     unsafe { asm!("fninit", "ldmxcsr [{}]", in(reg) &mxcsr, options(nostack)) };
+}
+
+const NO_OWNER: usize = usize::MAX;
+
+/// The big kernel lock: a ticket lock (CPUs get it in the order they asked) around the
+/// kernel's state. Taking it again on the CPU that holds it is a kernel bug and panics
+/// instead of hanging.
+pub struct BigLock<T> {
+    inner: TicketMutex<Handoff<T>>,
+    owner: AtomicUsize,
+}
+
+/// The kernel's state as it passes from one CPU to the next through the lock.
+struct Handoff<T>(T);
+
+// SAFETY: the state (with its `Rc`s and `RefCell`s, which are not `Send`) is reached only
+// through a `Guard` of the one `BigLock` that owns it: never from two CPUs at once, each
+// CPU's accesses ordered after the previous holder's by the lock's SeqCst hand-over, and
+// nothing in it is kept by a CPU after it lets the lock go (the kernel keeps no reference
+// across a return to user mode or a sleep). So moving it between CPUs this way is as safe
+// as using it from one.
+unsafe impl<T> Send for Handoff<T> {}
+
+impl<T> BigLock<T> {
+    /// A lock around `v`.
+    pub const fn new(v: T) -> BigLock<T> {
+        BigLock { inner: TicketMutex::new(Handoff(v)), owner: AtomicUsize::new(NO_OWNER) }
+    }
+
+    /// Takes the lock, waiting for the CPUs that asked first.
+    pub fn lock(&self) -> Guard<'_, T> {
+        let me = cpu_index();
+        assert!(self.owner.load(SeqCst) != me, "the kernel lock taken twice on cpu {me}");
+        let inner = self.inner.lock();
+        self.owner.store(me, SeqCst);
+        Guard { inner, owner: &self.owner }
+    }
+}
+
+/// The held kernel lock.
+pub struct Guard<'a, T> {
+    inner: TicketMutexGuard<'a, Handoff<T>>,
+    owner: &'a AtomicUsize,
+}
+
+impl<T> Deref for Guard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.inner.0
+    }
+}
+
+impl<T> DerefMut for Guard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.inner.0
+    }
+}
+
+impl<T> Drop for Guard<'_, T> {
+    fn drop(&mut self) {
+        // Before `inner` unlocks (fields drop after this).
+        self.owner.store(NO_OWNER, SeqCst);
+    }
 }

@@ -1,4 +1,4 @@
-//! Hypercalls to the hypervisor (ABI v1 and v5's timer from `crx_abi`, the pod calls of v2
+//! Hypercalls to the hypervisor (ABI v1, v5's timer and v6's kick from `crx_abi`, the pod calls of v2
 //! to v4 from `podabi`).
 //! Pointers handed over are guest-physical: kernel buffers are converted with `mm::gpa_of`.
 
@@ -58,6 +58,18 @@ impl Hv {
     /// `deadline_ns` (ABI 5; `Err(NoSys)` from an older hypervisor).
     pub fn timer_arm(&self, deadline_ns: u64, vector: u8) -> Result<u64, Error> {
         self.raw(nr::TIMER_ARM, deadline_ns, u64::from(vector), 0, 0)
+    }
+
+    /// Gives this vCPU's physical CPU to another vCPU for a while.
+    pub fn yield_now(&self) {
+        let _ = self.raw(nr::YIELD, 0, 0, 0, 0);
+    }
+
+    /// Wakes the vCPUs of `mask` from `SLEEP_UNTIL` (or makes their next one return at
+    /// once) and, with a `vector`, interrupts them as their timer would (ABI 6;
+    /// `Err(NoSys)` from an older hypervisor).
+    pub fn vcpu_kick(&self, mask: u64, vector: u8) -> Result<u64, Error> {
+        self.raw(nr::VCPU_KICK, mask, u64::from(vector), 0, 0)
     }
 
     /// Fills `buf` with random bytes.

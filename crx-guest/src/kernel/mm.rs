@@ -14,6 +14,7 @@
 use crx_guest::frames::{FramePool, FRAME};
 
 use super::phys::{self, copy_frame, read_u64, write_u64, zero_frame, PHYS_OFFSET};
+use super::smp;
 
 /// The kernel image must end below this address; user mappings start here.
 pub const IMAGE_LIMIT: u64 = crx_guest::elf::USER_MIN;
@@ -204,8 +205,9 @@ impl AddrSpace {
         let old = read_u64(pte);
         write_u64(pte, pa | flags | P | U);
         if old & P != 0 {
-            pool.release(old & ADDR);
             crate::kernel::arch::invlpg(va);
+            smp::shootdown(self.pml4);
+            pool.release(old & ADDR);
         }
         Ok(())
     }
@@ -217,6 +219,7 @@ impl AddrSpace {
             if e & P != 0 {
                 write_u64(pte, (e & ADDR) | flags | P | U);
                 crate::kernel::arch::invlpg(va);
+                smp::shootdown(self.pml4);
             }
         }
     }
@@ -227,8 +230,9 @@ impl AddrSpace {
             let e = read_u64(pte);
             if e & P != 0 {
                 write_u64(pte, 0);
-                pool.release(e & ADDR);
                 crate::kernel::arch::invlpg(va);
+                smp::shootdown(self.pml4);
+                pool.release(e & ADDR);
             }
         }
     }
@@ -318,13 +322,22 @@ impl AddrSpace {
     /// ones (a process exiting or exec'ing), the CPU first moves to the kernel's own tables:
     /// the freed frames are handed out again at once (and zeroed or filled), and the kernel
     /// must not keep running on them.
+    ///
+    /// With several CPUs, one that runs user code on these tables is made to leave user
+    /// mode first, and when another CPU still has them in CR3 (it waits for the kernel
+    /// lock) the frames wait in limbo until it has moved off them ([`smp::defer_free`]).
     pub fn destroy(self, pool: &mut FramePool) {
         phys::leave_address_space(self.pml4);
+        smp::shootdown(self.pml4);
         let (mut pages, mut tables) = (alloc::vec::Vec::new(), alloc::vec::Vec::new());
         self.walk(&mut |_, _, e| pages.push(e & ADDR), &mut |t| tables.push(t));
-        for f in pages.into_iter().chain(tables) {
+        pages.extend(tables);
+        pages.push(self.pml4);
+        if smp::loaded_elsewhere(self.pml4) {
+            return smp::defer_free(self.pml4, pages);
+        }
+        for f in pages {
             pool.release(f);
         }
-        pool.release(self.pml4);
     }
 }

@@ -1,7 +1,9 @@
 //! The kernel proper: boot, then the pod's processes until every container has ended.
 //!
-//! Boot: the hypervisor enters `_start` in 64-bit mode with RDI = the boot parameters. The
-//! kernel switches to its own stack, loads its GDT/IDT/SYSCALL MSRs ([`arch`]), carves guest
+//! Boot: the hypervisor enters `_start` in 64-bit mode with RDI = the boot parameters, on
+//! every vCPU at once (RSI = the vCPU's index, crx-abi 6). vCPU 0 builds the kernel; the
+//! others wait until it releases them ([`smp`]), then set themselves up and join the
+//! scheduler. vCPU 0 switches to its own stack, loads its GDT/IDT/SYSCALL MSRs ([`arch`]), carves guest
 //! RAM above its image into the heap and the frame pool (the VM's memory budget for page
 //! tables and user pages), builds its page tables ([`mm`], loaded through [`phys`]), and starts the pod ([`pod`]).
 //! A fault in kernel mode prints a report on the console and ends the VM with
@@ -18,6 +20,7 @@ mod pod;
 mod proc;
 mod sched;
 mod signals;
+pub mod smp;
 mod sys;
 
 use alloc::string::String;
@@ -86,18 +89,60 @@ extern "C" {
     static __image_end: u8;
 }
 
-// The entry: RDI = boot parameters; switch to the kernel stack and call `kmain`.
+// The entry: RDI = boot parameters, RSI = vCPU index. vCPU 0 switches to the kernel stack
+// and calls `kmain`; the others keep the stack the hypervisor gave them and call `ap_main`.
 core::arch::global_asm!(
     ".section .text._start, \"ax\"",
     ".globl _start",
     "_start:",
+    "test rsi, rsi",
+    "jnz 1f",
     "lea rsp, [rip + CRX_KSTACK + {top}]",
     "call {main}",
     "ud2",
+    "1:",
+    "and rsp, -16",
+    "call {ap}",
+    "ud2",
     ".previous",
     main = sym kmain,
+    ap = sym ap_main,
     top = const arch::KSTACK_GUARD + arch::KSTACK_SIZE,
 );
+
+/// A vCPU other than the first: waits (asleep) until vCPU 0 has built the kernel, then
+/// moves to the kernel's tables and its own stack. A vCPU past the ones the kernel uses
+/// sleeps for good.
+extern "sysv64" fn ap_main(_boot_params_gpa: u64, index: u64) -> ! {
+    let hv = hv();
+    while !smp::ready() {
+        hv.sleep_until(u64::MAX);
+    }
+    let cpu = index as usize;
+    let Some(boot) = smp::ap_boot(cpu) else {
+        loop {
+            hv.sleep_until(u64::MAX);
+        }
+    };
+    // SAFETY: `boot.cr3` is the kernel's own tables, which map the image as the boot tables
+    // do, and `boot.stack_top` the top of a kernel stack vCPU 0 set aside for this CPU
+    // alone, in the direct map of those tables.
+    unsafe { arch::ap_switch(boot.cr3, boot.stack_top, cpu) }
+}
+
+/// A vCPU other than the first, on its own stack and the kernel's tables.
+// `no_mangle` (which `unsafe_code` flags): `arch`'s switch stub calls this symbol, and no
+// other item has its name.
+#[allow(unsafe_code)]
+#[no_mangle]
+extern "C" fn crx_ap_run(cpu: u64) -> ! {
+    let cpu = cpu as usize;
+    let Some(boot) = smp::ap_boot(cpu) else { hv().exit(KERNEL_FAULT_EXIT) };
+    arch::init_cpu(cpu, boot.stack_top, boot.ist_top);
+    smp::note_cr3(boot.cr3);
+    arch::fpu_reset();
+    sched::run_cpu()
+}
 
 extern "sysv64" fn kmain(boot_params_gpa: u64) -> ! {
     // SAFETY: the hypervisor places `BootParams` at this address, identity-mapped; every bit
@@ -109,7 +154,10 @@ extern "sysv64" fn kmain(boot_params_gpa: u64) -> ! {
     // SAFETY: linker symbols; only their addresses are used.
     let image = unsafe { (&__image_start as *const u8 as u64, &__image_end as *const u8 as u64) };
     let mem_end = params.mem_bytes.min(crx_abi::layout::MEM_MAX);
-    let stack_area = params.stack_top.min(mem_end).saturating_sub(64 * 1024) & !0xfff;
+    // Every vCPU's boot stack stays out of the pool (vCPU k's is k x 64 KiB below the top).
+    let vcpus = u64::from(params.vcpus.clamp(1, smp::MAX_CPUS as u32));
+    let stack_area =
+        params.stack_top.min(mem_end).saturating_sub(vcpus * crx_abi::layout::VCPU_STACK_BYTES) & !0xfff;
     let free = params.free_start.max(image.1).div_ceil(4096) * 4096;
     if image.1 > mm::IMAGE_LIMIT || stack_area <= free + (4 << 20) {
         hv().console(b"crx: not enough guest memory (need at least 8 MiB)\n");

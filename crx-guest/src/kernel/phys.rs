@@ -165,6 +165,7 @@ pub unsafe fn enter_direct_map(pml4: u64) {
     // SAFETY: the caller guarantees the tables keep the kernel mapped as before, so
     // execution and the stack carry on; frame accesses move to the direct map right after.
     unsafe { arch::load_cr3(pml4) };
+    super::smp::note_cr3(pml4);
     KERNEL_PML4.store(pml4, Ordering::Relaxed);
     PHYS_BASE.store(PHYS_OFFSET, Ordering::Relaxed);
 }
@@ -210,6 +211,7 @@ pub fn switch_address_space(pml4: u64) {
     // own tables do (checked), so execution and every kernel reference carry on; the caller
     // keeps the frames alive while they are loaded.
     unsafe { arch::load_cr3(pml4) };
+    super::smp::note_cr3(pml4);
 }
 
 /// Moves the CPU to the kernel's own tables if the ones rooted at `pml4` are loaded, so
@@ -217,8 +219,22 @@ pub fn switch_address_space(pml4: u64) {
 pub fn leave_address_space(pml4: u64) {
     let k = KERNEL_PML4.load(Ordering::Relaxed);
     if k != 0 && arch::cr3() & ADDR == pml4 {
-        // SAFETY: the kernel's own tables, given to `enter_direct_map` at boot, map the
-        // kernel as every address space does and are never freed.
-        unsafe { arch::load_cr3(k) };
+        to_kernel_tables(k);
     }
+}
+
+/// Moves the CPU to the kernel's own tables (an idle CPU keeps no process's tables loaded,
+/// so they can be freed while it sleeps).
+pub fn leave_to_kernel_tables() {
+    let k = KERNEL_PML4.load(Ordering::Relaxed);
+    if k != 0 && arch::cr3() & ADDR != k {
+        to_kernel_tables(k);
+    }
+}
+
+fn to_kernel_tables(k: u64) {
+    // SAFETY: the kernel's own tables, given to `enter_direct_map` at boot, map the kernel
+    // as every address space does and are never freed.
+    unsafe { arch::load_cr3(k) };
+    super::smp::note_cr3(k);
 }

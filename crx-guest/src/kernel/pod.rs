@@ -23,7 +23,7 @@ use super::fd::{desc, FdEntry, Object};
 use super::klog;
 use super::mm::{self, KernelTables};
 use super::phys;
-use super::proc::{Container, Kernel, Pid, KERNEL};
+use super::proc::{Container, Kernel, Pid};
 use crx_fs::linux::o;
 
 /// A command-line word: `%XX` escapes decoded (a bad escape stays as it is), `+` as itself.
@@ -285,8 +285,17 @@ pub fn start(kt: KernelTables, pool: FramePool, params: &BootParams, heap_bytes:
         ports: Default::default(),
         vcpus: 1,
         on_cpu: None,
+        me: 0,
+        cpus: alloc::vec![Default::default()],
+        poked: false,
+        timekeeper: None,
         next_port: 32768,
     };
+    // Several vCPUs only with a hypervisor that can kick them (ABI 6).
+    let vcpus = (params.vcpus as usize).clamp(1, super::smp::MAX_CPUS);
+    let vcpus = if vcpus > 1 && hv.vcpu_kick(0, 0).is_ok() { vcpus } else { 1 };
+    k.vcpus = vcpus;
+    k.cpus = alloc::vec![Default::default(); vcpus];
     let (spec, pod_log) = match fetch_spec(&k, params) {
         Ok(s) => s,
         Err(e) => {
@@ -312,9 +321,10 @@ pub fn start(kt: KernelTables, pool: FramePool, params: &BootParams, heap_bytes:
     ensure_file(&mut k.fs, b"/dev/null", 0o666);
     ensure_file(&mut k.fs, b"/dev/zero", 0o666);
     klog!(
-        "pod {}: {} container(s), process limit {}, filesystem {} KiB",
+        "pod {}: {} container(s), {} vCPU(s), process limit {}, filesystem {} KiB",
         spec.name,
         spec.containers.len(),
+        k.vcpus,
         k.process_limit,
         k.fs.used_bytes() >> 10
     );
@@ -325,12 +335,11 @@ pub fn start(kt: KernelTables, pool: FramePool, params: &BootParams, heap_bytes:
             start_container_at(&mut k, i as u32);
         }
     }
-    let frame = {
-        let mut g = KERNEL.lock();
-        let k = g.insert(k);
-        k.current = 0;
-        let next = k.pick_next();
-        k.switch_to(next)
-    };
-    arch::enter_user(&frame)
+    k.current = 0;
+    let cr3 = k.kt.pml4;
+    let mut g = super::sched::boot_lock();
+    *g = Some(k);
+    // The others wait for the lock until this CPU returns to user mode.
+    super::smp::bring_up(vcpus, cr3);
+    super::sched::run_first(g)
 }

@@ -22,13 +22,14 @@ use crx_guest::posix::{sig, Exit};
 use crx_guest::signal::{Action, AltStack, FaultContext, SigInfo, CLD_EXITED, CLD_KILLED};
 use crx_guest::vma::{Regions, PROT_EXEC, PROT_WRITE};
 
-use super::arch::{FpuArea, FpuFormat, OneCpu, TrapFrame};
+use super::arch::{BigLock, FpuArea, FpuFormat, TrapFrame};
 use super::fd::{FdEntry, FdTable};
 use super::hv::Hv;
 use super::klog;
 use super::mm::{AddrSpace, KernelTables, NX, P, W};
 use super::pager;
 use super::phys;
+use super::smp;
 
 /// Process id.
 pub type Pid = u32;
@@ -329,8 +330,19 @@ pub struct Kernel {
     pub next_futex_seq: u64,
     /// The vCPUs the kernel runs on.
     pub vcpus: usize,
-    /// The thread whose CPU time runs now, and since when (monotonic ns).
+    /// The thread whose CPU time runs now on this CPU, and since when (monotonic ns).
     pub on_cpu: Option<(Pid, u64)>,
+    /// The CPU that holds the kernel lock now.
+    pub me: usize,
+    /// What each CPU keeps while another holds the lock; the holder's own is in
+    /// `current`, `fpu_owner` and `on_cpu` ([`Kernel::enter_cpu`], [`Kernel::leave_cpu`]).
+    pub cpus: Vec<CpuSlot>,
+    /// Set by what may end another thread's wait (most syscalls): idle CPUs are woken to
+    /// look when this CPU leaves the kernel.
+    pub poked: bool,
+    /// The idle CPU that sleeps until the waiting threads' earliest deadline, and that
+    /// deadline (the other idle CPUs sleep until kicked).
+    pub timekeeper: Option<(usize, u64)>,
     /// The sockets of the pod's loopback network by the port they hold (bound,
     /// listening or connected from); a closed socket lets its port go.
     pub ports: BTreeMap<u16, alloc::rc::Weak<RefCell<super::fd::Description>>>,
@@ -341,9 +353,20 @@ pub struct Kernel {
     pub entered_user: bool,
 }
 
-/// The kernel, taken by each entry and released before returning to user mode (a kernel
-/// fault reports and ends the VM without touching it).
-pub static KERNEL: OneCpu<Option<Kernel>> = OneCpu::new(None);
+/// The kernel, taken by each entry and released before returning to user mode or going
+/// idle (a kernel fault reports and ends the VM without touching it).
+pub static KERNEL: BigLock<Option<Kernel>> = BigLock::new(None);
+
+/// A CPU's part of the kernel's state while another CPU holds the lock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuSlot {
+    /// The thread it runs (in user mode, or in the kernel waiting for the lock), if any.
+    pub current: Option<Pid>,
+    /// Whose state its FPU holds.
+    pub fpu_owner: Option<Pid>,
+    /// The thread whose CPU time runs there, and since when.
+    pub on_cpu: Option<(Pid, u64)>,
+}
 
 /// Why a user access failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -479,6 +502,82 @@ impl Kernel {
         })
     }
 
+    /// After taking the kernel lock: this CPU's part of the state becomes the kernel's
+    /// `current`, `fpu_owner` and `on_cpu` (`current` 0 when it ran no thread, or its
+    /// thread was ended meanwhile), and tables waiting in limbo that no CPU has loaded any
+    /// more go back to the pool.
+    pub fn enter_cpu(&mut self) {
+        let me = smp::me().min(self.cpus.len().saturating_sub(1));
+        self.me = me;
+        let slot = self.cpus.get(me).copied().unwrap_or_default();
+        self.current = slot.current.unwrap_or(0);
+        self.fpu_owner = slot.fpu_owner;
+        self.on_cpu = slot.on_cpu;
+        if smp::in_limbo(smp::loaded_here()) {
+            phys::leave_to_kernel_tables();
+        }
+        for f in smp::take_freeable() {
+            self.pool.release(f);
+        }
+    }
+
+    /// Before letting the kernel lock go: this CPU runs `running` now (None: it idles).
+    pub fn leave_cpu(&mut self, running: Option<Pid>) {
+        let slot = CpuSlot { current: running, fpu_owner: self.fpu_owner, on_cpu: self.on_cpu };
+        if let Some(s) = self.cpus.get_mut(self.me) {
+            *s = slot;
+        }
+    }
+
+    /// The CPU other than this one that runs thread `pid`, if any.
+    pub fn running_elsewhere(&self, pid: Pid) -> Option<usize> {
+        self.cpus.iter().enumerate().find(|(i, s)| *i != self.me && s.current == Some(pid)).map(|(i, _)| i)
+    }
+
+    /// Whether another CPU runs a thread.
+    pub fn others_running(&self) -> bool {
+        self.cpus.iter().enumerate().any(|(i, s)| i != self.me && s.current.is_some())
+    }
+
+    /// Makes every other CPU that runs one of `pids` leave user mode and forget the thread
+    /// (it is about to end): that CPU then waits for the lock and, once it has it, picks
+    /// another thread. The thread's CPU time there is charged first.
+    fn evict(&mut self, pids: &[Pid]) {
+        if self.cpus.len() < 2 {
+            return;
+        }
+        for i in 0..self.cpus.len() {
+            let Some(pid) = self.cpus[i].current.filter(|p| i != self.me && pids.contains(p)) else {
+                continue;
+            };
+            smp::evict(i, None);
+            let now = self.hv.monotonic_ns();
+            let slot = &mut self.cpus[i];
+            slot.current = None;
+            if slot.fpu_owner == Some(pid) {
+                slot.fpu_owner = None;
+            }
+            if let Some((p, since)) = slot.on_cpu.take() {
+                if let Some(t) = self.procs.get_mut(&p) {
+                    t.cpu_ns = t.cpu_ns.saturating_add(now.saturating_sub(since));
+                }
+            }
+        }
+    }
+
+    /// Since when thread `pid` runs on a CPU (this one or another), if it does.
+    fn running_since(&self, pid: Pid) -> Option<u64> {
+        match self.on_cpu {
+            Some((p, since)) if p == pid => Some(since),
+            _ => self
+                .cpus
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != self.me)
+                .find_map(|(_, s)| s.on_cpu.filter(|(p, _)| *p == pid).map(|(_, since)| since)),
+        }
+    }
+
     /// The running process.
     pub fn cur(&mut self) -> &mut Process {
         // The scheduler only ever sets `current` to a live process.
@@ -561,25 +660,27 @@ impl Kernel {
     /// The CPU time of thread `pid` so far.
     pub fn cpu_ns_of(&self, pid: Pid) -> u64 {
         let own = self.procs.get(&pid).map_or(0, |p| p.cpu_ns);
-        match self.on_cpu {
-            Some((p, since)) if p == pid => own.saturating_add(self.hv.monotonic_ns().saturating_sub(since)),
-            _ => own,
+        match self.running_since(pid) {
+            Some(since) => own.saturating_add(self.hv.monotonic_ns().saturating_sub(since)),
+            None => own,
         }
     }
 
-    /// The CPU time of the process of thread `pid`: its threads', the ended ones' too (the
-    /// clock is read once, for the one thread that runs).
+    /// The CPU time of the process of thread `pid`: its threads', the ended ones' too, and
+    /// the running time of those on a CPU now (the clock is read once).
     pub fn process_cpu_ns(&self, pid: Pid) -> u64 {
         let Some(tgid) = self.procs.get(&pid).map(|p| p.tgid) else { return 0 };
         let dead = self.procs.get(&tgid).map_or(0, |p| p.dead_threads_ns);
-        let own: u64 =
-            self.procs.values().filter(|p| p.tgid == tgid).map(|p| p.cpu_ns).fold(dead, u64::saturating_add);
-        match self.on_cpu {
-            Some((p, since)) if self.procs.get(&p).is_some_and(|t| t.tgid == tgid) => {
-                own.saturating_add(self.hv.monotonic_ns().saturating_sub(since))
+        let mut now = None;
+        let mut total = dead;
+        for p in self.procs.values().filter(|p| p.tgid == tgid) {
+            total = total.saturating_add(p.cpu_ns);
+            if let Some(since) = self.running_since(p.pid) {
+                let t = *now.get_or_insert_with(|| self.hv.monotonic_ns());
+                total = total.saturating_add(t.saturating_sub(since));
             }
-            _ => own,
         }
+        total
     }
 
     /// Moves an ending thread's CPU time to its process's first thread.
@@ -626,6 +727,11 @@ impl Kernel {
         }
         if self.fpu_owner == Some(pid) {
             self.fpu_owner = None;
+        }
+        for s in &mut self.cpus {
+            if s.fpu_owner == Some(pid) {
+                s.fpu_owner = None;
+            }
         }
     }
 
@@ -761,6 +867,10 @@ impl Kernel {
             .filter(|p| p.tgid == tgid && p.pid != pid && p.pid != tgid)
             .map(|p| p.pid)
             .collect();
+        let mut gone = others.clone();
+        gone.push(tgid);
+        gone.retain(|t| *t != pid);
+        self.evict(&gone);
         for t in others {
             self.release_thread(t);
             self.procs.remove(&t);
@@ -822,6 +932,9 @@ impl Kernel {
         }
         let others: Vec<Pid> =
             self.procs.values().filter(|p| p.tgid == tgid && p.pid != tgid).map(|p| p.pid).collect();
+        let mut gone = others.clone();
+        gone.push(tgid);
+        self.evict(&gone);
         for t in others {
             self.thread_exit_notify(t);
             self.release_thread(t);
