@@ -18,10 +18,31 @@
 //! | GDT | at [`layout::GDT`]: null, 64-bit code (selector 0x08), data (0x10), TSS (0x18) |
 //! | CS / DS, ES, SS, FS, GS | 0x08 / 0x10, bases 0 |
 //! | RIP | the ELF entry point |
-//! | RSP | [`BootParams::stack_top`] (top of guest memory, 16-byte aligned) |
-//! | RDI | [`layout::BOOT_PARAMS`], the guest-physical address of [`BootParams`] |
+//! | RSP | [`BootParams::stack_top`] `- k x` [`layout::VCPU_STACK_BYTES`] for vCPU k (the first vCPU's at the top of guest memory; all 16-byte aligned) |
+//! | RDI | [`layout::BOOT_PARAMS`], the guest-physical address of [`BootParams`] (the same for every vCPU) |
+//! | RSI | k, the vCPU's index (0 = the first, up to [`BootParams::vcpus`] - 1) |
 //! | RFLAGS | 0x2 (interrupts off; none is delivered until the guest arms [`nr::TIMER_ARM`]) |
 //! | other GPRs | 0 |
+//!
+//! # Several vCPUs
+//!
+//! A VM has [`BootParams::vcpus`] vCPUs (at least 1, at most [`VCPUS_MAX`]). Every one of
+//! them starts at the ELF entry at the same time, in the state above: the same RDI, its own
+//! index k in RSI and its own stack, [`layout::VCPU_STACK_BYTES`] of it per vCPU going down
+//! from [`BootParams::stack_top`] (vCPU k's RSP is `stack_top - k x VCPU_STACK_BYTES`). They
+//! share guest memory and the initial page tables, GDT and TSS; a guest that enters user
+//! mode on several vCPUs gives each one a TSS of its own (RSP0 is per CPU). Each vCPU has
+//! its own one-shot timer ([`nr::TIMER_ARM`]); they wake and interrupt one another with
+//! [`nr::VCPU_KICK`]. A guest that wants fewer vCPUs parks the others in
+//! `SLEEP_UNTIL(u64::MAX)`.
+//!
+//! Why all at once, with the index in a register: the guest needs no start-up protocol
+//! (no INIT and start-up IPIs to an emulated local APIC, no real-mode trampoline, no
+//! mailbox): each vCPU arrives in 64-bit mode with a stack and knows which one it is from
+//! its first instruction, so it picks its per-CPU data at once; and the hypervisor keeps
+//! no vCPU state that waits for a guest's say-so. The stacks are at fixed places below the
+//! first one, as the loader already reserves them, so the guest computes nothing to find
+//! them and the layout stays the same whatever the number of vCPUs.
 //!
 //! # Hypercalls
 //!
@@ -76,6 +97,32 @@
 //! arms the timer, never re-arms it, or arms it in the past over and over, every vCPU is
 //! still preempted by the hypervisor's slice timer exactly as before this call existed, and
 //! the other VMs run.
+//!
+//! # Waking and interrupting another vCPU: the kick
+//!
+//! [`nr::VCPU_KICK`] takes a mask of the VM's vCPUs and a vector. Each vCPU named is woken
+//! from [`nr::SLEEP_UNTIL`] (or HLT) at once, or, when it is not sleeping, keeps one wake
+//! that ends its next sleep at once; with a vector, its one-shot timer is re-armed to fire
+//! at once, exactly as if it had called `TIMER_ARM(0, vector)`, so it takes that interrupt
+//! as soon as it can (IF = 1), even in the middle of user code. A guest kernel uses the
+//! first to hand a sleeping vCPU new work (a thread made runnable) and the second to take
+//! a vCPU back from a process at once (a signal, a reschedule).
+//!
+//! Why this mechanism and not inter-processor interrupts through an emulated local APIC:
+//! it is the timer's, aimed at another vCPU. The hypervisor already keeps a wake-up time
+//! and a timer per vCPU and delivers the timer's vector on both backends; a kick sets the
+//! one to now and the other to fire now, so there is still no APIC page, ICR or EOI to
+//! emulate and nothing new to inject. The remembered wake closes the race every guest
+//! scheduler has between "my run queue is empty" and "sleep": a kick that lands in between
+//! is not lost, the sleep returns at once (as a futex compares its word before sleeping).
+//! It is prompt: a target that is running guest code on another host CPU, or whose host
+//! CPU is idle, gets a host IPI that ends its entry (or its halt) at once, so the kick
+//! does not wait for that CPU's next 10 ms tick.
+//!
+//! And it keeps the host's fairness: a kick changes only the target vCPUs' own wake-up
+//! time and timer, never the host's slices or CPU limits, and a target gets at most one
+//! host IPI per kick that finds it running with no kick pending (or sleeping), so a guest
+//! kicking in a loop, itself or all its vCPUs, costs itself, not the other VMs.
 #![deny(unsafe_code)]
 #![cfg_attr(not(test), no_std)]
 
@@ -84,8 +131,13 @@ extern crate alloc;
 
 /// Version of this ABI: 2 added the pod hypercalls ([`nr::LOG_WRITE`] to
 /// [`nr::LAYER_INFO`]) and the layer window; 3 added managed pods ([`nr::POD_CONTROL`]);
-/// 4 added [`nr::CONTAINER_ENTRY`]; 5 added the timer interrupt ([`nr::TIMER_ARM`]).
-pub const ABI_VERSION: u32 = 5;
+/// 4 added [`nr::CONTAINER_ENTRY`]; 5 added the timer interrupt ([`nr::TIMER_ARM`]); 6 added
+/// several vCPUs per VM ([`BootParams::vcpus`], RSI = the vCPU's index, a stack each:
+/// [`layout::VCPU_STACK_BYTES`]) and [`nr::VCPU_KICK`].
+pub const ABI_VERSION: u32 = 6;
+
+/// Most vCPUs a VM has: one bit each in [`nr::VCPU_KICK`]'s mask.
+pub const VCPUS_MAX: u32 = 64;
 
 /// The signature CPUID leaf 0x4000_0000 returns in EBX, ECX, EDX: "CrxHvCrxHvCr".
 pub const CPUID_SIGNATURE: [u8; 12] = *b"CrxHvCrxHvCr";
@@ -160,6 +212,26 @@ pub mod nr {
     /// exceptions) or above 255, and nothing changes. See the crate documentation
     /// ("Interrupts"). A hypervisor older than ABI 5 answers [`crate::Error::NoSys`].
     pub const TIMER_ARM: u64 = 15;
+    /// `(mask, vector) -> 0`: kicks vCPUs of the calling VM. For every vCPU i whose bit i
+    /// is set in `mask` (bits of vCPUs the VM does not have are ignored; the caller's own
+    /// bit is allowed):
+    /// * it is woken from [`SLEEP_UNTIL`] (or HLT) at once; if it is not blocked in one
+    ///   right now, ONE wake is remembered and its next `SLEEP_UNTIL` (or HLT) returns at
+    ///   once instead of blocking (kicks before that are the same one wake; a
+    ///   `SLEEP_UNTIL` whose time has already come returns anyway and leaves the wake for
+    ///   the next). So a guest that checks its run queue and then sleeps cannot miss a
+    ///   kick that lands in between; it checks again after every wake.
+    /// * when `vector != 0`, its one-shot timer is re-armed to fire at once with `vector`,
+    ///   exactly as if that vCPU had called [`TIMER_ARM`]`(0, vector)` (its own deadline
+    ///   is replaced: the handler arms it again), so it is interrupted as soon as it can
+    ///   take an interrupt (RFLAGS.IF = 1), promptly also while it runs user code on
+    ///   another CPU.
+    ///
+    /// A vCPU that has not run yet gets its kick when it starts. `vector` 1 to 31 or above
+    /// 255 is [`crate::Error::Invalid`] and nothing happens. See the crate documentation
+    /// ("Waking and interrupting another vCPU"). A hypervisor older than ABI 6 answers
+    /// [`crate::Error::NoSys`] (a guest then falls back to waking on its own timer).
+    pub const VCPU_KICK: u64 = 16;
 }
 
 /// The vector crx-guest's time slices arrive on ([`nr::TIMER_ARM`]): the first one above
@@ -308,6 +380,10 @@ pub struct BootParams {
     pub free_start: u64,
     /// Command line for the guest, NUL-padded.
     pub cmdline: [u8; 256],
+    /// How many vCPUs the VM has (1 to [`VCPUS_MAX`]); vCPU k starts with RSI = k (ABI 6).
+    pub vcpus: u32,
+    /// Zero.
+    pub _pad: u32,
 }
 
 impl BootParams {
@@ -330,7 +406,8 @@ impl BootParams {
     #[allow(unsafe_code)]
     pub fn as_bytes(&self) -> &[u8] {
         // SAFETY: `BootParams` is `repr(C)` plain data with no padding (every field is a
-        // multiple of 8 bytes or paired to 8), so all its bytes are initialized.
+        // multiple of 8 bytes or paired to 8, which the layout test checks), so all its
+        // bytes are initialized.
         unsafe {
             core::slice::from_raw_parts((self as *const Self).cast::<u8>(), core::mem::size_of::<Self>())
         }
@@ -565,6 +642,9 @@ pub mod layout {
     pub const MEM_MAX: u64 = 4 << 30;
     /// Least guest memory: room for the tables, the image floor and a stack.
     pub const MEM_MIN: u64 = 2 << 20;
+    /// Stack bytes of each vCPU at the top of guest memory: vCPU k starts with
+    /// RSP = [`crate::BootParams::stack_top`] `- k x VCPU_STACK_BYTES`.
+    pub const VCPU_STACK_BYTES: u64 = 64 << 10;
     /// Start of the layer window of a pod VM (256 GiB, above any guest RAM): the image's
     /// layers, read-only, one after another, each 4 KiB aligned ([`crate::LayerInfo`]).
     /// Not in the initial page tables: the guest maps what it reads.
@@ -614,9 +694,13 @@ mod tests {
 
     #[test]
     fn boot_params_layout_is_stable() {
-        assert_eq!(core::mem::size_of::<BootParams>(), 48 + 256);
+        assert_eq!(core::mem::size_of::<BootParams>(), 48 + 256 + 8);
         assert_eq!(core::mem::offset_of!(BootParams, mem_bytes), 24);
         assert_eq!(core::mem::offset_of!(BootParams, cmdline), 48);
+        assert_eq!(core::mem::offset_of!(BootParams, vcpus), 48 + 256, "appended after cmdline (ABI 6)");
+        assert_eq!(core::mem::offset_of!(BootParams, _pad), 48 + 256 + 4);
+        // It fits in its page below the next boot structure.
+        assert!(core::mem::size_of::<BootParams>() <= 0x1000);
     }
 
     #[test]
@@ -691,6 +775,8 @@ mod tests {
             nr::LAYER_INFO,
             nr::POD_CONTROL,
             nr::CONTAINER_ENTRY,
+            nr::TIMER_ARM,
+            nr::VCPU_KICK,
         ];
         for (i, n) in all.iter().enumerate() {
             assert_eq!(*n, i as u64, "hypercall numbers run 0, 1, 2, ... without gaps or repeats");
@@ -717,12 +803,15 @@ mod tests {
             stack_top: 1 << 20,
             free_start: 0,
             cmdline: [0; 256],
+            vcpus: 2,
+            _pad: 0,
         };
         p.cmdline[..5].copy_from_slice(b"hello");
         assert_eq!(p.cmdline(), "hello");
         assert_eq!(p.insn(), Some(HypercallInsn::Vmmcall));
         p.hypercall_insn = 9;
         assert_eq!(p.insn(), None);
-        assert_eq!(p.as_bytes().len(), 304);
+        assert_eq!(p.as_bytes().len(), 312);
+        assert_eq!(&p.as_bytes()[304..312], &[2, 0, 0, 0, 0, 0, 0, 0], "vcpus, then the zero pad");
     }
 }

@@ -487,6 +487,8 @@ mod tests {
                 stack_top: MEM,
                 free_start: 0x20_0000,
                 cmdline: [0; 256],
+                vcpus: 2,
+                _pad: 0,
             }
         }
     }

@@ -17,7 +17,7 @@
 //! | 0x8000 | [`BootParams`] |
 //! | 0x9000 | page table of the first 2 MiB (all of it but page 0) |
 //! | 0x100000.. | ELF segments |
-//! | top - vcpus x 64 KiB .. top | stacks, vCPU 0's at the very top |
+//! | top - vcpus x 64 KiB .. top | stacks ([`layout::VCPU_STACK_BYTES`] each), vCPU 0's at the very top |
 //!
 //! All guest memory is identity-mapped read-write-executable with 2 MiB pages, except the
 //! first 2 MiB, mapped with 4 KiB pages so that page 0 can stay unmapped.
@@ -39,12 +39,10 @@ pub const TSS: u64 = layout::GDT + 0x80;
 pub const TSS_BYTES: u64 = 104;
 /// The page table that maps the first 2 MiB.
 pub const PT0: u64 = 0x9000;
-/// Stack bytes set aside per vCPU at the top of guest memory.
-pub const STACK_BYTES_PER_VCPU: u64 = 64 << 10;
 /// Most program headers taken.
 pub const MAX_PHDRS: usize = 64;
-/// Most vCPUs a VM may have.
-pub const MAX_VCPUS: u32 = 64;
+/// Most vCPUs a VM may have (one bit each in `VCPU_KICK`'s mask).
+pub const MAX_VCPUS: u32 = crx_abi::VCPUS_MAX;
 
 /// Selectors of the guest GDT.
 pub const CODE_SELECTOR: u16 = 0x08;
@@ -84,7 +82,8 @@ pub struct LoadSpec<'a> {
     pub vm_index: u32,
     /// How many were started together.
     pub vm_count: u32,
-    /// vCPUs (each gets a stack at the top of memory).
+    /// vCPUs (each gets a stack at the top of memory; the guest reads the count in
+    /// [`BootParams::vcpus`]).
     pub vcpus: u32,
     /// The backend's hypercall instruction.
     pub insn: HypercallInsn,
@@ -251,7 +250,7 @@ fn check(image: &[u8], mem_bytes: u64, vcpus: u32) -> Result<(u64, Vec<Seg>), Lo
         return Err(LoadError::BadVcpuCount(vcpus));
     }
     let stack_floor = mem_bytes
-        .checked_sub(u64::from(vcpus) * STACK_BYTES_PER_VCPU)
+        .checked_sub(u64::from(vcpus) * layout::VCPU_STACK_BYTES)
         .filter(|&s| s > layout::KERNEL_MIN)
         .ok_or(LoadError::MemoryTooSmall)?;
     // EI_CLASS and EI_DATA first, so a 32-bit or big-endian file is named as such rather
@@ -378,6 +377,8 @@ pub fn load<F: FrameSource>(
         stack_top: mem_bytes,
         free_start: image_end.next_multiple_of(PAGE_SIZE),
         cmdline,
+        vcpus: spec.vcpus,
+        _pad: 0,
     };
     mem.write(layout::BOOT_PARAMS, params.as_bytes())?;
     Ok(Loaded { init: initial_state(entry, params.stack_top), params })
@@ -455,12 +456,12 @@ pub fn initial_state(entry: u64, stack_top: u64) -> InitialState {
     }
 }
 
-/// vCPU `k`'s initial state: vCPU 0's, with `rsi = k` and its own stack
-/// [`STACK_BYTES_PER_VCPU`] lower per index.
+/// vCPU `k`'s initial state (crx-abi 6): vCPU 0's, with `rsi = k` and its own stack
+/// [`layout::VCPU_STACK_BYTES`] lower per index; the same RDI and entry for all.
 pub fn vcpu_state(init: &InitialState, k: u32) -> InitialState {
     let mut s = *init;
     s.regs.rsi = u64::from(k);
-    s.regs.rsp = init.regs.rsp.saturating_sub(u64::from(k) * STACK_BYTES_PER_VCPU);
+    s.regs.rsp = init.regs.rsp.saturating_sub(u64::from(k) * layout::VCPU_STACK_BYTES);
     s
 }
 
@@ -613,8 +614,35 @@ mod tests {
         assert_eq!((s.cs.selector, s.ss.selector, s.tr.selector), (8, 0x10, 0x18));
         assert_eq!(s.cs.access & (1 << 13), 1 << 13, "CS.L");
         assert_eq!(s.gdtr, (layout::GDT, 39));
-        let v3 = vcpu_state(&s, 3);
-        assert_eq!((v3.regs.rsi, v3.regs.rsp), (3, 16 * MIB - 3 * STACK_BYTES_PER_VCPU));
+        assert_eq!((s.regs.rsi, l.params.vcpus, l.params._pad), (0, 1, 0), "one vCPU, index 0");
+    }
+
+    #[test]
+    fn every_vcpu_starts_at_the_entry_with_its_index_and_its_own_stack() {
+        let img = code_at_1mib(&[0xf4]);
+        let mut m = mem(16);
+        let l = load(&mut m, &img, &LoadSpec { vcpus: 4, ..spec() }).unwrap();
+        assert_eq!(l.params.vcpus, 4);
+        let mut raw = [0u8; core::mem::size_of::<BootParams>()];
+        m.read(layout::BOOT_PARAMS, &mut raw).unwrap();
+        assert_eq!(&raw[304..312], &[4, 0, 0, 0, 0, 0, 0, 0], "vcpus and the zero pad in guest memory");
+        assert_eq!(layout::VCPU_STACK_BYTES, 64 << 10);
+        for k in 0..4u32 {
+            let v = vcpu_state(&l.init, k);
+            assert_eq!(v.regs.rsi, u64::from(k), "RSI = the index");
+            assert_eq!(v.regs.rsp, l.params.stack_top - u64::from(k) * layout::VCPU_STACK_BYTES);
+            assert_eq!(v.regs.rsp % 16, 0);
+            assert_eq!((v.regs.rip, v.regs.rdi), (0x10_0000, layout::BOOT_PARAMS), "same entry and RDI");
+            assert_eq!(InitialState { regs: l.init.regs, ..v }, l.init, "nothing else differs");
+        }
+        // The stacks are reserved: an image may not reach into the fourth one.
+        let reach = 16 * MIB - 4 * layout::VCPU_STACK_BYTES - 0x10_0000 + 1;
+        let big = build(ET_EXEC, 0x10_0000, &[seg(0x10_0000, &[0xf4], reach, PF_X | 4)]);
+        assert_eq!(
+            load(&mut mem(16), &big, &LoadSpec { vcpus: 4, ..spec() }).err(),
+            Some(LoadError::OverlapsStack { index: 0 })
+        );
+        assert!(load(&mut mem(16), &big, &LoadSpec { vcpus: 3, ..spec() }).is_ok());
     }
 
     #[test]

@@ -99,6 +99,8 @@ impl VmRec {
                 stack_top: 0,
                 free_start: 0,
                 cmdline: [0; 256],
+                vcpus: 0,
+                _pad: 0,
             },
             init: InitialState::default(),
             console: Console::default(),
