@@ -310,8 +310,7 @@ fn finish_vcpu(w: &mut World, v: VcpuId, vm: VmId) {
 
 /// `vm<i>: memory guest_bytes=<n> overhead_bytes=<n>`: what a VM of a node holds on the host
 /// while it runs, its guest memory and the overhead the `accounting` line gives at its end
-/// (nested tables, vCPU and FPU state). Written when each of its vCPUs has been created (a
-/// pod VM has one).
+/// (nested tables, vCPU and FPU state). Written once all of its vCPUs have been created.
 fn memory_line(out: &mut String, r: &VmRec) {
     let Some(mem) = r.mem.as_ref() else {
         return;
@@ -419,7 +418,8 @@ fn cpu_loop() {
                     with_world(|w| {
                         if let Some(r) = w.vms.get_mut(vm.0) {
                             r.backend_bytes += extra;
-                            if w.node {
+                            r.vcpus_made += 1;
+                            if w.node && r.vcpus_made == r.params.vcpus {
                                 memory_line(&mut w.out, r);
                             }
                         }
@@ -631,8 +631,10 @@ pub struct PodImage<'a> {
     pub holder: alloc::sync::Arc<dyn core::any::Any + Send + Sync>,
 }
 
-/// Builds and starts a node's pod VM of `image` for `spec` (a managed spec), with one
-/// vCPU. The error says why the pod cannot run.
+/// Builds and starts a node's pod VM of `image` for `spec` (a managed spec), with as many
+/// vCPUs as its CPU limit `millicores` gives on this node's CPUs
+/// (`podspec::pod_vcpus`; all of them without a limit). The error says why the pod cannot
+/// run.
 pub fn start_pod_vm(
     image: PodImage<'_>,
     spec: &crx_abi::pod::PodSpec,
@@ -642,7 +644,8 @@ pub fn start_pod_vm(
     let Some(backend) = backend() else {
         return Err(String::from("this node has no usable hardware virtualization"));
     };
-    let index = with_world(|w| w.vms.len()).ok_or_else(|| String::from("the node does not run pod VMs"))?;
+    let (index, cpus) = with_world(|w| (w.vms.len(), w.cpus.len()))
+        .ok_or_else(|| String::from("the node does not run pod VMs"))?;
     let index = u32::try_from(index).unwrap_or(u32::MAX);
     let created_ns = time::now_ns();
     let (free_before, kernel_before) = crate::mm::frame_census();
@@ -651,17 +654,20 @@ pub fn start_pod_vm(
         insn: backend.hypercall_insn(),
         free_frames: free_before as u64,
         module_hpa: 0,
+        cpus,
     };
     // Built outside the world lock: zeroing guest memory takes a while.
-    let prepared =
-        setup::prepare_pod(image.guest, image.layers, spec, index, mem_bytes, KernelFrames, &target)?;
+    let size = setup::PodSize { mem_bytes, millicores };
+    let prepared = setup::prepare_pod(image.guest, image.layers, spec, index, size, KernelFrames, &target)?;
+    let vcpus = prepared.loaded.params.vcpus;
     with_world(|w| {
         let vm = w.sched.add_vm(millicores);
         let mut rec = VmRec::running(index, created_ns, prepared);
         rec.holder = Some(image.holder);
         w.vms.push(rec);
-        match w.sched.add_vcpu(vm) {
-            Ok(_) => {
+        // Placement fails only on a scheduler without CPUs, so for the first vCPU or none.
+        match (0..vcpus).try_for_each(|_| w.sched.add_vcpu(vm).map(|_| ())) {
+            Ok(()) => {
                 let _ = writeln!(
                     w.out,
                     "node: pod VM vm{index} for {} starts: frames_free={free_before} kernel_frames={kernel_before}",
@@ -770,13 +776,16 @@ pub fn run(boot: &BootInfo, opts: &Options<'_>) -> ! {
             insn: backend.hypercall_insn(),
             free_frames: crate::mm::free_frames() as u64,
             module_hpa: direct::physical(module),
+            cpus: w.cpus.len(),
         };
         let made = setup::prepare(&guests, i, opts, KernelFrames, &target);
         let vm = w.sched.add_vm(opts.vm_cpu_millicores);
         match made {
             Ok(prepared) => {
+                // As many as the loader set up (`vm.vcpus`, or a pod's CPU limit).
+                let vcpus = prepared.loaded.params.vcpus;
                 w.vms.push(VmRec::running(i, created_ns, prepared));
-                for _ in 0..opts.vm_vcpus {
+                for _ in 0..vcpus {
                     if let Err(e) = w.sched.add_vcpu(vm) {
                         warn!("vm{i}: cannot place a vCPU: {e:?}");
                     }
