@@ -120,8 +120,8 @@
 //! does not wait for that CPU's next 10 ms tick.
 //!
 //! And it keeps the host's fairness: a kick changes only the target vCPUs' own wake-up
-//! time and timer, never the host's slices or CPU limits, and a target gets at most one
-//! host IPI per kick that finds it running with no kick pending (or sleeping), so a guest
+//! time and timer, never the host's slices or CPU limits, and a target costs at most one
+//! host IPI per entry into it or sleep of it, however often it is kicked, so a guest
 //! kicking in a loop, itself or all its vCPUs, costs itself, not the other VMs.
 #![deny(unsafe_code)]
 #![cfg_attr(not(test), no_std)]

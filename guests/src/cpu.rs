@@ -121,7 +121,8 @@ const GATES: usize = TIMER as usize + 1;
 /// The IDT: [`GATES`] descriptors of two words.
 struct Idt(UnsafeCell<[u64; 2 * GATES]>);
 
-// SAFETY: a guest has one vCPU running this code; the table is written once before LIDT.
+// SAFETY: one vCPU of a guest installs the table ([`install_trap_idt`]'s contract), once,
+// before LIDT; afterwards it is only read, by the CPU.
 unsafe impl Sync for Idt {}
 
 static IDT: Idt = Idt(UnsafeCell::new([0; 2 * GATES]));
@@ -143,7 +144,8 @@ struct DescriptorPointer {
 /// vector is absent (so any other exception ends in a triple fault).
 ///
 /// # Safety
-/// Must run in the guest at CPL 0, once, before any [`probe!`](crate::probe).
+/// Must run in the guest at CPL 0, once and on one vCPU only, before any
+/// [`probe!`](crate::probe).
 pub unsafe fn install_trap_idt() {
     let table = IDT.0.get();
     // SAFETY: nothing else references the table yet (see the `Sync` argument).

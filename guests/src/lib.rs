@@ -4,8 +4,10 @@
 //!
 //! Every binary in `src/bin/` is one guest. It starts with [`guest_main!`], which provides
 //! the `_start` entry (the hypervisor has already set up 64-bit mode and a stack; RDI holds
-//! the guest-physical address of [`crx_abi::BootParams`]) and calls the guest's `run`
-//! function with a [`Guest`] handle; `run`'s return value becomes the VM's exit code.
+//! the guest-physical address of [`crx_abi::BootParams`], RSI the vCPU's index) and calls
+//! the guest's `run` function with a [`Guest`] handle; `run`'s return value becomes the
+//! VM's exit code. In a VM of several vCPUs only the first runs `run` and the others park,
+//! unless the guest says `guest_main!(run, every_vcpu)`.
 //!
 //! Built for `x86_64-unknown-none` (`cargo xtask vm build-guests`) they are guests; built for
 //! the host (plain `cargo build`/`cargo test`) each binary is a stub that says so, and the
@@ -23,7 +25,8 @@ pub mod rt;
 
 pub use rt::Guest;
 
-/// Declares a guest binary: `guest_main!(run)` with `fn run(guest: &Guest) -> i32`.
+/// Declares a guest binary: `guest_main!(run)` with `fn run(guest: &Guest) -> i32`, run on
+/// the first vCPU only; `guest_main!(run, every_vcpu)` runs it on every vCPU.
 ///
 /// On `x86_64-unknown-none` it emits `_start` (a single `call` into the runtime, which reads
 /// the boot parameters and ends the VM with `run`'s result) and the panic handler, which
@@ -31,13 +34,20 @@ pub use rt::Guest;
 #[macro_export]
 macro_rules! guest_main {
     ($run:path) => {
+        $crate::guest_main!(@with $run, $crate::rt::Vcpus::First);
+    };
+    ($run:path, every_vcpu) => {
+        $crate::guest_main!(@with $run, $crate::rt::Vcpus::Every);
+    };
+    (@with $run:path, $which:expr) => {
         #[cfg(target_os = "none")]
-        extern "sysv64" fn __guest_start(boot_params_gpa: u64) -> ! {
-            $crate::rt::start(boot_params_gpa, $run)
+        extern "sysv64" fn __guest_start(boot_params_gpa: u64, vcpu: u64) -> ! {
+            $crate::rt::start(boot_params_gpa, vcpu, $which, $run)
         }
 
-        // The hypervisor enters here with RSP 16-byte aligned and RDI = the boot parameters'
-        // address, which is the first argument of the System V calling convention.
+        // The hypervisor enters here with RSP 16-byte aligned, RDI = the boot parameters'
+        // address and RSI = the vCPU's index: the first two arguments of the System V
+        // calling convention.
         #[cfg(target_os = "none")]
         core::arch::global_asm!(
             ".section .text._start, \"ax\"",

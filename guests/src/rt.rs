@@ -8,19 +8,35 @@ use crate::args;
 use crate::gprintln;
 use crx_abi::{call, nr, BootParams, Error, HypercallInsn, CONSOLE_WRITE_MAX};
 
-/// A running guest: its boot parameters and the instruction that makes hypercalls.
+/// A running guest: its boot parameters, the instruction that makes hypercalls and the
+/// vCPU this handle runs on.
 pub struct Guest {
     params: BootParams,
     insn: HypercallInsn,
+    vcpu: u32,
 }
 
-/// Reads the boot parameters at `boot_params_gpa`, runs `main` and ends the VM with its result.
-pub fn start(boot_params_gpa: u64, main: fn(&Guest) -> i32) -> ! {
+/// Which vCPUs run a guest's `main`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vcpus {
+    /// Only the first; the others park in `SLEEP_UNTIL(u64::MAX)` for good.
+    First,
+    /// Every one (`main` tells them apart by [`Guest::vcpu`]).
+    Every,
+}
+
+/// Reads the boot parameters at `boot_params_gpa` on vCPU `vcpu` (its RSI at entry), runs
+/// `main` (on the vCPUs `which` says) and ends the VM with its result.
+pub fn start(boot_params_gpa: u64, vcpu: u64, which: Vcpus, main: fn(&Guest) -> i32) -> ! {
     // SAFETY: the hypervisor places `BootParams` at this guest-physical address, which the
     // initial page tables map 1:1; every bit pattern is a valid `BootParams` (integers and
     // a byte array), so even a wrong address cannot produce an invalid value.
     let params = unsafe { core::ptr::read_volatile(boot_params_gpa as *const BootParams) };
-    let guest = Guest::new(params);
+    let mut guest = Guest::new(params);
+    guest.vcpu = u32::try_from(vcpu).unwrap_or(u32::MAX);
+    if guest.vcpu != 0 && which == Vcpus::First {
+        guest.park()
+    }
     let code = main(&guest);
     guest.exit(code)
 }
@@ -49,7 +65,7 @@ impl Guest {
     /// A handle for these boot parameters.
     pub fn new(params: BootParams) -> Guest {
         let insn = params.insn().unwrap_or_else(insn_from_cpuid);
-        Guest { params, insn }
+        Guest { params, insn, vcpu: 0 }
     }
 
     /// The boot parameters.
@@ -70,6 +86,16 @@ impl Guest {
     /// How many VMs were started together.
     pub fn count(&self) -> u32 {
         self.params.vm_count
+    }
+
+    /// The vCPU this runs on (0 = the first).
+    pub fn vcpu(&self) -> u32 {
+        self.vcpu
+    }
+
+    /// How many vCPUs the VM has.
+    pub fn vcpus(&self) -> u32 {
+        self.params.vcpus
     }
 
     /// Guest memory in bytes.
@@ -161,6 +187,20 @@ impl Guest {
     pub fn timer_arm(&self, deadline_ns: u64, vector: u64) -> Result<u64, Error> {
         // SAFETY: TIMER_ARM takes no pointer.
         Error::result(unsafe { self.raw(nr::TIMER_ARM, deadline_ns, vector, 0, 0) })
+    }
+
+    /// Kicks the vCPUs of this VM named in `mask` (bit k: vCPU k): wakes them, and with a
+    /// `vector` other than 0 interrupts them with it (`VCPU_KICK`).
+    pub fn kick(&self, mask: u64, vector: u64) -> Result<u64, Error> {
+        // SAFETY: VCPU_KICK takes no pointer.
+        Error::result(unsafe { self.raw(nr::VCPU_KICK, mask, vector, 0, 0) })
+    }
+
+    /// Sleeps on this vCPU for good (woken only to sleep again): for vCPUs with nothing to do.
+    pub fn park(&self) -> ! {
+        loop {
+            let _ = self.sleep_until(u64::MAX);
+        }
     }
 
     /// Fills `buf` with random bytes.

@@ -68,8 +68,10 @@ pub struct Options<'a> {
     /// `vm.mem=MiB`: memory of each VM, even, 2 to 4096. `None` means the default:
     /// [`VM_MEM_DEFAULT_MIB`] for plain VMs, [`POD_MEM_DEFAULT_MIB`] for a pod VM.
     pub vm_mem_mib: Option<u32>,
-    /// `vm.vcpus=N`: vCPUs of each VM (1 to [`VM_VCPUS_MAX`], default 1).
-    pub vm_vcpus: u32,
+    /// `vm.vcpus=N`: vCPUs of each VM (1 to [`VM_VCPUS_MAX`]). `None` means the default:
+    /// 1 for plain VMs; for a pod VM, what its CPU limit gives
+    /// (`crate::vm::podspec::pod_vcpus`).
+    pub vm_vcpus: Option<u32>,
     /// `vm.cpu=MILLICORES`: CPU limit of each VM (1 to 64000 thousandths of a CPU per
     /// 100 ms period; no limit by default).
     pub vm_cpu_millicores: Option<u32>,
@@ -112,7 +114,7 @@ impl Default for Options<'_> {
             timer: None,
             vm_count: None,
             vm_mem_mib: None,
-            vm_vcpus: 1,
+            vm_vcpus: None,
             vm_cmdline: None,
             vm_cpu_millicores: None,
             net: None,
@@ -243,7 +245,7 @@ pub fn parse(line: &str) -> Parsed<'_> {
                 }
             }
             "vm.vcpus" => match value.parse::<u32>() {
-                Ok(n) if (1..=VM_VCPUS_MAX).contains(&n) => p.options.vm_vcpus = n,
+                Ok(n) if (1..=VM_VCPUS_MAX).contains(&n) => p.options.vm_vcpus = Some(n),
                 _ => p.warn(bad),
             },
             "net" => match crate::net::config::parse_mode(value) {
@@ -355,11 +357,14 @@ mod tests {
     fn vm_keys() {
         let p = parse("vm.count=3 vm.mem=64 vm.vcpus=2");
         assert!(p.warnings.is_empty(), "{:?}", p.warnings);
-        assert_eq!((p.options.vm_count, p.options.vm_mem_mib, p.options.vm_vcpus), (Some(3), Some(64), 2));
+        assert_eq!(
+            (p.options.vm_count, p.options.vm_mem_mib, p.options.vm_vcpus),
+            (Some(3), Some(64), Some(2))
+        );
         let d = parse("");
-        assert_eq!((d.options.vm_count, d.options.vm_mem_mib, d.options.vm_vcpus), (None, None, 1));
+        assert_eq!((d.options.vm_count, d.options.vm_mem_mib, d.options.vm_vcpus), (None, None, None));
         let p = parse("vm.count=0 vm.count=1025 vm.mem=3 vm.mem=0 vm.mem=4098 vm.mem=x vm.vcpus=0 vm.vcpus=65 vm.cpus=1");
-        assert_eq!((p.options.vm_count, p.options.vm_mem_mib, p.options.vm_vcpus), (None, None, 1));
+        assert_eq!((p.options.vm_count, p.options.vm_mem_mib, p.options.vm_vcpus), (None, None, None));
         assert_eq!(p.warnings.len(), 9);
         assert_eq!(p.warnings[2], Warning::BadValue { key: "vm.mem", value: "3" });
         assert_eq!(p.warnings[8], Warning::UnknownKey("vm.cpus"));

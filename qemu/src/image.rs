@@ -90,6 +90,7 @@ pub const GUESTS: &[&str] = &[
     "triple-fault",
     "wild-hypercalls",
     "forever",
+    "kick",
     "bench",
 ];
 

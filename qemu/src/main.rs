@@ -409,7 +409,7 @@ const VM_RUN_HELP: &str = "\
 Guests:
   --kernel takes a static x86_64 ELF, or the name of a test guest, which is built first:
   hello, exit-code, time, spin, counter, fpu, oob-read, oob-write, privileged, triple-fault,
-  wild-hypercalls, forever, bench. Give one guest for every VM, or one per VM (--kernel repeated,
+  wild-hypercalls, forever, kick, bench. Give one guest for every VM, or one per VM (--kernel repeated,
   in VM order). --guest-cmdline likewise: once for every VM, or once per guest.
 
 Exit status:

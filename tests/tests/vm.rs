@@ -194,6 +194,79 @@ fn timer_abusing_vms_do_not_starve_the_others() {
     r.check(!r.lines.iter().any(|l| l.text.contains("KERNEL PANIC")), "the kernel panicked");
 }
 
+/// What `guests/src/bin/kick.rs` prints when two vCPUs of one VM woke and interrupted each
+/// other as `VCPU_KICK` says (crx-abi 6), promptly, and checks it exited 0.
+fn check_kicks(r: &VmRun) {
+    check_all_ended(r, 1, 0);
+    for line in [
+        "kick: bad vectors refused",
+        "kick: vcpu1 woken 20 times",
+        "kick: vcpu1 interrupted 20 times",
+        "kick ok: ",
+    ] {
+        check_line(r, 0, line);
+    }
+    check_exit(r, 0, 0);
+}
+
+/// Two vCPUs of one VM (`vm.vcpus=2`): vCPU 1 starts with RSI = 1 on its own stack; vCPU 0
+/// wakes it from `SLEEP_UNTIL(u64::MAX)` with a kick (bad vectors and bits of vCPUs the VM
+/// lacks do nothing), interrupts it with a kick's vector while it spins with IF = 1, and
+/// leaves it wakes before it sleeps (one, however many kicks); the median latencies must
+/// be well under the 10 ms host tick (the host IPIs).
+#[test]
+fn vcpu_kick_wakes_and_interrupts_another_vcpu() {
+    let spec = VmSpec { vcpus: 2, ..VmSpec::new(guest("kick"), 1) };
+    check_kicks(&run("vm-kick", &qemu(), &spec));
+}
+
+/// Hostile kickers with two vCPUs each, beside well-behaved VMs (every VM has two vCPUs;
+/// the good ones park their second in `SLEEP_UNTIL(u64::MAX)`): one VM kicks itself with a
+/// vector from both vCPUs in a loop (an interrupt after every call on vCPU 0, sleeps that
+/// return at once on vCPU 1), one kicks every vCPU (`mask = u64::MAX`) with a vector in a
+/// loop while its other vCPU takes the interrupts. The sleeper, the printer and the greeter
+/// beside them still finish, and the kickers saw their interrupts.
+#[test]
+fn kick_abusing_vms_do_not_starve_the_others() {
+    let guests = vec![
+        guest("kick").with_cmdline("kick=self"),
+        guest("kick").with_cmdline("kick=all"),
+        guest("time"),
+        guest("counter").with_cmdline("lines=6"),
+        guest("time"),
+        guest("hello"),
+    ];
+    let spec = VmSpec { vcpus: 2, ..VmSpec::each(guests) };
+    let good = [2u32, 3, 4, 5];
+    let done_at: Cell<Option<Instant>> = Cell::new(None);
+    let stop = |r: &Report| {
+        let shown = |vm: u32, text: &str| r.lines(vm).iter().any(|l| l == text);
+        let ready = good.iter().all(|&vm| r.end(vm).is_some())
+            && shown(0, "kick: 1000 interrupts from its own kicks")
+            && shown(1, "kick: 1000 interrupts from kicks");
+        if ready && done_at.get().is_none() {
+            done_at.set(Some(Instant::now()));
+        }
+        done_at.get().is_some_and(|t| t.elapsed() >= Duration::from_secs(3))
+    };
+    let r = run_vms("vm-kick-abuse", &qemu(), &spec, QEMU_TIMEOUT, &stop);
+    r.check(!r.timed_out, "the good VMs did not finish beside the kicking ones");
+    check_line(&r, 2, "time ok");
+    check_exit(&r, 2, 0);
+    check_counters_one(&r, 3, 6, 6);
+    check_line(&r, 4, "time ok");
+    check_exit(&r, 4, 0);
+    check_hello(&r, 5, 6);
+    check_line(&r, 0, "kick: kicking itself");
+    check_line(&r, 0, "kick: 1000 interrupts from its own kicks");
+    check_line(&r, 1, "kick: taking kicks");
+    check_line(&r, 1, "kick: 1000 interrupts from kicks");
+    for vm in 0..2 {
+        r.check(r.end(vm).is_none(), &format!("kicking vm{vm} cannot have ended"));
+    }
+    r.check(!r.lines.iter().any(|l| l.text.contains("KERNEL PANIC")), "the kernel panicked");
+}
+
 #[test]
 fn sse_state_stays_with_its_vm() {
     let r = run("vm-fpu-4", &qemu(), &VmSpec::new(guest("fpu"), 4));
@@ -310,6 +383,13 @@ fn bochs_mixed_vms() {
     check_line(&r, 2, "caught #UD: vmrun");
     check_stopped(&r, 2, &["0x3f8"]);
     check_stopped(&r, 3, &["outside guest memory", "Write"]);
+}
+
+/// The kick test on VT-x (Bochs' two CPUs, one per vCPU).
+#[test]
+fn bochs_vcpu_kick_wakes_and_interrupts_another_vcpu() {
+    let spec = VmSpec { vcpus: 2, ..VmSpec::new(guest("kick"), 1) };
+    check_kicks(&run("vm-bochs-kick", &bochs(), &spec));
 }
 
 fn check_counters_one(run: &VmRun, vm: u32, count: u32, lines: u32) {

@@ -1,7 +1,7 @@
 //! Makes hypercalls with bad arguments, each of which must come back as an error: pointers and
 //! lengths of `u64::MAX`, ranges that wrap around, straddle the end of guest memory or lie
 //! beyond it (for CONSOLE_WRITE, RANDOM and BOOT_PARAMS: `Fault`; a zero length may also
-//! give 0), `TIMER_ARM` with a bad vector (`Invalid`), and unknown hypercall numbers
+//! give 0), `TIMER_ARM` and `VCPU_KICK` with a bad vector (`Invalid`), and unknown hypercall numbers
 //! (`NoSys`). Prints `all refused` and exits 0 when
 //! every call returned what it should, else names each one that did not and exits 1.
 #![cfg_attr(target_os = "none", no_std, no_main)]
@@ -84,7 +84,11 @@ fn run(guest: &Guest) -> i32 {
     for vector in [0, 13, 31, 256, 1 << 32, u64::MAX] {
         check(nr::TIMER_ARM, 0, vector, Expect::Invalid);
     }
-    for unknown in [16, 17, 0x100, 0xffff_ffff, 1 << 32, 1 << 63, u64::MAX - 1, u64::MAX] {
+    // VCPU_KICK with such a vector kicks nothing, whatever the mask.
+    for vector in [1, 13, 31, 256, 1 << 32, u64::MAX] {
+        check(nr::VCPU_KICK, u64::MAX, vector, Expect::Invalid);
+    }
+    for unknown in [17, 18, 0x100, 0xffff_ffff, 1 << 32, 1 << 63, u64::MAX - 1, u64::MAX] {
         check(unknown, u64::MAX, u64::MAX, Expect::NoSys);
     }
     // A known call with garbage in its unused arguments still works.

@@ -10,7 +10,7 @@
 //!
 //! Once up, an AP idles in `sti; hlt` and serves a one-slot job mailbox in its
 //! [`PerCpu`]: [`run_on`] posts a `fn()` and wakes the AP with an IPI; the AP runs it and
-//! empties the slot.
+//! empties the slot. [`wake`] sends the same IPI without a job.
 
 use super::percpu::{self, PerCpu, MAX_CPUS};
 use super::{apic, gdt, interrupts, time, vectors};
@@ -406,6 +406,17 @@ pub fn post(index: u32, f: fn()) -> Result<(), JobError> {
     slot.job
         .compare_exchange(0, f as usize, Ordering::AcqRel, Ordering::Acquire)
         .map_err(|_| JobError::Busy)?;
+    apic::send_ipi(slot.apic_id(), Ipi::Fixed(vectors::WAKE_VECTOR)).map_err(JobError::Ipi)
+}
+
+/// Interrupts CPU `index` (not this one) with the wake-up vector and no job: it leaves
+/// `hlt`, or, running a guest, ends that entry (both backends exit on a host interrupt).
+/// The vCPU loops use it to make a kicked vCPU's CPU look at the kick at once.
+pub fn wake(index: u32) -> Result<(), JobError> {
+    let slot = percpu::get(index).filter(|s| s.is_online()).ok_or(JobError::Offline)?;
+    if index == percpu::cpu_index() {
+        return Err(JobError::Busy);
+    }
     apic::send_ipi(slot.apic_id(), Ipi::Fixed(vectors::WAKE_VECTOR)).map_err(JobError::Ipi)
 }
 

@@ -76,11 +76,16 @@ pub trait Vcpu: Send {
     /// The general registers, RIP and RFLAGS as of the last exit (writable before `run`).
     fn regs(&mut self) -> &mut GuestRegs;
     /// Enters the guest and runs it until the next exit, or until about `slice_ns` of
-    /// guest time has passed (then the exit is [`crate::vm::ExitKind::Preempted`]).
+    /// guest time has passed (then the exit is [`crate::vm::ExitKind::Preempted`]). A host
+    /// interrupt that comes while the guest runs, or that is already pending at the entry
+    /// (the caller may enter with host interrupts off, so that one sent just before the
+    /// entry is not taken and lost before it), ends the entry as `Preempted` too; host
+    /// interrupts are as the caller had them when `run` returns (VT-x: external-interrupt
+    /// exiting, the interrupt not acknowledged; AMD-V: the INTR intercept).
     fn run(&mut self, slice_ns: u64) -> Exit;
     /// Applies the policy's decision about `exit` before the next `run`: skips the
-    /// instruction for `Advance`, `Block`, `Yield` and `ArmTimer` (whose timer the caller
-    /// keeps); queues an exception for `Inject`. `Exit` and `Stop` need nothing from the
+    /// instruction for `Advance`, `Block`, `Yield`, `ArmTimer` (whose timer the caller
+    /// keeps) and `Kick` (which the caller carries out); queues an exception for `Inject`. `Exit` and `Stop` need nothing from the
     /// backend.
     fn apply(&mut self, exit: &Exit, action: &Action);
     /// Queues external interrupt `vector` (32 to 255) for the guest: a later `run`

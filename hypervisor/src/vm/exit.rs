@@ -154,8 +154,8 @@ pub enum ExitKind {
 
 impl ExitKind {
     /// Whether the exit is caused by one instruction that [`Action::Advance`],
-    /// [`Action::Block`], [`Action::Yield`] or [`Action::ArmTimer`] skip (so its length
-    /// must be 1 to 15).
+    /// [`Action::Block`], [`Action::Yield`], [`Action::ArmTimer`] or [`Action::Kick`] skip
+    /// (so its length must be 1 to 15).
     pub fn is_instruction(&self) -> bool {
         matches!(
             self,
@@ -293,6 +293,16 @@ pub enum Action {
         deadline_ns: u64,
         /// Interrupt vector, 32 to 255.
         vector: u8,
+    },
+    /// Skip the instruction (as `Advance`) and kick vCPUs of the same VM
+    /// (`crx_abi::nr::VCPU_KICK`): the CPU loop wakes each vCPU k whose bit k is set in
+    /// `mask` (or leaves it a wake), has `vector`, if any, fire at its next entry, and
+    /// interrupts the CPUs the targets run on. Backends only skip the instruction.
+    Kick {
+        /// Bit k: the VM's vCPU k.
+        mask: u64,
+        /// Interrupt vector, 32 to 255, or none (a wake only).
+        vector: Option<u8>,
     },
     /// The VM ended with this exit code.
     Exit(i32),

@@ -23,6 +23,9 @@
 //! * `TIMER_ARM` (`deadline_ns`, `vector`) gives [`Action::ArmTimer`]: the CPU loop keeps
 //!   the deadline with the vCPU and has the backend deliver the interrupt; a vector below
 //!   32 or above 255 is `Invalid` and arms nothing.
+//! * `VCPU_KICK` (`mask`, `vector`) gives [`Action::Kick`] (`vector` 0: a wake only): the
+//!   CPU loop applies it to the VM's vCPUs through the scheduler and interrupts their CPUs;
+//!   a vector 1 to 31 or above 255 is `Invalid` and kicks nothing.
 //! * Nested page faults (all guest memory is mapped, so only outside it, or a write to the
 //!   read-only layer window of a pod), triple faults, failed entries, intercepted
 //!   exceptions and unknown exits stop the VM.
@@ -38,6 +41,15 @@ use crx_abi::{
     layout, nr, BootParams, Error, LayerInfo, ABI_VERSION, CONSOLE_WRITE_MAX, CPUID_LEAF, CPUID_SIGNATURE,
     LOG_WRITE_MAX, RANDOM_MAX, TIMER_VECTOR_MIN,
 };
+
+/// `VCPU_KICK`'s vector argument: 0 (none), or one `TIMER_ARM` takes; `None` otherwise.
+fn kick_vector(raw: u64) -> Option<Option<u8>> {
+    match u8::try_from(raw) {
+        Ok(0) => Some(None),
+        Ok(v) if raw >= TIMER_VECTOR_MIN => Some(Some(v)),
+        _ => None,
+    }
+}
 
 /// #UD.
 pub const UD: u8 = 6;
@@ -218,6 +230,13 @@ fn hypercall(regs: &mut GuestRegs, svc: &mut impl Services) -> Action {
                 Ok(0)
             }
             _ => Err(Error::Invalid),
+        },
+        nr::VCPU_KICK => match kick_vector(a1) {
+            Some(vector) => {
+                action = Action::Kick { mask: a0, vector };
+                Ok(0)
+            }
+            None => Err(Error::Invalid),
         },
         nr::RANDOM => capped(a1, RANDOM_MAX).and_then(|n| {
             let mut buf = [0u8; RANDOM_MAX as usize];
@@ -695,7 +714,7 @@ mod tests {
         assert_eq!(call(&mut s, nr::YIELD, 0, 0), (Action::Yield, 0));
         assert_eq!(call(&mut s, nr::SLEEP_UNTIL, 5000, 0), (Action::Block { until_ns: Some(5000) }, 0));
         assert_eq!(call(&mut s, nr::SLEEP_UNTIL, 999, 0), (Action::Advance, 0), "already past");
-        for n in [16, 100, u64::MAX, Error::Fault.to_raw()] {
+        for n in [17, 100, u64::MAX, Error::Fault.to_raw()] {
             assert_eq!(call(&mut s, n, 0, 0), (Action::Advance, Error::NoSys.to_raw()));
         }
     }
@@ -723,6 +742,37 @@ mod tests {
         let a =
             handle(&Exit { kind: ExitKind::Hypercall { cpl: 0 }, instr_len: 0, guest_ns: 0 }, &mut r, &mut s);
         assert_eq!(a, Action::Stop(StopReason::BadInstructionLength { len: 0 }));
+    }
+
+    #[test]
+    fn vcpu_kick_takes_any_mask_and_no_vector_or_one_from_32() {
+        let mut s = Fake::new();
+        let kick = |mask: u64, vector: Option<u8>| Action::Kick { mask, vector };
+        assert_eq!(call(&mut s, nr::VCPU_KICK, 0b10, 0), (kick(0b10, None), 0), "a wake only");
+        assert_eq!(call(&mut s, nr::VCPU_KICK, 1, 32), (kick(1, Some(32)), 0), "the caller's own bit");
+        assert_eq!(call(&mut s, nr::VCPU_KICK, u64::MAX, 255), (kick(u64::MAX, Some(255)), 0));
+        assert_eq!(
+            call(&mut s, nr::VCPU_KICK, 0, 0x20),
+            (kick(0, Some(0x20)), 0),
+            "no bit: nothing, no error"
+        );
+        for bad in [1, 2, 14, 31, 256, 0x120, 1 << 32, u64::MAX] {
+            assert_eq!(
+                call(&mut s, nr::VCPU_KICK, 0b11, bad),
+                (Action::Advance, INVALID),
+                "vector {bad:#x} kicks nothing"
+            );
+        }
+        // From guest user mode it is refused like every other call.
+        let mut r = GuestRegs { rax: nr::VCPU_KICK, rdi: 0b10, rsi: 0x20, ..GuestRegs::default() };
+        let a = handle(&exit(ExitKind::Hypercall { cpl: 3 }), &mut r, &mut s);
+        assert_eq!((a, r.rax), (Action::Advance, Error::Denied.to_raw()));
+        // An exit that cannot be skipped kicks nothing.
+        let mut r = GuestRegs { rax: nr::VCPU_KICK, rdi: 0b10, rsi: 0x20, ..GuestRegs::default() };
+        let a =
+            handle(&Exit { kind: ExitKind::Hypercall { cpl: 0 }, instr_len: 0, guest_ns: 0 }, &mut r, &mut s);
+        assert_eq!(a, Action::Stop(StopReason::BadInstructionLength { len: 0 }));
+        assert!(s.console.is_empty() && s.lines.is_empty());
     }
 
     #[test]

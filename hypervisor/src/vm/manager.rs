@@ -28,9 +28,19 @@
 //! CPU at a time prints it after releasing the lock ([`print_pending`]); the others go on
 //! running vCPUs meanwhile.
 //!
-//! vCPU k of a VM starts like vCPU 0 with `rsi = k` and its stack 64 KiB lower per index.
-//! Each vCPU is created, run and dropped on its one CPU; the VM's memory is dropped by the
-//! CPU that tears down its last vCPU.
+//! vCPU k of a VM (the k-th the scheduler placed for it) starts like vCPU 0 with `rsi = k`
+//! and its stack 64 KiB lower per index (crx-abi 6). Each vCPU is created, run and dropped
+//! on its one CPU; the VM's memory is dropped by the CPU that tears down its last vCPU.
+//!
+//! Kicks (`VCPU_KICK`): the kicking vCPU's CPU applies the kick to the targets in the
+//! scheduler under the world lock, then, for each other CPU the scheduler names (a target
+//! running there with a new vector, or one it woke), sets that CPU's [`KICK_POSTED`] flag
+//! and sends it the wake-up IPI. Before every entry a CPU loop checks its flag with host
+//! interrupts off and keeps them off until the entry: a kick that lands after the check
+//! leaves its IPI pending, which ends the entry at once (both backends exit on a host
+//! interrupt), and the loop sees the kick before the next one. A target's vector is taken
+//! from the scheduler before its next entry and arms its timer to fire at once. An idle
+//! CPU halts with interrupts off from its pick to `sti; hlt`, so the IPI wakes it.
 #![forbid(unsafe_code)]
 
 use super::console::bound_backlog;
@@ -38,7 +48,7 @@ use super::exit::{Action, StopReason};
 use super::handler;
 use super::loader;
 use super::pod::VmEnd;
-use super::sched::{Pick, Scheduler, VcpuId, VmId, TICK_NS};
+use super::sched::{CpuMask, Pick, Scheduler, VcpuId, VmId, TICK_NS};
 use super::services::{console_line, set_wall_clock, End, Svc, VmRec};
 use super::setup::{self, Guests, Target};
 use super::timer::GuestTimer;
@@ -53,9 +63,11 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use boot::BootInfo;
 use core::fmt::Write;
+use core::sync::atomic::AtomicBool;
 use core::sync::atomic::{AtomicU64, Ordering};
 use log::{error, info, warn};
 use spin::Mutex;
+use x86_64::instructions::interrupts;
 use x86_64::instructions::interrupts::without_interrupts;
 
 struct World {
@@ -95,6 +107,10 @@ static BACKEND: Mutex<Option<&'static dyn Backend>> = Mutex::new(None);
 /// Bit i: CPU i could not enable virtualization.
 static ENABLE_FAILED: AtomicU64 = AtomicU64::new(0);
 
+/// Entry i: a kick may be waiting in the scheduler for the vCPU kernel CPU i runs; set
+/// before the IPI is sent, taken by that CPU's loop before its next entry.
+static KICK_POSTED: [AtomicBool; percpu::MAX_CPUS] = [const { AtomicBool::new(false) }; percpu::MAX_CPUS];
+
 /// What CPU 0 runs between vCPU slices and when idle: the node's network and agent. Set by
 /// `kmain` ([`set_node_services`]), so this module names neither.
 static NODE_SERVICES: Mutex<Option<fn()>> = Mutex::new(None);
@@ -122,17 +138,41 @@ const MAX_PENDING: usize = 256 << 10;
 
 /// Runs `f` on the world under its lock; then prints what `f` wrote to `out`.
 fn with_world<R>(f: impl FnOnce(&mut World) -> R) -> Option<R> {
-    let (r, pending) = without_interrupts(|| {
+    let (r, pending) = with_world_quiet(f)?;
+    if pending {
+        print_pending(false);
+    }
+    Some(r)
+}
+
+/// Runs `f` on the world under its lock, and says whether lines wait to be printed
+/// (for callers that keep host interrupts off afterwards and print later).
+fn with_world_quiet<R>(f: impl FnOnce(&mut World) -> R) -> Option<(R, bool)> {
+    without_interrupts(|| {
         let mut guard = WORLD.lock();
         let w = guard.as_mut()?;
         let r = f(w);
         bound_backlog(&mut w.out, MAX_PENDING);
         Some((r, !w.out.is_empty()))
-    })?;
-    if pending {
-        print_pending(false);
+    })
+}
+
+/// After a kick applied under the world lock: posts it to each other CPU in `cpus`
+/// (scheduler CPUs; `ids` maps them to kernel CPUs) and interrupts that CPU, so that its
+/// target leaves the guest, or its idle loop picks the vCPU the kick woke, at once.
+fn post_kicks(cpus: CpuMask, ids: &[u32], me: u32) {
+    for c in cpus.iter() {
+        let Some(&id) = ids.get(c).filter(|&&id| id != me) else {
+            continue;
+        };
+        if let Some(flag) = KICK_POSTED.get(id as usize) {
+            flag.store(true, Ordering::Release);
+        }
+        // Without the IPI the kick still lands, at that CPU's next tick.
+        if let Err(e) = smp::wake(id) {
+            log::debug!("cpu{id}: kick IPI: {e}");
+        }
     }
-    Some(r)
 }
 
 /// Prints the lines waiting in the world's buffer, oldest first, outside the world lock.
@@ -270,8 +310,7 @@ fn finish_vcpu(w: &mut World, v: VcpuId, vm: VmId) {
 
 /// `vm<i>: memory guest_bytes=<n> overhead_bytes=<n>`: what a VM of a node holds on the host
 /// while it runs, its guest memory and the overhead the `accounting` line gives at its end
-/// (nested tables, vCPU and FPU state). Written when each of its vCPUs has been created (a
-/// pod VM has one).
+/// (nested tables, vCPU and FPU state). Written once all of its vCPUs have been created.
 fn memory_line(out: &mut String, r: &VmRec) {
     let Some(mem) = r.mem.as_ref() else {
         return;
@@ -296,12 +335,15 @@ struct Local {
 /// The loop every CPU runs: pick, run, handle, until no vCPU is left here.
 fn cpu_loop() {
     let me = percpu::cpu_index();
-    let Some((sched_cpu, node)) =
-        with_world(|w| w.cpus.iter().position(|&c| c == me).map(|i| (i, w.node))).flatten()
+    let Some((sched_cpu, node, cpu_ids)) =
+        with_world(|w| w.cpus.iter().position(|&c| c == me).map(|i| (i, w.node, w.cpus.clone()))).flatten()
     else {
         return;
     };
     let Some(backend) = backend() else {
+        return;
+    };
+    let Some(kick_posted) = KICK_POSTED.get(me as usize) else {
         return;
     };
     let mut locals: BTreeMap<usize, Local> = BTreeMap::new();
@@ -311,20 +353,43 @@ fn cpu_loop() {
             // The node's network and agent move on between slices (leases, connections).
             node_services();
         }
+        // Host interrupts stay off from the pick to the halt, so that a kick's IPI sent
+        // after the pick wakes the halt instead of being taken before it.
+        interrupts::disable();
         let now = time::now_ns();
-        let Some(pick) = with_world(|w| w.sched.pick(sched_cpu, now)) else {
+        let Some((pick, lines)) = with_world_quiet(|w| w.sched.pick(sched_cpu, now)) else {
+            interrupts::enable();
             return;
         };
         let (v, vm, mut slice) = match pick {
-            Pick::Done if !node => return,
-            Pick::Done | Pick::Idle { .. } => {
-                // The 100 Hz timer (or any interrupt) wakes us.
-                x86_64::instructions::interrupts::enable_and_hlt();
+            Pick::Done if !node => {
+                interrupts::enable();
+                return;
+            }
+            Pick::Done | Pick::Idle { .. } if !lines => {
+                // The 100 Hz timer, a kick's IPI or any interrupt wakes us (`sti; hlt` as
+                // one pair: nothing slips in between).
+                interrupts::enable_and_hlt();
                 continue;
             }
-            Pick::Run { vcpu, vm, slice_ns } => (vcpu, vm, slice_ns),
+            Pick::Done | Pick::Idle { .. } => {
+                interrupts::enable();
+                print_pending(false);
+                continue;
+            }
+            Pick::Run { vcpu, vm, slice_ns } => {
+                interrupts::enable();
+                if lines {
+                    print_pending(false);
+                }
+                (vcpu, vm, slice_ns)
+            }
         };
-        if with_world(|w| w.sched.vm_ended(vm)).unwrap_or(true) {
+        // A kick that came while it was not running is armed before its first entry.
+        let Some((vm_ended, mut kick)) = with_world(|w| (w.sched.vm_ended(vm), w.sched.take_kick(v))) else {
+            return;
+        };
+        if vm_ended {
             if locals.remove(&v.0).is_some() && fpu_owner == Some(v.0) {
                 fpu_owner = None;
             }
@@ -333,11 +398,10 @@ fn cpu_loop() {
         }
         if let alloc::collections::btree_map::Entry::Vacant(slot) = locals.entry(v.0) {
             let spec = with_world(|w| {
-                w.vms.get_mut(vm.0).and_then(|r| {
-                    let k = r.vcpus_created;
-                    r.vcpus_created += 1;
-                    r.mem.as_ref().map(|m| (m.nested_root(), loader::vcpu_state(&r.init, k)))
-                })
+                let k = w.sched.vcpu_index(v)?;
+                w.vms
+                    .get_mut(vm.0)
+                    .and_then(|r| r.mem.as_ref().map(|m| (m.nested_root(), loader::vcpu_state(&r.init, k))))
             })
             .flatten();
             let made = match spec {
@@ -354,7 +418,8 @@ fn cpu_loop() {
                     with_world(|w| {
                         if let Some(r) = w.vms.get_mut(vm.0) {
                             r.backend_bytes += extra;
-                            if w.node {
+                            r.vcpus_made += 1;
+                            if w.node && r.vcpus_made == r.params.vcpus {
                                 memory_line(&mut w.out, r);
                             }
                         }
@@ -387,6 +452,18 @@ fn cpu_loop() {
             continue;
         };
         let ended = loop {
+            // Host interrupts off from the kick check to the entry: a kick posted after the
+            // check leaves its IPI pending, and that ends the entry at once.
+            interrupts::disable();
+            if kick_posted.swap(false, Ordering::Acquire) {
+                if let Some(Some(vector)) = with_world_quiet(|w| w.sched.take_kick(v)).map(|(k, _)| k) {
+                    kick = Some(vector);
+                }
+            }
+            // A kick's vector fires at this entry, as TIMER_ARM(0, vector) would.
+            if let Some(vector) = kick.take() {
+                l.timer.kick(vector);
+            }
             // The guest's timer: a deadline that has come queues its interrupt (the backend
             // delivers it once the guest can take it); one ahead ends this entry there.
             // It only ever shortens the slice.
@@ -395,6 +472,8 @@ fn cpu_loop() {
                 l.vcpu.queue_interrupt(vector);
             }
             let exit = l.vcpu.run(bounded);
+            // A host interrupt that ended the entry is taken here.
+            interrupts::enable();
             let now = time::now_ns();
             let action = with_world(|w| {
                 w.sched.charge(v, exit.guest_ns, now);
@@ -411,46 +490,65 @@ fn cpu_loop() {
             .unwrap_or(Action::Stop(StopReason::Killed));
             l.vcpu.apply(&exit, &action);
             let timer = &mut l.timer;
-            let next = with_world(|w| match action {
-                Action::Resume | Action::Advance | Action::Inject { .. } => {
-                    w.sched.keep_running(v, now).ok_or(false)
-                }
-                Action::ArmTimer { deadline_ns, vector } => {
-                    // TIMER_ARM deadlines are the VM's monotonic clock, as SLEEP_UNTIL's.
-                    let start = w.vms.get(vm.0).map_or(0, |r| r.start_ns);
-                    timer.arm(deadline_ns, vector, start);
-                    w.sched.keep_running(v, now).ok_or(false)
-                }
-                Action::Yield => {
-                    w.sched.yield_now(v);
-                    Err(false)
-                }
-                Action::Block { until_ns } => {
-                    let rec = w.vms.get(vm.0);
-                    // A command that came while the guest decided to sleep wakes it at once.
-                    if rec.and_then(|r| r.pod.as_ref()).is_some_and(|p| !p.commands.is_empty()) {
-                        return w.sched.keep_running(v, now).ok_or(false);
+            let mut kicked = CpuMask::default();
+            let next = with_world(|w| {
+                let next = match action {
+                    Action::Resume | Action::Advance | Action::Inject { .. } => {
+                        w.sched.keep_running(v, now).ok_or(false)
                     }
-                    // SLEEP_UNTIL times are the VM's monotonic clock. A HLT (no time) ends
-                    // at the next tick, or at the guest's timer if that comes first.
-                    let start = rec.map_or(0, |r| r.start_ns);
-                    let until = match until_ns {
-                        Some(t) => Some(t.saturating_add(start)),
-                        None => timer.armed().map(|_| timer.wake_by(now.saturating_add(TICK_NS))),
-                    };
-                    w.sched.block(v, until, now);
-                    Err(false)
+                    Action::Kick { mask, vector } => {
+                        kicked = w.sched.kick(vm, mask, vector);
+                        w.sched.keep_running(v, now).ok_or(false)
+                    }
+                    Action::ArmTimer { deadline_ns, vector } => {
+                        // TIMER_ARM deadlines are the VM's monotonic clock, as SLEEP_UNTIL's.
+                        let start = w.vms.get(vm.0).map_or(0, |r| r.start_ns);
+                        timer.arm(deadline_ns, vector, start);
+                        w.sched.keep_running(v, now).ok_or(false)
+                    }
+                    Action::Yield => {
+                        w.sched.yield_now(v);
+                        Err(false)
+                    }
+                    Action::Block { until_ns } => {
+                        let rec = w.vms.get(vm.0);
+                        // A command that came while the guest decided to sleep wakes it at once.
+                        if rec.and_then(|r| r.pod.as_ref()).is_some_and(|p| !p.commands.is_empty()) {
+                            w.sched.keep_running(v, now).ok_or(false)
+                        } else {
+                            // SLEEP_UNTIL times are the VM's monotonic clock. A HLT (no time)
+                            // ends at the next tick, or at the guest's timer if that comes first.
+                            let start = rec.map_or(0, |r| r.start_ns);
+                            let until = match until_ns {
+                                Some(t) => Some(t.saturating_add(start)),
+                                None => timer.armed().map(|_| timer.wake_by(now.saturating_add(TICK_NS))),
+                            };
+                            if w.sched.block(v, until, now) {
+                                Err(false)
+                            } else {
+                                // A kick came before this sleep: it returns at once.
+                                w.sched.keep_running(v, now).ok_or(false)
+                            }
+                        }
+                    }
+                    Action::Exit(c) => {
+                        end_vm(w, vm, End::Exited(c));
+                        Err(true)
+                    }
+                    Action::Stop(r) => {
+                        end_vm(w, vm, End::Stopped(r));
+                        Err(true)
+                    }
+                };
+                // A kick for this vCPU itself (or one that came meanwhile) fires at its
+                // next entry.
+                if next.is_ok() {
+                    kick = w.sched.take_kick(v);
                 }
-                Action::Exit(c) => {
-                    end_vm(w, vm, End::Exited(c));
-                    Err(true)
-                }
-                Action::Stop(r) => {
-                    end_vm(w, vm, End::Stopped(r));
-                    Err(true)
-                }
+                next
             })
             .unwrap_or(Err(true));
+            post_kicks(kicked, &cpu_ids, me);
             match next {
                 Ok(s) => slice = s,
                 Err(ended) => break ended,
@@ -533,8 +631,10 @@ pub struct PodImage<'a> {
     pub holder: alloc::sync::Arc<dyn core::any::Any + Send + Sync>,
 }
 
-/// Builds and starts a node's pod VM of `image` for `spec` (a managed spec), with one
-/// vCPU. The error says why the pod cannot run.
+/// Builds and starts a node's pod VM of `image` for `spec` (a managed spec), with as many
+/// vCPUs as its CPU limit `millicores` gives on this node's CPUs
+/// (`podspec::pod_vcpus`; all of them without a limit). The error says why the pod cannot
+/// run.
 pub fn start_pod_vm(
     image: PodImage<'_>,
     spec: &crx_abi::pod::PodSpec,
@@ -544,7 +644,8 @@ pub fn start_pod_vm(
     let Some(backend) = backend() else {
         return Err(String::from("this node has no usable hardware virtualization"));
     };
-    let index = with_world(|w| w.vms.len()).ok_or_else(|| String::from("the node does not run pod VMs"))?;
+    let (index, cpus) = with_world(|w| (w.vms.len(), w.cpus.len()))
+        .ok_or_else(|| String::from("the node does not run pod VMs"))?;
     let index = u32::try_from(index).unwrap_or(u32::MAX);
     let created_ns = time::now_ns();
     let (free_before, kernel_before) = crate::mm::frame_census();
@@ -553,17 +654,20 @@ pub fn start_pod_vm(
         insn: backend.hypercall_insn(),
         free_frames: free_before as u64,
         module_hpa: 0,
+        cpus,
     };
     // Built outside the world lock: zeroing guest memory takes a while.
-    let prepared =
-        setup::prepare_pod(image.guest, image.layers, spec, index, mem_bytes, KernelFrames, &target)?;
+    let size = setup::PodSize { mem_bytes, millicores };
+    let prepared = setup::prepare_pod(image.guest, image.layers, spec, index, size, KernelFrames, &target)?;
+    let vcpus = prepared.loaded.params.vcpus;
     with_world(|w| {
         let vm = w.sched.add_vm(millicores);
         let mut rec = VmRec::running(index, created_ns, prepared);
         rec.holder = Some(image.holder);
         w.vms.push(rec);
-        match w.sched.add_vcpu(vm) {
-            Ok(_) => {
+        // Placement fails only on a scheduler without CPUs, so for the first vCPU or none.
+        match (0..vcpus).try_for_each(|_| w.sched.add_vcpu(vm).map(|_| ())) {
+            Ok(()) => {
                 let _ = writeln!(
                     w.out,
                     "node: pod VM vm{index} for {} starts: frames_free={free_before} kernel_frames={kernel_before}",
@@ -672,13 +776,16 @@ pub fn run(boot: &BootInfo, opts: &Options<'_>) -> ! {
             insn: backend.hypercall_insn(),
             free_frames: crate::mm::free_frames() as u64,
             module_hpa: direct::physical(module),
+            cpus: w.cpus.len(),
         };
         let made = setup::prepare(&guests, i, opts, KernelFrames, &target);
         let vm = w.sched.add_vm(opts.vm_cpu_millicores);
         match made {
             Ok(prepared) => {
+                // As many as the loader set up (`vm.vcpus`, or a pod's CPU limit).
+                let vcpus = prepared.loaded.params.vcpus;
                 w.vms.push(VmRec::running(i, created_ns, prepared));
-                for _ in 0..opts.vm_vcpus {
+                for _ in 0..vcpus {
                     if let Err(e) = w.sched.add_vcpu(vm) {
                         warn!("vm{i}: cannot place a vCPU: {e:?}");
                     }

@@ -13,6 +13,9 @@
 //!   a MiB.
 //! * CPU: the sum of the containers' CPU limits in millicores, or no limit when a container
 //!   has none.
+//! * vCPUs ([`pod_vcpus`]): as many as the CPU limit has whole or part CPUs (1500
+//!   millicores: 2), at most the host CPUs that can run vCPUs; a pod without a CPU limit
+//!   gets all of those. The scheduler still holds the VM to its limit, whatever the count.
 //!
 //! Pure: a pod is an allegation from the API server; every malformed part is an error.
 #![forbid(unsafe_code)]
@@ -27,6 +30,17 @@ use kubelet_lite::types::{Container, Pod};
 pub const DEFAULT_CONTAINER_MEM_BYTES: u64 = 64 << 20;
 /// Least memory a pod VM gets.
 pub const MIN_POD_MEM_BYTES: u64 = 16 << 20;
+
+/// How many vCPUs a pod VM with CPU limit `millicores` gets on a host where `cpus` CPUs run
+/// vCPUs: `ceil(millicores / 1000)`, at most `cpus` (and at most `crx_abi::VCPUS_MAX`); all
+/// of them without a limit. Never 0: a host with no such CPU runs no VM anyway.
+pub fn pod_vcpus(millicores: Option<u32>, cpus: usize) -> u32 {
+    let cpus = u32::try_from(cpus).unwrap_or(u32::MAX).clamp(1, crx_abi::VCPUS_MAX);
+    match millicores {
+        Some(m) => m.div_ceil(1000).clamp(1, cpus),
+        None => cpus,
+    }
+}
 
 /// A pod VM to build.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +156,25 @@ pub fn plan<'i>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vcpus_come_from_the_cpu_limit_capped_by_the_host() {
+        assert_eq!(pod_vcpus(Some(1), 4), 1, "a sliver of a CPU is one vCPU");
+        assert_eq!(pod_vcpus(Some(1000), 4), 1);
+        assert_eq!(pod_vcpus(Some(1001), 4), 2, "rounded up");
+        assert_eq!(pod_vcpus(Some(1500), 4), 2);
+        assert_eq!(pod_vcpus(Some(2000), 4), 2);
+        assert_eq!(pod_vcpus(Some(3500), 4), 4);
+        assert_eq!(pod_vcpus(Some(64_000), 4), 4, "no more than the host's CPUs");
+        assert_eq!(pod_vcpus(Some(u32::MAX), 2), 2);
+        assert_eq!(pod_vcpus(None, 4), 4, "no limit: every CPU that runs vCPUs");
+        assert_eq!(pod_vcpus(None, 1), 1);
+        assert_eq!(pod_vcpus(None, 200), crx_abi::VCPUS_MAX, "one bit each in VCPU_KICK's mask");
+        assert_eq!(pod_vcpus(Some(100_000), 200), crx_abi::VCPUS_MAX);
+        assert_eq!(pod_vcpus(Some(40_000), 200), 40);
+        assert_eq!(pod_vcpus(None, 0), 1, "never 0");
+        assert_eq!(pod_vcpus(Some(0), 4), 1);
+    }
     use alloc::vec;
     use kubelet_lite::types::{EnvVar, ResourceRequirements};
 

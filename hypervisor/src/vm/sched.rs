@@ -10,6 +10,13 @@
 //! * Each VM may have a CPU limit in millicores (1000 = one CPU): in every aligned
 //!   [`PERIOD_NS`] period it gets at most `limit x PERIOD_NS / 1000` ns of guest time;
 //!   a VM over it is not picked until the next period. Guest time is accounted per VM.
+//! * A VM's vCPUs are numbered in the order they are added: vCPU k of the VM is the one
+//!   that starts with RSI = k and bit k of `VCPU_KICK`'s mask. [`Scheduler::kick`] wakes a
+//!   blocked one at once (to the head of its queue, as any wake-up), or remembers one wake
+//!   for a vCPU that is not blocked, which its next [`Scheduler::block`] consumes instead of
+//!   blocking; a kick's vector waits in the vCPU's record until its CPU loop takes it
+//!   ([`Scheduler::take_kick`]) before the vCPU's next entry. A kick tells which CPUs must
+//!   be interrupted for it to be prompt, and never changes slices, queues' order or quotas.
 #![forbid(unsafe_code)]
 
 use alloc::collections::VecDeque;
@@ -42,6 +49,12 @@ struct Vcpu {
     vm: usize,
     cpu: usize,
     state: State,
+    /// Its index among its VM's vCPUs.
+    index: u32,
+    /// A kick came while it was not blocked: its next block returns at once.
+    wake_kept: bool,
+    /// A kick's vector, for its CPU loop to arm before the next entry.
+    kick: Option<u8>,
 }
 
 #[derive(Debug)]
@@ -51,6 +64,8 @@ struct Vm {
     used_in_period: u64,
     guest_ns: u64,
     ended: bool,
+    /// Its vCPUs by index (the order they were added).
+    vcpus: Vec<usize>,
 }
 
 #[derive(Debug, Default)]
@@ -80,6 +95,25 @@ pub enum Pick {
     Done,
 }
 
+/// The scheduler CPUs a kick must interrupt (bit i: CPU i), so that a target running
+/// there leaves the guest, or an idle CPU picks the target it woke. Bits of CPUs past 63
+/// are not kept: those CPUs see the kick at their next tick.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuMask(pub u64);
+
+impl CpuMask {
+    fn add(&mut self, cpu: usize) {
+        if let Some(bit) = u32::try_from(cpu).ok().and_then(|c| 1u64.checked_shl(c)) {
+            self.0 |= bit;
+        }
+    }
+
+    /// The CPUs, lowest first.
+    pub fn iter(self) -> impl Iterator<Item = usize> {
+        (0..64).filter(move |&c| self.0 & (1 << c) != 0)
+    }
+}
+
 /// Why a placement failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SchedError {
@@ -106,21 +140,37 @@ impl Scheduler {
     /// Adds a VM with an optional CPU limit in millicores.
     pub fn add_vm(&mut self, limit_millicores: Option<u32>) -> VmId {
         let quota_ns = limit_millicores.map(|m| u64::from(m) * (PERIOD_NS / 1000));
-        self.vms.push(Vm { quota_ns, period: 0, used_in_period: 0, guest_ns: 0, ended: false });
+        self.vms.push(Vm {
+            quota_ns,
+            period: 0,
+            used_in_period: 0,
+            guest_ns: 0,
+            ended: false,
+            vcpus: Vec::new(),
+        });
         VmId(self.vms.len() - 1)
     }
 
-    /// Adds a vCPU of `vm` to the least-loaded CPU (the lowest index among equals).
+    /// Adds a vCPU of `vm` to the least-loaded CPU (the lowest index among equals); it is
+    /// the VM's next vCPU index ([`Scheduler::vcpu_index`]).
     pub fn add_vcpu(&mut self, vm: VmId) -> Result<(VcpuId, usize), SchedError> {
-        if vm.0 >= self.vms.len() {
+        let Some(m) = self.vms.get(vm.0) else {
             return Err(SchedError::NoVm);
-        }
+        };
+        let index = u32::try_from(m.vcpus.len()).map_err(|_| SchedError::NoVm)?;
         let cpu = (0..self.cpus.len()).min_by_key(|&c| (self.cpus[c].live, c)).ok_or(SchedError::NoCpu)?;
-        self.vcpus.push(Vcpu { vm: vm.0, cpu, state: State::Ready });
-        let id = self.vcpus.len() - 1;
+        let id = self.vcpus.len();
+        self.vcpus.push(Vcpu { vm: vm.0, cpu, state: State::Ready, index, wake_kept: false, kick: None });
+        self.vms[vm.0].vcpus.push(id);
         self.cpus[cpu].ready.push_back(id);
         self.cpus[cpu].live += 1;
         Ok((VcpuId(id), cpu))
+    }
+
+    /// A vCPU's index in its VM (0 = the first added): the k its initial state and
+    /// `VCPU_KICK`'s mask give it.
+    pub fn vcpu_index(&self, v: VcpuId) -> Option<u32> {
+        self.vcpus.get(v.0).map(|x| x.index)
     }
 
     /// The CPU a vCPU lives on.
@@ -256,13 +306,67 @@ impl Scheduler {
         self.requeue(v);
     }
 
-    /// `v` blocks until `until_ns`, or for one tick (`None`, HLT).
-    pub fn block(&mut self, v: VcpuId, until_ns: Option<u64>, now: u64) {
-        if let Some(x) = self.vcpus.get_mut(v.0) {
-            if matches!(x.state, State::Running { .. }) {
-                x.state = State::Blocked { until: until_ns.unwrap_or(now.saturating_add(TICK_NS)) };
+    /// `v` blocks until `until_ns`, or for one tick (`None`, HLT); true if it did. A
+    /// wake a kick left for it ([`Scheduler::kick`]) is used up instead: it does not block
+    /// and goes on running (false).
+    pub fn block(&mut self, v: VcpuId, until_ns: Option<u64>, now: u64) -> bool {
+        let Some(x) = self.vcpus.get_mut(v.0) else {
+            return false;
+        };
+        if !matches!(x.state, State::Running { .. }) {
+            return false;
+        }
+        if core::mem::take(&mut x.wake_kept) {
+            return false;
+        }
+        x.state = State::Blocked { until: until_ns.unwrap_or(now.saturating_add(TICK_NS)) };
+        true
+    }
+
+    /// `VCPU_KICK` from a vCPU of `vm`: for every vCPU k of the VM whose bit k is set in
+    /// `mask` (bits past its vCPUs mean nothing), a blocked one is woken (it joins the head
+    /// of its queue at its CPU's next pick); one that is not blocked keeps one wake for its
+    /// next [`Scheduler::block`]. With a vector, the vCPU's kick vector is set (a later
+    /// kick's replaces it), for [`Scheduler::take_kick`]. Returns the CPUs to interrupt:
+    /// those of woken vCPUs (the CPU may be idle), and of vCPUs running with a vector that
+    /// had none pending (a vCPU with one pending has had its CPU interrupted already, or
+    /// takes it before it runs), so each target costs at most one interruption per entry
+    /// or sleep, however often it is kicked.
+    pub fn kick(&mut self, vm: VmId, mask: u64, vector: Option<u8>) -> CpuMask {
+        let mut cpus = CpuMask::default();
+        let Some(m) = self.vms.get(vm.0).filter(|m| !m.ended) else {
+            return cpus;
+        };
+        for (k, &id) in m.vcpus.iter().enumerate().take(64) {
+            if mask & (1 << k) == 0 {
+                continue;
+            }
+            let Some(x) = self.vcpus.get_mut(id) else {
+                continue;
+            };
+            match x.state {
+                State::Done => continue,
+                // Woken already and not picked yet: its CPU was told.
+                State::Blocked { until: 0 } => {}
+                State::Blocked { .. } => {
+                    x.state = State::Blocked { until: 0 };
+                    cpus.add(x.cpu);
+                }
+                State::Ready | State::Running { .. } => x.wake_kept = true,
+            }
+            if let Some(v) = vector {
+                if x.kick.replace(v).is_none() && matches!(x.state, State::Running { .. }) {
+                    cpus.add(x.cpu);
+                }
             }
         }
+        cpus
+    }
+
+    /// The vector a kick left for `v`, once: its CPU loop arms the vCPU's timer with it
+    /// before the next entry.
+    pub fn take_kick(&mut self, v: VcpuId) -> Option<u8> {
+        self.vcpus.get_mut(v.0).and_then(|x| x.kick.take())
     }
 
     /// `v` is gone (its VM ended and it was torn down).
@@ -436,6 +540,121 @@ mod tests {
         s.finish(b);
         assert_eq!(s.pick(0, TICK_NS + 4), Pick::Done);
         assert_eq!(s.live_vcpus(vm), 0);
+    }
+
+    /// Two CPUs; VM `a` has vCPUs a0 (cpu0) and a1 (cpu1), VM `b` has b0 (cpu0); a0 and
+    /// a1 are running.
+    fn two_vms() -> (Scheduler, VmId, [VcpuId; 3]) {
+        let mut s = Scheduler::new(2);
+        let a = s.add_vm(None);
+        let b = s.add_vm(None);
+        let a0 = s.add_vcpu(a).unwrap().0;
+        let a1 = s.add_vcpu(a).unwrap().0;
+        let b0 = s.add_vcpu(b).unwrap().0;
+        assert_eq!((s.cpu_of(a0), s.cpu_of(a1), s.cpu_of(b0)), (Some(0), Some(1), Some(0)));
+        assert!(matches!(s.pick(0, 0), Pick::Run { vcpu, .. } if vcpu == a0));
+        assert!(matches!(s.pick(1, 0), Pick::Run { vcpu, .. } if vcpu == a1));
+        (s, a, [a0, a1, b0])
+    }
+
+    #[test]
+    fn vcpu_indexes_follow_the_order_of_adding_per_vm() {
+        let (s, _, [a0, a1, b0]) = two_vms();
+        assert_eq!((s.vcpu_index(a0), s.vcpu_index(a1), s.vcpu_index(b0)), (Some(0), Some(1), Some(0)));
+        assert_eq!(s.vcpu_index(VcpuId(7)), None);
+    }
+
+    #[test]
+    fn a_kick_to_a_running_vcpu_is_one_remembered_wake() {
+        let (mut s, a, [a0, a1, _]) = two_vms();
+        // a1 is running: nothing to wake and no vector, so no CPU to interrupt.
+        assert_eq!(s.kick(a, 0b10, None), CpuMask(0));
+        assert_eq!(s.kick(a, 0b10, None), CpuMask(0), "a second kick is the same one wake");
+        assert!(!s.block(a1, Some(u64::MAX), 5 * MS), "its next sleep returns at once");
+        assert_eq!(s.keep_running(a1, 5 * MS), Some(5 * MS), "and it goes on running");
+        assert!(s.block(a1, Some(u64::MAX), 6 * MS), "only one wake was kept");
+        assert_eq!(s.pick(1, 7 * MS), Pick::Idle { until_ns: Some(u64::MAX) });
+        // A HLT uses a kept wake up the same way.
+        assert_eq!(s.kick(a, 0b01, None), CpuMask(0));
+        assert!(!s.block(a0, None, 8 * MS));
+        assert!(s.block(a0, None, 8 * MS));
+        // A vCPU that is ready (not running yet) keeps its wake too.
+        let mut r = Scheduler::new(1);
+        let vm = r.add_vm(None);
+        let first = r.add_vcpu(vm).unwrap().0;
+        let second = r.add_vcpu(vm).unwrap().0;
+        assert!(matches!(r.pick(0, 0), Pick::Run { vcpu, .. } if vcpu == first));
+        assert_eq!(r.kick(vm, 0b10, None), CpuMask(0), "it waits in the queue: nothing to interrupt");
+        assert_eq!(r.keep_running(first, SLICE_NS), None);
+        assert!(matches!(r.pick(0, SLICE_NS), Pick::Run { vcpu, .. } if vcpu == second));
+        assert!(!r.block(second, Some(u64::MAX), SLICE_NS + 1), "the kick before it ran is kept");
+    }
+
+    #[test]
+    fn a_kick_wakes_a_blocked_vcpu_at_once_and_names_its_cpu() {
+        let (mut s, a, [a0, a1, b0]) = two_vms();
+        assert!(s.block(a1, Some(u64::MAX), MS));
+        assert!(s.block(a0, None, MS), "a HLT");
+        assert_eq!(s.pick(1, 2 * MS), Pick::Idle { until_ns: Some(u64::MAX) });
+        assert_eq!(s.kick(a, 0b10, None), CpuMask(0b10), "cpu1 may be idle: interrupt it");
+        assert_eq!(s.kick(a, 0b10, Some(0x20)), CpuMask(0), "woken, not picked yet: cpu1 was told");
+        assert_eq!(s.take_kick(a1), Some(0x20));
+        assert!(matches!(s.pick(1, 2 * MS), Pick::Run { vcpu, .. } if vcpu == a1), "long before u64::MAX");
+        assert!(s.block(a1, Some(u64::MAX), 3 * MS), "a woken vCPU keeps no extra wake");
+        // The halted a0 is woken before its tick, ahead of b0 in cpu0's queue.
+        assert!(matches!(s.pick(0, 2 * MS), Pick::Run { vcpu, .. } if vcpu == b0));
+        assert_eq!(s.kick(a, 0b01, None), CpuMask(0b01));
+        s.yield_now(b0);
+        assert!(matches!(s.pick(0, 2 * MS + 1), Pick::Run { vcpu, .. } if vcpu == a0));
+    }
+
+    #[test]
+    fn a_kick_reaches_only_the_vms_own_vcpus_named_in_the_mask() {
+        let (mut s, a, [a0, a1, b0]) = two_vms();
+        assert!(s.block(a1, Some(u64::MAX), MS));
+        assert!(matches!(s.pick(1, MS), Pick::Idle { .. }));
+        // Kicking a's vCPU 0 (the caller itself) wakes neither a1 nor b0.
+        s.yield_now(a0);
+        assert!(matches!(s.pick(0, MS), Pick::Run { vcpu, .. } if vcpu == b0));
+        assert!(s.block(b0, Some(u64::MAX), MS));
+        assert!(matches!(s.pick(0, MS), Pick::Run { vcpu, .. } if vcpu == a0));
+        assert_eq!(s.kick(a, 0b01, Some(0x20)), CpuMask(0b01), "its own CPU: the caller's loop skips it");
+        assert_eq!(s.take_kick(a0), Some(0x20));
+        assert_eq!(s.pick(1, 2 * MS), Pick::Idle { until_ns: Some(u64::MAX) }, "a1 sleeps on");
+        assert!(!s.block(a0, Some(u64::MAX), 2 * MS), "the caller kept its own wake");
+        // b0 is b's vCPU 0, not a's: a kick from a with every bit set never reaches it.
+        assert_eq!(s.kick(a, u64::MAX, Some(0x30)), CpuMask(0b11), "bits past a's two vCPUs mean nothing");
+        assert_eq!(s.take_kick(b0), None);
+        s.yield_now(a0);
+        assert!(matches!(s.pick(0, 3 * MS), Pick::Run { vcpu, .. } if vcpu == a0), "b0 still blocked");
+        assert_eq!((s.take_kick(a0), s.take_kick(a1)), (Some(0x30), Some(0x30)));
+        // Bits of vCPUs a VM does not have, alone, do nothing at all.
+        assert_eq!(s.kick(a, !0b11, Some(0x40)), CpuMask(0));
+        assert_eq!((s.take_kick(a0), s.take_kick(a1), s.take_kick(b0)), (None, None, None));
+        assert_eq!(s.kick(VmId(9), u64::MAX, Some(0x40)), CpuMask(0), "no such VM");
+    }
+
+    #[test]
+    fn a_kick_vector_waits_for_its_vcpu_and_interrupts_its_cpu_once() {
+        let (mut s, a, [a0, a1, _]) = two_vms();
+        assert_eq!(s.kick(a, 0b10, Some(0x20)), CpuMask(0b10), "a1 runs on cpu1: interrupt it");
+        assert_eq!(s.kick(a, 0b10, Some(0x21)), CpuMask(0), "one is pending: cpu1 was told already");
+        assert_eq!(s.take_kick(a1), Some(0x21), "the last vector wins");
+        assert_eq!(s.take_kick(a1), None, "once");
+        assert_eq!(s.kick(a, 0b10, Some(0x22)), CpuMask(0b10), "taken: the next one interrupts again");
+        assert_eq!(s.take_kick(a1), Some(0x22));
+        // A vCPU that is not running takes its vector when it runs: nothing to interrupt.
+        assert_eq!(s.keep_running(a0, SLICE_NS), None);
+        assert_eq!(s.kick(a, 0b01, Some(0x23)), CpuMask(0));
+        assert_eq!(s.take_kick(a0), Some(0x23));
+        // An ended VM's vCPUs and finished vCPUs take no kicks.
+        s.finish(a1);
+        assert_eq!(s.kick(a, 0b10, Some(0x24)), CpuMask(0));
+        assert_eq!(s.take_kick(a1), None);
+        s.end_vm(a);
+        assert_eq!(s.kick(a, 0b01, Some(0x25)), CpuMask(0));
+        assert_eq!(s.take_kick(a0), None);
+        assert_eq!(CpuMask(0b1001).iter().collect::<Vec<_>>(), [0, 3]);
     }
 
     #[test]

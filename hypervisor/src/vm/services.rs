@@ -47,8 +47,8 @@ pub struct VmRec {
     pub end: Option<End>,
     /// Exits handled.
     pub exits: u64,
-    /// vCPUs created so far.
-    pub vcpus_created: u32,
+    /// Its vCPUs the backend has created so far.
+    pub vcpus_made: u32,
     /// The backend's and the FPU areas' bytes for its vCPUs.
     pub backend_bytes: u64,
     /// Its GET_RANDOM stream.
@@ -75,7 +75,7 @@ impl VmRec {
             start_ns,
             end: None,
             exits: 0,
-            vcpus_created: 0,
+            vcpus_made: 0,
             backend_bytes: 0,
             rng: Rng::new(time::rdtsc() ^ (u64::from(index) << 32)),
             pod,
@@ -107,7 +107,7 @@ impl VmRec {
             start_ns: 0,
             end: Some(End::Stopped(StopReason::Killed)),
             exits: 0,
-            vcpus_created: 0,
+            vcpus_made: 0,
             backend_bytes: 0,
             rng: Rng::new(0),
             pod: None,

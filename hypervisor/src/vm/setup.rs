@@ -7,12 +7,17 @@
 //! crx-guest image and `vm.mem` MiB (default [`POD_MEM_DEFAULT_MIB`]); its layers are
 //! mapped read-only at `crx_abi::layout::LAYERS_BASE..` straight onto the boot module's
 //! frames (never copied, never freed: they belong to the module).
+//!
+//! vCPUs: `vm.vcpus` when the command line gives it; else a plain VM has one and a pod VM
+//! (a boot module's or a node's) what its CPU limit gives ([`super::podspec::pod_vcpus`]:
+//! `vm.cpu`'s, or the pod's limits on a node), capped by the host CPUs that run vCPUs.
 #![forbid(unsafe_code)]
 
 use super::exit::NestedFormat;
 use super::loader::{self, LoadSpec, Loaded};
 use super::memory::{self, FrameSource, GuestMemory, MemError, PAGE_SIZE};
 use super::pod::PodState;
+use super::podspec::pod_vcpus;
 use crate::cmdline::{Options, POD_MEM_DEFAULT_MIB, VM_MEM_DEFAULT_MIB};
 use alloc::format;
 use alloc::string::String;
@@ -185,6 +190,16 @@ impl<'m> Guests<'m> {
         let default_mib = if self.pod.is_some() { POD_MEM_DEFAULT_MIB } else { VM_MEM_DEFAULT_MIB };
         u64::from(opts.vm_mem_mib.unwrap_or(default_mib)) << 20
     }
+
+    /// vCPUs per VM on a host where `cpus` CPUs run vCPUs: `vm.vcpus`, else one for a
+    /// plain VM and, for a pod, what `vm.cpu` gives ([`pod_vcpus`]).
+    pub fn vcpus(&self, opts: &Options<'_>, cpus: usize) -> u32 {
+        match (opts.vm_vcpus, &self.pod) {
+            (Some(n), _) => n,
+            (None, Some(_)) => pod_vcpus(opts.vm_cpu_millicores, cpus),
+            (None, None) => 1,
+        }
+    }
 }
 
 /// What a VM is built for: the backend's formats and the machine's state.
@@ -198,13 +213,15 @@ pub struct Target {
     pub free_frames: u64,
     /// The guest module's host physical address (where pod layers are mapped from).
     pub module_hpa: u64,
+    /// How many CPUs run vCPUs (a pod VM gets at most that many).
+    pub cpus: usize,
 }
 
 /// A VM ready to run.
 pub struct Prepared<F: FrameSource> {
     /// Its memory, image loaded and layers mapped.
     pub mem: GuestMemory<F>,
-    /// What the loader wrote.
+    /// What the loader wrote (`loaded.params.vcpus`: the vCPUs to place for it).
     pub loaded: Loaded,
     /// Its pod, in pod mode.
     pub pod: Option<PodState>,
@@ -229,8 +246,8 @@ pub fn prepare<F: FrameSource>(
     }
     let mut mem = GuestMemory::new(frames, mem_bytes, target.format).map_err(|e| format!("{e}"))?;
     let (image, cmdline) = guests.get(i);
-    let spec =
-        LoadSpec { vm_index: i, vm_count: guests.count, vcpus: opts.vm_vcpus, insn: target.insn, cmdline };
+    let vcpus = guests.vcpus(opts, target.cpus);
+    let spec = LoadSpec { vm_index: i, vm_count: guests.count, vcpus, insn: target.insn, cmdline };
     let loaded = loader::load(&mut mem, image, &spec).map_err(|e| format!("{e}"))?;
     let pod = match &guests.pod {
         None => None,
@@ -249,18 +266,29 @@ pub fn prepare<F: FrameSource>(
     Ok(Prepared { mem, loaded, pod })
 }
 
-/// Builds a node's pod VM: `mem_bytes` of memory (if the host keeps its reserve), the
-/// crx-guest `guest`, its image's `layers` mapped read-only from the frames that hold them,
-/// and the pod state for `pod_spec`. The error is the reason the pod cannot run.
+/// What a node's pod VM is made of: its memory and its CPU limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodSize {
+    /// Guest memory.
+    pub mem_bytes: u64,
+    /// The CPU limit, if the pod has one (its vCPUs follow from it: [`pod_vcpus`]).
+    pub millicores: Option<u32>,
+}
+
+/// Builds a node's pod VM: `size.mem_bytes` of memory (if the host keeps its reserve), as
+/// many vCPUs as its CPU limit gives on the target, the crx-guest `guest`, its image's
+/// `layers` mapped read-only from the frames that hold them, and the pod state for
+/// `pod_spec`. The error is the reason the pod cannot run.
 pub fn prepare_pod<F: FrameSource>(
     guest: &[u8],
     layers: &[LayerMap],
     pod_spec: &PodSpec,
     index: u32,
-    mem_bytes: u64,
+    size: PodSize,
     frames: F,
     target: &Target,
 ) -> Result<Prepared<F>, String> {
+    let mem_bytes = size.mem_bytes;
     if !memory::leaves_host_reserve(target.free_frames, mem_bytes) {
         return Err(format!(
             "the node has no room for a pod VM of {} MiB (it keeps {} MiB for itself)",
@@ -270,7 +298,8 @@ pub fn prepare_pod<F: FrameSource>(
     }
     let json = pod_spec.to_json().map_err(|e| format!("{e}"))?;
     let mut mem = GuestMemory::new(frames, mem_bytes, target.format).map_err(|e| format!("{e}"))?;
-    let spec = LoadSpec { vm_index: index, vm_count: 1, vcpus: 1, insn: target.insn, cmdline: "" };
+    let vcpus = pod_vcpus(size.millicores, target.cpus);
+    let spec = LoadSpec { vm_index: index, vm_count: 1, vcpus, insn: target.insn, cmdline: "" };
     let loaded = loader::load(&mut mem, guest, &spec).map_err(|e| format!("crx-guest: {e}"))?;
     let layers = map_layer_list(&mut mem, layers).map_err(|e| format!("image: {e}"))?;
     let pod = PodState::new(pod_spec, alloc::sync::Arc::from(json), layers);
@@ -298,7 +327,13 @@ mod tests {
             insn: HypercallInsn::Vmmcall,
             free_frames,
             module_hpa: MODULE_HPA,
+            cpus: 4,
         }
+    }
+
+    /// A 4 MiB pod VM with CPU limit `millicores`.
+    fn mib4(millicores: Option<u32>) -> PodSize {
+        PodSize { mem_bytes: 4 << 20, millicores }
     }
 
     fn pod_bundle(layers: &[(&[u8], LayerKind)], pad: bool) -> &'static [u8] {
@@ -322,6 +357,33 @@ mod tests {
         assert_eq!((vm.loaded.params.vm_index, vm.loaded.params.vm_count), (1, 3));
         assert_eq!(vm.loaded.params.cmdline(), "hello world");
         assert!(vm.pod.is_none());
+    }
+
+    #[test]
+    fn vcpus_are_vm_vcpus_else_one_for_a_plain_vm_and_the_cpu_limits_for_a_pod() {
+        let image = leak(code_at_1mib(&[0xf4]));
+        let pod = pod_bundle(&[(b"layer", LayerKind::Tar)], true);
+        let cases = [
+            (image, "", 1),
+            (image, "vm.cpu=2500", 1),
+            (image, "vm.vcpus=3", 3),
+            (pod, "", 4),
+            (pod, "vm.cpu=1500", 2),
+            (pod, "vm.cpu=100", 1),
+            (pod, "vm.cpu=64000", 4),
+            (pod, "vm.cpu=1500 vm.vcpus=1", 1),
+            (pod, "vm.vcpus=3", 3),
+        ];
+        for (module, words, vcpus) in cases {
+            let opts = cmdline::parse(words).options;
+            let g = Guests::from_module(module, &opts).unwrap();
+            assert_eq!(g.vcpus(&opts, 4), vcpus, "`{words}`, pod {}", g.pod.is_some());
+            let vm = prepare(&g, 0, &opts, Arena::new(128), &target(1 << 20)).unwrap();
+            assert_eq!(vm.loaded.params.vcpus, vcpus, "`{words}`: the loader was told");
+        }
+        let opts = cmdline::parse("").options;
+        let g = Guests::from_module(pod, &opts).unwrap();
+        assert_eq!(g.vcpus(&opts, 1), 1, "a one-CPU host");
     }
 
     #[test]
@@ -362,8 +424,8 @@ mod tests {
         let layers =
             [LayerMap { hpa: MODULE_HPA + l0.offset as u64, len: l0.bytes.len() as u64, kind: l0.kind }];
         let guest = bundle.guest();
-        let vm =
-            prepare_pod(guest, &layers, &parts.spec, 7, 4 << 20, Arena::new(64), &target(1 << 20)).unwrap();
+        let vm = prepare_pod(guest, &layers, &parts.spec, 7, mib4(None), Arena::new(64), &target(1 << 20))
+            .unwrap();
         let pod = vm.pod.as_ref().unwrap();
         assert!(pod.managed);
         assert_eq!(PodSpec::from_json(&pod.spec_json).unwrap(), parts.spec);
@@ -372,17 +434,32 @@ mod tests {
             Some(MODULE_HPA + bundle.layer(0).unwrap().offset as u64)
         );
         assert_eq!(vm.loaded.params.vm_index, 7);
-        let e =
-            prepare_pod(guest, &layers, &parts.spec, 7, 4 << 20, Arena::new(64), &target(100)).err().unwrap();
+        assert_eq!(vm.loaded.params.vcpus, 4, "no CPU limit: every CPU of the target");
+        for (millicores, vcpus) in [(Some(1500), 2), (Some(250), 1), (Some(2000), 2), (Some(64_000), 4)] {
+            let vm = prepare_pod(
+                guest,
+                &layers,
+                &parts.spec,
+                7,
+                mib4(millicores),
+                Arena::new(64),
+                &target(1 << 20),
+            )
+            .unwrap();
+            assert_eq!(vm.loaded.params.vcpus, vcpus, "{millicores:?} millicores");
+        }
+        let e = prepare_pod(guest, &layers, &parts.spec, 7, mib4(None), Arena::new(64), &target(100))
+            .err()
+            .unwrap();
         assert!(e.contains("no room for a pod VM of 4 MiB"), "{e}");
         // A layer off a page boundary, or past the layer window.
         let skewed = [LayerMap { hpa: MODULE_HPA + 8, ..layers[0] }];
-        let e = prepare_pod(guest, &skewed, &parts.spec, 7, 4 << 20, Arena::new(64), &target(1 << 20))
+        let e = prepare_pod(guest, &skewed, &parts.spec, 7, mib4(None), Arena::new(64), &target(1 << 20))
             .err()
             .unwrap();
         assert!(e.contains("not page-aligned"), "{e}");
         let huge = [LayerMap { len: crx_abi::layout::LAYERS_SIZE + 1, ..layers[0] }];
-        let e = prepare_pod(guest, &huge, &parts.spec, 7, 4 << 20, Arena::new(64), &target(1 << 20))
+        let e = prepare_pod(guest, &huge, &parts.spec, 7, mib4(None), Arena::new(64), &target(1 << 20))
             .err()
             .unwrap();
         assert!(e.contains("mapping layer 0"), "{e}");

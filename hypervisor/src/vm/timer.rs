@@ -6,7 +6,9 @@
 //! Before every entry the loop asks [`GuestTimer::before_entry`]: a deadline that has
 //! passed gives the vector to queue in the backend (and disarms the timer), one still
 //! ahead shortens the entry so that it ends at the deadline. A halted vCPU sleeps no
-//! longer than its deadline ([`GuestTimer::wake_by`]).
+//! longer than its deadline ([`GuestTimer::wake_by`]). A `VCPU_KICK` with a vector that
+//! another vCPU (or this one) aimed at it re-arms it to fire at once ([`GuestTimer::kick`]),
+//! as `TIMER_ARM(0, vector)` would.
 //!
 //! Nothing here can hold a vCPU longer than its slice: the timer only ever shortens an
 //! entry, so a guest that arms it in the past again and again still leaves at its slice's
@@ -33,6 +35,12 @@ impl GuestTimer {
         } else {
             Some((deadline_ns.saturating_add(start_ns), vector))
         };
+    }
+
+    /// A kick with `vector` (`VCPU_KICK`): the timer fires at the next entry with `vector`,
+    /// replacing any deadline, exactly as `TIMER_ARM(0, vector)` from the vCPU itself.
+    pub fn kick(&mut self, vector: u8) {
+        self.arm(0, vector, 0);
     }
 
     /// The armed host-time deadline and vector, if any.
@@ -102,6 +110,17 @@ mod tests {
         t.arm(u64::MAX - 1, 0x20, 7 * MS);
         assert_eq!(t.armed(), Some((u64::MAX, 0x20)), "saturates");
         assert_eq!(t.before_entry(8 * MS, 10 * MS), (None, 10 * MS));
+    }
+
+    #[test]
+    fn a_kick_replaces_the_deadline_and_fires_at_the_next_entry() {
+        let mut t = GuestTimer::new();
+        t.arm(50 * MS, 0x20, 1000 * MS);
+        t.kick(0x41);
+        assert_eq!(t.wake_by(1010 * MS), 0, "a halted vCPU wakes at once");
+        assert_eq!(t.before_entry(1001 * MS, 10 * MS), (Some(0x41), 10 * MS), "due with the kick's vector");
+        assert_eq!(t.armed(), None, "the old deadline is gone, as after TIMER_ARM(0, vector)");
+        assert_eq!(t.before_entry(1060 * MS, 10 * MS), (None, 10 * MS));
     }
 
     #[test]

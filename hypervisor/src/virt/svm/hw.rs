@@ -535,7 +535,11 @@ impl Vcpu for SvmVcpu {
 
     fn apply(&mut self, exit: &Exit, action: &Action) {
         match *action {
-            Action::Advance | Action::Block { .. } | Action::Yield | Action::ArmTimer { .. } => {
+            Action::Advance
+            | Action::Block { .. }
+            | Action::Yield
+            | Action::ArmTimer { .. }
+            | Action::Kick { .. } => {
                 self.regs.rip = self.regs.rip.wrapping_add(u64::from(exit.instr_len));
                 // Skipping an instruction ends any STI / MOV SS interrupt shadow.
                 self.vmcb.write::<u64>(ctl::INTERRUPT_SHADOW, 0);

@@ -714,7 +714,11 @@ impl Vcpu for VmxVcpu {
 
     fn apply(&mut self, exit: &Exit, action: &Action) {
         match *action {
-            Action::Advance | Action::Block { .. } | Action::Yield | Action::ArmTimer { .. } => {
+            Action::Advance
+            | Action::Block { .. }
+            | Action::Yield
+            | Action::ArmTimer { .. }
+            | Action::Kick { .. } => {
                 self.regs.rip = self.regs.rip.wrapping_add(u64::from(exit.instr_len));
                 self.clear_shadow = true;
             }
