@@ -39,10 +39,10 @@
 //! Why all at once, with the index in a register: the guest needs no start-up protocol
 //! (no INIT and start-up IPIs to an emulated local APIC, no real-mode trampoline, no
 //! mailbox): each vCPU arrives in 64-bit mode with a stack and knows which one it is from
-//! its first instruction, so it picks its per-CPU data at once; and the hypervisor keeps
-//! no vCPU state that waits for a guest's say-so. The stacks are at fixed places below the
-//! first one, as the loader already reserves them, so the guest computes nothing to find
-//! them and the layout stays the same whatever the number of vCPUs.
+//! its first instruction, so it picks its per-CPU data at once; and no vCPU waits in the
+//! hypervisor for another to bring it up. The stacks are at fixed places below the first
+//! one, as the loader reserves them, so the guest computes nothing to find them and the
+//! layout stays the same whatever the number of vCPUs.
 //!
 //! # Hypercalls
 //!

@@ -696,6 +696,18 @@ fn split_batch<'a>(lines: &'a [String], cases: &[Case]) -> Vec<Result<(i32, &'a 
 /// code and its output check on its own lines; the VM must not time out or fault.
 #[track_caller]
 fn in_pod_batch(host: &Host, image: &Image, name: &str, cases: &[Case], limit: Duration) -> PodOutcome {
+    in_pod_batch_with(host, image, name, cases, limit, "")
+}
+
+/// [`in_pod_batch`] with `extra` on the hypervisor's command line.
+fn in_pod_batch_with(
+    host: &Host,
+    image: &Image,
+    name: &str,
+    cases: &[Case],
+    limit: Duration,
+    extra: &str,
+) -> PodOutcome {
     let mut script = String::new();
     for c in cases {
         let argv: Vec<String> = c.argv.iter().map(|w| sh_quote(w)).collect();
@@ -712,7 +724,7 @@ fn in_pod_batch(host: &Host, image: &Image, name: &str, cases: &[Case], limit: D
             host,
             &name,
             module,
-            pod::kernel_cmdline(mem, ""),
+            pod::kernel_cmdline(mem, extra),
             "main",
             Some(limit),
             &mut |_, _, _| {},
@@ -1042,6 +1054,53 @@ fn debian_programs_in_a_pod() {
 #[test]
 fn musl_hello_in_a_pod() {
     in_pod(musl_image(), &musl_case());
+}
+
+/// `ctest spin2` in a pod VM of `vcpus` vCPUs: each thread's CPU time as the guest counts
+/// it, and the VM's guest time as the hypervisor accounts it (its `vm0: accounting` line),
+/// in seconds.
+fn spin2_in_pod(vcpus: u32) -> (Vec<f64>, f64) {
+    let spin = case("c-spin2", &["ctest", "spin2", "2"], 0, |_| Ok(()));
+    let o = in_pod_batch_with(
+        &Host::qemu(kernel()),
+        test_image(),
+        &format!("spin2-{vcpus}vcpu"),
+        &[spin],
+        2 * QEMU_TIMEOUT,
+        &format!("vm.vcpus={vcpus}"),
+    );
+    let lines = o.pod.lines("main");
+    let mut cpu = Vec::new();
+    for i in 0..2 {
+        let c = find(lines, &format!(r"^spin2: thread {i} cpu (\d+\.\d+) s, (\d+) rounds of 10000$"));
+        let c = c.and_then(|c| num::<f64>(&c[1]));
+        check_pod(&o, c.is_ok(), &format!("thread {i}'s CPU time: {c:?}"));
+        cpu.push(c.unwrap_or_default());
+    }
+    let texts: Vec<String> = o.run.lines.iter().map(|l| l.text.clone()).collect();
+    let guest = find(&texts, r"vm0: accounting guest_ns=(\d+) ").and_then(|c| num::<u64>(&c[1]));
+    check_pod(&o, guest.is_ok(), &format!("the VM's accounting line: {guest:?}"));
+    (cpu, guest.unwrap_or_default() as f64 / 1e9)
+}
+
+/// Threads of one process run in parallel on a pod's vCPUs: two threads spinning for
+/// SECONDS each get about a CPU of guest time with two vCPUs, and the second vCPU adds
+/// about SECONDS to the VM's guest time (the hypervisor's accounting); with one vCPU (the
+/// control) they share it.
+#[test]
+fn two_spinning_threads_get_a_cpu_each_in_a_two_vcpu_pod() {
+    let s = SPIN2_SECONDS;
+    let (cpu2, guest2) = spin2_in_pod(2);
+    eprintln!("two vCPUs: threads' CPU {cpu2:?} s, the VM's guest time {guest2:.3} s");
+    let (cpu1, guest1) = spin2_in_pod(1);
+    eprintln!("one vCPU: threads' CPU {cpu1:?} s, the VM's guest time {guest1:.3} s");
+    assert!(cpu2.iter().all(|&c| c >= 0.75 * s), "two vCPUs: each thread gets about {s} s of CPU: {cpu2:?}");
+    assert!(cpu1.iter().all(|&c| c <= 0.65 * s), "one vCPU: the threads share it: {cpu1:?}");
+    // Both runs boot the same way; the spin is where they differ.
+    assert!(
+        guest2 - guest1 >= 0.75 * s,
+        "the second vCPU adds about {s} s of guest time: {guest2:.3} s against {guest1:.3} s"
+    );
 }
 
 /// Under Bochs (Intel VT-x): Go, pthreads and a dynamic bash, in one VM (the combined

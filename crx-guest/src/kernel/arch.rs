@@ -20,8 +20,6 @@ use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
-use spin::mutex::{TicketMutex, TicketMutexGuard};
-
 /// Kernel code selector.
 pub const KERNEL_CS: u16 = 0x08;
 /// User data selector (RPL 3).
@@ -653,14 +651,6 @@ pub fn hwcap() -> u64 {
     u64::from(core::arch::x86_64::__cpuid(1).edx)
 }
 
-/// Halts forever (after the VM was asked to end).
-pub fn halt() -> ! {
-    loop {
-        // SAFETY: halting has no memory effects.
-        unsafe { asm!("hlt", options(nomem, nostack)) };
-    }
-}
-
 /// How FPU/SSE state is saved: FXSAVE (512 bytes) or XSAVE with the XCR0 the host set.
 #[derive(Debug, Clone, Copy)]
 pub struct FpuFormat {
@@ -783,63 +773,100 @@ pub fn fpu_reset() {
 
 const NO_OWNER: usize = usize::MAX;
 
+/// Spins a CPU makes for the kernel lock before it sleeps until the holder lets it go.
+const LOCK_SPINS: u32 = 2000;
+
+/// CPUs asleep waiting for the kernel lock (kicked awake when it is let go).
+static LOCK_SLEEPERS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
 /// The big kernel lock: a ticket lock (CPUs get it in the order they asked) around the
-/// kernel's state. Taking it again on the CPU that holds it is a kernel bug and panics
-/// instead of hanging.
+/// kernel's state. A CPU that has spun [`LOCK_SPINS`] times for it sleeps in the hypervisor
+/// (`SLEEP_UNTIL`, at most a host tick) and is kicked awake (`VCPU_KICK`) when the lock is
+/// let go: on a host whose CPUs are taken, a waiting vCPU then gives its physical CPU to the
+/// holder instead of spinning it away. Taking it again on the CPU that holds it is a kernel
+/// bug and panics instead of hanging.
 pub struct BigLock<T> {
-    inner: TicketMutex<Handoff<T>>,
+    next: core::sync::atomic::AtomicU32,
+    serving: core::sync::atomic::AtomicU32,
     owner: AtomicUsize,
+    cell: UnsafeCell<T>,
 }
 
-/// The kernel's state as it passes from one CPU to the next through the lock.
-struct Handoff<T>(T);
-
-// SAFETY: the state (with its `Rc`s and `RefCell`s, which are not `Send`) is reached only
-// through a `Guard` of the one `BigLock` that owns it: never from two CPUs at once, each
-// CPU's accesses ordered after the previous holder's by the lock's SeqCst hand-over, and
-// nothing in it is kept by a CPU after it lets the lock go (the kernel keeps no reference
-// across a return to user mode or a sleep). So moving it between CPUs this way is as safe
-// as using it from one.
-unsafe impl<T> Send for Handoff<T> {}
+// SAFETY: the contents (with their `Rc`s and `RefCell`s, which are neither `Send` nor
+// `Sync`) are reached only through a `Guard`, and a guard exists on one CPU at a time (the
+// ticket lock); each CPU's accesses are ordered after the previous holder's by the lock's
+// SeqCst hand-over, and the kernel keeps no reference into them once it lets the lock go
+// (across a return to user mode or a sleep). So sharing them between CPUs this way is as
+// safe as using them on one.
+unsafe impl<T> Sync for BigLock<T> {}
 
 impl<T> BigLock<T> {
     /// A lock around `v`.
     pub const fn new(v: T) -> BigLock<T> {
-        BigLock { inner: TicketMutex::new(Handoff(v)), owner: AtomicUsize::new(NO_OWNER) }
+        BigLock {
+            next: core::sync::atomic::AtomicU32::new(0),
+            serving: core::sync::atomic::AtomicU32::new(0),
+            owner: AtomicUsize::new(NO_OWNER),
+            cell: UnsafeCell::new(v),
+        }
     }
 
     /// Takes the lock, waiting for the CPUs that asked first.
     pub fn lock(&self) -> Guard<'_, T> {
         let me = cpu_index();
         assert!(self.owner.load(SeqCst) != me, "the kernel lock taken twice on cpu {me}");
-        let inner = self.inner.lock();
+        let ticket = self.next.fetch_add(1, SeqCst);
+        let mut spins = 0u32;
+        while self.serving.load(SeqCst) != ticket {
+            spins += 1;
+            if spins < LOCK_SPINS {
+                core::hint::spin_loop();
+                continue;
+            }
+            spins = 0;
+            let bit = 1u64 << me.min(63);
+            LOCK_SLEEPERS.fetch_or(bit, SeqCst);
+            // Let go after the bit was set: the holder kicks this CPU; before: no sleep.
+            if self.serving.load(SeqCst) != ticket {
+                let hv = super::hv();
+                let now = hv.monotonic_ns();
+                hv.sleep_until(now.saturating_add(10_000_000));
+            }
+            LOCK_SLEEPERS.fetch_and(!bit, SeqCst);
+        }
         self.owner.store(me, SeqCst);
-        Guard { inner, owner: &self.owner }
+        Guard { lock: self }
     }
 }
 
 /// The held kernel lock.
 pub struct Guard<'a, T> {
-    inner: TicketMutexGuard<'a, Handoff<T>>,
-    owner: &'a AtomicUsize,
+    lock: &'a BigLock<T>,
 }
 
 impl<T> Deref for Guard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
-        &self.inner.0
+        // SAFETY: this guard holds the lock, so no other reference to the contents exists
+        // on another CPU, and on this one only through this guard.
+        unsafe { &*self.lock.cell.get() }
     }
 }
 
 impl<T> DerefMut for Guard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
-        &mut self.inner.0
+        // SAFETY: as for `deref`; `&mut self` makes the reference unique on this CPU.
+        unsafe { &mut *self.lock.cell.get() }
     }
 }
 
 impl<T> Drop for Guard<'_, T> {
     fn drop(&mut self) {
-        // Before `inner` unlocks (fields drop after this).
-        self.owner.store(NO_OWNER, SeqCst);
+        self.lock.owner.store(NO_OWNER, SeqCst);
+        self.lock.serving.fetch_add(1, SeqCst);
+        let sleepers = LOCK_SLEEPERS.load(SeqCst);
+        if sleepers != 0 {
+            let _ = super::hv().vcpu_kick(sleepers, 0);
+        }
     }
 }

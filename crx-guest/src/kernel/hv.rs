@@ -5,7 +5,7 @@
 use crx_abi::{call, nr, Error, HypercallInsn, CONSOLE_WRITE_MAX};
 use crx_guest::podabi::{self, LayerInfo};
 
-use crate::kernel::mm::gpa_of;
+use super::gpa_of;
 
 /// The hypercall instruction of this VM.
 #[derive(Clone, Copy)]
@@ -36,7 +36,10 @@ impl Hv {
     /// Ends the VM.
     pub fn exit(&self, code: i32) -> ! {
         let _ = self.raw(nr::EXIT, i64::from(code) as u64, 0, 0, 0);
-        crate::kernel::arch::halt()
+        loop {
+            // SAFETY: halting has no memory effects.
+            unsafe { core::arch::asm!("hlt", options(nomem, nostack)) };
+        }
     }
 
     /// Monotonic ns since the VM started.

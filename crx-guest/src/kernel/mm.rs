@@ -124,16 +124,6 @@ pub fn init_kernel_tables(
     Ok(KernelTables { pml4, image_pt })
 }
 
-/// The guest-physical address of a kernel pointer (direct map or image), for hypercalls.
-pub fn gpa_of(ptr: *const u8) -> u64 {
-    let va = ptr as u64;
-    if va >= PHYS_OFFSET {
-        va - PHYS_OFFSET
-    } else {
-        va
-    }
-}
-
 /// The kernel address of guest-physical `pa` in the direct map.
 pub fn direct(pa: u64) -> u64 {
     PHYS_OFFSET + pa

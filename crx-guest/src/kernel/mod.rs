@@ -31,6 +31,19 @@ use crx_abi::{BootParams, HypercallInsn};
 use linked_list_allocator::Heap;
 use spin::Mutex;
 
+/// Where the direct map of guest-physical memory starts (PML4 entry 256).
+pub const PHYS_OFFSET: u64 = 0xffff_8000_0000_0000;
+
+/// The guest-physical address of a kernel pointer (direct map or image), for hypercalls.
+pub fn gpa_of(ptr: *const u8) -> u64 {
+    let va = ptr as u64;
+    if va >= PHYS_OFFSET {
+        va - PHYS_OFFSET
+    } else {
+        va
+    }
+}
+
 /// VM exit code after a kernel fault or panic: distinctive, not a plausible program code.
 pub const KERNEL_FAULT_EXIT: i32 = 0xcf;
 
@@ -195,7 +208,7 @@ extern "sysv64" fn kmain(boot_params_gpa: u64) -> ! {
         heap_bytes >> 10,
         pool.total_frames()
     );
-    pod::start(kt, pool, &params, heap_bytes)
+    sched::start(pod::start(kt, pool, &params, heap_bytes))
 }
 
 fn heap_mib(cmdline: &str) -> Option<u64> {

@@ -14,8 +14,7 @@ use crx_guest::frames::FRAME;
 
 use super::arch;
 
-/// Where the direct map of guest-physical memory starts (PML4 entry 256).
-pub const PHYS_OFFSET: u64 = 0xffff_8000_0000_0000;
+pub use super::PHYS_OFFSET;
 
 const P: u64 = 1;
 const W: u64 = 2;

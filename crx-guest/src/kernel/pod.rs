@@ -248,8 +248,9 @@ fn tick_fs_time(k: &mut Kernel) {
     k.fs.set_time(t);
 }
 
-/// Boots the pod and runs it until every container has ended (then the VM exits).
-pub fn start(kt: KernelTables, pool: FramePool, params: &BootParams, heap_bytes: u64) -> ! {
+/// Boots the pod: the kernel with the pod's first processes (none yet in a managed pod),
+/// for the scheduler to run.
+pub fn start(kt: KernelTables, pool: FramePool, params: &BootParams, heap_bytes: u64) -> Kernel {
     let hv = super::hv();
     let fpu_fmt = arch::fpu_format();
     arch::fpu_reset();
@@ -336,10 +337,5 @@ pub fn start(kt: KernelTables, pool: FramePool, params: &BootParams, heap_bytes:
         }
     }
     k.current = 0;
-    let cr3 = k.kt.pml4;
-    let mut g = super::sched::boot_lock();
-    *g = Some(k);
-    // The others wait for the lock until this CPU returns to user mode.
-    super::smp::bring_up(vcpus, cr3);
-    super::sched::run_first(g)
+    k
 }

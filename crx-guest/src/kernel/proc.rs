@@ -426,9 +426,13 @@ impl<M: DerefMut<Target = Mm>> UserMem<'_, M> {
 
     /// A write fault on the present page at `va`: resolved only by a copy-on-write (the
     /// page is read-only and its region writable), else `Bad`.
+    ///
+    /// A page that is writable by now (another CPU's thread took the same fault first and
+    /// copied it) was a spurious fault: the instruction runs again.
     pub fn write_fault(&mut self, va: u64) -> Result<(), MemFault> {
         match self.mm.aspace.translate(va & !(PAGE - 1)) {
             Some((_, flags)) if flags & W == 0 => self.fault_in(va, true).map(drop),
+            Some(_) if self.mm.regions.find(va).is_some_and(|r| r.prot & PROT_WRITE != 0) => Ok(()),
             _ => Err(MemFault::Bad),
         }
     }

@@ -251,13 +251,18 @@ impl Kernel {
         if idle == 0 {
             return;
         }
-        let free = |k: &Kernel, p: &super::proc::Process| p.pid != running && k.running_elsewhere(p.pid).is_none();
+        let free =
+            |k: &Kernel, p: &super::proc::Process| p.pid != running && k.running_elsewhere(p.pid).is_none();
         let mut work = self.procs.values().any(|p| p.state == State::Runnable && free(self, p));
         if !work && poked {
             // This entry may have ended a wait: retry the waiting syscalls here, and wake
             // an idle CPU only for one that completes (not for every syscall).
-            let blocked: Vec<Pid> =
-                self.procs.values().filter(|p| p.state == State::Blocked && free(self, p)).map(|p| p.pid).collect();
+            let blocked: Vec<Pid> = self
+                .procs
+                .values()
+                .filter(|p| p.state == State::Blocked && free(self, p))
+                .map(|p| p.pid)
+                .collect();
             for pid in blocked {
                 self.current = pid;
                 super::sys::run_syscall(self, pid);
@@ -420,9 +425,14 @@ pub fn run_cpu() -> ! {
     dispatch(g, next)
 }
 
-/// The first CPU, once the pod's first processes exist: runs them.
-pub fn run_first(g: KernelGuard) -> ! {
-    let mut g = g;
+/// The first CPU, once the pod's first processes exist: makes `k` the kernel, releases
+/// the other CPUs (they wait for the lock until this one returns to user mode) and runs
+/// the pod until every container has ended (then the VM exits).
+pub fn start(k: Kernel) -> ! {
+    let (vcpus, cr3) = (k.vcpus, k.kt.pml4);
+    let mut g = KERNEL.lock();
+    *g = Some(k);
+    smp::bring_up(vcpus, cr3);
     let next = match g.as_mut() {
         Some(k) => {
             k.enter_cpu();
@@ -431,11 +441,6 @@ pub fn run_first(g: KernelGuard) -> ! {
         None => no_kernel(),
     };
     dispatch(g, next)
-}
-
-/// The kernel lock for boot, before any CPU runs a process.
-pub fn boot_lock() -> KernelGuard {
-    KERNEL.lock()
 }
 
 /// Exception entry from the stubs.

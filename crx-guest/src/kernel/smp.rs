@@ -65,15 +65,17 @@ pub struct ApBoot {
     pub ist_top: u64,
 }
 
-/// Index = CPU (entry 0 unused).
-static AP_BOOT: Mutex<Vec<ApBoot>> = Mutex::new(Vec::new());
+/// Index = CPU (entry 0 unused). A static in the image, not the heap: a CPU reads it
+/// while still on the boot tables, which map the image but not the direct map.
+static AP_BOOT: Mutex<[ApBoot; MAX_CPUS]> =
+    Mutex::new([ApBoot { cr3: 0, stack_top: 0, ist_top: 0 }; MAX_CPUS]);
 
 /// Where CPU `cpu` goes once released, if the kernel uses it.
 pub fn ap_boot(cpu: usize) -> Option<ApBoot> {
     if cpu == 0 || cpu >= online() {
         return None;
     }
-    AP_BOOT.lock().get(cpu).copied()
+    AP_BOOT.lock().get(cpu).copied().filter(|b| b.stack_top != 0)
 }
 
 /// Boot, on the first CPU: the kernel runs on `n` CPUs (at most [`MAX_CPUS`]); sets aside
@@ -81,19 +83,16 @@ pub fn ap_boot(cpu: usize) -> Option<ApBoot> {
 /// them.
 pub fn bring_up(n: usize, cr3: u64) {
     let n = n.clamp(1, MAX_CPUS);
-    let mut boots = Vec::with_capacity(n);
-    for cpu in 0..n {
-        let top = |bytes: usize| {
-            let stack: &'static mut [u8] = alloc::vec![0u8; bytes].leak();
-            (stack.as_ptr() as u64 + bytes as u64) & !0xf
-        };
-        boots.push(if cpu == 0 {
-            ApBoot { cr3, stack_top: 0, ist_top: 0 }
-        } else {
-            ApBoot { cr3, stack_top: top(arch::KSTACK_SIZE), ist_top: top(arch::IST_BYTES) }
-        });
+    let top = |bytes: usize| {
+        let stack: &'static mut [u8] = alloc::vec![0u8; bytes].leak();
+        (stack.as_ptr() as u64 + bytes as u64) & !0xf
+    };
+    {
+        let mut boots = AP_BOOT.lock();
+        for b in boots.iter_mut().take(n).skip(1) {
+            *b = ApBoot { cr3, stack_top: top(arch::KSTACK_SIZE), ist_top: top(arch::IST_BYTES) };
+        }
     }
-    *AP_BOOT.lock() = boots;
     release_others(n);
 }
 

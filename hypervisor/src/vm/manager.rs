@@ -488,6 +488,10 @@ fn cpu_loop() {
                 handler::handle(&exit, l.vcpu.regs(), &mut Svc { vm: rec, out: &mut w.out, guest_ns })
             })
             .unwrap_or(Action::Stop(StopReason::Killed));
+            if let Action::Stop(r) = &action {
+                let g = l.vcpu.regs();
+                warn!("vm vCPU {}: stopped ({r}) at rip {:#x}, rsp {:#x}", v.0, g.rip, g.rsp);
+            }
             l.vcpu.apply(&exit, &action);
             let timer = &mut l.timer;
             let mut kicked = CpuMask::default();
