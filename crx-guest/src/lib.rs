@@ -7,8 +7,8 @@
 //! This library holds the kernel's pure logic, which builds and is tested on the host:
 //! ELF load plans for programs and their interpreter ([`elf`]), the start-up stack and its
 //! auxiliary vector ([`stack`]), the frame pool ([`frames`]), the page cache of mapped files
-//! ([`pagecache`]), address-space regions ([`vma`]), process ABI details ([`posix`]),
-//! readiness ([`poll`]), thread and futex arguments ([`threads`]), syscall names
+//! ([`pagecache`]), address-space regions and `mremap`'s checks ([`vma`]), process ABI
+//! details ([`posix`]), interval timers ([`itimer`]), readiness ([`poll`]), thread and futex arguments ([`threads`]), syscall names
 //! ([`sysno`]) and the pod ABI ([`podabi`]). The kernel proper (`src/main.rs` and
 //! `src/kernel/`) builds only for `x86_64-unknown-none`.
 #![cfg_attr(not(test), no_std)]
@@ -18,6 +18,7 @@ extern crate alloc;
 
 pub mod elf;
 pub mod frames;
+pub mod itimer;
 pub mod pagecache;
 pub mod podabi;
 pub mod poll;

@@ -55,6 +55,7 @@ pub mod sig {
     pub const SIGKILL: u32 = 9;
     pub const SIGSEGV: u32 = 11;
     pub const SIGPIPE: u32 = 13;
+    pub const SIGALRM: u32 = 14;
     pub const SIGTERM: u32 = 15;
     pub const SIGCHLD: u32 = 17;
     pub const SIGCONT: u32 = 18;
@@ -63,7 +64,10 @@ pub mod sig {
     pub const SIGTTIN: u32 = 21;
     pub const SIGTTOU: u32 = 22;
     pub const SIGURG: u32 = 23;
+    pub const SIGVTALRM: u32 = 26;
+    pub const SIGPROF: u32 = 27;
     pub const SIGWINCH: u32 = 28;
+    pub const SIGSYS: u32 = 31;
     /// Highest signal number.
     pub const MAX: u32 = 64;
 }

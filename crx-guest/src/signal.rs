@@ -41,6 +41,8 @@ pub const SIG_SETMASK: u64 = 2;
 pub const SI_USER: i32 = 0;
 /// `si_code`: sent by `tkill`/`tgkill`.
 pub const SI_TKILL: i32 = -6;
+/// `si_code`: sent by the kernel itself (the interval timers' SIGALRM, SIGVTALRM, SIGPROF).
+pub const SI_KERNEL: i32 = 0x80;
 /// `si_code` of SIGCHLD: the child exited.
 pub const CLD_EXITED: i32 = 1;
 /// `si_code` of SIGCHLD: the child was killed.
@@ -111,6 +113,22 @@ pub fn next_deliverable(pending: u64, blocked: u64) -> Option<u32> {
     } else {
         Some(ready.trailing_zeros() + 1)
     }
+}
+
+/// The signals that faults raise (Linux's `SYNCHRONOUS_MASK`): SIGSEGV, SIGBUS, SIGILL,
+/// SIGTRAP, SIGFPE and SIGSYS.
+const SYNCHRONOUS: u64 = (1 << (sig::SIGSEGV - 1))
+    | (1 << (sig::SIGBUS - 1))
+    | (1 << (sig::SIGILL - 1))
+    | (1 << (sig::SIGTRAP - 1))
+    | (1 << (sig::SIGFPE - 1))
+    | (1 << (sig::SIGSYS - 1));
+
+/// Which of the signals in `ready` a wait for them (`rt_sigtimedwait`) takes first: a
+/// fault's signal, else the lowest number (Linux's `next_signal`).
+pub fn next_to_take(ready: u64) -> Option<u32> {
+    let first = if ready & SYNCHRONOUS != 0 { ready & SYNCHRONOUS } else { ready };
+    (first != 0).then(|| first.trailing_zeros() + 1)
 }
 
 /// What a signal does to the process that takes it.
@@ -449,9 +467,10 @@ pub fn sanitize_fxsave(img: &mut [u8; FPU_SIZE], mxcsr_mask: u32) {
 }
 
 /// Whether a syscall interrupted by a handler restarts under `SA_RESTART` (Linux's
-/// `-ERESTARTSYS`), or always fails with `EINTR` (sleeps, `pause`, `rt_sigsuspend`).
+/// `-ERESTARTSYS`), or always fails with `EINTR` (sleeps, `pause`, `rt_sigsuspend`,
+/// `rt_sigtimedwait`).
 pub fn restartable(nr: u64) -> bool {
-    !matches!(nr, 34 | 35 | 130 | 230)
+    !matches!(nr, 34 | 35 | 128 | 130 | 230)
 }
 
 #[cfg(test)]
@@ -482,6 +501,16 @@ mod tests {
         assert_eq!(next_deliverable(bit(17), bit(17)), None);
         // SIGKILL gets through any mask.
         assert_eq!(next_deliverable(bit(9), u64::MAX), Some(9));
+    }
+
+    #[test]
+    fn a_wait_takes_fault_signals_first_then_the_lowest() {
+        assert_eq!(next_to_take(0), None);
+        assert_eq!(next_to_take(bit(10) | bit(14)), Some(10));
+        assert_eq!(next_to_take(bit(2) | bit(sig::SIGSEGV)), Some(sig::SIGSEGV));
+        assert_eq!(next_to_take(bit(1) | bit(31) | bit(64)), Some(31), "SIGSYS is a fault's signal");
+        assert_eq!(next_to_take(bit(64)), Some(64));
+        assert_eq!(next_to_take(bit(sig::SIGFPE) | bit(sig::SIGILL)), Some(sig::SIGILL));
     }
 
     #[test]
@@ -604,6 +633,7 @@ mod tests {
         assert!(restartable(0)); // read
         assert!(!restartable(35)); // nanosleep
         assert!(!restartable(130)); // rt_sigsuspend
+        assert!(!restartable(128)); // rt_sigtimedwait
     }
 
     #[test]

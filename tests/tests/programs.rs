@@ -70,6 +70,16 @@ fn events_program() -> &'static Path {
     })
 }
 
+/// `timers` (tests/programs/c/timers.c).
+fn timers_program() -> &'static Path {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| {
+        let out = programs_dir().join("timers");
+        gcc_static_pthread(&source("c/timers.c"), &out);
+        out
+    })
+}
+
 /// `musl-hello` (tests/programs/c/musl-hello.c), dynamically linked against musl.
 fn musl_hello() -> &'static Path {
     static P: OnceLock<PathBuf> = OnceLock::new();
@@ -108,6 +118,7 @@ fn test_image() -> &'static Image {
             .and_then(|r| r.file("bin/ctest", 0o755, read(ctest())))
             .and_then(|r| r.file("bin/hostile", 0o755, read(hostile_program())))
             .and_then(|r| r.file("bin/events", 0o755, read(events_program())))
+            .and_then(|r| r.file("bin/timers", 0o755, read(timers_program())))
             .unwrap_or_else(|e| panic!("{e}"));
         busybox_plus("testprogs", &extra)
     })
@@ -993,6 +1004,7 @@ fn c_cases(pod: bool) -> Vec<Case> {
         c_spin2(),
         hostile(pod),
         events(),
+        timers(),
     ]
 }
 
@@ -1011,6 +1023,17 @@ fn hostile(pod: bool) -> Case {
 /// threads (tests/programs/c/events.c).
 fn events() -> Case {
     case("c-events", &["events"], 0, |l| has(l, "events: ok"))
+}
+
+/// `timers`: rt_sigtimedwait across threads, setitimer/getitimer/alarm with SIGALRM into
+/// pause() and sleeps, the CPU-time timers, and mremap's moves, growths, shrinks and errors
+/// (tests/programs/c/timers.c).
+fn timers() -> Case {
+    case("c-timers", &["timers"], 0, |l| {
+        let c = find(l, r"^timers: (\d+) checks, (\d+) failed$")?;
+        expect(num::<u32>(&c[1])? >= 80 && &c[2] == "0", "every check holds")?;
+        has(l, "timers: ok")
+    })
 }
 
 #[test]

@@ -227,6 +227,31 @@ impl AddrSpace {
         }
     }
 
+    /// Moves the page mapped at `from` to `to` (`mremap`): the entry goes with its frame,
+    /// its reference and its flags, nothing is copied. A mapping at `to` is released; nothing
+    /// happens when `from` is not mapped. `Err` (and no change) when a page table for `to`
+    /// cannot be had.
+    pub fn move_page(&mut self, pool: &mut FramePool, from: u64, to: u64) -> Result<(), Oom> {
+        let Ok(Some(src)) = walk(self.pml4, from, None, 0) else { return Ok(()) };
+        let e = read_u64(src);
+        if e & P == 0 {
+            return Ok(());
+        }
+        let dst = walk(self.pml4, to, Some(pool), P | W | U)?.ok_or(Oom)?;
+        let old = read_u64(dst);
+        write_u64(dst, e);
+        write_u64(src, 0);
+        crate::kernel::arch::invlpg(from);
+        if old & P != 0 {
+            crate::kernel::arch::invlpg(to);
+        }
+        smp::shootdown(self.pml4);
+        if old & P != 0 {
+            pool.release(old & ADDR);
+        }
+        Ok(())
+    }
+
     /// Every user leaf: calls `f(va, pte_pa, entry)`.
     fn for_each_leaf(&self, f: &mut dyn FnMut(u64, u64, u64)) {
         self.walk(f, &mut |_| {});

@@ -13,6 +13,7 @@ pub mod arch;
 mod exec;
 mod fd;
 mod hv;
+mod itimers;
 pub mod mm;
 mod pager;
 mod phys;

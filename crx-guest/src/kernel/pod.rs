@@ -291,6 +291,7 @@ pub fn start(kt: KernelTables, pool: FramePool, params: &BootParams, heap_bytes:
         poked: false,
         timekeeper: None,
         next_port: 32768,
+        itimers: BTreeMap::new(),
     };
     // Several vCPUs only with a hypervisor that can kick them (ABI 6).
     let vcpus = (params.vcpus as usize).clamp(1, super::smp::MAX_CPUS);

@@ -229,6 +229,11 @@ pub struct Process {
     pub sigmask: u64,
     /// Pending signals (bit N-1 for signal N).
     pub pending: u64,
+    /// Which of `pending` were sent to the process rather than to this thread: another of
+    /// its threads may take them with `rt_sigtimedwait`.
+    pub group_pending: u64,
+    /// The signals an `rt_sigtimedwait` in progress waits for.
+    pub sigwait: Option<u64>,
     /// The `siginfo_t` of each pending signal.
     pub siginfo: Box<[SigInfo; 65]>,
     /// The mask to restore after `rt_sigsuspend` (set while it waits).
@@ -351,6 +356,9 @@ pub struct Kernel {
     /// Whether a process has been switched to for user mode yet (the first switch tells
     /// the hypervisor, `CONTAINER_ENTRY`).
     pub entered_user: bool,
+    /// The interval timers of the processes that set one, by process id
+    /// ([`super::itimers`]).
+    pub itimers: BTreeMap<Pid, crx_guest::itimer::ITimers>,
 }
 
 /// The kernel, taken by each entry and released before returning to user mode or going
@@ -627,6 +635,8 @@ impl Kernel {
             sigactions: Shared::new([Action::default(); 65]),
             sigmask: 0,
             pending: 0,
+            group_pending: 0,
+            sigwait: None,
             siginfo: Box::new([SigInfo::default(); 65]),
             saved_mask: None,
             fault_ctx: FaultContext::default(),

@@ -138,11 +138,14 @@ impl Kernel {
                     _ => {}
                 }
             }
+            // The interval timers' earliest expiry too (those due fire here: then now).
+            let itimer = self.itimer_deadline();
             let deadline = self
                 .procs
                 .values()
                 .filter(|p| p.state == State::Blocked)
                 .filter_map(|p| p.sleep_deadline)
+                .chain(itimer)
                 .min();
             if self.managed {
                 // The node may have a command (a start, a signal) for what waits here; a

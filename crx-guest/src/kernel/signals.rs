@@ -83,16 +83,56 @@ impl Kernel {
     }
 
     /// Generates `info.signo` for the process of thread `pid` (`kill`, `SIGCHLD`, the
-    /// node's commands): it goes to a thread of it that does not block it (the first
-    /// thread when it can), or waits in the first live thread when all block it.
+    /// node's commands, the interval timers): it goes to a thread of it that does not block
+    /// it or waits for it in `rt_sigtimedwait` (the first thread when it can), or waits in
+    /// the first live thread when all block it, where any of them may take it with
+    /// `rt_sigtimedwait` ([`Kernel::take_waited`]).
     pub fn send_signal(&mut self, pid: Pid, info: SigInfo) {
         let Some(tgid) = self.procs.get(&pid).map(|p| p.tgid) else { return };
         let threads = self.threads_of(tgid);
         let n = info.signo;
-        let unblocked = |t: &Pid| self.procs.get(t).is_some_and(|p| p.sigmask & bit(n) == 0);
-        let target = threads.iter().find(|t| unblocked(t)).or(threads.first()).copied();
+        let wants = |t: &Pid| {
+            self.procs
+                .get(t)
+                .is_some_and(|p| p.sigmask & bit(n) == 0 || p.sigwait.is_some_and(|w| w & bit(n) != 0))
+        };
+        let target = threads.iter().find(|t| wants(t)).or(threads.first()).copied();
         if let Some(t) = target {
             self.send_thread_signal(t, info);
+            if let Some(p) = self.procs.get_mut(&t).filter(|p| p.pending & bit(n) != 0) {
+                p.group_pending |= bit(n);
+            }
+        }
+    }
+
+    /// `rt_sigtimedwait`'s take for the running thread: the first signal of `set` pending in
+    /// it, else one of `set` pending in another of its process's threads that was sent to
+    /// the process; it is no longer pending. Returns its `siginfo_t`.
+    pub fn take_waited(&mut self, set: u64) -> Option<SigInfo> {
+        let me = self.current;
+        let p = self.procs.get(&me)?;
+        let tgid = p.tgid;
+        let (from, n) = match signal::next_to_take(p.pending & set) {
+            Some(n) => (me, n),
+            None => self
+                .procs
+                .values()
+                .filter(|t| t.tgid == tgid && t.pid != me && t.state.is_live())
+                .filter_map(|t| signal::next_to_take(t.pending & t.group_pending & set).map(|n| (t.pid, n)))
+                .min_by_key(|&(_, n)| n)?,
+        };
+        let t = self.procs.get_mut(&from)?;
+        t.pending &= !bit(n);
+        t.group_pending &= !bit(n);
+        let info = t.siginfo.get(n as usize).copied().unwrap_or_default();
+        self.took_signal(tgid, n);
+        Some(info)
+    }
+
+    /// Signal `n` of process `tgid` stopped being pending (delivered, dropped or waited for).
+    fn took_signal(&mut self, tgid: Pid, n: u32) {
+        if n == sig::SIGALRM {
+            self.sigalrm_taken(tgid);
         }
     }
 
@@ -120,6 +160,10 @@ impl Kernel {
                 return;
             }
             _ => {}
+        }
+        if p.pending & bit(n) == 0 {
+            // Sent to this thread unless `send_signal` says otherwise.
+            p.group_pending &= !bit(n);
         }
         p.pending |= bit(n);
         if let Some(slot) = p.siginfo.get_mut(n as usize) {
@@ -166,7 +210,11 @@ impl Kernel {
             let Some(n) = next_deliverable(p.pending, p.sigmask) else { return false };
             let act = p.sigactions.action(n);
             match act.disposition(n) {
-                Disposition::Ignore => p.pending &= !bit(n),
+                Disposition::Ignore => {
+                    p.pending &= !bit(n);
+                    let tgid = p.tgid;
+                    self.took_signal(tgid, n);
+                }
                 Disposition::Terminate => {
                     self.terminate(pid, Exit::Signal(n));
                     return false;
@@ -176,6 +224,7 @@ impl Kernel {
                     let deadline = p.sleep_deadline.take();
                     p.futex = None;
                     p.poll_until = None;
+                    p.sigwait = None;
                     p.state = State::Runnable;
                     if act.flags & SA_RESTART != 0 && signal::restartable(nr) {
                         // Back to the SYSCALL instruction (2 bytes) with the number in RAX.
@@ -206,7 +255,9 @@ impl Kernel {
 
     /// On the way back to user mode: takes the first deliverable signal of a runnable
     /// `pid` and acts on it (drops it, ends the process, or builds a handler frame).
+    /// The interval timers that are due fire first ([`Kernel::check_itimers`]).
     pub fn deliver_signals(&mut self, pid: Pid) {
+        self.check_itimers(pid);
         loop {
             let Some(p) = self.procs.get_mut(&pid) else { return };
             if p.state != State::Runnable {
@@ -222,6 +273,8 @@ impl Kernel {
             p.pending &= !bit(n);
             let act = p.sigactions.action(n);
             let info = p.siginfo.get(n as usize).copied().unwrap_or_default();
+            let tgid = p.tgid;
+            self.took_signal(tgid, n);
             match act.disposition(n) {
                 Disposition::Ignore => continue,
                 Disposition::Terminate => {

@@ -4,11 +4,12 @@
 //! touch through the page cache (see [`crate::kernel::pager`]). `MAP_PRIVATE` pages are
 //! copied on first write. `MAP_SHARED` is taken for reading only (it then behaves as
 //! `MAP_PRIVATE` never written): with `PROT_WRITE` it is `EACCES` on a descriptor not open
-//! for writing, as on Linux, and `ENODEV` (not supported) on one that is.
+//! for writing, as on Linux, and `ENODEV` (not supported) on one that is. `mremap` moves
+//! page-table entries ([`crate::kernel::mm::AddrSpace::move_page`]), never frames' bytes.
 
 use crx_fs::{Errno, FileType, Ino};
 use crx_guest::elf::{self, PAGE, USER_END};
-use crx_guest::vma::{page_up, Backing, Region, PROT_WRITE};
+use crx_guest::vma::{page_up, Backing, Region, Remap, PROT_WRITE};
 
 use super::{Fail, Sys};
 use crate::kernel::fd::Object;
@@ -160,9 +161,94 @@ pub(super) fn sys_munmap(k: &mut Kernel, a: [u64; 6]) -> Sys {
     Ok(0)
 }
 
-pub(super) fn sys_mremap(_: &mut Kernel, _: [u64; 6]) -> Sys {
-    // Callers (malloc's realloc) fall back to allocate-copy-free.
-    Err(Errno::ENOMEM.into())
+/// `mremap(addr, old_len, new_len, flags, new_address)`, as Linux: a shrink unmaps the
+/// tail; a growth stays in place when the old range ends its mapping and the space after it
+/// is free, else `MREMAP_MAYMOVE` moves the mapping to a free range and `MREMAP_FIXED` to
+/// `new_address` (whatever was there is unmapped first). A move carries the page-table
+/// entries over, frames and all (nothing is copied; a file page not yet written stays the
+/// page cache's), the grown part fills on first touch (zeros, or the file's next pages),
+/// and the old range is unmapped. Anonymous and file mappings alike; an old length of 0
+/// duplicates a shared (read-only) file mapping. `MREMAP_DONTUNMAP` is `EINVAL`. Errors as
+/// in [`Remap`] and [`crx_guest::vma::Regions::check_resize`]; `ENOMEM` when it cannot
+/// grow in place without `MREMAP_MAYMOVE`, or there is no room.
+pub(super) fn sys_mremap(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let mut r = Remap::new(a[0], a[1], a[2], a[3], a[4])?;
+    let pid = k.current;
+    if k.mem(pid).ok_or(Fail::Gone)?.mm.regions.find(r.addr).is_none() {
+        return Err(Errno::EFAULT.into());
+    }
+    if let Some(to) = r.fixed {
+        r.check_target(to)?;
+        unmap_range(k, to, to + r.new_len);
+        if r.old_len > r.new_len {
+            unmap_tail(k, &r)?;
+            r.old_len = r.new_len;
+        }
+        k.mem(pid).ok_or(Fail::Gone)?.mm.regions.check_resize(r.addr, r.old_len, r.new_len)?;
+        return move_mapping(k, &r, to);
+    }
+    if r.old_len >= r.new_len {
+        // Always allowed: the tail goes, whatever it holds.
+        if r.old_len > r.new_len {
+            unmap_tail(k, &r)?;
+        }
+        return Ok(r.addr);
+    }
+    let mut m = k.mem(pid).ok_or(Fail::Gone)?;
+    let regions = &mut m.mm.regions;
+    regions.check_resize(r.addr, r.old_len, r.new_len)?;
+    if regions.grows_in_place(r.addr, r.old_len, r.new_len) {
+        let old_end = r.addr + r.old_len;
+        let last = regions.find(old_end - PAGE).ok_or(Errno::EFAULT)?;
+        let grown = last.shown_at(old_end, old_end, r.new_len - r.old_len);
+        regions.insert_region(grown);
+        return Ok(r.addr);
+    }
+    if !r.may_move {
+        return Err(Errno::ENOMEM.into());
+    }
+    let to = regions.find_free(r.new_len, MMAP_TOP).ok_or(Errno::ENOMEM)?;
+    drop(m);
+    move_mapping(k, &r, to)
+}
+
+/// A shrinking `mremap`'s unmap of `[addr + new_len, addr + old_len)`, checked as Linux's
+/// `munmap` checks it: `EINVAL` when it runs past the top of user space.
+fn unmap_tail(k: &mut Kernel, r: &Remap) -> Result<(), Fail> {
+    let start = r.addr.saturating_add(r.new_len);
+    let len = r.old_len - r.new_len;
+    if start > USER_END || len > USER_END - start {
+        return Err(Errno::EINVAL.into());
+    }
+    unmap_range(k, start, start + len);
+    Ok(())
+}
+
+/// Moves the mapping at `[r.addr, r.addr + r.old_len)` (checked) to the free range
+/// `[to, to + r.new_len)`: its page-table entries move, the region is made there, and the
+/// old range is unmapped. `ENOMEM` (and nothing moved) when page tables for the new range
+/// cannot be had.
+fn move_mapping(k: &mut Kernel, r: &Remap, to: u64) -> Sys {
+    let pid = k.current;
+    let UserMem { mm: mut p, pool, cache, .. } = k.mem(pid).ok_or(Fail::Gone)?;
+    let region = p.regions.find(r.addr).ok_or(Errno::EFAULT)?.shown_at(r.addr, to, r.new_len);
+    let pages = r.old_len / PAGE;
+    for i in 0..pages {
+        let (from, dest) = (r.addr + i * PAGE, to + i * PAGE);
+        let moved = p.aspace.move_page(pool, from, dest).is_ok()
+            || (cache.sweep_pages(pool) > 0 && p.aspace.move_page(pool, from, dest).is_ok());
+        if !moved {
+            // Back where they were: their page tables are still there, so this cannot fail.
+            for j in 0..i {
+                let _ = p.aspace.move_page(pool, to + j * PAGE, r.addr + j * PAGE);
+            }
+            return Err(Errno::ENOMEM.into());
+        }
+    }
+    p.regions.insert_region(region);
+    drop(p);
+    unmap_range(k, r.addr, r.addr + r.old_len);
+    Ok(to)
 }
 
 pub(super) fn sys_mprotect(k: &mut Kernel, a: [u64; 6]) -> Sys {

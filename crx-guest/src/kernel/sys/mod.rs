@@ -83,7 +83,9 @@ const TABLE: &[(u64, Handler)] = &[
     (33, fs::sys_dup2),
     (34, signal::sys_pause),
     (35, time::sys_nanosleep),
-    (37, misc::sys_zero), // alarm
+    (36, time::sys_getitimer),
+    (37, time::sys_alarm),
+    (38, time::sys_setitimer),
     (39, process::sys_getpid),
     (40, fs::sys_sendfile),
     (41, net::sys_socket),
@@ -155,6 +157,7 @@ const TABLE: &[(u64, Handler)] = &[
     (121, process::sys_getpgrp), // getpgid
     (124, process::sys_getpgrp), // getsid
     (127, signal::sys_rt_sigpending),
+    (128, signal::sys_rt_sigtimedwait),
     (130, signal::sys_rt_sigsuspend),
     (131, signal::sys_sigaltstack),
     (137, fs::sys_statfs),

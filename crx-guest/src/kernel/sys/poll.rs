@@ -26,15 +26,15 @@ const EPOLL_DEPTH: u32 = 4;
 
 /// What one pass of a wait found: how many are ready (0: none), and the next timer
 /// expiry among what it watches.
-struct Pass {
-    ready: usize,
-    next_timer: Option<u64>,
+pub(super) struct Pass {
+    pub(super) ready: usize,
+    pub(super) next_timer: Option<u64>,
 }
 
 /// Runs a wait: `pass(k, now, last)` looks once at monotonic time `now` (`last` when it is
 /// the final look, after the deadline, when it must write its results even if nothing is
-/// ready); `timeout_ns` is `None` for no limit.
-fn wait(
+/// ready); `timeout_ns` is `None` for no limit. (Also `rt_sigtimedwait`'s wait.)
+pub(super) fn wait(
     k: &mut Kernel,
     timeout_ns: Option<u64>,
     mut pass: impl FnMut(&mut Kernel, u64, bool) -> Result<Pass, Fail>,
@@ -67,7 +67,7 @@ fn wait(
 }
 
 /// A `struct timespec` in nanoseconds.
-fn timespec(k: &mut Kernel, va: u64) -> Result<u64, Fail> {
+pub(super) fn timespec(k: &mut Kernel, va: u64) -> Result<u64, Fail> {
     let b = uread(k, va, 16)?;
     let sec = i64::from_le_bytes(b[..8].try_into().unwrap_or_default());
     let nsec = i64::from_le_bytes(b[8..].try_into().unwrap_or_default());

@@ -212,6 +212,48 @@ pub(super) fn sys_rt_sigsuspend(k: &mut Kernel, a: [u64; 6]) -> Sys {
     Err(Fail::Block)
 }
 
+/// `rt_sigtimedwait(set, info, timeout, sigsetsize)` (`sigwaitinfo`, `sigtimedwait` and
+/// `sigwait` come through it): waits for a signal of `set` (SIGKILL and SIGSTOP left out)
+/// to be pending in the thread, or sent to its process and pending in another of its
+/// threads; takes it, fills `info` when given and returns its number. A NULL timeout
+/// waits for ever, `{0, 0}` only looks; when the time is up: `EAGAIN`. A handled signal
+/// outside the set ends the wait with `EINTR` (never restarted). `EINVAL` for a
+/// `sigsetsize` other than 8 or a bad timespec, `EFAULT` for a bad pointer (a bad `info`
+/// after the signal was taken, as on Linux). While it waits, a signal of the set sent to
+/// the process goes to this thread.
+pub(super) fn sys_rt_sigtimedwait(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let (set_va, info_va, timeout_va, size) = (a[0], a[1], a[2], a[3]);
+    let p = k.cur();
+    let (set, timeout) = match p.sigwait.filter(|_| p.poll_until.is_some()) {
+        // A retry: the set and the deadline are kept.
+        Some(set) => (set, None),
+        None => {
+            if size != 8 {
+                return Err(Errno::EINVAL.into());
+            }
+            let set = uu64(k, set_va)? & !signal::UNBLOCKABLE;
+            let timeout = if timeout_va == 0 { None } else { Some(super::poll::timespec(k, timeout_va)?) };
+            (set, timeout)
+        }
+    };
+    k.cur().sigwait = Some(set);
+    let mut taken = None;
+    let r = super::poll::wait(k, timeout, |k, _, _| {
+        taken = k.take_waited(set);
+        Ok(super::poll::Pass { ready: usize::from(taken.is_some()), next_timer: None })
+    });
+    if matches!(r, Err(Fail::Block)) {
+        return r;
+    }
+    k.cur().sigwait = None;
+    r?;
+    let Some(info) = taken else { return Err(Errno::EAGAIN.into()) };
+    if info_va != 0 {
+        uwrite(k, info_va, &info.to_bytes())?;
+    }
+    Ok(u64::from(info.signo))
+}
+
 /// Waits until a signal is delivered (`EINTR`).
 pub(super) fn sys_pause(_: &mut Kernel, _: [u64; 6]) -> Sys {
     Err(Fail::Block)

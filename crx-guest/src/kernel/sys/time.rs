@@ -1,6 +1,8 @@
-//! Time: clocks and sleeps.
+//! Time: clocks, sleeps and the interval timers (`setitimer`, `getitimer`, `alarm`; they
+//! fire in [`crate::kernel::itimers`]).
 
 use crx_fs::Errno;
+use crx_guest::itimer::{self, Setting, ITIMERVAL_SIZE, ITIMER_PROF, ITIMER_REAL, ITIMER_VIRTUAL};
 
 use super::{uread, uwrite, Fail, Sys};
 use crate::kernel::proc::Kernel;
@@ -138,4 +140,73 @@ pub(super) fn sys_clock_nanosleep(k: &mut Kernel, a: [u64; 6]) -> Sys {
         now_mono.saturating_add(t)
     };
     sleep_until(k, d)
+}
+
+/// The setting of interval timer `which` of the running thread's process now.
+fn itimer_now(k: &mut Kernel, which: u64) -> Result<Setting, Fail> {
+    let me = k.current;
+    let tgid = k.cur().tgid;
+    let t = k.itimers.get(&tgid).copied().unwrap_or_default();
+    Ok(match which {
+        ITIMER_REAL => t.real.get_real(k.hv.monotonic_ns()),
+        ITIMER_VIRTUAL => t.virt.get_cpu(k.process_cpu_ns(me)),
+        ITIMER_PROF => t.prof.get_cpu(k.process_cpu_ns(me)),
+        _ => return Err(Errno::EINVAL.into()),
+    })
+}
+
+/// Sets interval timer `which` of the running thread's process; returns its old setting.
+fn set_itimer(k: &mut Kernel, which: u64, s: Setting) -> Result<Setting, Fail> {
+    let me = k.current;
+    let now = match which {
+        ITIMER_REAL => k.hv.monotonic_ns(),
+        ITIMER_VIRTUAL | ITIMER_PROF => k.process_cpu_ns(me),
+        _ => return Err(Errno::EINVAL.into()),
+    };
+    let tgid = k.cur().tgid;
+    let t = k.my_itimers();
+    let old = match which {
+        ITIMER_REAL => t.real.set_real(now, s),
+        ITIMER_VIRTUAL => t.virt.set_cpu(now, s),
+        _ => t.prof.set_cpu(now, s),
+    };
+    if t.is_idle() {
+        k.itimers.remove(&tgid);
+    }
+    Ok(old)
+}
+
+/// `getitimer(which, value)`: `ITIMER_REAL`, `ITIMER_VIRTUAL`, `ITIMER_PROF` (see
+/// [`crx_guest::itimer`]); `EINVAL` for another timer, `EFAULT` for a bad `value`.
+pub(super) fn sys_getitimer(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let s = itimer_now(k, a[0])?;
+    uwrite(k, a[1], &s.to_bytes())?;
+    Ok(0)
+}
+
+/// `setitimer(which, value, old_value)`: arms (or with a zero value disarms) a timer of the
+/// process; a NULL `value` disarms it, as Linux allows. `EFAULT` for a bad `value`, `EINVAL`
+/// for a bad timeval in it or another timer, and `EFAULT` for a bad `old_value` once the
+/// timer is set (as on Linux).
+pub(super) fn sys_setitimer(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let s = if a[1] == 0 {
+        Setting::default()
+    } else {
+        let b = uread(k, a[1], ITIMERVAL_SIZE)?;
+        let mut raw = [0u8; ITIMERVAL_SIZE];
+        raw.copy_from_slice(&b);
+        Setting::from_bytes(&raw).map_err(|_| Fail::E(Errno::EINVAL))?
+    };
+    let old = set_itimer(k, a[0], s)?;
+    if a[2] != 0 {
+        uwrite(k, a[2], &old.to_bytes())?;
+    }
+    Ok(0)
+}
+
+/// `alarm(seconds)`: `ITIMER_REAL` set to fire once in `seconds` (0 disarms it); returns
+/// the seconds the timer had left, rounded as Linux does.
+pub(super) fn sys_alarm(k: &mut Kernel, a: [u64; 6]) -> Sys {
+    let old = set_itimer(k, ITIMER_REAL, itimer::alarm_setting(a[0] as u32))?;
+    Ok(itimer::alarm_seconds(old.value_ns))
 }
