@@ -1005,6 +1005,7 @@ fn c_cases(pod: bool) -> Vec<Case> {
         hostile(pod),
         events(),
         timers(),
+        timers_spin_alarm(),
     ]
 }
 
@@ -1028,6 +1029,11 @@ fn events() -> Case {
 /// `timers`: rt_sigtimedwait across threads, setitimer/getitimer/alarm with SIGALRM into
 /// pause() and sleeps, the CPU-time timers, and mremap's moves, growths, shrinks and errors
 /// (tests/programs/c/timers.c).
+/// `timers spin-alarm`: a process computing without syscalls still gets its SIGALRM.
+fn timers_spin_alarm() -> Case {
+    case("c-timers-spin-alarm", &["timers", "spin-alarm"], 142, |_| Ok(()))
+}
+
 fn timers() -> Case {
     case("c-timers", &["timers"], 0, |l| {
         let c = find(l, r"^timers: (\d+) checks, (\d+) failed$")?;

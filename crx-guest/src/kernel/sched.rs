@@ -290,8 +290,12 @@ impl Kernel {
             return;
         }
         // A managed pod's scheduler reads the node's commands every so many passes, which a
-        // lone busy process would otherwise hold off for good.
-        let others = self.managed || self.procs.values().any(|p| p.pid != pid && p.state.is_live());
+        // lone busy process would otherwise hold off for good; and an interval timer
+        // (`setitimer`, `alarm`) fires on the scheduler's passes, so a process that computes
+        // without syscalls still gets its signal within a slice.
+        let others = self.managed
+            || !self.itimers.is_empty()
+            || self.procs.values().any(|p| p.pid != pid && p.state.is_live());
         if !others {
             return;
         }
