@@ -1089,7 +1089,9 @@ fn musl_hello_in_a_pod() {
 /// it, and the VM's guest time as the hypervisor accounts it (its `vm0: accounting` line),
 /// in seconds.
 fn spin2_in_pod(vcpus: u32) -> (Vec<f64>, f64) {
-    let spin = case("c-spin2", &["ctest", "spin2", "2"], 0, |_| Ok(()));
+    // The clock read every million rounds: the threads spin in user mode, hardly ever in
+    // the kernel (whose lock would have them wait, and sleep, in turn).
+    let spin = case("c-spin2", &["ctest", "spin2", "2", "1000000"], 0, |_| Ok(()));
     let o = in_pod_batch_with(
         &Host::qemu(kernel()),
         test_image(),
@@ -1101,7 +1103,7 @@ fn spin2_in_pod(vcpus: u32) -> (Vec<f64>, f64) {
     let lines = o.pod.lines("main");
     let mut cpu = Vec::new();
     for i in 0..2 {
-        let c = find(lines, &format!(r"^spin2: thread {i} cpu (\d+\.\d+) s, (\d+) rounds of 10000$"));
+        let c = find(lines, &format!(r"^spin2: thread {i} cpu (\d+\.\d+) s, (\d+) rounds of 1000000$"));
         let c = c.and_then(|c| num::<f64>(&c[1]));
         check_pod(&o, c.is_ok(), &format!("thread {i}'s CPU time: {c:?}"));
         cpu.push(c.unwrap_or_default());
@@ -1127,7 +1129,7 @@ fn two_spinning_threads_get_a_cpu_each_in_a_two_vcpu_pod() {
     assert!(cpu1.iter().all(|&c| c <= 0.65 * s), "one vCPU: the threads share it: {cpu1:?}");
     // Both runs boot the same way; the spin is where they differ.
     assert!(
-        guest2 - guest1 >= 0.75 * s,
+        guest2 - guest1 >= 0.6 * s,
         "the second vCPU adds about {s} s of guest time: {guest2:.3} s against {guest1:.3} s"
     );
 }

@@ -14,7 +14,8 @@
  *                         how many and the error, then releases and joins them all
  *   ctest futexfault      futex(0x10, FUTEX_WAIT, 0, NULL) must fail with EFAULT
  *   ctest spin N          N rounds of a xorshift generator in one thread, the result
- *   ctest spin2 SECONDS   two threads spin for SECONDS of wall-clock time each and print
+ *   ctest spin2 SECONDS [ROUNDS]   two threads spin for SECONDS of wall-clock time each
+ *                         (reading the clock every ROUNDS rounds, 10000 by default) and print
  *                         their own CPU time (CLOCK_THREAD_CPUTIME_ID)
  */
 #define _GNU_SOURCE
@@ -313,6 +314,8 @@ static double seconds(clockid_t clock)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+static long spin2_rounds = 10000;
+
 struct spinner {
     double wall;
     double cpu;
@@ -325,7 +328,7 @@ static void *spin2_thread(void *arg)
     double end = seconds(CLOCK_MONOTONIC) + s->wall;
     uint64_t x = 88172645463325252ULL + (uint64_t)(uintptr_t)s;
     while (seconds(CLOCK_MONOTONIC) < end) {
-        x = xorshift(x, 10000);
+        x = xorshift(x, spin2_rounds);
         s->rounds++;
     }
     s->cpu = seconds(CLOCK_THREAD_CPUTIME_ID);
@@ -348,7 +351,7 @@ static int spin2_case(double wall)
         pthread_join(t[i], NULL);
     double took = seconds(CLOCK_MONOTONIC) - start;
     for (int i = 0; i < 2; i++)
-        printf("spin2: thread %d cpu %.3f s, %ld rounds of 10000\n", i, s[i].cpu, s[i].rounds);
+        printf("spin2: thread %d cpu %.3f s, %ld rounds of %ld\n", i, s[i].cpu, s[i].rounds, spin2_rounds);
     printf("spin2: wall %.3f s, process cpu %.3f s\n", took, seconds(CLOCK_PROCESS_CPUTIME_ID));
     return 0;
 }
@@ -372,8 +375,11 @@ int main(int argc, char **argv)
         return futexfault_case();
     if (strcmp(what, "spin") == 0 && argc > 2)
         return spin_case(strtol(argv[2], NULL, 10));
-    if (strcmp(what, "spin2") == 0 && argc > 2)
+    if (strcmp(what, "spin2") == 0 && argc > 2) {
+        if (argc > 3 && strtol(argv[3], NULL, 10) > 0)
+            spin2_rounds = strtol(argv[3], NULL, 10);
         return spin2_case(strtod(argv[2], NULL));
-    fprintf(stderr, "usage: ctest mutex|tls|segv|threadbomb [MAX]|futexfault|spin N|spin2 SECONDS\n");
+    }
+    fprintf(stderr, "usage: ctest mutex|tls|segv|threadbomb [MAX]|futexfault|spin N|spin2 SECONDS [ROUNDS]\n");
     return 2;
 }
