@@ -207,9 +207,14 @@ impl AddrSpace {
         if let Ok(Some(pte)) = walk(self.pml4, va, None, 0) {
             let e = read_u64(pte);
             if e & P != 0 {
-                write_u64(pte, (e & ADDR) | flags | P | U);
+                let new = (e & ADDR) | flags | P | U;
+                write_u64(pte, new);
                 crate::kernel::arch::invlpg(va);
-                smp::shootdown(self.pml4);
+                // Only a loss of rights must reach other CPUs at once; a stale entry with
+                // fewer rights (a copy-on-write page made writable) is a spurious fault there.
+                if (e & !new) & W != 0 || (new & !e) & NX != 0 {
+                    smp::shootdown(self.pml4);
+                }
             }
         }
     }

@@ -125,9 +125,7 @@ impl Kernel {
                         return Next::Run(pid);
                     }
                     Some(State::Blocked) => {
-                        self.current = pid;
-                        super::sys::run_syscall(self, pid);
-                        if self.procs.get(&pid).is_some_and(|p| p.state == State::Runnable) {
+                        if self.retry(pid) {
                             return Next::Run(pid);
                         }
                         // Still waiting: a deliverable signal interrupts the wait.
@@ -201,6 +199,13 @@ impl Kernel {
         }
     }
 
+    /// Retries the blocked syscall of `pid` (as its thread); whether it completed.
+    fn retry(&mut self, pid: Pid) -> bool {
+        self.current = pid;
+        super::sys::run_syscall(self, pid);
+        self.procs.get(&pid).is_some_and(|p| p.state == State::Runnable)
+    }
+
     /// Before this CPU sleeps without the lock: its thread's CPU time stops, and with
     /// several CPUs its FPU state is saved (another CPU may run the thread next) and it
     /// moves off process tables (which may then be freed while it sleeps). Returns until
@@ -266,19 +271,12 @@ impl Kernel {
                 .filter(|p| p.state == State::Blocked && free(self, p))
                 .map(|p| p.pid)
                 .collect();
-            for pid in blocked {
-                self.current = pid;
-                super::sys::run_syscall(self, pid);
-                if self.procs.get(&pid).is_some_and(|p| p.state == State::Runnable) {
-                    work = true;
-                    break;
-                }
-            }
+            work = blocked.into_iter().any(|pid| self.retry(pid));
             self.current = running;
         }
         if work {
             // One at a time: the next return to user mode wakes another if work is left.
-            smp::wake(idle & idle.wrapping_neg());
+            smp::wake_one(idle);
         }
     }
 
@@ -414,8 +412,7 @@ fn dispatch(mut g: KernelGuard, mut next: Next) -> ! {
                 next = k.pick_next();
                 if kept_time && matches!(next, Next::Run(_)) {
                     // Busy now: another idle CPU looks at the deadlines instead.
-                    let idle = smp::idle_others();
-                    smp::wake(idle & idle.wrapping_neg());
+                    smp::wake_one(smp::idle_others());
                 }
             }
         }

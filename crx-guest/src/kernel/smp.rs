@@ -260,6 +260,11 @@ pub fn wake(mask: u64) {
     }
 }
 
+/// Wakes the lowest-numbered idle CPU of `mask`.
+pub fn wake_one(mask: u64) {
+    wake(mask & mask.wrapping_neg());
+}
+
 /// Interrupts CPU `cpu` soon if it runs user code (a signal for its thread is pending).
 pub fn nudge(cpu: usize) {
     if cpu != me() && USER_PML4.get(cpu).is_some_and(|s| s.load(SeqCst) != 0) {
