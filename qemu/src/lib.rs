@@ -20,6 +20,7 @@ pub mod reaper;
 pub mod registry;
 pub mod rootfs;
 pub mod setup;
+pub mod testrun;
 pub mod vm;
 
 pub use console::{Ready, Summary, Verdict, Virt};

@@ -88,10 +88,12 @@ enum Verb {
         #[arg(long = "expose", value_name = "HOST_PORT:GUEST_PORT", value_parser = parse_port_pair)]
         exposes: Vec<(u16, u16)>,
     },
-    /// Install what is missing, then run `cargo test --workspace --no-fail-fast` (host unit
-    /// tests and the emulator integration tests); extra arguments go to cargo test.
+    /// Install what is missing, build every test binary, then run them (host unit tests and
+    /// the emulator integration tests) in three lanes at once: the emulator tests, the node
+    /// and cluster tests, the unit and server tests (qemu/src/testrun.rs). With arguments,
+    /// run `cargo test --no-fail-fast ARGS` instead, e.g. `cargo xtask test -p tests --test vm`.
     Test {
-        /// Arguments for `cargo test`, e.g. `-- --nocapture`.
+        /// Arguments for `cargo test`, e.g. `-p tests --test pod -- --nocapture`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -787,11 +789,42 @@ fn test(args: &[String]) -> Result<ExitCode, Error> {
     ]))?;
     setup::ensure_kernel_target()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(repo_root()).args(["test", "--workspace", "--no-fail-fast"]).args(args);
+    if !args.is_empty() {
+        // A chosen part of the suite: cargo test as it is, one binary after another.
+        let mut cmd = Command::new(&cargo);
+        cmd.current_dir(repo_root()).args(["test", "--no-fail-fast"]).args(args);
+        eprintln!("test: {cmd:?}");
+        let status = cmd.status().map_err(|e| Error::io("running cargo test", e))?;
+        return Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    }
+    catch_stop_signals().map_err(Error::Usage)?;
+    let binaries = qemu::testrun::build_all(&cargo)?;
+    // What the tests boot and start, built now, while nothing runs beside the builds.
+    eprintln!("test: building the kernel, the guests, crx-guest, the busybox image and the servers");
+    qemu::image::build_kernel()?;
+    qemu::image::build_guests()?;
+    qemu::pod::build_guest_kernel()?;
+    qemu::pod::ensure_busybox_image()?;
+    for (what, build) in [
+        ("control-plane", &["build", "--quiet", "-p", "control-plane", "--bin", "control-plane"][..]),
+        ("sim-node", &["build", "--quiet", "--release", "-p", "sim-node", "--bin", "sim-node"][..]),
+    ] {
+        let status = Command::new(&cargo)
+            .current_dir(repo_root())
+            .args(build)
+            .status()
+            .map_err(|e| Error::io(format!("building {what}"), e))?;
+        if !status.success() {
+            return Err(Error::Failed { what: format!("cargo {}", build.join(" ")), status });
+        }
+    }
+    let mut passed = qemu::testrun::run_all(&cargo, &binaries, &|| INTERRUPTED.load(Ordering::SeqCst))?;
+    // The documentation tests, as `cargo test` runs them after the binaries.
+    let mut cmd = Command::new(&cargo);
+    cmd.current_dir(repo_root()).args(["test", "--workspace", "--doc", "--no-fail-fast"]);
     eprintln!("test: {cmd:?}");
-    let status = cmd.status().map_err(|e| Error::io("running cargo test", e))?;
-    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    passed &= cmd.status().map_err(|e| Error::io("running cargo test --doc", e))?.success();
+    Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// The crates built for the kernel target, each checked on its own: checked together,
