@@ -66,6 +66,10 @@ impl Tokens {
         if existing.as_ref() != Some(&t) {
             let text = serde_json::to_string_pretty(&t).map_err(io::Error::other)?;
             crate::tls::write_private(&path, &text)?;
+        } else {
+            // Kept as it is, but readable by its owner only, whatever mode it had.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
         }
         Ok(t)
     }
@@ -76,14 +80,26 @@ impl Tokens {
         if token.is_empty() {
             return None;
         }
-        if token == self.admin {
-            return Some(User { name: "admin".into(), groups: vec!["system:masters".into()] });
+        // Every known token is compared, each in constant time, so neither the comparison
+        // nor the number of tokens tried tells a client how much of a guess was right.
+        let mut found: Option<User> = None;
+        if same_token(token, &self.admin) {
+            found = Some(User { name: "admin".into(), groups: vec!["system:masters".into()] });
         }
-        self.nodes.iter().find(|(_, t)| t.as_str() == token).map(|(node, _)| User {
-            name: format!("system:node:{node}"),
-            groups: vec!["system:nodes".into()],
-        })
+        for (node, t) in &self.nodes {
+            if same_token(token, t) && found.is_none() {
+                found =
+                    Some(User { name: format!("system:node:{node}"), groups: vec!["system:nodes".into()] });
+            }
+        }
+        found
     }
+}
+
+/// Whether `given` is `known`, in time that depends only on their lengths.
+fn same_token(given: &str, known: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    bool::from(given.as_bytes().ct_eq(known.as_bytes()))
 }
 
 #[cfg(test)]
@@ -101,6 +117,10 @@ mod tests {
         assert!(t.authenticate(Some("Basic admintok")).is_none());
         assert!(t.authenticate(Some("Bearer ")).is_none());
         assert!(t.authenticate(None).is_none());
+        // A prefix, an extension and a one-byte change of a real token are all refused.
+        for guess in ["Bearer nodeto", "Bearer nodetokx", "Bearer nodetoK", "Bearer admintoknodetok"] {
+            assert!(t.authenticate(Some(guess)).is_none(), "{guess}");
+        }
     }
 
     #[test]
@@ -119,6 +139,15 @@ mod tests {
         for bad in ["../etc", "UPPER", "", "a/b"] {
             assert!(Tokens::load_or_create(&dir, &[bad.to_string()]).is_err(), "{bad:?}");
         }
+        // A tokens file left readable by others is made private, changed or not.
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join("tokens.json");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        Tokens::load_or_create(&dir, &[]).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        Tokens::load_or_create(&dir, &["n3".to_string()]).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         std::fs::write(dir.join("tokens.json"), "{not json").unwrap();
         assert!(Tokens::load_or_create(&dir, &[]).is_err());
         let _ = std::fs::remove_dir_all(&dir);

@@ -1,4 +1,5 @@
-//! `control-plane --dir DIR [--listen ADDR] [--insecure-http] [--node NAME]...`.
+//! `control-plane --dir DIR [--listen ADDR] [--insecure-http] [--node NAME]...
+//! [--kubelet-certificate-authority FILE]`.
 #![forbid(unsafe_code)]
 
 use control_plane::Config;
@@ -6,13 +7,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 const USAGE: &str =
-    "usage: control-plane --dir DIR [--listen 127.0.0.1:PORT] [--insecure-http] [--node NAME]...";
+    "usage: control-plane --dir DIR [--listen 127.0.0.1:PORT] [--insecure-http] [--node NAME]... \
+     [--kubelet-certificate-authority FILE]";
 
 fn main() -> ExitCode {
     let mut dir = None;
     let mut listen = "127.0.0.1:6443".to_string();
     let mut insecure_http = false;
     let mut nodes = Vec::new();
+    let mut kubelet_ca = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -20,6 +23,7 @@ fn main() -> ExitCode {
             "--listen" => listen = args.next().unwrap_or_default(),
             "--insecure-http" => insecure_http = true,
             "--node" => nodes.extend(args.next()),
+            "--kubelet-certificate-authority" => kubelet_ca = args.next().map(PathBuf::from),
             _ => {
                 eprintln!("{USAGE}");
                 return ExitCode::from(2);
@@ -30,7 +34,7 @@ fn main() -> ExitCode {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
-    match control_plane::run(&Config { dir, listen, insecure_http, nodes }) {
+    match control_plane::run(&Config { dir, listen, insecure_http, nodes, kubelet_ca }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("control-plane: {e}");

@@ -163,6 +163,10 @@ enum Verb {
         /// one is also DIR/node.kubeconfig. A new DIR without any gets node `n1`.
         #[arg(long = "node", value_name = "NAME")]
         nodes: Vec<String>,
+        /// Send log requests only to kubelets whose serving certificate chains to this CA
+        /// bundle (PEM) and names the address dialled; `cluster up` sets it.
+        #[arg(long, value_name = "FILE")]
+        kubelet_certificate_authority: Option<PathBuf>,
     },
     /// Build container images for tests.
     Image {
@@ -524,8 +528,15 @@ fn main() -> ExitCode {
             };
             cluster_up(&args.up, Some(pod))
         }
-        Verb::ControlPlane { dir, listen, insecure_http, nodes } => {
-            return match control_plane::run(&control_plane::Config { dir, listen, insecure_http, nodes }) {
+        Verb::ControlPlane { dir, listen, insecure_http, nodes, kubelet_certificate_authority } => {
+            let cfg = control_plane::Config {
+                dir,
+                listen,
+                insecure_http,
+                nodes,
+                kubelet_ca: kubelet_certificate_authority,
+            };
+            return match control_plane::run(&cfg) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("xtask: error: control plane: {e}");

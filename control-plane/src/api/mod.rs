@@ -852,7 +852,19 @@ impl Api {
         let pod = self.get_obj(t, name)?;
         let ns = t.namespace.clone().unwrap_or_default();
         let container = match req.param("container") {
-            Some(c) => c.to_string(),
+            // kube-apiserver's rule (pod LogLocation): a named container must be one of the
+            // pod's, init and ephemeral ones included.
+            Some(c) => {
+                let known = ["containers", "initContainers", "ephemeralContainers"].iter().any(|list| {
+                    pod.pointer(&format!("/spec/{list}"))
+                        .and_then(Value::as_array)
+                        .is_some_and(|cs| cs.iter().any(|k| k.get("name").and_then(Value::as_str) == Some(c)))
+                });
+                if !known {
+                    return Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}")));
+                }
+                c.to_string()
+            }
             None => pod
                 .pointer("/spec/containers/0/name")
                 .and_then(Value::as_str)

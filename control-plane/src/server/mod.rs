@@ -26,6 +26,9 @@ pub struct Config {
     pub insecure_http: bool,
     /// Nodes to issue credentials for (`--node NAME`); the first one's is `DIR/node.kubeconfig`.
     pub nodes: Vec<String>,
+    /// The CA bundle that kubelets' serving certificates must chain to
+    /// (`--kubelet-certificate-authority FILE`); `None` takes any (kube-apiserver's default).
+    pub kubelet_ca: Option<PathBuf>,
 }
 
 /// Why the control plane could not start.
@@ -86,7 +89,14 @@ impl Server {
         // The PKI is made even for plain HTTP: the server reaches kubelets over TLS.
         let pki =
             crate::tls::load_or_generate(&cfg.dir, &[addr.ip().to_string()]).map_err(StartError::Tls)?;
-        let kubelet_tls = crate::tls::kubelet_client_config(&pki).map_err(StartError::Tls)?;
+        let kubelet_ca = match &cfg.kubelet_ca {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                io::Error::new(e.kind(), format!("--kubelet-certificate-authority {}: {e}", path.display()))
+            })?),
+            None => None,
+        };
+        let kubelet_tls =
+            crate::tls::kubelet_client_config(&pki, kubelet_ca.as_deref()).map_err(StartError::Tls)?;
         let (tls, ca, scheme) = if cfg.insecure_http {
             (None, None, "http")
         } else {
