@@ -7,6 +7,8 @@ pub mod resources;
 pub mod status;
 pub mod watch;
 
+use crate::admission;
+use crate::auth::User;
 use crate::json;
 use crate::rfc3339;
 use crate::selector::{FieldSelector, LabelSelector};
@@ -351,6 +353,33 @@ fn with_warnings(reply: Result<Reply, ApiError>, warnings: Vec<String>) -> Resul
     }
 }
 
+/// Runs NodeRestriction for a request of `user` (none for the server's own requests).
+fn admit(
+    user: Option<&User>,
+    op: admission::Operation,
+    t: &Target,
+    sub: Option<&str>,
+    name: &str,
+    old: Option<&Value>,
+    new: Option<&Value>,
+) -> Result<(), ApiError> {
+    let Some(user) = user else { return Ok(()) };
+    let r = t.resource;
+    admission::admit(
+        user,
+        &admission::Request {
+            op,
+            group: r.group,
+            resource: r.plural,
+            subresource: sub,
+            namespace: t.namespace.as_deref().unwrap_or(""),
+            name,
+            old,
+            new,
+        },
+    )
+}
+
 fn uid_of(obj: &Value) -> Option<&str> {
     meta_str(obj, "uid")
 }
@@ -372,8 +401,14 @@ impl Api {
         Ok(api)
     }
 
-    /// Answers one authenticated request.
+    /// Answers one request of the server itself (its controllers): no admission plugin applies.
     pub fn handle(&self, req: &Request) -> Reply {
+        self.handle_as(req, None)
+    }
+
+    /// Answers one request authenticated as `user` (`None`: the server itself), which
+    /// [`crate::admission`] admits on writes.
+    pub fn handle_as(&self, req: &Request, user: Option<&User>) -> Reply {
         match route(&req.path) {
             Route::Document(doc) => {
                 if req.method != "GET" {
@@ -382,14 +417,14 @@ impl Api {
                 Reply::Full(Response::json(200, &doc))
             }
             Route::Unknown => ApiError::no_route().into(),
-            Route::Resource(t) => match self.handle_resource(req, &t) {
+            Route::Resource(t) => match self.handle_resource(req, &t, user) {
                 Ok(r) => r,
                 Err(e) => e.into(),
             },
         }
     }
 
-    fn handle_resource(&self, req: &Request, t: &Target) -> Result<Reply, ApiError> {
+    fn handle_resource(&self, req: &Request, t: &Target, user: Option<&User>) -> Result<Reply, ApiError> {
         let method = req.method.as_str();
         match (&t.name, t.sub.as_deref(), method) {
             (None, None, "GET") => {
@@ -399,16 +434,16 @@ impl Api {
                 }
                 self.list(req, t)
             }
-            (None, None, "POST") => self.create(req, t),
+            (None, None, "POST") => self.create(req, t, user),
             (None, None, "DELETE") => self.delete_collection(req, t),
             (Some(name), Some("log"), "GET") => self.log(req, t, name),
             (Some(name), _, "GET") => {
                 let obj = self.get_obj(t, name)?;
                 Ok(Reply::Full(self.render_one(req, t, obj)))
             }
-            (Some(name), sub, "PUT") => self.update(req, t, name, sub),
-            (Some(name), sub, "PATCH") => self.patch(req, t, name, sub),
-            (Some(name), None, "DELETE") => self.delete(req, t, name),
+            (Some(name), sub, "PUT") => self.update(req, t, name, sub, user),
+            (Some(name), sub, "PATCH") => self.patch(req, t, name, sub, user),
+            (Some(name), None, "DELETE") => self.delete(req, t, name, user),
             _ => Err(ApiError::method_not_allowed(method)),
         }
     }
@@ -504,7 +539,7 @@ impl Api {
         Ok(())
     }
 
-    fn create(&self, req: &Request, t: &Target) -> Result<Reply, ApiError> {
+    fn create(&self, req: &Request, t: &Target, user: Option<&User>) -> Result<Reply, ApiError> {
         let mut obj = parse_body(req)?;
         self.check_type(t, &obj)?;
         let r = t.resource;
@@ -545,8 +580,9 @@ impl Api {
         let warnings = check_fields(r.kind, &mut obj, mode).map_err(ApiError::from_status)?;
         let uid = uuid::Uuid::new_v4().to_string();
         validate::prepare_for_create(r.kind, &mut obj, &uid, SystemTime::now());
-        validate::validate_create(r.kind, &obj).map_err(ApiError::from_status)?;
         let name = meta_str(&obj, "name").unwrap_or_default().to_string();
+        admit(user, admission::Operation::Create, t, None, &name, None, Some(&obj))?;
+        validate::validate_create(r.kind, &obj).map_err(ApiError::from_status)?;
         if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
             m.remove("resourceVersion");
         }
@@ -625,6 +661,7 @@ impl Api {
         sub: Option<&str>,
         make: impl FnOnce(&Value) -> Result<Value, ApiError>,
         dry_run: bool,
+        user: Option<&User>,
     ) -> Result<Reply, ApiError> {
         let key = self.key(t, name);
         let r = t.resource;
@@ -658,6 +695,7 @@ impl Api {
                     let qos = validate::qos_class(&merged);
                     json::set_at(&mut merged, &["status", "qosClass"], json!(qos))?;
                 }
+                admit(user, admission::Operation::Update, t, sub, name, Some(old), Some(&merged))?;
                 validate::validate_update(r.kind, old, &merged, sub == Some("status"))
                     .map_err(ApiError::from_status)?;
                 if dry_run {
@@ -678,7 +716,14 @@ impl Api {
         Ok(Reply::Full(Response::json(200, &obj)))
     }
 
-    fn update(&self, req: &Request, t: &Target, name: &str, sub: Option<&str>) -> Result<Reply, ApiError> {
+    fn update(
+        &self,
+        req: &Request,
+        t: &Target,
+        name: &str,
+        sub: Option<&str>,
+        user: Option<&User>,
+    ) -> Result<Reply, ApiError> {
         let mut body = parse_body(req)?;
         self.check_type(t, &body)?;
         let mode =
@@ -688,14 +733,21 @@ impl Api {
             return Err(ApiError::bad_request("the name of the object does not match the name on the URL"));
         }
         self.exists(t, name)?;
-        with_warnings(self.write(t, name, sub, |_| Ok(body), req.param("dryRun").is_some()), warnings)
+        with_warnings(self.write(t, name, sub, |_| Ok(body), req.param("dryRun").is_some(), user), warnings)
     }
 
     fn exists(&self, t: &Target, name: &str) -> Result<(), ApiError> {
         self.get_obj(t, name).map(|_| ())
     }
 
-    fn patch(&self, req: &Request, t: &Target, name: &str, sub: Option<&str>) -> Result<Reply, ApiError> {
+    fn patch(
+        &self,
+        req: &Request,
+        t: &Target,
+        name: &str,
+        sub: Option<&str>,
+        user: Option<&User>,
+    ) -> Result<Reply, ApiError> {
         let ct = req.header("content-type").unwrap_or("").split(';').next().unwrap_or("").trim().to_string();
         let kind = match ct.as_str() {
             "application/json-patch+json" => 0,
@@ -736,11 +788,12 @@ impl Api {
                 Ok(patched)
             },
             req.param("dryRun").is_some(),
+            user,
         );
         with_warnings(reply, warnings.into_inner())
     }
 
-    fn delete(&self, req: &Request, t: &Target, name: &str) -> Result<Reply, ApiError> {
+    fn delete(&self, req: &Request, t: &Target, name: &str, user: Option<&User>) -> Result<Reply, ApiError> {
         let opts: Value = if req.body.is_empty() { json!({}) } else { parse_body(req)? };
         let grace_param = req.param("gracePeriodSeconds").and_then(|g| g.parse::<i64>().ok());
         let grace_opt = opts.get("gracePeriodSeconds").and_then(Value::as_i64).or(grace_param);
@@ -776,6 +829,7 @@ impl Api {
             Ok(())
         };
         let old = self.get_obj(t, name)?;
+        admit(user, admission::Operation::Delete, t, None, name, Some(&old), None)?;
         if r.kind == "Namespace" && ["default", "kube-system", "kube-public"].contains(&name) {
             return Err(ApiError::forbidden("namespaces", name, "this namespace may not be deleted"));
         }
@@ -904,6 +958,79 @@ mod tests {
             Reply::Full(resp) => (resp.status, serde_json::from_slice(&resp.body).unwrap()),
             _ => panic!("not a full reply"),
         }
+    }
+
+    fn with_type(mut r: Request, ct: &str) -> Request {
+        r.headers = vec![("content-type".into(), ct.into())];
+        r
+    }
+
+    /// Issue 13 finding 7: with n1's credential, removing an admin's taint, adding restricted
+    /// labels through the Node or its status, and re-registering with them are all 403.
+    #[test]
+    fn node_restriction_holds_through_every_write() {
+        let api = Api::new(Store::in_memory()).unwrap();
+        let n1 = User { name: "system:node:n1".into(), groups: vec!["system:nodes".into()] };
+        let node = r#"{"apiVersion":"v1","kind":"Node","metadata":{"name":"n1","labels":{"kubernetes.io/hostname":"n1","kubernetes.io/os":"linux","kubernetes.io/arch":"amd64","beta.kubernetes.io/os":"linux","beta.kubernetes.io/arch":"amd64"}},"spec":{}}"#;
+        let (code, st) = full(api.handle_as(&req("POST", "/api/v1/nodes", node), Some(&n1)));
+        assert_eq!(code, 201, "{st}");
+        let taint = r#"{"spec":{"taints":[{"key":"dedicated","value":"db","effect":"NoSchedule"}]}}"#;
+        let merge = "application/merge-patch+json";
+        let (code, _) = full(api.handle(&with_type(req("PATCH", "/api/v1/nodes/n1", taint), merge)));
+        assert_eq!(code, 200);
+        let as_n1 = |r: Request| full(api.handle_as(&r, Some(&n1)));
+        let untaint = r#"[{"op":"remove","path":"/spec/taints"}]"#;
+        let (code, st) =
+            as_n1(with_type(req("PATCH", "/api/v1/nodes/n1", untaint), "application/json-patch+json"));
+        assert_eq!((code, st["reason"].as_str()), (403, Some("Forbidden")), "{st}");
+        assert_eq!(st["message"], "nodes \"n1\" is forbidden: node \"n1\" is not allowed to modify taints");
+        for path in ["/api/v1/nodes/n1", "/api/v1/nodes/n1/status"] {
+            for label in ["node-role.kubernetes.io/control-plane", "node-restriction.kubernetes.io/x"] {
+                let body = format!(r#"{{"metadata":{{"labels":{{"{label}":"yes"}}}}}}"#);
+                let (code, st) =
+                    as_n1(with_type(req("PATCH", path, &body), "application/strategic-merge-patch+json"));
+                assert_eq!(code, 403, "{path} {label}: {st}");
+                assert_eq!(
+                    st["message"],
+                    format!("nodes \"n1\" is forbidden: is not allowed to modify labels: {label}")
+                );
+            }
+        }
+        // Its own status and harmless labels still go through.
+        let beat = r#"{"metadata":{"labels":{"example.com/rack":"r1"}},"status":{"conditions":[{"type":"Ready","status":"True"}]}}"#;
+        let (code, st) = as_n1(with_type(
+            req("PATCH", "/api/v1/nodes/n1/status", beat),
+            "application/strategic-merge-patch+json",
+        ));
+        assert_eq!(code, 200, "{st}");
+        let (_, stored) = full(api.handle(&req("GET", "/api/v1/nodes/n1", "")));
+        assert_eq!(stored["spec"]["taints"][0]["key"], "dedicated");
+        assert!(stored["metadata"]["labels"].get("node-role.kubernetes.io/control-plane").is_none());
+        // Deleting its Node is allowed; coming back with a role label is not.
+        assert_eq!(as_n1(req("DELETE", "/api/v1/nodes/n1", "")).0, 200);
+        let relabelled = node.replace(
+            "\"kubernetes.io/hostname\"",
+            "\"node-role.kubernetes.io/master\":\"\",\"kubernetes.io/hostname\"",
+        );
+        let (code, st) = as_n1(req("POST", "/api/v1/nodes", &relabelled));
+        assert_eq!(code, 403, "{st}");
+        assert_eq!(st["message"], "nodes \"n1\" is forbidden: node \"n1\" is not allowed to set the following labels: node-role.kubernetes.io/master");
+        assert_eq!(full(api.handle(&req("GET", "/api/v1/nodes/n1", ""))).0, 404);
+        assert_eq!(as_n1(req("POST", "/api/v1/nodes", node)).0, 201);
+        // Pod labels do not change through the status of a pod bound to the node.
+        let pod = r#"{"metadata":{"name":"p","labels":{"app":"a"}},"spec":{"nodeName":"n1","containers":[{"name":"c","image":"i"}]}}"#;
+        assert_eq!(full(api.handle(&req("POST", "/api/v1/namespaces/default/pods", pod))).0, 201);
+        let relabel = r#"{"metadata":{"labels":{"app":"stolen"}},"status":{"phase":"Running"}}"#;
+        let (code, st) =
+            as_n1(with_type(req("PATCH", "/api/v1/namespaces/default/pods/p/status", relabel), merge));
+        assert_eq!(
+            (code, st["message"].as_str()),
+            (403, Some("pods \"p\" is forbidden: node \"n1\" cannot update labels through pod status"))
+        );
+        let running = r#"{"status":{"phase":"Running"}}"#;
+        let (code, st) =
+            as_n1(with_type(req("PATCH", "/api/v1/namespaces/default/pods/p/status", running), merge));
+        assert_eq!(code, 200, "{st}");
     }
 
     #[test]
