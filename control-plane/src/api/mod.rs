@@ -353,6 +353,49 @@ fn with_warnings(reply: Result<Reply, ApiError>, warnings: Vec<String>) -> Resul
     }
 }
 
+/// The apiserver's `checkName` and `EnsureObjectNamespaceMatchesRequestNamespace` for the
+/// object of a PUT or the result of a PATCH: a name other than the URL's is 400 BadRequest, and
+/// so is a namespace other than the URL's (a missing one is the URL's). A PATCH cannot rename
+/// or move an object.
+fn check_identity(t: &Target, name: &str, obj: &Value) -> Result<(), ApiError> {
+    let obj_name = meta_str(obj, "name").unwrap_or("");
+    if obj_name != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({obj_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    let want = if t.resource.namespaced { t.namespace.as_deref().unwrap_or("") } else { "" };
+    match meta_str(obj, "namespace").unwrap_or("") {
+        "" => Ok(()),
+        ns if ns == want || want.is_empty() => Ok(()),
+        _ => Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        )),
+    }
+}
+
+/// A patch that sets another `kind` or `apiVersion`: kube cannot decode the result into the
+/// resource's type, and answers 422 Invalid on the field `patch`.
+fn check_patched_type(t: &Target, patched: &Value) -> Result<(), ApiError> {
+    let r = t.resource;
+    let kind_ok = patched.get("kind").is_none_or(|k| k.as_str() == Some(r.kind));
+    let av_ok = patched.get("apiVersion").is_none_or(|a| a.as_str() == Some(&r.api_version()));
+    if kind_ok && av_ok {
+        return Ok(());
+    }
+    let kind = patched.get("kind").and_then(Value::as_str).unwrap_or(r.kind);
+    let version = match patched.get("apiVersion").and_then(Value::as_str) {
+        Some(av) => av.rsplit('/').next().unwrap_or(av),
+        None => r.version,
+    };
+    let why = format!(
+        "no kind \"{kind}\" is registered for version \"{version}\" in scheme \"pkg/api/legacyscheme/scheme.go:30\""
+    );
+    let text = serde_json::to_string(patched).unwrap_or_default();
+    let cause = validate::FieldError::invalid("patch", &json!(text), &why);
+    Err(ApiError::from_status(validate::invalid_status("", "", &[cause])))
+}
+
 /// Runs NodeRestriction for a request of `user` (none for the server's own requests).
 fn admit(
     user: Option<&User>,
@@ -729,9 +772,7 @@ impl Api {
         let mode =
             FieldValidation::from_query(req.param("fieldValidation")).map_err(ApiError::from_status)?;
         let warnings = check_fields(t.resource.kind, &mut body, mode).map_err(ApiError::from_status)?;
-        if meta_str(&body, "name").is_some_and(|n| n != name) {
-            return Err(ApiError::bad_request("the name of the object does not match the name on the URL"));
-        }
+        check_identity(t, name, &body)?;
         self.exists(t, name)?;
         with_warnings(self.write(t, name, sub, |_| Ok(body), req.param("dryRun").is_some(), user), warnings)
     }
@@ -773,10 +814,23 @@ impl Api {
                     1 => crate::patch::apply_merge_patch(old, &patch),
                     _ => {
                         let keys = crate::patch::k8s_merge_keys(rkind);
-                        crate::patch::apply_strategic_merge_patch(old, &patch, &keys)
-                            .map_err(|e| ApiError::bad_request(e.to_string()))?
+                        crate::patch::apply_strategic_merge_patch(old, &patch, &keys).map_err(
+                            |e| match e {
+                                // As kube, which cannot decode the result: 422 on the field `patch`.
+                                crate::patch::PatchError::DirectiveOnScalar(_) => {
+                                    ApiError::from_status(validate::invalid_status(
+                                        "",
+                                        "",
+                                        &[validate::FieldError::invalid("patch", &patch, &e.to_string())],
+                                    ))
+                                }
+                                e => ApiError::bad_request(e.to_string()),
+                            },
+                        )?
                     }
                 };
+                check_identity(t, name, &patched)?;
+                check_patched_type(t, &patched)?;
                 *warnings.borrow_mut() =
                     check_fields(rkind, &mut patched, mode).map_err(ApiError::from_status)?;
                 // A patch without a resourceVersion is unconditional.
@@ -1031,6 +1085,124 @@ mod tests {
         let (code, st) =
             as_n1(with_type(req("PATCH", "/api/v1/namespaces/default/pods/p/status", running), merge));
         assert_eq!(code, 200, "{st}");
+    }
+
+    /// Issue 13 finding 9: patches and PUTs that would rename, move or retype an object are
+    /// refused instead of silently dropped; `$patch: delete` on a scalar is 422 and bumps nothing.
+    #[test]
+    fn identity_changes_are_refused_not_dropped() {
+        let api = Api::new(Store::in_memory()).unwrap();
+        let pod = r#"{"metadata":{"name":"p"},"spec":{"activeDeadlineSeconds":30,"containers":[{"name":"c","image":"i"}]}}"#;
+        let (_, created) = full(api.handle(&req("POST", "/api/v1/namespaces/default/pods", pod)));
+        let path = "/api/v1/namespaces/default/pods/p";
+        let jp = "application/json-patch+json";
+        let mp = "application/merge-patch+json";
+        let smp = "application/strategic-merge-patch+json";
+        let cases = [
+            (
+                jp,
+                r#"[{"op":"replace","path":"/metadata/name","value":"q"}]"#,
+                "the name of the object (q) does not match the name on the URL (p)",
+            ),
+            (
+                jp,
+                r#"[{"op":"remove","path":"/metadata/name"}]"#,
+                "the name of the object () does not match the name on the URL (p)",
+            ),
+            (
+                mp,
+                r#"{"metadata":{"name":"q"}}"#,
+                "the name of the object (q) does not match the name on the URL (p)",
+            ),
+            (
+                smp,
+                r#"{"metadata":{"name":"q"}}"#,
+                "the name of the object (q) does not match the name on the URL (p)",
+            ),
+            (
+                jp,
+                r#"[{"op":"replace","path":"/metadata/namespace","value":"kube-system"}]"#,
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ),
+            (
+                mp,
+                r#"{"metadata":{"namespace":"kube-system"}}"#,
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ),
+        ];
+        for (ct, body, message) in cases {
+            let (code, st) = full(api.handle(&with_type(req("PATCH", path, body), ct)));
+            assert_eq!(
+                (code, st["reason"].as_str(), st["message"].as_str()),
+                (400, Some("BadRequest"), Some(message)),
+                "{ct} {body}"
+            );
+        }
+        for (ct, body) in [
+            (mp, r#"{"kind":"Node"}"#),
+            (mp, r#"{"apiVersion":"v2"}"#),
+            (jp, r#"[{"op":"replace","path":"/kind","value":"Foo"}]"#),
+        ] {
+            let (code, st) = full(api.handle(&with_type(req("PATCH", path, body), ct)));
+            assert_eq!((code, st["reason"].as_str()), (422, Some("Invalid")), "{body}: {st}");
+            assert_eq!(st["details"]["causes"][0]["field"], "patch");
+            assert!(st["message"].as_str().unwrap().contains("is registered for version"), "{st}");
+        }
+        let (code, st) = full(api.handle(&with_type(
+            req("PATCH", path, r#"{"spec":{"activeDeadlineSeconds":{"$patch":"delete"}}}"#),
+            smp,
+        )));
+        assert_eq!((code, st["reason"].as_str()), (422, Some("Invalid")), "{st}");
+        // A PUT under another name or namespace.
+        let mut renamed = created.clone();
+        renamed["metadata"]["name"] = json!("q");
+        let (code, st) = full(api.handle(&req("PUT", path, &renamed.to_string())));
+        assert_eq!(
+            (code, st["message"].as_str()),
+            (400, Some("the name of the object (q) does not match the name on the URL (p)"))
+        );
+        let mut moved = created.clone();
+        moved["metadata"]["namespace"] = json!("kube-system");
+        assert_eq!(full(api.handle(&req("PUT", path, &moved.to_string()))).0, 400);
+        // Nothing changed: same generation, same deadline; the name stays the URL's.
+        let (_, now) = full(api.handle(&req("GET", path, "")));
+        assert_eq!(now["metadata"]["generation"], created["metadata"]["generation"]);
+        assert_eq!(now["spec"]["activeDeadlineSeconds"], 30);
+        assert_eq!(now["metadata"]["resourceVersion"], created["metadata"]["resourceVersion"]);
+        // Patches that keep the identity (or repeat it) still work.
+        let same = r#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"p","namespace":"default","labels":{"a":"b"}}}"#;
+        assert_eq!(full(api.handle(&with_type(req("PATCH", path, same), mp))).0, 200);
+    }
+
+    /// Issue 13 finding 8 at the API: bad labels are 422, bad selectors 400.
+    #[test]
+    fn labels_and_selectors_are_validated_at_the_api() {
+        let api = Api::new(Store::in_memory()).unwrap();
+        for labels in [r#"{"bad key!":"v"}"#, r#"{"":"v"}"#, r#"{"a/b/c":"v"}"#] {
+            let pod = format!(
+                r#"{{"metadata":{{"name":"p","labels":{labels}}},"spec":{{"containers":[{{"name":"c","image":"i"}}]}}}}"#
+            );
+            let (code, st) = full(api.handle(&req("POST", "/api/v1/namespaces/default/pods", &pod)));
+            assert_eq!((code, st["reason"].as_str()), (422, Some("Invalid")), "{labels}: {st}");
+            assert_eq!(st["details"]["causes"][0]["field"], "metadata.labels");
+        }
+        let ev =
+            "{\"metadata\":{\"name\":\"e\\r\\nX: y\"},\"involvedObject\":{\"kind\":\"Pod\",\"name\":\"p\"}}";
+        let (code, st) = full(api.handle(&req("POST", "/api/v1/namespaces/default/events", ev)));
+        assert_eq!(code, 422, "{st}");
+        let pod = r#"{"metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"i"}]}}"#;
+        assert_eq!(full(api.handle(&req("POST", "/api/v1/namespaces/default/pods", pod))).0, 201);
+        let merge = "application/merge-patch+json";
+        let long = "v".repeat(300);
+        let body = format!(r#"{{"metadata":{{"labels":{{"k":"{long}"}}}}}}"#);
+        let (code, _) =
+            full(api.handle(&with_type(req("PATCH", "/api/v1/namespaces/default/pods/p", &body), merge)));
+        assert_eq!(code, 422);
+        for sel in ["labelSelector=a%2Fb%2Fc%3Dx", &format!("labelSelector=k%3D{long}"), "labelSelector=%3Dx"]
+        {
+            let (code, st) = full(api.handle(&req("GET", &format!("/api/v1/pods?{sel}"), "")));
+            assert_eq!((code, st["reason"].as_str()), (400, Some("BadRequest")), "{sel}: {st}");
+        }
     }
 
     #[test]
