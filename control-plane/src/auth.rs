@@ -74,9 +74,16 @@ impl Tokens {
         Ok(t)
     }
 
-    /// The user a `Authorization` header value authenticates, if any.
+    /// The user a `Authorization` header value authenticates, if any. The header is read as
+    /// the apiserver's bearer-token authenticator reads it: surrounding spaces trimmed, split
+    /// at spaces, the scheme `bearer` in any case, the token the second part (so it may not
+    /// be empty, and a third part is ignored).
     pub fn authenticate(&self, header: Option<&str>) -> Option<User> {
-        let token = header?.strip_prefix("Bearer ")?.trim();
+        let mut parts = header?.trim().splitn(3, ' ');
+        if !parts.next()?.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        let token = parts.next()?;
         if token.is_empty() {
             return None;
         }
@@ -116,6 +123,13 @@ mod tests {
         assert!(t.authenticate(Some("Bearer other")).is_none());
         assert!(t.authenticate(Some("Basic admintok")).is_none());
         assert!(t.authenticate(Some("Bearer ")).is_none());
+        // The scheme in any case, as Go's bearer-token authenticator compares it.
+        for ok in ["bearer admintok", "BEARER admintok", "  Bearer admintok  ", "Bearer admintok extra"] {
+            assert_eq!(t.authenticate(Some(ok)).map(|u| u.name).as_deref(), Some("admin"), "{ok:?}");
+        }
+        for bad in ["Bearer  admintok", "Bearer", "Bearer\tadmintok", "Bearerx admintok", "admintok"] {
+            assert!(t.authenticate(Some(bad)).is_none(), "{bad:?}");
+        }
         assert!(t.authenticate(None).is_none());
         // A prefix, an extension and a one-byte change of a real token are all refused.
         for guess in ["Bearer nodeto", "Bearer nodetokx", "Bearer nodetoK", "Bearer admintoknodetok"] {

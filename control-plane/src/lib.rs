@@ -5,6 +5,7 @@
 //! side (TLS, tokens, the store, the REST handlers, watch, the scheduler) builds on them.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod api;
 pub mod auth;
 pub mod authz;

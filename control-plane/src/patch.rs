@@ -52,6 +52,9 @@ pub enum PatchError {
     BadDirectiveList(String),
     /// The patch has a key that its `$retainKeys` list does not name.
     KeyNotRetained(String),
+    /// A map with a `$patch` directive patches a field whose value is a scalar or a list (kube
+    /// cannot decode the result: 422).
+    DirectiveOnScalar(String),
 }
 
 impl fmt::Display for PatchError {
@@ -81,6 +84,9 @@ impl fmt::Display for PatchError {
             }
             Self::BadDirectiveList(k) => write!(f, "invalid patch: \"{k}\" must be a list"),
             Self::KeyNotRetained(k) => write!(f, "invalid patch: key \"{k}\" is not in the $retainKeys list"),
+            Self::DirectiveOnScalar(p) => {
+                write!(f, "a \"$patch\" directive applies to a map, but \"{p}\" is not one")
+            }
         }
     }
 }
@@ -479,6 +485,9 @@ impl Smp<'_> {
             path.push(k.clone());
             let merged = match (orig.remove(k), v) {
                 (Some(Value::Object(o)), Value::Object(p)) => self.merge_map(o, p, path)?.into_value(),
+                (Some(o), Value::Object(p)) if !o.is_null() && p.contains_key(DIRECTIVE) => {
+                    return Err(PatchError::DirectiveOnScalar(joined(path)));
+                }
                 (_, Value::Object(p)) => self.merge_map(Map::new(), p, path)?.into_value(),
                 (Some(Value::Array(o)), Value::Array(p)) => {
                     Some(Value::Array(self.merge_list(o, p, strategy(self.keys, path), path)?))
@@ -909,6 +918,26 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out["status"]["addresses"], json!([{"type": "InternalIP", "address": "1.2.3.4"}]));
+    }
+
+    #[test]
+    fn a_directive_on_a_scalar_is_an_error() {
+        let doc = json!({"spec": {"activeDeadlineSeconds": 5, "nodeSelector": {"a": "1"}, "args": ["x"]}});
+        for field in ["activeDeadlineSeconds", "args"] {
+            let patch = json!({"spec": {field: {"$patch": "delete"}}});
+            assert_eq!(
+                smp("Pod", doc.clone(), patch),
+                Err(PatchError::DirectiveOnScalar(format!("spec.{field}"))),
+                "{field}"
+            );
+        }
+        // On a map, or where there is nothing, the directive still works.
+        let out = smp(
+            "Pod",
+            doc.clone(),
+            json!({"spec": {"nodeSelector": {"$patch": "delete"}, "x": {"$patch": "delete"}}}),
+        );
+        assert_eq!(out, Ok(json!({"spec": {"activeDeadlineSeconds": 5, "args": ["x"]}})));
     }
 
     #[test]

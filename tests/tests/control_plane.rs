@@ -650,3 +650,166 @@ for node in ["n1", "n2"]:
     let paged = kubectl_ok(&cp, &["get", "nodes", "--chunk-size=1", "-o", "name"]);
     assert_eq!(paged.lines().collect::<Vec<_>>(), ["node/n1", "node/n2"], "{paged}");
 }
+
+/// Waits until `kubectl get pod NAME -o jsonpath=PATH` prints something other than `not`.
+fn wait_pod_field(cp: &ControlPlane, name: &str, path: &str, done: &dyn Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = kubectl_ok(cp, &["get", "pod", name, "-o", &format!("jsonpath={path}")]);
+        if done(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "pod {name} {path} stayed {v:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Issue 13 findings 7-9 against the real binary: with n1's token, kubectl may not remove an
+/// admin's taint, add restricted labels (through the Node or its status) or re-register with
+/// them; the scheduler honours taints, tolerations and nodeSelector; bad labels are 422,
+/// renaming patches 400, and the bearer scheme may be lower case.
+#[test]
+fn node_restriction_scheduling_and_validation() {
+    let _slot = slot();
+    let dir = TempDir::new("admit");
+    let cp = ControlPlane::start_with_args(
+        &dir.0,
+        "127.0.0.1:0",
+        Stdio::inherit(),
+        &["--node", "n1", "--node", "n2"],
+    );
+    let n1 = dir.0.join("nodes/n1.kubeconfig");
+    let n2 = dir.0.join("nodes/n2.kubeconfig");
+    let now = now_rfc3339();
+    let register = |name: &str, cfg: &std::path::Path, extra: &str| {
+        let file = dir.0.join(format!("{name}.yaml"));
+        let extra = extra.replace("NAME", name);
+        let yaml =
+            node_yaml(name, &now, 1).replace("metadata:\n  name:", &format!("metadata:\n{extra}  name:"));
+        std::fs::write(&file, yaml).expect("writing a node");
+        kubectl_as(&cp, cfg, &["create", "-f", file.to_str().expect("UTF-8 path")])
+    };
+    for (name, cfg) in [("n1", &n1), ("n2", &n2)] {
+        let o = register(name, cfg, "  labels: {kubernetes.io/hostname: NAME, kubernetes.io/os: linux}\n");
+        assert!(o.ok, "{name} registering with the kubelet's labels: {}", o.stderr);
+    }
+    kubectl_ok(&cp, &["taint", "node", "n1", "dedicated=db:NoSchedule"]);
+    let refused = |o: Output, message: &str| {
+        assert!(!o.ok && o.stderr.contains(message), "wanted {message:?}, got: {}{}", o.stdout, o.stderr);
+    };
+    refused(
+        kubectl_as(&cp, &n1, &["taint", "node", "n1", "dedicated-"]),
+        "nodes \"n1\" is forbidden: node \"n1\" is not allowed to modify taints",
+    );
+    refused(
+        kubectl_as(&cp, &n1, &["label", "node", "n1", "node-role.kubernetes.io/control-plane="]),
+        "nodes \"n1\" is forbidden: is not allowed to modify labels: node-role.kubernetes.io/control-plane",
+    );
+    refused(
+        kubectl_as(
+            &cp,
+            &n1,
+            &[
+                "patch",
+                "node",
+                "n1",
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                r#"{"metadata":{"labels":{"node-restriction.kubernetes.io/pool":"x"}}}"#,
+            ],
+        ),
+        "is not allowed to modify labels: node-restriction.kubernetes.io/pool",
+    );
+    let taints = kubectl_ok(&cp, &["get", "node", "n1", "-o", "jsonpath={.spec.taints[*].key}"]);
+    assert_eq!(taints, "dedicated");
+    // Its own harmless labels are fine.
+    assert!(kubectl_as(&cp, &n1, &["label", "node", "n1", "example.com/rack=r1"]).ok);
+    // Deleting its Node is allowed; coming back with a role label is not.
+    assert!(kubectl_as(&cp, &n1, &["delete", "node", "n1"]).ok);
+    refused(
+        register("n1", &n1, "  labels: {node-role.kubernetes.io/master: \"\"}\n"),
+        "nodes \"n1\" is forbidden: node \"n1\" is not allowed to set the following labels: node-role.kubernetes.io/master",
+    );
+    assert!(register("n1", &n1, "").ok, "n1 re-registering plainly");
+    kubectl_ok(&cp, &["taint", "node", "n1", "dedicated=db:NoSchedule"]);
+
+    // Scheduling: n1 is tainted, neither node has disktype=ssd.
+    let pod = dir.0.join("picky.yaml");
+    std::fs::write(
+        &pod,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: picky\nspec:\n  nodeSelector: {disktype: ssd}\n  containers:\n  - {name: app, image: busybox}\n",
+    )
+    .expect("writing a pod");
+    kubectl_ok(&cp, &["create", "-f", pod.to_str().expect("UTF-8 path")]);
+    let message = "0/2 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 1 node(s) had untolerated taint {dedicated: db}.";
+    let got =
+        wait_pod_field(&cp, "picky", "{.status.conditions[?(@.type==\"PodScheduled\")].message}", &|m| {
+            !m.is_empty()
+        });
+    assert_eq!(got, message);
+    let reason = kubectl_ok(&cp, &["get", "pod", "picky", "-o", "jsonpath={.status.conditions[0].reason}"]);
+    assert_eq!(reason, "Unschedulable");
+    let events = kubectl_ok(
+        &cp,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=FailedScheduling",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ],
+    );
+    assert!(events.contains(message), "{events}");
+    assert_eq!(kubectl_ok(&cp, &["get", "pod", "picky", "-o", "jsonpath={.spec.nodeName}"]), "");
+    // Labelled and tolerated, it goes to n1.
+    kubectl_ok(&cp, &["label", "node", "n1", "disktype=ssd"]);
+    kubectl_ok(
+        &cp,
+        &[
+            "patch",
+            "pod",
+            "picky",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"tolerations":[{"key":"dedicated","operator":"Equal","value":"db","effect":"NoSchedule"}]}}"#,
+        ],
+    );
+    assert_eq!(wait_pod_field(&cp, "picky", "{.spec.nodeName}", &|n| !n.is_empty()), "n1");
+
+    // Validation and silently dropped changes.
+    refused(
+        kubectl(
+            &cp,
+            &["patch", "pod", "picky", "--type=merge", "-p", r#"{"metadata":{"labels":{"bad key!":"v"}}}"#],
+        ),
+        "metadata.labels: Invalid value: \"bad key!\"",
+    );
+    refused(kubectl(&cp, &["get", "pods", "-l", "a/b/c=x"]), "unable to parse requirement");
+    refused(
+        kubectl(
+            &cp,
+            &[
+                "patch",
+                "pod",
+                "picky",
+                "--type=json",
+                "-p",
+                r#"[{"op":"replace","path":"/metadata/name","value":"other"}]"#,
+            ],
+        ),
+        "the name of the object (other) does not match the name on the URL (picky)",
+    );
+    // `bearer` in lower case authenticates.
+    let program = r#"
+import http.client, ssl, sys, yaml
+token = yaml.safe_load(open(sys.argv[1]))["users"][0]["user"]["token"]
+host, port = sys.argv[2].rsplit("//", 1)[1].split(":")
+c = http.client.HTTPSConnection(host, int(port), context=ssl.create_default_context(cafile=sys.argv[3]), timeout=20)
+c.request("GET", "/api/v1/namespaces/default/pods/picky", headers={"Authorization": "bearer " + token})
+print(c.getresponse().status)
+"#;
+    let o = python(&cp, program);
+    assert!(o.ok && o.stdout.trim() == "200", "{}{}", o.stdout, o.stderr);
+}

@@ -225,6 +225,7 @@ fn handle(
         };
         return write_response(w, &resp, keep).is_ok();
     }
+    let mut caller = None;
     if !public(&req.path) {
         let Some(user) = tokens.authenticate(req.header("authorization")) else {
             return write_response(w, &ApiError::unauthorized().response(), keep).is_ok();
@@ -243,6 +244,7 @@ fn handle(
             };
             return write_response(w, &resp, keep).is_ok();
         }
+        caller = Some(user);
     }
     let accept = req.header("accept").unwrap_or("");
     if !accept.is_empty()
@@ -258,7 +260,7 @@ fn handle(
     {
         return write_response(w, &ApiError::not_acceptable(accept).response(), keep).is_ok();
     }
-    match api.handle(req) {
+    match api.handle_as(req, caller.as_ref()) {
         Reply::Full(resp) => write_response(w, &resp, keep).is_ok(),
         Reply::Watch(spec) => {
             let _ = spec.stream(&api.store, w, alive);
