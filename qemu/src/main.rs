@@ -525,7 +525,13 @@ fn main() -> ExitCode {
             cluster_up(&args.up, Some(pod))
         }
         Verb::ControlPlane { dir, listen, insecure_http, nodes } => {
-            return match control_plane::run(&control_plane::Config { dir, listen, insecure_http, nodes }) {
+            return match control_plane::run(&control_plane::Config {
+                dir,
+                listen,
+                insecure_http,
+                nodes,
+                store: control_plane::store::Limits::default(),
+            }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("xtask: error: control plane: {e}");

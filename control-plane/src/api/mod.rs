@@ -8,6 +8,7 @@ pub mod status;
 pub mod watch;
 
 use crate::json;
+use crate::patch::PatchError;
 use crate::rfc3339;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::server::http::{Request, Response};
@@ -127,18 +128,56 @@ fn store_err(e: StoreError, t: &Target, name: &str) -> ApiError {
             "the object has been modified; please apply your changes to the latest version and try again",
         ),
         StoreError::Expired { .. } => ApiError::expired(e.to_string()),
-        StoreError::Io(e) => ApiError::internal(e.to_string()),
+        StoreError::TooDeep => ApiError::invalid(r.kind, name, &e.to_string()),
+        e => e.into(),
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        ApiError::internal(e.to_string())
+        match e {
+            StoreError::TooLarge { .. } => ApiError::entity_too_large(e.to_string()),
+            StoreError::TooDeep => ApiError::unprocessable(e.to_string()),
+            e => ApiError::internal(e.to_string()),
+        }
     }
 }
 
+/// apimachinery's `TotalAnnotationSizeLimitB`: the keys and values of an object's annotations
+/// together.
+pub const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
+
+/// Refuses (422) an object whose annotations take more than [`MAX_ANNOTATIONS_BYTES`], as
+/// apimachinery's `ValidateAnnotationsSize` does.
+pub fn check_annotations_size(kind: &str, name: &str, obj: &Value) -> Result<(), ApiError> {
+    let Some(m) = obj.pointer("/metadata/annotations").and_then(Value::as_object) else { return Ok(()) };
+    let total = m.iter().fold(0usize, |n, (k, v)| n.saturating_add(k.len() + v.as_str().map_or(0, str::len)));
+    if total > MAX_ANNOTATIONS_BYTES {
+        return Err(ApiError::invalid(
+            kind,
+            name,
+            &format!("metadata.annotations: Too long: may not be more than {MAX_ANNOTATIONS_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// How often a write whose object changed while it was being computed starts again.
+const CONFLICT_RETRIES: usize = 5;
+
 /// Parses a request body as JSON, or YAML when the content type says so.
 pub fn parse_body(req: &Request) -> Result<Value, ApiError> {
+    let v = parse_body_any_depth(req)?;
+    if crate::store::deeper_than(&v, crate::store::MAX_DEPTH) {
+        return Err(ApiError::bad_request(format!(
+            "the object nests objects and arrays deeper than {} levels",
+            crate::store::MAX_DEPTH
+        )));
+    }
+    Ok(v)
+}
+
+fn parse_body_any_depth(req: &Request) -> Result<Value, ApiError> {
     let ct = req.header("content-type").unwrap_or("application/json");
     if req.body.is_empty() {
         return Err(ApiError::bad_request("the request body is empty"));
@@ -547,6 +586,7 @@ impl Api {
         validate::prepare_for_create(r.kind, &mut obj, &uid, SystemTime::now());
         validate::validate_create(r.kind, &obj).map_err(ApiError::from_status)?;
         let name = meta_str(&obj, "name").unwrap_or_default().to_string();
+        check_annotations_size(r.kind, &name, &obj)?;
         if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
             m.remove("resourceVersion");
         }
@@ -618,64 +658,73 @@ impl Api {
         }
     }
 
+    /// Computes the new object from the stored one and the request, outside the store lock.
+    fn prepare_write(
+        t: &Target,
+        name: &str,
+        sub: Option<&str>,
+        old: &Value,
+        make: &dyn Fn(&Value) -> Result<Value, ApiError>,
+    ) -> Result<Value, ApiError> {
+        let r = t.resource;
+        let mut new = make(old)?;
+        if !new.is_object() || !new.get("metadata").is_some_and(Value::is_object) {
+            return Err(ApiError::bad_request("the object has no metadata"));
+        }
+        if let Some(uid) = uid_of(&new) {
+            if Some(uid) != uid_of(old) {
+                return Err(ApiError::invalid(
+                    r.kind,
+                    name,
+                    "metadata.uid: Invalid value: field is immutable",
+                ));
+            }
+        }
+        if let Some(rv) = meta_str(&new, "resourceVersion") {
+            if !rv.is_empty() && rv.parse::<u64>().ok() != object_rv(old) {
+                return Err(store_err(StoreError::Conflict, t, name));
+            }
+        }
+        json::set(&mut new, "kind", json!(r.kind))?;
+        json::set(&mut new, "apiVersion", json!(r.api_version()))?;
+        let mut merged = Self::merge_for_write(t, sub, old, new)?;
+        validate::apply_defaults(r.kind, &mut merged);
+        if r.kind == "Pod" && sub.is_none() {
+            let qos = validate::qos_class(&merged);
+            json::set_at(&mut merged, &["status", "qosClass"], json!(qos))?;
+        }
+        validate::validate_update(r.kind, old, &merged, sub == Some("status"))
+            .map_err(ApiError::from_status)?;
+        check_annotations_size(r.kind, name, &merged)?;
+        Ok(merged)
+    }
+
+    /// Writes an object as kube-apiserver's optimistic update does: read it, compute the new
+    /// object without holding the store lock (a patch's work depends on its body), then store it
+    /// only if nothing changed it meanwhile, starting again (a few times) if something did.
     fn write(
         &self,
         t: &Target,
         name: &str,
         sub: Option<&str>,
-        make: impl FnOnce(&Value) -> Result<Value, ApiError>,
+        make: &dyn Fn(&Value) -> Result<Value, ApiError>,
         dry_run: bool,
     ) -> Result<Reply, ApiError> {
         let key = self.key(t, name);
         let r = t.resource;
-        let mut out_dry = None;
-        let stored = self
-            .store
-            .modify::<ApiError>(&key, |old| {
-                let mut new = make(old)?;
-                if !new.is_object() || !new.get("metadata").is_some_and(Value::is_object) {
-                    return Err(ApiError::bad_request("the object has no metadata"));
-                }
-                if let Some(uid) = uid_of(&new) {
-                    if Some(uid) != uid_of(old) {
-                        return Err(ApiError::invalid(
-                            r.kind,
-                            name,
-                            "metadata.uid: Invalid value: field is immutable",
-                        ));
-                    }
-                }
-                if let Some(rv) = meta_str(&new, "resourceVersion") {
-                    if !rv.is_empty() && rv.parse::<u64>().ok() != object_rv(old) {
-                        return Err(store_err(StoreError::Conflict, t, name));
-                    }
-                }
-                json::set(&mut new, "kind", json!(r.kind))?;
-                json::set(&mut new, "apiVersion", json!(r.api_version()))?;
-                let mut merged = Self::merge_for_write(t, sub, old, new)?;
-                validate::apply_defaults(r.kind, &mut merged);
-                if r.kind == "Pod" && sub.is_none() {
-                    let qos = validate::qos_class(&merged);
-                    json::set_at(&mut merged, &["status", "qosClass"], json!(qos))?;
-                }
-                validate::validate_update(r.kind, old, &merged, sub == Some("status"))
-                    .map_err(ApiError::from_status)?;
-                if dry_run {
-                    out_dry = Some(merged);
-                    return Ok(None);
-                }
-                Ok(Some(merged))
-            })
-            .map_err(|e| {
-                if e.code == 500 && e.message.contains("not found") {
-                    ApiError::not_found(r.plural, r.group, name)
-                } else {
-                    e
-                }
-            })?;
-        let obj = out_dry.unwrap_or(stored);
-        // A pod whose grace period was shortened to zero by its node goes away now.
-        Ok(Reply::Full(Response::json(200, &obj)))
+        let mut attempt = 0;
+        loop {
+            let old = self.store.get(&key).ok_or_else(|| ApiError::not_found(r.plural, r.group, name))?;
+            let merged = Self::prepare_write(t, name, sub, &old, make)?;
+            if dry_run {
+                return Ok(Reply::Full(Response::json(200, &merged)));
+            }
+            match self.store.update(key.clone(), merged, object_rv(&old)) {
+                Ok(stored) => return Ok(Reply::Full(Response::json(200, &stored))),
+                Err(StoreError::Conflict) if attempt < CONFLICT_RETRIES => attempt += 1,
+                Err(e) => return Err(store_err(e, t, name)),
+            }
+        }
     }
 
     fn update(&self, req: &Request, t: &Target, name: &str, sub: Option<&str>) -> Result<Reply, ApiError> {
@@ -688,7 +737,10 @@ impl Api {
             return Err(ApiError::bad_request("the name of the object does not match the name on the URL"));
         }
         self.exists(t, name)?;
-        with_warnings(self.write(t, name, sub, |_| Ok(body), req.param("dryRun").is_some()), warnings)
+        with_warnings(
+            self.write(t, name, sub, &|_| Ok(body.clone()), req.param("dryRun").is_some()),
+            warnings,
+        )
     }
 
     fn exists(&self, t: &Target, name: &str) -> Result<(), ApiError> {
@@ -714,10 +766,16 @@ impl Api {
             t,
             name,
             sub,
-            |old| {
+            &|old| {
                 let mut patched = match kind {
-                    0 => crate::patch::apply_json_patch(old, &patch)
-                        .map_err(|e| ApiError::invalid(rkind, name, &e.to_string()))?,
+                    0 => crate::patch::apply_json_patch(old, &patch).map_err(|e| match e {
+                        PatchError::TooManyOperations { .. } => ApiError::entity_too_large(e.to_string()),
+                        PatchError::CopyTooLarge { .. } | PatchError::TooDeep { .. } => {
+                            ApiError::unprocessable(e.to_string())
+                        }
+                        PatchError::TooMuchWork { .. } => ApiError::entity_too_large(e.to_string()),
+                        e => ApiError::invalid(rkind, name, &e.to_string()),
+                    })?,
                     1 => crate::patch::apply_merge_patch(old, &patch),
                     _ => {
                         let keys = crate::patch::k8s_merge_keys(rkind);

@@ -26,6 +26,8 @@ pub struct Config {
     pub insecure_http: bool,
     /// Nodes to issue credentials for (`--node NAME`); the first one's is `DIR/node.kubeconfig`.
     pub nodes: Vec<String>,
+    /// The store's bounds (`--event-ttl`, `--history-bytes`, ...).
+    pub store: crate::store::Limits,
 }
 
 /// Why the control plane could not start.
@@ -73,7 +75,7 @@ impl Server {
     /// Opens the store, prepares certificates, tokens and kubeconfigs, and binds.
     pub fn start(cfg: &Config) -> Result<Self, StartError> {
         std::fs::create_dir_all(&cfg.dir)?;
-        let store = crate::store::Store::open(&cfg.dir)?;
+        let store = crate::store::Store::open_with(&cfg.dir, cfg.store.clone())?;
         let api = Api::new(store).map_err(StartError::Store)?;
         let tokens = Tokens::load_or_create(&cfg.dir, &cfg.nodes)?;
         let listener = TcpListener::bind(cfg.listen)?;
