@@ -929,6 +929,95 @@ mod tests {
         );
     }
 
+    /// Issue 13, finding 1: 30 chained copies of `/spec` into itself double the object each
+    /// time; the copies are sized before anything is cloned and stop at 3 MiB.
+    #[test]
+    fn chained_copies_stop_at_the_copy_limit_before_cloning() {
+        let doc = json!({"metadata": {"name": "n1"}, "spec": {"holderIdentity": "n1", "renewTime": "x".repeat(900)}});
+        let ops: Vec<Value> =
+            (0..30).map(|i| json!({"op": "copy", "from": "/spec", "path": format!("/spec/a{i}")})).collect();
+        let err = apply_json_patch(&doc, &Value::Array(ops)).unwrap_err();
+        let PatchError::CopyTooLarge { accumulated, limit } = err else { panic!("{err:?}") };
+        assert_eq!(limit, MAX_JSON_PATCH_COPY_BYTES);
+        // Refused at the copy that crosses the limit: the sum of the copies before it is within.
+        assert!(accumulated > limit && accumulated < 3 * limit, "{accumulated}");
+        // Within the limit, copies work.
+        let ok =
+            apply_json_patch(&doc, &json!([{"op": "copy", "from": "/spec", "path": "/spec/a"}])).unwrap();
+        assert_eq!(ok["spec"]["a"]["holderIdentity"], "n1");
+    }
+
+    #[test]
+    fn operations_depth_and_work_are_bounded() {
+        let doc = json!({"a": []});
+        let many = Value::Array(vec![
+            json!({"op": "test", "path": "/a", "value": []});
+            MAX_JSON_PATCH_OPERATIONS + 1
+        ]);
+        assert_eq!(
+            apply_json_patch(&doc, &many),
+            Err(PatchError::TooManyOperations {
+                count: MAX_JSON_PATCH_OPERATIONS + 1,
+                limit: MAX_JSON_PATCH_OPERATIONS
+            })
+        );
+        let enough =
+            Value::Array(vec![json!({"op": "test", "path": "/a", "value": []}); MAX_JSON_PATCH_OPERATIONS]);
+        assert!(apply_json_patch(&doc, &enough).is_ok());
+        // One level at a time, past the depth limit: refused at the op that crosses it.
+        let max = crate::store::MAX_DEPTH;
+        let mut ops = Vec::new();
+        let mut path = String::new();
+        for _ in 0..max + 5 {
+            path.push_str("/x");
+            ops.push(json!({"op": "add", "path": path, "value": {}}));
+        }
+        let err = apply_json_patch(&json!({}), &Value::Array(ops.clone())).unwrap_err();
+        assert!(matches!(err, PatchError::TooDeep { limit, .. } if limit == max), "{err:?}");
+        ops.truncate(max - 1);
+        assert!(apply_json_patch(&json!({}), &Value::Array(ops)).is_ok());
+        // Inserting at the front of a long array shifts it every time: bounded work.
+        let long = json!({"a": vec![0; 100_000]});
+        let front =
+            Value::Array(vec![json!({"op": "add", "path": "/a/0", "value": 1}); MAX_JSON_PATCH_OPERATIONS]);
+        assert_eq!(
+            apply_json_patch(&long, &front),
+            Err(PatchError::TooMuchWork { limit: MAX_JSON_PATCH_WORK })
+        );
+    }
+
+    /// Issue 13, finding 2: 32000 finalizers took 7.4 s (quadratic). The merges of primitive
+    /// lists, `$deleteFromPrimitiveList`, `$setElementOrder` and merge-by-key lists are now
+    /// linear up to a sort: lists of 20000 to 30000 elements take about a second in a debug
+    /// build, well under the generous bound below (the old code compared every pair, in
+    /// `sort_by_key` with a linear search per key, and took minutes).
+    #[test]
+    fn long_lists_merge_in_near_linear_time() {
+        let n = 20_000;
+        let fin = |r: std::ops::Range<usize>| -> Vec<Value> { r.map(|i| json!(format!("f{i}"))).collect() };
+        let owners = |r: std::ops::Range<usize>| -> Vec<Value> {
+            r.map(|i| json!({"uid": format!("u{i}"), "name": format!("o{i}")})).collect()
+        };
+        let doc = json!({"metadata": {"finalizers": fin(0..n), "ownerReferences": owners(0..n)}});
+        let order: Vec<Value> = (0..n + n / 2).rev().map(|i| json!({"uid": format!("u{i}")})).collect();
+        let patch = json!({"metadata": {
+            "finalizers": fin(n / 2..n + n / 2),
+            "$deleteFromPrimitiveList/finalizers": fin(0..n / 4),
+            "ownerReferences": owners(n / 2..n + n / 2),
+            "$setElementOrder/ownerReferences": order}});
+        let start = std::time::Instant::now();
+        let out = smp("Pod", doc, patch).unwrap();
+        let took = start.elapsed();
+        assert!(took < std::time::Duration::from_secs(20), "{took:?}");
+        let f = out["metadata"]["finalizers"].as_array().unwrap();
+        assert_eq!(f.len(), n + n / 2 - n / 4);
+        assert!(!f.contains(&json!("f0")) && f.contains(&json!(format!("f{}", n / 4))));
+        let o = out["metadata"]["ownerReferences"].as_array().unwrap();
+        assert_eq!(o.len(), n + n / 2);
+        assert_eq!(o[0]["uid"], format!("u{}", n + n / 2 - 1));
+        assert_eq!(o[o.len() - 1]["uid"], "u0");
+    }
+
     // --- RFC 7386 ---
 
     #[test]

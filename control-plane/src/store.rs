@@ -871,4 +871,186 @@ mod tests {
         assert_eq!(object_rv(&c), Some(4));
         fs::remove_dir_all(&dir).unwrap();
     }
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("cp-store-{tag}-{}", uuid::Uuid::new_v4()));
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn nested(levels: usize) -> Value {
+        let mut v = json!({});
+        for _ in 1..levels {
+            v = json!({"x": v});
+        }
+        v
+    }
+
+    /// Issue 13, finding 6: an object 128 levels deep was accepted and its log line (one
+    /// level deeper) could not be read back, so a restart lost it. Now the store refuses
+    /// what it could not read back, and every object it takes survives a restart, the deepest
+    /// and the largest allowed included.
+    #[test]
+    fn the_deepest_and_largest_objects_allowed_survive_a_restart() {
+        let dir = temp_dir("deep");
+        let limits = Limits::default();
+        let deepest = json!({"metadata": {"name": "deep"}, "spec": nested(MAX_DEPTH - 1)});
+        assert!(!deeper_than(&deepest, MAX_DEPTH) && deeper_than(&deepest, MAX_DEPTH - 1));
+        let mut largest = json!({"metadata": {"name": "large", "resourceVersion": "1"}, "data": ""});
+        let room = limits.max_object_bytes - serde_json::to_string(&largest).unwrap().len();
+        largest["data"] = json!("y".repeat(room));
+        {
+            let s = Store::open(&dir).unwrap();
+            s.create(Key::new("pods", "default", "deep"), deepest.clone()).unwrap();
+            s.create(Key::new("pods", "default", "large"), largest.clone()).unwrap();
+            let too_deep = json!({"metadata": {"name": "d2"}, "spec": nested(MAX_DEPTH)});
+            assert!(matches!(
+                s.create(Key::new("pods", "default", "d2"), too_deep),
+                Err(StoreError::TooDeep)
+            ));
+            let too_deep = json!({"metadata": {"name": "d3"}, "spec": nested(126)});
+            assert!(matches!(
+                s.create(Key::new("pods", "default", "d3"), too_deep),
+                Err(StoreError::TooDeep)
+            ));
+            let mut too_large = largest.clone();
+            too_large["data"] = json!("y".repeat(room + 1));
+            assert!(matches!(
+                s.create(Key::new("pods", "default", "l2"), too_large),
+                Err(StoreError::TooLarge { .. })
+            ));
+        }
+        let s = Store::open(&dir).unwrap();
+        let (items, _) = s.list("pods", Some("default"));
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0]["spec"], deepest["spec"]);
+        assert_eq!(items[1]["data"], largest["data"]);
+        // And again after the compaction the open did.
+        drop(s);
+        assert_eq!(Store::open(&dir).unwrap().list("pods", None).0.len(), 2);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn replay_refuses_a_line_it_cannot_read_and_names_it() {
+        let dir = temp_dir("bad");
+        {
+            let s = Store::open(&dir).unwrap();
+            s.create(Key::new("pods", "default", "a"), obj("a")).unwrap();
+        }
+        let path = dir.join("store.log");
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"op\":\"put\",\"r\":\"pods\"\n").unwrap();
+        f.write_all(b"{\"op\":\"rv\",\"rv\":9}\n").unwrap();
+        drop(f);
+        let before = fs::read(&path).unwrap();
+        let e = Store::open(&dir).err().expect("the store must not open");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().starts_with(&format!("{}:3: ", path.display())), "{e}");
+        // Nothing was compacted away.
+        assert_eq!(fs::read(&path).unwrap(), before);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn events_expire_and_watches_see_them_deleted() {
+        let dir = temp_dir("ttl");
+        let limits = Limits { event_ttl: Some(Duration::from_secs(60)), ..Limits::default() };
+        let s = Store::open_with(&dir, limits.clone()).unwrap();
+        s.create(Key::new("events", "default", "e1"), obj("e1")).unwrap();
+        s.create(Key::new("events.events.k8s.io", "default", "e2"), obj("e2")).unwrap();
+        s.create(Key::new("pods", "default", "p"), obj("p")).unwrap();
+        assert_eq!(s.expire(SystemTime::now(), 10).unwrap(), 0);
+        let later = SystemTime::now() + Duration::from_secs(61);
+        assert_eq!(s.expire(later, 1).unwrap(), 2);
+        let (changes, _) = s.changes_since(3, &|_| true).unwrap();
+        assert_eq!(
+            changes.iter().map(|c| c.kind).collect::<Vec<_>>(),
+            [EventType::Deleted, EventType::Deleted]
+        );
+        assert!(s.get(&Key::new("events", "default", "e1")).is_none());
+        assert!(s.get(&Key::new("pods", "default", "p")).is_some());
+        // The expiry is in the log: an event whose time ran out while the server was down is
+        // gone after the restart.
+        let short = Limits { event_ttl: Some(Duration::from_millis(1)), ..Limits::default() };
+        drop(s);
+        let s = Store::open_with(&dir, short.clone()).unwrap();
+        s.create(Key::new("events", "default", "e3"), obj("e3")).unwrap();
+        drop(s);
+        std::thread::sleep(Duration::from_millis(20));
+        let s = Store::open_with(&dir, short).unwrap();
+        assert!(s.get(&Key::new("events", "default", "e3")).is_none());
+        assert_eq!(s.list("pods", None).0.len(), 1);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn history_is_bounded_in_bytes_and_the_log_is_compacted_online() {
+        let dir = temp_dir("compact");
+        let limits = Limits { history_bytes: 256 * 1024, compact_min_bytes: 64 * 1024, ..Limits::default() };
+        let s = Store::open_with(&dir, limits.clone()).unwrap();
+        let key = Key::new("leases.coordination.k8s.io", "kube-node-lease", "n1");
+        let big = |i: usize| json!({"metadata": {"name": "n1", "annotations": {"a": format!("{i}{}", "z".repeat(10_000))}}});
+        s.create(key.clone(), big(0)).unwrap();
+        let mut written = 0;
+        for i in 1..300 {
+            s.update(key.clone(), big(i), None).unwrap();
+            written += 10_000;
+            let (_, history) = s.mem_bytes();
+            assert!(history <= limits.history_bytes, "{history}");
+        }
+        let (log, live) = s.log_bytes();
+        assert!(written > 2_000_000 && log < 64 * 1024 + 2 * live + 20_000, "log {log}, live {live}");
+        assert!(fs::metadata(dir.join("store.log")).unwrap().len() == log);
+        // Old versions are gone from the history: a watch from there is told so.
+        assert!(matches!(s.changes_since(1, &|_| true), Err(StoreError::Expired { .. })));
+        // The newest still is.
+        assert_eq!(s.changes_since(s.rv() - 1, &|_| true).unwrap().0.len(), 1);
+        drop(s);
+        let s = Store::open_with(&dir, limits).unwrap();
+        assert_eq!(
+            s.get(&key).unwrap()["metadata"]["annotations"]["a"],
+            big(299)["metadata"]["annotations"]["a"]
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_live_data_is_bounded_but_shrinking_writes_and_deletes_pass() {
+        let limits = Limits { max_live_bytes: 64 * 1024, ..Limits::default() };
+        let s = Store::in_memory_with(limits);
+        let key = Key::new("pods", "default", "a");
+        s.create(key.clone(), json!({"metadata": {"name": "a"}, "d": "x".repeat(40_000)})).unwrap();
+        let err = s.create(
+            Key::new("pods", "default", "b"),
+            json!({"metadata": {"name": "b"}, "d": "x".repeat(40_000)}),
+        );
+        assert!(matches!(err, Err(StoreError::Full { .. })), "{err:?}");
+        s.update(key.clone(), json!({"metadata": {"name": "a"}, "d": "small"}), None).unwrap();
+        s.create(
+            Key::new("pods", "default", "b"),
+            json!({"metadata": {"name": "b"}, "d": "x".repeat(40_000)}),
+        )
+        .unwrap();
+        s.delete::<StoreError>(&key, |_| Ok(())).unwrap();
+    }
+
+    #[test]
+    fn durations_read_as_go_writes_them() {
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1h0m30s"), Some(Duration::from_secs(3630)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
+        for bad in ["", "h", "5", "1d", "-1s", "1.5s"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn mem_cost_counts_every_value() {
+        assert!(mem_cost(&json!([])) < mem_cost(&json!([0])));
+        let wide = Value::Array(vec![json!(0); 1000]);
+        assert!(mem_cost(&wide) >= 32 * 1000);
+        assert!(mem_cost(&json!({"k": "v"})) > 32 + 24 + 32);
+    }
 }

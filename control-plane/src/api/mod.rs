@@ -1246,4 +1246,57 @@ mod tests {
         assert_eq!(code, 200);
         assert_eq!(full(api.handle(&req("GET", "/api/v1/namespaces/default/pods/p", ""))).0, 404);
     }
+
+    fn patch_req(path: &str, ct: &str, body: &str) -> Request {
+        let mut r = req("PATCH", path, body);
+        r.headers = vec![("content-type".into(), ct.into())];
+        r
+    }
+
+    /// Issue 13, findings 1, 3 and 6 through the API: amplifying JSON patches, oversized
+    /// annotations and objects too deep to store are refused with kube-apiserver's codes.
+    #[test]
+    fn patches_objects_and_annotations_over_the_limits_are_refused() {
+        let api = Api::new(Store::in_memory()).unwrap();
+        let lease = r#"{"metadata":{"name":"n1"},"spec":{"holderIdentity":"n1","leaseDurationSeconds":40}}"#;
+        let leases = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases";
+        assert_eq!(full(api.handle(&req("POST", leases, lease))).0, 201);
+        let path = format!("{leases}/n1");
+        let chain: Vec<Value> =
+            (0..30).map(|i| json!({"op": "copy", "from": "/spec", "path": format!("/spec/a{i}")})).collect();
+        let ct = "application/json-patch+json";
+        let (code, st) = full(api.handle(&patch_req(&path, ct, &Value::Array(chain).to_string())));
+        assert_eq!(code, 422, "{st}");
+        assert!(st["message"].as_str().unwrap().contains("accumulated size increase of copy"), "{st}");
+        let many =
+            Value::Array(vec![json!({"op": "test", "path": "/spec/holderIdentity", "value": "n1"}); 10_001]);
+        let (code, st) = full(api.handle(&patch_req(&path, ct, &many.to_string())));
+        assert_eq!((code, st["reason"].as_str()), (413, Some("RequestEntityTooLarge")), "{st}");
+        // The object is as it was.
+        let (_, got) = full(api.handle(&req("GET", &path, "")));
+        assert!(got["spec"].get("a0").is_none());
+        // Annotations: 256 KiB in all.
+        let ann = |n: usize| json!({"metadata": {"annotations": {"k": "v".repeat(n)}}}).to_string();
+        let mp = "application/merge-patch+json";
+        let (code, st) = full(api.handle(&patch_req(&path, mp, &ann(MAX_ANNOTATIONS_BYTES))));
+        assert_eq!(code, 422, "{st}");
+        assert!(st["message"].as_str().unwrap().contains("may not be more than 262144 bytes"), "{st}");
+        assert_eq!(full(api.handle(&patch_req(&path, mp, &ann(MAX_ANNOTATIONS_BYTES - 1)))).0, 200);
+        // An object over 1.5 MiB: 413.
+        let big =
+            json!({"metadata": {"labels": {"a": "b"}}, "spec": {"holderIdentity": "x".repeat(1536 * 1024)}});
+        let (code, st) = full(api.handle(&patch_req(&path, mp, &big.to_string())));
+        assert_eq!((code, st["reason"].as_str()), (413, Some("RequestEntityTooLarge")), "{st}");
+        // Too deep: a body is refused 400 as it is read, a patch result 422.
+        let mut deep = json!({});
+        for _ in 0..crate::store::MAX_DEPTH {
+            deep = json!({"x": deep});
+        }
+        let ev = json!({"metadata": {"name": "e"}, "involvedObject": deep}).to_string();
+        let (code, st) = full(api.handle(&req("POST", "/api/v1/namespaces/default/events", &ev)));
+        assert_eq!(code, 400, "{st}");
+        let deep_patch = json!([{"op": "add", "path": "/spec/deep", "value": deep}]).to_string();
+        let (code, st) = full(api.handle(&patch_req(&path, ct, &deep_patch)));
+        assert_eq!(code, 422, "{st}");
+    }
 }
