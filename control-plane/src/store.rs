@@ -542,7 +542,9 @@ impl Store {
             }
             let mem = mem_cost(&obj);
             let old_mem = inner.objects.get(&key).map_or(0, |e| e.mem);
-            if mem > old_mem && inner.live_mem - old_mem + mem > self.limits.max_live_bytes {
+            if mem > old_mem
+                && inner.live_mem.saturating_sub(old_mem).saturating_add(mem) > self.limits.max_live_bytes
+            {
                 return Err(StoreError::Full { limit: self.limits.max_live_bytes });
             }
             let expires = match self.limits.event_ttl {
@@ -564,8 +566,8 @@ impl Store {
             inner.objects.insert(key.clone(), Entry { obj: obj.clone(), line, mem, expires })
         };
         if let Some(old) = &old {
-            inner.live_mem -= old.mem;
-            inner.live_line_bytes -= old.line;
+            inner.live_mem = inner.live_mem.saturating_sub(old.mem);
+            inner.live_line_bytes = inner.live_line_bytes.saturating_sub(old.line);
             if let Some(e) = old.expires {
                 inner.expiry.remove(&(e, key.clone()));
             }
@@ -588,7 +590,7 @@ impl Store {
         {
             if let Some((old, cost)) = inner.history.pop_front() {
                 inner.history_base = old.rv;
-                inner.history_mem -= cost;
+                inner.history_mem = inner.history_mem.saturating_sub(cost);
             }
         }
         inner.maybe_compact(self.limits.compact_min_bytes);
