@@ -535,6 +535,7 @@ fn main() -> ExitCode {
                 insecure_http,
                 nodes,
                 kubelet_ca: kubelet_certificate_authority,
+                store: control_plane::store::Limits::default(),
             };
             return match control_plane::run(&cfg) {
                 Ok(()) => ExitCode::SUCCESS,

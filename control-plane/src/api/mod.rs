@@ -10,6 +10,7 @@ pub mod watch;
 use crate::admission;
 use crate::auth::User;
 use crate::json;
+use crate::patch::PatchError;
 use crate::rfc3339;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::server::http::{Request, Response};
@@ -129,18 +130,56 @@ fn store_err(e: StoreError, t: &Target, name: &str) -> ApiError {
             "the object has been modified; please apply your changes to the latest version and try again",
         ),
         StoreError::Expired { .. } => ApiError::expired(e.to_string()),
-        StoreError::Io(e) => ApiError::internal(e.to_string()),
+        StoreError::TooDeep => ApiError::invalid(r.kind, name, &e.to_string()),
+        e => e.into(),
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        ApiError::internal(e.to_string())
+        match e {
+            StoreError::TooLarge { .. } => ApiError::entity_too_large(e.to_string()),
+            StoreError::TooDeep => ApiError::unprocessable(e.to_string()),
+            e => ApiError::internal(e.to_string()),
+        }
     }
 }
 
+/// apimachinery's `TotalAnnotationSizeLimitB`: the keys and values of an object's annotations
+/// together.
+pub const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
+
+/// Refuses (422) an object whose annotations take more than [`MAX_ANNOTATIONS_BYTES`], as
+/// apimachinery's `ValidateAnnotationsSize` does.
+pub fn check_annotations_size(kind: &str, name: &str, obj: &Value) -> Result<(), ApiError> {
+    let Some(m) = obj.pointer("/metadata/annotations").and_then(Value::as_object) else { return Ok(()) };
+    let total = m.iter().fold(0usize, |n, (k, v)| n.saturating_add(k.len() + v.as_str().map_or(0, str::len)));
+    if total > MAX_ANNOTATIONS_BYTES {
+        return Err(ApiError::invalid(
+            kind,
+            name,
+            &format!("metadata.annotations: Too long: may not be more than {MAX_ANNOTATIONS_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// How often a write whose object changed while it was being computed starts again.
+const CONFLICT_RETRIES: usize = 5;
+
 /// Parses a request body as JSON, or YAML when the content type says so.
 pub fn parse_body(req: &Request) -> Result<Value, ApiError> {
+    let v = parse_body_any_depth(req)?;
+    if crate::store::deeper_than(&v, crate::store::MAX_DEPTH) {
+        return Err(ApiError::bad_request(format!(
+            "the object nests objects and arrays deeper than {} levels",
+            crate::store::MAX_DEPTH
+        )));
+    }
+    Ok(v)
+}
+
+fn parse_body_any_depth(req: &Request) -> Result<Value, ApiError> {
     let ct = req.header("content-type").unwrap_or("application/json");
     if req.body.is_empty() {
         return Err(ApiError::bad_request("the request body is empty"));
@@ -626,6 +665,7 @@ impl Api {
         let name = meta_str(&obj, "name").unwrap_or_default().to_string();
         admit(user, admission::Operation::Create, t, None, &name, None, Some(&obj))?;
         validate::validate_create(r.kind, &obj).map_err(ApiError::from_status)?;
+        check_annotations_size(r.kind, &name, &obj)?;
         if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
             m.remove("resourceVersion");
         }
@@ -697,66 +737,76 @@ impl Api {
         }
     }
 
+    /// Computes the new object from the stored one and the request, outside the store lock.
+    fn prepare_write(
+        t: &Target,
+        name: &str,
+        sub: Option<&str>,
+        old: &Value,
+        make: &dyn Fn(&Value) -> Result<Value, ApiError>,
+        user: Option<&User>,
+    ) -> Result<Value, ApiError> {
+        let r = t.resource;
+        let mut new = make(old)?;
+        if !new.is_object() || !new.get("metadata").is_some_and(Value::is_object) {
+            return Err(ApiError::bad_request("the object has no metadata"));
+        }
+        if let Some(uid) = uid_of(&new) {
+            if Some(uid) != uid_of(old) {
+                return Err(ApiError::invalid(
+                    r.kind,
+                    name,
+                    "metadata.uid: Invalid value: field is immutable",
+                ));
+            }
+        }
+        if let Some(rv) = meta_str(&new, "resourceVersion") {
+            if !rv.is_empty() && rv.parse::<u64>().ok() != object_rv(old) {
+                return Err(store_err(StoreError::Conflict, t, name));
+            }
+        }
+        json::set(&mut new, "kind", json!(r.kind))?;
+        json::set(&mut new, "apiVersion", json!(r.api_version()))?;
+        let mut merged = Self::merge_for_write(t, sub, old, new)?;
+        validate::apply_defaults(r.kind, &mut merged);
+        if r.kind == "Pod" && sub.is_none() {
+            let qos = validate::qos_class(&merged);
+            json::set_at(&mut merged, &["status", "qosClass"], json!(qos))?;
+        }
+        admit(user, admission::Operation::Update, t, sub, name, Some(old), Some(&merged))?;
+        validate::validate_update(r.kind, old, &merged, sub == Some("status"))
+            .map_err(ApiError::from_status)?;
+        check_annotations_size(r.kind, name, &merged)?;
+        Ok(merged)
+    }
+
+    /// Writes an object as kube-apiserver's optimistic update does: read it, compute the new
+    /// object without holding the store lock (a patch's work depends on its body), then store it
+    /// only if nothing changed it meanwhile, starting again (a few times) if something did.
     fn write(
         &self,
         t: &Target,
         name: &str,
         sub: Option<&str>,
-        make: impl FnOnce(&Value) -> Result<Value, ApiError>,
+        make: &dyn Fn(&Value) -> Result<Value, ApiError>,
         dry_run: bool,
         user: Option<&User>,
     ) -> Result<Reply, ApiError> {
         let key = self.key(t, name);
         let r = t.resource;
-        let mut out_dry = None;
-        let stored = self
-            .store
-            .modify::<ApiError>(&key, |old| {
-                let mut new = make(old)?;
-                if !new.is_object() || !new.get("metadata").is_some_and(Value::is_object) {
-                    return Err(ApiError::bad_request("the object has no metadata"));
-                }
-                if let Some(uid) = uid_of(&new) {
-                    if Some(uid) != uid_of(old) {
-                        return Err(ApiError::invalid(
-                            r.kind,
-                            name,
-                            "metadata.uid: Invalid value: field is immutable",
-                        ));
-                    }
-                }
-                if let Some(rv) = meta_str(&new, "resourceVersion") {
-                    if !rv.is_empty() && rv.parse::<u64>().ok() != object_rv(old) {
-                        return Err(store_err(StoreError::Conflict, t, name));
-                    }
-                }
-                json::set(&mut new, "kind", json!(r.kind))?;
-                json::set(&mut new, "apiVersion", json!(r.api_version()))?;
-                let mut merged = Self::merge_for_write(t, sub, old, new)?;
-                validate::apply_defaults(r.kind, &mut merged);
-                if r.kind == "Pod" && sub.is_none() {
-                    let qos = validate::qos_class(&merged);
-                    json::set_at(&mut merged, &["status", "qosClass"], json!(qos))?;
-                }
-                admit(user, admission::Operation::Update, t, sub, name, Some(old), Some(&merged))?;
-                validate::validate_update(r.kind, old, &merged, sub == Some("status"))
-                    .map_err(ApiError::from_status)?;
-                if dry_run {
-                    out_dry = Some(merged);
-                    return Ok(None);
-                }
-                Ok(Some(merged))
-            })
-            .map_err(|e| {
-                if e.code == 500 && e.message.contains("not found") {
-                    ApiError::not_found(r.plural, r.group, name)
-                } else {
-                    e
-                }
-            })?;
-        let obj = out_dry.unwrap_or(stored);
-        // A pod whose grace period was shortened to zero by its node goes away now.
-        Ok(Reply::Full(Response::json(200, &obj)))
+        let mut attempt = 0;
+        loop {
+            let old = self.store.get(&key).ok_or_else(|| ApiError::not_found(r.plural, r.group, name))?;
+            let merged = Self::prepare_write(t, name, sub, &old, make, user)?;
+            if dry_run {
+                return Ok(Reply::Full(Response::json(200, &merged)));
+            }
+            match self.store.update(key.clone(), merged, object_rv(&old)) {
+                Ok(stored) => return Ok(Reply::Full(Response::json(200, &stored))),
+                Err(StoreError::Conflict) if attempt < CONFLICT_RETRIES => attempt += 1,
+                Err(e) => return Err(store_err(e, t, name)),
+            }
+        }
     }
 
     fn update(
@@ -774,7 +824,10 @@ impl Api {
         let warnings = check_fields(t.resource.kind, &mut body, mode).map_err(ApiError::from_status)?;
         check_identity(t, name, &body)?;
         self.exists(t, name)?;
-        with_warnings(self.write(t, name, sub, |_| Ok(body), req.param("dryRun").is_some(), user), warnings)
+        with_warnings(
+            self.write(t, name, sub, &|_| Ok(body.clone()), req.param("dryRun").is_some(), user),
+            warnings,
+        )
     }
 
     fn exists(&self, t: &Target, name: &str) -> Result<(), ApiError> {
@@ -807,10 +860,16 @@ impl Api {
             t,
             name,
             sub,
-            |old| {
+            &|old| {
                 let mut patched = match kind {
-                    0 => crate::patch::apply_json_patch(old, &patch)
-                        .map_err(|e| ApiError::invalid(rkind, name, &e.to_string()))?,
+                    0 => crate::patch::apply_json_patch(old, &patch).map_err(|e| match e {
+                        PatchError::TooManyOperations { .. } => ApiError::entity_too_large(e.to_string()),
+                        PatchError::CopyTooLarge { .. } | PatchError::TooDeep { .. } => {
+                            ApiError::unprocessable(e.to_string())
+                        }
+                        PatchError::TooMuchWork { .. } => ApiError::entity_too_large(e.to_string()),
+                        e => ApiError::invalid(rkind, name, &e.to_string()),
+                    })?,
                     1 => crate::patch::apply_merge_patch(old, &patch),
                     _ => {
                         let keys = crate::patch::k8s_merge_keys(rkind);
@@ -1498,5 +1557,58 @@ mod tests {
         let (code, _) = full(api.handle(&req("DELETE", "/api/v1/namespaces/default/pods/p", &right)));
         assert_eq!(code, 200);
         assert_eq!(full(api.handle(&req("GET", "/api/v1/namespaces/default/pods/p", ""))).0, 404);
+    }
+
+    fn patch_req(path: &str, ct: &str, body: &str) -> Request {
+        let mut r = req("PATCH", path, body);
+        r.headers = vec![("content-type".into(), ct.into())];
+        r
+    }
+
+    /// Issue 13, findings 1, 3 and 6 through the API: amplifying JSON patches, oversized
+    /// annotations and objects too deep to store are refused with kube-apiserver's codes.
+    #[test]
+    fn patches_objects_and_annotations_over_the_limits_are_refused() {
+        let api = Api::new(Store::in_memory()).unwrap();
+        let lease = r#"{"metadata":{"name":"n1"},"spec":{"holderIdentity":"n1","leaseDurationSeconds":40}}"#;
+        let leases = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases";
+        assert_eq!(full(api.handle(&req("POST", leases, lease))).0, 201);
+        let path = format!("{leases}/n1");
+        let chain: Vec<Value> =
+            (0..30).map(|i| json!({"op": "copy", "from": "/spec", "path": format!("/spec/a{i}")})).collect();
+        let ct = "application/json-patch+json";
+        let (code, st) = full(api.handle(&patch_req(&path, ct, &Value::Array(chain).to_string())));
+        assert_eq!(code, 422, "{st}");
+        assert!(st["message"].as_str().unwrap().contains("accumulated size increase of copy"), "{st}");
+        let many =
+            Value::Array(vec![json!({"op": "test", "path": "/spec/holderIdentity", "value": "n1"}); 10_001]);
+        let (code, st) = full(api.handle(&patch_req(&path, ct, &many.to_string())));
+        assert_eq!((code, st["reason"].as_str()), (413, Some("RequestEntityTooLarge")), "{st}");
+        // The object is as it was.
+        let (_, got) = full(api.handle(&req("GET", &path, "")));
+        assert!(got["spec"].get("a0").is_none());
+        // Annotations: 256 KiB in all.
+        let ann = |n: usize| json!({"metadata": {"annotations": {"k": "v".repeat(n)}}}).to_string();
+        let mp = "application/merge-patch+json";
+        let (code, st) = full(api.handle(&patch_req(&path, mp, &ann(MAX_ANNOTATIONS_BYTES))));
+        assert_eq!(code, 422, "{st}");
+        assert!(st["message"].as_str().unwrap().contains("may not be more than 262144 bytes"), "{st}");
+        assert_eq!(full(api.handle(&patch_req(&path, mp, &ann(MAX_ANNOTATIONS_BYTES - 1)))).0, 200);
+        // An object over 1.5 MiB: 413.
+        let big =
+            json!({"metadata": {"labels": {"a": "b"}}, "spec": {"holderIdentity": "x".repeat(1536 * 1024)}});
+        let (code, st) = full(api.handle(&patch_req(&path, mp, &big.to_string())));
+        assert_eq!((code, st["reason"].as_str()), (413, Some("RequestEntityTooLarge")), "{st}");
+        // Too deep: a body is refused 400 as it is read, a patch result 422.
+        let mut deep = json!({});
+        for _ in 0..crate::store::MAX_DEPTH {
+            deep = json!({"x": deep});
+        }
+        let ev = json!({"metadata": {"name": "e"}, "involvedObject": deep}).to_string();
+        let (code, st) = full(api.handle(&req("POST", "/api/v1/namespaces/default/events", &ev)));
+        assert_eq!(code, 400, "{st}");
+        let deep_patch = json!([{"op": "add", "path": "/spec/deep", "value": deep}]).to_string();
+        let (code, st) = full(api.handle(&patch_req(&path, ct, &deep_patch)));
+        assert_eq!(code, 422, "{st}");
     }
 }

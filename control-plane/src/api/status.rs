@@ -122,6 +122,16 @@ impl ApiError {
         Self::new(413, "RequestEntityTooLarge", "Request entity too large: limit is 3145728".into())
     }
 
+    /// 413 RequestEntityTooLarge with its own message (an object or a patch over a limit).
+    pub fn entity_too_large(message: String) -> Self {
+        Self::new(413, "RequestEntityTooLarge", message)
+    }
+
+    /// 422 with a bare message, as kube-apiserver answers a JSON patch it cannot apply.
+    pub fn unprocessable(message: String) -> Self {
+        Self::new(422, "Invalid", message)
+    }
+
     /// 415 UnsupportedMediaType.
     pub fn unsupported_media_type(ct: &str) -> Self {
         Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {ct})"))

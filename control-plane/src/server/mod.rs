@@ -29,6 +29,8 @@ pub struct Config {
     /// The CA bundle that kubelets' serving certificates must chain to
     /// (`--kubelet-certificate-authority FILE`); `None` takes any (kube-apiserver's default).
     pub kubelet_ca: Option<PathBuf>,
+    /// The store's bounds (`--event-ttl`, `--history-bytes`, ...).
+    pub store: crate::store::Limits,
 }
 
 /// Why the control plane could not start.
@@ -76,7 +78,7 @@ impl Server {
     /// Opens the store, prepares certificates, tokens and kubeconfigs, and binds.
     pub fn start(cfg: &Config) -> Result<Self, StartError> {
         std::fs::create_dir_all(&cfg.dir)?;
-        let store = crate::store::Store::open(&cfg.dir)?;
+        let store = crate::store::Store::open_with(&cfg.dir, cfg.store.clone())?;
         let api = Api::new(store).map_err(StartError::Store)?;
         let tokens = Tokens::load_or_create(&cfg.dir, &cfg.nodes)?;
         let listener = TcpListener::bind(cfg.listen)?;
