@@ -765,7 +765,11 @@ impl Inner {
         let mut len = 0u64;
         let mut live = 0u64;
         {
-            let mut out = io::BufWriter::new(File::create(&tmp)?);
+            // Readable by its owner only: the log holds every object, secrets included.
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            let file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+            file.set_permissions(fs::Permissions::from_mode(0o600))?;
+            let mut out = io::BufWriter::new(file);
             for (key, e) in self.objects.iter_mut() {
                 let text = serde_json::to_string(&e.obj).map_err(io::Error::other)?;
                 let line = log_line(key, object_rv(&e.obj).unwrap_or(0), "put", e.expires, Some(&text));
@@ -930,6 +934,20 @@ mod tests {
         // And again after the compaction the open did.
         drop(s);
         assert_eq!(Store::open(&dir).unwrap().list("pods", None).0.len(), 2);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_log_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp_dir("mode");
+        let mode = |dir: &Path| fs::metadata(dir.join("store.log")).unwrap().permissions().mode() & 0o777;
+        drop(Store::open(&dir).unwrap());
+        assert_eq!(mode(&dir), 0o600);
+        // An older log left readable by others is private after the next start.
+        fs::set_permissions(dir.join("store.log"), fs::Permissions::from_mode(0o644)).unwrap();
+        drop(Store::open(&dir).unwrap());
+        assert_eq!(mode(&dir), 0o600);
         fs::remove_dir_all(&dir).unwrap();
     }
 
