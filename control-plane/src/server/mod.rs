@@ -486,28 +486,31 @@ fn serve_conn<S: Read + Write>(stream: S, ctx: &Conn<'_>, alive: &dyn Fn() -> bo
     }
 }
 
-/// Answers a request that could not be read, if the connection still takes an answer.
+/// Answers a request that could not be read, if the connection still takes an answer. After
+/// a refusal, what the client still sends is read and dropped (bounded in bytes and in time),
+/// so that it sees the answer rather than a reset connection.
 fn refuse_request<S: Read + Write>(r: &mut BufReader<S>, e: HttpError, ctx: &Conn<'_>) {
-    let error = match e {
+    let (error, drain) = match e {
         HttpError::Closed | HttpError::Io(_) => return,
-        HttpError::TimedOut => ApiError::protocol(
-            408,
-            format!(
-                "the request was not received in time (its head within {:?}, its body within {:?})",
-                ctx.limits.read_header_timeout, ctx.limits.request_timeout
+        HttpError::TimedOut => (
+            ApiError::protocol(
+                408,
+                format!(
+                    "the request was not received in time (its head within {:?}, its body within {:?})",
+                    ctx.limits.read_header_timeout, ctx.limits.request_timeout
+                ),
             ),
+            0,
         ),
-        HttpError::Rejected { status, what } => ApiError::protocol(status, what),
+        HttpError::Rejected { status, what } => (ApiError::protocol(status, what), DRAIN_LIMIT_BYTES),
         HttpError::TooLarge { unread } => {
-            let _ = write_response(r.get_mut(), &ApiError::too_large().response(), false);
-            // Then what the client is still sending, bounded in bytes and in time.
-            ctx.deadline.set(Some(Instant::now() + DRAIN_TIMEOUT));
-            let n = unread.unwrap_or(DRAIN_LIMIT_BYTES).min(DRAIN_LIMIT_BYTES);
-            let _ = io::copy(&mut r.by_ref().take(n), &mut io::sink());
-            return;
+            (ApiError::too_large(), unread.unwrap_or(DRAIN_LIMIT_BYTES).min(DRAIN_LIMIT_BYTES))
         }
     };
-    let _ = write_response(r.get_mut(), &error.response(), false);
+    if write_response(r.get_mut(), &error.response(), false).is_ok() && drain > 0 {
+        ctx.deadline.set(Some(Instant::now() + DRAIN_TIMEOUT));
+        let _ = io::copy(&mut r.by_ref().take(drain), &mut io::sink());
+    }
 }
 
 /// Answers one request; false when the connection must close (after a stream).
