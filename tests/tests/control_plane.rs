@@ -1046,3 +1046,284 @@ print("too-large", st, b.get("reason"))
     }
     assert_eq!(levels, 100 - 5, "the deepest pod kept its nesting");
 }
+
+/// Raw TLS connections for the hostile-client tests: `conn(src)` connects from the loopback
+/// address `src`, `ask(raw)` sends bytes on a new connection and reads one answer.
+const RAW_PRELUDE: &str = r#"
+import json, socket, ssl, sys, time, yaml
+cfg = yaml.safe_load(open(sys.argv[1]))
+token = cfg["users"][0]["user"]["token"]
+host, port = sys.argv[2].rsplit("//", 1)[1].split(":")
+port = int(port)
+ctx = ssl.create_default_context(cafile=sys.argv[3])
+def conn(src="127.0.0.1"):
+    s = socket.create_connection((host, port), timeout=20, source_address=(src, 0))
+    return ctx.wrap_socket(s, server_hostname=host)
+def read_answer(s):
+    data = b""
+    while True:
+        try:
+            b = s.recv(65536)
+        except (OSError, ssl.SSLError):
+            break
+        if not b:
+            break
+        data += b
+        head, sep, body = data.partition(b"\r\n\r\n")
+        lengths = [int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")]
+        if sep and lengths and len(body) >= lengths[0]:
+            break
+    return data
+def status(data):
+    return int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.1 ") else None
+def status_body(data):
+    try:
+        return json.loads(data.partition(b"\r\n\r\n")[2])
+    except ValueError:
+        return {}
+def ask(raw, src="127.0.0.1"):
+    s = conn(src)
+    try:
+        s.sendall(raw)
+    except OSError:
+        pass
+    d = read_answer(s)
+    s.close()
+    return d
+AUTH = ("Authorization: Bearer " + token + "\r\n").encode()
+NODES = b"GET /api/v1/nodes HTTP/1.1\r\nHost: a\r\n" + AUTH + b"\r\n"
+"#;
+
+fn raw_python(cp: &ControlPlane, body: &str) -> String {
+    let program = format!("{RAW_PRELUDE}\nPID = {}\n{body}", cp.child.id());
+    let o = python(cp, &program);
+    assert!(o.ok, "python failed:\n{}\n{}", o.stdout, o.stderr);
+    o.stdout
+}
+
+#[track_caller]
+fn assert_lines(out: &str, want: &[&str]) {
+    for w in want {
+        assert!(out.lines().any(|l| l == *w), "{w:?} missing from:\n{out}");
+    }
+}
+
+/// Issue 13, finding 5: what RFC 9112 says to reject is rejected, with the status Go's
+/// net/http (so kube-apiserver) gives, and a Status body.
+#[test]
+fn rfc_9112_framing_and_versions_are_enforced() {
+    let _slot = slot();
+    let dir = TempDir::new("rfc9112");
+    let cp = ControlPlane::start(&dir.0);
+    let out = raw_python(
+        &cp,
+        r#"
+POST = b"POST /api/v1/namespaces/default/pods HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+big = b"a" * (65 * 1024)
+huge = b"a" * ((1 << 20) + 10)
+cases = [
+    ("two-lengths", POST + b"Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}x"),
+    ("length-list", POST + b"Content-Length: 2, 2\r\n\r\n{}"),
+    ("length-and-chunked", POST + b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"),
+    ("notchunked", POST + b"Transfer-Encoding: notchunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"),
+    ("gzip-chunked", POST + b"Transfer-Encoding: gzip, chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"),
+    ("plus-chunk", POST + b"Transfer-Encoding: chunked\r\n\r\n+2\r\n{}\r\n0\r\n\r\n"),
+    ("lf-chunk", POST + b"Transfer-Encoding: chunked\r\n\r\n2\n{}\n0\n\n"),
+    ("bare-lf", b"GET /version HTTP/1.1\nHost: a\n\n"),
+    ("http-2.0", b"GET /version HTTP/2.0\r\nHost: a\r\n\r\n"),
+    ("http-0.9", b"GET /version HTTP/0.9\r\nHost: a\r\n\r\n"),
+    ("http-1.7", b"GET /version HTTP/1.7\r\nHost: a\r\n\r\n"),
+    ("space-colon", b"GET /version HTTP/1.1\r\nHost : a\r\n\r\n"),
+    ("obs-fold", b"GET /version HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n"),
+    ("line-65k", b"GET /version HTTP/1.1\r\nHost: a\r\nX-Big: " + big + b"\r\n\r\n"),
+    ("head-1m", b"GET /version HTTP/1.1\r\nHost: a\r\nX-Big: " + huge + b"\r\n\r\n"),
+]
+for name, raw in cases:
+    d = ask(raw)
+    print(name, status(d), status_body(d).get("code", status_body(d).get("gitVersion")))
+"#,
+    );
+    assert_lines(
+        &out,
+        &[
+            "two-lengths 400 400",
+            "length-list 400 400",
+            "length-and-chunked 400 400",
+            "notchunked 501 501",
+            "gzip-chunked 501 501",
+            "plus-chunk 400 400",
+            "lf-chunk 400 400",
+            "bare-lf 400 400",
+            "http-2.0 505 505",
+            "http-0.9 505 505",
+            "http-1.7 200 v1.32.0",
+            "space-colon 400 400",
+            "obs-fold 400 400",
+            "line-65k 200 v1.32.0",
+            "head-1m 431 431",
+        ],
+    );
+}
+
+/// Issue 13, finding 4: `Content-Length: 3145728` with no body sets nothing aside; 200 such
+/// connections leave the server small, are answered 408 after the request timeout, and what
+/// they held comes back once they close.
+#[test]
+fn bodies_that_never_come_hold_no_memory() {
+    let _slot = slot();
+    let dir = TempDir::new("nobody");
+    let extra =
+        ["--request-timeout", "3s", "--max-connections-per-client", "250", "--max-connections", "300"];
+    let cp = ControlPlane::start_with_args(&dir.0, "127.0.0.1:0", Stdio::inherit(), &extra);
+    let out = raw_python(
+        &cp,
+        r#"
+def rss():
+    for l in open("/proc/%d/status" % PID):
+        if l.startswith("VmRSS:"):
+            return int(l.split()[1]) // 1024
+base = rss()
+head = b"POST /api/v1/namespaces/default/pods HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 3145728\r\n\r\n"
+socks = []
+t0 = time.time()
+for i in range(200):
+    s = conn()
+    s.sendall(head)
+    socks.append(s)
+time.sleep(0.5)
+held = rss()
+d = read_answer(socks[-1])
+print("slow-body", status(d), status_body(d).get("reason"), 2 <= time.time() - t0 <= 30)
+for s in socks:
+    s.close()
+time.sleep(1)
+after = rss()
+print("rss", base, held, after)
+d = ask(NODES)
+print("after", status(d))
+"#,
+    );
+    assert_lines(&out, &["slow-body 408 Timeout True", "after 200"]);
+    let rss: Vec<u64> = out
+        .lines()
+        .find_map(|l| l.strip_prefix("rss "))
+        .expect("rss line")
+        .split(' ')
+        .map(|n| n.parse().expect("MiB"))
+        .collect();
+    let (base, held, after) = (rss[0], rss[1], rss[2]);
+    eprintln!(
+        "control-plane RSS: {base} MiB, {held} MiB with 200 connections, {after} MiB after they closed"
+    );
+    assert!(held < 100, "200 connections took the server to {held} MiB (from {base}):\n{out}");
+    assert!(
+        after <= held && after < base + 40,
+        "{base} MiB, {held} MiB with the connections, {after} MiB after"
+    );
+}
+
+/// Issue 13, finding 4: slow heads are answered 408 after the read-header timeout, a
+/// connection that sends nothing is closed, and so is an idle keep-alive connection.
+#[test]
+fn slow_heads_and_idle_connections_time_out() {
+    let _slot = slot();
+    let dir = TempDir::new("slowhead");
+    let extra = ["--read-header-timeout", "1s", "--idle-timeout", "2s", "--request-timeout", "2s"];
+    let cp = ControlPlane::start_with_args(&dir.0, "127.0.0.1:0", Stdio::inherit(), &extra);
+    let out = raw_python(
+        &cp,
+        r#"
+def timed(f):
+    t = time.time()
+    d = f()
+    return d, time.time() - t
+s = conn()
+s.sendall(b"GET /version HTTP/1.1\r\nHost: a\r\n")
+d, t = timed(lambda: read_answer(s))
+print("slow-head", status(d), status_body(d).get("reason"), 0.5 <= t <= 5)
+s = conn()
+d, t = timed(lambda: read_answer(s))
+print("silent", d == b"", 0.5 <= t <= 5)
+s = conn()
+t0 = time.time()
+for c in b"GET /version HTTP/1.1\r\nHost: a\r\nX-Slow: yes\r\n":
+    try:
+        s.sendall(bytes([c]))
+    except OSError:
+        break
+    time.sleep(0.1)
+d = read_answer(s)
+print("byte-a-time", status(d), time.time() - t0 <= 6)
+s = conn()
+s.sendall(b"POST /api/v1/namespaces/default/pods HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n{}")
+d, t = timed(lambda: read_answer(s))
+print("slow-body", status(d), 1 <= t <= 6)
+s = conn()
+s.sendall(b"GET /version HTTP/1.1\r\nHost: a\r\n\r\n")
+print("first", status(read_answer(s)))
+d, t = timed(lambda: read_answer(s))
+print("idle", d == b"", 1 <= t <= 6)
+"#,
+    );
+    assert_lines(
+        &out,
+        &[
+            "slow-head 408 Timeout True",
+            "silent True True",
+            "byte-a-time 408 True",
+            "slow-body 408 True",
+            "first 200",
+            "idle True True",
+        ],
+    );
+}
+
+/// Issue 13, finding 4: connections over the per-client and total caps are refused at once
+/// with 429, while other clients and established connections are still served within 2 s,
+/// and the slots come back when the connections close.
+#[test]
+fn connections_over_the_caps_are_refused() {
+    let _slot = slot();
+    let dir = TempDir::new("caps");
+    let extra = ["--max-connections", "40", "--max-connections-per-client", "20"];
+    let cp = ControlPlane::start_with_args(&dir.0, "127.0.0.1:0", Stdio::inherit(), &extra);
+    let out = raw_python(
+        &cp,
+        r#"
+VERSION = b"GET /version HTTP/1.1\r\nHost: a\r\n\r\n"
+admin = conn()
+admin.sendall(NODES)
+print("admin", status(read_answer(admin)))
+held = [conn("127.0.0.2") for _ in range(20)]
+time.sleep(0.3)
+t = time.time()
+d = ask(VERSION, "127.0.0.2")
+print("over-client", status(d), status_body(d).get("reason"), time.time() - t < 2)
+t = time.time()
+d = ask(NODES)
+print("other-client", status(d), time.time() - t < 2)
+held += [conn("127.0.0.3") for _ in range(19)]
+time.sleep(0.3)
+d = ask(VERSION, "127.0.0.4")
+print("over-total", status(d), "too many connections" in status_body(d).get("message", ""))
+t = time.time()
+admin.sendall(NODES)
+print("established", status(read_answer(admin)), time.time() - t < 2)
+for s in held:
+    s.close()
+time.sleep(0.5)
+print("back", status(ask(VERSION, "127.0.0.2")))
+"#,
+    );
+    assert_lines(
+        &out,
+        &[
+            "admin 200",
+            "over-client 429 TooManyRequests True",
+            "other-client 200 True",
+            "over-total 429 True",
+            "established 200 True",
+            "back 200",
+        ],
+    );
+}

@@ -147,6 +147,21 @@ impl ApiError {
         )
     }
 
+    /// An answer to a request refused before it reached the API (the connection's limits and
+    /// HTTP's framing): 400 BadRequest, 408 Timeout, 413 RequestEntityTooLarge, 429
+    /// TooManyRequests, and for 431, 501 and 505 (which Go's net/http answers in plain text
+    /// before kube-apiserver sees the request) the empty reason, `StatusReasonUnknown`.
+    pub fn protocol(code: u16, message: String) -> Self {
+        let reason = match code {
+            400 => "BadRequest",
+            408 => "Timeout",
+            413 => "RequestEntityTooLarge",
+            429 => "TooManyRequests",
+            _ => "",
+        };
+        Self::new(code, reason, message)
+    }
+
     /// 500 InternalError.
     pub fn internal(message: String) -> Self {
         Self::new(500, "InternalError", format!("Internal error occurred: {message}"))
