@@ -66,24 +66,47 @@ impl Tokens {
         if existing.as_ref() != Some(&t) {
             let text = serde_json::to_string_pretty(&t).map_err(io::Error::other)?;
             crate::tls::write_private(&path, &text)?;
+        } else {
+            // Kept as it is, but readable by its owner only, whatever mode it had.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
         }
         Ok(t)
     }
 
-    /// The user a `Authorization` header value authenticates, if any.
+    /// The user a `Authorization` header value authenticates, if any. The header is read as
+    /// the apiserver's bearer-token authenticator reads it: surrounding spaces trimmed, split
+    /// at spaces, the scheme `bearer` in any case, the token the second part (so it may not
+    /// be empty, and a third part is ignored).
     pub fn authenticate(&self, header: Option<&str>) -> Option<User> {
-        let token = header?.strip_prefix("Bearer ")?.trim();
+        let mut parts = header?.trim().splitn(3, ' ');
+        if !parts.next()?.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        let token = parts.next()?;
         if token.is_empty() {
             return None;
         }
-        if token == self.admin {
-            return Some(User { name: "admin".into(), groups: vec!["system:masters".into()] });
+        // Every known token is compared, each in constant time, so neither the comparison
+        // nor the number of tokens tried tells a client how much of a guess was right.
+        let mut found: Option<User> = None;
+        if same_token(token, &self.admin) {
+            found = Some(User { name: "admin".into(), groups: vec!["system:masters".into()] });
         }
-        self.nodes.iter().find(|(_, t)| t.as_str() == token).map(|(node, _)| User {
-            name: format!("system:node:{node}"),
-            groups: vec!["system:nodes".into()],
-        })
+        for (node, t) in &self.nodes {
+            if same_token(token, t) && found.is_none() {
+                found =
+                    Some(User { name: format!("system:node:{node}"), groups: vec!["system:nodes".into()] });
+            }
+        }
+        found
     }
+}
+
+/// Whether `given` is `known`, in time that depends only on their lengths.
+fn same_token(given: &str, known: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    bool::from(given.as_bytes().ct_eq(known.as_bytes()))
 }
 
 #[cfg(test)]
@@ -100,7 +123,18 @@ mod tests {
         assert!(t.authenticate(Some("Bearer other")).is_none());
         assert!(t.authenticate(Some("Basic admintok")).is_none());
         assert!(t.authenticate(Some("Bearer ")).is_none());
+        // The scheme in any case, as Go's bearer-token authenticator compares it.
+        for ok in ["bearer admintok", "BEARER admintok", "  Bearer admintok  ", "Bearer admintok extra"] {
+            assert_eq!(t.authenticate(Some(ok)).map(|u| u.name).as_deref(), Some("admin"), "{ok:?}");
+        }
+        for bad in ["Bearer  admintok", "Bearer", "Bearer\tadmintok", "Bearerx admintok", "admintok"] {
+            assert!(t.authenticate(Some(bad)).is_none(), "{bad:?}");
+        }
         assert!(t.authenticate(None).is_none());
+        // A prefix, an extension and a one-byte change of a real token are all refused.
+        for guess in ["Bearer nodeto", "Bearer nodetokx", "Bearer nodetoK", "Bearer admintoknodetok"] {
+            assert!(t.authenticate(Some(guess)).is_none(), "{guess}");
+        }
     }
 
     #[test]
@@ -119,6 +153,15 @@ mod tests {
         for bad in ["../etc", "UPPER", "", "a/b"] {
             assert!(Tokens::load_or_create(&dir, &[bad.to_string()]).is_err(), "{bad:?}");
         }
+        // A tokens file left readable by others is made private, changed or not.
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join("tokens.json");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        Tokens::load_or_create(&dir, &[]).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        Tokens::load_or_create(&dir, &["n3".to_string()]).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         std::fs::write(dir.join("tokens.json"), "{not json").unwrap();
         assert!(Tokens::load_or_create(&dir, &[]).is_err());
         let _ = std::fs::remove_dir_all(&dir);

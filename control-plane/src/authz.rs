@@ -15,7 +15,8 @@
 //!   `fieldSelector=metadata.name=<name>` (the name the apiserver's request info takes from
 //!   such a selector); never create, update, patch or delete one, nor list or watch them all.
 //!
-//! Anything else is 403 Forbidden with kube-apiserver's message. The decision is a pure
+//! Anything else is 403 Forbidden with kube-apiserver's message. What a node may write into
+//! the objects it reaches is then [`crate::admission`]'s decision. The decision is a pure
 //! function of the request's attributes and of what the [`Graph`] says about the objects they
 //! name; the caller answers from its store.
 

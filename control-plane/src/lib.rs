@@ -5,6 +5,7 @@
 //! side (TLS, tokens, the store, the REST handlers, watch, the scheduler) builds on them.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod api;
 pub mod auth;
 pub mod authz;
@@ -30,6 +31,11 @@ pub use server::{Config, Server, StartError};
 pub fn run(cfg: &Config) -> Result<(), StartError> {
     let server = Server::start(cfg)?;
     scheduler::spawn(server.api());
+    let api = server.api();
+    std::thread::Builder::new()
+        .name("expiry".into())
+        .spawn(move || api.store.expire_forever(std::time::Duration::from_secs(1)))
+        .map_err(StartError::Io)?;
     println!("control plane ready: {}", server.url);
     use std::io::Write;
     let _ = std::io::stdout().flush();

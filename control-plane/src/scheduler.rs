@@ -1,8 +1,19 @@
 //! The in-process controllers (the namespace controller lives beside the API it drives, in
-//! `Api::namespace_controller_once`): the scheduler (binds pods without `spec.nodeName` to a Ready
-//! node with room, or marks them `PodScheduled=False` with a `FailedScheduling` event) and the
-//! node lifecycle controller (a node whose lease and status have not been renewed within the
-//! grace period gets its conditions set to `Unknown`). As in kube-controller-manager, the grace
+//! `Api::namespace_controller_once`): the scheduler and the node lifecycle controller.
+//!
+//! The scheduler binds pods without `spec.nodeName` to a Ready node. It filters nodes as
+//! kube-scheduler's default plugins do, in their order: `spec.unschedulable` (unless the pod
+//! tolerates the `node.kubernetes.io/unschedulable:NoSchedule` taint), `NoSchedule` and
+//! `NoExecute` taints the pod's tolerations do not tolerate, `spec.nodeSelector` and the
+//! required node affinity (`matchExpressions`, `matchFields` on `metadata.name`), then pod
+//! count, cpu and memory. Of the nodes left it picks the one with the fewest untolerated
+//! `PreferNoSchedule` taints, then the fewest pods. A pod no node takes stays Pending with
+//! `PodScheduled=False`, reason `Unschedulable`, and a `FailedScheduling` event, both with the
+//! message kube-scheduler writes (`0/2 nodes are available: 1 node(s) didn't match Pod's node
+//! affinity/selector, 1 node(s) had untolerated taint {k: v}.`).
+//!
+//! The node lifecycle controller sets the conditions of a node whose lease and status have not
+//! been renewed within the grace period to `Unknown`. As in kube-controller-manager, the grace
 //! period runs from when the controller last *saw* a renewal, not from the timestamps the node
 //! wrote: a control plane that was down for a while gives every node a fresh grace period
 //! when it comes back instead of declaring them all lost at once.
@@ -84,7 +95,100 @@ impl From<NotAnObject> for NotWritten {
 
 fn node_ready(node: &Value) -> bool {
     condition(node, "Ready").and_then(|c| c.get("status")).and_then(Value::as_str) == Some("True")
-        && !node.pointer("/spec/unschedulable").and_then(Value::as_bool).unwrap_or(false)
+}
+
+/// The taint kube-scheduler's NodeUnschedulable filter asks a pod to tolerate on a node with
+/// `spec.unschedulable`.
+const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
+
+fn list<'a>(v: &'a Value, ptr: &str) -> &'a [Value] {
+    v.pointer(ptr).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default()
+}
+
+fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+/// Whether one toleration tolerates a taint (`v1.Toleration.ToleratesTaint`): an empty effect
+/// matches every effect, an empty key with `Exists` every key; `Equal` (or no operator) also
+/// needs the same value.
+fn tolerates(toleration: &Value, key: &str, value: &str, effect: &str) -> bool {
+    let t_effect = str_of(toleration, "effect");
+    let t_key = str_of(toleration, "key");
+    if (!t_effect.is_empty() && t_effect != effect) || (!t_key.is_empty() && t_key != key) {
+        return false;
+    }
+    match str_of(toleration, "operator") {
+        "" | "Equal" => str_of(toleration, "value") == value,
+        "Exists" => true,
+        _ => false,
+    }
+}
+
+fn pod_tolerates(pod: &Value, key: &str, value: &str, effect: &str) -> bool {
+    list(pod, "/spec/tolerations").iter().any(|t| tolerates(t, key, value, effect))
+}
+
+/// The node's taints with `effect` the pod does not tolerate.
+fn untolerated<'a>(node: &'a Value, pod: &Value, effects: &[&str]) -> Vec<&'a Value> {
+    list(node, "/spec/taints")
+        .iter()
+        .filter(|t| effects.contains(&str_of(t, "effect")))
+        .filter(|t| !pod_tolerates(pod, str_of(t, "key"), str_of(t, "value"), str_of(t, "effect")))
+        .collect()
+}
+
+/// Whether a node selector requirement (`In`, `NotIn`, `Exists`, `DoesNotExist`, `Gt`, `Lt`)
+/// holds for a value that may be absent.
+fn requirement_holds(req: &Value, actual: Option<&str>) -> bool {
+    let values: Vec<&str> = list(req, "/values").iter().filter_map(Value::as_str).collect();
+    let number = |s: &str| s.parse::<i64>().ok();
+    match str_of(req, "operator") {
+        "In" => actual.is_some_and(|a| values.contains(&a)),
+        "NotIn" => actual.is_none_or(|a| !values.contains(&a)),
+        "Exists" => actual.is_some(),
+        "DoesNotExist" => actual.is_none(),
+        "Gt" | "Lt" => {
+            let (Some(a), [limit]) = (actual.and_then(number), values.as_slice()) else { return false };
+            let Some(limit) = number(limit) else { return false };
+            if str_of(req, "operator") == "Gt" {
+                a > limit
+            } else {
+                a < limit
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Whether the pod's `spec.nodeSelector` (every label equal) and its required node affinity
+/// (any term whose expressions and fields all hold) let it onto the node.
+fn selector_matches(node: &Value, pod: &Value) -> bool {
+    let label = |k: &str| node.pointer("/metadata/labels").and_then(|l| l.get(k)).and_then(Value::as_str);
+    let selected = pod
+        .pointer("/spec/nodeSelector")
+        .and_then(Value::as_object)
+        .is_none_or(|sel| sel.iter().all(|(k, v)| v.as_str().is_some_and(|v| label(k) == Some(v))));
+    if !selected {
+        return false;
+    }
+    let Some(required) =
+        pod.pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution")
+    else {
+        return true;
+    };
+    let terms = list(required, "/nodeSelectorTerms");
+    // A term without requirements selects nothing; no term at all selects nothing either.
+    terms.iter().any(|term| {
+        let exprs = list(term, "/matchExpressions");
+        let fields = list(term, "/matchFields");
+        (!exprs.is_empty() || !fields.is_empty())
+            && exprs.iter().all(|r| requirement_holds(r, label(str_of(r, "key"))))
+            && fields.iter().all(|r| {
+                str_of(r, "key") == "metadata.name"
+                    && requirement_holds(r, node.pointer("/metadata/name").and_then(Value::as_str))
+            })
+    })
 }
 
 fn terminal(pod: &Value) -> bool {
@@ -110,19 +214,36 @@ fn allocatable(node: &Value, resource: &str) -> Option<i128> {
         .and_then(parse_quantity)
 }
 
-/// Why a node cannot take a pod, or `None` when it can.
-fn misfit(node: &Value, pod: &Value, bound: &[&Value]) -> Option<&'static str> {
+/// Why a node cannot take a pod, or `None` when it can: the reason of the first of
+/// kube-scheduler's filters that fails, in its order (readiness stands in for the not-ready
+/// taint the node lifecycle controller would set).
+fn misfit(node: &Value, pod: &Value, bound: &[&Value]) -> Option<String> {
     if !node_ready(node) {
-        return Some("node(s) were not ready");
+        return Some("node(s) were not ready".into());
+    }
+    if node.pointer("/spec/unschedulable").and_then(Value::as_bool).unwrap_or(false)
+        && !pod_tolerates(pod, UNSCHEDULABLE_TAINT, "", "NoSchedule")
+    {
+        return Some("node(s) were unschedulable".into());
+    }
+    if let Some(t) = untolerated(node, pod, &["NoSchedule", "NoExecute"]).first() {
+        return Some(format!(
+            "node(s) had untolerated taint {{{}: {}}}",
+            str_of(t, "key"),
+            str_of(t, "value")
+        ));
+    }
+    if !selector_matches(node, pod) {
+        return Some("node(s) didn't match Pod's node affinity/selector".into());
     }
     let one = 1_000_000_000i128;
     if allocatable(node, "pods").is_some_and(|max| (bound.len() as i128 + 1) * one > max) {
-        return Some("Too many pods");
+        return Some("Too many pods".into());
     }
     for (res, why) in [("cpu", "Insufficient cpu"), ("memory", "Insufficient memory")] {
         let used: i128 = bound.iter().map(|p| pod_request(p, res)).sum();
         if allocatable(node, res).is_some_and(|a| used + pod_request(pod, res) > a) {
-            return Some(why);
+            return Some(why.into());
         }
     }
     None
@@ -150,16 +271,19 @@ pub fn schedule_once(store: &Store, now: SystemTime) -> usize {
             continue;
         };
         let key = Key::new("pods", ns, name);
-        let mut reasons: BTreeMap<&'static str, usize> = BTreeMap::new();
-        let mut best: Option<(&Value, usize)> = None;
+        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+        // The best node has the fewest PreferNoSchedule taints the pod does not tolerate, then
+        // the fewest pods.
+        let mut best: Option<(&Value, (usize, usize))> = None;
         for node in &nodes {
             let Some(nname) = s(node, "/metadata/name") else { continue };
             let on: Vec<&Value> = per_node.get(nname).map(|v| v.iter().collect()).unwrap_or_default();
             match misfit(node, pod, &on) {
                 Some(why) => *reasons.entry(why).or_default() += 1,
                 None => {
-                    if best.is_none_or(|(_, n)| on.len() < n) {
-                        best = Some((node, on.len()));
+                    let score = (untolerated(node, pod, &["PreferNoSchedule"]).len(), on.len());
+                    if best.is_none_or(|(_, b)| score < b) {
+                        best = Some((node, score));
                     }
                 }
             }
@@ -192,7 +316,9 @@ pub fn schedule_once(store: &Store, now: SystemTime) -> usize {
                 );
             }
         } else {
-            let detail: Vec<String> = reasons.iter().map(|(why, n)| format!("{n} {why}")).collect();
+            // kube-scheduler's FitError sorts the "count reason" strings.
+            let mut detail: Vec<String> = reasons.iter().map(|(why, n)| format!("{n} {why}")).collect();
+            detail.sort();
             let message = if nodes.is_empty() {
                 "no nodes available to schedule pods".to_string()
             } else {
@@ -400,6 +526,127 @@ mod tests {
         let rv = st.rv();
         assert_eq!(schedule_once(&st, t0()), 0);
         assert_eq!(st.rv(), rv);
+    }
+
+    fn ready(name: &str, labels: Value, spec: Value) -> Value {
+        let mut n = node(name, "True", "110", "4", T0);
+        n["metadata"]["labels"] = labels;
+        n["spec"] = spec;
+        n
+    }
+
+    fn scheduled_to(st: &Store, name: &str) -> Option<String> {
+        let p = st.get(&Key::new("pods", "default", name)).unwrap();
+        p.pointer("/spec/nodeName").and_then(Value::as_str).map(String::from)
+    }
+
+    /// Issue 13 finding 7: taints, tolerations, nodeSelector and unschedulable nodes.
+    #[test]
+    fn taints_tolerations_and_selectors_decide_where_pods_go() {
+        let st = Store::in_memory();
+        let taint = json!({"taints": [{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]});
+        st.create(Key::new("nodes", "", "a"), ready("a", json!({"disktype": "ssd"}), taint)).unwrap();
+        st.create(Key::new("nodes", "", "b"), ready("b", json!({}), json!({}))).unwrap();
+        let mut p = pod("p", None);
+        p["spec"]["nodeSelector"] = json!({"disktype": "ssd"});
+        st.create(Key::new("pods", "default", "p"), p.clone()).unwrap();
+        assert_eq!(schedule_once(&st, t0()), 0);
+        let stored = st.get(&Key::new("pods", "default", "p")).unwrap();
+        let c = condition(&stored, "PodScheduled").unwrap();
+        assert_eq!((c["status"].as_str(), c["reason"].as_str()), (Some("False"), Some("Unschedulable")));
+        let message = "0/2 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 1 node(s) had untolerated taint {dedicated: db}.";
+        assert_eq!(c["message"], message);
+        let (events, _) = st.list("events", Some("default"));
+        assert!(events
+            .iter()
+            .any(|e| e["reason"] == "FailedScheduling" && e["message"] == message && e["type"] == "Warning"));
+        // With the toleration the pod goes to the tainted, labelled node.
+        st.modify::<StoreError>(&Key::new("pods", "default", "p"), |cur| {
+            let mut new = cur.clone();
+            new["spec"]["tolerations"] =
+                json!([{"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}]);
+            Ok(Some(new))
+        })
+        .unwrap();
+        assert_eq!(schedule_once(&st, t0()), 1);
+        assert_eq!(scheduled_to(&st, "p").as_deref(), Some("a"));
+        // An unschedulable node takes only pods that tolerate it; `Exists` with no key tolerates all.
+        st.modify::<StoreError>(&Key::new("nodes", "", "b"), |cur| {
+            let mut new = cur.clone();
+            new["spec"]["unschedulable"] = json!(true);
+            Ok(Some(new))
+        })
+        .unwrap();
+        st.create(Key::new("pods", "default", "q"), pod("q", None)).unwrap();
+        assert_eq!(schedule_once(&st, t0()), 0);
+        let q = st.get(&Key::new("pods", "default", "q")).unwrap();
+        assert_eq!(
+            condition(&q, "PodScheduled").unwrap()["message"],
+            "0/2 nodes are available: 1 node(s) had untolerated taint {dedicated: db}, 1 node(s) were unschedulable."
+        );
+        let mut r = pod("r", None);
+        r["spec"]["tolerations"] = json!([{"operator": "Exists"}]);
+        r["spec"]["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
+            {"nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["b"]}]}]}}});
+        st.create(Key::new("pods", "default", "r"), r).unwrap();
+        assert_eq!(schedule_once(&st, t0()), 1);
+        assert_eq!(scheduled_to(&st, "r").as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn prefer_no_schedule_is_a_preference() {
+        let st = Store::in_memory();
+        let soft = json!({"taints": [{"key": "spot", "effect": "PreferNoSchedule"}]});
+        st.create(Key::new("nodes", "", "a"), ready("a", json!({}), soft)).unwrap();
+        st.create(Key::new("nodes", "", "b"), ready("b", json!({}), json!({}))).unwrap();
+        let mut busy = pod("busy", None);
+        busy["spec"]["nodeName"] = json!("b");
+        st.create(Key::new("pods", "default", "busy"), busy).unwrap();
+        st.create(Key::new("pods", "default", "p"), pod("p", None)).unwrap();
+        assert_eq!(schedule_once(&st, t0()), 1);
+        assert_eq!(scheduled_to(&st, "p").as_deref(), Some("b"), "the busier node without the soft taint");
+        // Alone with the soft taint, the node still takes pods.
+        st.delete::<StoreError>(&Key::new("nodes", "", "b"), |_| Ok(())).unwrap();
+        st.create(Key::new("pods", "default", "q"), pod("q", None)).unwrap();
+        assert_eq!(schedule_once(&st, t0()), 1);
+        assert_eq!(scheduled_to(&st, "q").as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn tolerations_and_node_selector_requirements() {
+        let t = |v: Value| move |k: &str, val: &str, e: &str| tolerates(&v, k, val, e);
+        let exact = t(json!({"key": "k", "value": "v", "effect": "NoSchedule"}));
+        assert!(exact("k", "v", "NoSchedule"));
+        assert!(!exact("k", "w", "NoSchedule"));
+        assert!(!exact("k", "v", "NoExecute"));
+        assert!(!exact("j", "v", "NoSchedule"));
+        let any_effect = t(json!({"key": "k", "operator": "Exists"}));
+        assert!(any_effect("k", "x", "NoExecute") && !any_effect("j", "x", "NoExecute"));
+        let all = t(json!({"operator": "Exists"}));
+        assert!(all("anything", "at all", "NoSchedule"));
+        // An empty key with Equal matches only an empty key... of which a taint has none.
+        assert!(!t(json!({"operator": "Equal", "value": "v"}))("k", "", "NoSchedule"));
+        assert!(!t(json!({"key": "k", "operator": "Bogus"}))("k", "", "NoSchedule"));
+        let r = |op: &str, values: Value, actual: Option<&str>| {
+            requirement_holds(&json!({"key": "x", "operator": op, "values": values}), actual)
+        };
+        assert!(r("In", json!(["a", "b"]), Some("b")) && !r("In", json!(["a"]), None));
+        assert!(r("NotIn", json!(["a"]), None) && !r("NotIn", json!(["a"]), Some("a")));
+        assert!(r("Exists", json!([]), Some("")) && r("DoesNotExist", json!([]), None));
+        assert!(r("Gt", json!(["5"]), Some("6")) && !r("Gt", json!(["5"]), Some("5")));
+        assert!(r("Lt", json!(["5"]), Some("4")) && !r("Lt", json!(["x"]), Some("4")));
+        assert!(!r("Gt", json!(["1", "2"]), Some("3")), "exactly one value");
+        let node = json!({"metadata": {"name": "n", "labels": {"zone": "z1"}}});
+        let with = |affinity: Value| json!({"spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": affinity}}}});
+        let zone = |z: &str| json!({"matchExpressions": [{"key": "zone", "operator": "In", "values": [z]}]});
+        assert!(selector_matches(&node, &with(json!({"nodeSelectorTerms": [zone("z2"), zone("z1")]}))));
+        assert!(!selector_matches(&node, &with(json!({"nodeSelectorTerms": [zone("z2")]}))));
+        assert!(
+            !selector_matches(&node, &with(json!({"nodeSelectorTerms": [{}]}))),
+            "an empty term selects nothing"
+        );
+        assert!(!selector_matches(&node, &json!({"spec": {"nodeSelector": {"zone": "z2"}}})));
+        assert!(selector_matches(&node, &json!({"spec": {"nodeSelector": {"zone": "z1"}}})));
     }
 
     #[test]

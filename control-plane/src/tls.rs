@@ -141,16 +141,24 @@ pub fn load_or_generate(dir: &Path, hosts: &[String]) -> Result<Pki, TlsError> {
 pub fn write_private(path: &Path, text: &str) -> io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::PermissionsExt;
     let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    // The mode given at open only applies to a new file: an older one is made private too.
+    f.set_permissions(fs::Permissions::from_mode(0o600))?;
     f.write_all(text.as_bytes())?;
     f.sync_all()
 }
 
 /// How the server reaches kubelets (for `pods/log`): TLS, showing the kubelet-client
-/// certificate. Like kube-apiserver without `--kubelet-certificate-authority`, it does not
-/// check which certificate the kubelet serves (kubelets serve self-signed ones), but the
-/// handshake signatures are still verified.
-pub fn kubelet_client_config(pki: &Pki) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+/// certificate. With `kubelet_ca` (the PEM of `--kubelet-certificate-authority`), the
+/// kubelet's serving certificate must chain to it and name the address dialled, as
+/// kube-apiserver checks it; without, like kube-apiserver without the flag, any certificate
+/// is taken (kubelets serve self-signed ones), but the handshake signatures are still
+/// verified.
+pub fn kubelet_client_config(
+    pki: &Pki,
+    kubelet_ca: Option<&str>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let certs: Vec<CertificateDer<'static>> =
         CertificateDer::pem_slice_iter(pki.kubelet_client_cert_pem.as_bytes())
             .collect::<Result<_, _>>()
@@ -158,11 +166,27 @@ pub fn kubelet_client_config(pki: &Pki) -> Result<Arc<rustls::ClientConfig>, Tls
     let key = PrivateKeyDer::from_pem_slice(pki.kubelet_client_key_pem.as_bytes())
         .map_err(|_| TlsError::Pem("apiserver-kubelet-client.key".into()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+    let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = match kubelet_ca {
+        Some(pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                let c = c.map_err(|_| TlsError::Pem("the kubelet certificate authority".into()))?;
+                roots.add(c).map_err(TlsError::Config)?;
+            }
+            if roots.is_empty() {
+                return Err(TlsError::Pem("the kubelet certificate authority (no certificate in it)".into()));
+            }
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .map_err(|e| TlsError::Pem(format!("the kubelet certificate authority: {e}")))?
+        }
+        None => Arc::new(AnyKubeletCertificate(provider.clone())),
+    };
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Config)?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyKubeletCertificate(provider)))
+        .with_custom_certificate_verifier(verifier)
         .with_client_auth_cert(certs, key)
         .map_err(TlsError::Config)?;
     Ok(Arc::new(cfg))

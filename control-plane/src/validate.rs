@@ -421,6 +421,103 @@ fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
     path.iter().try_fold(v, |cur, k| cur.get(k)).and_then(Value::as_str)
 }
 
+const QUALIFIED_NAME_MAX: usize = 63;
+const LABEL_VALUE_MAX: usize = 63;
+const QUALIFIED_MSG: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+
+/// `([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]`.
+fn qualified_chars_ok(s: &str) -> bool {
+    let alnum = |c: char| c.is_ascii_alphanumeric();
+    !s.is_empty()
+        && s.starts_with(alnum)
+        && s.ends_with(alnum)
+        && s.chars().all(|c| alnum(c) || matches!(c, '-' | '_' | '.'))
+}
+
+/// apimachinery `IsQualifiedName`: an optional DNS-1123 subdomain prefix and `/`, then a name
+/// of at most 63 characters (label keys, annotation keys, finalizers). Empty when valid.
+pub fn qualified_name_errors(value: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let parts: Vec<&str> = value.split('/').collect();
+    let name = match parts.as_slice() {
+        [name] => *name,
+        [prefix, name] => {
+            if prefix.is_empty() {
+                out.push("prefix part must be non-empty".to_string());
+            } else {
+                out.extend(dns1123_subdomain_errors(prefix).into_iter().map(|m| format!("prefix part {m}")));
+            }
+            *name
+        }
+        _ => {
+            return vec![format!("a qualified name {QUALIFIED_MSG} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')")];
+        }
+    };
+    if name.is_empty() {
+        out.push("name part must be non-empty".to_string());
+    } else if name.len() > QUALIFIED_NAME_MAX {
+        out.push(format!("name part must be no more than {QUALIFIED_NAME_MAX} characters"));
+    }
+    if !qualified_chars_ok(name) {
+        out.push(format!("name part {QUALIFIED_MSG}"));
+    }
+    out
+}
+
+/// apimachinery `IsValidLabelValue`: empty, or at most 63 characters of the qualified-name
+/// alphabet. Empty when valid.
+pub fn label_value_errors(value: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if value.len() > LABEL_VALUE_MAX {
+        out.push(format!("must be no more than {LABEL_VALUE_MAX} characters"));
+    }
+    if !value.is_empty() && !qualified_chars_ok(value) {
+        out.push(LABEL_VALUE_MSG.to_string());
+    }
+    out
+}
+
+/// The object metadata every kind shares (apimachinery `ValidateObjectMeta`): label keys and
+/// values, annotation keys (case does not matter), finalizer names. The field is the map's
+/// (`metadata.labels`), as kube reports it; the annotations' total size is checked elsewhere.
+fn validate_meta(obj: &Value, errors: &mut Vec<FieldError>) {
+    let map = |field: &str| obj.get("metadata").and_then(|m| m.get(field)).and_then(Value::as_object);
+    for (k, v) in map("labels").into_iter().flatten() {
+        for m in qualified_name_errors(k) {
+            errors.push(FieldError::invalid("metadata.labels", &json!(k), &m));
+        }
+        for m in label_value_errors(v.as_str().unwrap_or("")) {
+            errors.push(FieldError::invalid("metadata.labels", v, &m));
+        }
+    }
+    for k in map("annotations").into_iter().flatten().map(|(k, _)| k) {
+        for m in qualified_name_errors(&k.to_lowercase()) {
+            errors.push(FieldError::invalid("metadata.annotations", &json!(k), &m));
+        }
+    }
+    let finalizers = obj.pointer("/metadata/finalizers").and_then(Value::as_array);
+    for f in finalizers.into_iter().flatten().filter_map(Value::as_str) {
+        for m in qualified_name_errors(f) {
+            errors.push(FieldError::invalid("metadata.finalizers", &json!(f), &m));
+        }
+    }
+}
+
+/// apimachinery `IsValidPathSegmentName`, and no control characters (which kube would let
+/// through for core/v1 events; here they would reach logs and terminals).
+fn path_segment_errors(name: &str) -> Vec<String> {
+    if name == "." || name == ".." {
+        return vec![format!("may not be '{name}'")];
+    }
+    let mut out: Vec<String> =
+        ["/", "%"].iter().filter(|c| name.contains(**c)).map(|c| format!("may not contain '{c}'")).collect();
+    if name.chars().any(char::is_control) {
+        out.push("may not contain control characters".to_string());
+    }
+    out
+}
+
 fn validate_name(kind: &str, obj: &Value, errors: &mut Vec<FieldError>) {
     let name = str_at(obj, &["metadata", "name"]).unwrap_or("");
     let generate = str_at(obj, &["metadata", "generateName"]).unwrap_or("");
@@ -432,14 +529,10 @@ fn validate_name(kind: &str, obj: &Value, errors: &mut Vec<FieldError>) {
     }
     let problems = match kind {
         "Namespace" => dns1123_label_errors(name),
-        // Event names only need to be valid path segments.
-        "Event" => {
-            if name == "." || name == ".." || name.contains('/') || name.contains('%') {
-                vec!["may not contain '/' or '%' and may not be '.' or '..'".to_string()]
-            } else {
-                Vec::new()
-            }
-        }
+        // events.k8s.io names are DNS subdomains; core/v1 event names are only path segments
+        // (kube validates them no further, for old clients).
+        "Event" if str_at(obj, &["apiVersion"]) == Some("events.k8s.io/v1") => dns1123_subdomain_errors(name),
+        "Event" => path_segment_errors(name),
         _ => dns1123_subdomain_errors(name),
     };
     for p in problems {
@@ -569,6 +662,7 @@ fn validate_event(event: &Value, errors: &mut Vec<FieldError>) {
 fn object_errors(kind: &str, obj: &Value) -> Vec<FieldError> {
     let mut errors = Vec::new();
     validate_name(kind, obj, &mut errors);
+    validate_meta(obj, &mut errors);
     match kind {
         "Pod" => validate_pod(obj, &mut errors),
         "Lease" => validate_lease(obj, &mut errors),
@@ -1068,6 +1162,83 @@ mod tests {
         assert!(msg.starts_with("Pod \"Bad_Name\" is invalid: [metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain"), "{msg}");
         assert!(msg.contains("spec.containers[1].name: Duplicate value: \"a\""));
         assert!(msg.contains("spec.restartPolicy: Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnFailure\", \"Never\""));
+    }
+
+    /// Issue 13 finding 8: label keys and values, annotation keys and finalizers as
+    /// apimachinery validates them, with kube's messages in 422 causes.
+    #[test]
+    fn labels_annotations_and_finalizers_are_validated() {
+        let node = |meta: Value| {
+            let mut m = meta;
+            m["name"] = json!("n1");
+            json!({"metadata": m})
+        };
+        let long = "x".repeat(300);
+        for bad in ["bad key!", "", "a/b/c", "/x", "example.com/", "-a", long.as_str(), "Bad_Prefix/x"] {
+            let err = validate_create("Node", &node(json!({"labels": {bad: "v"}}))).unwrap_err();
+            assert_eq!(
+                (err["code"].as_u64(), err["reason"].as_str()),
+                (Some(422), Some("Invalid")),
+                "{bad:?}"
+            );
+            let cause = &err["details"]["causes"][0];
+            assert_eq!(
+                (cause["field"].as_str(), cause["reason"].as_str()),
+                (Some("metadata.labels"), Some("FieldValueInvalid")),
+                "{bad:?}"
+            );
+        }
+        let err = validate_create("Node", &node(json!({"labels": {"bad key!": "v"}}))).unwrap_err();
+        assert_eq!(
+            err["message"],
+            "Node \"n1\" is invalid: metadata.labels: Invalid value: \"bad key!\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"
+        );
+        let err = validate_create("Node", &node(json!({"labels": {"ok": long}}))).unwrap_err();
+        assert_eq!(
+            err["details"]["causes"][0]["message"],
+            format!("Invalid value: \"{long}\": must be no more than 63 characters")
+        );
+        for bad in ["-x", "a b", "x\u{0}"] {
+            assert!(validate_create("Node", &node(json!({"labels": {"k": bad}}))).is_err(), "{bad:?}");
+        }
+        for good in
+            [json!({"k": ""}), json!({"example.com/MyName": "My_value.1", "kubernetes.io/hostname": "n1"})]
+        {
+            assert!(validate_create("Node", &node(json!({"labels": good}))).is_ok(), "{good}");
+        }
+        // Annotation keys follow the same rule, case aside; values are free.
+        assert!(validate_create("Node", &node(json!({"annotations": {"Example.COM/Key": "any thing\n"}})))
+            .is_ok());
+        let err = validate_create("Node", &node(json!({"annotations": {"bad key": "v"}}))).unwrap_err();
+        assert_eq!(err["details"]["causes"][0]["field"], "metadata.annotations");
+        let err = validate_create("Node", &node(json!({"finalizers": ["ok/fin", "no way"]}))).unwrap_err();
+        assert_eq!(err["details"]["causes"].as_array().map(Vec::len), Some(1));
+        assert_eq!(err["details"]["causes"][0]["field"], "metadata.finalizers");
+        // An update is validated as well.
+        let old = node(json!({}));
+        assert!(validate_update("Node", &old, &node(json!({"labels": {"a/b/c": ""}})), false).is_err());
+    }
+
+    #[test]
+    fn control_characters_are_refused_in_every_name() {
+        for bad in ["a\u{0}b", "e.1\r\nX-Injected: 1", "line\n", "tab\t"] {
+            for kind in ["Event", "Pod", "Node", "Namespace", "Secret", "Lease"] {
+                let err = validate_create(kind, &json!({"metadata": {"name": bad}})).unwrap_err();
+                let causes = err["details"]["causes"].as_array().unwrap();
+                assert!(causes.iter().any(|c| c["field"] == "metadata.name"), "{kind} {bad:?}: {err}");
+            }
+        }
+        let err = validate_create("Event", &json!({"metadata": {"name": "a\u{0}"}})).unwrap_err();
+        assert_eq!(
+            err["details"]["causes"][0]["message"],
+            "Invalid value: \"a\\u0000\": may not contain control characters"
+        );
+        let err = validate_create("Event", &json!({"metadata": {"name": "a/%b"}})).unwrap_err();
+        assert_eq!(err["details"]["causes"].as_array().map(Vec::len), Some(2));
+        // core/v1 event names need only be path segments; events.k8s.io names are subdomains.
+        assert!(validate_create("Event", &json!({"metadata": {"name": "Pod_A.1"}})).is_ok());
+        let v1 = json!({"apiVersion": "events.k8s.io/v1", "metadata": {"name": "Pod_A.1"}});
+        assert!(validate_create("Event", &v1).is_err());
     }
 
     #[test]

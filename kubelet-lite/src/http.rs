@@ -280,7 +280,9 @@ impl ResponseParser {
             let limits = HeadLimits { max_bytes: self.limits.max_head_bytes, max_headers: usize::MAX };
             let parsed = wire::http::parse_response(&self.buf, limits).map_err(|e| match e {
                 HeadError::TooLarge => HttpError::HeadTooLarge,
-                HeadError::Version | HeadError::StartLine => HttpError::BadStatusLine,
+                HeadError::Version | HeadError::UnsupportedVersion | HeadError::StartLine => {
+                    HttpError::BadStatusLine
+                }
                 HeadError::Header | HeadError::TooManyHeaders => HttpError::BadHeader,
             })?;
             let Some((head, len)) = parsed else { return Ok(()) };

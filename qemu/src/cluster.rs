@@ -96,12 +96,50 @@ pub fn node_name(i: u32) -> String {
 /// `--tls-cert-file`) and its private key, both PEM: ECDSA P-256, with the names
 /// 127.0.0.1 and `name`.
 pub fn kubelet_serving_certificate(name: &str) -> Result<(String, String), Error> {
+    kubelet_serving_certificate_from(name, None)
+}
+
+/// The CA that signs a cluster's kubelet serving certificates; the control plane is started
+/// with `--kubelet-certificate-authority` naming its certificate, so that it sends log
+/// requests (and its kubelet-client certificate) only to the nodes' own kubelets.
+pub struct KubeletCa {
+    /// The CA certificate, PEM.
+    pub cert_pem: String,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl KubeletCa {
+    /// A new CA (ECDSA P-256).
+    pub fn generate() -> Result<KubeletCa, Error> {
+        let err = |e: rcgen::Error| Error::Usage(format!("kubelet CA: {e}"));
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(err)?;
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+        params.distinguished_name.push(rcgen::DnType::CommonName, "kubelet-serving-ca");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages =
+            vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
+        let cert = params.self_signed(&key).map_err(err)?;
+        Ok(KubeletCa { cert_pem: cert.pem(), issuer: rcgen::Issuer::new(params, key) })
+    }
+}
+
+/// [`kubelet_serving_certificate`], signed by `ca` when one is given.
+pub fn kubelet_serving_certificate_from(
+    name: &str,
+    ca: Option<&KubeletCa>,
+) -> Result<(String, String), Error> {
     let err = |e: rcgen::Error| Error::Usage(format!("kubelet serving certificate for {name}: {e}"));
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(err)?;
     let mut params =
         rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), name.to_string()]).map_err(err)?;
     params.distinguished_name.push(rcgen::DnType::CommonName, format!("{name}@kubelet"));
-    let cert = params.self_signed(&key).map_err(err)?;
+    let cert = match ca {
+        Some(ca) => {
+            params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+            params.signed_by(&key, &ca.issuer).map_err(err)?
+        }
+        None => params.self_signed(&key).map_err(err)?,
+    };
     Ok((cert.pem(), key.serialize_pem()))
 }
 
@@ -128,16 +166,17 @@ pub fn reach(api_port: u16, bochs: bool) -> Reach {
 
 /// Node `name`'s boot configuration from its kubeconfig: the API server through
 /// [`reach`], InternalIP 127.0.0.1, the forwarded `kubelet_port`, and a fresh serving
-/// certificate.
+/// certificate (from `ca` when given, else self-signed).
 pub fn node_config(
     kubeconfig: &Path,
     name: &str,
     api_port: u16,
     kubelet_port: u16,
     bochs: bool,
+    ca: Option<&KubeletCa>,
 ) -> Result<NodeBootConfig, Error> {
     let mut c = node::from_kubeconfig(kubeconfig, name, &reach(api_port, bochs))?;
-    let (cert, key) = kubelet_serving_certificate(name)?;
+    let (cert, key) = kubelet_serving_certificate_from(name, ca)?;
     c.node_ip = Some("127.0.0.1".into());
     c.kubelet_port = Some(kubelet_port);
     c.kubelet_certificate = Some(cert);
@@ -608,8 +647,16 @@ pub fn up_with(opts: &Options, stop: &dyn Fn() -> bool, mut job: Option<&mut Job
         fs::remove_dir_all(&state).map_err(|e| Error::io(format!("clearing {}", state.display()), e))?;
     }
     fs::create_dir_all(&state).map_err(|e| Error::io(format!("creating {}", state.display()), e))?;
-    let mut cp =
-        ControlPlane::start(&opts.control_plane, &state, &names, &cluster_dir().join("control-plane.log"))?;
+    // The nodes' kubelet serving certificates come from one CA, which the control plane
+    // checks them against (kube-apiserver's --kubelet-certificate-authority).
+    let kubelet_ca = KubeletCa::generate()?;
+    let ca_file = state.join("kubelet-ca.crt");
+    fs::write(&ca_file, &kubelet_ca.cert_pem)
+        .map_err(|e| Error::io(format!("writing {}", ca_file.display()), e))?;
+    let mut program = opts.control_plane.clone();
+    program.push("--kubelet-certificate-authority".into());
+    program.push(ca_file.display().to_string());
+    let mut cp = ControlPlane::start(&program, &state, &names, &cluster_dir().join("control-plane.log"))?;
     let api_port = cp.port()?;
     say(&format!(
         "control plane ready: {} (pid {}, state {}, log {})",
@@ -628,7 +675,8 @@ pub fn up_with(opts: &Options, stop: &dyn Fn() -> bool, mut job: Option<&mut Job
             }
             let bochs = opts.bochs && i == 0;
             let kubeconfig = state.join("nodes").join(format!("{name}.kubeconfig"));
-            let mut cfg = node_config(&kubeconfig, name, api_port, kubelet_ports[i], bochs)?;
+            let mut cfg =
+                node_config(&kubeconfig, name, api_port, kubelet_ports[i], bochs, Some(&kubelet_ca))?;
             let mut net = node_network(api_port, kubelet_ports[i], bochs);
             use_registry(&mut cfg, &mut net, registry.port(), bochs);
             for port in &extra_registries {

@@ -165,6 +165,25 @@ enum Verb {
         /// one is also DIR/node.kubeconfig. A new DIR without any gets node `n1`.
         #[arg(long = "node", value_name = "NAME")]
         nodes: Vec<String>,
+        /// Send log requests only to kubelets whose serving certificate chains to this CA
+        /// bundle (PEM) and names the address dialled; `cluster up` sets it.
+        #[arg(long, value_name = "FILE")]
+        kubelet_certificate_authority: Option<PathBuf>,
+        /// Connections at once [default: 1024].
+        #[arg(long, value_name = "N")]
+        max_connections: Option<String>,
+        /// Connections at once from one client IP address [default: 128].
+        #[arg(long, value_name = "N")]
+        max_connections_per_client: Option<String>,
+        /// Time for a request head, from the connection or the request's first byte [default: 32s].
+        #[arg(long, value_name = "DURATION")]
+        read_header_timeout: Option<String>,
+        /// Time for a request body, and for a write to make progress [default: 60s].
+        #[arg(long, value_name = "DURATION")]
+        request_timeout: Option<String>,
+        /// Time a keep-alive connection may wait for its next request [default: 90s].
+        #[arg(long, value_name = "DURATION")]
+        idle_timeout: Option<String>,
     },
     /// Build container images for tests.
     Image {
@@ -526,8 +545,42 @@ fn main() -> ExitCode {
             };
             cluster_up(&args.up, Some(pod))
         }
-        Verb::ControlPlane { dir, listen, insecure_http, nodes } => {
-            return match control_plane::run(&control_plane::Config { dir, listen, insecure_http, nodes }) {
+        Verb::ControlPlane {
+            dir,
+            listen,
+            insecure_http,
+            nodes,
+            kubelet_certificate_authority,
+            max_connections,
+            max_connections_per_client,
+            read_header_timeout,
+            request_timeout,
+            idle_timeout,
+        } => {
+            let mut limits = control_plane::server::Limits::default();
+            let given = [
+                max_connections,
+                max_connections_per_client,
+                read_header_timeout,
+                request_timeout,
+                idle_timeout,
+            ];
+            for (flag, value) in control_plane::server::Limits::FLAGS.iter().zip(given) {
+                if let Err(e) = value.map_or(Ok(()), |v| limits.set(flag, &v)) {
+                    eprintln!("xtask: error: control plane: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+            let cfg = control_plane::Config {
+                dir,
+                listen,
+                insecure_http,
+                nodes,
+                kubelet_ca: kubelet_certificate_authority,
+                store: control_plane::store::Limits::default(),
+                limits,
+            };
+            return match control_plane::run(&cfg) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("xtask: error: control plane: {e}");

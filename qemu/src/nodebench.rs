@@ -797,7 +797,7 @@ impl Sections<'_> {
         let kubeconfig = state.join("nodes").join(format!("{name}.kubeconfig"));
         let kubelet_port =
             *cluster::free_ports(1)?.first().ok_or_else(|| Error::Missing("no free port".into()))?;
-        let cfg = cluster::node_config(&kubeconfig, name, api_port, kubelet_port, false)?;
+        let cfg = cluster::node_config(&kubeconfig, name, api_port, kubelet_port, false, None)?;
         let pack = node::write_boot_pack(&cfg, bundles)?;
         let q = Qemu {
             smp: self.opts.smp,

@@ -400,7 +400,7 @@ fn on_node(
     let kubeconfig = state.join("nodes").join(format!("{name}.kubeconfig"));
     let kubelet_port =
         *cluster::free_ports(1)?.first().ok_or_else(|| Error::Missing("no free port".into()))?;
-    let mut cfg = cluster::node_config(&kubeconfig, name, api_port, kubelet_port, false)?;
+    let mut cfg = cluster::node_config(&kubeconfig, name, api_port, kubelet_port, false, None)?;
     let mut net = cluster::node_network(api_port, kubelet_port, false);
     cluster::use_registry(&mut cfg, &mut net, registry.port(), false);
     let pack = node::write_boot_pack(&cfg, bundles)?;

@@ -3,7 +3,11 @@
 //! the port it reports in the Node's `daemonEndpoints`, as a kubelet does: with a
 //! self-signed serving certificate made at start, and only to clients whose certificate
 //! chains to the cluster CA from its kubeconfig (the kubelet's `--client-ca-file`), which is
-//! how the API server proves itself when it fetches logs.
+//! how the API server proves itself when it fetches logs. The endpoint is bounded as the
+//! control plane's is: at most [`MAX_LOG_CONNECTIONS`] connections at once (more are closed at
+//! once), [`HEAD_TIMEOUT`] from connecting to a complete request head (TLS handshake
+//! included) of at most [`MAX_HEAD_BYTES`], and an answer of 400, 431 or 505 for a head that
+//! `wire::http` refuses.
 #![forbid(unsafe_code)]
 
 pub mod images;
@@ -13,9 +17,10 @@ pub mod transport;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kubelet_lite::agent::{Agent, NodeConfig, Op};
 use kubelet_lite::http::{Client, Limits, LineDecoder, Request};
@@ -137,35 +142,104 @@ fn log_server_config(ca_pem: Option<&[u8]>, name: &str) -> Result<Arc<rustls::Se
     builder.with_single_cert(vec![cert.der().clone()], key).map(Arc::new).map_err(|e| err(&e))
 }
 
+/// Most containerLogs connections at once; more are closed as they come.
+pub const MAX_LOG_CONNECTIONS: usize = 64;
+/// How long a client has from connecting to a complete request head.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest request head taken (more is 431).
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// The open containerLogs connections, counted down on drop.
+struct LogSlot(Arc<AtomicUsize>);
+
+impl LogSlot {
+    /// A slot, unless [`MAX_LOG_CONNECTIONS`] are taken.
+    fn take(open: &Arc<AtomicUsize>) -> Option<LogSlot> {
+        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < MAX_LOG_CONNECTIONS).then_some(n + 1))
+            .ok()
+            .map(|_| LogSlot(open.clone()))
+    }
+}
+
+impl Drop for LogSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A socket whose reads fail once `until` has passed (`None`: no deadline).
+struct Deadline {
+    tcp: TcpStream,
+    until: Option<Instant>,
+}
+
+impl Read for Deadline {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = match self.until {
+            Some(u) => match u.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
+                Some(left) => Some(left),
+                None => return Err(std::io::ErrorKind::TimedOut.into()),
+            },
+            None => None,
+        };
+        self.tcp.set_read_timeout(left)?;
+        self.tcp.read(buf)
+    }
+}
+
+impl Write for Deadline {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.tcp.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.tcp.flush()
+    }
+}
+
+/// The request head in `r`: its target, or the status and reason to answer.
+fn read_log_head(r: &mut impl BufRead) -> std::io::Result<Result<String, (u16, String)>> {
+    // The head's lines to the empty line that ends it, at most MAX_HEAD_BYTES in all.
+    let mut raw = Vec::new();
+    loop {
+        let start = raw.len();
+        let room = (MAX_HEAD_BYTES + 2).saturating_sub(raw.len()) as u64;
+        let n = r.take(room).read_until(b'\n', &mut raw)?;
+        let line = raw.get(start..).unwrap_or_default();
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if !line.ends_with(b"\n") {
+            return Ok(Err((431, "request head too large".into())));
+        }
+        if (line == b"\r\n" || line == b"\n") && start > 0 {
+            break;
+        }
+    }
+    let limits = HeadLimits { max_bytes: MAX_HEAD_BYTES, max_headers: 100 };
+    Ok(match wire::http::parse_request(&raw, limits) {
+        Ok(Some((head, _))) => Ok(head.target),
+        Ok(None) => Err((400, "request head truncated".into())),
+        Err(e) => Err((e.status(), e.to_string())),
+    })
+}
+
 fn serve_logs(tcp: TcpStream, tls: Arc<rustls::ServerConfig>, state: State) -> std::io::Result<()> {
-    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    tcp.set_write_timeout(Some(Duration::from_secs(60)))?;
     let session = rustls::ServerConnection::new(tls).map_err(std::io::Error::other)?;
-    let mut s = rustls::StreamOwned::new(session, tcp);
-    let target = {
-        let mut reader = BufReader::new(&mut s);
-        // The head's lines (each at most 8 KiB, 64 KiB in all) to the blank line that ends it.
-        let mut raw = Vec::new();
-        loop {
-            let start = raw.len();
-            let n = (&mut reader).take(8192).read_until(b'\n', &mut raw)?;
-            let line = raw.get(start..).unwrap_or_default();
-            let blank = line == b"\r\n" || line == b"\n";
-            if n == 0 || blank || raw.len() > 65536 {
-                break;
-            }
-        }
-        // A request that does not parse has no target, which no log path matches.
-        match wire::http::parse_request(&raw, HeadLimits::UNBOUNDED) {
-            Ok(Some((head, _))) => head.target,
-            _ => String::new(),
-        }
-    };
-    // The handshake is done and the client certificate checked; the connection no longer
-    // waits on a slow client's reads (follow streams run for as long as the container).
-    s.sock.set_read_timeout(None)?;
+    let sock = Deadline { tcp, until: Some(Instant::now() + HEAD_TIMEOUT) };
+    let mut s = rustls::StreamOwned::new(session, sock);
     let reply = |s: &mut dyn Write, code: u16, text: &str| {
         write!(s, "HTTP/1.1 {code} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-            if code == 200 { "OK" } else { "Error" }, text.len())
+            wire::http::reason(code), text.len())
+    };
+    let head = read_log_head(&mut BufReader::new(&mut s))?;
+    // The handshake is done and the client certificate checked; the connection no longer
+    // waits on a slow client's reads (follow streams run for as long as the container).
+    s.sock.until = None;
+    let target = match head {
+        Ok(target) => target,
+        Err((code, why)) => return reply(&mut s, code, &why),
     };
     let req = match LogRequest::parse(&target) {
         Ok(r) => r,
@@ -280,10 +354,14 @@ pub fn run(kubeconfig: &Path, name: &str, pull: Option<PullConfig>) -> Result<()
     {
         let state = state.clone();
         thread::spawn(move || {
+            let open = Arc::new(AtomicUsize::new(0));
             for conn in listener.incoming().flatten() {
+                // Over the cap, the connection is closed as it comes.
+                let Some(slot) = LogSlot::take(&open) else { continue };
                 let (state, tls) = (state.clone(), log_tls.clone());
                 thread::spawn(move || {
                     let _ = serve_logs(conn, tls, state);
+                    drop(slot);
                 });
             }
         });
@@ -340,5 +418,35 @@ pub fn run(kubeconfig: &Path, name: &str, pull: Option<PullConfig>) -> Result<()
             }
         }
         thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_connections_are_capped_and_come_back() {
+        let open = Arc::new(AtomicUsize::new(0));
+        let slots: Vec<LogSlot> = std::iter::from_fn(|| LogSlot::take(&open)).take(1000).collect();
+        assert_eq!(slots.len(), MAX_LOG_CONNECTIONS);
+        assert!(LogSlot::take(&open).is_none());
+        drop(slots);
+        assert_eq!(open.load(Ordering::Acquire), 0);
+        assert!(LogSlot::take(&open).is_some());
+    }
+
+    #[test]
+    fn log_heads_are_bounded_and_checked() {
+        let head = |raw: &[u8]| read_log_head(&mut BufReader::new(raw)).unwrap();
+        assert_eq!(
+            head(b"GET /containerLogs/a/b/c HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Ok("/containerLogs/a/b/c".into())
+        );
+        assert_eq!(head(b"GET / HTTP/2.0\r\n\r\n").map_err(|e| e.0), Err(505));
+        assert_eq!(head(b"GET / HTTP/1.1\nHost: x\n\n").map_err(|e| e.0), Err(400));
+        let big = [&b"GET / HTTP/1.1\r\nX: "[..], &[b'a'; MAX_HEAD_BYTES][..], b"\r\n\r\n"].concat();
+        assert_eq!(head(&big).map_err(|e| e.0), Err(431));
+        assert!(read_log_head(&mut BufReader::new(&b"GET / HTTP/1.1\r\n"[..])).is_err());
     }
 }

@@ -3,7 +3,8 @@
 //! Two forms are served: plain (`+` is itself) and form-style (`application/x-www-form-urlencoded`
 //! and the kernel command line, where `+` is a space and a literal `+` is `%2B`). The lenient
 //! decoders keep a `%` that does not start a valid escape as it is; [`is_well_formed`] tells
-//! whether every `%` starts one, for callers that reject bad escapes.
+//! whether every `%` starts one, for callers that reject bad escapes. [`encode`] goes the other
+//! way, for a path segment or a query value built from text a client sent.
 
 #[cfg(feature = "alloc")]
 use alloc::{string::String, vec::Vec};
@@ -48,6 +49,18 @@ pub fn decode(s: &str, plus: bool) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+/// What [`encode`] escapes: everything but RFC 3986's unreserved characters.
+const COMPONENT: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// `s` with every byte other than RFC 3986's unreserved characters (`A-Z a-z 0-9 - . _ ~`)
+/// escaped as `%XX`: safe as one path segment or one query value, whatever `s` holds (CR, LF,
+/// `/`, `?`, `&`, `#`, spaces).
+#[cfg(feature = "alloc")]
+pub fn encode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, COMPONENT).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,6 +84,17 @@ mod tests {
         assert_eq!(decode("%FF", false), "\u{FFFD}");
         assert_eq!(decode("", true), "");
         assert_eq!(decode("++", true), "  ");
+    }
+
+    #[cfg(feature = "alloc")]
+    #[test]
+    fn encode_leaves_only_unreserved_characters() {
+        assert_eq!(encode("app"), "app");
+        assert_eq!(encode("a-b.c_d~e"), "a-b.c_d~e");
+        assert_eq!(encode("x\r\nHost: evil"), "x%0D%0AHost%3A%20evil");
+        assert_eq!(encode("../a/b?c=d&e#f"), "..%2Fa%2Fb%3Fc%3Dd%26e%23f");
+        assert_eq!(encode("caf\u{e9}"), "caf%C3%A9");
+        assert_eq!(decode(&encode("a b+c%/\u{e9}"), false), "a b+c%/\u{e9}");
     }
 
     #[test]

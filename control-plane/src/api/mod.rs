@@ -7,7 +7,10 @@ pub mod resources;
 pub mod status;
 pub mod watch;
 
+use crate::admission;
+use crate::auth::User;
 use crate::json;
+use crate::patch::PatchError;
 use crate::rfc3339;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::server::http::{Request, Response};
@@ -127,18 +130,56 @@ fn store_err(e: StoreError, t: &Target, name: &str) -> ApiError {
             "the object has been modified; please apply your changes to the latest version and try again",
         ),
         StoreError::Expired { .. } => ApiError::expired(e.to_string()),
-        StoreError::Io(e) => ApiError::internal(e.to_string()),
+        StoreError::TooDeep => ApiError::invalid(r.kind, name, &e.to_string()),
+        e => e.into(),
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        ApiError::internal(e.to_string())
+        match e {
+            StoreError::TooLarge { .. } => ApiError::entity_too_large(e.to_string()),
+            StoreError::TooDeep => ApiError::unprocessable(e.to_string()),
+            e => ApiError::internal(e.to_string()),
+        }
     }
 }
 
+/// apimachinery's `TotalAnnotationSizeLimitB`: the keys and values of an object's annotations
+/// together.
+pub const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
+
+/// Refuses (422) an object whose annotations take more than [`MAX_ANNOTATIONS_BYTES`], as
+/// apimachinery's `ValidateAnnotationsSize` does.
+pub fn check_annotations_size(kind: &str, name: &str, obj: &Value) -> Result<(), ApiError> {
+    let Some(m) = obj.pointer("/metadata/annotations").and_then(Value::as_object) else { return Ok(()) };
+    let total = m.iter().fold(0usize, |n, (k, v)| n.saturating_add(k.len() + v.as_str().map_or(0, str::len)));
+    if total > MAX_ANNOTATIONS_BYTES {
+        return Err(ApiError::invalid(
+            kind,
+            name,
+            &format!("metadata.annotations: Too long: may not be more than {MAX_ANNOTATIONS_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// How often a write whose object changed while it was being computed starts again.
+const CONFLICT_RETRIES: usize = 5;
+
 /// Parses a request body as JSON, or YAML when the content type says so.
 pub fn parse_body(req: &Request) -> Result<Value, ApiError> {
+    let v = parse_body_any_depth(req)?;
+    if crate::store::deeper_than(&v, crate::store::MAX_DEPTH) {
+        return Err(ApiError::bad_request(format!(
+            "the object nests objects and arrays deeper than {} levels",
+            crate::store::MAX_DEPTH
+        )));
+    }
+    Ok(v)
+}
+
+fn parse_body_any_depth(req: &Request) -> Result<Value, ApiError> {
     let ct = req.header("content-type").unwrap_or("application/json");
     if req.body.is_empty() {
         return Err(ApiError::bad_request("the request body is empty"));
@@ -351,6 +392,76 @@ fn with_warnings(reply: Result<Reply, ApiError>, warnings: Vec<String>) -> Resul
     }
 }
 
+/// The apiserver's `checkName` and `EnsureObjectNamespaceMatchesRequestNamespace` for the
+/// object of a PUT or the result of a PATCH: a name other than the URL's is 400 BadRequest, and
+/// so is a namespace other than the URL's (a missing one is the URL's). A PATCH cannot rename
+/// or move an object.
+fn check_identity(t: &Target, name: &str, obj: &Value) -> Result<(), ApiError> {
+    let obj_name = meta_str(obj, "name").unwrap_or("");
+    if obj_name != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({obj_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    let want = if t.resource.namespaced { t.namespace.as_deref().unwrap_or("") } else { "" };
+    match meta_str(obj, "namespace").unwrap_or("") {
+        "" => Ok(()),
+        ns if ns == want || want.is_empty() => Ok(()),
+        _ => Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        )),
+    }
+}
+
+/// A patch that sets another `kind` or `apiVersion`: kube cannot decode the result into the
+/// resource's type, and answers 422 Invalid on the field `patch`.
+fn check_patched_type(t: &Target, patched: &Value) -> Result<(), ApiError> {
+    let r = t.resource;
+    let kind_ok = patched.get("kind").is_none_or(|k| k.as_str() == Some(r.kind));
+    let av_ok = patched.get("apiVersion").is_none_or(|a| a.as_str() == Some(&r.api_version()));
+    if kind_ok && av_ok {
+        return Ok(());
+    }
+    let kind = patched.get("kind").and_then(Value::as_str).unwrap_or(r.kind);
+    let version = match patched.get("apiVersion").and_then(Value::as_str) {
+        Some(av) => av.rsplit('/').next().unwrap_or(av),
+        None => r.version,
+    };
+    let why = format!(
+        "no kind \"{kind}\" is registered for version \"{version}\" in scheme \"pkg/api/legacyscheme/scheme.go:30\""
+    );
+    let text = serde_json::to_string(patched).unwrap_or_default();
+    let cause = validate::FieldError::invalid("patch", &json!(text), &why);
+    Err(ApiError::from_status(validate::invalid_status("", "", &[cause])))
+}
+
+/// Runs NodeRestriction for a request of `user` (none for the server's own requests).
+fn admit(
+    user: Option<&User>,
+    op: admission::Operation,
+    t: &Target,
+    sub: Option<&str>,
+    name: &str,
+    old: Option<&Value>,
+    new: Option<&Value>,
+) -> Result<(), ApiError> {
+    let Some(user) = user else { return Ok(()) };
+    let r = t.resource;
+    admission::admit(
+        user,
+        &admission::Request {
+            op,
+            group: r.group,
+            resource: r.plural,
+            subresource: sub,
+            namespace: t.namespace.as_deref().unwrap_or(""),
+            name,
+            old,
+            new,
+        },
+    )
+}
+
 fn uid_of(obj: &Value) -> Option<&str> {
     meta_str(obj, "uid")
 }
@@ -372,8 +483,14 @@ impl Api {
         Ok(api)
     }
 
-    /// Answers one authenticated request.
+    /// Answers one request of the server itself (its controllers): no admission plugin applies.
     pub fn handle(&self, req: &Request) -> Reply {
+        self.handle_as(req, None)
+    }
+
+    /// Answers one request authenticated as `user` (`None`: the server itself), which
+    /// [`crate::admission`] admits on writes.
+    pub fn handle_as(&self, req: &Request, user: Option<&User>) -> Reply {
         match route(&req.path) {
             Route::Document(doc) => {
                 if req.method != "GET" {
@@ -382,14 +499,14 @@ impl Api {
                 Reply::Full(Response::json(200, &doc))
             }
             Route::Unknown => ApiError::no_route().into(),
-            Route::Resource(t) => match self.handle_resource(req, &t) {
+            Route::Resource(t) => match self.handle_resource(req, &t, user) {
                 Ok(r) => r,
                 Err(e) => e.into(),
             },
         }
     }
 
-    fn handle_resource(&self, req: &Request, t: &Target) -> Result<Reply, ApiError> {
+    fn handle_resource(&self, req: &Request, t: &Target, user: Option<&User>) -> Result<Reply, ApiError> {
         let method = req.method.as_str();
         match (&t.name, t.sub.as_deref(), method) {
             (None, None, "GET") => {
@@ -399,16 +516,16 @@ impl Api {
                 }
                 self.list(req, t)
             }
-            (None, None, "POST") => self.create(req, t),
+            (None, None, "POST") => self.create(req, t, user),
             (None, None, "DELETE") => self.delete_collection(req, t),
             (Some(name), Some("log"), "GET") => self.log(req, t, name),
             (Some(name), _, "GET") => {
                 let obj = self.get_obj(t, name)?;
                 Ok(Reply::Full(self.render_one(req, t, obj)))
             }
-            (Some(name), sub, "PUT") => self.update(req, t, name, sub),
-            (Some(name), sub, "PATCH") => self.patch(req, t, name, sub),
-            (Some(name), None, "DELETE") => self.delete(req, t, name),
+            (Some(name), sub, "PUT") => self.update(req, t, name, sub, user),
+            (Some(name), sub, "PATCH") => self.patch(req, t, name, sub, user),
+            (Some(name), None, "DELETE") => self.delete(req, t, name, user),
             _ => Err(ApiError::method_not_allowed(method)),
         }
     }
@@ -504,7 +621,7 @@ impl Api {
         Ok(())
     }
 
-    fn create(&self, req: &Request, t: &Target) -> Result<Reply, ApiError> {
+    fn create(&self, req: &Request, t: &Target, user: Option<&User>) -> Result<Reply, ApiError> {
         let mut obj = parse_body(req)?;
         self.check_type(t, &obj)?;
         let r = t.resource;
@@ -545,8 +662,10 @@ impl Api {
         let warnings = check_fields(r.kind, &mut obj, mode).map_err(ApiError::from_status)?;
         let uid = uuid::Uuid::new_v4().to_string();
         validate::prepare_for_create(r.kind, &mut obj, &uid, SystemTime::now());
-        validate::validate_create(r.kind, &obj).map_err(ApiError::from_status)?;
         let name = meta_str(&obj, "name").unwrap_or_default().to_string();
+        admit(user, admission::Operation::Create, t, None, &name, None, Some(&obj))?;
+        validate::validate_create(r.kind, &obj).map_err(ApiError::from_status)?;
+        check_annotations_size(r.kind, &name, &obj)?;
         if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
             m.remove("resourceVersion");
         }
@@ -618,84 +737,111 @@ impl Api {
         }
     }
 
+    /// Computes the new object from the stored one and the request, outside the store lock.
+    fn prepare_write(
+        t: &Target,
+        name: &str,
+        sub: Option<&str>,
+        old: &Value,
+        make: &dyn Fn(&Value) -> Result<Value, ApiError>,
+        user: Option<&User>,
+    ) -> Result<Value, ApiError> {
+        let r = t.resource;
+        let mut new = make(old)?;
+        if !new.is_object() || !new.get("metadata").is_some_and(Value::is_object) {
+            return Err(ApiError::bad_request("the object has no metadata"));
+        }
+        if let Some(uid) = uid_of(&new) {
+            if Some(uid) != uid_of(old) {
+                return Err(ApiError::invalid(
+                    r.kind,
+                    name,
+                    "metadata.uid: Invalid value: field is immutable",
+                ));
+            }
+        }
+        if let Some(rv) = meta_str(&new, "resourceVersion") {
+            if !rv.is_empty() && rv.parse::<u64>().ok() != object_rv(old) {
+                return Err(store_err(StoreError::Conflict, t, name));
+            }
+        }
+        json::set(&mut new, "kind", json!(r.kind))?;
+        json::set(&mut new, "apiVersion", json!(r.api_version()))?;
+        let mut merged = Self::merge_for_write(t, sub, old, new)?;
+        validate::apply_defaults(r.kind, &mut merged);
+        if r.kind == "Pod" && sub.is_none() {
+            let qos = validate::qos_class(&merged);
+            json::set_at(&mut merged, &["status", "qosClass"], json!(qos))?;
+        }
+        admit(user, admission::Operation::Update, t, sub, name, Some(old), Some(&merged))?;
+        validate::validate_update(r.kind, old, &merged, sub == Some("status"))
+            .map_err(ApiError::from_status)?;
+        check_annotations_size(r.kind, name, &merged)?;
+        Ok(merged)
+    }
+
+    /// Writes an object as kube-apiserver's optimistic update does: read it, compute the new
+    /// object without holding the store lock (a patch's work depends on its body), then store it
+    /// only if nothing changed it meanwhile, starting again (a few times) if something did.
     fn write(
         &self,
         t: &Target,
         name: &str,
         sub: Option<&str>,
-        make: impl FnOnce(&Value) -> Result<Value, ApiError>,
+        make: &dyn Fn(&Value) -> Result<Value, ApiError>,
         dry_run: bool,
+        user: Option<&User>,
     ) -> Result<Reply, ApiError> {
         let key = self.key(t, name);
         let r = t.resource;
-        let mut out_dry = None;
-        let stored = self
-            .store
-            .modify::<ApiError>(&key, |old| {
-                let mut new = make(old)?;
-                if !new.is_object() || !new.get("metadata").is_some_and(Value::is_object) {
-                    return Err(ApiError::bad_request("the object has no metadata"));
-                }
-                if let Some(uid) = uid_of(&new) {
-                    if Some(uid) != uid_of(old) {
-                        return Err(ApiError::invalid(
-                            r.kind,
-                            name,
-                            "metadata.uid: Invalid value: field is immutable",
-                        ));
-                    }
-                }
-                if let Some(rv) = meta_str(&new, "resourceVersion") {
-                    if !rv.is_empty() && rv.parse::<u64>().ok() != object_rv(old) {
-                        return Err(store_err(StoreError::Conflict, t, name));
-                    }
-                }
-                json::set(&mut new, "kind", json!(r.kind))?;
-                json::set(&mut new, "apiVersion", json!(r.api_version()))?;
-                let mut merged = Self::merge_for_write(t, sub, old, new)?;
-                validate::apply_defaults(r.kind, &mut merged);
-                if r.kind == "Pod" && sub.is_none() {
-                    let qos = validate::qos_class(&merged);
-                    json::set_at(&mut merged, &["status", "qosClass"], json!(qos))?;
-                }
-                validate::validate_update(r.kind, old, &merged, sub == Some("status"))
-                    .map_err(ApiError::from_status)?;
-                if dry_run {
-                    out_dry = Some(merged);
-                    return Ok(None);
-                }
-                Ok(Some(merged))
-            })
-            .map_err(|e| {
-                if e.code == 500 && e.message.contains("not found") {
-                    ApiError::not_found(r.plural, r.group, name)
-                } else {
-                    e
-                }
-            })?;
-        let obj = out_dry.unwrap_or(stored);
-        // A pod whose grace period was shortened to zero by its node goes away now.
-        Ok(Reply::Full(Response::json(200, &obj)))
+        let mut attempt = 0;
+        loop {
+            let old = self.store.get(&key).ok_or_else(|| ApiError::not_found(r.plural, r.group, name))?;
+            let merged = Self::prepare_write(t, name, sub, &old, make, user)?;
+            if dry_run {
+                return Ok(Reply::Full(Response::json(200, &merged)));
+            }
+            match self.store.update(key.clone(), merged, object_rv(&old)) {
+                Ok(stored) => return Ok(Reply::Full(Response::json(200, &stored))),
+                Err(StoreError::Conflict) if attempt < CONFLICT_RETRIES => attempt += 1,
+                Err(e) => return Err(store_err(e, t, name)),
+            }
+        }
     }
 
-    fn update(&self, req: &Request, t: &Target, name: &str, sub: Option<&str>) -> Result<Reply, ApiError> {
+    fn update(
+        &self,
+        req: &Request,
+        t: &Target,
+        name: &str,
+        sub: Option<&str>,
+        user: Option<&User>,
+    ) -> Result<Reply, ApiError> {
         let mut body = parse_body(req)?;
         self.check_type(t, &body)?;
         let mode =
             FieldValidation::from_query(req.param("fieldValidation")).map_err(ApiError::from_status)?;
         let warnings = check_fields(t.resource.kind, &mut body, mode).map_err(ApiError::from_status)?;
-        if meta_str(&body, "name").is_some_and(|n| n != name) {
-            return Err(ApiError::bad_request("the name of the object does not match the name on the URL"));
-        }
+        check_identity(t, name, &body)?;
         self.exists(t, name)?;
-        with_warnings(self.write(t, name, sub, |_| Ok(body), req.param("dryRun").is_some()), warnings)
+        with_warnings(
+            self.write(t, name, sub, &|_| Ok(body.clone()), req.param("dryRun").is_some(), user),
+            warnings,
+        )
     }
 
     fn exists(&self, t: &Target, name: &str) -> Result<(), ApiError> {
         self.get_obj(t, name).map(|_| ())
     }
 
-    fn patch(&self, req: &Request, t: &Target, name: &str, sub: Option<&str>) -> Result<Reply, ApiError> {
+    fn patch(
+        &self,
+        req: &Request,
+        t: &Target,
+        name: &str,
+        sub: Option<&str>,
+        user: Option<&User>,
+    ) -> Result<Reply, ApiError> {
         let ct = req.header("content-type").unwrap_or("").split(';').next().unwrap_or("").trim().to_string();
         let kind = match ct.as_str() {
             "application/json-patch+json" => 0,
@@ -714,17 +860,36 @@ impl Api {
             t,
             name,
             sub,
-            |old| {
+            &|old| {
                 let mut patched = match kind {
-                    0 => crate::patch::apply_json_patch(old, &patch)
-                        .map_err(|e| ApiError::invalid(rkind, name, &e.to_string()))?,
+                    0 => crate::patch::apply_json_patch(old, &patch).map_err(|e| match e {
+                        PatchError::TooManyOperations { .. } => ApiError::entity_too_large(e.to_string()),
+                        PatchError::CopyTooLarge { .. } | PatchError::TooDeep { .. } => {
+                            ApiError::unprocessable(e.to_string())
+                        }
+                        PatchError::TooMuchWork { .. } => ApiError::entity_too_large(e.to_string()),
+                        e => ApiError::invalid(rkind, name, &e.to_string()),
+                    })?,
                     1 => crate::patch::apply_merge_patch(old, &patch),
                     _ => {
                         let keys = crate::patch::k8s_merge_keys(rkind);
-                        crate::patch::apply_strategic_merge_patch(old, &patch, &keys)
-                            .map_err(|e| ApiError::bad_request(e.to_string()))?
+                        crate::patch::apply_strategic_merge_patch(old, &patch, &keys).map_err(
+                            |e| match e {
+                                // As kube, which cannot decode the result: 422 on the field `patch`.
+                                crate::patch::PatchError::DirectiveOnScalar(_) => {
+                                    ApiError::from_status(validate::invalid_status(
+                                        "",
+                                        "",
+                                        &[validate::FieldError::invalid("patch", &patch, &e.to_string())],
+                                    ))
+                                }
+                                e => ApiError::bad_request(e.to_string()),
+                            },
+                        )?
                     }
                 };
+                check_identity(t, name, &patched)?;
+                check_patched_type(t, &patched)?;
                 *warnings.borrow_mut() =
                     check_fields(rkind, &mut patched, mode).map_err(ApiError::from_status)?;
                 // A patch without a resourceVersion is unconditional.
@@ -736,11 +901,12 @@ impl Api {
                 Ok(patched)
             },
             req.param("dryRun").is_some(),
+            user,
         );
         with_warnings(reply, warnings.into_inner())
     }
 
-    fn delete(&self, req: &Request, t: &Target, name: &str) -> Result<Reply, ApiError> {
+    fn delete(&self, req: &Request, t: &Target, name: &str, user: Option<&User>) -> Result<Reply, ApiError> {
         let opts: Value = if req.body.is_empty() { json!({}) } else { parse_body(req)? };
         let grace_param = req.param("gracePeriodSeconds").and_then(|g| g.parse::<i64>().ok());
         let grace_opt = opts.get("gracePeriodSeconds").and_then(Value::as_i64).or(grace_param);
@@ -776,6 +942,7 @@ impl Api {
             Ok(())
         };
         let old = self.get_obj(t, name)?;
+        admit(user, admission::Operation::Delete, t, None, name, Some(&old), None)?;
         if r.kind == "Namespace" && ["default", "kube-system", "kube-public"].contains(&name) {
             return Err(ApiError::forbidden("namespaces", name, "this namespace may not be deleted"));
         }
@@ -852,7 +1019,19 @@ impl Api {
         let pod = self.get_obj(t, name)?;
         let ns = t.namespace.clone().unwrap_or_default();
         let container = match req.param("container") {
-            Some(c) => c.to_string(),
+            // kube-apiserver's rule (pod LogLocation): a named container must be one of the
+            // pod's, init and ephemeral ones included.
+            Some(c) => {
+                let known = ["containers", "initContainers", "ephemeralContainers"].iter().any(|list| {
+                    pod.pointer(&format!("/spec/{list}"))
+                        .and_then(Value::as_array)
+                        .is_some_and(|cs| cs.iter().any(|k| k.get("name").and_then(Value::as_str) == Some(c)))
+                });
+                if !known {
+                    return Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}")));
+                }
+                c.to_string()
+            }
             None => pod
                 .pointer("/spec/containers/0/name")
                 .and_then(Value::as_str)
@@ -903,6 +1082,197 @@ mod tests {
         match r {
             Reply::Full(resp) => (resp.status, serde_json::from_slice(&resp.body).unwrap()),
             _ => panic!("not a full reply"),
+        }
+    }
+
+    fn with_type(mut r: Request, ct: &str) -> Request {
+        r.headers = vec![("content-type".into(), ct.into())];
+        r
+    }
+
+    /// Issue 13 finding 7: with n1's credential, removing an admin's taint, adding restricted
+    /// labels through the Node or its status, and re-registering with them are all 403.
+    #[test]
+    fn node_restriction_holds_through_every_write() {
+        let api = Api::new(Store::in_memory()).unwrap();
+        let n1 = User { name: "system:node:n1".into(), groups: vec!["system:nodes".into()] };
+        let node = r#"{"apiVersion":"v1","kind":"Node","metadata":{"name":"n1","labels":{"kubernetes.io/hostname":"n1","kubernetes.io/os":"linux","kubernetes.io/arch":"amd64","beta.kubernetes.io/os":"linux","beta.kubernetes.io/arch":"amd64"}},"spec":{}}"#;
+        let (code, st) = full(api.handle_as(&req("POST", "/api/v1/nodes", node), Some(&n1)));
+        assert_eq!(code, 201, "{st}");
+        let taint = r#"{"spec":{"taints":[{"key":"dedicated","value":"db","effect":"NoSchedule"}]}}"#;
+        let merge = "application/merge-patch+json";
+        let (code, _) = full(api.handle(&with_type(req("PATCH", "/api/v1/nodes/n1", taint), merge)));
+        assert_eq!(code, 200);
+        let as_n1 = |r: Request| full(api.handle_as(&r, Some(&n1)));
+        let untaint = r#"[{"op":"remove","path":"/spec/taints"}]"#;
+        let (code, st) =
+            as_n1(with_type(req("PATCH", "/api/v1/nodes/n1", untaint), "application/json-patch+json"));
+        assert_eq!((code, st["reason"].as_str()), (403, Some("Forbidden")), "{st}");
+        assert_eq!(st["message"], "nodes \"n1\" is forbidden: node \"n1\" is not allowed to modify taints");
+        for path in ["/api/v1/nodes/n1", "/api/v1/nodes/n1/status"] {
+            for label in ["node-role.kubernetes.io/control-plane", "node-restriction.kubernetes.io/x"] {
+                let body = format!(r#"{{"metadata":{{"labels":{{"{label}":"yes"}}}}}}"#);
+                let (code, st) =
+                    as_n1(with_type(req("PATCH", path, &body), "application/strategic-merge-patch+json"));
+                assert_eq!(code, 403, "{path} {label}: {st}");
+                assert_eq!(
+                    st["message"],
+                    format!("nodes \"n1\" is forbidden: is not allowed to modify labels: {label}")
+                );
+            }
+        }
+        // Its own status and harmless labels still go through.
+        let beat = r#"{"metadata":{"labels":{"example.com/rack":"r1"}},"status":{"conditions":[{"type":"Ready","status":"True"}]}}"#;
+        let (code, st) = as_n1(with_type(
+            req("PATCH", "/api/v1/nodes/n1/status", beat),
+            "application/strategic-merge-patch+json",
+        ));
+        assert_eq!(code, 200, "{st}");
+        let (_, stored) = full(api.handle(&req("GET", "/api/v1/nodes/n1", "")));
+        assert_eq!(stored["spec"]["taints"][0]["key"], "dedicated");
+        assert!(stored["metadata"]["labels"].get("node-role.kubernetes.io/control-plane").is_none());
+        // Deleting its Node is allowed; coming back with a role label is not.
+        assert_eq!(as_n1(req("DELETE", "/api/v1/nodes/n1", "")).0, 200);
+        let relabelled = node.replace(
+            "\"kubernetes.io/hostname\"",
+            "\"node-role.kubernetes.io/master\":\"\",\"kubernetes.io/hostname\"",
+        );
+        let (code, st) = as_n1(req("POST", "/api/v1/nodes", &relabelled));
+        assert_eq!(code, 403, "{st}");
+        assert_eq!(st["message"], "nodes \"n1\" is forbidden: node \"n1\" is not allowed to set the following labels: node-role.kubernetes.io/master");
+        assert_eq!(full(api.handle(&req("GET", "/api/v1/nodes/n1", ""))).0, 404);
+        assert_eq!(as_n1(req("POST", "/api/v1/nodes", node)).0, 201);
+        // Pod labels do not change through the status of a pod bound to the node.
+        let pod = r#"{"metadata":{"name":"p","labels":{"app":"a"}},"spec":{"nodeName":"n1","containers":[{"name":"c","image":"i"}]}}"#;
+        assert_eq!(full(api.handle(&req("POST", "/api/v1/namespaces/default/pods", pod))).0, 201);
+        let relabel = r#"{"metadata":{"labels":{"app":"stolen"}},"status":{"phase":"Running"}}"#;
+        let (code, st) =
+            as_n1(with_type(req("PATCH", "/api/v1/namespaces/default/pods/p/status", relabel), merge));
+        assert_eq!(
+            (code, st["message"].as_str()),
+            (403, Some("pods \"p\" is forbidden: node \"n1\" cannot update labels through pod status"))
+        );
+        let running = r#"{"status":{"phase":"Running"}}"#;
+        let (code, st) =
+            as_n1(with_type(req("PATCH", "/api/v1/namespaces/default/pods/p/status", running), merge));
+        assert_eq!(code, 200, "{st}");
+    }
+
+    /// Issue 13 finding 9: patches and PUTs that would rename, move or retype an object are
+    /// refused instead of silently dropped; `$patch: delete` on a scalar is 422 and bumps nothing.
+    #[test]
+    fn identity_changes_are_refused_not_dropped() {
+        let api = Api::new(Store::in_memory()).unwrap();
+        let pod = r#"{"metadata":{"name":"p"},"spec":{"activeDeadlineSeconds":30,"containers":[{"name":"c","image":"i"}]}}"#;
+        let (_, created) = full(api.handle(&req("POST", "/api/v1/namespaces/default/pods", pod)));
+        let path = "/api/v1/namespaces/default/pods/p";
+        let jp = "application/json-patch+json";
+        let mp = "application/merge-patch+json";
+        let smp = "application/strategic-merge-patch+json";
+        let cases = [
+            (
+                jp,
+                r#"[{"op":"replace","path":"/metadata/name","value":"q"}]"#,
+                "the name of the object (q) does not match the name on the URL (p)",
+            ),
+            (
+                jp,
+                r#"[{"op":"remove","path":"/metadata/name"}]"#,
+                "the name of the object () does not match the name on the URL (p)",
+            ),
+            (
+                mp,
+                r#"{"metadata":{"name":"q"}}"#,
+                "the name of the object (q) does not match the name on the URL (p)",
+            ),
+            (
+                smp,
+                r#"{"metadata":{"name":"q"}}"#,
+                "the name of the object (q) does not match the name on the URL (p)",
+            ),
+            (
+                jp,
+                r#"[{"op":"replace","path":"/metadata/namespace","value":"kube-system"}]"#,
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ),
+            (
+                mp,
+                r#"{"metadata":{"namespace":"kube-system"}}"#,
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ),
+        ];
+        for (ct, body, message) in cases {
+            let (code, st) = full(api.handle(&with_type(req("PATCH", path, body), ct)));
+            assert_eq!(
+                (code, st["reason"].as_str(), st["message"].as_str()),
+                (400, Some("BadRequest"), Some(message)),
+                "{ct} {body}"
+            );
+        }
+        for (ct, body) in [
+            (mp, r#"{"kind":"Node"}"#),
+            (mp, r#"{"apiVersion":"v2"}"#),
+            (jp, r#"[{"op":"replace","path":"/kind","value":"Foo"}]"#),
+        ] {
+            let (code, st) = full(api.handle(&with_type(req("PATCH", path, body), ct)));
+            assert_eq!((code, st["reason"].as_str()), (422, Some("Invalid")), "{body}: {st}");
+            assert_eq!(st["details"]["causes"][0]["field"], "patch");
+            assert!(st["message"].as_str().unwrap().contains("is registered for version"), "{st}");
+        }
+        let (code, st) = full(api.handle(&with_type(
+            req("PATCH", path, r#"{"spec":{"activeDeadlineSeconds":{"$patch":"delete"}}}"#),
+            smp,
+        )));
+        assert_eq!((code, st["reason"].as_str()), (422, Some("Invalid")), "{st}");
+        // A PUT under another name or namespace.
+        let mut renamed = created.clone();
+        renamed["metadata"]["name"] = json!("q");
+        let (code, st) = full(api.handle(&req("PUT", path, &renamed.to_string())));
+        assert_eq!(
+            (code, st["message"].as_str()),
+            (400, Some("the name of the object (q) does not match the name on the URL (p)"))
+        );
+        let mut moved = created.clone();
+        moved["metadata"]["namespace"] = json!("kube-system");
+        assert_eq!(full(api.handle(&req("PUT", path, &moved.to_string()))).0, 400);
+        // Nothing changed: same generation, same deadline; the name stays the URL's.
+        let (_, now) = full(api.handle(&req("GET", path, "")));
+        assert_eq!(now["metadata"]["generation"], created["metadata"]["generation"]);
+        assert_eq!(now["spec"]["activeDeadlineSeconds"], 30);
+        assert_eq!(now["metadata"]["resourceVersion"], created["metadata"]["resourceVersion"]);
+        // Patches that keep the identity (or repeat it) still work.
+        let same = r#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"p","namespace":"default","labels":{"a":"b"}}}"#;
+        assert_eq!(full(api.handle(&with_type(req("PATCH", path, same), mp))).0, 200);
+    }
+
+    /// Issue 13 finding 8 at the API: bad labels are 422, bad selectors 400.
+    #[test]
+    fn labels_and_selectors_are_validated_at_the_api() {
+        let api = Api::new(Store::in_memory()).unwrap();
+        for labels in [r#"{"bad key!":"v"}"#, r#"{"":"v"}"#, r#"{"a/b/c":"v"}"#] {
+            let pod = format!(
+                r#"{{"metadata":{{"name":"p","labels":{labels}}},"spec":{{"containers":[{{"name":"c","image":"i"}}]}}}}"#
+            );
+            let (code, st) = full(api.handle(&req("POST", "/api/v1/namespaces/default/pods", &pod)));
+            assert_eq!((code, st["reason"].as_str()), (422, Some("Invalid")), "{labels}: {st}");
+            assert_eq!(st["details"]["causes"][0]["field"], "metadata.labels");
+        }
+        let ev =
+            "{\"metadata\":{\"name\":\"e\\r\\nX: y\"},\"involvedObject\":{\"kind\":\"Pod\",\"name\":\"p\"}}";
+        let (code, st) = full(api.handle(&req("POST", "/api/v1/namespaces/default/events", ev)));
+        assert_eq!(code, 422, "{st}");
+        let pod = r#"{"metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"i"}]}}"#;
+        assert_eq!(full(api.handle(&req("POST", "/api/v1/namespaces/default/pods", pod))).0, 201);
+        let merge = "application/merge-patch+json";
+        let long = "v".repeat(300);
+        let body = format!(r#"{{"metadata":{{"labels":{{"k":"{long}"}}}}}}"#);
+        let (code, _) =
+            full(api.handle(&with_type(req("PATCH", "/api/v1/namespaces/default/pods/p", &body), merge)));
+        assert_eq!(code, 422);
+        for sel in ["labelSelector=a%2Fb%2Fc%3Dx", &format!("labelSelector=k%3D{long}"), "labelSelector=%3Dx"]
+        {
+            let (code, st) = full(api.handle(&req("GET", &format!("/api/v1/pods?{sel}"), "")));
+            assert_eq!((code, st["reason"].as_str()), (400, Some("BadRequest")), "{sel}: {st}");
         }
     }
 
@@ -1187,5 +1557,58 @@ mod tests {
         let (code, _) = full(api.handle(&req("DELETE", "/api/v1/namespaces/default/pods/p", &right)));
         assert_eq!(code, 200);
         assert_eq!(full(api.handle(&req("GET", "/api/v1/namespaces/default/pods/p", ""))).0, 404);
+    }
+
+    fn patch_req(path: &str, ct: &str, body: &str) -> Request {
+        let mut r = req("PATCH", path, body);
+        r.headers = vec![("content-type".into(), ct.into())];
+        r
+    }
+
+    /// Issue 13, findings 1, 3 and 6 through the API: amplifying JSON patches, oversized
+    /// annotations and objects too deep to store are refused with kube-apiserver's codes.
+    #[test]
+    fn patches_objects_and_annotations_over_the_limits_are_refused() {
+        let api = Api::new(Store::in_memory()).unwrap();
+        let lease = r#"{"metadata":{"name":"n1"},"spec":{"holderIdentity":"n1","leaseDurationSeconds":40}}"#;
+        let leases = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases";
+        assert_eq!(full(api.handle(&req("POST", leases, lease))).0, 201);
+        let path = format!("{leases}/n1");
+        let chain: Vec<Value> =
+            (0..30).map(|i| json!({"op": "copy", "from": "/spec", "path": format!("/spec/a{i}")})).collect();
+        let ct = "application/json-patch+json";
+        let (code, st) = full(api.handle(&patch_req(&path, ct, &Value::Array(chain).to_string())));
+        assert_eq!(code, 422, "{st}");
+        assert!(st["message"].as_str().unwrap().contains("accumulated size increase of copy"), "{st}");
+        let many =
+            Value::Array(vec![json!({"op": "test", "path": "/spec/holderIdentity", "value": "n1"}); 10_001]);
+        let (code, st) = full(api.handle(&patch_req(&path, ct, &many.to_string())));
+        assert_eq!((code, st["reason"].as_str()), (413, Some("RequestEntityTooLarge")), "{st}");
+        // The object is as it was.
+        let (_, got) = full(api.handle(&req("GET", &path, "")));
+        assert!(got["spec"].get("a0").is_none());
+        // Annotations: 256 KiB in all.
+        let ann = |n: usize| json!({"metadata": {"annotations": {"k": "v".repeat(n)}}}).to_string();
+        let mp = "application/merge-patch+json";
+        let (code, st) = full(api.handle(&patch_req(&path, mp, &ann(MAX_ANNOTATIONS_BYTES))));
+        assert_eq!(code, 422, "{st}");
+        assert!(st["message"].as_str().unwrap().contains("may not be more than 262144 bytes"), "{st}");
+        assert_eq!(full(api.handle(&patch_req(&path, mp, &ann(MAX_ANNOTATIONS_BYTES - 1)))).0, 200);
+        // An object over 1.5 MiB: 413.
+        let big =
+            json!({"metadata": {"labels": {"a": "b"}}, "spec": {"holderIdentity": "x".repeat(1536 * 1024)}});
+        let (code, st) = full(api.handle(&patch_req(&path, mp, &big.to_string())));
+        assert_eq!((code, st["reason"].as_str()), (413, Some("RequestEntityTooLarge")), "{st}");
+        // Too deep: a body is refused 400 as it is read, a patch result 422.
+        let mut deep = json!({});
+        for _ in 0..crate::store::MAX_DEPTH {
+            deep = json!({"x": deep});
+        }
+        let ev = json!({"metadata": {"name": "e"}, "involvedObject": deep}).to_string();
+        let (code, st) = full(api.handle(&req("POST", "/api/v1/namespaces/default/events", &ev)));
+        assert_eq!(code, 400, "{st}");
+        let deep_patch = json!([{"op": "add", "path": "/spec/deep", "value": deep}]).to_string();
+        let (code, st) = full(api.handle(&patch_req(&path, ct, &deep_patch)));
+        assert_eq!(code, 422, "{st}");
     }
 }

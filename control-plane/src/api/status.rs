@@ -122,6 +122,16 @@ impl ApiError {
         Self::new(413, "RequestEntityTooLarge", "Request entity too large: limit is 3145728".into())
     }
 
+    /// 413 RequestEntityTooLarge with its own message (an object or a patch over a limit).
+    pub fn entity_too_large(message: String) -> Self {
+        Self::new(413, "RequestEntityTooLarge", message)
+    }
+
+    /// 422 with a bare message, as kube-apiserver answers a JSON patch it cannot apply.
+    pub fn unprocessable(message: String) -> Self {
+        Self::new(422, "Invalid", message)
+    }
+
     /// 415 UnsupportedMediaType.
     pub fn unsupported_media_type(ct: &str) -> Self {
         Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {ct})"))
@@ -135,6 +145,21 @@ impl ApiError {
             "UnsupportedMediaType",
             format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {ct})"),
         )
+    }
+
+    /// An answer to a request refused before it reached the API (the connection's limits and
+    /// HTTP's framing): 400 BadRequest, 408 Timeout, 413 RequestEntityTooLarge, 429
+    /// TooManyRequests, and for 431, 501 and 505 (which Go's net/http answers in plain text
+    /// before kube-apiserver sees the request) the empty reason, `StatusReasonUnknown`.
+    pub fn protocol(code: u16, message: String) -> Self {
+        let reason = match code {
+            400 => "BadRequest",
+            408 => "Timeout",
+            413 => "RequestEntityTooLarge",
+            429 => "TooManyRequests",
+            _ => "",
+        };
+        Self::new(code, reason, message)
     }
 
     /// 500 InternalError.

@@ -2,15 +2,26 @@
 //! limit), responses with a length, and chunked streaming responses.
 //!
 //! Everything here comes from the network: malformed input gives a `HttpError`, never a panic.
+//! What a request may hold is bounded before it is kept: a head of at most
+//! [`MAX_HEAD_BYTES`] (1 MiB, Go's `DefaultMaxHeaderBytes`, which kube-apiserver keeps; more is
+//! 431), a body of at most [`MAX_BODY_BYTES`] (more is 413, told by its `Content-Length` before
+//! any of it is read), and buffers that grow only as bytes arrive. The head and the body's
+//! framing are read as RFC 9112 says (see `wire::http`): 400 for malformed framing, 501 for a
+//! transfer coding other than `chunked`, 505 for a version other than HTTP/1.
 
 use std::fmt;
 use std::io::{self, BufRead, Read, Write};
-use wire::http::{HeadError, HeadLimits};
+use wire::http::{BodyFraming, HeadLimits};
 
 /// The largest request body accepted (3 MiB, as kube-apiserver).
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
-const MAX_HEADER_LINE: usize = 64 * 1024;
-const MAX_HEADERS: usize = 200;
+/// The largest request head, without the empty line that ends it (1 MiB, as Go's net/http
+/// and so kube-apiserver).
+pub const MAX_HEAD_BYTES: usize = 1 << 20;
+/// The most header fields in a head (more is 431).
+const MAX_HEADERS: usize = 256;
+/// The most bytes of trailer fields after a chunked body.
+const MAX_TRAILER_BYTES: usize = 64 * 1024;
 
 /// One request.
 #[derive(Debug, Clone, Default)]
@@ -49,10 +60,17 @@ impl Request {
 pub enum HttpError {
     /// The peer closed the connection before a request started.
     Closed,
-    /// The socket failed.
+    /// The socket failed, or the peer closed it in the middle of a request.
     Io(io::Error),
-    /// The request line or a header is malformed.
-    Malformed(&'static str),
+    /// The socket's read deadline passed (see `server::Timed`).
+    TimedOut,
+    /// The request is malformed: the status to answer (400, 431, 501 or 505) and why.
+    Rejected {
+        /// The HTTP status.
+        status: u16,
+        /// What was wrong.
+        what: String,
+    },
     /// The body is larger than `MAX_BODY_BYTES`; `unread` bytes of it are still on the wire
     /// (`None` for a chunked body).
     TooLarge {
@@ -61,12 +79,19 @@ pub enum HttpError {
     },
 }
 
+impl HttpError {
+    fn rejected(status: u16, what: impl fmt::Display) -> Self {
+        HttpError::Rejected { status, what: what.to_string() }
+    }
+}
+
 impl fmt::Display for HttpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             HttpError::Closed => write!(f, "connection closed"),
             HttpError::Io(e) => write!(f, "{e}"),
-            HttpError::Malformed(what) => write!(f, "malformed request: {what}"),
+            HttpError::TimedOut => write!(f, "timed out"),
+            HttpError::Rejected { what, .. } => write!(f, "malformed request: {what}"),
             HttpError::TooLarge { .. } => write!(f, "request entity too large: limit is {MAX_BODY_BYTES}"),
         }
     }
@@ -74,58 +99,153 @@ impl fmt::Display for HttpError {
 
 impl From<io::Error> for HttpError {
     fn from(e: io::Error) -> Self {
-        HttpError::Io(e)
-    }
-}
-
-/// One line with its line break, at most `MAX_HEADER_LINE` bytes; `None` at the end of input.
-fn read_line(r: &mut impl BufRead) -> Result<Option<Vec<u8>>, HttpError> {
-    let mut buf = Vec::new();
-    let n = r.by_ref().take(MAX_HEADER_LINE as u64).read_until(b'\n', &mut buf)?;
-    if n == 0 {
-        return Ok(None);
-    }
-    if buf.last() != Some(&b'\n') {
-        return Err(HttpError::Malformed("line too long or truncated"));
-    }
-    Ok(Some(buf))
-}
-
-/// A line of the chunked framing, without its line break.
-fn read_text_line(r: &mut impl BufRead) -> Result<Option<String>, HttpError> {
-    let Some(mut buf) = read_line(r)? else { return Ok(None) };
-    while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-        buf.pop();
-    }
-    String::from_utf8(buf).map(Some).map_err(|_| HttpError::Malformed("non-UTF-8 header"))
-}
-
-fn is_blank(line: &[u8]) -> bool {
-    line.iter().all(|b| *b == b'\n' || *b == b'\r')
-}
-
-/// The bytes of a request head, up to and with the blank line that ends it. Blank lines before
-/// the request line are skipped; `Closed` when the input ends before a request starts.
-fn read_head(r: &mut impl BufRead) -> Result<Vec<u8>, HttpError> {
-    let mut head = loop {
-        match read_line(r)? {
-            None => return Err(HttpError::Closed),
-            Some(l) if is_blank(&l) => continue,
-            Some(l) => break l,
+        match e.kind() {
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => HttpError::TimedOut,
+            _ => HttpError::Io(e),
         }
-    };
-    let mut headers = 0;
+    }
+}
+
+impl From<wire::http::FramingError> for HttpError {
+    fn from(e: wire::http::FramingError) -> Self {
+        HttpError::rejected(e.status(), e)
+    }
+}
+
+fn truncated() -> HttpError {
+    HttpError::Io(io::ErrorKind::UnexpectedEof.into())
+}
+
+/// The bytes of a request head, up to and with the empty line that ends it, read into a buffer
+/// that grows as they come, at most [`MAX_HEAD_BYTES`] of them. Empty lines before the request
+/// line count. `Closed` when the input ends before a request starts.
+fn read_head(r: &mut impl BufRead) -> Result<Vec<u8>, HttpError> {
+    let mut head = Vec::new();
+    let mut started = false;
     loop {
-        let Some(line) = read_line(r)? else { return Err(HttpError::Malformed("headers truncated")) };
-        head.extend_from_slice(&line);
-        if is_blank(&line) {
+        // The empty line that ends the head is not counted, as Go's net/http does not.
+        let room = (MAX_HEAD_BYTES + 2).saturating_sub(head.len());
+        let at = head.len();
+        let n = r.by_ref().take(room as u64).read_until(b'\n', &mut head)?;
+        if n == 0 && head.is_empty() {
+            return Err(HttpError::Closed);
+        }
+        if n == 0 {
+            return Err(truncated());
+        }
+        if !head.ends_with(b"\n") {
+            return Err(HttpError::rejected(431, "request head too large"));
+        }
+        let blank = matches!(&head[at..], b"\r\n" | b"\n");
+        if blank && started {
             return Ok(head);
         }
-        headers += 1;
-        if headers > MAX_HEADERS {
-            return Err(HttpError::Malformed("too many headers"));
+        started |= !blank;
+    }
+}
+
+/// Reads `n` bytes onto `body`, growing it as they arrive.
+fn read_growing(r: &mut impl Read, body: &mut Vec<u8>, n: u64) -> Result<(), HttpError> {
+    let mut left = n;
+    let mut buf = [0u8; 16 * 1024];
+    while left > 0 {
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let got = r.read(&mut buf[..want])?;
+        if got == 0 {
+            return Err(truncated());
+        }
+        body.extend_from_slice(&buf[..got]);
+        left -= got as u64;
+    }
+    Ok(())
+}
+
+/// A line of the chunked coding without its CRLF, which it must end with; at most
+/// `wire::http::MAX_CHUNK_LINE` bytes.
+fn read_chunk_line(r: &mut impl BufRead) -> Result<Vec<u8>, HttpError> {
+    let mut line = Vec::new();
+    let max = wire::http::MAX_CHUNK_LINE as u64 + 2;
+    let n = r.by_ref().take(max).read_until(b'\n', &mut line)?;
+    if n == 0 || (!line.ends_with(b"\n") && (n as u64) < max) {
+        return Err(truncated());
+    }
+    match line.strip_suffix(b"\r\n") {
+        Some(text) => Ok(text.to_vec()),
+        None => Err(wire::http::FramingError::Chunk.into()),
+    }
+}
+
+/// Reads one request's head, and how its body is framed (the body is left for
+/// [`read_body`]). Returns `Closed` when the peer closed cleanly between requests.
+pub fn read_request_head(r: &mut impl BufRead) -> Result<(Request, BodyFraming), HttpError> {
+    let raw = read_head(r)?;
+    let limits = HeadLimits { max_bytes: MAX_HEAD_BYTES, max_headers: MAX_HEADERS };
+    let head = match wire::http::parse_request(&raw, limits) {
+        Ok(Some((head, _))) => head,
+        // `read_head` ends at an empty line, so the head is complete.
+        Ok(None) => return Err(HttpError::rejected(400, "headers truncated")),
+        Err(e) => return Err(HttpError::rejected(e.status(), e)),
+    };
+    let framing = wire::http::request_framing(&head.headers)?;
+    if let BodyFraming::Length(n) = framing {
+        if n > MAX_BODY_BYTES as u64 {
+            return Err(HttpError::TooLarge { unread: Some(n) });
         }
     }
+    let wire::http::RequestHead { method, target, headers } = head;
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let req = Request {
+        method,
+        path: wire::percent::decode(path, false),
+        query: parse_query(query),
+        headers,
+        body: Vec::new(),
+    };
+    Ok((req, framing))
+}
+
+/// Reads a body framed as `framing` says onto `body`, at most [`MAX_BODY_BYTES`].
+pub fn read_body(r: &mut impl BufRead, framing: BodyFraming, body: &mut Vec<u8>) -> Result<(), HttpError> {
+    match framing {
+        BodyFraming::Empty => Ok(()),
+        BodyFraming::Length(n) => read_growing(r, body, n),
+        BodyFraming::Chunked => loop {
+            let size = wire::http::parse_chunk_size(&read_chunk_line(r)?)?;
+            if size == 0 {
+                let mut trailers = 0;
+                loop {
+                    let line = read_chunk_line(r)?;
+                    if line.is_empty() {
+                        return Ok(());
+                    }
+                    trailers += line.len();
+                    if trailers > MAX_TRAILER_BYTES {
+                        return Err(HttpError::rejected(431, "trailer fields too large"));
+                    }
+                    if !wire::http::is_field_line(&line) {
+                        return Err(wire::http::FramingError::Chunk.into());
+                    }
+                }
+            }
+            // `size` is the peer's number: compare without adding, which could overflow.
+            if size > MAX_BODY_BYTES.saturating_sub(body.len()) as u64 {
+                return Err(HttpError::TooLarge { unread: None });
+            }
+            read_growing(r, body, size)?;
+            let mut end = [0u8; 2];
+            r.read_exact(&mut end).map_err(|_| truncated())?;
+            if &end != b"\r\n" {
+                return Err(wire::http::FramingError::Chunk.into());
+            }
+        },
+    }
+}
+
+/// Reads one request, head and body.
+pub fn read_request(r: &mut impl BufRead) -> Result<Request, HttpError> {
+    let (mut req, framing) = read_request_head(r)?;
+    read_body(r, framing, &mut req.body)?;
+    Ok(req)
 }
 
 /// Splits a query string into decoded pairs.
@@ -137,61 +257,6 @@ pub fn parse_query(q: &str) -> Vec<(String, String)> {
             None => (wire::percent::decode(p, true), String::new()),
         })
         .collect()
-}
-
-/// Reads one request. Returns `Closed` when the peer closed cleanly between requests.
-pub fn read_request(r: &mut impl BufRead) -> Result<Request, HttpError> {
-    let raw = read_head(r)?;
-    let limits = HeadLimits { max_bytes: usize::MAX, max_headers: MAX_HEADERS };
-    let head = match wire::http::parse_request(&raw, limits) {
-        Ok(Some((head, _))) => head,
-        // `read_head` ends at a blank line, so the head is complete.
-        Ok(None) => return Err(HttpError::Malformed("headers truncated")),
-        Err(HeadError::Version) => return Err(HttpError::Malformed("HTTP version")),
-        Err(HeadError::StartLine) => return Err(HttpError::Malformed("request line")),
-        Err(HeadError::Header) => return Err(HttpError::Malformed("header line")),
-        Err(HeadError::TooManyHeaders) => return Err(HttpError::Malformed("too many headers")),
-        Err(HeadError::TooLarge) => return Err(HttpError::Malformed("line too long or truncated")),
-    };
-    let wire::http::RequestHead { method, target, headers } = head;
-    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-    let mut req = Request {
-        method,
-        path: wire::percent::decode(path, false),
-        query: parse_query(query),
-        headers,
-        ..Request::default()
-    };
-    if wire::http::is_chunked(&req.headers) {
-        loop {
-            let Some(size_line) = read_text_line(r)? else {
-                return Err(HttpError::Malformed("chunk truncated"));
-            };
-            let size_hex = size_line.split(';').next().unwrap_or("").trim();
-            let size = usize::from_str_radix(size_hex, 16).map_err(|_| HttpError::Malformed("chunk size"))?;
-            if size == 0 {
-                // Trailers end with an empty line.
-                while read_text_line(r)?.is_some_and(|l| !l.is_empty()) {}
-                break;
-            }
-            // `size` is the peer's number: compare without adding, which could overflow.
-            if size > MAX_BODY_BYTES.saturating_sub(req.body.len()) {
-                return Err(HttpError::TooLarge { unread: None });
-            }
-            let start = req.body.len();
-            req.body.resize(start + size, 0);
-            r.read_exact(&mut req.body[start..])?;
-            let _ = read_text_line(r)?;
-        }
-    } else if let Some(len) = req.header("content-length") {
-        let len: usize = len.parse().map_err(|_| HttpError::Malformed("content-length"))?;
-        if len > MAX_BODY_BYTES {
-            return Err(HttpError::TooLarge { unread: Some(len as u64) });
-        }
-        req.body.resize(len, 0);
-        r.read_exact(&mut req.body)?;
-    }
-    Ok(req)
 }
 
 /// One complete response.
@@ -315,13 +380,13 @@ mod tests {
             read_request(&mut BufReader::new(big.as_bytes())),
             Err(HttpError::TooLarge { unread: Some(_) })
         ));
-        assert!(matches!(
-            read_request(&mut BufReader::new(&b"GARBAGE\r\n\r\n"[..])),
-            Err(HttpError::Malformed(_))
-        ));
+        let status = |raw: &[u8]| match read_request(&mut BufReader::new(raw)) {
+            Err(HttpError::Rejected { status, .. }) => status,
+            other => panic!("{:?}: {other:?}", String::from_utf8_lossy(raw)),
+        };
+        assert_eq!(status(b"GARBAGE\r\n\r\n"), 400);
         assert!(matches!(read_request(&mut BufReader::new(&b""[..])), Err(HttpError::Closed)));
-        let bad_len = b"PUT / HTTP/1.1\r\nContent-Length: x\r\n\r\n";
-        assert!(matches!(read_request(&mut BufReader::new(&bad_len[..])), Err(HttpError::Malformed(_))));
+        assert_eq!(status(b"PUT / HTTP/1.1\r\nContent-Length: x\r\n\r\n"), 400);
         // A chunk size near usize::MAX after a first chunk: too large, not an overflow.
         let huge =
             b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nffffffffffffffff\r\nx\r\n";
@@ -329,6 +394,78 @@ mod tests {
             read_request(&mut BufReader::new(&huge[..])),
             Err(HttpError::TooLarge { unread: None })
         ));
+    }
+
+    /// A reader that says how much of its input was asked for and how big the body's buffer
+    /// got: a `Content-Length` reserves nothing before the bytes come.
+    #[test]
+    fn bodies_grow_as_they_arrive() {
+        let head = format!("PUT / HTTP/1.1\r\nContent-Length: {MAX_BODY_BYTES}\r\n\r\n");
+        let mut input = head.into_bytes();
+        input.extend_from_slice(b"only this much");
+        let mut r = BufReader::new(&input[..]);
+        let (_, framing) = read_request_head(&mut r).unwrap();
+        assert_eq!(framing, BodyFraming::Length(MAX_BODY_BYTES as u64));
+        let mut body = Vec::new();
+        assert!(matches!(read_body(&mut r, framing, &mut body), Err(HttpError::Io(_))));
+        assert_eq!(body, b"only this much");
+        assert!(body.capacity() < 64 * 1024, "{}", body.capacity());
+        // Over the limit: refused by the head alone.
+        let big = format!("PUT / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", MAX_BODY_BYTES + 1);
+        assert!(matches!(
+            read_request_head(&mut BufReader::new(big.as_bytes())),
+            Err(HttpError::TooLarge { unread: Some(n) }) if n == MAX_BODY_BYTES as u64 + 1
+        ));
+    }
+
+    #[test]
+    fn rfc_9112_framing_and_heads() {
+        let status = |raw: &[u8]| match read_request(&mut BufReader::new(raw)) {
+            Ok(req) => (200, req.body),
+            Err(HttpError::Rejected { status, .. }) => (status, Vec::new()),
+            Err(HttpError::TooLarge { .. }) => (413, Vec::new()),
+            Err(e) => panic!("{:?}: {e:?}", String::from_utf8_lossy(raw)),
+        };
+        let code = |raw: &[u8]| status(raw).0;
+        let p = "POST / HTTP/1.1\r\nHost: a\r\n";
+        let req = |rest: &str| format!("{p}{rest}").into_bytes();
+        assert_eq!(code(&req("Content-Length: 1\r\nContent-Length: 2\r\n\r\nab")), 400);
+        assert_eq!(code(&req("Content-Length: 1, 2\r\n\r\nab")), 400);
+        assert_eq!(code(&req("Content-Length: +2\r\n\r\nab")), 400);
+        assert_eq!(status(&req("Content-Length: 2\r\nContent-Length: 2\r\n\r\nab")), (200, b"ab".to_vec()));
+        assert_eq!(
+            code(&req("Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n")),
+            400
+        );
+        for te in ["notchunked", "gzip, chunked", "chunked, chunked"] {
+            assert_eq!(code(&req(&format!("Transfer-Encoding: {te}\r\n\r\n0\r\n\r\n"))), 501, "{te}");
+        }
+        let chunked = |body: &str| req(&format!("Transfer-Encoding: Chunked\r\n\r\n{body}"));
+        assert_eq!(status(&chunked("2;x=\"y\"\r\nab\r\n0\r\nA: b\r\n\r\n")), (200, b"ab".to_vec()));
+        for bad in [
+            "+2\r\nab\r\n0\r\n\r\n",
+            "0x2\r\nab\r\n0\r\n\r\n",
+            " 2\r\nab\r\n0\r\n\r\n",
+            "2\nab\r\n0\r\n\r\n",
+            "2\r\nab\n0\r\n\r\n",
+            "2\r\nabc\r\n0\r\n\r\n",
+            "2\r\nab\r\n0\r\n\n",
+            "2\r\nab\r\n0\r\n bad\r\n\r\n",
+            "2;\r\nab\r\n0\r\n\r\n",
+        ] {
+            assert_eq!(code(&chunked(bad)), 400, "{bad:?}");
+        }
+        assert_eq!(code(b"GET / HTTP/1.7\r\nHost: a\r\n\r\n"), 200);
+        assert_eq!(code(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n"), 505);
+        assert_eq!(code(b"GET / HTTP/1.1\nHost: a\n\n"), 400);
+        assert_eq!(code(b"GET / HTTP/1.1\r\nHost : a\r\n\r\n"), 400);
+        assert_eq!(code(b"GET / HTTP/1.1\r\nA: b\r\n\tc\r\n\r\n"), 400);
+        // A header line of 64 KiB is taken (the head's limit is 1 MiB, as Go's); past 1 MiB, 431.
+        let line = |n: usize| format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(n)).into_bytes();
+        assert_eq!(code(&line(65 * 1024)), 200);
+        assert_eq!(code(&line(MAX_HEAD_BYTES)), 431);
+        let many: String = (0..MAX_HEADERS + 1).map(|i| format!("X-{i}: a\r\n")).collect();
+        assert_eq!(code(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()), 431);
     }
 
     #[test]

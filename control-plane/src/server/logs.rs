@@ -23,6 +23,42 @@ const MAX_HEAD_BYTES: u64 = 64 * 1024;
 const FORWARDED: &[&str] =
     &["follow", "previous", "timestamps", "sinceSeconds", "sinceTime", "tailLines", "limitBytes"];
 
+/// Query parameter `name`'s value `v` as the kubelet is sent it: parsed as PodLogOptions
+/// types it (booleans as Go's `strconv.ParseBool` reads them, integers, an RFC 3339 time) and
+/// written back in canonical form, so that nothing but the option's value reaches the
+/// kubelet. A value that does not parse is 400 BadRequest, one out of range 422 Invalid, as
+/// kube-apiserver answers.
+fn log_option(name: &str, v: &str) -> Result<String, ApiError> {
+    let bad = || ApiError::bad_request(format!("invalid value {v:?} for query parameter {name:?}"));
+    match name {
+        "follow" | "previous" | "timestamps" => match v {
+            "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok("true".into()),
+            "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok("false".into()),
+            _ => Err(bad()),
+        },
+        "sinceSeconds" | "tailLines" | "limitBytes" => {
+            let n: i64 = v.parse().map_err(|_| bad())?;
+            let least = if name == "tailLines" { 0 } else { 1 };
+            if n < least {
+                let rule =
+                    if least == 0 { "must be greater than or equal to 0" } else { "must be greater than 0" };
+                return Err(invalid_option(name, &format!("{n}: {rule}")));
+            }
+            Ok(n.to_string())
+        }
+        "sinceTime" => {
+            let (secs, _) = wire::time::parse(v).ok_or_else(bad)?;
+            Ok(wire::time::format_time(secs))
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// 422 Invalid for PodLogOptions field `field`.
+fn invalid_option(field: &str, rule: &str) -> ApiError {
+    ApiError::invalid("PodLogOptions", "", &format!("{field}: Invalid value: {rule}"))
+}
+
 /// Where a log request goes.
 #[derive(Debug, Clone)]
 pub struct LogSpec {
@@ -56,9 +92,14 @@ impl LogSpec {
         let mut query: Vec<String> = Vec::new();
         for p in FORWARDED {
             if let Some(v) = req.param(p) {
-                query.push(format!("{p}={v}"));
+                query.push(format!("{p}={}", wire::percent::encode(&log_option(p, v)?)));
             }
         }
+        if req.param("sinceSeconds").is_some() && req.param("sinceTime").is_some() {
+            let rule = "at most one of `sinceTime` or `sinceSeconds` may be specified";
+            return Err(invalid_option("sinceSeconds", rule));
+        }
+        let [ns, pod, container] = [ns, pod, container].map(wire::percent::encode);
         let mut path = format!("/containerLogs/{ns}/{pod}/{container}");
         if !query.is_empty() {
             path = format!("{path}?{}", query.join("&"));
@@ -175,6 +216,15 @@ mod tests {
         pki: &crate::tls::Pki,
         answer: &'static [u8],
     ) -> (u16, std::thread::JoinHandle<(String, bool)>) {
+        kubelet_at(pki, answer, "127.0.0.1")
+    }
+
+    /// [`kubelet`] listening on `ip`.
+    fn kubelet_at(
+        pki: &crate::tls::Pki,
+        answer: &'static [u8],
+        ip: &str,
+    ) -> (u16, std::thread::JoinHandle<(String, bool)>) {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -197,7 +247,7 @@ mod tests {
                 .with_single_cert(certs, key)
                 .unwrap(),
         );
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = TcpListener::bind((ip, 0)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let t = std::thread::spawn(move || {
             let (tcp, _) = listener.accept().unwrap();
@@ -224,7 +274,7 @@ mod tests {
     fn log_requests_go_to_the_kubelet_over_tls_with_the_forwarded_query() {
         let dir = std::env::temp_dir().join(format!("cp-logs-{}", uuid::Uuid::new_v4()));
         let pki = crate::tls::load_or_generate(&dir, &[]).unwrap();
-        let tls = crate::tls::kubelet_client_config(&pki).unwrap();
+        let tls = crate::tls::kubelet_client_config(&pki, None).unwrap();
         let (port, server) = kubelet(&pki, b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nhello\n");
         let node = json!({"status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
                                      "daemonEndpoints": {"kubeletEndpoint": {"Port": port}}}});
@@ -245,6 +295,34 @@ mod tests {
             "{text}"
         );
         assert!(LogSpec::new(&req, &json!({}), "default", "p", "app").is_err());
+        // What a client sends reaches the kubelet only as an option's canonical value, and
+        // names only percent-encoded: no CR/LF, no second request line, no extra query.
+        for (query, want) in [
+            ("follow=T&timestamps=0&sinceSeconds=30", "follow=true&timestamps=false&sinceSeconds=30"),
+            (
+                "sinceTime=2024-12-11T10:00:00.5Z&limitBytes=007",
+                "sinceTime=2024-12-11T10%3A00%3A00Z&limitBytes=7",
+            ),
+        ] {
+            let req = Request { query: crate::server::http::parse_query(query), ..Request::default() };
+            let spec = LogSpec::new(&req, &node, "default", "p", "app").unwrap();
+            assert_eq!(spec.path, format!("/containerLogs/default/p/app?{want}"));
+        }
+        for (query, code) in [
+            ("tailLines=1%0D%0AX-Injected:%201", 400),
+            ("follow=yes", 400),
+            ("sinceTime=yesterday", 400),
+            ("limitBytes=0", 422),
+            ("tailLines=-1", 422),
+            ("sinceSeconds=0", 422),
+            ("sinceSeconds=5&sinceTime=2024-12-11T10:00:00Z", 422),
+        ] {
+            let req = Request { query: crate::server::http::parse_query(query), ..Request::default() };
+            let e = LogSpec::new(&req, &node, "default", "p", "app").unwrap_err();
+            assert_eq!(e.code, code, "{query}: {e:?}");
+        }
+        let spec = LogSpec::new(&Request::default(), &node, "default", "p", "a\r\nHost: x/../b?c").unwrap();
+        assert_eq!(spec.path, "/containerLogs/default/p/a%0D%0AHost%3A%20x%2F..%2Fb%3Fc");
         // A hostile kubelet's huge chunk ends the stream instead of allocating it.
         let (port, server) =
             kubelet(&pki, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nffffffffff\r\n");
@@ -263,5 +341,51 @@ mod tests {
         let e = spec.proxy(&mut Vec::new(), &tls).unwrap().unwrap_err();
         assert_eq!(e.code, 503, "{e:?}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// With `--kubelet-certificate-authority`, only a kubelet whose serving certificate chains
+    /// to that CA and names the address dialled gets the request (and so the kubelet-client
+    /// certificate's handshake); another server at a node's daemonEndpoints gets nothing.
+    #[test]
+    fn a_kubelet_certificate_authority_is_enforced() {
+        let dir = std::env::temp_dir().join(format!("cp-logs-ca-{}", uuid::Uuid::new_v4()));
+        let other_dir = std::env::temp_dir().join(format!("cp-logs-ca2-{}", uuid::Uuid::new_v4()));
+        let pki = crate::tls::load_or_generate(&dir, &[]).unwrap();
+        let other = crate::tls::load_or_generate(&other_dir, &[]).unwrap();
+        let node = |port: u16, addr: &str| {
+            json!({"status": {"addresses": [{"type": "InternalIP", "address": addr}],
+                              "daemonEndpoints": {"kubeletEndpoint": {"Port": port}}}})
+        };
+        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n";
+        // The kubelet's certificate is from the CA the server trusts: the request goes through.
+        let tls = crate::tls::kubelet_client_config(&pki, Some(&pki.ca_pem)).unwrap();
+        let (port, server) = kubelet(&pki, ok);
+        let spec =
+            LogSpec::new(&Request::default(), &node(port, "127.0.0.1"), "default", "p", "app").unwrap();
+        let mut out = Vec::new();
+        assert!(spec.proxy(&mut out, &tls).unwrap().is_ok());
+        assert!(server.join().unwrap().0.starts_with("GET /containerLogs/"));
+        assert!(String::from_utf8_lossy(&out).contains("ok\n"));
+        // A server whose certificate is from another CA: refused before any request.
+        let (port, server) = kubelet(&other, ok);
+        let spec =
+            LogSpec::new(&Request::default(), &node(port, "127.0.0.1"), "default", "p", "app").unwrap();
+        let e = spec.proxy(&mut Vec::new(), &tls).unwrap().unwrap_err();
+        assert_eq!(e.code, 503, "{e:?}");
+        let (head, _) = server.join().unwrap();
+        assert!(head.is_empty(), "the impostor received {head:?}");
+        // The right CA but a name the certificate lacks (the node lies about its address).
+        let (port, server) = kubelet_at(&pki, ok, "127.0.0.2");
+        let spec =
+            LogSpec::new(&Request::default(), &node(port, "127.0.0.2"), "default", "p", "app").unwrap();
+        let e = spec.proxy(&mut Vec::new(), &tls).unwrap().unwrap_err();
+        assert_eq!(e.code, 503, "{e:?}");
+        assert!(e.message.contains("certificate"), "{e:?}");
+        let (head, _) = server.join().unwrap();
+        assert!(head.is_empty(), "the wrongly named kubelet received {head:?}");
+        // A bundle with no certificate is refused at start.
+        assert!(crate::tls::kubelet_client_config(&pki, Some("junk")).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&other_dir);
     }
 }

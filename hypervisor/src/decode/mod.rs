@@ -1,6 +1,6 @@
 //! Pure x86 formats and arithmetic: exception vectors and their reports, IDT gate
 //! encoding, frame-pointer walks, MADT entries, local APIC register encodings and timer
-//! arithmetic. Nothing here touches the hardware, so all of it is tested on the host; the
+//! arithmetic, the TSC's calibration against the PIT. Nothing here touches the hardware, so all of it is tested on the host; the
 //! hardware modules under `arch` feed it values read from the machine.
 //!
 //! Intel SDM section numbers here and under `arch` follow the editions from 2023 on, where
@@ -14,3 +14,4 @@
 pub mod apic;
 pub mod exception;
 pub mod madt;
+pub mod pit;

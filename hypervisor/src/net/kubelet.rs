@@ -252,10 +252,8 @@ impl KubeletServer {
                         return Err(Ended::TimedOut);
                     }
                 }
-                Err(wire::http::HeadError::TooLarge) => {
-                    c.finish(answer(431, "request head too large"), now_ms)
-                }
-                Err(e) => c.finish(answer(400, &format!("{e}")), now_ms),
+                // 431 for a head over the limits, 505 for a version other than HTTP/1, else 400.
+                Err(e) => c.finish(answer(e.status(), &format!("{e}")), now_ms),
                 Ok(Some((head, _))) => c.begin(&head.method, &head.target, rt, now_ms, wall),
             }
             if !matches!(c.phase, Phase::Head(_)) {
@@ -625,6 +623,17 @@ mod tests {
             c.text()
         };
         assert!(garbled.starts_with("HTTP/1.1 400 "), "{garbled}");
+        // RFC 9112 as the other servers read it: bare LF, another major version.
+        for (request, status) in [
+            ("GET /healthz HTTP/1.1\nHost: node\n\n", "400"),
+            ("GET /healthz HTTP/1.1\r\nHost : node\r\n\r\n", "400"),
+            ("GET /healthz HTTP/2.0\r\n\r\n", "505"),
+        ] {
+            let mut c = Client::connect(&mut net.a, std_client(&pki, Some(&pki), &[&rustls::version::TLS13]));
+            c.tls.writer().write_all(request.as_bytes()).unwrap();
+            net.run(&mut rt, &mut [&mut c], 3_000);
+            assert!(c.text().starts_with(&format!("HTTP/1.1 {status} ")), "{request:?}: {}", c.text());
+        }
         assert_eq!(net.server.connections(), 0);
     }
 
