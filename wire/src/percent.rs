@@ -50,6 +50,7 @@ pub fn decode(s: &str, plus: bool) -> String {
 }
 
 /// What [`encode`] escapes: everything but RFC 3986's unreserved characters.
+#[cfg(feature = "alloc")]
 const COMPONENT: &percent_encoding::AsciiSet =
     &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
